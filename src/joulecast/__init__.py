@@ -1,0 +1,59 @@
+"""joulecast: measure, forecast and estimate the energy of deep-learning training.
+
+Importing joulecast touches no hardware, starts no thread or process and installs no
+logging handler; sensors are found when a measurement starts.
+"""
+
+from __future__ import annotations
+
+import logging
+
+__version__ = "0.1.0"
+
+from joulecast.energy import J_PER_KWH, RunSummary, j_to_kwh, summarize
+from joulecast.errors import (
+    InputError,
+    JoulecastError,
+    SensorError,
+    SensorUnavailable,
+    StoreError,
+)
+from joulecast.monitor import Monitor
+from joulecast.records import Gap, Phase, PhaseKind, Reading, RunStatus
+from joulecast.run import Run, measure
+from joulecast.sensors import Sensor, SensorReport, detect, detect_sensors
+from joulecast.store import Store, open_store
+from joulecast.traces import export_run, import_nvidia_smi, import_trace, read_trace
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = [
+    "J_PER_KWH",
+    "Gap",
+    "InputError",
+    "JoulecastError",
+    "Monitor",
+    "Phase",
+    "PhaseKind",
+    "Reading",
+    "Run",
+    "RunStatus",
+    "RunSummary",
+    "Sensor",
+    "SensorError",
+    "SensorReport",
+    "SensorUnavailable",
+    "Store",
+    "StoreError",
+    "__version__",
+    "detect",
+    "detect_sensors",
+    "export_run",
+    "import_nvidia_smi",
+    "import_trace",
+    "j_to_kwh",
+    "measure",
+    "open_store",
+    "read_trace",
+    "summarize",
+]

@@ -1,0 +1,7 @@
+"""``python -m joulecast``: the command line."""
+
+import sys
+
+from joulecast.cli import main
+
+sys.exit(main())

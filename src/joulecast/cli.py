@@ -1,0 +1,390 @@
+"""The ``joulecast`` command: thin verbs over the public API.
+
+Every verb that prints data takes ``--json``. Errors joulecast reports on purpose print one
+line on stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from joulecast.energy import RunSummary, j_to_kwh, summarize
+from joulecast.errors import InputError, JoulecastError
+from joulecast.records import RunStatus
+from joulecast.store import Store
+
+log = logging.getLogger("joulecast")
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def _store(args: argparse.Namespace) -> Store:
+    return Store(args.store)
+
+
+def _tags(items: Sequence[str]) -> dict[str, str]:
+    tags = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--tag {item!r}: expected KEY=VALUE")
+        tags[key] = value
+    return tags
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=False, allow_nan=False, default=str))
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def print_summary(summary: RunSummary, console: Any) -> None:
+    """Print a run's totals, per-device sources, epochs and warnings as rich tables."""
+    from rich.table import Table
+
+    status = summary.status
+    if summary.signal:
+        status += f" ({summary.signal})"
+    elif summary.exit_code not in (None, 0):
+        status += f" (exit {summary.exit_code})"
+    console.print(
+        f"[bold]run {summary.run_id}[/bold] {summary.name or ''}  {status}  "
+        f"{summary.duration_s:,.1f} s"
+    )
+    table = Table(title="energy by device", title_justify="left")
+    for col in ("device", "energy J", "kWh", "mean W", "how"):
+        table.add_column(col, justify="left" if col in ("device", "how") else "right")
+    for device, d in summary.devices.items():
+        how = f"{'measured' if d.measured else 'modelled'} ({d.source}, {d.method})"
+        table.add_row(
+            device, _fmt(d.energy_j), f"{j_to_kwh(d.energy_j):.6f}", _fmt(d.mean_power_w), how
+        )
+    table.add_row(
+        "total", _fmt(summary.energy_j), f"{j_to_kwh(summary.energy_j):.6f}",
+        _fmt(summary.mean_power_w),
+        f"measured {_fmt(summary.energy_j_measured)} J + modelled "
+        f"{_fmt(summary.energy_j_modelled)} J",
+        style="bold",
+    )
+    console.print(table)
+    if len(summary.epochs):
+        ep = Table(title="epochs", title_justify="left")
+        for col in ("epoch", "start s", "duration s", "energy J", "mean W", "samples", "J/sample"):
+            ep.add_column(col, justify="right")
+        for row in summary.epochs.to_dict("records"):
+            samples = row["samples"]
+            ep.add_row(
+                str(row["index"]),
+                _fmt(row["start_s"], 2),
+                _fmt(row["duration_s"], 2),
+                _fmt(row["energy_j"]),
+                _fmt(row["mean_power_w"]),
+                "-" if samples is None or samples != samples else str(int(samples)),
+                _fmt(row["j_per_sample"], 4),
+            )
+        console.print(ep)
+    if summary.j_per_sample is not None:
+        console.print(f"J per sample processed: {summary.j_per_sample:.4f}")
+    q = summary.quality
+    if q.get("ticks"):
+        console.print(
+            f"sampling: {q['ticks']} ticks at {_fmt(q.get('achieved_hz'))} Hz "
+            f"(asked {1 / q['interval_s']:.0f} Hz), {q.get('missed_deadlines', 0)} missed"
+        )
+    for warning in summary.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+
+
+# -- verbs ---------------------------------------------------------------------------------
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    """Run a command as a child, sampling until it exits; exit with its exit code."""
+    from joulecast.monitor import Monitor
+    from joulecast.run import RUN_ENV, STORE_ENV
+    from joulecast.sensors import detect
+
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise InputError("measure: no command given (usage: joulecast measure [options] -- CMD ...)")
+    tags = _tags(args.tag)
+    store = _store(args)
+    sensors, reports = detect(
+        pid=os.getpid(), include_root=False, interval_s=args.interval, gpus=not args.no_gpu
+    )
+    for rep in reports:
+        if not rep.found:
+            log.info("sensor %s not used: %s", rep.name, rep.reason)
+    monitor = Monitor(
+        sensors, store, interval_s=args.interval, name=args.name or Path(command[0]).name, tags=tags
+    )
+    run_id = monitor.start()
+    env = dict(os.environ, **{RUN_ENV: str(run_id), STORE_ENV: str(store.path.resolve())})
+    try:
+        child = subprocess.Popen(command, env=env)
+    except OSError as exc:
+        monitor.stop(RunStatus.FAILED)
+        store.delete_run(run_id)
+        raise InputError(f"measure: cannot run {command[0]!r}: {exc.strerror}") from exc
+    received: list[int] = []
+
+    def forward(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while True:
+            try:
+                rc = child.wait()
+                break
+            except InterruptedError:  # pragma: no cover - PEP 475 retries for us
+                continue
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if rc == 0:
+        status, exit_code, sig = RunStatus.COMPLETED, 0, None
+    elif rc < 0:
+        sig = signal.Signals(-rc).name
+        status = RunStatus.INTERRUPTED if -rc in received else RunStatus.FAILED
+        exit_code = None
+    else:
+        status, exit_code, sig = RunStatus.FAILED, rc, None
+    monitor.stop(status, exit_code=exit_code, signal=sig)
+    if not args.quiet:
+        print_summary(summarize(store, run_id), _console(stderr=True))
+    return rc if rc >= 0 else 128 - rc
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    """List the runs in the store."""
+    frame = _store(args).runs()
+    if args.json:
+        _print_json(json.loads(frame.to_json(orient="records")))
+        return 0
+    from rich.table import Table
+
+    table = Table()
+    for col in ("id", "name", "status", "origin", "started", "duration s", "epochs", "tags"):
+        table.add_column(col)
+    for row in frame.to_dict("records"):
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["started_at"]))
+        table.add_row(
+            str(row["id"]), str(row["name"] or ""), row["status"], row["origin"], started,
+            _fmt(row["duration_s"]), str(row["epochs"]),
+            " ".join(f"{k}={v}" for k, v in row["tags"].items()),
+        )
+    _console().print(table)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Print a run's summary."""
+    store = _store(args)
+    summary = summarize(store, store.resolve(args.run))
+    if args.json:
+        _print_json(summary.to_dict())
+    else:
+        print_summary(summary, _console())
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a run's samples and phases as CSV or Parquet."""
+    from joulecast.traces import export_run
+
+    store = _store(args)
+    paths = export_run(store, store.resolve(args.run), args.output, format=args.format)
+    if args.json:
+        _print_json({"files": [str(p) for p in paths]})
+    else:
+        for p in paths:
+            print(p)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Import a neutral trace or an nvidia-smi log as a run."""
+    from joulecast.traces import import_nvidia_smi, import_trace
+
+    store = _store(args)
+    tags = _tags(args.tag)
+    if args.kind == "trace":
+        run_id = import_trace(store, args.power, args.phases, name=args.name, tags=tags)
+    else:
+        run_id = import_nvidia_smi(store, args.log, args.phases, name=args.name, tags=tags)
+    if args.json:
+        _print_json({"run_id": run_id})
+    else:
+        print(run_id)
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Print which sensors work here and how to fix the others."""
+    from joulecast.sensors import detect
+
+    sensors, reports = detect()
+    details = {}
+    for sensor in sensors:
+        describe = getattr(sensor, "describe", None)
+        details[getattr(sensor, "name", type(sensor).__name__)] = describe() if describe else {}
+        sensor.close()
+    if args.json:
+        _print_json(
+            [
+                {
+                    "sensor": r.name, "found": r.found, "devices": r.devices,
+                    "measured": r.measured, "reason": r.reason, "fix": r.fix,
+                    "details": details.get(r.name, {}),
+                }
+                for r in reports
+            ]
+        )
+        return 0
+    console = _console()
+    for r in reports:
+        if r.found:
+            kind = "measured" if r.measured else "modelled power / measured load"
+            console.print(f"[green]found[/green]   {r.name:<11} {', '.join(r.devices)}  ({kind})")
+            for device, info in details.get(r.name, {}).items():
+                facts = ", ".join(f"{k}={v}" for k, v in info.items() if v is not None)
+                console.print(f"            {device}: {facts}")
+        else:
+            console.print(f"[red]missing[/red] {r.name:<11} {r.reason}")
+            if r.fix:
+                console.print(f"            fix: {r.fix}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Measure a small CPU training end to end and print its summary."""
+    ns = argparse.Namespace(
+        store=args.store, interval=args.interval, name="demo", tag=["demo=1"], quiet=False,
+        no_gpu=False,
+        command=[sys.executable, "-m", "joulecast.demo", "--epochs", str(args.epochs)],
+    )
+    return cmd_measure(ns)
+
+
+# -- parser --------------------------------------------------------------------------------
+
+
+def _positive_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and value >= 0.001):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected at least 0.001 s")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``joulecast`` command."""
+    from joulecast import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="joulecast", description="Measure, forecast and estimate the energy of DL training."
+    )
+    parser.add_argument("--version", action="version", version=f"joulecast {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Any, help_text: str, json_flag: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument(
+            "--store", default=None,
+            help="run store file (default: $JOULECAST_STORE or ./joulecast.db)",
+        )
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="print JSON")
+        p.set_defaults(fn=fn)
+        return p
+
+    p = add("measure", cmd_measure, "run a command and measure its energy", json_flag=False)
+    p.add_argument("--interval", type=_positive_interval, default=0.1, help="seconds (0.1)")
+    p.add_argument("--name", help="run name (default: the command)")
+    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--no-gpu", action="store_true", help="do not sample GPUs")
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary at the end")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+
+    add("runs", cmd_runs, "list runs")
+
+    p = add("show", cmd_show, "show a run's energy summary")
+    p.add_argument("run", help="run id, name, or 'last'")
+
+    p = add("export", cmd_export, "export a run's samples and phases")
+    p.add_argument("run", help="run id, name, or 'last'")
+    p.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    p.add_argument("-o", "--output", default=".", help="folder to write into (.)")
+
+    imp = sub.add_parser("import", help="import a recorded trace as a run")
+    isub = imp.add_subparsers(dest="kind", required=True, metavar="KIND")
+    for kind, help_text in (
+        ("trace", "neutral power.csv (+ phases.csv)"),
+        ("nvidia-smi", "a CSV log written by nvidia-smi --query-gpu ... --format=csv"),
+    ):
+        p = isub.add_parser(kind, help=help_text, description=help_text)
+        p.add_argument("--store", default=None, help="run store file")
+        p.add_argument("--json", action="store_true", help="print JSON")
+        if kind == "trace":
+            p.add_argument("--power", required=True, help="power.csv")
+        else:
+            p.add_argument("log", help="nvidia-smi CSV log")
+        p.add_argument("--phases", help="phases.csv")
+        p.add_argument("--name")
+        p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
+        p.set_defaults(fn=cmd_import)
+
+    add("doctor", cmd_doctor, "show which sensors work here and how to fix the rest")
+
+    p = add("demo", cmd_demo, "measure a small CPU training end to end", json_flag=False)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--interval", type=_positive_interval, default=0.1)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``joulecast`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="joulecast: %(levelname)s: %(message)s",
+    )
+    try:
+        return int(args.fn(args))
+    except JoulecastError as exc:
+        print(f"joulecast: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

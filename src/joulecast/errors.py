@@ -1,0 +1,36 @@
+"""The exceptions joulecast raises.
+
+::
+
+    JoulecastError            anything joulecast reports on purpose
+    ├── InputError            a file, field or argument is not what was expected
+    ├── SensorError           a sensor could not be read (the monitor records a gap)
+    │   └── SensorUnavailable a sensor cannot be used on this machine at all
+    └── StoreError            the run store cannot be opened, read or written
+"""
+
+from __future__ import annotations
+
+
+class JoulecastError(Exception):
+    """Base class of every error joulecast raises on purpose."""
+
+
+class InputError(JoulecastError, ValueError):
+    """Bad input: the message names the file, line or field, and what was expected."""
+
+
+class SensorError(JoulecastError):
+    """A sensor failed to produce readings; the monitor records a gap and carries on."""
+
+
+class SensorUnavailable(SensorError):
+    """A sensor cannot run here; ``fix`` says what would make it available."""
+
+    def __init__(self, message: str, fix: str = "") -> None:
+        super().__init__(message)
+        self.fix = fix
+
+
+class StoreError(JoulecastError):
+    """The run store could not be opened, read or written."""

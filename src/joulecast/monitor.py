@@ -1,0 +1,402 @@
+"""The sampler: reads sensors at a fixed interval on a monotonic clock and streams to the store.
+
+Two daemon threads per monitor. The sampler wakes on a fixed grid (``start + k * interval``),
+reads every sensor, and appends readings to a buffer; a tick that starts more than one interval
+late counts its skipped slots as missed deadlines and realigns. The writer commits the buffer,
+phase marks and gaps every ``flush_interval_s`` (0.5 s), so a killed process loses at most that
+much. A sensor that raises, or a device silent for longer than the gap threshold, opens a gap;
+nothing a sensor does stops the sampling or the training it measures.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import platform
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import psutil
+
+from joulecast.errors import InputError, JoulecastError
+from joulecast.records import Gap, Phase, PhaseKind, Reading, RunStatus
+from joulecast.sensors import Sensor, sensor_name
+from joulecast.store import Store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL_S = 0.1
+MIN_INTERVAL_S = 0.001
+FLUSH_INTERVAL_S = 0.5
+# Readings kept in memory while the store cannot be written; older ones are dropped beyond it.
+MAX_BUFFERED = 2_000_000
+_JITTER_KEEP = 200_000
+
+
+def host_facts() -> dict[str, Any]:
+    """Facts about this machine recorded with every run."""
+    try:
+        freq = psutil.cpu_freq()
+    except (OSError, RuntimeError, NotImplementedError):
+        freq = None
+    cpu_model = platform.processor()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu_model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    from joulecast import __version__
+
+    return {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "joulecast": __version__,
+        "cpu_model": cpu_model,
+        "cpu_logical_cores": psutil.cpu_count(logical=True),
+        "cpu_max_mhz": freq.max if freq else None,
+        "ram_total_gb": psutil.virtual_memory().total / 1e9,
+    }
+
+
+class Monitor:
+    """Samples ``sensors`` every ``interval_s`` into a run of ``store``.
+
+    ``run_id`` joins an existing run (another process samples it): this monitor then only
+    writes phase marks. ``clock`` stamps readings and phases (monotonic seconds); scheduling
+    always follows the real monotonic clock.
+    """
+
+    def __init__(
+        self,
+        sensors: Sequence[Sensor],
+        store: Store,
+        *,
+        interval_s: float = DEFAULT_INTERVAL_S,
+        name: str | None = None,
+        tags: dict[str, str] | None = None,
+        run_id: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        flush_interval_s: float = FLUSH_INTERVAL_S,
+        gap_after_s: float | None = None,
+    ) -> None:
+        if not (isinstance(interval_s, (int, float)) and math.isfinite(interval_s)) or (
+            interval_s < MIN_INTERVAL_S
+        ):
+            raise InputError(f"interval_s must be at least {MIN_INTERVAL_S} s, got {interval_s!r}")
+        self.sensors = list(sensors)
+        self.store = store
+        self.interval_s = float(interval_s)
+        self.name = name
+        self.tags = dict(tags or {})
+        self.run_id = run_id
+        self.joined = run_id is not None
+        self._clock = clock
+        self._flush_interval_s = flush_interval_s
+        self._gap_after_s = gap_after_s if gap_after_s is not None else max(10 * interval_s, 1.0)
+        self.t0 = 0.0
+        self._lock = threading.Lock()
+        self._buffer: list[Reading] = []
+        self._phases: dict[tuple[str, int], Phase] = {}
+        self._closed_gaps: list[Gap] = []
+        self._open_gaps: dict[str, Gap] = {}
+        self._last_seen: dict[str, float] = {}
+        self._last_error: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._sampler: threading.Thread | None = None
+        self._writer: threading.Thread | None = None
+        self._ticks = 0
+        self._missed = 0
+        self._dropped = 0
+        self._write_errors = 0
+        self._tick_gaps = np.zeros(_JITTER_KEEP)
+        self._sampler_cpu_s = 0.0
+        self._writer_cpu_s = 0.0
+        self._started_mono = 0.0
+        self._stopped_mono: float | None = None
+        self.running = False
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def start(self) -> int:
+        """Create the run (unless joining), start the threads, and return the run id."""
+        if self.running:
+            raise JoulecastError("monitor already started")
+        if self.joined:
+            assert self.run_id is not None
+            row = self.store.run(self.run_id)
+            self.t0 = row["start_mono_s"] if row["start_mono_s"] is not None else self._clock()
+        else:
+            self.t0 = self._clock()
+            hardware = host_facts()
+            hardware["sensors"] = {sensor_name(s): _describe(s) for s in self.sensors}
+            hardware["gpu_models"] = sorted(
+                {
+                    str(info.get("name"))
+                    for s in self.sensors
+                    for dev, info in _describe(s).items()
+                    if dev.startswith("gpu:") and info.get("name")
+                }
+            )
+            self.run_id = self.store.create_run(
+                name=self.name,
+                tags=self.tags,
+                hardware=hardware,
+                start_mono_s=self.t0,
+                interval_s=self.interval_s,
+            )
+        self._started_mono = time.monotonic()
+        self.running = True
+        self._writer = threading.Thread(target=self._write_loop, name="joulecast-writer", daemon=True)
+        self._writer.start()
+        if self.sensors:
+            self._sampler = threading.Thread(
+                target=self._sample_loop, name="joulecast-sampler", daemon=True
+            )
+            self._sampler.start()
+        return self.run_id
+
+    def stop(
+        self,
+        status: RunStatus = RunStatus.COMPLETED,
+        *,
+        exit_code: int | None = None,
+        signal: str | None = None,
+    ) -> None:
+        """Stop sampling, write everything, close the sensors and finish the run."""
+        if not self.running:
+            return
+        self.running = False
+        self._stop.set()
+        if self._sampler is not None:
+            self._sampler.join()
+        self._stopped_mono = time.monotonic()
+        now = self._clock() - self.t0
+        with self._lock:
+            for device, gap in self._open_gaps.items():
+                self._closed_gaps.append(Gap(device, gap.start_s, now, gap.reason))
+            self._open_gaps.clear()
+            for key, phase in list(self._phases.items()):
+                if phase.end_s is None:
+                    log.warning("%s %d was never ended; closing it at stop", *key)
+                    self._phases[key] = _replace_phase(phase, end_s=now)
+        if self._writer is not None:
+            self._writer.join()
+        self._flush()  # whatever the writer's last pass could not write
+        for sensor in self.sensors:
+            try:
+                sensor.close()
+            except Exception as exc:  # a sensor's cleanup must not fail the run
+                log.warning("closing sensor %s failed: %s", sensor_name(sensor), exc)
+        if not self.joined:
+            assert self.run_id is not None
+            self.store.finish_run(
+                self.run_id,
+                status,
+                duration_s=now,
+                exit_code=exit_code,
+                signal=signal,
+                quality=self.quality(),
+            )
+
+    # -- phases ----------------------------------------------------------------------------
+
+    def now_s(self) -> float:
+        """Seconds since the run started, on the run's clock."""
+        return self._clock() - self.t0
+
+    def begin_phase(self, kind: PhaseKind, index: int, *, start_s: float | None = None) -> None:
+        """Open phase ``kind``/``index`` now (or at ``start_s``)."""
+        start = self.now_s() if start_s is None else start_s
+        with self._lock:
+            self._phases[(kind.value, index)] = Phase(kind, index, start)
+
+    def end_phase(
+        self,
+        kind: PhaseKind,
+        index: int,
+        *,
+        samples: int | None = None,
+        metrics: dict[str, Any] | None = None,
+        start_s: float | None = None,
+        end_s: float | None = None,
+    ) -> Phase:
+        """Close phase ``kind``/``index`` now (or at ``end_s``); opened implicitly at ``start_s``."""
+        end = self.now_s() if end_s is None else end_s
+        with self._lock:
+            open_phase = self._phases.get((kind.value, index))
+            if open_phase is None or open_phase.end_s is not None:
+                if start_s is None:
+                    raise InputError(f"{kind.value} {index} was not begun")
+                open_phase = Phase(kind, index, start_s)
+            phase = Phase(
+                kind,
+                index,
+                open_phase.start_s if start_s is None else start_s,
+                end,
+                samples,
+                dict(metrics or {}),
+            )
+            if phase.end_s is not None and phase.end_s < phase.start_s:
+                raise InputError(f"{kind.value} {index}: end {end} s is before its start")
+            self._phases[(kind.value, index)] = phase
+        return phase
+
+    # -- sampling --------------------------------------------------------------------------
+
+    def _sample_loop(self) -> None:
+        interval = self.interval_s
+        next_t = time.monotonic()
+        last_tick: float | None = None
+        sensors = [(s, s.devices()) for s in self.sensors]
+        for _, devices in sensors:
+            for device in devices:
+                self._last_seen[device] = self._clock()
+        cpu0 = time.thread_time()
+        while not self._stop.is_set():
+            delay = next_t - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                break
+            tick = time.monotonic()
+            if last_tick is not None:
+                self._tick_gaps[self._ticks % _JITTER_KEEP] = tick - last_tick
+            last_tick = tick
+            self._ticks += 1
+            self._tick(sensors)
+            next_t += interval
+            late = time.monotonic() - next_t
+            if late > interval:
+                skipped = int(late // interval)
+                self._missed += skipped
+                next_t += skipped * interval
+        self._sampler_cpu_s = time.thread_time() - cpu0
+
+    def _tick(self, sensors: list[tuple[Sensor, list[str]]]) -> None:
+        batch: list[Reading] = []
+        for sensor, devices in sensors:
+            try:
+                readings = sensor.read()
+            except Exception as exc:  # any sensor failure becomes a gap, never a crash
+                self._last_error[sensor_name(sensor)] = f"{type(exc).__name__}: {exc}"
+                readings = []
+            batch.extend(readings)
+            now = self._clock()
+            for r in readings:
+                self._last_seen[r.device] = r.t_s
+                if r.device in self._open_gaps:
+                    self._close_gap(r.device, r.t_s - self.t0)
+            for device in devices:
+                if (
+                    device not in self._open_gaps
+                    and now - self._last_seen.get(device, now) > self._gap_after_s
+                ):
+                    reason = self._last_error.get(sensor_name(sensor), "no readings")
+                    self._open_gaps[device] = Gap(
+                        device, self._last_seen[device] - self.t0, None, reason
+                    )
+                    log.warning("%s: no readings since %.1f s (%s)", device, now - self.t0, reason)
+        if batch:
+            with self._lock:
+                self._buffer.extend(batch)
+
+    def _close_gap(self, device: str, end_s: float) -> None:
+        gap = self._open_gaps.pop(device)
+        with self._lock:
+            self._closed_gaps.append(Gap(device, gap.start_s, end_s, gap.reason))
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        cpu0 = time.thread_time()
+        while not self._stop.wait(self._flush_interval_s):
+            self._flush()
+        self._flush()
+        self._writer_cpu_s = time.thread_time() - cpu0
+
+    def _flush(self) -> None:
+        with self._lock:
+            readings, self._buffer = self._buffer, []
+            snapshot = dict(self._phases)
+            phases = list(snapshot.values())
+            gaps, self._closed_gaps = self._closed_gaps, []
+        if not (readings or phases or gaps) and not self.running:
+            return
+        assert self.run_id is not None
+        try:
+            self.store.write_batch(
+                self.run_id,
+                readings,
+                t0=self.t0,
+                phases=phases,
+                gaps=gaps,
+                quality=None if self.joined else self.quality(),
+            )
+        except Exception as exc:  # the store failing must not stop the training
+            self._write_errors += 1
+            log.error("writing to %s failed (%s); will retry", self.store.path, exc)
+            with self._lock:
+                self._buffer[:0] = readings
+                if len(self._buffer) > MAX_BUFFERED:
+                    self._dropped += len(self._buffer) - MAX_BUFFERED
+                    del self._buffer[: len(self._buffer) - MAX_BUFFERED]
+                self._closed_gaps[:0] = gaps
+            return
+        with self._lock:
+            for key, phase in snapshot.items():
+                # Forget a finished phase only if nobody changed it while it was being written.
+                if phase.end_s is not None and self._phases.get(key) is phase:
+                    del self._phases[key]
+
+    def flush(self) -> None:
+        """Write everything buffered now (from the calling thread)."""
+        self._flush()
+
+    # -- quality ---------------------------------------------------------------------------
+
+    def quality(self) -> dict[str, Any]:
+        """Sampling figures: ticks, achieved rate, interval jitter, missed deadlines, CPU time."""
+        n = min(max(self._ticks - 1, 0), _JITTER_KEEP)
+        gaps = self._tick_gaps[:n] if self._ticks <= _JITTER_KEEP else self._tick_gaps
+        end = self._stopped_mono if self._stopped_mono is not None else time.monotonic()
+        elapsed = end - self._started_mono if self._started_mono else 0.0
+        out: dict[str, Any] = {
+            "interval_s": self.interval_s,
+            "ticks": self._ticks,
+            "achieved_hz": self._ticks / elapsed if elapsed > 0 else None,
+            "missed_deadlines": self._missed,
+            "write_errors": self._write_errors,
+            "dropped_readings": self._dropped,
+            "sensors": [sensor_name(s) for s in self.sensors],
+        }
+        if n:
+            out["tick_interval_p50_s"] = float(np.percentile(gaps, 50))
+            out["tick_interval_p99_s"] = float(np.percentile(gaps, 99))
+        if self._stopped_mono is not None:
+            out["sampler_cpu_s"] = self._sampler_cpu_s
+            out["writer_cpu_s"] = self._writer_cpu_s
+        return out
+
+
+def _describe(sensor: Sensor) -> dict[str, dict[str, Any]]:
+    describe = getattr(sensor, "describe", None)
+    if describe is None:
+        return {d: {} for d in sensor.devices()}
+    try:
+        return dict(describe())
+    except Exception as exc:  # static facts are nice to have, not worth failing for
+        log.debug("describe() of %s failed: %s", sensor_name(sensor), exc)
+        return {}
+
+
+def _replace_phase(phase: Phase, **changes: Any) -> Phase:
+    from dataclasses import replace
+
+    return replace(phase, **changes)
+

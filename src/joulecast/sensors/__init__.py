@@ -1,0 +1,129 @@
+"""Power sources, one module each, behind the :class:`Sensor` protocol.
+
+:func:`detect` tries them in this order and keeps what works:
+
+1. ``nvml``: NVIDIA GPUs through nvidia-ml-py;
+2. ``nvidia-smi``: only when NVML could not start but the binary exists;
+3. ``rapl``: CPU package and DRAM counters through /sys/class/powercap;
+4. ``host``: process-tree load through psutil, modelled RAM power, and modelled CPU power
+   when RAPL was not readable.
+
+Every call builds new sensor objects; nothing is detected at import.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from joulecast.errors import SensorError, SensorUnavailable
+from joulecast.records import Reading
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Sensor", "SensorReport", "detect", "detect_sensors"]
+
+
+@runtime_checkable
+class Sensor(Protocol):
+    """A source of readings. ``read`` raises :class:`~joulecast.errors.SensorError` on failure.
+
+    Optional extras the monitor uses when present: ``name`` (str) and ``describe()`` (static
+    facts per device). A sensor may return nothing new for a call (it keeps its own pace); a
+    device silent for longer than the monitor's gap threshold is recorded as a gap.
+    """
+
+    def devices(self) -> list[str]:
+        """The devices this sensor reports, e.g. ``["gpu:0", "gpu:1"]``."""
+        ...
+
+    def read(self) -> list[Reading]:
+        """Current readings: one per device that answered."""
+        ...
+
+    def close(self) -> None:
+        """Release what the sensor holds."""
+        ...
+
+
+@dataclass(frozen=True)
+class SensorReport:
+    """What detection found for one source: its devices, or why it is missing and the fix."""
+
+    name: str
+    found: bool
+    devices: list[str] = field(default_factory=list)
+    measured: bool = True
+    reason: str = ""
+    fix: str = ""
+
+
+def sensor_name(sensor: Sensor) -> str:
+    """A sensor's ``name``, or its class name."""
+    return str(getattr(sensor, "name", type(sensor).__name__))
+
+
+def detect(
+    *,
+    pid: int | None = None,
+    include_root: bool = True,
+    gpus: bool = True,
+    cpu: bool = True,
+    interval_s: float = 0.1,
+    rapl_root: Path | str | None = None,
+    nvml: Any = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> tuple[list[Sensor], list[SensorReport]]:
+    """Build every sensor that works here; report each source found or not, and why.
+
+    ``pid``/``include_root`` choose the process tree the host sensor follows (default: this
+    process and its children). ``nvml`` replaces the ``pynvml`` module (for tests).
+    """
+    from joulecast.sensors.host import HostSensor
+    from joulecast.sensors.nvidia_smi import NvidiaSmiSensor
+    from joulecast.sensors.nvml import NvmlSensor
+    from joulecast.sensors.rapl import POWERCAP_ROOT, RaplSensor
+
+    sensors: list[Sensor] = []
+    reports: list[SensorReport] = []
+
+    def attempt(name: str, build: Callable[[], Sensor], measured: bool = True) -> bool:
+        try:
+            sensor = build()
+        except SensorUnavailable as exc:
+            reports.append(SensorReport(name, False, reason=str(exc), fix=exc.fix))
+            log.info("sensor %s not used: %s", name, exc)
+            return False
+        except SensorError as exc:
+            reports.append(SensorReport(name, False, reason=str(exc)))
+            return False
+        sensors.append(sensor)
+        reports.append(SensorReport(name, True, sensor.devices(), measured))
+        return True
+
+    if gpus:
+        if not attempt("nvml", lambda: NvmlSensor(nvml=nvml, clock=clock)):
+            attempt("nvidia-smi", lambda: NvidiaSmiSensor(interval_s=interval_s, clock=clock))
+    else:
+        reports.append(SensorReport("nvml", False, reason="GPU sensing switched off"))
+    have_rapl = False
+    if cpu:
+        root = Path(rapl_root) if rapl_root is not None else POWERCAP_ROOT
+        have_rapl = attempt("rapl", lambda: RaplSensor(root, clock=clock))
+    attempt(
+        "host",
+        lambda: HostSensor(
+            pid, include_root=include_root, model_cpu=cpu and not have_rapl, clock=clock
+        ),
+        measured=False,
+    )
+    return sensors, reports
+
+
+def detect_sensors(**kwargs: Any) -> list[Sensor]:
+    """The sensors :func:`detect` finds (same arguments), without the report."""
+    return detect(**kwargs)[0]

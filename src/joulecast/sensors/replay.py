@@ -1,0 +1,120 @@
+"""Replay a recorded power trace as if it were hardware: for tests, demos and simulations.
+
+Values are linearly interpolated at the replay position, so a trace replayed at any sampling
+interval integrates to the trace's own energy. ``speed`` > 1 plays the trace faster than real
+time: pass :meth:`ReplaySensor.clock` as the monitor's clock so the run's time base is the
+trace's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from joulecast.errors import InputError
+from joulecast.records import Reading
+
+_OPTIONAL = ("energy_j", "util_pct", "mem_used_mib", "temp_c")
+
+
+class _Track:
+    __slots__ = ("cols", "power", "t")
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.t = frame["t_s"].to_numpy(dtype=float)
+        self.power = frame["power_w"].to_numpy(dtype=float)
+        self.cols = {
+            c: frame[c].to_numpy(dtype=float)
+            for c in _OPTIONAL
+            if c in frame.columns and frame[c].notna().all()
+        }
+
+
+class ReplaySensor:
+    """Plays back ``trace`` (columns ``t_s``, ``device``, ``power_w``; optional counters)."""
+
+    name = "replay"
+
+    def __init__(
+        self,
+        trace: pd.DataFrame,
+        *,
+        speed: float = 1.0,
+        loop: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        source: str = "replay",
+    ) -> None:
+        for col in ("t_s", "device", "power_w"):
+            if col not in trace.columns:
+                raise InputError(f"replay trace: missing column {col!r}")
+        if not speed > 0:
+            raise InputError(f"replay speed must be positive, got {speed}")
+        if trace.empty:
+            raise InputError("replay trace: no samples")
+        frame = trace.dropna(subset=["power_w"]).sort_values(["device", "t_s"], kind="stable")
+        self._tracks = {str(d): _Track(g) for d, g in frame.groupby("device", sort=True)}
+        self._t0 = float(frame["t_s"].min())
+        self._t_end = float(frame["t_s"].max())
+        self._speed = float(speed)
+        self._loop = loop
+        self._base = clock
+        self._origin = clock()
+        self._source = source
+
+    @property
+    def duration_s(self) -> float:
+        """Length of the trace in trace seconds."""
+        return self._t_end - self._t0
+
+    def clock(self) -> float:
+        """Monotonic seconds on the trace's time base (real time x ``speed`` since creation)."""
+        return self._origin + (self._base() - self._origin) * self._speed
+
+    @property
+    def position_s(self) -> float:
+        """Where in the trace the replay is, in trace seconds from its start."""
+        pos = self.clock() - self._origin
+        if self._loop and self.duration_s > 0:
+            pos %= self.duration_s
+        return pos
+
+    @property
+    def finished(self) -> bool:
+        """True once a non-looping replay has passed the end of the trace."""
+        return not self._loop and self.clock() - self._origin > self.duration_s
+
+    def devices(self) -> list[str]:
+        """The devices in the trace."""
+        return list(self._tracks)
+
+    def read(self) -> list[Reading]:
+        """Each device's values interpolated at the current position; nothing past the end."""
+        now = self.clock()
+        pos = self.position_s + self._t0
+        if self.finished:
+            return []
+        readings = []
+        for device, tr in self._tracks.items():
+            if pos < tr.t[0] or pos > tr.t[-1]:
+                continue
+            extra = {c: float(np.interp(pos, tr.t, v)) for c, v in tr.cols.items()}
+            readings.append(
+                Reading(
+                    now,
+                    device,
+                    float(np.interp(pos, tr.t, tr.power)),
+                    self._source,
+                    True,
+                    extra.get("energy_j"),
+                    extra.get("util_pct"),
+                    extra.get("mem_used_mib"),
+                    extra.get("temp_c"),
+                )
+            )
+        return readings
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -1,0 +1,571 @@
+"""The run store: one SQLite file holding runs, their samples, phases and gaps.
+
+WAL journal, a busy timeout and ``BEGIN IMMEDIATE`` writes let many processes share a file;
+each process writes through one connection guarded by a lock. ``PRAGMA user_version`` holds
+the schema version; older files are migrated forward on open.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import psutil
+
+from joulecast.errors import InputError, StoreError
+from joulecast.records import Gap, Phase, Reading, RunStatus
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STORE = "joulecast.db"
+STORE_ENV = "JOULECAST_STORE"
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 60.0
+# A run on another host whose writer has been silent this long is taken as dead.
+STALE_HEARTBEAT_S = 600.0
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        uid TEXT NOT NULL UNIQUE,
+        name TEXT,
+        tags TEXT NOT NULL DEFAULT '{}',
+        host TEXT,
+        pid INTEGER,
+        pid_started REAL,
+        hardware TEXT NOT NULL DEFAULT '{}',
+        origin TEXT NOT NULL DEFAULT 'measure',
+        status TEXT NOT NULL,
+        exit_code INTEGER,
+        signal TEXT,
+        started_at REAL NOT NULL,
+        ended_at REAL,
+        start_mono_s REAL,
+        duration_s REAL,
+        interval_s REAL,
+        heartbeat_at REAL,
+        quality TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE samples (
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        t_s REAL NOT NULL,
+        device TEXT NOT NULL,
+        power_w REAL,
+        energy_j REAL,
+        util_pct REAL,
+        mem_used_mib REAL,
+        temp_c REAL,
+        source TEXT NOT NULL,
+        measured INTEGER NOT NULL
+    );
+    CREATE INDEX samples_by_run ON samples(run_id, t_s);
+    CREATE TABLE phases (
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        start_s REAL NOT NULL,
+        end_s REAL,
+        samples INTEGER,
+        metrics TEXT NOT NULL DEFAULT '{}',
+        PRIMARY KEY (run_id, kind, idx)
+    );
+    CREATE TABLE gaps (
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        device TEXT NOT NULL,
+        start_s REAL NOT NULL,
+        end_s REAL,
+        reason TEXT NOT NULL
+    );
+    """,
+}
+
+SAMPLE_COLUMNS = (
+    "t_s",
+    "device",
+    "power_w",
+    "energy_j",
+    "util_pct",
+    "mem_used_mib",
+    "temp_c",
+    "source",
+    "measured",
+)
+
+
+def default_store_path() -> Path:
+    """The store used when none is named: ``$JOULECAST_STORE`` or ``./joulecast.db``."""
+    return Path(os.environ.get(STORE_ENV) or DEFAULT_STORE)
+
+
+def _process_started(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.Error, OSError):
+        return None
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+class Store:
+    """A run store backed by one SQLite file; safe to share between threads and processes."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path) if path is not None else default_store_path()
+        self._lock = threading.RLock()
+        if self.path.is_dir():
+            raise StoreError(f"{self.path}: is a directory, expected a store file")
+        if not self.path.parent.exists():
+            raise StoreError(f"{self.path}: folder {self.path.parent} does not exist")
+        try:
+            self._conn = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+            self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                log.warning("%s: WAL journal not available (got %s)", self.path, mode)
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: not a joulecast store ({exc})") from exc
+        self.mark_interrupted()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken with BEGIN IMMEDIATE so it never fails on upgrade."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StoreError(f"{self.path}: cannot start a write ({exc})") from exc
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            else:
+                try:
+                    self._conn.execute("COMMIT")
+                except sqlite3.OperationalError as exc:
+                    self._conn.execute("ROLLBACK")
+                    raise StoreError(f"{self.path}: commit failed ({exc})") from exc
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            cur = self._conn.execute(sql, params)
+            cols = [d[0] for d in cur.description]
+            return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+    def _migrate(self) -> None:
+        with self._write() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path}: schema version {version} is newer than this joulecast "
+                    f"understands ({SCHEMA_VERSION}); upgrade joulecast"
+                )
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[target].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {target}")
+
+    def close(self) -> None:
+        """Close the connection; the store object is unusable afterwards."""
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the open file."""
+        return int(self._query("PRAGMA user_version")[0]["user_version"])
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        *,
+        name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        hardware: Mapping[str, Any] | None = None,
+        origin: str = "measure",
+        started_at: float | None = None,
+        start_mono_s: float | None = None,
+        interval_s: float | None = None,
+        status: RunStatus = RunStatus.RUNNING,
+    ) -> int:
+        """Insert a run owned by this process and return its id."""
+        with self._write() as conn:
+            return self._insert_run(
+                conn,
+                name=name,
+                tags=tags,
+                hardware=hardware,
+                origin=origin,
+                started_at=started_at,
+                start_mono_s=start_mono_s,
+                interval_s=interval_s,
+                status=status,
+            )
+
+    def _insert_run(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        name: str | None,
+        tags: Mapping[str, str] | None,
+        hardware: Mapping[str, Any] | None,
+        origin: str,
+        started_at: float | None,
+        start_mono_s: float | None,
+        interval_s: float | None,
+        status: RunStatus,
+    ) -> int:
+        pid = os.getpid()
+        now = time.time()
+        cur = conn.execute(
+            "INSERT INTO runs (uid, name, tags, host, pid, pid_started, hardware, origin, status,"
+            " started_at, start_mono_s, interval_s, heartbeat_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                uuid.uuid4().hex,
+                name,
+                _json(dict(tags or {})),
+                socket.gethostname(),
+                pid,
+                _process_started(pid),
+                _json(dict(hardware or {})),
+                origin,
+                status.value,
+                started_at if started_at is not None else now,
+                start_mono_s,
+                interval_s,
+                now,
+            ),
+        )
+        assert cur.lastrowid is not None
+        return int(cur.lastrowid)
+
+    def finish_run(
+        self,
+        run_id: int,
+        status: RunStatus,
+        *,
+        duration_s: float | None = None,
+        exit_code: int | None = None,
+        signal: str | None = None,
+        quality: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Set a run's final status, exit code or signal, duration and quality figures."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE runs SET status = ?, exit_code = ?, signal = ?, ended_at = ?,"
+                " duration_s = COALESCE(?, duration_s), quality = COALESCE(?, quality),"
+                " heartbeat_at = ? WHERE id = ?",
+                (
+                    status.value,
+                    exit_code,
+                    signal,
+                    time.time(),
+                    duration_s,
+                    _json(dict(quality)) if quality is not None else None,
+                    time.time(),
+                    run_id,
+                ),
+            )
+
+    def update_run(
+        self,
+        run_id: int,
+        *,
+        hardware: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        """Merge hardware facts or tags into a run."""
+        row = self.run(run_id)
+        with self._write() as conn:
+            if hardware is not None:
+                merged = {**row["hardware"], **hardware}
+                conn.execute("UPDATE runs SET hardware = ? WHERE id = ?", (_json(merged), run_id))
+            if tags is not None:
+                merged = {**row["tags"], **tags}
+                conn.execute("UPDATE runs SET tags = ? WHERE id = ?", (_json(merged), run_id))
+
+    def mark_interrupted(self) -> list[int]:
+        """Mark as interrupted the runs left ``running`` by a process that no longer exists."""
+        host = socket.gethostname()
+        now = time.time()
+        dead: list[int] = []
+        for row in self._query(
+            "SELECT id, host, pid, pid_started, heartbeat_at FROM runs WHERE status = ?",
+            (RunStatus.RUNNING.value,),
+        ):
+            if row["host"] == host:
+                started = _process_started(row["pid"]) if row["pid"] else None
+                alive = started is not None and (
+                    row["pid_started"] is None or abs(started - row["pid_started"]) < 1.0
+                )
+            else:
+                alive = row["heartbeat_at"] is not None and now - row["heartbeat_at"] < (
+                    STALE_HEARTBEAT_S
+                )
+            if not alive:
+                dead.append(row["id"])
+        if dead:
+            with self._write() as conn:
+                for run_id in dead:
+                    # Duration: up to the last sample that reached the store.
+                    conn.execute(
+                        "UPDATE runs SET status = ?, ended_at = heartbeat_at, duration_s ="
+                        " (SELECT MAX(t_s) FROM samples WHERE run_id = runs.id)"
+                        " WHERE id = ? AND status = ?",
+                        (RunStatus.INTERRUPTED.value, run_id, RunStatus.RUNNING.value),
+                    )
+            log.info("%s: marked interrupted: runs %s", self.path, dead)
+        return dead
+
+    def resolve(self, ref: str | int) -> int:
+        """Turn ``ref`` (an id, ``last``, a uid prefix or a unique name) into a run id."""
+        text = str(ref).strip()
+        if text == "last":
+            rows = self._query("SELECT MAX(id) AS id FROM runs")
+            if rows[0]["id"] is None:
+                raise InputError(f"{self.path}: the store has no runs")
+            return int(rows[0]["id"])
+        if text.isdigit():
+            rows = self._query("SELECT id FROM runs WHERE id = ?", (int(text),))
+        else:
+            rows = self._query(
+                "SELECT id FROM runs WHERE name = ? OR uid LIKE ? ORDER BY id", (text, text + "%")
+            )
+        if not rows:
+            raise InputError(f"{self.path}: no run {text!r} (expected an id, a name or 'last')")
+        if len(rows) > 1:
+            ids = ", ".join(str(r["id"]) for r in rows)
+            raise InputError(f"{self.path}: run {text!r} is ambiguous (ids {ids}); give an id")
+        return int(rows[0]["id"])
+
+    def run(self, run_id: int) -> dict[str, Any]:
+        """One run's row, with JSON columns decoded."""
+        rows = self._query("SELECT * FROM runs WHERE id = ?", (run_id,))
+        if not rows:
+            raise InputError(f"{self.path}: no run with id {run_id}")
+        row = rows[0]
+        for key in ("tags", "hardware", "quality"):
+            row[key] = json.loads(row[key] or "{}")
+        return row
+
+    def runs(self) -> pd.DataFrame:
+        """All runs, newest last, with sample and epoch counts."""
+        rows = self._query(
+            "SELECT r.id, r.name, r.status, r.origin, r.host, r.started_at, r.duration_s,"
+            " r.exit_code, r.signal, r.tags,"
+            " (SELECT COUNT(*) FROM phases p WHERE p.run_id = r.id AND p.kind = 'epoch') AS epochs"
+            " FROM runs r ORDER BY r.id"
+        )
+        frame = pd.DataFrame(
+            rows,
+            columns=[
+                "id", "name", "status", "origin", "host", "started_at", "duration_s",
+                "exit_code", "signal", "tags", "epochs",
+            ],
+        )
+        frame["tags"] = [json.loads(t or "{}") for t in frame["tags"]]
+        return frame
+
+    # -- samples, phases, gaps --------------------------------------------------------------
+
+    @staticmethod
+    def _sample_rows(run_id: int, readings: Iterable[Reading], t0: float) -> list[tuple[Any, ...]]:
+        return [
+            (
+                run_id,
+                r.t_s - t0,
+                r.device,
+                r.power_w,
+                r.energy_j,
+                r.util_pct,
+                r.mem_used_mib,
+                r.temp_c,
+                r.source,
+                int(r.measured),
+            )
+            for r in readings
+        ]
+
+    def write_batch(
+        self,
+        run_id: int,
+        readings: Sequence[Reading] = (),
+        *,
+        t0: float = 0.0,
+        phases: Sequence[Phase] = (),
+        gaps: Sequence[Gap] = (),
+        quality: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Append readings (``t_s`` shifted by ``-t0``), upsert phases, record gaps; one commit."""
+        sample_rows = self._sample_rows(run_id, readings, t0)
+        with self._write() as conn:
+            if sample_rows:
+                conn.executemany(
+                    "INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", sample_rows
+                )
+            self._upsert_phases(conn, run_id, phases)
+            if gaps:
+                conn.executemany(
+                    "INSERT INTO gaps VALUES (?, ?, ?, ?, ?)",
+                    [(run_id, g.device, g.start_s, g.end_s, g.reason) for g in gaps],
+                )
+            if quality is not None:
+                conn.execute(
+                    "UPDATE runs SET heartbeat_at = ?, quality = ? WHERE id = ?",
+                    (time.time(), _json(dict(quality)), run_id),
+                )
+            else:
+                conn.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ?", (time.time(), run_id))
+
+    @staticmethod
+    def _upsert_phases(conn: sqlite3.Connection, run_id: int, phases: Sequence[Phase]) -> None:
+        if phases:
+            conn.executemany(
+                "INSERT INTO phases VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (run_id, kind, idx) DO UPDATE SET start_s = excluded.start_s,"
+                " end_s = excluded.end_s, samples = excluded.samples, metrics = excluded.metrics",
+                [
+                    (
+                        run_id,
+                        p.kind.value,
+                        p.index,
+                        p.start_s,
+                        p.end_s,
+                        p.samples,
+                        _json(p.metrics),
+                    )
+                    for p in phases
+                ],
+            )
+
+    def write_phases(self, run_id: int, phases: Sequence[Phase]) -> None:
+        """Insert or replace phases (matched on kind and index)."""
+        with self._write() as conn:
+            self._upsert_phases(conn, run_id, phases)
+
+    def import_run(
+        self,
+        *,
+        samples: pd.DataFrame,
+        phases: Sequence[Phase] = (),
+        name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        hardware: Mapping[str, Any] | None = None,
+        origin: str = "import",
+        started_at: float | None = None,
+    ) -> int:
+        """Write a whole recorded run in one transaction; on any error nothing is written."""
+        missing = [c for c in SAMPLE_COLUMNS if c not in samples.columns]
+        if missing:
+            raise InputError(f"samples frame lacks columns {missing}")
+        duration = float(samples["t_s"].max()) if len(samples) else 0.0
+        if phases:
+            duration = max(duration, max((p.end_s or p.start_s) for p in phases))
+        with self._write() as conn:
+            run_id = self._insert_run(
+                conn,
+                name=name,
+                tags=tags,
+                hardware=hardware,
+                origin=origin,
+                started_at=started_at,
+                start_mono_s=None,
+                interval_s=None,
+                status=RunStatus.COMPLETED,
+            )
+            frame = samples.loc[:, list(SAMPLE_COLUMNS)].astype(object)
+            frame = frame.where(pd.notna(frame), None)
+            conn.executemany(
+                "INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(run_id, *row) for row in frame.itertuples(index=False, name=None)],
+            )
+            self._upsert_phases(conn, run_id, phases)
+            conn.execute(
+                "UPDATE runs SET ended_at = started_at + ?, duration_s = ? WHERE id = ?",
+                (duration, duration, run_id),
+            )
+        return run_id
+
+    def samples(self, run_id: int) -> pd.DataFrame:
+        """A run's samples ordered by device and time; ``t_s`` is seconds since run start."""
+        with self._lock:
+            frame = pd.read_sql_query(
+                "SELECT t_s, device, power_w, energy_j, util_pct, mem_used_mib, temp_c, source,"
+                " measured FROM samples WHERE run_id = ? ORDER BY device, t_s",
+                self._conn,
+                params=(run_id,),
+            )
+        frame["measured"] = frame["measured"].astype(bool)
+        for col in ("power_w", "energy_j", "util_pct", "mem_used_mib", "temp_c"):
+            frame[col] = frame[col].astype(float)
+        return frame
+
+    def phases(self, run_id: int, kind: str | None = None) -> pd.DataFrame:
+        """A run's phases (all kinds, or one), ordered by kind and index."""
+        sql = (
+            "SELECT kind, idx AS 'index', start_s, end_s, samples, metrics FROM phases"
+            " WHERE run_id = ?"
+        )
+        params: list[Any] = [run_id]
+        if kind is not None:
+            sql += " AND kind = ?"
+            params.append(kind)
+        rows = self._query(sql + " ORDER BY kind, idx", params)
+        frame = pd.DataFrame(
+            rows, columns=["kind", "index", "start_s", "end_s", "samples", "metrics"]
+        )
+        frame["metrics"] = [json.loads(m or "{}") for m in frame["metrics"]]
+        frame["samples"] = frame["samples"].astype("Int64")
+        frame["start_s"] = frame["start_s"].astype(float)
+        frame["end_s"] = frame["end_s"].astype(float)
+        return frame
+
+    def gaps(self, run_id: int) -> pd.DataFrame:
+        """A run's recorded sensor gaps."""
+        rows = self._query(
+            "SELECT device, start_s, end_s, reason FROM gaps WHERE run_id = ? ORDER BY start_s",
+            (run_id,),
+        )
+        return pd.DataFrame(rows, columns=["device", "start_s", "end_s", "reason"])
+
+    def delete_run(self, run_id: int) -> None:
+        """Remove a run with its samples, phases and gaps."""
+        with self._write() as conn:
+            for table in ("samples", "phases", "gaps"):
+                conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+            conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+
+
+def open_store(path: str | os.PathLike[str] | None = None) -> Store:
+    """Open (creating if needed) the run store at ``path``, ``$JOULECAST_STORE`` or ./joulecast.db."""
+    return Store(path)

@@ -1,0 +1,430 @@
+"""Trace interchange: the neutral CSV format, nvidia-smi query logs, and export.
+
+Neutral format (``joulecast import trace``, ``joulecast export``):
+
+- ``power.csv``: ``t_s``, ``power_w`` and ``gpu_index`` (becomes ``gpu:N``) or ``device``;
+  optional ``energy_j`` (cumulative counter), ``util_pct``, ``mem_used_mib``, ``temp_c``,
+  ``source``, ``measured``. An empty ``power_w`` cell means no reading at that instant.
+- ``phases.csv``: ``index``, ``start_s``, ``end_s``; optional ``kind`` (``epoch`` default,
+  or ``step``), ``samples``. Same time base as ``power.csv``.
+
+Parsing is strict and reports the first problem as one line naming the file, line and what
+was expected; an import writes its run in one transaction, so a bad file leaves no run.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+
+from joulecast.errors import InputError
+from joulecast.records import Phase, PhaseKind
+from joulecast.store import SAMPLE_COLUMNS, Store
+
+POWER_REQUIRED = ("t_s", "power_w")
+OPTIONAL_NUMERIC = ("energy_j", "util_pct", "mem_used_mib", "temp_c")
+_TRUE = {"1", "true", "yes", "y", "t"}
+_FALSE = {"0", "false", "no", "n", "f"}
+
+
+def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) for each non-blank line, header included."""
+    try:
+        fh = open(path, newline="", encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from exc
+    with fh:
+        reader = csv.reader(fh, skipinitialspace=True)
+        try:
+            for fields in reader:
+                if fields and any(f.strip() for f in fields):
+                    yield reader.line_num, [f.strip() for f in fields]
+        except csv.Error as exc:
+            raise InputError(f"{path}: line {reader.line_num}: malformed CSV ({exc})") from exc
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{path}: not UTF-8 text ({exc.reason})") from exc
+
+
+def _number(path: Path, line: int, column: str, text: str, *, required: bool) -> float | None:
+    if text == "":
+        if required:
+            raise InputError(f"{path}: line {line}: column {column!r} is empty, expected a number")
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(
+            f"{path}: line {line}: column {column!r}: {text!r} is not a number"
+        ) from None
+    if not math.isfinite(value):
+        raise InputError(f"{path}: line {line}: column {column!r}: {text!r} is not finite")
+    return value
+
+
+def _header(path: Path, rows: Iterator[tuple[int, list[str]]], expected: str) -> list[str]:
+    try:
+        _, header = next(rows)
+    except StopIteration:
+        raise InputError(f"{path}: empty file, expected a header with {expected}") from None
+    return [h.strip().lower() for h in header]
+
+
+def read_trace(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Parse a neutral ``power.csv`` into the store's sample columns."""
+    path = Path(path)
+    rows = _rows(path)
+    expected = "t_s, power_w and gpu_index or device"
+    header = _header(path, rows, expected)
+    for col in POWER_REQUIRED:
+        if col not in header:
+            raise InputError(f"{path}: line 1: missing column {col!r} (expected {expected})")
+    if "gpu_index" not in header and "device" not in header:
+        raise InputError(f"{path}: line 1: missing column 'gpu_index' or 'device'")
+    pos = {name: i for i, name in enumerate(header)}
+    records: list[tuple[Any, ...]] = []
+    last_t: dict[str, float] = {}
+    for line, fields in rows:
+        if len(fields) != len(header):
+            raise InputError(
+                f"{path}: line {line}: expected {len(header)} fields, got {len(fields)}"
+            )
+        if "device" in pos:
+            device = fields[pos["device"]]
+            if not device:
+                raise InputError(f"{path}: line {line}: column 'device' is empty")
+        else:
+            text = fields[pos["gpu_index"]]
+            if not text.isdigit():
+                raise InputError(
+                    f"{path}: line {line}: column 'gpu_index': {text!r} is not a GPU index "
+                    "(expected 0, 1, ...)"
+                )
+            device = f"gpu:{int(text)}"
+        t = _number(path, line, "t_s", fields[pos["t_s"]], required=True)
+        assert t is not None
+        if device in last_t and t < last_t[device]:
+            raise InputError(
+                f"{path}: line {line}: t_s {t:g} goes backwards (previous {last_t[device]:g} "
+                f"for {device}); expected non-decreasing times"
+            )
+        last_t[device] = t
+        power = _number(path, line, "power_w", fields[pos["power_w"]], required=False)
+        if power is not None and power < 0:
+            raise InputError(f"{path}: line {line}: column 'power_w': {power:g} is negative")
+        extra = [
+            _number(path, line, c, fields[pos[c]], required=False) if c in pos else None
+            for c in OPTIONAL_NUMERIC
+        ]
+        source = fields[pos["source"]] if "source" in pos and fields[pos["source"]] else "import"
+        measured = True
+        if "measured" in pos:
+            flag = fields[pos["measured"]].lower()
+            if flag not in _TRUE | _FALSE:
+                raise InputError(
+                    f"{path}: line {line}: column 'measured': {flag!r} is not true/false"
+                )
+            measured = flag in _TRUE
+        records.append((t, device, power, *extra, source, measured))
+    if not records:
+        raise InputError(f"{path}: no data rows after the header")
+    frame = pd.DataFrame.from_records(records, columns=list(SAMPLE_COLUMNS))
+    if frame["power_w"].notna().sum() == 0:
+        raise InputError(f"{path}: no power_w values in any row")
+    return frame
+
+
+def read_phases(
+    path: str | os.PathLike[str], *, time_origin: datetime | None = None
+) -> list[Phase]:
+    """Parse a ``phases.csv``; with ``time_origin``, ``start_time``/``end_time`` timestamps too."""
+    path = Path(path)
+    rows = _rows(path)
+    expected = "index, start_s, end_s"
+    header = _header(path, rows, expected)
+    timed = time_origin is not None and {"start_time", "end_time"} <= set(header)
+    needed = ("index", "start_time", "end_time") if timed else ("index", "start_s", "end_s")
+    for col in needed:
+        if col not in header:
+            raise InputError(f"{path}: line 1: missing column {col!r} (expected {expected})")
+    pos = {name: i for i, name in enumerate(header)}
+    phases: list[Phase] = []
+    seen: set[tuple[str, int]] = set()
+    for line, fields in rows:
+        if len(fields) != len(header):
+            raise InputError(
+                f"{path}: line {line}: expected {len(header)} fields, got {len(fields)}"
+            )
+        text = fields[pos["index"]]
+        if not text.lstrip("-").isdigit():
+            raise InputError(f"{path}: line {line}: column 'index': {text!r} is not an integer")
+        index = int(text)
+        kind_text = fields[pos["kind"]].lower() if "kind" in pos else "epoch"
+        try:
+            kind = PhaseKind(kind_text or "epoch")
+        except ValueError:
+            raise InputError(
+                f"{path}: line {line}: column 'kind': {kind_text!r} (expected epoch or step)"
+            ) from None
+        if timed:
+            assert time_origin is not None
+            start = (_timestamp(path, line, fields[pos["start_time"]]) - time_origin).total_seconds()
+            end = (_timestamp(path, line, fields[pos["end_time"]]) - time_origin).total_seconds()
+        else:
+            start = _number(path, line, "start_s", fields[pos["start_s"]], required=True)  # type: ignore[assignment]
+            end = _number(path, line, "end_s", fields[pos["end_s"]], required=True)  # type: ignore[assignment]
+        if end < start:
+            raise InputError(f"{path}: line {line}: end {end:g} is before start {start:g}")
+        samples = None
+        if "samples" in pos and fields[pos["samples"]]:
+            if not fields[pos["samples"]].isdigit():
+                raise InputError(
+                    f"{path}: line {line}: column 'samples': {fields[pos['samples']]!r} "
+                    "is not a whole number"
+                )
+            samples = int(fields[pos["samples"]])
+        if (kind.value, index) in seen:
+            raise InputError(f"{path}: line {line}: {kind.value} {index} appears twice")
+        seen.add((kind.value, index))
+        phases.append(Phase(kind, index, float(start), float(end), samples))
+    if not phases:
+        raise InputError(f"{path}: no data rows after the header")
+    return phases
+
+
+def import_trace(
+    store: Store,
+    power: str | os.PathLike[str],
+    phases: str | os.PathLike[str] | None = None,
+    *,
+    name: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> int:
+    """Import a neutral trace (and its phases) as a completed run; returns the run id."""
+    samples = read_trace(power)
+    marks = read_phases(phases) if phases is not None else []
+    return store.import_run(
+        samples=samples,
+        phases=marks,
+        name=name or Path(power).stem,
+        tags=tags,
+        hardware={"imported_from": str(power)},
+    )
+
+
+# -- nvidia-smi query logs -----------------------------------------------------------------
+
+_TS_FORMATS = (
+    "%Y/%m/%d %H:%M:%S.%f",
+    "%Y/%m/%d %H:%M:%S",
+    "%Y-%m-%d %H:%M:%S.%f",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%dT%H:%M:%S.%f",
+    "%Y-%m-%dT%H:%M:%S",
+)
+_NA = {"[n/a]", "n/a", "[not supported]", "not supported", "[unknown error]"}
+_SMI_COLUMNS = {
+    "power.draw": "power_w",
+    "power.draw.instant": "power_w",
+    "power.draw.average": "power_w",
+    "utilization.gpu": "util_pct",
+    "memory.used": "mem_used_mib",
+    "temperature.gpu": "temp_c",
+}
+_SMI_IDS = ("index", "uuid", "pci.bus_id")
+
+
+def _timestamp(path: Path, line: int, text: str) -> datetime:
+    for fmt in _TS_FORMATS:
+        try:
+            return datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+    raise InputError(
+        f"{path}: line {line}: {text!r} is not a timestamp (expected YYYY/MM/DD HH:MM:SS.mmm)"
+    )
+
+
+def _smi_value(path: Path, line: int, column: str, text: str) -> float | None:
+    if text.lower() in _NA or text == "":
+        return None
+    number = text.split()[0] if text else text
+    try:
+        value = float(number)
+    except ValueError:
+        raise InputError(
+            f"{path}: line {line}: column {column!r}: {text!r} is not a number"
+        ) from None
+    if not math.isfinite(value):
+        raise InputError(f"{path}: line {line}: column {column!r}: {text!r} is not finite")
+    return value
+
+
+def read_nvidia_smi(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, datetime]:
+    """Parse ``nvidia-smi --query-gpu=timestamp,...,power.draw,... --format=csv[,nounits]``.
+
+    Returns the samples (``t_s`` from the first timestamp) and that first timestamp. GPUs are
+    told apart by ``index``, ``uuid`` or ``pci.bus_id``; without any of them the log must hold
+    one GPU.
+    """
+    path = Path(path)
+    rows = _rows(path)
+    expected = "timestamp and power.draw (nvidia-smi --format=csv with its header)"
+    raw_header = _header(path, rows, expected)
+    header = [h.split("[")[0].strip() for h in raw_header]
+    if "timestamp" not in header or not any(h in _SMI_COLUMNS and _SMI_COLUMNS[h] == "power_w" for h in header):
+        missing = "timestamp" if "timestamp" not in header else "power.draw"
+        raise InputError(f"{path}: line 1: missing column {missing!r} (expected {expected})")
+    pos = {name: i for i, name in enumerate(header)}
+    id_col = next((c for c in _SMI_IDS if c in pos), None)
+    value_cols = [(h, _SMI_COLUMNS[h]) for h in header if h in _SMI_COLUMNS]
+    records: list[tuple[Any, ...]] = []
+    first: datetime | None = None
+    last_t: dict[str, float] = {}
+    last_ts_text: str | None = None
+    devices: dict[str, str] = {}
+    for line, fields in rows:
+        if [f.lower() for f in fields] == raw_header:
+            continue  # a header repeated by concatenated logs
+        if len(fields) != len(header):
+            raise InputError(
+                f"{path}: line {line}: expected {len(header)} fields, got {len(fields)}"
+            )
+        ts_text = fields[pos["timestamp"]]
+        ts = _timestamp(path, line, ts_text)
+        if id_col is None:
+            if ts_text == last_ts_text:
+                raise InputError(
+                    f"{path}: line {line}: timestamp {ts_text!r} repeats but the log has no "
+                    "index, uuid or pci.bus_id column to tell GPUs apart; add index to --query-gpu"
+                )
+            key = "0"
+        else:
+            key = fields[pos[id_col]]
+            if not key:
+                raise InputError(f"{path}: line {line}: column {id_col!r} is empty")
+        last_ts_text = ts_text
+        if key not in devices:
+            devices[key] = f"gpu:{int(key)}" if id_col in (None, "index") and key.isdigit() else (
+                f"gpu:{len(devices)}"
+            )
+        device = devices[key]
+        first = first or ts
+        t = (ts - first).total_seconds()
+        if device in last_t and t < last_t[device]:
+            raise InputError(
+                f"{path}: line {line}: timestamp {ts_text!r} goes backwards for {device}"
+            )
+        last_t[device] = t
+        values: dict[str, float | None] = {}
+        for column, target in value_cols:
+            value = _smi_value(path, line, column, fields[pos[column]])
+            if values.get(target) is None:
+                values[target] = value
+        if values.get("power_w") is not None and values["power_w"] < 0:  # type: ignore[operator]
+            raise InputError(f"{path}: line {line}: power {values['power_w']:g} W is negative")
+        records.append(
+            (
+                t,
+                device,
+                values.get("power_w"),
+                None,
+                values.get("util_pct"),
+                values.get("mem_used_mib"),
+                values.get("temp_c"),
+                "nvidia-smi",
+                True,
+            )
+        )
+    if not records or first is None:
+        raise InputError(f"{path}: no data rows after the header")
+    frame = pd.DataFrame.from_records(records, columns=list(SAMPLE_COLUMNS))
+    if frame["power_w"].notna().sum() == 0:
+        raise InputError(f"{path}: no power.draw values in any row")
+    return frame, first
+
+
+def import_nvidia_smi(
+    store: Store,
+    log_path: str | os.PathLike[str],
+    phases: str | os.PathLike[str] | None = None,
+    *,
+    name: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> int:
+    """Import an nvidia-smi CSV log as a completed run; returns the run id.
+
+    Phases use seconds from the log's first timestamp (``start_s``/``end_s``) or timestamps
+    (``start_time``/``end_time``) in nvidia-smi's format.
+    """
+    samples, first = read_nvidia_smi(log_path)
+    marks = read_phases(phases, time_origin=first) if phases is not None else []
+    return store.import_run(
+        samples=samples,
+        phases=marks,
+        name=name or Path(log_path).stem,
+        tags=tags,
+        hardware={"imported_from": str(log_path)},
+        started_at=first.timestamp(),
+    )
+
+
+# -- export --------------------------------------------------------------------------------
+
+ExportFormat = Literal["csv", "parquet"]
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def export_run(
+    store: Store,
+    run_id: int,
+    out_dir: str | os.PathLike[str] = ".",
+    *,
+    format: ExportFormat = "csv",
+) -> list[Path]:
+    """Write a run's samples and phases in the neutral format; returns the files written.
+
+    Files: ``run-ID-power.csv`` and ``run-ID-phases.csv`` (or ``.parquet``), readable by
+    ``joulecast import trace``. Each file appears whole or not at all.
+    """
+    if format not in ("csv", "parquet"):
+        raise InputError(f"format {format!r} is not supported (expected csv or parquet)")
+    out = Path(out_dir)
+    if not out.is_dir():
+        raise InputError(f"{out}: not a folder")
+    samples = store.samples(run_id)
+    phases = store.phases(run_id)
+    phases = phases.drop(columns=["metrics"]).loc[:, ["index", "start_s", "end_s", "kind", "samples"]]
+    paths = [out / f"run-{run_id}-power.{format}", out / f"run-{run_id}-phases.{format}"]
+    if format == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError as exc:
+            raise InputError(
+                "Parquet export needs pyarrow: pip install 'joulecast[parquet]'"
+            ) from exc
+        _atomic_write(paths[0], lambda p: samples.to_parquet(p, index=False))
+        _atomic_write(paths[1], lambda p: phases.to_parquet(p, index=False))
+    else:
+        _atomic_write(paths[0], lambda p: samples.to_csv(p, index=False, float_format="%.9g"))
+        _atomic_write(paths[1], lambda p: phases.to_csv(p, index=False, float_format="%.9g"))
+    return paths
