@@ -79,7 +79,9 @@ def print_summary(summary: RunSummary, console: Any) -> None:
             device, _fmt(d.energy_j), f"{j_to_kwh(d.energy_j):.6f}", _fmt(d.mean_power_w), how
         )
     table.add_row(
-        "total", _fmt(summary.energy_j), f"{j_to_kwh(summary.energy_j):.6f}",
+        "total",
+        _fmt(summary.energy_j),
+        f"{j_to_kwh(summary.energy_j):.6f}",
         _fmt(summary.mean_power_w),
         f"measured {_fmt(summary.energy_j_measured)} J + modelled "
         f"{_fmt(summary.energy_j_modelled)} J",
@@ -127,7 +129,9 @@ def cmd_measure(args: argparse.Namespace) -> int:
     if command and command[0] == "--":
         command = command[1:]
     if not command:
-        raise InputError("measure: no command given (usage: joulecast measure [options] -- CMD ...)")
+        raise InputError(
+            "measure: no command given (usage: joulecast measure [options] -- CMD ...)"
+        )
     tags = _tags(args.tag)
     store = _store(args)
     sensors, reports = detect(
@@ -193,8 +197,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for row in frame.to_dict("records"):
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["started_at"]))
         table.add_row(
-            str(row["id"]), str(row["name"] or ""), row["status"], row["origin"], started,
-            _fmt(row["duration_s"]), str(row["epochs"]),
+            str(row["id"]),
+            str(row["name"] or ""),
+            row["status"],
+            row["origin"],
+            started,
+            _fmt(row["duration_s"]),
+            str(row["epochs"]),
             " ".join(f"{k}={v}" for k, v in row["tags"].items()),
         )
     _console().print(table)
@@ -257,8 +266,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         _print_json(
             [
                 {
-                    "sensor": r.name, "found": r.found, "devices": r.devices,
-                    "measured": r.measured, "reason": r.reason, "fix": r.fix,
+                    "sensor": r.name,
+                    "found": r.found,
+                    "devices": r.devices,
+                    "measured": r.measured,
+                    "reason": r.reason,
+                    "fix": r.fix,
                     "details": details.get(r.name, {}),
                 }
                 for r in reports
@@ -283,7 +296,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Measure a small CPU training end to end and print its summary."""
     ns = argparse.Namespace(
-        store=args.store, interval=args.interval, name="demo", tag=["demo=1"], quiet=False,
+        store=args.store,
+        interval=args.interval,
+        name="demo",
+        tag=["demo=1"],
+        quiet=False,
         no_gpu=False,
         command=[sys.executable, "-m", "joulecast.demo", "--epochs", str(args.epochs)],
     )
@@ -317,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, fn: Any, help_text: str, json_flag: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument(
-            "--store", default=None,
+            "--store",
+            default=None,
             help="run store file (default: $JOULECAST_STORE or ./joulecast.db)",
         )
         if json_flag:

@@ -48,7 +48,7 @@ def _torch_epoch_fn(x: np.ndarray, y: np.ndarray, hidden: int) -> Callable[[], t
             out = model(xt[idx])
             loss = torch.nn.functional.cross_entropy(out, yt[idx])
             opt.zero_grad()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
             total += loss.item() * len(idx)
             correct += int((out.argmax(1) == yt[idx]).sum())

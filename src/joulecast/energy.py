@@ -83,13 +83,13 @@ class EnergyCurve:
         """Cumulative energy at ``t_s`` (clamped to the sampled span)."""
         tau = np.clip(np.asarray(t_s, dtype=float), self.t_s[0], self.t_s[-1])
         if self.method == "counter" or len(self.t_s) < 2:
-            return np.interp(tau, self.t_s, self.cum_j)
+            return np.asarray(np.interp(tau, self.t_s, self.cum_j), dtype=float)
         i = np.clip(np.searchsorted(self.t_s, tau, side="right") - 1, 0, len(self.t_s) - 2)
         t0, t1 = self.t_s[i], self.t_s[i + 1]
         p0, p1 = self.power_w[i], self.power_w[i + 1]
         frac = np.where(t1 > t0, (tau - t0) / np.where(t1 > t0, t1 - t0, 1.0), 0.0)
         p_tau = p0 + (p1 - p0) * frac
-        return self.cum_j[i] + (tau - t0) * (p0 + p_tau) / 2.0
+        return np.asarray(self.cum_j[i] + (tau - t0) * (p0 + p_tau) / 2.0, dtype=float)
 
     def between(self, start_s: float, end_s: float) -> float:
         """Energy in [start_s, end_s]."""

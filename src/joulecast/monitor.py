@@ -109,12 +109,14 @@ class Monitor:
         self._open_gaps: dict[str, Gap] = {}
         self._last_seen: dict[str, float] = {}
         self._last_error: dict[str, str] = {}
+        self._sensor_devices: list[tuple[Sensor, list[str]]] = []
         self._stop = threading.Event()
         self._sampler: threading.Thread | None = None
         self._writer: threading.Thread | None = None
         self._ticks = 0
         self._missed = 0
         self._dropped = 0
+        self._readings = 0
         self._write_errors = 0
         self._tick_gaps = np.zeros(_JITTER_KEEP)
         self._sampler_cpu_s = 0.0
@@ -154,7 +156,16 @@ class Monitor:
             )
         self._started_mono = time.monotonic()
         self.running = True
-        self._writer = threading.Thread(target=self._write_loop, name="joulecast-writer", daemon=True)
+        self._sensor_devices = [(s, s.devices()) for s in self.sensors]
+        if self.sensors:
+            # A first reading now, so the run's energy starts at its start.
+            now = self._clock()
+            for device in (d for _, ds in self._sensor_devices for d in ds):
+                self._last_seen[device] = now
+            self._tick(self._sensor_devices)
+        self._writer = threading.Thread(
+            target=self._write_loop, name="joulecast-writer", daemon=True
+        )
         self._writer.start()
         if self.sensors:
             self._sampler = threading.Thread(
@@ -177,6 +188,7 @@ class Monitor:
         self._stop.set()
         if self._sampler is not None:
             self._sampler.join()
+            self._tick(self._sensor_devices)  # a last reading, so the energy ends at the end
         self._stopped_mono = time.monotonic()
         now = self._clock() - self.t0
         with self._lock:
@@ -228,7 +240,7 @@ class Monitor:
         start_s: float | None = None,
         end_s: float | None = None,
     ) -> Phase:
-        """Close phase ``kind``/``index`` now (or at ``end_s``); opened implicitly at ``start_s``."""
+        """Close phase ``kind``/``index`` now (or at ``end_s``); ``start_s`` opens it implicitly."""
         end = self.now_s() if end_s is None else end_s
         with self._lock:
             open_phase = self._phases.get((kind.value, index))
@@ -255,10 +267,8 @@ class Monitor:
         interval = self.interval_s
         next_t = time.monotonic()
         last_tick: float | None = None
-        sensors = [(s, s.devices()) for s in self.sensors]
-        for _, devices in sensors:
-            for device in devices:
-                self._last_seen[device] = self._clock()
+        sensors = self._sensor_devices
+        next_t += interval  # start() took the first reading
         cpu0 = time.thread_time()
         while not self._stop.is_set():
             delay = next_t - time.monotonic()
@@ -305,6 +315,7 @@ class Monitor:
         if batch:
             with self._lock:
                 self._buffer.extend(batch)
+                self._readings += len(batch)
 
     def _close_gap(self, device: str, end_s: float) -> None:
         gap = self._open_gaps.pop(device)
@@ -371,6 +382,7 @@ class Monitor:
             "ticks": self._ticks,
             "achieved_hz": self._ticks / elapsed if elapsed > 0 else None,
             "missed_deadlines": self._missed,
+            "readings": self._readings,
             "write_errors": self._write_errors,
             "dropped_readings": self._dropped,
             "sensors": [sensor_name(s) for s in self.sensors],
@@ -399,4 +411,3 @@ def _replace_phase(phase: Phase, **changes: Any) -> Phase:
     from dataclasses import replace
 
     return replace(phase, **changes)
-

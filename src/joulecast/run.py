@@ -1,4 +1,4 @@
-"""The measuring API: :func:`measure` (context manager, decorator, or start/stop) and :class:`Run`."""
+"""The measuring API: :func:`measure` (context manager, decorator, start/stop) and :class:`Run`."""
 
 from __future__ import annotations
 
@@ -109,9 +109,7 @@ class Run:
         if phase.kind is PhaseKind.EPOCH:
             self._last_epoch_end = phase.end_s
 
-    def mark_epoch(
-        self, index: int, *, samples: int | None = None, **metrics: Any
-    ) -> None:
+    def mark_epoch(self, index: int, *, samples: int | None = None, **metrics: Any) -> None:
         """Record that epoch ``index`` ends now; it began where the previous epoch ended.
 
         The first epoch marked this way begins when the run (or this process's join) began.
@@ -171,7 +169,7 @@ class Run:
         return f"<Run {self.run_id} {state} store={str(self.store.path)!r}>"
 
 
-class measure(contextlib.ContextDecorator):  # noqa: N801 - reads as a verb at call sites
+class measure(contextlib.ContextDecorator):
     """Measure the energy of a block, a function, or a span between ``start()`` and ``stop()``.
 
     ``with joulecast.measure(name="train") as run: ...`` samples every sensor found (or
@@ -229,8 +227,10 @@ class measure(contextlib.ContextDecorator):  # noqa: N801 - reads as a verb at c
             log.info("joined run %d in %s", run_id, path)
         else:
             store, owns = self._open_store()
-            sensors = list(self.sensors) if self.sensors is not None else detect_sensors(
-                interval_s=self.interval_s, clock=self.clock
+            sensors = (
+                list(self.sensors)
+                if self.sensors is not None
+                else detect_sensors(interval_s=self.interval_s, clock=self.clock)
             )
             monitor = Monitor(
                 sensors,

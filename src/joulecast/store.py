@@ -111,7 +111,7 @@ def default_store_path() -> Path:
 
 def _process_started(pid: int) -> float | None:
     try:
-        return psutil.Process(pid).create_time()
+        return float(psutil.Process(pid).create_time())
     except (psutil.Error, OSError):
         return None
 
@@ -389,8 +389,17 @@ class Store:
         frame = pd.DataFrame(
             rows,
             columns=[
-                "id", "name", "status", "origin", "host", "started_at", "duration_s",
-                "exit_code", "signal", "tags", "epochs",
+                "id",
+                "name",
+                "status",
+                "origin",
+                "host",
+                "started_at",
+                "duration_s",
+                "exit_code",
+                "signal",
+                "tags",
+                "epochs",
             ],
         )
         frame["tags"] = [json.loads(t or "{}") for t in frame["tags"]]
@@ -567,5 +576,5 @@ class Store:
 
 
 def open_store(path: str | os.PathLike[str] | None = None) -> Store:
-    """Open (creating if needed) the run store at ``path``, ``$JOULECAST_STORE`` or ./joulecast.db."""
+    """Open (creating if needed) the store at ``path``, ``$JOULECAST_STORE`` or ./joulecast.db."""
     return Store(path)

@@ -38,13 +38,13 @@ _FALSE = {"0", "false", "no", "n", "f"}
 def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     """(line number, fields) for each non-blank line, header included."""
     try:
-        fh = open(path, newline="", encoding="utf-8-sig")
+        fh = open(path, newline="", encoding="utf-8-sig")  # noqa: SIM115 - closed below
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from exc
     with fh:
-        reader = csv.reader(fh, skipinitialspace=True)
+        reader = csv.reader(fh, skipinitialspace=True, strict=True)
         try:
             for fields in reader:
                 if fields and any(f.strip() for f in fields):
@@ -177,7 +177,9 @@ def read_phases(
             ) from None
         if timed:
             assert time_origin is not None
-            start = (_timestamp(path, line, fields[pos["start_time"]]) - time_origin).total_seconds()
+            start = (
+                _timestamp(path, line, fields[pos["start_time"]]) - time_origin
+            ).total_seconds()
             end = (_timestamp(path, line, fields[pos["end_time"]]) - time_origin).total_seconds()
         else:
             start = _number(path, line, "start_s", fields[pos["start_s"]], required=True)  # type: ignore[assignment]
@@ -281,7 +283,9 @@ def read_nvidia_smi(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, datetim
     expected = "timestamp and power.draw (nvidia-smi --format=csv with its header)"
     raw_header = _header(path, rows, expected)
     header = [h.split("[")[0].strip() for h in raw_header]
-    if "timestamp" not in header or not any(h in _SMI_COLUMNS and _SMI_COLUMNS[h] == "power_w" for h in header):
+    if "timestamp" not in header or not any(
+        h in _SMI_COLUMNS and _SMI_COLUMNS[h] == "power_w" for h in header
+    ):
         missing = "timestamp" if "timestamp" not in header else "power.draw"
         raise InputError(f"{path}: line 1: missing column {missing!r} (expected {expected})")
     pos = {name: i for i, name in enumerate(header)}
@@ -314,8 +318,10 @@ def read_nvidia_smi(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, datetim
                 raise InputError(f"{path}: line {line}: column {id_col!r} is empty")
         last_ts_text = ts_text
         if key not in devices:
-            devices[key] = f"gpu:{int(key)}" if id_col in (None, "index") and key.isdigit() else (
-                f"gpu:{len(devices)}"
+            devices[key] = (
+                f"gpu:{int(key)}"
+                if id_col in (None, "index") and key.isdigit()
+                else (f"gpu:{len(devices)}")
             )
         device = devices[key]
         first = first or ts
@@ -413,7 +419,9 @@ def export_run(
         raise InputError(f"{out}: not a folder")
     samples = store.samples(run_id)
     phases = store.phases(run_id)
-    phases = phases.drop(columns=["metrics"]).loc[:, ["index", "start_s", "end_s", "kind", "samples"]]
+    phases = phases.drop(columns=["metrics"]).loc[
+        :, ["index", "start_s", "end_s", "kind", "samples"]
+    ]
     paths = [out / f"run-{run_id}-power.{format}", out / f"run-{run_id}-phases.{format}"]
     if format == "parquet":
         try:

@@ -114,6 +114,8 @@ def detect(
     if cpu:
         root = Path(rapl_root) if rapl_root is not None else POWERCAP_ROOT
         have_rapl = attempt("rapl", lambda: RaplSensor(root, clock=clock))
+    else:
+        reports.append(SensorReport("rapl", False, reason="CPU sensing switched off"))
     attempt(
         "host",
         lambda: HostSensor(

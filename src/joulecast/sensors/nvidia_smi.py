@@ -124,7 +124,7 @@ class NvidiaSmiSensor:
 
     def devices(self) -> list[str]:
         """``gpu:N`` for each visible GPU, N its CUDA index."""
-        return sorted(self._visible.values())
+        return list(self._visible.values())
 
     def describe(self) -> dict[str, dict[str, object]]:
         """Name, UUID and PCI bus id per GPU."""

@@ -10,8 +10,10 @@ read every ``aux_interval_s``. Only the GPUs the training sees are sampled (see
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,14 +37,18 @@ _ARCH_NAMES = {
 }
 
 
-def load_nvml() -> ModuleType:
-    """Import ``pynvml`` and initialise NVML, translating failures to SensorUnavailable."""
-    try:
-        nvml = importlib.import_module("pynvml")
-    except ImportError as exc:
-        raise SensorUnavailable(
-            "nvidia-ml-py is not installed", fix="pip install nvidia-ml-py"
-        ) from exc
+def load_nvml(nvml: ModuleType | Any | None = None) -> Any:
+    """Import ``pynvml`` (unless ``nvml`` stands in for it) and initialise NVML.
+
+    Failures become SensorUnavailable with a fix.
+    """
+    if nvml is None:
+        try:
+            nvml = importlib.import_module("pynvml")
+        except ImportError as exc:
+            raise SensorUnavailable(
+                "nvidia-ml-py is not installed", fix="pip install nvidia-ml-py"
+            ) from exc
     try:
         nvml.nvmlInit()
     except nvml.NVMLError as exc:
@@ -95,12 +101,7 @@ class NvmlSensor:
         aux_interval_s: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._nvml = nvml if nvml is not None else load_nvml()
-        if nvml is not None:
-            try:
-                self._nvml.nvmlInit()
-            except self._nvml.NVMLError as exc:
-                raise SensorUnavailable(f"NVML did not start: {exc}") from exc
+        self._nvml = load_nvml(nvml)
         self._clock = clock
         self._aux_interval_s = aux_interval_s
         self._aux_at = -float("inf")
@@ -124,7 +125,7 @@ class NvmlSensor:
             h = nv.nvmlDeviceGetHandleByIndex(i)
             uuid = _text(nv.nvmlDeviceGetUUID(h))
             try:
-                cc: tuple[int, int] | None = tuple(nv.nvmlDeviceGetCudaComputeCapability(h))  # type: ignore[assignment]
+                cc: tuple[int, int] | None = tuple(nv.nvmlDeviceGetCudaComputeCapability(h))
             except nv.NVMLError:
                 cc = None
             bus = _text(nv.nvmlDeviceGetPciInfo(h).busId)
@@ -133,6 +134,8 @@ class NvmlSensor:
         mig_parents: dict[str, str] = {}
         from joulecast.sensors._gpus import parse_visible
 
+        if visible is None:
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         for entry in parse_visible(visible) or []:
             if entry.upper().startswith("MIG-"):
                 try:
@@ -153,10 +156,14 @@ class NvmlSensor:
     def _probe(self, gpu: _Gpu) -> None:
         """Find once what this GPU supports; NOT_SUPPORTED is a capability, not an error."""
         nv, h = self._nvml, gpu.handle
-        values = nv.nvmlDeviceGetFieldValues(h, [FI_POWER_INSTANT, FI_ENERGY])
-        gpu.instant_power = values[0].nvmlReturn == _SUCCESS
-        gpu.energy_counter = values[1].nvmlReturn == _SUCCESS
-        if gpu.energy_counter:
+        try:
+            values = nv.nvmlDeviceGetFieldValues(h, [FI_POWER_INSTANT, FI_ENERGY])
+        except nv.NVMLError as exc:  # old driver without field values: power usage only
+            log.info("%s: no NVML field values (%s)", gpu.device, exc)
+            values = None
+        gpu.instant_power = values is not None and values[0].nvmlReturn == _SUCCESS
+        gpu.energy_counter = values is not None and values[1].nvmlReturn == _SUCCESS
+        if gpu.energy_counter and values is not None:
             gpu.energy0_mj = _field_value(values[1])
 
         def optional(fn: str, *args: Any) -> Any:
@@ -213,10 +220,14 @@ class NvmlSensor:
             except nv.NVMLError as exc:
                 if getattr(exc, "value", None) == _GPU_IS_LOST:
                     gpu.lost = True
-                    log.warning("%s (%s) is lost: no more readings from it", gpu.device, gpu.gpu.uuid)
+                    log.warning(
+                        "%s (%s) is lost: no more readings from it", gpu.device, gpu.gpu.uuid
+                    )
                 errors.append(f"{gpu.device}: {exc}")
         if errors and not readings:
             raise SensorError("; ".join(errors))
+        if all(g.lost for g in self._gpus):
+            raise SensorError("every GPU is lost: " + ", ".join(g.device for g in self._gpus))
         return readings
 
     def _read_one(self, gpu: _Gpu, now: float, aux: bool) -> Reading:
@@ -249,7 +260,5 @@ class NvmlSensor:
 
     def close(self) -> None:
         """Shut NVML down (reference-counted by the library)."""
-        try:
+        with contextlib.suppress(self._nvml.NVMLError):
             self._nvml.nvmlShutdown()
-        except self._nvml.NVMLError:
-            pass

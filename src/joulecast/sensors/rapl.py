@@ -50,6 +50,12 @@ def find_zones(root: Path = POWERCAP_ROOT) -> list[tuple[str, Path]]:
     for pkg in sorted(root.glob("intel-rapl:[0-9]*")):
         if pkg.name.count(":") != 1:
             continue
+        try:
+            pkg_name = (pkg / "name").read_text().strip()
+        except OSError:
+            pkg_name = "package"
+        if not pkg_name.startswith("package"):  # psys: the whole platform, overlaps packages
+            continue
         index = pkg.name.split(":")[1]
         zones.append((f"cpu:{index}", pkg))
         for sub in sorted(pkg.glob(f"intel-rapl:{index}:[0-9]*")):

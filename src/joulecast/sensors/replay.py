@@ -65,6 +65,11 @@ class ReplaySensor:
         self._source = source
 
     @property
+    def origin_s(self) -> float:
+        """The monotonic time at which the replay started (trace position 0)."""
+        return self._origin
+
+    @property
     def duration_s(self) -> float:
         """Length of the trace in trace seconds."""
         return self._t_end - self._t0

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from joulecast.store import Store
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(tmp_path / "runs.db")
+    yield s
+    s.close()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test inherits a run to join or a store from the environment."""
+    monkeypatch.delenv("JOULECAST_RUN_ID", raising=False)
+    monkeypatch.setenv("JOULECAST_STORE", str(tmp_path / "default.db"))
+
+
+def sine_trace(duration_s: float = 60.0, dt_s: float = 0.05, devices: int = 2) -> pd.DataFrame:
+    """Power 150 + 50 sin(2 pi t / 20) + 10 d on each device d, sampled every dt_s."""
+    t = np.arange(0.0, duration_s + dt_s / 2, dt_s)
+    frames = [
+        pd.DataFrame(
+            {
+                "t_s": t,
+                "device": f"gpu:{d}",
+                "power_w": 150 + 50 * np.sin(2 * np.pi * t / 20) + 10 * d,
+            }
+        )
+        for d in range(devices)
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def sine_energy_j(a: float, b: float, devices: int = 2) -> float:
+    """Analytic integral of :func:`sine_trace` over [a, b], summed over devices."""
+    period = 20.0
+
+    def one(d: int) -> float:
+        w = 2 * np.pi / period
+        return (150 + 10 * d) * (b - a) - 50 / w * (np.cos(w * b) - np.cos(w * a))
+
+    return float(sum(one(d) for d in range(devices)))
+
+
+PYTHON = sys.executable
+ENV_NO_JOIN = {k: v for k, v in os.environ.items() if k != "JOULECAST_RUN_ID"}

@@ -1,0 +1,372 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from joulecast.cli import main
+from joulecast.store import Store
+
+JOULECAST = [sys.executable, "-m", "joulecast"]
+
+
+def cli(*args, check=True, **kwargs):
+    proc = subprocess.run(
+        [*JOULECAST, *map(str, args)], capture_output=True, text=True, timeout=120, **kwargs
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+def script(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "child.py"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def show(store: Path, run="last") -> dict:
+    return json.loads(cli("show", run, "--store", store, "--json").stdout)
+
+
+CHILD_WITH_EPOCHS = """
+    import sys, time
+    import joulecast
+    with joulecast.measure() as run:
+        assert run.joined, "expected to join the CLI's run"
+        for i in range(3):
+            with run.epoch(i, samples=100) as ep:
+                time.sleep(0.2)
+                ep.metrics["loss"] = 1.0 / (i + 1)
+    print("child done", run.run_id)
+    sys.exit(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+"""
+
+
+def test_measure_child_marks_epochs_into_same_run(tmp_path):
+    store = tmp_path / "s.db"
+    child = script(tmp_path, CHILD_WITH_EPOCHS)
+    proc = cli(
+        "measure",
+        "--store",
+        store,
+        "--interval",
+        "0.02",
+        "--name",
+        "t",
+        "--tag",
+        "arch=mlp",
+        "--",
+        sys.executable,
+        child,
+    )
+    assert "child done 1" in proc.stdout
+    assert "energy by device" in proc.stderr and "epochs" in proc.stderr
+    data = show(store)
+    assert data["run_id"] == 1 and data["status"] == "completed" and data["exit_code"] == 0
+    assert [e["index"] for e in data["epochs"]] == [0, 1, 2]
+    assert all(
+        e["samples"] == 100 and 0.15 < e["end_s"] - e["start_s"] < 0.6 for e in data["epochs"]
+    )
+    assert data["epochs"][2]["metrics"] == {"loss": pytest.approx(1 / 3)}
+    assert data["tags"] == {"arch": "mlp"}
+    assert set(data["energy_j_by_device"]) >= {"ram", "cpu"}
+    assert (
+        data["devices"]["ram"]["measured"] is False
+        and data["devices"]["cpu"]["source"] == "tdp-model"
+    )
+    assert data["energy_j"] == pytest.approx(sum(data["energy_j_by_device"].values()))
+    assert data["energy_j"] == pytest.approx(data["energy_j_measured"] + data["energy_j_modelled"])
+    assert any("modelled" in w for w in data["warnings"])
+    assert len(Store(store).runs()) == 1
+
+
+def test_show_json_documented_keys(tmp_path):
+    store = tmp_path / "s.db"
+    cli(
+        "measure", "--store", store, "-q", "--", sys.executable, script(tmp_path, CHILD_WITH_EPOCHS)
+    )
+    data = show(store, "1")
+    for key in ("run_id", "status", "duration_s", "energy_j", "energy_j_by_device", "epochs"):
+        assert key in data
+    for key in ("index", "start_s", "end_s", "energy_j", "mean_power_w", "samples"):
+        assert key in data["epochs"][0]
+
+
+def test_measure_returns_child_exit_code(tmp_path):
+    store = tmp_path / "s.db"
+    proc = cli(
+        "measure",
+        "--store",
+        store,
+        "-q",
+        "--",
+        sys.executable,
+        script(tmp_path, CHILD_WITH_EPOCHS),
+        "3",
+        check=False,
+    )
+    assert proc.returncode == 3
+    data = show(store)
+    assert data["status"] == "failed" and data["exit_code"] == 3 and len(data["epochs"]) == 3
+
+
+def test_child_killed_by_sigkill(tmp_path):
+    store = tmp_path / "s.db"
+    child = script(
+        tmp_path,
+        """
+        import os, signal, time
+        time.sleep(1.5)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """,
+    )
+    proc = cli(
+        "measure", "--store", store, "--interval", "0.05", "--", sys.executable, child, check=False
+    )
+    assert proc.returncode == 128 + 9
+    data = show(store)
+    assert data["status"] == "failed" and data["signal"] == "SIGKILL"
+    samples = Store(store).samples(1)
+    assert samples["t_s"].max() > 1.2  # kept up to the end (host readings every 0.2 s)
+
+
+def test_measure_process_killed_leaves_interrupted_run(tmp_path):
+    store = tmp_path / "s.db"
+    child = script(tmp_path, "import time\ntime.sleep(30)\n")
+    proc = subprocess.Popen(
+        [
+            *JOULECAST,
+            "measure",
+            "--store",
+            str(store),
+            "--interval",
+            "0.05",
+            "--",
+            sys.executable,
+            str(child),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    time.sleep(3.0)
+    killed_at = time.monotonic()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    started = Store(store).run(1)["start_mono_s"]
+    data = show(store)  # opening the store notices the dead owner
+    assert data["status"] == "interrupted"
+    latest = Store(store).samples(1)["t_s"].max()
+    assert latest >= (killed_at - started) - 1.0
+
+
+def test_sigterm_is_forwarded(tmp_path):
+    store = tmp_path / "s.db"
+    marker = tmp_path / "got-term"
+    child = script(
+        tmp_path,
+        f"""
+        import signal, sys, time
+        def on_term(signum, frame):
+            open({str(marker)!r}, "w").write("yes")
+            sys.exit(143)
+        signal.signal(signal.SIGTERM, on_term)
+        print("ready", flush=True)
+        time.sleep(30)
+    """,
+    )
+    proc = subprocess.Popen(
+        [*JOULECAST, "measure", "--store", str(store), "-q", "--", sys.executable, str(child)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 143
+    assert marker.read_text() == "yes"
+    assert show(store)["status"] == "failed" and show(store)["exit_code"] == 143
+
+
+def test_sigint_kills_child_run_interrupted(tmp_path):
+    store = tmp_path / "s.db"
+    child = script(
+        tmp_path,
+        """
+        import signal, time
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        print("ready", flush=True)
+        time.sleep(30)
+    """,
+    )
+    proc = subprocess.Popen(
+        [*JOULECAST, "measure", "--store", str(store), "-q", "--", sys.executable, str(child)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 128 + signal.SIGINT
+    data = show(store)
+    assert data["status"] == "interrupted" and data["signal"] == "SIGINT"
+
+
+@pytest.mark.slow
+def test_eight_measure_processes_one_store(tmp_path):
+    store = tmp_path / "shared.db"
+    child = script(
+        tmp_path,
+        """
+        import time, joulecast
+        with joulecast.measure() as run:
+            for i in range(4):
+                with run.epoch(i, samples=10):
+                    time.sleep(0.5)
+    """,
+    )
+    procs = [
+        subprocess.Popen(
+            [
+                *JOULECAST,
+                "measure",
+                "--store",
+                str(store),
+                "--interval",
+                "0.01",
+                "--name",
+                f"p{i}",
+                "--",
+                sys.executable,
+                str(child),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(8)
+    ]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8
+    for _, err in outputs:
+        assert "locked" not in err and "error" not in err.lower()
+    s = Store(store)
+    runs = s.runs()
+    assert len(runs) == 8 and set(runs["status"]) == {"completed"}
+    conn = sqlite3.connect(store)
+    for run_id in runs["id"]:
+        quality = s.run(int(run_id))["quality"]
+        stored = conn.execute(
+            "SELECT COUNT(*) FROM samples WHERE run_id = ?", (int(run_id),)
+        ).fetchone()[0]
+        assert stored == quality["readings"] > 0  # every sample kept
+        assert len(s.phases(int(run_id))) == 4
+
+
+def test_measure_without_command(tmp_path):
+    proc = cli("measure", "--store", tmp_path / "s.db", check=False)
+    assert proc.returncode == 2 and "no command given" in proc.stderr
+
+
+def test_measure_missing_program_writes_no_run(tmp_path):
+    store = tmp_path / "s.db"
+    proc = cli("measure", "--store", store, "--", "definitely-not-a-program-xyz", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "definitely-not-a-program-xyz" in proc.stderr
+    assert Store(store).runs().empty
+
+
+def test_bad_import_exit_2_one_line(tmp_path):
+    store = tmp_path / "s.db"
+    bad = tmp_path / "power.csv"
+    bad.write_text("t_s,gpu_index,power_w\n0,0,100\n1,0,oops\n")
+    proc = cli("import", "trace", "--power", bad, "--store", store, check=False)
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip()
+        == f"joulecast: error: {bad}: line 3: column 'power_w': 'oops' is not a number"
+    )
+    assert Store(store).runs().empty
+
+
+def test_import_show_export_runs(tmp_path):
+    store = tmp_path / "s.db"
+    power = tmp_path / "power.csv"
+    power.write_text("t_s,gpu_index,power_w\n0,0,100\n10,0,300\n0,1,50\n10,1,50\n")
+    phases = tmp_path / "phases.csv"
+    phases.write_text("index,start_s,end_s,samples\n0,0,5,10\n1,5,10,10\n")
+    out = json.loads(
+        cli(
+            "import", "trace", "--power", power, "--phases", phases, "--store", store, "--json"
+        ).stdout
+    )
+    assert out == {"run_id": 1}
+    data = show(store, "1")
+    assert data["energy_j"] == pytest.approx(2000 + 500)
+    assert data["energy_j_by_device"] == {"gpu:0": pytest.approx(2000), "gpu:1": pytest.approx(500)}
+    assert [e["energy_j"] for e in data["epochs"]] == pytest.approx([750 + 250, 1250 + 250])
+    assert data["j_per_sample"] == pytest.approx(2500 / 20)
+    runs = json.loads(cli("runs", "--store", store, "--json").stdout)
+    assert runs[0]["id"] == 1 and runs[0]["origin"] == "import" and runs[0]["epochs"] == 2
+    assert "1" in cli("runs", "--store", store).stdout
+    files = json.loads(cli("export", "1", "--store", store, "-o", tmp_path, "--json").stdout)[
+        "files"
+    ]
+    assert [Path(f).name for f in files] == ["run-1-power.csv", "run-1-phases.csv"]
+    assert "energy by device" in cli("show", "1", "--store", store).stdout
+
+
+def test_import_nvidia_smi_cli(tmp_path):
+    log = tmp_path / "smi.csv"
+    log.write_text(
+        "timestamp, index, power.draw [W]\n2024/03/01 10:00:00.000, 0, 100 W\n2024/03/01 10:00:02.000, 0, 100 W\n"
+    )
+    out = json.loads(
+        cli("import", "nvidia-smi", log, "--store", tmp_path / "s.db", "--json").stdout
+    )
+    assert show(tmp_path / "s.db", str(out["run_id"]))["energy_j"] == pytest.approx(200.0)
+
+
+def test_show_unknown_run(tmp_path):
+    proc = cli("show", "42", "--store", tmp_path / "s.db", check=False)
+    assert proc.returncode == 2 and "no run '42'" in proc.stderr
+
+
+def test_doctor_explains_missing_sensors(tmp_path):
+    out = cli("doctor").stdout
+    assert "host" in out
+    data = json.loads(cli("doctor", "--json").stdout)
+    by_name = {d["sensor"]: d for d in data}
+    assert by_name["host"]["found"] is True
+    for name in ("nvml", "rapl"):
+        if not by_name[name]["found"]:
+            assert by_name[name]["reason"] and by_name[name]["fix"]
+
+
+def test_bad_tag_and_interval(tmp_path, capsys):
+    assert (
+        main(["measure", "--store", str(tmp_path / "s.db"), "--tag", "novalue", "--", "true"]) == 2
+    )
+    assert "--tag 'novalue': expected KEY=VALUE" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["measure", "--interval", "0", "--", "true"])
+    assert info.value.code == 2
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(tmp_path):
+    proc = cli("demo", "--epochs", "2", "--store", tmp_path / "d.db")
+    assert "epoch 1:" in proc.stdout and "energy by device" in proc.stderr
+    data = show(tmp_path / "d.db")
+    assert (
+        data["name"] == "demo"
+        and len(data["epochs"]) == 2
+        and data["epochs"][0]["samples"] == 32768
+    )

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from joulecast.errors import InputError, StoreError
+from joulecast.records import Phase, PhaseKind, Reading, RunStatus
+from joulecast.store import SCHEMA_VERSION, Store, default_store_path
+
+
+def test_schema_wal_and_version(store):
+    assert store.schema_version == SCHEMA_VERSION
+    mode = sqlite3.connect(store.path).execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_default_path_from_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("JOULECAST_STORE", str(tmp_path / "x.db"))
+    assert default_store_path() == tmp_path / "x.db"
+    monkeypatch.delenv("JOULECAST_STORE")
+    assert str(default_store_path()) == "joulecast.db"
+
+
+def test_newer_schema_refused(tmp_path):
+    path = tmp_path / "future.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StoreError, match="newer than this joulecast"):
+        Store(path)
+
+
+def test_not_a_store(tmp_path):
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="not a joulecast store"):
+        Store(path)
+    with pytest.raises(StoreError, match="does not exist"):
+        Store(tmp_path / "missing" / "x.db")
+
+
+def test_run_roundtrip(store):
+    run_id = store.create_run(
+        name="r", tags={"a": "1"}, hardware={"gpu_models": ["X"]}, interval_s=0.1
+    )
+    store.write_batch(
+        run_id,
+        [
+            Reading(10.0, "gpu:0", 100.0, "nvml", True, 0.0),
+            Reading(10.5, "gpu:0", 120.0, "nvml", True, 55.0),
+        ],
+        t0=10.0,
+        phases=[Phase(PhaseKind.EPOCH, 0, 0.0, 0.5, 32, {"loss": 1.0})],
+    )
+    store.finish_run(run_id, RunStatus.COMPLETED, duration_s=0.5, exit_code=0)
+    row = store.run(run_id)
+    assert row["status"] == "completed" and row["tags"] == {"a": "1"} and row["exit_code"] == 0
+    samples = store.samples(run_id)
+    assert samples["t_s"].tolist() == [0.0, 0.5] and samples["energy_j"].tolist() == [0.0, 55.0]
+    phases = store.phases(run_id)
+    assert phases.iloc[0]["metrics"] == {"loss": 1.0} and phases.iloc[0]["samples"] == 32
+    assert store.resolve("r") == run_id == store.resolve("last") == store.resolve(str(run_id))
+    with pytest.raises(InputError, match="no run 'zzz'"):
+        store.resolve("zzz")
+
+
+def test_dead_owner_marks_interrupted(tmp_path):
+    path = tmp_path / "s.db"
+    code = (
+        "import os, joulecast.store as s\n"
+        f"st = s.Store({str(path)!r})\n"
+        "rid = st.create_run(name='orphan')\n"
+        "from joulecast.records import Reading\n"
+        "st.write_batch(rid, [Reading(1.0, 'gpu:0', 5.0, 'x')])\n"
+        "os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    store = Store(path)
+    row = store.run(store.resolve("orphan"))
+    assert row["status"] == "interrupted"
+    assert row["duration_s"] == 1.0
+    # A live owner's run is left alone.
+    live = store.create_run(name="live")
+    Store(path).close()
+    assert store.run(live)["status"] == "running"
+
+
+def _writer(path: str, n: int) -> None:
+    store = Store(path)
+    run_id = store.create_run(name=f"w{os.getpid()}")
+    for batch in range(n):
+        store.write_batch(run_id, [Reading(batch + i / 100, "gpu:0", 1.0, "x") for i in range(100)])
+    store.finish_run(run_id, RunStatus.COMPLETED)
+
+
+def test_many_processes_share_a_store(tmp_path):
+    path = str(tmp_path / "shared.db")
+    Store(path).close()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(path, 40)) for _ in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0] == 8 * 40 * 100
+    assert conn.execute("SELECT COUNT(*) FROM runs WHERE status='completed'").fetchone()[0] == 8
+
+
+def test_import_rolls_back_on_error(store):
+    import pandas as pd
+
+    bad = pd.DataFrame({"t_s": [0.0], "device": ["gpu:0"]})
+    with pytest.raises(InputError, match="lacks columns"):
+        store.import_run(samples=bad)
+    assert store.runs().empty
+
+
+def test_delete_run(store):
+    run_id = store.create_run()
+    store.write_batch(run_id, [Reading(0.0, "gpu:0", 1.0, "x")])
+    store.delete_run(run_id)
+    assert store.runs().empty and store.samples(run_id).empty
+    time.sleep(0)
