@@ -28,9 +28,9 @@ from joulecast.traces import export_run, import_nvidia_smi, import_trace, read_t
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
-    "J_PER_KWH",
     "Gap",
     "InputError",
+    "J_PER_KWH",
     "JoulecastError",
     "Monitor",
     "Phase",

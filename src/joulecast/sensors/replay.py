@@ -8,14 +8,19 @@ trace's.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from joulecast.errors import InputError
 from joulecast.records import Reading
+
+if TYPE_CHECKING:
+    from joulecast.store import Store
 
 _OPTIONAL = ("energy_j", "util_pct", "mem_used_mib", "temp_c")
 
@@ -63,6 +68,19 @@ class ReplaySensor:
         self._base = clock
         self._origin = clock()
         self._source = source
+
+    @classmethod
+    def from_csv(cls, path: str | os.PathLike[str], **kwargs: Any) -> ReplaySensor:
+        """Replay a neutral ``power.csv`` (see docs/traces.md)."""
+        from joulecast.traces import read_trace
+
+        return cls(read_trace(path), **kwargs)
+
+    @classmethod
+    def from_store(cls, store: Store, run_id: int, **kwargs: Any) -> ReplaySensor:
+        """Replay the power samples of a stored run (devices without power are left out)."""
+        samples = store.samples(run_id)
+        return cls(samples[samples["power_w"].notna()], **kwargs)
 
     @property
     def origin_s(self) -> float:

@@ -1,0 +1,146 @@
+"""detect(): which sources are used, and why the others are not."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from joulecast.sensors import Sensor, SensorReport, detect, detect_sensors, sensor_name
+from tests.fakes import (
+    NVML_ERROR_LIBRARY_NOT_FOUND,
+    FakeClock,
+    FakeNvml,
+    a100,
+    path_with,
+    smi_row,
+    write_fake_nvidia_smi,
+    write_rapl_tree,
+)
+
+NO_DRIVER = FakeNvml([], init_error=NVML_ERROR_LIBRARY_NOT_FOUND)
+
+
+@pytest.fixture
+def closing() -> Iterator[list[Sensor]]:
+    made: list[Sensor] = []
+    yield made
+    for s in made:
+        s.close()
+
+
+@pytest.fixture
+def no_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "empty-bin").mkdir()
+    monkeypatch.setenv("PATH", path_with(tmp_path / "empty-bin"))
+
+
+def reports_by_name(reports: list[SensorReport]) -> dict[str, SensorReport]:
+    return {r.name: r for r in reports}
+
+
+@pytest.mark.usefixtures("no_smi")
+def test_no_gpu_with_rapl(tmp_path: Path, closing: list[Sensor]) -> None:
+    rapl = write_rapl_tree(tmp_path / "powercap")
+    sensors, reports = detect(nvml=NO_DRIVER, rapl_root=rapl.root)
+    closing += sensors
+    assert [sensor_name(s) for s in sensors] == ["rapl", "host"]
+    assert [r.name for r in reports] == ["nvml", "nvidia-smi", "rapl", "host"]
+    got = reports_by_name(reports)
+    assert not got["nvml"].found
+    assert "NVML Shared Library Not Found" in got["nvml"].reason
+    assert "driver" in got["nvml"].fix
+    assert not got["nvidia-smi"].found
+    assert "not found on PATH" in got["nvidia-smi"].reason and got["nvidia-smi"].fix
+    assert got["rapl"] == SensorReport("rapl", True, ["cpu:0", "dram:0"], True)
+    # RAPL measures the CPU, so the host sensor does not model it
+    assert got["host"] == SensorReport("host", True, ["process", "ram"], False)
+
+
+@pytest.mark.usefixtures("no_smi")
+def test_no_rapl_means_modelled_cpu(tmp_path: Path, closing: list[Sensor]) -> None:
+    sensors, reports = detect(nvml=NO_DRIVER, rapl_root=tmp_path / "no-powercap")
+    closing += sensors
+    got = reports_by_name(reports)
+    assert not got["rapl"].found
+    assert "does not exist" in got["rapl"].reason and "intel_rapl" in got["rapl"].fix
+    assert got["host"].devices == ["process", "ram", "cpu"]
+    assert got["host"].measured is False
+    assert [sensor_name(s) for s in sensors] == ["host"]
+
+
+@pytest.mark.usefixtures("no_smi")
+def test_unreadable_rapl_reports_the_permission_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, closing: list[Sensor]
+) -> None:
+    rapl = write_rapl_tree(tmp_path / "powercap")
+    from joulecast.sensors import rapl as rapl_mod
+
+    def denied(path: Path) -> int:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(rapl_mod, "_read_int", denied)
+    sensors, reports = detect(nvml=NO_DRIVER, rapl_root=rapl.root)
+    closing += sensors
+    got = reports_by_name(reports)
+    assert not got["rapl"].found and "permission denied" in got["rapl"].reason
+    assert "chmod" in got["rapl"].fix
+    assert "cpu" in got["host"].devices
+
+
+def test_fake_gpu_found_and_nvidia_smi_not_tried(
+    tmp_path: Path, clock: FakeClock, closing: list[Sensor]
+) -> None:
+    fake = FakeNvml([a100(power_w=250.0)], clock=clock)
+    sensors, reports = detect(nvml=fake, rapl_root=tmp_path / "none", clock=clock)
+    closing += sensors
+    assert [r.name for r in reports] == ["nvml", "rapl", "host"]
+    assert reports[0] == SensorReport("nvml", True, ["gpu:0"], True)
+    (reading,) = sensors[0].read()
+    assert (reading.device, reading.power_w) == ("gpu:0", 250.0)
+
+
+def test_nvidia_smi_fallback_when_nvml_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, closing: list[Sensor]
+) -> None:
+    gpu = a100()
+    smi = write_fake_nvidia_smi(tmp_path, [gpu], [smi_row(0, gpu, "123.4")])
+    monkeypatch.setenv("PATH", path_with(smi.bin_dir))
+    sensors, reports = detect(nvml=NO_DRIVER, rapl_root=tmp_path / "none", interval_s=0.05)
+    closing += sensors
+    got = reports_by_name(reports)
+    assert not got["nvml"].found
+    assert got["nvidia-smi"] == SensorReport("nvidia-smi", True, ["gpu:0"], True)
+    readings: list = []
+    deadline = time.monotonic() + 3.0
+    while not readings and time.monotonic() < deadline:
+        readings = sensors[0].read()
+        time.sleep(0.01)
+    assert [(r.device, r.power_w) for r in readings] == [("gpu:0", 123.4)]
+    assert smi.calls()[-1][-1] == "-lms=50"  # detect's interval
+
+
+@pytest.mark.usefixtures("no_smi")
+def test_switches(tmp_path: Path, closing: list[Sensor]) -> None:
+    rapl = write_rapl_tree(tmp_path / "powercap")
+    fake = FakeNvml([a100()])
+    sensors, reports = detect(nvml=fake, gpus=False, cpu=False, rapl_root=rapl.root)
+    closing += sensors
+    got = reports_by_name(reports)
+    assert fake.calls["nvmlInit"] == 0
+    assert (got["nvml"].found, got["nvml"].reason) == (False, "GPU sensing switched off")
+    assert (got["rapl"].found, got["rapl"].reason) == (False, "CPU sensing switched off")
+    # CPU switched off: not modelled either
+    assert got["host"].devices == ["process", "ram"]
+    assert [sensor_name(s) for s in sensors] == ["host"]
+
+
+@pytest.mark.usefixtures("no_smi")
+def test_detect_sensors_returns_the_sensors_only(tmp_path: Path, closing: list[Sensor]) -> None:
+    rapl = write_rapl_tree(tmp_path / "powercap")
+    sensors = detect_sensors(nvml=NO_DRIVER, rapl_root=rapl.root)
+    closing += sensors
+    assert [sensor_name(s) for s in sensors] == ["rapl", "host"]
+    assert all(isinstance(s, Sensor) for s in sensors)

@@ -1,0 +1,149 @@
+"""HostSensor: process-tree load through psutil and the modelled RAM and CPU power."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+from joulecast.errors import SensorUnavailable
+from joulecast.records import Reading
+from joulecast.sensors.host import RAM_W_PER_GB, HostSensor, cpu_tdp_w
+from tests.fakes import FakeClock
+
+BUSY = [sys.executable, "-c", "while True: pass"]
+IDLE = ["sleep", "30"]
+
+
+@pytest.fixture
+def spawn() -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def start(procs: list[subprocess.Popen[bytes]], argv: list[str]) -> subprocess.Popen[bytes]:
+    p = subprocess.Popen(argv)
+    procs.append(p)
+    return p
+
+
+def by_device(readings: list[Reading]) -> dict[str, Reading]:
+    return {r.device: r for r in readings}
+
+
+def test_ram_power_is_rss_gb_times_0375_and_labelled_modelled() -> None:
+    s = HostSensor()
+    got = by_device(s.read())
+    assert set(got) == {"process", "ram"}
+    rss_bytes = got["process"].mem_used_mib * 2**20  # type: ignore[operator]
+    assert rss_bytes == pytest.approx(psutil.Process().memory_info().rss, rel=0.05)
+    ram = got["ram"]
+    assert ram.power_w == pytest.approx(rss_bytes / 1e9 * 0.375)
+    assert RAM_W_PER_GB == 0.375
+    assert (ram.measured, ram.source) == (False, "ram-model")
+    assert (got["process"].measured, got["process"].power_w) == (True, None)
+    assert got["process"].util_pct is None  # no interval yet
+
+
+def test_util_over_a_busy_child(spawn: list[subprocess.Popen[bytes]]) -> None:
+    child = start(spawn, BUSY)
+    s = HostSensor(os.getpid(), include_root=False, min_interval_s=0.0)
+    first = by_device(s.read())
+    assert first["process"].util_pct is None
+    time.sleep(0.25)
+    got = by_device(s.read())
+    # one core busy = 100 %; the test process itself is not counted
+    assert 40.0 < got["process"].util_pct < 110.0  # type: ignore[operator]
+    child_rss = psutil.Process(child.pid).memory_info().rss
+    assert got["process"].mem_used_mib == pytest.approx(child_rss / 2**20, rel=0.2)
+    assert "cpu" not in got  # not modelled unless asked
+
+
+def test_idle_child_is_near_zero(spawn: list[subprocess.Popen[bytes]]) -> None:
+    start(spawn, IDLE)
+    s = HostSensor(os.getpid(), include_root=False, min_interval_s=0.0)
+    s.read()
+    time.sleep(0.2)
+    assert by_device(s.read())["process"].util_pct < 10.0  # type: ignore[operator]
+
+
+def test_modelled_cpu_power_is_tdp_times_core_share(spawn: list[subprocess.Popen[bytes]]) -> None:
+    start(spawn, BUSY)
+    s = HostSensor(os.getpid(), include_root=False, model_cpu=True, tdp_w=120.0,
+                   min_interval_s=0.0)
+    assert s.devices() == ["process", "ram", "cpu"]
+    assert "cpu" not in by_device(s.read())  # needs an interval
+    time.sleep(0.25)
+    got = by_device(s.read())
+    cpu, util = got["cpu"], got["process"].util_pct
+    assert util is not None and util > 40.0
+    cores = psutil.cpu_count(logical=True)
+    assert cpu.power_w == pytest.approx(120.0 * min(1.0, util / (100.0 * cores)))
+    assert (cpu.measured, cpu.source, cpu.util_pct) == (False, "tdp-model", util)
+    assert s.describe()["cpu"] == {"model": "tdp_w x tree_cpu_share", "tdp_w": 120.0}
+
+
+def test_cpu_share_is_capped_at_all_cores(clock: FakeClock) -> None:
+    # A fake clock that barely moves makes the measured CPU time exceed wall time.
+    s = HostSensor(model_cpu=True, tdp_w=100.0, min_interval_s=0.0, clock=clock)
+    s.read()
+    end = time.process_time() + 0.05
+    while time.process_time() < end:
+        pass
+    clock.advance(1e-6)
+    assert by_device(s.read())["cpu"].power_w == 100.0
+
+
+def test_reads_closer_than_min_interval_return_nothing(clock: FakeClock) -> None:
+    s = HostSensor(min_interval_s=0.2, clock=clock)
+    assert len(s.read()) == 2
+    clock.advance(0.1)
+    assert s.read() == []
+    clock.advance(0.1)
+    assert {r.device for r in s.read()} == {"process", "ram"}
+
+
+def test_children_joining_are_seen_after_tree_refresh(
+    clock: FakeClock, spawn: list[subprocess.Popen[bytes]]
+) -> None:
+    s = HostSensor(os.getpid(), include_root=False, min_interval_s=0.0, tree_refresh_s=1.0,
+                   clock=clock)
+    assert by_device(s.read())["process"].mem_used_mib == 0.0  # no children yet
+    start(spawn, IDLE)
+    clock.advance(0.5)
+    assert by_device(s.read())["process"].mem_used_mib == 0.0  # tree not refreshed yet
+    clock.advance(0.5)
+    assert by_device(s.read())["process"].mem_used_mib > 0.0  # type: ignore[operator]
+
+
+def test_describe_and_missing_process() -> None:
+    s = HostSensor()
+    facts = s.describe()
+    assert facts["ram"] == {"model": "rss_gb x w_per_gb", "w_per_gb": 0.375}
+    assert facts["process"] == {"pid": os.getpid(), "logical_cores": psutil.cpu_count()}
+    assert "cpu" not in facts and s.devices() == ["process", "ram"]
+    with pytest.raises(SensorUnavailable, match="process 2147483646 not found"):
+        HostSensor(2**31 - 2)
+
+
+def test_cpu_tdp_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert cpu_tdp_w() == 85.0
+    monkeypatch.setenv("JOULECAST_CPU_TDP_W", "65")
+    assert cpu_tdp_w() == 65.0
+    assert HostSensor(model_cpu=True).describe()["cpu"]["tdp_w"] == 65.0
+    monkeypatch.setenv("JOULECAST_CPU_TDP_W", "lots")
+    with pytest.raises(SensorUnavailable) as info:
+        HostSensor(model_cpu=True)
+    assert "JOULECAST_CPU_TDP_W" in info.value.fix
+    monkeypatch.setenv("JOULECAST_CPU_TDP_W", "-5")
+    with pytest.raises(SensorUnavailable, match="positive"):
+        cpu_tdp_w()
+    assert HostSensor(model_cpu=False).devices() == ["process", "ram"]  # TDP not needed

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import pytest
+
+import joulecast
+from joulecast.errors import InputError
+from joulecast.sensors.replay import ReplaySensor
+from joulecast.traces import import_trace
+from tests.conftest import sine_trace
+
+
+def test_interpolates_at_position():
+    trace = pd.DataFrame({"t_s": [0.0, 10.0], "device": "gpu:0", "power_w": [100.0, 200.0],
+                          "energy_j": [0.0, 1500.0]})
+    now = [0.0]
+    replay = ReplaySensor(trace, speed=2.0, clock=lambda: now[0])
+    now[0] = 2.5  # 5 s into the trace
+    (reading,) = replay.read()
+    assert reading.power_w == pytest.approx(150.0)
+    assert reading.energy_j == pytest.approx(750.0)
+    assert reading.t_s == pytest.approx(5.0) and replay.position_s == pytest.approx(5.0)
+    now[0] = 6.0
+    assert replay.finished and replay.read() == []
+
+
+def test_loop_wraps():
+    trace = pd.DataFrame({"t_s": [0.0, 10.0], "device": "gpu:0", "power_w": [0.0, 100.0]})
+    now = [0.0]
+    replay = ReplaySensor(trace, loop=True, clock=lambda: now[0])
+    now[0] = 12.5
+    assert not replay.finished
+    assert replay.read()[0].power_w == pytest.approx(25.0)
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        (pd.DataFrame({"t_s": [0.0], "power_w": [1.0]}), "missing column 'device'"),
+        (pd.DataFrame({"t_s": [], "device": [], "power_w": []}), "no samples"),
+    ],
+)
+def test_bad_trace(frame, message):
+    with pytest.raises(InputError, match=message):
+        ReplaySensor(frame)
+
+
+def test_speed_must_be_positive():
+    with pytest.raises(InputError, match="speed"):
+        ReplaySensor(sine_trace(1.0), speed=0)
+
+
+def test_from_csv_and_store_replay_an_imported_run(store, tmp_path):
+    path = tmp_path / "power.csv"
+    sine_trace(10.0, 0.1, devices=1).to_csv(path, index=False)
+    assert ReplaySensor.from_csv(path).devices() == ["gpu:0"]
+    run_id = import_trace(store, path)
+    replay = ReplaySensor.from_store(store, run_id, speed=5.0)
+    with joulecast.measure(store=store, sensors=[replay], interval_s=0.01, clock=replay.clock) as run:
+        while not replay.finished:
+            time.sleep(0.01)
+    original = joulecast.summarize(store, run_id).energy_j
+    assert run.energy_j == pytest.approx(original, rel=0.01)
