@@ -69,7 +69,7 @@ def test_rows_become_readings_in_cuda_numbering(
     assert listing == [
         "--query-gpu=index,uuid,pci.bus_id,name,compute_cap", "--format=csv,noheader,nounits",
     ]
-    assert loop == [f"--query-gpu={QUERY}", "--format=csv,noheader,nounits", "-lms=10"]
+    assert loop == [f"--query-gpu={QUERY}", "--format=csv,noheader,nounits", "--loop-ms=10"]
 
 
 def test_read_returns_only_new_rows(

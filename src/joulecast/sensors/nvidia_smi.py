@@ -72,7 +72,7 @@ class NvidiaSmiSensor:
                 self._binary,
                 f"--query-gpu={QUERY}",
                 "--format=csv,noheader,nounits",
-                f"-lms={max(1, round(interval_s * 1000))}",
+                f"--loop-ms={max(1, round(interval_s * 1000))}",
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
