@@ -173,17 +173,17 @@ class RunSummary:
     @property
     def energy_j(self) -> float:
         """Total energy, measured and modelled devices together."""
-        return sum(d.energy_j for d in self.devices.values())
+        return sum((d.energy_j for d in self.devices.values()), 0.0)
 
     @property
     def energy_j_measured(self) -> float:
         """Energy of devices read from hardware counters or power sensors."""
-        return sum(d.energy_j for d in self.devices.values() if d.measured)
+        return sum((d.energy_j for d in self.devices.values() if d.measured), 0.0)
 
     @property
     def energy_j_modelled(self) -> float:
         """Energy of devices whose power comes from a model (RAM, CPU without RAPL)."""
-        return sum(d.energy_j for d in self.devices.values() if not d.measured)
+        return sum((d.energy_j for d in self.devices.values() if not d.measured), 0.0)
 
     @property
     def mean_power_w(self) -> float:

@@ -372,7 +372,7 @@ class Monitor:
     # -- quality ---------------------------------------------------------------------------
 
     def quality(self) -> dict[str, Any]:
-        """Sampling figures: ticks, achieved rate, interval jitter, missed deadlines, CPU time."""
+        """Sampling figures: ticks, rate, missed deadlines; once stopped, jitter and CPU time."""
         n = min(max(self._ticks - 1, 0), _JITTER_KEEP)
         gaps = self._tick_gaps[:n] if self._ticks <= _JITTER_KEEP else self._tick_gaps
         end = self._stopped_mono if self._stopped_mono is not None else time.monotonic()
@@ -387,7 +387,8 @@ class Monitor:
             "dropped_readings": self._dropped,
             "sensors": [sensor_name(s) for s in self.sensors],
         }
-        if n:
+        if n and self._stopped_mono is not None:
+            # Percentiles sort the whole record: computed once, at stop, not at every flush.
             out["tick_interval_p50_s"] = float(np.percentile(gaps, 50))
             out["tick_interval_p99_s"] = float(np.percentile(gaps, 99))
         if self._stopped_mono is not None:

@@ -88,7 +88,11 @@ def test_modelled_cpu_power_is_tdp_times_core_share(spawn: list[subprocess.Popen
     cores = psutil.cpu_count(logical=True)
     assert cpu.power_w == pytest.approx(120.0 * min(1.0, util / (100.0 * cores)))
     assert (cpu.measured, cpu.source, cpu.util_pct) == (False, "tdp-model", util)
-    assert s.describe()["cpu"] == {"model": "tdp_w x tree_cpu_share", "tdp_w": 120.0}
+    assert s.describe()["cpu"] == {
+        "model": "tdp_w x tree_cpu_share",
+        "tdp_w": 120.0,
+        "tdp_from": "argument",
+    }
 
 
 def test_cpu_share_is_capped_at_all_cores(clock: FakeClock) -> None:

@@ -74,6 +74,12 @@ class HostSensor:
         self._include_root = include_root
         self._model_cpu = model_cpu
         self._tdp_w = tdp_w if tdp_w is not None else (cpu_tdp_w() if model_cpu else 0.0)
+        if tdp_w is not None:
+            self._tdp_from = "argument"
+        elif os.environ.get(CPU_TDP_ENV):
+            self._tdp_from = CPU_TDP_ENV
+        else:
+            self._tdp_from = f"default; set {CPU_TDP_ENV} to your CPU's TDP"
         self._cores = psutil.cpu_count(logical=True) or 1
         self.min_interval_s = min_interval_s
         self._tree_refresh_s = tree_refresh_s
@@ -94,7 +100,11 @@ class HostSensor:
             "process": {"pid": self._root_pid, "logical_cores": self._cores},
         }
         if self._model_cpu:
-            facts["cpu"] = {"model": "tdp_w x tree_cpu_share", "tdp_w": self._tdp_w}
+            facts["cpu"] = {
+                "model": "tdp_w x tree_cpu_share",
+                "tdp_w": self._tdp_w,
+                "tdp_from": self._tdp_from,
+            }
         return facts
 
     def _refresh_tree(self, now: float) -> None:
