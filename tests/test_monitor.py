@@ -248,3 +248,21 @@ def test_join_writes_phases_into_existing_run(store, monkeypatch):
     assert phases["samples"].tolist() == [5]
     assert len(store.runs()) == 1
     assert isinstance(owner.epochs, pd.DataFrame) and owner.epochs["energy_j"].iloc[0] > 0
+
+
+def test_unstopped_run_is_stopped_at_exit(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "s.db"
+    code = (
+        "import time, joulecast\n"
+        f"run = joulecast.measure('forgot', store={str(path)!r}, interval_s=0.01).start()\n"
+        "run.mark_epoch(0, samples=1)\n"
+        "time.sleep(0.2)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    with joulecast.open_store(path) as s:
+        row = s.run(1)
+        assert row["status"] == "interrupted" and row["duration_s"] > 0.2
+        assert len(s.phases(1)) == 1

@@ -10,6 +10,7 @@ nothing a sensor does stops the sampling or the training it measures.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import platform
@@ -172,7 +173,13 @@ class Monitor:
                 target=self._sample_loop, name="joulecast-sampler", daemon=True
             )
             self._sampler.start()
+        atexit.register(self._at_exit)
         return self.run_id
+
+    def _at_exit(self) -> None:
+        if self.running:
+            log.warning("run %s was not stopped; stopping it at interpreter exit", self.run_id)
+            self.stop(RunStatus.INTERRUPTED)
 
     def stop(
         self,
@@ -185,6 +192,7 @@ class Monitor:
         if not self.running:
             return
         self.running = False
+        atexit.unregister(self._at_exit)
         self._stop.set()
         if self._sampler is not None:
             self._sampler.join()
