@@ -6,13 +6,13 @@ sensors found on this machine (GPU sensing off) plus a ReplaySensor playing a sy
 2-GPU trace, writing to a temporary SQLite store: achieved rate, tick-interval p50/p99 and their
 deviation from the target, missed deadlines, and the CPU time of the sampler and writer threads
 as a share of one core. Beside them, the "wake-up floor": the CPU a bare Python thread uses
-just to wake on the same grid (Event.wait, nothing else), i.e. what no Python sampler on this
+just to wake on the same grid (time.sleep, as the sampler does; nothing else), i.e. what no Python sampler on this
 machine can go below.
 
 Part (b): the wall time of a fixed CPU PyTorch training loop (MLP on random data, fixed steps)
 under: no measurement, no measurement again (A/A control: shows the noise), joulecast.measure
 at 100 ms and at 10 ms, and CodeCarbon's OfflineEmissionsTracker (measure_power_secs=1).
-Conditions are interleaved, rotated every round; each round's ratios are taken against that
+Conditions are interleaved in a fresh random order every round; each round's ratios are taken against that
 round's baseline, and the median and spread of those per-round ratios are reported.
 
 Run:  python benchmarks/sampler_overhead.py [--quick] [--json PATH]
@@ -29,6 +29,7 @@ import os
 import platform
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -61,7 +62,7 @@ def log(msg: str) -> None:
 
 
 class LoadMeter:
-    """CPU used over a window by everything on this machine except this process.
+    """CPU used over a window by everything on this machine but this process and its children.
 
     The machine is small (a benchmark of a fraction of a percent drowns in a neighbour's
     load), so every figure is taken with this running and contaminated windows are redone.
@@ -71,7 +72,10 @@ class LoadMeter:
     def _now() -> tuple[float, float, float, float]:
         t = psutil.cpu_times()
         busy = t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
-        return busy, getattr(t, "steal", 0.0), time.process_time(), time.perf_counter()
+        # Ours: this process and its children waited for (the out-of-process sampler).
+        mine = os.times()
+        own = mine.user + mine.system + mine.children_user + mine.children_system
+        return busy, getattr(t, "steal", 0.0), own, time.perf_counter()
 
     def __enter__(self) -> LoadMeter:
         self._start = self._now()
@@ -140,14 +144,15 @@ def synthetic_trace(n_gpus: int = 2, seconds: float = 600.0, hz: float = 10.0) -
 _TRACE: pd.DataFrame | None = None
 
 
-def bench_sensors(interval_s: float, n_gpus: int) -> list[Sensor]:
+def bench_sensors(interval_s: float, n_gpus: int, pid: int | None = None) -> list[Sensor]:
     """What detection finds here with GPU sensing off (host, and RAPL where readable), plus a
-    ReplaySensor playing ``n_gpus`` synthetic GPUs in place of NVML."""
+    ReplaySensor playing ``n_gpus`` synthetic GPUs in place of NVML. The host sensor follows
+    process ``pid`` (default: this one) and its children."""
     global _TRACE
-    if _TRACE is None:
-        _TRACE = synthetic_trace(n_gpus)
-    sensors = detect_sensors(gpus=False, interval_s=interval_s)
+    sensors = detect_sensors(gpus=False, interval_s=interval_s, pid=pid)
     if n_gpus:
+        if _TRACE is None or _TRACE["device"].nunique() != n_gpus:
+            _TRACE = synthetic_trace(n_gpus)
         sensors.append(ReplaySensor(_TRACE, loop=True))
     return sensors
 
@@ -222,11 +227,10 @@ def sampler_figures(
 
 
 def wakeup_floor(interval_s: float, seconds: float) -> dict[str, Any]:
-    """CPU of a bare Python thread waking on a ``start + k * interval`` grid via Event.wait."""
+    """CPU of a bare Python thread waking on a ``start + k * interval`` grid via time.sleep."""
     out: dict[str, Any] = {}
 
     def loop() -> None:
-        ev = threading.Event()
         next_t = time.monotonic()
         end = next_t + seconds
         wakes = 0
@@ -237,7 +241,7 @@ def wakeup_floor(interval_s: float, seconds: float) -> dict[str, Any]:
                 break
             delay = next_t - time.monotonic()
             if delay > 0:
-                ev.wait(delay)
+                time.sleep(delay)
             wakes += 1
         out["cpu_s"] = time.thread_time() - cpu0
         out["wakes"] = wakes
@@ -306,6 +310,7 @@ class Condition:
     start: Callable[[], Any]
     stop: Callable[[Any], dict[str, Any]]
     is_baseline: bool = False
+    interval_s: float | None = None
 
 
 def _nothing_start() -> None:
@@ -316,9 +321,7 @@ def _nothing_stop(_: Any) -> dict[str, Any]:
     return {}
 
 
-def joulecast_condition(
-    key: str, interval_s: float, n_gpus: int, store_dir: Path
-) -> Condition:
+def joulecast_condition(key: str, interval_s: float, n_gpus: int, store_dir: Path) -> Condition:
     def start() -> Any:
         # Sensor detection belongs to joulecast's setup cost, as hardware probing is CodeCarbon's.
         sensors = bench_sensors(interval_s, n_gpus)
@@ -339,7 +342,62 @@ def joulecast_condition(
         run.close()  # measure.__exit__ leaves a store it opened itself open
         return {"quality": quality}
 
-    return Condition(key, f"joulecast {interval_s * 1000:g} ms", start, stop)
+    return Condition(key, f"joulecast {interval_s * 1000:g} ms", start, stop, interval_s=interval_s)
+
+
+def child_sampler(argv: list[str]) -> int:
+    """``--child-sampler PID INTERVAL STORE GPUS``: a Monitor in this (separate) process that
+    samples process PID, as ``joulecast measure -- CMD`` does; stops on a line on stdin and
+    prints its quality figures as one JSON line."""
+    pid, interval_s, store_path, n_gpus = int(argv[0]), float(argv[1]), argv[2], int(argv[3])
+    store = Store(store_path)
+    monitor = Monitor(bench_sensors(interval_s, n_gpus, pid=pid), store, interval_s=interval_s)
+    monitor.start()
+    print("ready", flush=True)
+    sys.stdin.readline()
+    monitor.stop()
+    print(json.dumps(monitor.quality(), default=str), flush=True)
+    store.close()
+    return 0
+
+
+def process_condition(key: str, interval_s: float, n_gpus: int, store_dir: Path) -> Condition:
+    """joulecast sampling this process from another process (no shared GIL)."""
+
+    def start() -> Any:
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--child-sampler",
+                str(os.getpid()),
+                str(interval_s),
+                str(store_dir / f"{key}.db"),
+                str(n_gpus),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        if line.strip() != "ready":
+            child.kill()
+            raise RuntimeError(f"child sampler did not start (said {line!r})")
+        return child
+
+    def stop(child: Any) -> dict[str, Any]:
+        out, _ = child.communicate("stop\n", timeout=60)
+        lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+        return {"quality": json.loads(lines[-1])} if lines else {}
+
+    return Condition(
+        key,
+        f"joulecast {interval_s * 1000:g} ms, other proc",
+        start,
+        stop,
+        interval_s=interval_s,
+    )
 
 
 def codecarbon_condition(measure_power_secs: float) -> Condition | None:
@@ -367,9 +425,7 @@ def codecarbon_condition(measure_power_secs: float) -> Condition | None:
         emissions = tracker.stop()
         return {"active": active, "emissions_kg": emissions}
 
-    return Condition(
-        "codecarbon", f"codecarbon offline {measure_power_secs:g} s", start, stop
-    )
+    return Condition("codecarbon", f"codecarbon offline {measure_power_secs:g} s", start, stop)
 
 
 @dataclass
@@ -411,6 +467,30 @@ def spread(values: list[float]) -> dict[str, float]:
     }
 
 
+def median_ci(values: list[float], n: int = 4000, seed: int = 0) -> tuple[float, float]:
+    """95 % bootstrap interval of the median (rounds resampled with replacement)."""
+    arr = np.asarray(values, dtype=float)
+    if len(arr) < 2:
+        return float(arr[0]), float(arr[0])
+    rng = np.random.default_rng(seed)
+    meds = np.median(rng.choice(arr, size=(n, len(arr)), replace=True), axis=1)
+    return float(np.percentile(meds, 2.5)), float(np.percentile(meds, 97.5))
+
+
+MIN_ROUNDS_FOR_VERDICT = 8
+
+
+def verdict(ci: list[float], target: float, rounds: int) -> str:
+    """MET / MISSED only when the whole 95 % interval is on one side of the target."""
+    if rounds < MIN_ROUNDS_FOR_VERDICT:
+        return f"NO VERDICT (under {MIN_ROUNDS_FOR_VERDICT} rounds)"
+    if ci[1] < target:
+        return "MET"
+    if ci[0] >= target:
+        return "MISSED"
+    return "NOT RESOLVED"
+
+
 def training_block(
     threads: int,
     conditions: list[Condition],
@@ -433,16 +513,16 @@ def training_block(
     trainer.run(min(steps, max(10, steps // 4)))
 
     results = {c.key: Result() for c in conditions}
-    base_order = list(conditions)
-    rng.shuffle(base_order)
     orders: list[list[str]] = []
     discarded: list[dict[str, Any]] = []
     kept_foreign: list[float] = []
     attempt = 0
     while len(orders) < args.repeats:
         r = len(orders)
-        k = r % len(base_order)
-        order = base_order[k:] + base_order[:k]
+        # A fresh random order each round: no condition keeps a fixed neighbour or position,
+        # so drift and carry-over effects spread over all conditions alike.
+        order = list(conditions)
+        rng.shuffle(order)
         attempt += 1
         last_chance = attempt >= args.repeats * args.attempts
         wait_quiet(args.max_foreign_pct, args.max_wait_s, f"(b) threads={threads}")
@@ -470,18 +550,31 @@ def training_block(
             res.proc_cpu_s += rr.proc_cpu_s
             res.extra += rr.extra
 
-    base = results["none"].loop_s
+    # Each tool is compared with the mean of the round's two unmeasured segments (baseline and
+    # A/A), which halves the reference's own noise; the A/A control is baseline vs A/A.
+    base = results["none"]
+    aa = results.get("none_aa")
+    if aa is not None:
+        ref = [(x + y) / 2 for x, y in zip(base.loop_s, aa.loop_s, strict=True)]
+        ref_cpu = [(x + y) / 2 for x, y in zip(base.proc_cpu_s, aa.proc_cpu_s, strict=True)]
+    else:
+        ref, ref_cpu = base.loop_s, base.proc_cpu_s
     out_conds = []
     for cond in conditions:
         res = results[cond.key]
-        ratios = [a / b for a, b in zip(res.loop_s, base, strict=True)]
+        if cond.key == "none_aa":
+            against, against_cpu = base.loop_s, base.proc_cpu_s
+        else:
+            against, against_cpu = ref, ref_cpu
+        ratios = [a / b for a, b in zip(res.loop_s, against, strict=True)]
         extra_cpu = [
             100.0 * (c - cb) / b
-            for c, cb, b in zip(res.proc_cpu_s, results["none"].proc_cpu_s, base, strict=True)
+            for c, cb, b in zip(res.proc_cpu_s, against_cpu, against, strict=True)
         ]
         entry: dict[str, Any] = {
             "key": cond.key,
             "label": cond.label,
+            "interval_s": cond.interval_s,
             "loop_s": res.loop_s,
             "setup_s": res.setup_s,
             "teardown_s": res.teardown_s,
@@ -491,6 +584,7 @@ def training_block(
             "teardown_s_median": statistics.median(res.teardown_s),
             "ratio_vs_baseline": ratios,
             "slowdown_pct": {k: 100.0 * (v - 1.0) for k, v in spread(ratios).items()},
+            "slowdown_pct_ci95": [100.0 * (v - 1.0) for v in median_ci(ratios)],
             "extra_process_cpu_pct_core": spread(extra_cpu),
         }
         quals = [e["quality"] for e in res.extra if "quality" in e]
@@ -575,35 +669,39 @@ def print_report(report: dict[str, Any]) -> None:
             f"(b) TRAINING SLOWDOWN: torch threads={block['threads']}, MLP"
             f" {a['features']}-{a['hidden']}-{a['hidden']}-10, batch {a['batch']},"
             f" {block['steps']} steps/segment (~{block['steps'] * block['step_s']:.1f} s),"
-            f" {len(block['orders'])} rounds in rotated order"
+            f" {len(block['orders'])} rounds in random order"
             f" ({len(block['discarded_rounds'])} disturbed rounds redone)"
         )
         print(
-            "    slowdown = per-round loop time / that round's baseline - 1;"
-            " extra CPU = process CPU above baseline, % of a core"
+            "    slowdown: per round, loop time / mean of the round's two unmeasured loops - 1"
+            " (A/A control: A/A loop / baseline loop - 1); median over rounds, 95% bootstrap"
+            " interval of that median, min..max and IQR over rounds; extra CPU: process CPU"
+            " above the same reference, % of a core"
         )
         print(
-            "    condition                  loop s   slowdown    min..max            IQR"
-            "                 extra CPU  setup s  stop s"
+            "    condition                           loop s   slowdown   95% CI of median   "
+            "min..max            IQR                 extra CPU  setup s  stop s"
         )
         for c in block["conditions"]:
             sd = c["slowdown_pct"]
             if c["key"] == "none":
-                mid = f"{'(baseline)':>9}   {'':<19} {'':<19} {'':>9}"
+                mid = f"{'(baseline)':>9}   {'':<18} {'':<19} {'':<19} {'':>9}"
             else:
                 extra = c["extra_process_cpu_pct_core"]["median"]
+                lo, hi = c["slowdown_pct_ci95"]
                 mid = (
-                    f"{pct(sd['median']):>9}   {pct(sd['min']) + '..' + pct(sd['max']):<19} "
+                    f"{pct(sd['median']):>9}   {pct(lo) + '..' + pct(hi):<18} "
+                    f"{pct(sd['min']) + '..' + pct(sd['max']):<19} "
                     f"{pct(sd['q25']) + '..' + pct(sd['q75']):<19} {extra:+8.2f}%"
                 )
             print(
-                f"SLOWDOWN t={block['threads']} {c['label']:<22} {c['loop_s_median']:7.3f} {mid}"
+                f"SLOWDOWN t={block['threads']} {c['label']:<31} {c['loop_s_median']:7.3f} {mid}"
                 f" {c['setup_s_median']:7.3f} {c['teardown_s_median']:7.3f}"
             )
         for c in block["conditions"]:
             u = c.get("under_load")
             if u:
-                tgt = 1000 * (0.1 if "100" in c["label"] else 0.01)
+                tgt = 1000 * c["interval_s"]
                 print(
                     f"    under load, {c['label']}: {u['achieved_hz']:.2f} Hz, tick p50"
                     f" {u['tick_interval_p50_s'] * 1000:.3f} ms, p99"
@@ -620,26 +718,31 @@ def print_report(report: dict[str, Any]) -> None:
         )
         by_key = {c["key"]: c for c in block["conditions"]}
         aa = by_key.get("none_aa")
-        noise = ""
         if aa:
-            sd = aa["slowdown_pct"]
-            noise = f"; A/A control {pct(sd['median'])}, range {pct(sd['min'])}..{pct(sd['max'])}"
-        for key in ("jc_100ms", "jc_10ms"):
+            lo, hi = aa["slowdown_pct_ci95"]
+            print(
+                f"    noise (A/A control): {pct(aa['slowdown_pct']['median'])},"
+                f" 95% CI {pct(lo)}..{pct(hi)}: differences inside this are not resolved"
+            )
+        for key in ("jc_100ms", "jc_10ms", "jc_proc_10ms"):
             if key in by_key:
-                med = by_key[key]["slowdown_pct"]["median"]
-                ok = med < SLOWDOWN_TARGET_PCT
+                c = by_key[key]
+                lo, hi = c["slowdown_pct_ci95"]
                 print(
-                    f"    target: {by_key[key]['label']} slowdown < {SLOWDOWN_TARGET_PCT:g}%:"
-                    f" {'MET' if ok else 'MISSED'} ({pct(med)}{noise})"
+                    f"    target: {c['label']} slowdown < {SLOWDOWN_TARGET_PCT:g}%:"
+                    f" {verdict(c['slowdown_pct_ci95'], SLOWDOWN_TARGET_PCT, len(block['orders']))}"
+                    f" (median {pct(c['slowdown_pct']['median'])}, 95% CI {pct(lo)}..{pct(hi)})"
                 )
         if "codecarbon" in by_key:
-            cc = by_key["codecarbon"]["slowdown_pct"]
-            jc = by_key.get("jc_100ms", {}).get("slowdown_pct", {}).get("median")
-            side = f"; joulecast 100 ms {pct(jc)}" if jc is not None else ""
-            print(
-                f"    codecarbon slowdown {pct(cc['median'])}"
-                f" (range {pct(cc['min'])}..{pct(cc['max'])}){side}"
-            )
+            parts = []
+            for key in ("codecarbon", "jc_100ms", "jc_10ms"):
+                if key in by_key:
+                    c = by_key[key]
+                    lo, hi = c["slowdown_pct_ci95"]
+                    parts.append(
+                        f"{c['label']} {pct(c['slowdown_pct']['median'])} ({pct(lo)}..{pct(hi)})"
+                    )
+            print("    side by side: " + "; ".join(parts))
         print()
     print(f"total benchmark time: {report['total_s']:.0f} s")
 
@@ -651,11 +754,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--quick", action="store_true", help="~1-minute smoke run (overrides sizes)")
+    p.add_argument("--quick", action="store_true", help="~1-minute run (overrides sizes)")
+    p.add_argument(
+        "--smoke", action="store_true", help="~15-second run for tests: figures are meaningless"
+    )
     p.add_argument("--sampler-seconds", type=float, default=20.0, help="part (a) per rate")
     p.add_argument("--floor-seconds", type=float, default=None, help="wake-up floor per rate")
-    p.add_argument("--repeats", type=int, default=6, help="rounds of part (b), >= 1")
-    p.add_argument("--loop-seconds", type=float, default=6.0, help="target length of a segment")
+    p.add_argument("--repeats", type=int, default=14, help="rounds of part (b), >= 1")
+    p.add_argument("--loop-seconds", type=float, default=2.5, help="target length of a segment")
     p.add_argument("--steps", type=int, default=0, help="fix steps per segment (0: calibrate)")
     p.add_argument("--threads", default="1,2", help="torch thread counts, comma-separated")
     p.add_argument("--features", type=int, default=256)
@@ -663,6 +769,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--gpus", type=int, default=2, help="devices in the replayed trace")
     p.add_argument("--no-codecarbon", action="store_true", help="leave CodeCarbon out")
+    p.add_argument(
+        "--no-process", action="store_true", help="leave out joulecast sampling from a 2nd process"
+    )
     p.add_argument("--codecarbon-secs", type=float, default=1.0, help="measure_power_secs")
     p.add_argument("--skip-sampler", action="store_true", help="skip part (a)")
     p.add_argument("--skip-training", action="store_true", help="skip part (b)")
@@ -680,10 +789,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=None, help="write all figures here")
     args = p.parse_args(argv)
     if args.quick:
-        args.sampler_seconds = 8.0
+        args.sampler_seconds = 5.0
         args.repeats = 3
         args.loop_seconds = 2.0
         args.threads = "1"
+    if args.smoke:  # the quickest run that still prints every figure line (for the test)
+        args.sampler_seconds = 1.0
+        args.floor_seconds = 1.0
+        args.repeats = 1
+        args.loop_seconds = 0.3
+        args.threads = "1"
+        args.max_wait_s = 0.0
+        args.attempts = 1
     if args.floor_seconds is None:
         args.floor_seconds = min(args.sampler_seconds, 10.0)
     if args.repeats < 1:
@@ -693,6 +810,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--child-sampler":
+        return child_sampler(argv[1:])
     args = parse_args(argv)
     if os.environ.pop("JOULECAST_RUN_ID", None):
         log("ignoring JOULECAST_RUN_ID: the benchmark measures its own runs")
@@ -707,7 +827,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import codecarbon
 
-        cc_version = codecarbon.__version__
+        cc_version = getattr(codecarbon, "__version__", "?")
     except ImportError:
         cc_version = None
     facts = host_facts()
@@ -747,6 +867,8 @@ def main(argv: list[str] | None = None) -> int:
                     joulecast_condition("jc_100ms", 0.1, args.gpus, store_dir),
                     joulecast_condition("jc_10ms", 0.01, args.gpus, store_dir),
                 ]
+                if not args.no_process:
+                    conditions.append(process_condition("jc_proc_10ms", 0.01, args.gpus, store_dir))
                 cc = None if args.no_codecarbon else codecarbon_condition(args.codecarbon_secs)
                 if cc is not None:
                     conditions.append(cc)

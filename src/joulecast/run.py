@@ -50,7 +50,9 @@ class Run:
 
     @property
     def store(self) -> Store:
-        """The store this run is written to."""
+        """The store this run is written to (reopened if the run closed it at stop)."""
+        if self._monitor.store.closed:
+            self._monitor.store = Store(self._monitor.store.path)
         return self._monitor.store
 
     @property
@@ -154,19 +156,24 @@ class Run:
         exit_code: int | None = None,
         signal: str | None = None,
     ) -> None:
-        """Stop measuring and record the final status (joined runs: only flush the marks)."""
+        """Stop measuring and record the final status (joined runs: only flush the marks).
+
+        A store the run opened itself is closed; reading the run afterwards reopens it.
+        """
         self._monitor.stop(RunStatus(status), exit_code=exit_code, signal=signal)
+        if self._owns_store and not self._monitor.store.closed:
+            self._monitor.store.close()
 
     def close(self) -> None:
         """Stop if needed and close a store opened for this run."""
         if self._monitor.running:
             self.stop()
-        if self._owns_store:
-            self.store.close()
+        if self._owns_store and not self._monitor.store.closed:
+            self._monitor.store.close()
 
     def __repr__(self) -> str:
         state = "joined" if self.joined else ("running" if self.active else "stopped")
-        return f"<Run {self.run_id} {state} store={str(self.store.path)!r}>"
+        return f"<Run {self.run_id} {state} store={str(self._monitor.store.path)!r}>"
 
 
 class measure(contextlib.ContextDecorator):

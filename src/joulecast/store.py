@@ -126,6 +126,7 @@ class Store:
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path) if path is not None else default_store_path()
         self._lock = threading.RLock()
+        self.closed = False
         if self.path.is_dir():
             raise StoreError(f"{self.path}: is a directory, expected a store file")
         if not self.path.parent.exists():
@@ -191,6 +192,7 @@ class Store:
         """Close the connection; the store object is unusable afterwards."""
         with self._lock:
             self._conn.close()
+            self.closed = True
 
     def __enter__(self) -> Store:
         return self

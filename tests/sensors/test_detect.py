@@ -119,7 +119,7 @@ def test_nvidia_smi_fallback_when_nvml_fails(
         readings = sensors[0].read()
         time.sleep(0.01)
     assert [(r.device, r.power_w) for r in readings] == [("gpu:0", 123.4)]
-    assert smi.calls()[-1][-1] == "-lms=50"  # detect's interval
+    assert smi.calls()[-1][-1] == "--loop-ms=50"  # detect's interval
 
 
 @pytest.mark.usefixtures("no_smi")

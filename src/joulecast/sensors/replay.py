@@ -8,12 +8,12 @@ trace's.
 
 from __future__ import annotations
 
+import bisect
 import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from joulecast.errors import InputError
@@ -26,16 +26,29 @@ _OPTIONAL = ("energy_j", "util_pct", "mem_used_mib", "temp_c")
 
 
 class _Track:
-    __slots__ = ("cols", "power", "t")
+    """One device's samples as plain lists: a bisect and a blend per read, no numpy calls."""
+
+    __slots__ = ("has", "rows", "t")
 
     def __init__(self, frame: pd.DataFrame) -> None:
-        self.t = frame["t_s"].to_numpy(dtype=float)
-        self.power = frame["power_w"].to_numpy(dtype=float)
-        self.cols = {
-            c: frame[c].to_numpy(dtype=float)
-            for c in _OPTIONAL
-            if c in frame.columns and frame[c].notna().all()
-        }
+        self.t: list[float] = frame["t_s"].astype(float).tolist()
+        self.has = tuple(c in frame.columns and bool(frame[c].notna().all()) for c in _OPTIONAL)
+        columns = [frame["power_w"].astype(float).tolist()]
+        columns += [
+            frame[c].astype(float).tolist() if ok else [0.0] * len(frame)
+            for c, ok in zip(_OPTIONAL, self.has, strict=True)
+        ]
+        self.rows: list[tuple[float, ...]] = list(zip(*columns, strict=True))
+
+    def at(self, pos: float) -> tuple[float, ...]:
+        """Values linearly interpolated at ``pos`` (inside the track's span)."""
+        i = bisect.bisect_right(self.t, pos) - 1
+        if i >= len(self.t) - 1:
+            return self.rows[-1]
+        t0, t1 = self.t[i], self.t[i + 1]
+        frac = (pos - t0) / (t1 - t0) if t1 > t0 else 0.0
+        a, b = self.rows[i], self.rows[i + 1]
+        return tuple(x + (y - x) * frac for x, y in zip(a, b, strict=True))
 
 
 class ReplaySensor:
@@ -123,19 +136,12 @@ class ReplaySensor:
         for device, tr in self._tracks.items():
             if pos < tr.t[0] or pos > tr.t[-1]:
                 continue
-            extra = {c: float(np.interp(pos, tr.t, v)) for c, v in tr.cols.items()}
+            power, *extra = tr.at(pos)
+            energy, util, mem, temp = (
+                v if ok else None for v, ok in zip(extra, tr.has, strict=True)
+            )
             readings.append(
-                Reading(
-                    now,
-                    device,
-                    float(np.interp(pos, tr.t, tr.power)),
-                    self._source,
-                    True,
-                    extra.get("energy_j"),
-                    extra.get("util_pct"),
-                    extra.get("mem_used_mib"),
-                    extra.get("temp_c"),
-                )
+                Reading(now, device, power, self._source, True, energy, util, mem, temp)
             )
         return readings
 

@@ -1,0 +1,67 @@
+"""Smoke test of benchmarks/sampler_overhead.py: its quickest run prints every figure line.
+
+It checks that the benchmark runs end to end against the current API, not its figures: a
+``--smoke`` run is far too short to mean anything. About 15 s on two cores.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "sampler_overhead.py"
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+def test_sampler_overhead_smoke(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    out_json = tmp_path / "figures.json"
+    # CodeCarbon is optional (the "bench" extra); offline, it touches no network.
+    with_cc = importlib.util.find_spec("codecarbon") is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOULECAST_")}
+    cmd = [sys.executable, str(SCRIPT), "--smoke", "--json", str(out_json)]
+    if not with_cc:
+        cmd.append("--no-codecarbon")
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    sampler = [ln for ln in lines if ln.startswith("SAMPLER ")]
+    slowdown = [ln for ln in lines if ln.startswith("SLOWDOWN ")]
+    assert [ln.split()[1] for ln in sampler] == ["100", "10"]
+    assert all("% core" in ln for ln in sampler)
+    labels = " ".join(slowdown)
+    for label in (
+        "none (baseline)",
+        "none (A/A control)",
+        "joulecast 100 ms",
+        "joulecast 10 ms",
+        "joulecast 10 ms, other proc",
+    ):
+        assert label in labels
+    if with_cc:
+        assert "codecarbon offline 1 s" in labels
+        assert any(ln.strip().startswith("side by side: codecarbon") for ln in lines)
+    assert any("target: sampler CPU < 1% of a core at 100 Hz" in ln for ln in lines)
+    assert any("target: joulecast 100 ms slowdown" in ln for ln in lines)
+    figures = json.loads(out_json.read_text())
+    assert {s["target_hz"] for s in figures["sampler"]} == {100.0, 10.0}
+    assert figures["sampler"][0]["ticks"] > 0
+    block = figures["training"][0]
+    keys = {"none", "none_aa", "jc_100ms", "jc_10ms", "jc_proc_10ms"}
+    keys |= {"codecarbon"} if with_cc else set()
+    assert {c["key"] for c in block["conditions"]} == keys
+    assert not list(tmp_path.glob("*.db")), "the benchmark must write its stores to a temp dir"
