@@ -55,7 +55,11 @@ def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
             raise InputError(f"{path}: not UTF-8 text ({exc.reason})") from exc
 
 
-def _number(path: Path, line: int, column: str, text: str, *, required: bool) -> float | None:
+def _number(
+    path: Path, line: int, column: str, text: str, *, required: bool, shown: str | None = None
+) -> float | None:
+    """``text`` as a finite float; ``shown`` is the cell as written, for the error message."""
+    shown = text if shown is None else shown
     if text == "":
         if required:
             raise InputError(f"{path}: line {line}: column {column!r} is empty, expected a number")
@@ -64,10 +68,10 @@ def _number(path: Path, line: int, column: str, text: str, *, required: bool) ->
         value = float(text)
     except ValueError:
         raise InputError(
-            f"{path}: line {line}: column {column!r}: {text!r} is not a number"
+            f"{path}: line {line}: column {column!r}: {shown!r} is not a number"
         ) from None
     if not math.isfinite(value):
-        raise InputError(f"{path}: line {line}: column {column!r}: {text!r} is not finite")
+        raise InputError(f"{path}: line {line}: column {column!r}: {shown!r} is not finite")
     return value
 
 
@@ -259,16 +263,8 @@ def _timestamp(path: Path, line: int, text: str) -> datetime:
 def _smi_value(path: Path, line: int, column: str, text: str) -> float | None:
     if text.lower() in _NA or text == "":
         return None
-    number = text.split()[0] if text else text
-    try:
-        value = float(number)
-    except ValueError:
-        raise InputError(
-            f"{path}: line {line}: column {column!r}: {text!r} is not a number"
-        ) from None
-    if not math.isfinite(value):
-        raise InputError(f"{path}: line {line}: column {column!r}: {text!r} is not finite")
-    return value
+    # "123.45 W", "45 %", "1024 MiB": the number is the first word.
+    return _number(path, line, column, text.split()[0], required=False, shown=text)
 
 
 def read_nvidia_smi(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, datetime]:
