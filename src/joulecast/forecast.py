@@ -1,0 +1,261 @@
+"""Online forecasts of a training run's total energy from its first epochs.
+
+Three estimators over the per-epoch table (``index``, ``duration_s``, ``energy_j``; as
+:func:`joulecast.energy.phase_table` makes it), for a run planned to last ``total_epochs``:
+
+- ``power`` (del Rey et al., Eq. 1): E = P_w x t, with P_w the mean power of a window of w
+  stable epochs and t the training duration. Before the run ends, t is the time of the epochs
+  seen plus the window's mean epoch duration for each epoch still to come.
+- ``epoch-energy`` (Eq. 2): E = E_w x s / w + E_u, with E_w the energy of the window, s the
+  number of stable epochs of the whole run (``total_epochs`` - stabilizing epoch) and E_u the
+  measured energy of the unstable epochs before it.
+- ``first-epoch``: E = ``total_epochs`` x the mean energy of the first k epochs, what
+  Carbontracker predicts by default; a baseline.
+
+Every forecast carries an interval from the epoch-to-epoch spread of the epochs it used
+(a Student-t interval for the sum of the epochs still to come and for the error of their
+estimated mean), widened and flagged when fewer epochs than asked for were available.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from joulecast.errors import InputError
+
+DEFAULT_WINDOW = 5
+DEFAULT_STABLE_EPOCH = 10
+# Relative 1-sigma spread assumed when a single epoch gives no spread of its own.
+_UNKNOWN_SPREAD = 0.10
+_CONFIDENCE = 0.90
+
+
+class Method(str, enum.Enum):
+    """Forecasting methods."""
+
+    POWER = "power"
+    EPOCH_ENERGY = "epoch-energy"
+    FIRST_EPOCH = "first-epoch"
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """A forecast of a run's total energy, with a 90% interval and what it rests on."""
+
+    total_j: float
+    low_j: float
+    high_j: float
+    method: str
+    epochs_used: int
+    total_epochs: int
+    stable_epoch: int | None = None
+    window: tuple[int, int] | None = None
+    duration_s: float | None = None
+    energy_so_far_j: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def remaining_j(self) -> float:
+        """Forecast energy still to be spent after the epochs seen."""
+        return max(0.0, self.total_j - self.energy_so_far_j)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "method": self.method,
+            "total_j": self.total_j,
+            "low_j": self.low_j,
+            "high_j": self.high_j,
+            "remaining_j": self.remaining_j,
+            "epochs_used": self.epochs_used,
+            "total_epochs": self.total_epochs,
+            "stable_epoch": self.stable_epoch,
+            "window": list(self.window) if self.window else None,
+            "duration_s": self.duration_s,
+            "energy_so_far_j": self.energy_so_far_j,
+            "notes": list(self.notes),
+        }
+
+
+def _t_quantile(dof: int) -> float:
+    """Two-sided 90% Student-t quantile (normal beyond 30 degrees of freedom)."""
+    table = {
+        1: 6.314,
+        2: 2.920,
+        3: 2.353,
+        4: 2.132,
+        5: 2.015,
+        6: 1.943,
+        7: 1.895,
+        8: 1.860,
+        9: 1.833,
+        10: 1.812,
+        12: 1.782,
+        15: 1.753,
+        20: 1.725,
+        25: 1.708,
+        30: 1.697,
+    }
+    if dof <= 0:
+        return table[1]
+    if dof in table:
+        return table[dof]
+    keys = sorted(table)
+    for lo, hi in itertools.pairwise(keys):
+        if lo < dof < hi:
+            return table[lo] + (table[hi] - table[lo]) * (dof - lo) / (hi - lo)
+    return 1.645
+
+
+def _check_table(epochs: pd.DataFrame) -> pd.DataFrame:
+    for col in ("index", "duration_s", "energy_j"):
+        if col not in epochs.columns:
+            raise InputError(f"epoch table lacks column {col!r}")
+    done = epochs.dropna(subset=["energy_j", "duration_s"]).sort_values("index")
+    if done.empty:
+        raise InputError(
+            "no finished epoch to forecast from: mark epochs (run.epoch(...)) and finish one"
+        )
+    return done.reset_index(drop=True)
+
+
+def _interval(
+    total: float, values: np.ndarray, remaining: int, scale: float, notes: list[str]
+) -> tuple[float, float]:
+    """Interval for ``remaining`` future units whose per-unit value is estimated by ``values``.
+
+    Variance of the sum of ``remaining`` draws plus the variance of ``remaining`` x the mean.
+    """
+    n = len(values)
+    mean = float(np.mean(values))
+    if n >= 2:
+        sd = float(np.std(values, ddof=1))
+        q = _t_quantile(n - 1)
+    else:
+        sd = abs(mean) * _UNKNOWN_SPREAD
+        q = 1.645
+        notes.append("one epoch gives no spread: the interval assumes 10% epoch-to-epoch spread")
+    half = q * sd * scale * math.sqrt(remaining + remaining**2 / n) if remaining > 0 else 0.0
+    return max(0.0, total - half), total + half
+
+
+def stable_window(
+    n_seen: int, stable_epoch: int, window: int, *, start: int | None = None
+) -> tuple[int, int, list[str]]:
+    """The window [first, last) of stable epochs to use among the ``n_seen`` epochs seen."""
+    notes: list[str] = []
+    if window < 1:
+        raise InputError(f"window must be at least 1 epoch, got {window}")
+    if stable_epoch < 0:
+        raise InputError(f"stabilizing epoch must be >= 0, got {stable_epoch}")
+    if n_seen <= stable_epoch:
+        raise InputError(
+            f"no stable epoch yet: {n_seen} epoch(s) finished, the run stabilizes at epoch "
+            f"{stable_epoch}; the forecast needs at least {stable_epoch + 1} epochs "
+            f"({stable_epoch + window} for a full window of {window})"
+        )
+    first = stable_epoch if start is None else max(stable_epoch, start)
+    if first >= n_seen:
+        first = stable_epoch
+    last = min(first + window, n_seen)
+    if last - first < window:
+        notes.append(
+            f"only {last - first} stable epoch(s) seen, fewer than the window of {window}: "
+            "forecast from those, with a wider interval"
+        )
+    return first, last, notes
+
+
+def forecast(
+    epochs: pd.DataFrame,
+    total_epochs: int,
+    *,
+    method: Method | str = Method.EPOCH_ENERGY,
+    stable_epoch: int = DEFAULT_STABLE_EPOCH,
+    window: int = DEFAULT_WINDOW,
+    window_start: int | None = None,
+    first_epochs: int = 1,
+    duration_s: float | None = None,
+) -> Forecast:
+    """Forecast the total energy of a run of ``total_epochs`` epochs from its ``epochs`` table.
+
+    Only the epochs in the table are used (pass the first K rows to forecast "after K").
+    ``stable_epoch`` is the index of the first stable epoch (0-based position in the table);
+    ``window_start`` places the window later than it; ``duration_s`` overrides the projected
+    training duration of the power method (the paper uses the run's true duration).
+    """
+    method = Method(method)
+    done = _check_table(epochs)
+    n = len(done)
+    if total_epochs < n:
+        raise InputError(f"total_epochs {total_epochs} is less than the {n} epochs seen")
+    energy = done["energy_j"].to_numpy(float)
+    durations = done["duration_s"].to_numpy(float)
+    so_far = float(energy.sum())
+    notes: list[str] = []
+
+    if method is Method.FIRST_EPOCH:
+        k = max(1, min(first_epochs, n))
+        if k < first_epochs:
+            notes.append(f"only {k} epoch(s) seen of the {first_epochs} asked for")
+        per_epoch = energy[:k]
+        total = total_epochs * float(per_epoch.mean())
+        low, high = _interval(total, per_epoch, total_epochs - k, 1.0, notes)
+        # The k epochs themselves are known; the interval covers the extrapolated rest.
+        return Forecast(
+            total,
+            low,
+            high,
+            method.value,
+            k,
+            total_epochs,
+            None,
+            (0, k),
+            float(total_epochs * durations[:k].mean()),
+            float(energy[:k].sum()),
+            notes,
+        )
+
+    first, last, window_notes = stable_window(n, stable_epoch, window, start=window_start)
+    notes += window_notes
+    w_energy = energy[first:last]
+    w_duration = durations[first:last]
+    w = last - first
+    e_unstable = float(energy[:stable_epoch].sum())
+    mean_epoch_s = float(w_duration.mean())
+    seen_s = float(durations.sum())
+    projected_s = seen_s + mean_epoch_s * (total_epochs - n)
+    t_total = duration_s if duration_s is not None else projected_s
+
+    if method is Method.POWER:
+        p_w = float(w_energy.sum() / w_duration.sum())
+        total = p_w * t_total
+        powers = w_energy / w_duration
+        remaining_s = max(0.0, t_total - seen_s)
+        # Uncertainty of the power, applied to the time still to come, in epoch-sized units.
+        units = round(remaining_s / mean_epoch_s) if mean_epoch_s > 0 else 0
+        low, high = _interval(total, powers, units, mean_epoch_s, notes)
+    else:
+        s = total_epochs - stable_epoch
+        total = float(w_energy.sum()) * s / w + e_unstable
+        low, high = _interval(total, w_energy, total_epochs - n, 1.0, notes)
+    return Forecast(
+        float(total),
+        float(low),
+        float(high),
+        method.value,
+        n,
+        total_epochs,
+        stable_epoch,
+        (first, last),
+        float(t_total),
+        so_far,
+        notes,
+    )

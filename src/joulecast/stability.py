@@ -1,0 +1,212 @@
+"""When a run's power stabilizes: FLUSS semantic segmentation of its power profile.
+
+The run's total power (all devices with power readings) is put on a uniform grid, the matrix
+profile of that series is computed with ``stumpy.stump(power, m)``, and
+``stumpy.fluss(I, L, n_regimes=2, excl_factor)`` finds the one regime change (del Rey et al.:
+m = L = 10 on 500 ms samples). The stabilizing epoch is the first epoch that ends after the
+change. FLUSS can answer at the masked edges of the series; such an answer is rejected.
+
+``stump`` is O(n^2): long traces are resampled to at most ``max_points`` points, at a
+resolution that still keeps several points per epoch where the run allows it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from joulecast.errors import InputError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_M = 10
+DEFAULT_L = 10
+DEFAULT_RESOLUTION_S = 0.5
+DEFAULT_MAX_POINTS = 20_000
+EXCL_FACTOR = 3
+# Share of the series at each end where a regime change is not credible.
+EDGE_SHARE = 0.02
+# A corrected arc curve at 1 everywhere means one regime, no change.
+MAX_CAC = 0.999
+MIN_POINTS_PER_EPOCH = 8
+
+
+@dataclass(frozen=True)
+class Stability:
+    """Where the regime change is, in time and epochs, and the curves behind it."""
+
+    change_s: float | None
+    epoch: int | None
+    resolution_s: float
+    m: int
+    L: int
+    t_s: np.ndarray
+    power_w: np.ndarray
+    cac: np.ndarray
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (without the curves)."""
+        return {
+            "change_s": self.change_s,
+            "epoch": self.epoch,
+            "resolution_s": self.resolution_s,
+            "m": self.m,
+            "L": self.L,
+            "points": len(self.t_s),
+            "reason": self.reason,
+        }
+
+
+def _stumpy() -> Any:
+    try:
+        return importlib.import_module("stumpy")
+    except ImportError as exc:
+        raise InputError("stability needs stumpy: pip install 'joulecast[stability]'") from exc
+
+
+def total_power(samples: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Times and summed power of every device with power readings, on the union of times."""
+    frame = samples.dropna(subset=["power_w"])
+    if frame.empty:
+        raise InputError("no power readings to segment")
+    grid = np.unique(frame["t_s"].to_numpy(float))
+    total = np.zeros(len(grid))
+    for _, dev in frame.groupby("device"):
+        dev = dev.sort_values("t_s")
+        total += np.interp(grid, dev["t_s"].to_numpy(float), dev["power_w"].to_numpy(float))
+    return grid, total
+
+
+def choose_resolution(
+    duration_s: float,
+    epoch_durations_s: np.ndarray | None = None,
+    *,
+    base_s: float = DEFAULT_RESOLUTION_S,
+    max_points: int = DEFAULT_MAX_POINTS,
+) -> float:
+    """The grid step: ``base_s``, finer for short epochs, coarser to stay under ``max_points``."""
+    step = base_s
+    if epoch_durations_s is not None and len(epoch_durations_s):
+        step = min(step, float(np.median(epoch_durations_s)) / MIN_POINTS_PER_EPOCH)
+    return max(step, duration_s / max_points)
+
+
+def resample(t_s: np.ndarray, power_w: np.ndarray, step_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mean power per bin of ``step_s`` (bins without samples are interpolated)."""
+    t0 = float(t_s[0])
+    bins = np.floor((t_s - t0) / step_s).astype(np.int64)
+    n = int(bins[-1]) + 1
+    sums = np.bincount(bins, weights=power_w, minlength=n)
+    counts = np.bincount(bins, minlength=n)
+    centres = t0 + (np.arange(n) + 0.5) * step_s
+    have = counts > 0
+    values = np.interp(centres, centres[have], sums[have] / counts[have])
+    return centres, values
+
+
+def find_change(
+    power_w: np.ndarray, m: int = DEFAULT_M, L: int = DEFAULT_L
+) -> tuple[int | None, np.ndarray, str]:
+    """Index of the one regime change FLUSS finds in ``power_w`` (None if it is not credible)."""
+    stumpy = _stumpy()
+    n = len(power_w)
+    if n < 4 * m or n <= EXCL_FACTOR * L * 2 + 1:
+        return None, np.zeros(n), f"series too short ({n} points) for m={m}, L={L}"
+    if float(np.ptp(power_w)) == 0.0:
+        return None, np.ones(n), "power is constant: nothing to segment"
+    profile = stumpy.stump(power_w.astype(np.float64), m)
+    cac, _ = stumpy.fluss(profile[:, 1].astype(np.int64), L, 2, excl_factor=EXCL_FACTOR)
+    # FLUSS's own answer can sit at the edges, where the arc curve's correction is weakest:
+    # take the lowest point of the arc curve away from both ends instead.
+    edge = max(EXCL_FACTOR * L, int(EDGE_SHARE * len(cac)))
+    inner = np.asarray(cac, dtype=float).copy()
+    inner[:edge] = np.inf
+    inner[len(inner) - edge :] = np.inf
+    loc = int(np.argmin(inner))
+    if not np.isfinite(inner[loc]) or inner[loc] > MAX_CAC:
+        return None, cac, f"no clear regime change (lowest arc curve value {inner[loc]:.2f})"
+    return loc, cac, ""
+
+
+def stabilizing_epoch(
+    samples: pd.DataFrame,
+    epochs: pd.DataFrame,
+    *,
+    m: int = DEFAULT_M,
+    L: int = DEFAULT_L,
+    resolution_s: float | None = None,
+    max_points: int = DEFAULT_MAX_POINTS,
+) -> Stability:
+    """Find the regime change of a run's power and the first epoch ending after it.
+
+    ``epochs`` has ``index``, ``start_s``, ``end_s`` (the store's epoch phases); the returned
+    ``epoch`` is an index from that column. ``resolution_s`` fixes the grid step instead of the
+    adaptive choice.
+    """
+    t, p = total_power(samples)
+    ends = epochs["end_s"].to_numpy(float) if len(epochs) else np.array([])
+    starts = epochs["start_s"].to_numpy(float) if len(epochs) else np.array([])
+    step = resolution_s or choose_resolution(
+        float(t[-1] - t[0]), ends - starts if len(ends) else None, max_points=max_points
+    )
+    grid_t, grid_p = resample(t, p, step)
+    loc, cac, reason = find_change(grid_p, m, L)
+    if loc is None:
+        return Stability(None, None, step, m, L, grid_t, grid_p, cac, reason)
+    change = float(grid_t[loc])
+    epoch = None
+    after = np.nonzero(ends > change)[0]
+    if len(after):
+        epoch = int(epochs["index"].to_numpy()[after[0]])
+    elif len(ends):
+        reason = "the change comes after the last epoch"
+    return Stability(change, epoch, step, m, L, grid_t, grid_p, cac, reason)
+
+
+def stable_share(epochs_found: list[int | None], max_epoch: int | None = None) -> pd.DataFrame:
+    """Cumulative share of runs stable by epoch n (runs with no answer count as never stable)."""
+    known = [e for e in epochs_found if e is not None]
+    top = max_epoch if max_epoch is not None else (max(known) if known else 0)
+    n_runs = len(epochs_found)
+    rows = [
+        {
+            "epoch": n,
+            "runs_stable": sum(e <= n for e in known),
+            "share": (sum(e <= n for e in known) / n_runs) if n_runs else 0.0,
+        }
+        for n in range(top + 1)
+    ]
+    return pd.DataFrame(rows, columns=["epoch", "runs_stable", "share"])
+
+
+def plot(result: Stability, epochs: pd.DataFrame, path: str) -> None:
+    """Save the power profile with epochs shaded, the change marked, and the corrected arc curve."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise InputError("plots need matplotlib: pip install matplotlib") from exc
+    fig, (ax1, ax2) = plt.subplots(2, 1, sharex=True, figsize=(10, 5))
+    ax1.plot(result.t_s, result.power_w, lw=0.8, color="tab:blue")
+    for i, row in enumerate(epochs.itertuples()):
+        ax1.axvspan(row.start_s, row.end_s, color="0.9" if i % 2 else "0.8", zorder=0)
+    ax2.plot(result.t_s[: len(result.cac)], result.cac, color="tab:green")
+    for ax in (ax1, ax2):
+        if result.change_s is not None:
+            ax.axvline(result.change_s, color="tab:red", ls="--")
+    ax1.set_ylabel("power (W)")
+    ax2.set_ylabel("corrected arc curve")
+    ax2.set_xlabel("time (s)")
+    title = f"stabilizing epoch {result.epoch}" if result.epoch is not None else result.reason
+    ax1.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from joulecast.errors import InputError
+from joulecast.stability import (
+    choose_resolution,
+    resample,
+    stabilizing_epoch,
+    stable_share,
+    total_power,
+)
+
+
+def warmup_run(n_epochs=30, epoch_s=20.0, dt=0.5, ramp_s=80.0, seed=0):
+    """Power ramps up for ramp_s, then holds with noise and a dip at each epoch's end."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(0, n_epochs * epoch_s, dt)
+    p = np.where(t < ramp_s, 120 + 100 * t / ramp_s, 250) + rng.normal(0, 5, len(t))
+    p = np.where((t % epoch_s) > epoch_s - 2, p - 80, p)
+    samples = pd.DataFrame({"t_s": t, "device": "gpu:0", "power_w": p})
+    epochs = pd.DataFrame(
+        {
+            "index": range(n_epochs),
+            "start_s": np.arange(n_epochs) * epoch_s,
+            "end_s": (np.arange(n_epochs) + 1) * epoch_s,
+        }
+    )
+    return samples, epochs
+
+
+def test_total_power_sums_devices_on_common_grid():
+    samples = pd.DataFrame(
+        {
+            "t_s": [0.0, 1.0, 0.5, 1.0],
+            "device": ["gpu:0", "gpu:0", "gpu:1", "gpu:1"],
+            "power_w": [100.0, 200.0, 50.0, 50.0],
+        }
+    )
+    t, p = total_power(samples)
+    assert t.tolist() == [0.0, 0.5, 1.0]
+    assert p.tolist() == [150.0, 200.0, 250.0]
+
+
+def test_resample_means_per_bin():
+    t = np.array([0.0, 0.1, 0.6, 0.7, 1.6])
+    p = np.array([10.0, 20.0, 30.0, 50.0, 70.0])
+    centres, values = resample(t, p, 0.5)
+    assert centres.tolist() == [0.25, 0.75, 1.25, 1.75]
+    assert values.tolist() == [15.0, 40.0, 55.0, 70.0]  # the empty bin is interpolated
+
+
+def test_resolution_is_adaptive():
+    assert choose_resolution(600.0) == 0.5
+    assert choose_resolution(600.0, np.array([2.0, 2.0])) == 0.25  # 8 points per epoch
+    assert choose_resolution(3_600_000.0, max_points=20_000) == 180.0
+
+
+def test_stable_share_cumulative():
+    share = stable_share([2, 4, None, 4], max_epoch=5)
+    assert share["runs_stable"].tolist() == [0, 0, 1, 1, 3, 3]
+    assert share["share"].iloc[-1] == pytest.approx(0.75)
+
+
+@pytest.mark.slow
+def test_fluss_finds_the_end_of_warmup():
+    samples, epochs = warmup_run()
+    result = stabilizing_epoch(samples, epochs)
+    assert result.change_s is not None and 70 <= result.change_s <= 110
+    assert result.epoch in (3, 4, 5)
+    # The same answer from a trace 50x denser, resampled to the same grid.
+    dense = samples.loc[samples.index.repeat(50)].copy()
+    dense["t_s"] = dense["t_s"] + np.tile(np.arange(50) * 0.01, len(samples))
+    again = stabilizing_epoch(dense.sort_values("t_s"), epochs, resolution_s=0.5)
+    assert abs(again.epoch - result.epoch) <= 1
+    # A flat trace has nothing to segment.
+    flat = samples.assign(power_w=200.0)
+    none = stabilizing_epoch(flat, epochs)
+    assert none.epoch is None and "constant" in none.reason
+
+
+def test_no_power_is_an_error():
+    with pytest.raises(InputError, match="no power readings"):
+        total_power(pd.DataFrame({"t_s": [0.0], "device": ["x"], "power_w": [np.nan]}))
