@@ -237,11 +237,11 @@ def forecast(
     if method is Method.POWER:
         p_w = float(w_energy.sum() / w_duration.sum())
         total = p_w * t_total
-        powers = w_energy / w_duration
+        # The time still to come, in epochs of the window's mean length, each as uncertain as
+        # the window's epoch energies (power x duration) are.
         remaining_s = max(0.0, t_total - seen_s)
-        # Uncertainty of the power, applied to the time still to come, in epoch-sized units.
         units = round(remaining_s / mean_epoch_s) if mean_epoch_s > 0 else 0
-        low, high = _interval(total, powers, units, mean_epoch_s, notes)
+        low, high = _interval(total, w_energy, units, 1.0, notes)
     else:
         s = total_epochs - stable_epoch
         total = float(w_energy.sum()) * s / w + e_unstable
