@@ -266,3 +266,32 @@ def test_unstopped_run_is_stopped_at_exit(tmp_path):
         row = s.run(1)
         assert row["status"] == "interrupted" and row["duration_s"] > 0.2
         assert len(s.phases(1)) == 1
+
+
+def test_live_forecast_and_energy_budget(store):
+    seen = []
+    with joulecast.measure(store=store, sensors=[ConstantSensor(power_w=100.0)], interval_s=0.01) as run:
+        run.live_forecast(10, stable_epoch=1, window=2, on_update=seen.append,
+                          budget=joulecast.EnergyBudget(budget_j=60.0))
+        for i in range(10):
+            with run.epoch(i, samples=8, val_loss=1.0 / (i + 1)):
+                time.sleep(0.05)
+            if run.should_stop:
+                break
+    assert [f.method for f in seen[:2]] == ["first-epoch", "epoch-energy"]
+    # About 5 J per epoch over 10 epochs: the forecast stays near 50 J.
+    final = run.forecast
+    assert final is not None and final.low_j <= final.total_j <= final.high_j
+    phases = store.phases(run.run_id, "epoch")
+    assert "forecast" in phases["metrics"].iloc[-1]
+    assert phases["metrics"].iloc[-1]["forecast"]["total_j"] == pytest.approx(final.total_j)
+    with joulecast.measure(store=store, sensors=[ConstantSensor(power_w=100.0)], interval_s=0.01) as run2:
+        run2.live_forecast(100, stable_epoch=0, window=2, budget=joulecast.EnergyBudget(budget_j=100.0))
+        for i in range(100):
+            time.sleep(0.05)
+            run2.mark_epoch(i, samples=1)
+            if run2.should_stop:
+                break
+    assert run2.should_stop and "exceeds the budget" in run2.stop_reason
+    assert store.run(run2.run_id)["tags"]["early_stop"] == run2.stop_reason
+    assert len(store.phases(run2.run_id, "epoch")) < 5

@@ -18,6 +18,7 @@ from joulecast.errors import (
     SensorUnavailable,
     StoreError,
 )
+from joulecast.forecast import EnergyBudget, Forecast, LiveForecaster, forecast
 from joulecast.monitor import Monitor
 from joulecast.records import Gap, Phase, PhaseKind, Reading, RunStatus
 from joulecast.run import Run, measure
@@ -28,10 +29,13 @@ from joulecast.traces import export_run, import_nvidia_smi, import_trace, read_t
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
+    "EnergyBudget",
+    "Forecast",
     "Gap",
     "InputError",
     "J_PER_KWH",
     "JoulecastError",
+    "LiveForecaster",
     "Monitor",
     "Phase",
     "PhaseKind",
@@ -49,6 +53,7 @@ __all__ = [
     "detect",
     "detect_sensors",
     "export_run",
+    "forecast",
     "import_nvidia_smi",
     "import_trace",
     "j_to_kwh",

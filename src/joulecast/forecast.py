@@ -259,3 +259,110 @@ def forecast(
         so_far,
         notes,
     )
+
+
+class LiveForecaster:
+    """Re-forecasts a run's total energy as epochs finish.
+
+    Until the stabilizing epoch has been passed it answers with the first-epoch extrapolation,
+    flagged in the notes, so that a live forecast is there from the first epoch on.
+    """
+
+    def __init__(
+        self,
+        total_epochs: int,
+        *,
+        method: Method | str = Method.EPOCH_ENERGY,
+        stable_epoch: int = DEFAULT_STABLE_EPOCH,
+        window: int = DEFAULT_WINDOW,
+    ) -> None:
+        if total_epochs < 1:
+            raise InputError(f"total_epochs must be at least 1, got {total_epochs}")
+        self.total_epochs = total_epochs
+        self.method = Method(method)
+        self.stable_epoch = stable_epoch
+        self.window = window
+        self.last: Forecast | None = None
+
+    def update(self, epochs: pd.DataFrame) -> Forecast:
+        """The forecast from the finished epochs in ``epochs``."""
+        done = _check_table(epochs)
+        total = max(self.total_epochs, len(done))
+        if self.method is Method.FIRST_EPOCH or len(done) <= self.stable_epoch:
+            result = forecast(done, total, method=Method.FIRST_EPOCH, first_epochs=len(done))
+            if self.method is not Method.FIRST_EPOCH:
+                result.notes.insert(
+                    0,
+                    f"before the stabilizing epoch {self.stable_epoch}: extrapolating the "
+                    f"mean of the {len(done)} epoch(s) seen",
+                )
+        else:
+            result = forecast(
+                done,
+                total,
+                method=self.method,
+                stable_epoch=self.stable_epoch,
+                window=self.window,
+            )
+        self.last = result
+        return result
+
+
+@dataclass(frozen=True)
+class StopDecision:
+    """Whether to stop, and why."""
+
+    stop: bool
+    reason: str = ""
+
+
+@dataclass
+class EnergyBudget:
+    """Energy-aware early stopping (del Rey et al., section 5.4).
+
+    Stop when the forecast total exceeds ``budget_j``, or when the improvement of ``monitor``
+    (lower is better when ``mode`` is ``"min"``) over the last ``patience`` epochs, per kJ spent
+    on them, falls below ``min_gain_per_kj``.
+    """
+
+    budget_j: float | None = None
+    min_gain_per_kj: float | None = None
+    monitor: str = "val_loss"
+    mode: str = "min"
+    patience: int = 3
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("min", "max"):
+            raise InputError(f"mode must be 'min' or 'max', got {self.mode!r}")
+        if self.patience < 1:
+            raise InputError(f"patience must be at least 1 epoch, got {self.patience}")
+
+    def check(self, epochs: pd.DataFrame, result: Forecast | None) -> StopDecision:
+        """Decide from the epochs so far (with ``metrics``) and the latest forecast."""
+        if self.budget_j is not None and result is not None and result.total_j > self.budget_j:
+            return StopDecision(
+                True,
+                f"forecast {result.total_j / 1e3:.1f} kJ exceeds the budget of "
+                f"{self.budget_j / 1e3:.1f} kJ",
+            )
+        if self.min_gain_per_kj is None or "metrics" not in epochs.columns:
+            return StopDecision(False)
+        done = epochs.dropna(subset=["energy_j"])
+        values = [m.get(self.monitor) if isinstance(m, dict) else None for m in done["metrics"]]
+        if len(values) <= self.patience:
+            return StopDecision(False)
+        before, now = values[-1 - self.patience], values[-1]
+        if before is None or now is None:
+            return StopDecision(False)
+        gain = float(before) - float(now)
+        if self.mode == "max":
+            gain = -gain
+        spent_kj = float(done["energy_j"].iloc[-self.patience :].sum()) / 1e3
+        per_kj = gain / spent_kj if spent_kj > 0 else math.inf
+        if per_kj < self.min_gain_per_kj:
+            return StopDecision(
+                True,
+                f"{self.monitor} improved by {gain:.4g} over the last {self.patience} epochs "
+                f"({spent_kj:.1f} kJ): {per_kj:.3g} per kJ, below {self.min_gain_per_kj:.3g}",
+            )
+        return StopDecision(False)

@@ -7,16 +7,25 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import pandas as pd
 
-from joulecast.energy import RunSummary, summarize
+from joulecast.energy import RunSummary, phase_table, summarize
+from joulecast.errors import JoulecastError
+from joulecast.forecast import (
+    DEFAULT_STABLE_EPOCH,
+    DEFAULT_WINDOW,
+    EnergyBudget,
+    Forecast,
+    LiveForecaster,
+    Method,
+)
 from joulecast.monitor import DEFAULT_INTERVAL_S, Monitor
-from joulecast.records import PhaseKind, RunStatus
+from joulecast.records import Phase, PhaseKind, RunStatus
 from joulecast.sensors import Sensor, detect_sensors
 from joulecast.store import Store, default_store_path
 
@@ -45,6 +54,11 @@ class Run:
         # Where an epoch marked with mark_epoch() alone begins: the run's start, or the moment
         # this process joined it.
         self._began_s = monitor.now_s() if monitor.joined else 0.0
+        self._forecaster: LiveForecaster | None = None
+        self._budget: EnergyBudget | None = None
+        self._on_update: Callable[[Forecast], None] | None = None
+        self._epoch_rows: list[dict[str, Any]] = []
+        self.stop_reason: str | None = None
         assert monitor.run_id is not None
         self.run_id: int = monitor.run_id
 
@@ -110,6 +124,7 @@ class Run:
         phase = self._monitor.end_phase(PhaseKind(kind), index, samples=samples, metrics=metrics)
         if phase.kind is PhaseKind.EPOCH:
             self._last_epoch_end = phase.end_s
+            self._after_epoch(phase)
 
     def mark_epoch(self, index: int, *, samples: int | None = None, **metrics: Any) -> None:
         """Record that epoch ``index`` ends now; it began where the previous epoch ended.
@@ -121,6 +136,98 @@ class Run:
             PhaseKind.EPOCH, index, samples=samples, metrics=metrics, start_s=start
         )
         self._last_epoch_end = phase.end_s
+        self._after_epoch(phase)
+
+    # -- live forecast ---------------------------------------------------------------------
+
+    def live_forecast(
+        self,
+        total_epochs: int,
+        *,
+        method: Method | str = Method.EPOCH_ENERGY,
+        stable_epoch: int = DEFAULT_STABLE_EPOCH,
+        window: int = DEFAULT_WINDOW,
+        budget: EnergyBudget | None = None,
+        on_update: Callable[[Forecast], None] | None = None,
+    ) -> None:
+        """Re-forecast the total energy after every epoch of a run of ``total_epochs``.
+
+        Each forecast is stored with its epoch (``metrics["forecast"]``), logged, and passed
+        to ``on_update``. With a ``budget``, :attr:`stop_reason` is set once it says stop; the
+        training loop (or an integration's callback) decides to stop on it.
+        """
+        self._forecaster = LiveForecaster(
+            total_epochs, method=method, stable_epoch=stable_epoch, window=window
+        )
+        self._budget = budget
+        self._on_update = on_update
+
+    @property
+    def forecast(self) -> Forecast | None:
+        """The latest live forecast, if :meth:`live_forecast` is on and an epoch has ended."""
+        return self._forecaster.last if self._forecaster is not None else None
+
+    @property
+    def should_stop(self) -> bool:
+        """True once the energy budget of :meth:`live_forecast` says stop."""
+        return self.stop_reason is not None
+
+    def _after_epoch(self, phase: Phase) -> None:
+        if self._forecaster is None or phase.end_s is None:
+            return
+        try:
+            self._monitor.flush()
+            # A few seconds either side, so the epoch's edges interpolate between samples.
+            samples = self.store.samples(self.run_id, phase.start_s - 5.0, phase.end_s + 5.0)
+            row = phase_table(
+                samples,
+                pd.DataFrame(
+                    [
+                        {
+                            "kind": "epoch",
+                            "index": phase.index,
+                            "start_s": phase.start_s,
+                            "end_s": phase.end_s,
+                            "samples": phase.samples,
+                        }
+                    ]
+                ),
+            ).iloc[0]
+            self._epoch_rows.append(
+                {
+                    "index": phase.index,
+                    "duration_s": row["duration_s"],
+                    "energy_j": row["energy_j"],
+                    "metrics": dict(phase.metrics),
+                }
+            )
+            table = pd.DataFrame(self._epoch_rows)
+            result = self._forecaster.update(table)
+        except JoulecastError as exc:
+            log.info("no forecast after epoch %d: %s", phase.index, exc)
+            return
+        metrics = {**phase.metrics, "forecast": result.to_dict()}
+        if self._budget is not None and self.stop_reason is None:
+            decision = self._budget.check(table, result)
+            if decision.stop:
+                self.stop_reason = decision.reason
+                metrics["early_stop"] = decision.reason
+                self.store.update_run(self.run_id, tags={"early_stop": decision.reason})
+                log.warning(
+                    "energy-aware early stop after epoch %d: %s", phase.index, decision.reason
+                )
+        self.store.write_phases(self.run_id, [replace(phase, metrics=metrics)])
+        log.info(
+            "epoch %d: forecast %.1f kJ [%.1f, %.1f], %.1f kJ to go (%s)",
+            phase.index,
+            result.total_j / 1e3,
+            result.low_j / 1e3,
+            result.high_j / 1e3,
+            result.remaining_j / 1e3,
+            result.method,
+        )
+        if self._on_update is not None:
+            self._on_update(result)
 
     # -- reading back ----------------------------------------------------------------------
 

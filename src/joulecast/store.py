@@ -527,15 +527,26 @@ class Store:
             )
         return run_id
 
-    def samples(self, run_id: int) -> pd.DataFrame:
-        """A run's samples ordered by device and time; ``t_s`` is seconds since run start."""
+    def samples(
+        self, run_id: int, start_s: float | None = None, end_s: float | None = None
+    ) -> pd.DataFrame:
+        """A run's samples ordered by device and time; ``t_s`` is seconds since run start.
+
+        ``start_s``/``end_s`` keep only samples in that span of time.
+        """
+        sql = (
+            "SELECT t_s, device, power_w, energy_j, util_pct, mem_used_mib, temp_c, source,"
+            " measured FROM samples WHERE run_id = ?"
+        )
+        params: list[Any] = [run_id]
+        if start_s is not None:
+            sql += " AND t_s >= ?"
+            params.append(start_s)
+        if end_s is not None:
+            sql += " AND t_s <= ?"
+            params.append(end_s)
         with self._lock:
-            frame = pd.read_sql_query(
-                "SELECT t_s, device, power_w, energy_j, util_pct, mem_used_mib, temp_c, source,"
-                " measured FROM samples WHERE run_id = ? ORDER BY device, t_s",
-                self._conn,
-                params=(run_id,),
-            )
+            frame = pd.read_sql_query(sql + " ORDER BY device, t_s", self._conn, params=params)
         frame["measured"] = frame["measured"].astype(bool)
         for col in ("power_w", "energy_j", "util_pct", "mem_used_mib", "temp_c"):
             frame[col] = frame[col].astype(float)

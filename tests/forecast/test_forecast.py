@@ -101,3 +101,31 @@ def test_open_epochs_are_ignored_and_to_dict():
     assert f.epochs_used == 2 and isinstance(f, Forecast)
     d = f.to_dict()
     assert {"method", "epochs_used", "total_j", "low_j", "high_j"} <= set(d)
+
+
+def test_live_forecaster_answers_from_the_first_epoch():
+    from joulecast.forecast import LiveForecaster
+
+    live = LiveForecaster(20, stable_epoch=2, window=3)
+    first = live.update(table([500]))
+    assert first.method == "first-epoch" and first.total_j == pytest.approx(10000)
+    assert "before the stabilizing epoch 2" in first.notes[0]
+    later = live.update(table([500, 400, 300, 300, 300]))
+    assert later.method == "epoch-energy" and later.total_j == pytest.approx(900 * 18 / 3 + 900)
+    assert live.last is later
+
+
+def test_energy_budget_and_gain_per_kj():
+    from joulecast.forecast import EnergyBudget
+
+    t = table([1000] * 6)
+    t["metrics"] = [{"val_loss": v} for v in (1.0, 0.8, 0.7, 0.69, 0.689, 0.6889)]
+    f = forecast(t, 100, stable_epoch=0, window=5)
+    assert EnergyBudget(budget_j=50e3).check(t, f).stop  # 100 kJ forecast
+    assert not EnergyBudget(budget_j=200e3).check(t, f).stop
+    # Over the last 3 epochs (3 kJ) val_loss improved 0.0111: 0.0037 per kJ.
+    slow = EnergyBudget(min_gain_per_kj=0.01, patience=3).check(t, None)
+    assert slow.stop and "val_loss improved by 0.0111" in slow.reason
+    assert not EnergyBudget(min_gain_per_kj=0.001, patience=3).check(t, None).stop
+    with pytest.raises(InputError, match="mode"):
+        EnergyBudget(mode="up")
