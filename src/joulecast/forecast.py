@@ -366,3 +366,61 @@ class EnergyBudget:
                 f"({spent_kj:.1f} kJ): {per_kj:.3g} per kJ, below {self.min_gain_per_kj:.3g}",
             )
         return StopDecision(False)
+
+
+def evaluate(
+    tables: dict[Any, pd.DataFrame],
+    *,
+    methods: tuple[str, ...] = ("power", "epoch-energy", "first-epoch"),
+    windows: range | list[int] = range(1, 21),
+    stable_epochs: range | list[int] = range(0, 21),
+) -> pd.DataFrame:
+    """Errors of each method over many finished runs, swept over window and stabilizing epoch.
+
+    ``tables`` maps a run key to its epoch table. For each (method, window, stable epoch), each
+    run long enough is forecast from its first stable_epoch + window epochs and compared with
+    the sum of its epochs' energy. Returns one row per setting: ``method``, ``window``,
+    ``stable_epoch``, ``runs``, ``rmse_j``, ``mae_j``, ``mape_pct``.
+    """
+    rows = []
+    finished = {k: _check_table(t) for k, t in tables.items()}
+    for method in methods:
+        for w in windows:
+            for s in stable_epochs:
+                errors, truths = [], []
+                for table in finished.values():
+                    n = len(table)
+                    if n < s + w:
+                        continue
+                    f = forecast(
+                        table.iloc[: s + w],
+                        n,
+                        method=method,
+                        stable_epoch=s,
+                        window=w,
+                        first_epochs=1,
+                    )
+                    truth = float(table["energy_j"].sum())
+                    errors.append(f.total_j - truth)
+                    truths.append(truth)
+                if not errors:
+                    continue
+                err = np.array(errors)
+                rows.append(
+                    {
+                        "method": method,
+                        "window": w,
+                        "stable_epoch": s,
+                        "runs": len(err),
+                        "rmse_j": float(np.sqrt(np.mean(err**2))),
+                        "mae_j": float(np.mean(np.abs(err))),
+                        "mape_pct": float(np.mean(np.abs(err) / np.array(truths)) * 100),
+                    }
+                )
+                if method == "first-epoch":
+                    break  # independent of the stabilizing epoch
+            if method == "first-epoch":
+                break  # and of the window
+    return pd.DataFrame(
+        rows, columns=["method", "window", "stable_epoch", "runs", "rmse_j", "mae_j", "mape_pct"]
+    )

@@ -129,3 +129,17 @@ def test_energy_budget_and_gain_per_kj():
     assert not EnergyBudget(min_gain_per_kj=0.001, patience=3).check(t, None).stop
     with pytest.raises(InputError, match="mode"):
         EnergyBudget(mode="up")
+
+
+def test_evaluate_sweeps_window_and_stable_epoch():
+    from joulecast.forecast import evaluate
+
+    runs = {i: table([400, 300] + [100.0 + i] * 18) for i in range(3)}
+    result = evaluate(runs, windows=[1, 5], stable_epochs=[0, 2])
+    ee = result[result.method == "epoch-energy"].set_index(["window", "stable_epoch"])
+    # Stable from epoch 2 the epochs are constant: exact.
+    assert ee.loc[(5, 2), "rmse_j"] == pytest.approx(0.0, abs=1e-9)
+    assert ee.loc[(5, 0), "rmse_j"] > 0  # a window over the warm-up misleads
+    first = result[result.method == "first-epoch"]
+    assert len(first) == 1 and first["runs"].iloc[0] == 3
+    assert set(result.columns) == {"method", "window", "stable_epoch", "runs", "rmse_j", "mae_j", "mape_pct"}
