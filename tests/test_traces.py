@@ -119,7 +119,7 @@ BAD_PHASES = [
     ("index,start_s\n0,1\n", "missing column 'end_s'"),
     ("index,start_s,end_s\n0,5,1\n", "line 2: end 1 is before start 5"),
     ("index,start_s,end_s\nx,0,1\n", "line 2: column 'index': 'x' is not an integer"),
-    ("index,start_s,end_s,kind\n0,0,1,batch\n", "column 'kind': 'batch' (expected epoch or step)"),
+    ("index,start_s,end_s,kind\n0,0,1,batch\n", "column 'kind': 'batch' (expected epoch, step or test)"),
     ("index,start_s,end_s\n0,0,1\n0,1,2\n", "line 3: epoch 0 appears twice"),
     ("index,start_s,end_s,samples\n0,0,1,1.5\n", "column 'samples': '1.5' is not a whole number"),
 ]

@@ -307,6 +307,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return cmd_measure(ns)
 
 
+def cmd_flops(args: argparse.Namespace) -> int:
+    """Print the forward-pass GFLOPs of a built-in architecture."""
+    from joulecast.offline.flops import architecture_flops
+
+    result = architecture_flops(args.arch, args.input_size, classes=args.classes)
+    if args.json:
+        _print_json(result.to_dict())
+    else:
+        print(
+            f"{result.model} at {result.input_size}x{result.input_size}: "
+            f"{result.gflops:.3f} GFLOPs, {result.params:,} parameters"
+        )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train one of the paper's workloads, measured (or joining ``joulecast measure``)."""
+    from joulecast.study.workloads.train import config_from_args, train
+
+    result = train(config_from_args(args), store=args.store)
+    if args.json:
+        _print_json(result.to_dict())
+    else:
+        m = result.test_metrics
+        auc = "-" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
+        print(
+            f"run {result.run_id}: test accuracy {m['accuracy']:.3f}, F1 ({m['average']}) "
+            f"{m['f1']:.3f}, ROC AUC {auc}"
+        )
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------
 
 
@@ -380,6 +412,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(fn=cmd_import)
 
     add("doctor", cmd_doctor, "show which sensors work here and how to fix the rest")
+
+    p = add("flops", cmd_flops, "forward-pass GFLOPs of a built-in architecture")
+    p.add_argument(
+        "arch", help="mobilenet_v2, nasnet_mobile, resnet50, xception, vgg16 or inception_v3"
+    )
+    p.add_argument("--input-size", type=int, default=128, help="pixels (128)")
+    p.add_argument("--classes", type=int, default=10, help="outputs of the Dense head (10)")
+
+    from joulecast.study.workloads.train import add_arguments
+
+    p = add("train", cmd_train, "train one of the paper's workloads, measured")
+    add_arguments(p)
 
     p = add("demo", cmd_demo, "measure a small CPU training end to end", json_flag=False)
     p.add_argument("--epochs", type=int, default=3)

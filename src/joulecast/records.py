@@ -21,6 +21,7 @@ class PhaseKind(str, enum.Enum):
 
     EPOCH = "epoch"
     STEP = "step"
+    TEST = "test"  # evaluation on the test split after training; metrics hold its scores
 
 
 @dataclass(frozen=True, slots=True)

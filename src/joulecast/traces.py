@@ -177,7 +177,7 @@ def read_phases(
             kind = PhaseKind(kind_text or "epoch")
         except ValueError:
             raise InputError(
-                f"{path}: line {line}: column 'kind': {kind_text!r} (expected epoch or step)"
+                f"{path}: line {line}: column 'kind': {kind_text!r} (expected epoch, step or test)"
             ) from None
         if timed:
             assert time_origin is not None

@@ -30,8 +30,23 @@ def spawn() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 def start(procs: list[subprocess.Popen[bytes]], argv: list[str]) -> subprocess.Popen[bytes]:
+    """Start ``argv`` and wait until it has replaced the forked copy of this process.
+
+    Between fork and exec the child is a copy of pytest, with pytest's memory.
+    """
     p = subprocess.Popen(argv)
     procs.append(p)
+    target = os.path.basename(argv[0])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if os.path.basename(psutil.Process(p.pid).exe()) == target or (
+                psutil.Process(p.pid).name() == target
+            ):
+                break
+        except psutil.Error:
+            pass
+        time.sleep(0.005)
     return p
 
 
@@ -121,18 +136,19 @@ def test_children_joining_are_seen_after_tree_refresh(
     s = HostSensor(os.getpid(), include_root=False, min_interval_s=0.0, tree_refresh_s=1.0,
                    clock=clock)
     assert by_device(s.read())["process"].mem_used_mib == 0.0  # no children yet
-    start(spawn, IDLE)
+    first = start(spawn, IDLE)
     clock.advance(0.1)
     # An empty tree is looked at on every read: a command started late is seen at once.
-    first = by_device(s.read())["process"].mem_used_mib
-    assert first is not None and first > 0.0
-    start(spawn, IDLE)
+    s.read()
+    assert set(s._procs) == {first.pid}
+    second = start(spawn, IDLE)
     period = 1.0 if _proc_children_supported() else 5.0
     clock.advance(period / 2)
-    assert by_device(s.read())["process"].mem_used_mib == first  # tree not refreshed yet
+    s.read()
+    assert set(s._procs) == {first.pid}  # tree not refreshed yet
     clock.advance(period / 2)
-    second = by_device(s.read())["process"].mem_used_mib
-    assert second is not None and second > first * 1.5
+    s.read()
+    assert set(s._procs) == {first.pid, second.pid}
 
 
 def test_describe_and_missing_process() -> None:

@@ -1,0 +1,1 @@
+"""The paper's study: its workloads (``joulecast.study.workloads``)."""

@@ -1,0 +1,289 @@
+"""Datasets for the workloads: image folders, tensorflow-datasets, and two that need no download.
+
+Every loader returns a :class:`Dataset` of RGB ``uint8`` images of ``input_size`` x
+``input_size`` pixels (``(n, size, size, 3)``), integer labels, and train/validation/test splits.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from joulecast.errors import InputError
+
+log = logging.getLogger(__name__)
+
+DATASETS: tuple[str, ...] = ("shapes", "digits", "folder", "caltech101", "stanford_dogs")
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Images and labels split three ways.
+
+    Attributes:
+        name: Dataset name.
+        class_names: One name per label, in label order.
+        x_train, x_val, x_test: ``uint8`` images ``(n, size, size, 3)``.
+        y_train, y_val, y_test: ``int64`` labels ``(n,)``.
+    """
+
+    name: str
+    class_names: tuple[str, ...]
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    @property
+    def classes(self) -> int:
+        """Number of classes."""
+        return len(self.class_names)
+
+    @property
+    def input_size(self) -> int:
+        """Image side in pixels."""
+        return int(self.x_train.shape[1])
+
+
+def split(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Shuffle and split into train, validation and test, class by class (stratified).
+
+    Returns:
+        ``x_train, y_train, x_val, y_val, x_test, y_test``.
+    """
+    for label, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise InputError(f"{label} {value}: expected a fraction in [0, 1)")
+    if val_fraction + test_fraction >= 1.0:
+        raise InputError(
+            f"val_fraction + test_fraction = {val_fraction + test_fraction}: expected below 1"
+        )
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
+    for label in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == label))
+        n_test = round(len(idx) * test_fraction)
+        n_val = round(len(idx) * val_fraction)
+        parts["test"].append(idx[:n_test])
+        parts["val"].append(idx[n_test : n_test + n_val])
+        parts["train"].append(idx[n_test + n_val :])
+    out: list[np.ndarray] = []
+    for key in ("train", "val", "test"):
+        idx = rng.permutation(np.concatenate(parts[key]).astype(np.int64))
+        out += [x[idx], y[idx]]
+    return out[0], out[1], out[2], out[3], out[4], out[5]
+
+
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    coords = (np.arange(size, dtype=np.float64) + 0.5) / size
+    return np.meshgrid(coords, coords, indexing="xy")
+
+
+def make_shapes(
+    samples: int = 400, input_size: int = 32, *, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Generated images of a circle, a square, a triangle or a cross (labels in that order).
+
+    Each image has a random background and shape colour, position and size; the same seed
+    gives the same images.
+
+    Returns:
+        ``uint8`` images ``(samples, input_size, input_size, 3)`` and ``int64`` labels.
+    """
+    if samples < 1:
+        raise InputError(f"samples {samples}: expected at least 1")
+    if input_size < 8:
+        raise InputError(f"input size {input_size}: expected at least 8 for shapes")
+    rng = np.random.default_rng(seed)
+    xs, ys = _grid(input_size)
+    images = np.empty((samples, input_size, input_size, 3), dtype=np.uint8)
+    labels = np.arange(samples, dtype=np.int64) % len(SHAPES)
+    labels = rng.permutation(labels)
+    for i, label in enumerate(labels):
+        r = rng.uniform(0.18, 0.32)
+        cx, cy = rng.uniform(r + 0.02, 1 - r - 0.02, size=2)
+        dx, dy = xs - cx, ys - cy
+        if label == 0:
+            mask = dx**2 + dy**2 <= r**2
+        elif label == 1:
+            mask = (np.abs(dx) <= r * 0.85) & (np.abs(dy) <= r * 0.85)
+        elif label == 2:
+            # apex up: inside when below the two slanted edges and above the base
+            mask = (dy <= r * 0.8) & (dy >= -r + 2 * np.abs(dx) * 1.0)
+        else:
+            arm = r * 0.3
+            mask = ((np.abs(dx) <= arm) & (np.abs(dy) <= r)) | (
+                (np.abs(dy) <= arm) & (np.abs(dx) <= r)
+            )
+        background = rng.integers(0, 100, size=3)
+        colour = rng.integers(140, 256, size=3)
+        img = np.broadcast_to(background, (input_size, input_size, 3)).copy()
+        img[mask] = colour
+        noise = rng.integers(-12, 13, size=img.shape)
+        images[i] = np.clip(img + noise, 0, 255).astype(np.uint8)
+    return images, labels
+
+
+def make_digits(input_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8x8 digits (1,797 images), upscaled to ``input_size``, 3 channels.
+
+    Raises:
+        InputError: scikit-learn is not installed.
+    """
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as exc:
+        raise InputError(
+            "the digits dataset needs scikit-learn: pip install 'joulecast[ml]'"
+        ) from exc
+    digits = load_digits()
+    small = np.asarray(digits.images, dtype=np.float64) * (255.0 / 16.0)
+    idx = (np.arange(input_size) * 8) // input_size  # nearest-neighbour upscaling
+    big = small[:, idx][:, :, idx]
+    images = np.repeat(np.clip(np.round(big), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+    return images, np.asarray(digits.target, dtype=np.int64)
+
+
+def load_image_folder(
+    path: str | Path, input_size: int
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Images of a folder with one sub-folder per class, resized to ``input_size``.
+
+    Returns:
+        ``uint8`` RGB images, ``int64`` labels, and the class names (sorted sub-folder names).
+
+    Raises:
+        InputError: The folder does not exist or holds no images in class sub-folders.
+    """
+    try:
+        from PIL import Image
+    except ImportError as exc:
+        raise InputError("the image-folder loader needs Pillow: pip install pillow") from exc
+    root = Path(path)
+    if not root.is_dir():
+        raise InputError(f"image folder {str(root)!r} does not exist or is not a folder")
+    files: list[tuple[Path, str]] = []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+        for file in sorted(sub.rglob("*")):
+            if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES:
+                files.append((file, sub.name))
+    if not files:
+        raise InputError(
+            f"image folder {str(root)!r}: no images found "
+            f"(expected one sub-folder per class holding {', '.join(sorted(IMAGE_SUFFIXES))} files)"
+        )
+    class_names = tuple(sorted({c for _, c in files}))
+    lookup = {c: i for i, c in enumerate(class_names)}
+    images = np.empty((len(files), input_size, input_size, 3), dtype=np.uint8)
+    for i, (file, _) in enumerate(files):
+        try:
+            with Image.open(file) as img:
+                rgb = img.convert("RGB").resize((input_size, input_size), Image.Resampling.BILINEAR)
+                images[i] = np.asarray(rgb, dtype=np.uint8)
+        except OSError as exc:
+            raise InputError(f"image {str(file)!r} cannot be read: {exc}") from exc
+    labels = np.array([lookup[c] for _, c in files], dtype=np.int64)
+    return images, labels, class_names
+
+
+def _load_tfds(
+    name: str, input_size: int, val_fraction: float, seed: int
+) -> Dataset:  # pragma: no cover - needs tensorflow-datasets and a download
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as exc:
+        raise InputError(
+            f"dataset {name!r} needs the tensorflow-datasets package: "
+            "pip install tensorflow-datasets"
+        ) from exc
+    from PIL import Image
+
+    builder: Any = tfds.builder(name)
+    builder.download_and_prepare()
+    class_names = tuple(builder.info.features["label"].names)
+
+    def take(split_name: str) -> tuple[np.ndarray, np.ndarray]:
+        data = tfds.as_numpy(builder.as_dataset(split=split_name, as_supervised=True))
+        xs, ys = [], []
+        for image, label in data:
+            img = Image.fromarray(np.asarray(image)).convert("RGB")
+            xs.append(np.asarray(img.resize((input_size, input_size), Image.Resampling.BILINEAR)))
+            ys.append(int(label))
+        return np.stack(xs).astype(np.uint8), np.asarray(ys, dtype=np.int64)
+
+    x_all, y_all = take("train")
+    x_test, y_test = take("test")
+    x_train, y_train, x_val, y_val, _, _ = split(
+        x_all, y_all, val_fraction=val_fraction, test_fraction=0.0, seed=seed
+    )
+    return Dataset(name, class_names, x_train, y_train, x_val, y_val, x_test, y_test)
+
+
+def load_dataset(
+    name: str,
+    input_size: int,
+    *,
+    path: str | Path | None = None,
+    samples: int = 400,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> Dataset:
+    """Load dataset ``name`` at ``input_size`` pixels, split into train/validation/test.
+
+    Args:
+        name: ``shapes`` (generated, ``samples`` images), ``digits`` (scikit-learn's bundled
+            digits), ``folder`` (an image folder at ``path``), ``caltech101`` or
+            ``stanford_dogs`` (through tensorflow-datasets: its own test split, validation
+            taken from its train split).
+        input_size: Image side in pixels.
+        path: The image folder, for ``folder``.
+        samples: Number of images of ``shapes``.
+        val_fraction: Share of the images for validation.
+        test_fraction: Share of the images for testing (not for the tensorflow-datasets ones).
+        seed: Seed of the generation and of the split.
+
+    Raises:
+        InputError: Unknown name, missing folder or package, or no images.
+    """
+    if name not in DATASETS:
+        raise InputError(f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)}")
+    if input_size < 1:
+        raise InputError(f"input size {input_size}: expected a positive number of pixels")
+    if name in ("caltech101", "stanford_dogs"):
+        return _load_tfds(name, input_size, val_fraction, seed)
+    if name == "shapes":
+        x, y = make_shapes(samples, input_size, seed=seed)
+        class_names: tuple[str, ...] = SHAPES
+    elif name == "digits":
+        x, y = make_digits(input_size)
+        class_names = tuple(str(d) for d in range(10))
+    else:
+        if path is None:
+            raise InputError("dataset 'folder' needs a path (--dataset-path DIR)")
+        x, y, class_names = load_image_folder(path, input_size)
+    parts = split(x, y, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    log.info(
+        "dataset %s: %d train, %d validation, %d test images of %d px",
+        name,
+        len(parts[1]),
+        len(parts[3]),
+        len(parts[5]),
+        input_size,
+    )
+    return Dataset(name, class_names, *parts)

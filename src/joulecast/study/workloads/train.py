@@ -1,0 +1,295 @@
+"""Train one of the paper's workloads by transfer learning, measured by joulecast.
+
+A run is opened with :func:`joulecast.measure` (or the one ``joulecast measure`` opened is
+joined); epochs are marked by the Keras callback of :mod:`joulecast.integrations.keras`, one
+callback per ``fit`` step sharing the run, epoch indices running on across steps. After training,
+the test split is evaluated inside a phase of kind ``test`` whose metrics hold accuracy,
+precision, recall, F1 and ROC AUC; the workload's settings are the run's tags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import joulecast
+from joulecast.errors import InputError
+from joulecast.offline.flops import ARCHITECTURES, check_input_size, count_flops, import_keras
+from joulecast.records import PhaseKind
+from joulecast.store import Store
+from joulecast.study.workloads.architectures import ONE_STEP, build_model, preprocess
+from joulecast.study.workloads.datasets import DATASETS, Dataset, load_dataset
+from joulecast.study.workloads.metrics import classification_metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One workload.
+
+    Attributes:
+        arch: Architecture (``mobilenet_v2``, ``nasnet_mobile``, ``resnet50``, ``xception``,
+            ``vgg16``, ``inception_v3``).
+        dataset: Dataset (``shapes``, ``digits``, ``folder``, ``caltech101``, ``stanford_dogs``).
+        input_size: Image side in pixels.
+        batch_size: Images per batch.
+        epochs: Epochs of the frozen step and of the fine-tuning step (InceptionV3: the first
+            only).
+        learning_rates: Adam learning rates of the two steps.
+        weights: ``"imagenet"`` or None (random initialisation).
+        dataset_path: The image folder, for ``folder``.
+        samples: Images generated for ``shapes``.
+        seed: Seed of data, split and weights.
+        name: Run name (default ``ARCH-DATASET-SIZE``).
+    """
+
+    arch: str = "mobilenet_v2"
+    dataset: str = "shapes"
+    input_size: int = 128
+    batch_size: int = 32
+    epochs: tuple[int, int] = (5, 5)
+    learning_rates: tuple[float, float] = (1e-3, 1e-5)
+    weights: str | None = "imagenet"
+    dataset_path: str | None = None
+    samples: int = 400
+    seed: int = 0
+    name: str | None = None
+
+    def validate(self) -> None:
+        """Check names and numbers before anything heavy is imported.
+
+        Raises:
+            InputError: The first setting that is out of range, naming the valid values.
+        """
+        if self.arch not in ARCHITECTURES:
+            raise InputError(
+                f"unknown architecture {self.arch!r}: expected one of {', '.join(ARCHITECTURES)}"
+            )
+        if self.dataset not in DATASETS:
+            raise InputError(
+                f"unknown dataset {self.dataset!r}: expected one of {', '.join(DATASETS)}"
+            )
+        check_input_size(self.arch, self.input_size)
+        if self.batch_size < 1:
+            raise InputError(f"batch size {self.batch_size}: expected at least 1")
+        if len(self.epochs) != 2 or min(self.epochs) < 0 or self.epochs[0] < 1:
+            raise InputError(
+                f"epochs {tuple(self.epochs)}: expected FROZEN >= 1 and FINE_TUNE >= 0"
+            )
+        if len(self.learning_rates) != 2 or not all(
+            math.isfinite(lr) and lr > 0 for lr in self.learning_rates
+        ):
+            raise InputError(
+                f"learning rates {tuple(self.learning_rates)}: expected two positive numbers"
+            )
+        if self.weights not in (None, "imagenet"):
+            raise InputError(f"weights {self.weights!r}: expected 'imagenet' or None")
+        if self.samples < 1:
+            raise InputError(f"samples {self.samples}: expected at least 1")
+
+    @property
+    def steps(self) -> tuple[int, ...]:
+        """Epochs per step actually trained (one step for InceptionV3)."""
+        if self.arch in ONE_STEP:
+            return (self.epochs[0],)
+        return tuple(e for e in self.epochs if e > 0)
+
+
+@dataclass
+class TrainResult:
+    """What a workload produced.
+
+    Attributes:
+        run_id: The joulecast run (joined or opened).
+        store_path: The store holding it.
+        config: The settings.
+        weights: Weights the base started from (None: random).
+        gflops: Forward-pass GFLOPs of the model at its input size.
+        test_metrics: Scores on the test split (see :func:`classification_metrics`).
+        history: Per-epoch Keras logs of every step, in order.
+    """
+
+    run_id: int
+    store_path: str
+    config: TrainConfig
+    weights: str | None
+    gflops: float
+    test_metrics: dict[str, Any]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        out = asdict(self)
+        out["config"] = asdict(self.config)
+        return out
+
+
+def _epoch_callback(run: joulecast.Run, samples: int, batch_size: int) -> Any:
+    """The integrations' Keras callback, marking epochs of ``run`` (which it never stops)."""
+    from joulecast.integrations.keras import JoulecastCallback
+
+    return JoulecastCallback(run=run, samples_per_epoch=samples, batch_size=batch_size)
+
+
+def _load(config: TrainConfig) -> Dataset:
+    return load_dataset(
+        config.dataset,
+        config.input_size,
+        path=config.dataset_path,
+        samples=config.samples,
+        seed=config.seed,
+    )
+
+
+def train(
+    config: TrainConfig,
+    *,
+    store: Store | str | os.PathLike[str] | None = None,
+    interval_s: float = 0.1,
+) -> TrainResult:
+    """Train ``config``'s workload under a joulecast run and score it on the test split.
+
+    Args:
+        config: The workload.
+        store: Run store (default ``$JOULECAST_STORE`` or ./joulecast.db); under
+            ``joulecast measure`` the run it opened is joined.
+        interval_s: Sampling interval when this call opens its own run.
+
+    Returns:
+        The run id, the test metrics and the training history.
+
+    Raises:
+        InputError: Bad settings, dataset or missing packages.
+    """
+    config.validate()
+    if config.arch in ONE_STEP and config.epochs[1] > 0:
+        log.warning(
+            "%s trains in one frozen step: ignoring %d fine-tuning epochs",
+            config.arch,
+            config.epochs[1],
+        )
+    keras = import_keras()
+    keras.utils.set_random_seed(config.seed)
+    data = _load(config)
+    if len(data.y_train) == 0 or len(data.y_test) == 0:
+        raise InputError(
+            f"dataset {config.dataset!r}: {len(data.y_train)} train and {len(data.y_test)} test "
+            "images: expected at least one of each (more images, or other fractions)"
+        )
+    x_train = preprocess(config.arch, data.x_train)
+    x_val = preprocess(config.arch, data.x_val)
+    x_test = preprocess(config.arch, data.x_test)
+    model, base, weights = build_model(config.arch, config.input_size, data.classes, config.weights)
+    if weights is None and config.weights is None:
+        log.info("%s starts from random weights (weights=None)", config.arch)
+    flops = count_flops(model, (config.input_size,) * 2 + (3,), name=config.arch)
+    name = config.name or f"{config.arch}-{config.dataset}-{config.input_size}"
+    tags = {
+        "workload": "joulecast.study",
+        "arch": config.arch,
+        "dataset": config.dataset,
+        "input_size": str(config.input_size),
+        "batch_size": str(config.batch_size),
+        "epochs": ",".join(str(e) for e in config.steps),
+        "weights": str(weights).lower(),
+        "gflops": f"{flops.gflops:.6g}",
+        "train_samples": str(len(x_train)),
+        "val_samples": str(len(x_val)),
+        "test_samples": str(len(x_test)),
+    }
+    history: list[dict[str, float]] = []
+    validation = (x_val, data.y_val) if len(x_val) else None
+    with joulecast.measure(name=name, store=store, tags=tags, interval_s=interval_s) as run:
+        run.store.update_run(run.run_id, tags=tags)  # a joined run has the parent's tags only
+        epoch = 0
+        for step, epochs in enumerate(config.steps):
+            if step == 1:
+                base.trainable = True
+            model.compile(
+                optimizer=keras.optimizers.Adam(learning_rate=config.learning_rates[step]),
+                loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"],
+            )
+            t0 = time.monotonic()
+            fitted = model.fit(
+                x_train,
+                data.y_train,
+                batch_size=config.batch_size,
+                epochs=epoch + epochs,
+                initial_epoch=epoch,
+                validation_data=validation,
+                callbacks=[_epoch_callback(run, len(x_train), config.batch_size)],
+                verbose=0,
+            )
+            log.info(
+                "step %d (%s): %d epochs in %.1f s",
+                step + 1,
+                "frozen base" if step == 0 else "fine-tuning",
+                epochs,
+                time.monotonic() - t0,
+            )
+            n = len(next(iter(fitted.history.values()), []))
+            history += [{k: float(v[i]) for k, v in fitted.history.items()} for i in range(n)]
+            epoch += epochs
+        run.begin(PhaseKind.TEST, 0)
+        y_prob = model.predict(x_test, batch_size=config.batch_size, verbose=0)
+        test_metrics = classification_metrics(data.y_test, np.asarray(y_prob))
+        run.end(PhaseKind.TEST, 0, samples=len(x_test), metrics=test_metrics)
+    store_path = str(run.store.path)
+    return TrainResult(run.run_id, store_path, config, weights, flops.gflops, test_metrics, history)
+
+
+# -- command line (python -m joulecast.study.workloads, joulecast train) ------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the workload's options to ``parser`` (shared by ``joulecast train``)."""
+    parser.add_argument("--arch", default="mobilenet_v2", help=", ".join(ARCHITECTURES))
+    parser.add_argument("--dataset", default="shapes", help=", ".join(DATASETS))
+    parser.add_argument("--dataset-path", help="image folder, one sub-folder per class")
+    parser.add_argument("--input-size", type=int, default=128, help="pixels (128)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        nargs="+",
+        default=[5, 5],
+        metavar="N",
+        help="epochs of the frozen step and of fine-tuning (5 5)",
+    )
+    parser.add_argument("--learning-rates", type=float, nargs=2, default=[1e-3, 1e-5], metavar="LR")
+    parser.add_argument("--weights", choices=["imagenet", "none"], default="imagenet")
+    parser.add_argument("--samples", type=int, default=400, help="images of 'shapes' (400)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", help="run name (default ARCH-DATASET-SIZE)")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """A :class:`TrainConfig` from parsed :func:`add_arguments` options."""
+    epochs = list(args.epochs)
+    if len(epochs) == 1:
+        epochs.append(0)
+    if len(epochs) != 2:
+        raise InputError(f"--epochs {epochs}: expected one or two numbers (FROZEN [FINE_TUNE])")
+    return TrainConfig(
+        arch=args.arch,
+        dataset=args.dataset,
+        input_size=args.input_size,
+        batch_size=args.batch_size,
+        epochs=(epochs[0], epochs[1]),
+        learning_rates=(args.learning_rates[0], args.learning_rates[1]),
+        weights=None if args.weights == "none" else args.weights,
+        dataset_path=str(Path(args.dataset_path)) if args.dataset_path else None,
+        samples=args.samples,
+        seed=args.seed,
+        name=args.name,
+    )

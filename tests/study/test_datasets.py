@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from joulecast.errors import InputError
+from joulecast.study.workloads.datasets import (
+    DATASETS,
+    SHAPES,
+    load_dataset,
+    load_image_folder,
+    make_digits,
+    make_shapes,
+    split,
+)
+
+
+def test_shapes_are_deterministic_by_seed():
+    x1, y1 = make_shapes(40, 24, seed=3)
+    x2, y2 = make_shapes(40, 24, seed=3)
+    x3, _ = make_shapes(40, 24, seed=4)
+    assert np.array_equal(x1, x2) and np.array_equal(y1, y2)
+    assert not np.array_equal(x1, x3)
+    assert x1.shape == (40, 24, 24, 3) and x1.dtype == np.uint8
+    assert sorted(np.unique(y1)) == list(range(len(SHAPES)))
+    assert np.bincount(y1).tolist() == [10, 10, 10, 10]
+
+
+def test_shapes_any_size():
+    x, _ = make_shapes(4, 200, seed=0)
+    assert x.shape == (4, 200, 200, 3)
+    with pytest.raises(InputError, match="expected at least 8"):
+        make_shapes(4, 4)
+
+
+def test_digits_upscaled_to_three_channels():
+    pytest.importorskip("sklearn")
+    x, y = make_digits(32)
+    assert x.shape == (1797, 32, 32, 3) and x.dtype == np.uint8
+    assert np.array_equal(x[..., 0], x[..., 2])
+    assert sorted(np.unique(y)) == list(range(10))
+    assert x.max() == 255 and x.min() == 0
+    # nearest-neighbour: each 8x8 pixel becomes a 4x4 block
+    assert np.all(x[:, :4, :4, 0] == x[:, :1, :1, 0])
+
+
+def test_load_dataset_splits_stratified():
+    data = load_dataset("shapes", 16, samples=200, seed=1)
+    assert len(data.y_train) + len(data.y_val) + len(data.y_test) == 200
+    assert len(data.y_test) == 40 and len(data.y_val) == 32
+    assert np.bincount(data.y_test).tolist() == [10, 10, 10, 10]
+    assert data.classes == 4 and data.input_size == 16 and data.class_names == SHAPES
+
+
+def test_split_checks_fractions():
+    x, y = np.zeros((10, 1)), np.arange(10) % 2
+    with pytest.raises(InputError, match="expected below 1"):
+        split(x, y, val_fraction=0.5, test_fraction=0.5)
+    with pytest.raises(InputError, match=r"test_fraction 1\.5"):
+        split(x, y, test_fraction=1.5)
+
+
+def _write_pngs(root, counts):
+    Image = pytest.importorskip("PIL.Image")
+
+    rng = np.random.default_rng(0)
+    for name, count in counts.items():
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            pixels = rng.integers(0, 256, (10 + i, 12, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+
+
+def test_image_folder(tmp_path):
+    _write_pngs(tmp_path, {"cats": 3, "dogs": 5})
+    (tmp_path / "dogs" / "notes.txt").write_text("not an image")
+    x, y, names = load_image_folder(tmp_path, 20)
+    assert names == ("cats", "dogs")
+    assert x.shape == (8, 20, 20, 3) and x.dtype == np.uint8
+    assert np.bincount(y).tolist() == [3, 5]
+    data = load_dataset("folder", 20, path=tmp_path, val_fraction=0.0, test_fraction=0.4)
+    assert len(data.y_train) + len(data.y_test) == 8 and data.classes == 2
+
+
+def test_empty_image_folder_says_so(tmp_path):
+    pytest.importorskip("PIL")
+    (tmp_path / "empty_class").mkdir()
+    with pytest.raises(InputError, match=f"image folder '{tmp_path}': no images found"):
+        load_image_folder(tmp_path, 32)
+    with pytest.raises(InputError, match="does not exist"):
+        load_image_folder(tmp_path / "missing", 32)
+    with pytest.raises(InputError, match="needs a path"):
+        load_dataset("folder", 32)
+
+
+def test_unknown_dataset_lists_the_valid_ones():
+    with pytest.raises(
+        InputError, match="unknown dataset 'mnist': expected one of " + ", ".join(DATASETS)
+    ):
+        load_dataset("mnist", 32)
+
+
+def test_tfds_datasets_name_the_package():
+    try:
+        import tensorflow_datasets  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("tensorflow-datasets is installed")
+    for name in ("caltech101", "stanford_dogs"):
+        with pytest.raises(InputError, match="needs the tensorflow-datasets package"):
+            load_dataset(name, 32)
