@@ -352,6 +352,143 @@ def _positive_interval(text: str) -> float:
     return value
 
 
+def _stable_epoch_arg(text: str) -> int | str:
+    if text == "auto":
+        return text
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an epoch number or 'auto'")
+    return int(text)
+
+
+def _finished_epochs(store: Store, run_id: int) -> Any:
+    epochs = summarize(store, run_id).epochs
+    return epochs.dropna(subset=["energy_j"]).sort_values("index").reset_index(drop=True)
+
+
+def _auto_stable_epoch(store: Store, run_id: int, epochs: Any, m: int, window_l: int) -> int:
+    from joulecast.stability import stabilizing_epoch
+
+    end = float(epochs["end_s"].max())
+    samples = store.samples(run_id, None, end)
+    result = stabilizing_epoch(samples, epochs, m=m, L=window_l)
+    if result.epoch is None:
+        raise InputError(f"run {run_id}: no stabilizing epoch found ({result.reason})")
+    return int(epochs.index[epochs["index"] == result.epoch][0])
+
+
+def cmd_forecast(args: argparse.Namespace) -> int:
+    """Forecast a run's total energy from its first K epochs; beside the truth if finished."""
+    from joulecast.forecast import forecast
+
+    store = _store(args)
+    run_id = store.resolve(args.run)
+    epochs = _finished_epochs(store, run_id)
+    if epochs.empty:
+        raise InputError(f"run {run_id} has no finished epochs: nothing to forecast from")
+    after = args.after if args.after is not None else len(epochs)
+    if after < 1 or after > len(epochs):
+        raise InputError(f"--after {after}: the run has {len(epochs)} finished epochs")
+    total_epochs = args.total_epochs or len(epochs)
+    seen = epochs.iloc[:after]
+    stable = args.stable_epoch
+    if stable == "auto":
+        stable = _auto_stable_epoch(store, run_id, seen, 10, 10)
+    result = forecast(
+        seen, total_epochs, method=args.method, stable_epoch=int(stable), window=args.window
+    )
+    data = {"run_id": run_id, **result.to_dict()}
+    finished = store.run(run_id)["status"] != "running" and total_epochs == len(epochs)
+    if finished:
+        true_j = float(epochs["energy_j"].sum())
+        data.update(
+            true_j=true_j,
+            error_j=result.total_j - true_j,
+            error_pct=100 * (result.total_j - true_j) / true_j if true_j else None,
+        )
+    if args.json:
+        _print_json(data)
+        return 0
+    console = _console()
+    console.print(
+        f"run {run_id}: {result.method} forecast after {after} of {total_epochs} epochs: "
+        f"[bold]{result.total_j / 1e3:,.2f} kJ[/bold] "
+        f"(90% {result.low_j / 1e3:,.2f} to {result.high_j / 1e3:,.2f} kJ)"
+    )
+    if finished:
+        console.print(
+            f"measured {data['true_j'] / 1e3:,.2f} kJ: error {data['error_j'] / 1e3:+,.2f} kJ "
+            f"({data['error_pct']:+.1f}%)"
+        )
+    for note in result.notes:
+        console.print(f"note: {note}")
+    return 0
+
+
+def cmd_stability(args: argparse.Namespace) -> int:
+    """Find when a run's power stabilizes (FLUSS) and the stabilizing epoch."""
+    from joulecast.stability import plot, stabilizing_epoch
+
+    store = _store(args)
+    run_id = store.resolve(args.run)
+    epochs = store.phases(run_id, "epoch").dropna(subset=["end_s"])
+    result = stabilizing_epoch(store.samples(run_id), epochs, m=args.m, L=args.L)
+    if args.plot:
+        plot(result, epochs, args.plot)
+    if args.json:
+        _print_json({"run_id": run_id, **result.to_dict()})
+        return 0
+    if result.change_s is None:
+        _console().print(f"run {run_id}: no regime change found: {result.reason}")
+    else:
+        _console().print(
+            f"run {run_id}: power changes regime at {result.change_s:,.1f} s; stabilizing "
+            f"epoch {result.epoch} (grid {result.resolution_s:g} s, m={result.m}, L={result.L})"
+            + (f"; {result.reason}" if result.reason else "")
+        )
+    return 0
+
+
+def cmd_forecast_eval(args: argparse.Namespace) -> int:
+    """Errors of the forecasting methods over finished runs, swept over w and the stable epoch."""
+    from joulecast.forecast import evaluate
+
+    store = _store(args)
+    if args.all:
+        runs = store.runs()
+        ids = [int(i) for i in runs.loc[runs["status"] == "completed", "id"]]
+    else:
+        ids = [store.resolve(r) for r in args.runs]
+    if not ids:
+        raise InputError("forecast-eval: give run ids or --all")
+    tables = {i: t for i in ids if not (t := _finished_epochs(store, i)).empty}
+    if not tables:
+        raise InputError("forecast-eval: none of the runs has finished epochs")
+    result = evaluate(
+        tables, windows=range(1, args.max_window + 1), stable_epochs=range(0, args.max_stable + 1)
+    )
+    if args.json:
+        _print_json(json.loads(result.to_json(orient="records")))
+        return 0
+    from rich.table import Table
+
+    table = Table(title=f"forecast errors over {len(tables)} runs (best setting per method)")
+    for col in ("method", "window", "stable epoch", "runs", "RMSE kJ", "MAE kJ", "MAPE %"):
+        table.add_column(col, justify="right")
+    for method, group in result.groupby("method", sort=False):
+        best = group.sort_values("rmse_j").iloc[0]
+        table.add_row(
+            str(method),
+            str(best["window"]),
+            str(best["stable_epoch"]),
+            str(best["runs"]),
+            f"{best['rmse_j'] / 1e3:.3f}",
+            f"{best['mae_j'] / 1e3:.3f}",
+            f"{best['mape_pct']:.2f}",
+        )
+    _console().print(table)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``joulecast`` command."""
     from joulecast import __version__
@@ -424,6 +561,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("train", cmd_train, "train one of the paper's workloads, measured")
     add_arguments(p)
+
+    p = add("forecast", cmd_forecast, "forecast a run's total energy from its first epochs")
+    p.add_argument("run", help="run id, name, or 'last'")
+    p.add_argument("--after", type=int, help="use only the first K epochs (default: all)")
+    p.add_argument(
+        "--method", choices=["epoch-energy", "power", "first-epoch"], default="epoch-energy"
+    )
+    p.add_argument("--total-epochs", type=int, help="planned epochs (default: the run's)")
+    p.add_argument("--window", type=int, default=5, help="stable epochs averaged (5)")
+    p.add_argument(
+        "--stable-epoch",
+        type=_stable_epoch_arg,
+        default=10,
+        help="first stable epoch, or 'auto' (FLUSS) (10)",
+    )
+
+    p = add("stability", cmd_stability, "find when a run's power stabilizes (FLUSS)")
+    p.add_argument("run", help="run id, name, or 'last'")
+    p.add_argument("--m", type=int, default=10, help="subsequence length, points (10)")
+    p.add_argument("--L", type=int, default=10, help="FLUSS window, points (10)")
+    p.add_argument("--plot", metavar="PNG", help="save the profile and arc curve")
+
+    p = add("forecast-eval", cmd_forecast_eval, "forecast errors over finished runs")
+    p.add_argument("runs", nargs="*", help="run ids or names")
+    p.add_argument("--all", action="store_true", help="every completed run in the store")
+    p.add_argument("--max-window", type=int, default=20)
+    p.add_argument("--max-stable", type=int, default=20)
 
     p = add("demo", cmd_demo, "measure a small CPU training end to end", json_flag=False)
     p.add_argument("--epochs", type=int, default=3)

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+JOULECAST = [sys.executable, "-m", "joulecast"]
+
+
+def cli(*args, check=True):
+    proc = subprocess.run([*JOULECAST, *map(str, args)], capture_output=True, text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(proc.stderr)
+    return proc
+
+
+@pytest.fixture
+def imported(tmp_path):
+    """A 20-epoch run of 10 s epochs: 3 warm-up epochs ramping up, then ~200 W with a dip at
+    each epoch's end (its validation pass)."""
+    rng = np.random.default_rng(3)
+    t = np.arange(0, 200.0, 0.5)
+    p = np.where(t < 30, 120.0 + 80 * t / 30, 200.0) + rng.normal(0, 2, len(t))
+    p = np.where((t >= 30) & ((t % 10) >= 8.5), p - 70, p)
+    power = tmp_path / "power.csv"
+    power.write_text("t_s,gpu_index,power_w\n" + "".join(f"{a},0,{b:.3f}\n" for a, b in zip(t, p)))
+    phases = tmp_path / "phases.csv"
+    phases.write_text("index,start_s,end_s,samples\n" + "".join(f"{i},{i * 10},{i * 10 + 9.5},100\n" for i in range(20)))
+    store = tmp_path / "s.db"
+    run_id = json.loads(cli("import", "trace", "--power", power, "--phases", phases, "--store", store, "--json").stdout)["run_id"]
+    return store, run_id
+
+
+def test_forecast_cli_on_imported_trace(imported):
+    store, run_id = imported
+    out = json.loads(cli("forecast", run_id, "--store", store, "--after", 8, "--stable-epoch", 3, "--window", 5, "--json").stdout)
+    for key in ("method", "epochs_used", "total_j", "low_j", "high_j", "true_j"):
+        assert key in out
+    assert out["method"] == "epoch-energy" and out["epochs_used"] == 8 and out["total_epochs"] == 20
+    assert abs(out["error_pct"]) < 2.0
+    assert out["low_j"] <= out["true_j"] <= out["high_j"]
+    # The same through the API.
+    import joulecast
+
+    with joulecast.open_store(store) as s:
+        epochs = joulecast.summarize(s, run_id).epochs
+    f = joulecast.forecast(epochs.iloc[:8], 20, stable_epoch=3, window=5)
+    assert f.total_j == pytest.approx(out["total_j"])
+    first = json.loads(cli("forecast", run_id, "--store", store, "--after", 1, "--method", "first-epoch", "--json").stdout)
+    assert first["error_pct"] < -20  # the warm-up epoch misleads the baseline
+    text = cli("forecast", run_id, "--store", store, "--after", 8, "--stable-epoch", 3).stdout
+    assert "kJ" in text and "error" in text
+
+
+def test_forecast_cli_too_few_epochs(imported):
+    store, run_id = imported
+    proc = cli("forecast", run_id, "--store", store, "--after", 2, check=False)
+    assert proc.returncode == 2 and "needs at least 11 epochs" in proc.stderr
+
+
+def test_forecast_eval_cli(imported):
+    store, _ = imported
+    rows = json.loads(cli("forecast-eval", "--all", "--store", store, "--max-window", 5, "--max-stable", 5, "--json").stdout)
+    best = min((r for r in rows if r["method"] == "epoch-energy"), key=lambda r: r["rmse_j"])
+    assert best["stable_epoch"] >= 3 and best["runs"] == 1
+    assert "RMSE kJ" in cli("forecast-eval", "--all", "--store", store, "--max-window", 3, "--max-stable", 3).stdout
+
+
+@pytest.mark.slow
+def test_stability_cli(imported, tmp_path):
+    store, run_id = imported
+    png = tmp_path / "profile.png"
+    out = json.loads(cli("stability", run_id, "--store", store, "--json", "--plot", png).stdout)
+    assert out["epoch"] in (2, 3, 4) and 20 <= out["change_s"] <= 45
+    assert png.stat().st_size > 1000
