@@ -26,7 +26,7 @@ def imported(tmp_path):
     p = np.where(t < 30, 120.0 + 80 * t / 30, 200.0) + rng.normal(0, 2, len(t))
     p = np.where((t >= 30) & ((t % 10) >= 8.5), p - 70, p)
     power = tmp_path / "power.csv"
-    power.write_text("t_s,gpu_index,power_w\n" + "".join(f"{a},0,{b:.3f}\n" for a, b in zip(t, p)))
+    power.write_text("t_s,gpu_index,power_w\n" + "".join(f"{a},0,{b:.3f}\n" for a, b in zip(t, p, strict=True)))
     phases = tmp_path / "phases.csv"
     phases.write_text("index,start_s,end_s,samples\n" + "".join(f"{i},{i * 10},{i * 10 + 9.5},100\n" for i in range(20)))
     store = tmp_path / "s.db"
