@@ -1,0 +1,260 @@
+"""What the integrations share: opening or joining a run, counting samples, device syncs.
+
+No framework is imported here; PyTorch is used only when the training already imported it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import os
+import sys
+import weakref
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Union
+
+from joulecast.monitor import DEFAULT_INTERVAL_S
+from joulecast.records import PhaseKind, RunStatus
+from joulecast.run import Run, measure
+from joulecast.store import Store
+
+if TYPE_CHECKING:
+    from joulecast.integrations.mlflow import MlflowLogger
+
+log = logging.getLogger(__name__)
+
+StoreLike = Union[Store, str, "os.PathLike[str]", None]
+MlflowArg = Union["MlflowLogger", bool, None]
+
+
+def batch_size(batch: Any) -> int | None:
+    """Rows in a batch: the first dimension of its first tensor or array.
+
+    Tensors and arrays (anything with a ``shape``) count directly; tuples, lists and mappings
+    (``(x, y)``, ``{"input_ids": ...}``) are searched in order for their first tensor. None
+    when no tensor is found.
+    """
+    shape = getattr(batch, "shape", None)
+    if shape is not None and not isinstance(batch, type):
+        try:
+            return int(shape[0]) if len(shape) else None
+        except (TypeError, IndexError, ValueError):
+            return None
+    if isinstance(batch, Mapping):
+        items: Any = batch.values()
+    elif isinstance(batch, (list, tuple)):
+        items = batch
+    else:
+        return None
+    for item in items:
+        n = batch_size(item)
+        if n is not None:
+            return n
+    return None
+
+
+def float_metrics(values: Mapping[str, Any] | None) -> dict[str, float | None]:
+    """The entries of ``values`` that are numbers (Python, NumPy or one-element tensors).
+
+    Non-finite values (a diverged loss) are kept as None so the key still shows; strings and
+    anything that does not convert to one float are left out.
+    """
+    out: dict[str, float | None] = {}
+    for key, value in (values or {}).items():
+        if isinstance(value, (str, bytes)) or value is None:
+            continue
+        detach = getattr(value, "detach", None)  # a tensor: no autograd warning
+        if callable(detach):
+            value = detach()
+        try:
+            number = float(value)
+        except (TypeError, ValueError, RuntimeError):
+            continue
+        out[str(key)] = number if math.isfinite(number) else None
+    return out
+
+
+def sync_device(enabled: bool | None = None) -> None:
+    """Wait for queued CUDA work (where PyTorch is imported and has used CUDA).
+
+    GPU kernels run asynchronously: without a sync, work queued in one phase would be
+    attributed to the next. ``enabled`` False skips it; None syncs when CUDA is in use.
+    """
+    if enabled is False:
+        return
+    torch = sys.modules.get("torch")
+    cuda = getattr(torch, "cuda", None)
+    if cuda is None:
+        return
+    try:
+        if cuda.is_available() and cuda.is_initialized():
+            for device in range(cuda.device_count()):
+                cuda.synchronize(device)
+    except Exception as exc:  # a failed sync must not stop the training
+        log.debug("CUDA synchronize failed: %s", exc)
+
+
+# Epoch indices marked in each run by the integrations of this process (with those read back
+# from the store), and the next step index of each run: phases are keyed on (kind, index)
+# within a run, so a second training on a shared run must not reuse them.
+_epochs_marked: weakref.WeakKeyDictionary[Run, set[int]] = weakref.WeakKeyDictionary()
+_step_counters: weakref.WeakKeyDictionary[Run, itertools.count[int]] = weakref.WeakKeyDictionary()
+
+
+def next_step(run: Run) -> int:
+    """The next unused step index of ``run`` (steps are numbered across epochs and trainings)."""
+    counter = _step_counters.get(run)
+    if counter is None:
+        counter = _step_counters[run] = itertools.count()
+    return next(counter)
+
+
+def resolve_mlflow(value: MlflowArg) -> MlflowLogger | None:
+    """``True`` → a default :class:`~joulecast.integrations.mlflow.MlflowLogger`."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        from joulecast.integrations.mlflow import MlflowLogger
+
+        return MlflowLogger()
+    return value
+
+
+class Session:
+    """One training measured by an integration: the run, who owns it, the open epoch.
+
+    ``run`` given: it is used as is and never stopped here (its owner stops it). Otherwise
+    :meth:`start` opens one with :func:`joulecast.measure`, which joins the run of
+    ``joulecast measure`` when there is one, and :meth:`finish` stops it.
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        store: StoreLike = None,
+        interval_s: float = DEFAULT_INTERVAL_S,
+        run: Run | None = None,
+        mlflow: MlflowArg = None,
+        sync: bool | None = None,
+    ) -> None:
+        self.name = name
+        self.store = store
+        self.interval_s = interval_s
+        self.run: Run | None = run
+        self.owns_run = False
+        self.mlflow = resolve_mlflow(mlflow)
+        self.sync = sync
+        self.open_epoch: int | None = None
+        self.open_step: int | None = None
+        self._used: set[int] = set()
+        self._offset: int | None = None
+
+    def start(self) -> Run:
+        """Open (or join) the run unless one was given or is still open; start MLflow."""
+        if self.run is None or (self.owns_run and not self.run.active):
+            self.run = measure(self.name, store=self.store, interval_s=self.interval_s).start()
+            self.owns_run = True
+            log.info("measuring %r as run %d", self.name, self.run.run_id)
+        self._used = _epochs_marked.setdefault(self.run, set())
+        try:
+            self._used.update(
+                int(i) for i in self.run.store.phases(self.run.run_id, "epoch")["index"]
+            )
+        except Exception as exc:  # reading back is a nicety; the marks go in regardless
+            log.debug("could not read the epochs of run %d: %s", self.run.run_id, exc)
+        self._offset = None
+        if self.mlflow is not None:
+            try:
+                self.mlflow.start(self.run)
+            except Exception as exc:  # experiment tracking must not stop the training
+                log.warning("MLflow: could not start logging (%s); not logging", exc)
+                self.mlflow = None
+        return self.run
+
+    def epoch_index(self, index: int) -> int:
+        """The run's index for the framework's epoch ``index``.
+
+        The framework's own, unless the first epoch since :meth:`start` is one the run already
+        has (a second training on a shared run that starts again at 0): that training's
+        epochs are then numbered after the run's last one, with a warning.
+        """
+        if self._offset is None:
+            self._offset = 0
+            if index in self._used:
+                self._offset = max(self._used) + 1 - index
+                log.warning(
+                    "run %s already has epoch %d: numbering this training's epochs from %d"
+                    " (start at a later epoch, e.g. Keras's initial_epoch, to choose)",
+                    self.run.run_id if self.run is not None else "?",
+                    index,
+                    index + self._offset,
+                )
+        return index + self._offset
+
+    def begin(self, kind: PhaseKind, index: int) -> int:
+        """Open an epoch or step now (after syncing the device); returns the index used.
+
+        An epoch's index goes through :meth:`epoch_index`.
+        """
+        assert self.run is not None
+        sync_device(self.sync)
+        if kind is PhaseKind.EPOCH:
+            index = self.epoch_index(index)
+            self.run.begin(kind, index)
+            self.open_epoch = index
+            self._used.add(index)
+        else:
+            self.run.begin(kind, index)
+            self.open_step = index
+        return index
+
+    def end(
+        self,
+        kind: PhaseKind,
+        index: int,
+        *,
+        samples: int | None = None,
+        metrics: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Close an epoch or step (after syncing the device); log a closed epoch to MLflow."""
+        assert self.run is not None
+        sync_device(self.sync)
+        self.run.end(kind, index, samples=samples, metrics=dict(metrics or {}))
+        if kind is PhaseKind.EPOCH:
+            self.open_epoch = None
+            if self.mlflow is not None:
+                try:
+                    self.mlflow.log_epoch(self.run, index)
+                except Exception as exc:
+                    log.warning("MLflow: logging epoch %d failed: %s", index, exc)
+        else:
+            self.open_step = None
+
+    def finish(
+        self,
+        status: RunStatus = RunStatus.COMPLETED,
+        *,
+        signal: str | None = None,
+        end_mlflow: bool | None = None,
+    ) -> None:
+        """Stop the run if this session opened it, then log the totals to MLflow.
+
+        The MLflow run is ended (if the logger started it) with a run this session opened, or
+        when ``end_mlflow`` says so: a run passed in may have more training to come.
+        """
+        run = self.run
+        if run is None:
+            return
+        if self.open_step is not None:
+            self.end(PhaseKind.STEP, self.open_step)
+        if self.owns_run and run.active:
+            run.stop(status, signal=signal)
+        if self.mlflow is not None:
+            try:
+                self.mlflow.finish(
+                    run, status=status, end_run=self.owns_run if end_mlflow is None else end_mlflow
+                )
+            except Exception as exc:
+                log.warning("MLflow: logging the run's totals failed: %s", exc)

@@ -1,0 +1,163 @@
+"""A Hugging Face ``transformers`` TrainerCallback that measures ``Trainer.train()``.
+
+::
+
+    from joulecast.integrations.huggingface import JoulecastTrainerCallback
+
+    trainer = Trainer(model=model, args=args, train_dataset=ds,
+                      callbacks=[JoulecastTrainerCallback("bert-tiny")])
+    trainer.train()
+
+The callback opens a run when training begins (or joins the one ``joulecast measure``
+opened, or marks the ``run=`` it is given and then leaves stopping it to its owner), and stops
+it when training ends. An epoch ends where the next one begins (or training ends), so it
+includes the evaluation, logging and checkpoint the Trainer runs after it; its metrics are the
+last value of each number the Trainer logged during it (``loss``, ``learning_rate``,
+``grad_norm``, ``eval_*``...).
+
+Samples per epoch: ``samples_per_epoch`` when given; else optimizer steps x batch size x
+processes x gradient accumulation, capped at the training set's length when it has one. In
+multi-process training only the main process measures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Sized
+from typing import Any
+
+try:
+    from transformers import TrainerCallback
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "joulecast.integrations.huggingface needs transformers:"
+        " pip install 'joulecast[huggingface]'"
+    ) from exc
+
+from joulecast.integrations._common import MlflowArg, Session, StoreLike, float_metrics
+from joulecast.monitor import DEFAULT_INTERVAL_S
+from joulecast.records import PhaseKind, RunStatus
+from joulecast.run import Run
+
+__all__ = ["JoulecastTrainerCallback"]
+
+log = logging.getLogger(__name__)
+
+# Keys of the Trainer's closing summary log: about the whole training, not an epoch.
+_SUMMARY_KEYS = frozenset({"train_runtime", "train_samples_per_second", "train_steps_per_second"})
+
+
+class JoulecastTrainerCallback(TrainerCallback):
+    """Measure the energy of ``Trainer.train()``, epoch by epoch.
+
+    Args:
+        name: the run's name (when the callback opens the run).
+        store: the store (a :class:`~joulecast.Store` or a path); default
+            ``$JOULECAST_STORE`` or ``./joulecast.db``.
+        interval_s: sampling interval of a run the callback opens.
+        run: a run to mark instead of opening one; the callback never stops it.
+        samples_per_epoch: samples each epoch processes, when known.
+        sync: wait for CUDA at each epoch boundary (None: when CUDA is in use).
+        mlflow: an :class:`~joulecast.integrations.mlflow.MlflowLogger`, or True for a
+            default one: logs each epoch, and the totals when training ends.
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        store: StoreLike = None,
+        interval_s: float = DEFAULT_INTERVAL_S,
+        run: Run | None = None,
+        samples_per_epoch: int | None = None,
+        sync: bool | None = None,
+        mlflow: MlflowArg = None,
+    ) -> None:
+        self.name = name
+        self.samples_per_epoch = samples_per_epoch
+        self._session = Session(
+            name, store=store, interval_s=interval_s, run=run, mlflow=mlflow, sync=sync
+        )
+        self._measuring = False
+        self._steps = 0
+        self._metrics: dict[str, float | None] = {}
+
+    @property
+    def run(self) -> Run | None:
+        """The run being marked (None before training begins)."""
+        return self._session.run
+
+    # -- trainer events ------------------------------------------------------------------------
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if not state.is_world_process_zero:
+            return
+        self._session.start()
+        self._measuring = True
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if not self._measuring:
+            return
+        self._close_epoch(args, state, kwargs)
+        self._steps = 0
+        self._metrics = {}
+        # state.epoch is fractional (epoch + step / steps_in_epoch) and exact at boundaries.
+        index = math.floor((state.epoch or 0.0) + 1e-6)
+        self._session.begin(PhaseKind.EPOCH, index)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._steps += 1
+
+    def on_log(
+        self,
+        args: Any,
+        state: Any,
+        control: Any,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not self._measuring or self._session.open_epoch is None or not logs:
+            return
+        if _SUMMARY_KEYS & logs.keys():
+            return
+        self._metrics.update(float_metrics(logs))
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if not self._measuring:
+            return
+        self._close_epoch(args, state, kwargs)
+        self._measuring = False
+        self._session.finish(RunStatus.COMPLETED)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _close_epoch(self, args: Any, state: Any, kwargs: dict[str, Any]) -> None:
+        index = self._session.open_epoch
+        if index is None:
+            return
+        self._session.end(
+            PhaseKind.EPOCH,
+            index,
+            samples=self._samples(args, state, kwargs.get("train_dataloader")),
+            metrics=self._metrics,
+        )
+
+    def _samples(self, args: Any, state: Any, loader: Any) -> int | None:
+        if self.samples_per_epoch is not None:
+            return self.samples_per_epoch
+        if not self._steps:
+            return None
+        per_step = state.train_batch_size or args.train_batch_size
+        samples = (
+            self._steps
+            * int(per_step)
+            * max(int(args.world_size), 1)
+            * max(int(args.gradient_accumulation_steps), 1)
+        )
+        dataset = getattr(loader, "dataset", None)
+        if isinstance(dataset, Sized):
+            with contextlib.suppress(TypeError):  # an iterable dataset without a length
+                samples = min(samples, len(dataset))
+        return samples
