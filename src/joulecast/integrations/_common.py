@@ -14,6 +14,7 @@ import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Union
 
+from joulecast.forecast import EnergyBudget
 from joulecast.monitor import DEFAULT_INTERVAL_S
 from joulecast.records import PhaseKind, RunStatus
 from joulecast.run import Run, measure
@@ -138,8 +139,12 @@ class Session:
         run: Run | None = None,
         mlflow: MlflowArg = None,
         sync: bool | None = None,
+        forecast: bool | Mapping[str, Any] = False,
+        budget: EnergyBudget | None = None,
     ) -> None:
         self.name = name
+        self.forecast = forecast
+        self.budget = budget
         self.store = store
         self.interval_s = interval_s
         self.run: Run | None = run
@@ -151,8 +156,12 @@ class Session:
         self._used: set[int] = set()
         self._offset: int | None = None
 
-    def start(self) -> Run:
-        """Open (or join) the run unless one was given or is still open; start MLflow."""
+    def start(self, total_epochs: int | None = None) -> Run:
+        """Open (or join) the run unless one was given or is still open; start MLflow.
+
+        With ``forecast`` (True, or keyword arguments for :meth:`Run.live_forecast`) or a
+        ``budget``, and ``total_epochs`` known, the run forecasts its energy after every epoch.
+        """
         if self.run is None or (self.owns_run and not self.run.active):
             self.run = measure(self.name, store=self.store, interval_s=self.interval_s).start()
             self.owns_run = True
@@ -165,6 +174,9 @@ class Session:
         except Exception as exc:  # reading back is a nicety; the marks go in regardless
             log.debug("could not read the epochs of run %d: %s", self.run.run_id, exc)
         self._offset = None
+        if (self.forecast or self.budget is not None) and total_epochs:
+            options = dict(self.forecast) if isinstance(self.forecast, Mapping) else {}
+            self.run.live_forecast(int(total_epochs), budget=self.budget, **options)
         if self.mlflow is not None:
             try:
                 self.mlflow.start(self.run)
@@ -231,6 +243,11 @@ class Session:
                     log.warning("MLflow: logging epoch %d failed: %s", index, exc)
         else:
             self.open_step = None
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once the run's energy budget says training should stop."""
+        return self.run is not None and self.run.should_stop
 
     def finish(
         self,

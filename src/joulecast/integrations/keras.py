@@ -36,6 +36,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "joulecast.integrations.keras needs Keras 3: pip install 'joulecast[keras]'"
     ) from exc
 
+from joulecast.forecast import EnergyBudget
 from joulecast.integrations._common import MlflowArg, Session, StoreLike, float_metrics
 from joulecast.monitor import DEFAULT_INTERVAL_S
 from joulecast.records import PhaseKind, RunStatus
@@ -59,6 +60,10 @@ class JoulecastCallback(keras.callbacks.Callback):  # type: ignore[misc]
         run: a run to mark instead of opening one; the callback never stops it.
         mlflow: an :class:`~joulecast.integrations.mlflow.MlflowLogger`, or True for a
             default one: logs each epoch, and the totals when training ends.
+        forecast: forecast the total energy after every epoch of ``fit()`` (True, or keyword
+            arguments of :meth:`joulecast.Run.live_forecast`).
+        budget: an :class:`~joulecast.EnergyBudget`: stop ``fit()`` (``model.stop_training``)
+            once it says so; the reason is stored with the epoch and in the run's tags.
 
     Attributes:
         run: the run being marked (None before training begins).
@@ -74,12 +79,22 @@ class JoulecastCallback(keras.callbacks.Callback):  # type: ignore[misc]
         batch_size: int | None = None,
         run: Run | None = None,
         mlflow: MlflowArg = None,
+        forecast: bool | dict[str, Any] = False,
+        budget: EnergyBudget | None = None,
     ) -> None:
         super().__init__()
         self.name = name
         self.samples_per_epoch = samples_per_epoch
         self.batch_size = batch_size
-        self._session = Session(name, store=store, interval_s=interval_s, run=run, mlflow=mlflow)
+        self._session = Session(
+            name,
+            store=store,
+            interval_s=interval_s,
+            run=run,
+            mlflow=mlflow,
+            forecast=forecast,
+            budget=budget,
+        )
         self._batches = 0
         self._counted = 0
 
@@ -98,7 +113,7 @@ class JoulecastCallback(keras.callbacks.Callback):  # type: ignore[misc]
                 "run %d: the previous fit() did not end; marking it failed", session.run.run_id
             )
             session.finish(RunStatus.FAILED)
-        session.start()
+        session.start(total_epochs=(self.params or {}).get("epochs"))
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._batches = 0
@@ -118,6 +133,8 @@ class JoulecastCallback(keras.callbacks.Callback):  # type: ignore[misc]
         self._session.end(
             PhaseKind.EPOCH, index, samples=self._samples(), metrics=float_metrics(logs)
         )
+        if self._session.stop_requested and self.model is not None:
+            self.model.stop_training = True
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         session = self._session

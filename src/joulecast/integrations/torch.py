@@ -115,7 +115,8 @@ def epochs(
     leaves the loop, by ``break`` or an exception); its samples are ``samples_per_epoch``, else
     those counted by :meth:`Epoch.steps`, and its metrics those given to :meth:`Epoch.log`.
     A second loop over the same run whose first index the run already has is numbered after
-    the run's last epoch (``Epoch.index`` says which), with a warning.
+    the run's last epoch (``Epoch.index`` says which), with a warning. When the run's energy
+    budget (:meth:`joulecast.Run.live_forecast`) says stop, no more epochs are handed out.
 
     Args:
         run: the run to mark (from :func:`joulecast.measure`).
@@ -154,6 +155,9 @@ def _epochs(
                     samples=epoch.samples_processed,
                     metrics=_epoch_metrics(epoch.metrics),
                 )
+            if run.should_stop:  # the energy budget of run.live_forecast() says stop
+                log.warning("stopping after epoch %d: %s", epoch.index, run.stop_reason)
+                return
     finally:
         if session.mlflow is not None:
             session.finish(RunStatus.COMPLETED, end_mlflow=True)
