@@ -89,3 +89,74 @@ def test_keras_forecast_without_budget_runs_to_the_end(tmp_path):
         metrics = s.phases(cb.run.run_id, "epoch")["metrics"].tolist()
     assert len(metrics) == 3 and all("forecast" in m for m in metrics)
     assert metrics[-1]["forecast"]["method"] == "first-epoch"  # 3 epochs: before epoch 10
+
+
+def test_lightning_stops_on_budget(tmp_path):
+    pl = pytest.importorskip("lightning.pytorch")
+    torch = pytest.importorskip("torch")
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from joulecast.integrations.lightning import JoulecastCallback
+
+    class Tiny(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(4, 2)
+
+        def training_step(self, batch, i):
+            time.sleep(0.02)
+            x, y = batch
+            return torch.nn.functional.cross_entropy(self.net(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    x = torch.randn(32, 4)
+    loader = DataLoader(TensorDataset(x, (x[:, 0] > 0).long()), batch_size=16)
+    store = joulecast.open_store(tmp_path / "s.db")
+    run = joulecast.measure(store=store, sensors=[Constant()], interval_s=0.01).start()
+    cb = JoulecastCallback(run=run, forecast={"stable_epoch": 0, "window": 2},
+                           budget=joulecast.EnergyBudget(budget_j=30))
+    trainer = pl.Trainer(max_epochs=100, callbacks=[cb], logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(Tiny(), loader)
+    run.stop()
+    epochs = store.phases(run.run_id, "epoch")
+    assert run.should_stop and 1 <= len(epochs) < 10
+    assert trainer.current_epoch < 20
+
+
+def test_huggingface_stops_on_budget(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("accelerate")
+    from joulecast.integrations.huggingface import JoulecastTrainerCallback
+
+    class Tokens(torch.utils.data.Dataset):
+        def __len__(self):
+            return 16
+
+        def __getitem__(self, i):
+            return {"input_ids": torch.arange(8) % 64, "labels": torch.tensor(i % 2)}
+
+    class SlowStep(transformers.TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            time.sleep(0.05)
+
+    config = transformers.BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=32,
+                                     max_position_embeddings=16, num_labels=2)
+    store = joulecast.open_store(tmp_path / "s.db")
+    run = joulecast.measure(store=store, sensors=[Constant()], interval_s=0.01).start()
+    cb = JoulecastTrainerCallback(run=run, forecast={"stable_epoch": 0, "window": 2},
+                                  budget=joulecast.EnergyBudget(budget_j=30))
+    args = transformers.TrainingArguments(output_dir=str(tmp_path / "out"), num_train_epochs=100,
+                                          per_device_train_batch_size=16, save_strategy="no",
+                                          report_to="none", use_cpu=True, disable_tqdm=True)
+    trainer = transformers.Trainer(model=transformers.BertForSequenceClassification(config),
+                                   args=args, train_dataset=Tokens(), callbacks=[SlowStep(), cb])
+    trainer.train()
+    run.stop()
+    assert run.should_stop
+    assert trainer.state.epoch < 20
+    assert 1 <= len(store.phases(run.run_id, "epoch")) < 10

@@ -36,6 +36,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         " pip install 'joulecast[huggingface]'"
     ) from exc
 
+from joulecast.forecast import EnergyBudget
 from joulecast.integrations._common import MlflowArg, Session, StoreLike, float_metrics
 from joulecast.monitor import DEFAULT_INTERVAL_S
 from joulecast.records import PhaseKind, RunStatus
@@ -62,6 +63,10 @@ class JoulecastTrainerCallback(TrainerCallback):
         sync: wait for CUDA at each epoch boundary (None: when CUDA is in use).
         mlflow: an :class:`~joulecast.integrations.mlflow.MlflowLogger`, or True for a
             default one: logs each epoch, and the totals when training ends.
+        forecast: forecast the total energy after every epoch (True, or keyword arguments
+            of :meth:`joulecast.Run.live_forecast`).
+        budget: an :class:`~joulecast.EnergyBudget`: training stops at the start of the
+            epoch after the one where it said stop; the reason is stored.
     """
 
     def __init__(
@@ -74,11 +79,20 @@ class JoulecastTrainerCallback(TrainerCallback):
         samples_per_epoch: int | None = None,
         sync: bool | None = None,
         mlflow: MlflowArg = None,
+        forecast: bool | dict[str, Any] = False,
+        budget: EnergyBudget | None = None,
     ) -> None:
         self.name = name
         self.samples_per_epoch = samples_per_epoch
         self._session = Session(
-            name, store=store, interval_s=interval_s, run=run, mlflow=mlflow, sync=sync
+            name,
+            store=store,
+            interval_s=interval_s,
+            run=run,
+            mlflow=mlflow,
+            sync=sync,
+            forecast=forecast,
+            budget=budget,
         )
         self._measuring = False
         self._steps = 0
@@ -94,13 +108,16 @@ class JoulecastTrainerCallback(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if not state.is_world_process_zero:
             return
-        self._session.start()
+        self._session.start(total_epochs=math.ceil(args.num_train_epochs or 0) or None)
         self._measuring = True
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if not self._measuring:
             return
         self._close_epoch(args, state, kwargs)
+        if self._session.stop_requested:
+            control.should_training_stop = True
+            return
         self._steps = 0
         self._metrics = {}
         # state.epoch is fractional (epoch + step / steps_in_epoch) and exact at boundaries.

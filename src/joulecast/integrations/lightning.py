@@ -36,6 +36,7 @@ except ImportError:  # pragma: no cover - depends on the environment
             " pip install 'joulecast[lightning]'"
         ) from exc
 
+from joulecast.forecast import EnergyBudget
 from joulecast.integrations._common import (
     MlflowArg,
     Session,
@@ -66,6 +67,10 @@ class JoulecastCallback(pl.Callback):
         sync: wait for CUDA at each boundary (None: when CUDA is in use).
         mlflow: an :class:`~joulecast.integrations.mlflow.MlflowLogger`, or True for a
             default one: logs each epoch, and the totals when training ends.
+        forecast: forecast the total energy after every epoch (True, or keyword arguments
+            of :meth:`joulecast.Run.live_forecast`).
+        budget: an :class:`~joulecast.EnergyBudget`: training stops at the start of the
+            epoch after the one where it said stop; the reason is stored.
     """
 
     def __init__(
@@ -78,12 +83,21 @@ class JoulecastCallback(pl.Callback):
         steps: bool = False,
         sync: bool | None = None,
         mlflow: MlflowArg = None,
+        forecast: bool | dict[str, Any] = False,
+        budget: EnergyBudget | None = None,
     ) -> None:
         super().__init__()
         self.name = name
         self.steps = steps
         self._session = Session(
-            name, store=store, interval_s=interval_s, run=run, mlflow=mlflow, sync=sync
+            name,
+            store=store,
+            interval_s=interval_s,
+            run=run,
+            mlflow=mlflow,
+            sync=sync,
+            forecast=forecast,
+            budget=budget,
         )
         self._measuring = False
         self._samples = 0
@@ -99,13 +113,17 @@ class JoulecastCallback(pl.Callback):
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         if not trainer.is_global_zero:
             return
-        self._session.start()
+        max_epochs = trainer.max_epochs if (trainer.max_epochs or 0) > 0 else None
+        self._session.start(total_epochs=max_epochs)
         self._measuring = True
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         if not self._measuring:
             return
         self._close_epoch(trainer)
+        if self._session.stop_requested:
+            trainer.should_stop = True
+            return
         self._samples = 0
         self._session.begin(PhaseKind.EPOCH, int(trainer.current_epoch))
 
