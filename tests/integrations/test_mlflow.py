@@ -207,3 +207,24 @@ def test_tracking_server(tmp_path, monkeypatch):
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+
+
+def test_live_forecast_is_logged(tmp_path, tracking):
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    import numpy as np
+
+    from joulecast.integrations.keras import JoulecastCallback
+
+    x = np.zeros((32, 2), "float32")
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    logger = MlflowLogger()
+    cb = JoulecastCallback("forecast", store=tmp_path / "runs.db", batch_size=16, mlflow=logger,
+                           forecast=True)
+    model.fit(x, x[:, :1], batch_size=16, epochs=3, verbose=0, callbacks=[cb])
+    history = tracking.get_metric_history(logger.mlflow_run_id, "forecast_total_j")
+    assert [m.step for m in history] == [0, 1, 2]
+    with joulecast.open_store(tmp_path / "runs.db") as s:
+        stored = s.phases(cb.run.run_id, "epoch")["metrics"].iloc[-1]["forecast"]["total_j"]
+    assert history[-1].value == pytest.approx(stored)

@@ -93,6 +93,12 @@ def _epoch_metrics(summary: RunSummary, indices: Iterable[int] | None = None) ->
             metric = _metric(key, row.get(column), int(row["index"]))
             if metric is not None:
                 out.append(metric)
+        # A live forecast made after this epoch (Run.live_forecast), in its own metrics.
+        forecast = (row.get("metrics") or {}).get("forecast") or {}
+        for key in ("total_j", "low_j", "high_j", "remaining_j"):
+            metric = _metric(f"forecast_{key}", forecast.get(key), int(row["index"]))
+            if metric is not None:
+                out.append(metric)
     return out
 
 
