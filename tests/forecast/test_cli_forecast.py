@@ -71,6 +71,8 @@ def test_forecast_eval_cli(imported):
 
 @pytest.mark.slow
 def test_stability_cli(imported, tmp_path):
+    pytest.importorskip("stumpy")
+    pytest.importorskip("matplotlib")
     store, run_id = imported
     png = tmp_path / "profile.png"
     out = json.loads(cli("stability", run_id, "--store", store, "--json", "--plot", png).stdout)

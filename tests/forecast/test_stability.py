@@ -66,6 +66,7 @@ def test_stable_share_cumulative():
 
 @pytest.mark.slow
 def test_fluss_finds_the_end_of_warmup():
+    pytest.importorskip("stumpy")
     samples, epochs = warmup_run()
     result = stabilizing_epoch(samples, epochs)
     assert result.change_s is not None and 70 <= result.change_s <= 110
