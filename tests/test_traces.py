@@ -233,3 +233,13 @@ def test_read_phases_kinds(tmp_path):
         ("step", 0, 5),
     ]
     assert json.dumps([p.start_s for p in phases]) == "[0.0, 0.0]"
+
+
+def test_test_phase_in_summary(store, power_csv, tmp_path):
+    from joulecast.records import Phase, PhaseKind
+
+    run_id = import_trace(store, power_csv)
+    store.write_phases(run_id, [Phase(PhaseKind.TEST, 0, 10.0, 20.0, 50, {"f1": 0.5, "average": "macro"})])
+    test = summarize(store, run_id).to_dict()["test"]
+    assert test["metrics"] == {"f1": 0.5, "average": "macro"} and test["samples"] == 50
+    assert test["duration_s"] == pytest.approx(10.0) and test["energy_j"] > 0

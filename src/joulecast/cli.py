@@ -106,6 +106,14 @@ def print_summary(summary: RunSummary, console: Any) -> None:
         console.print(ep)
     if summary.j_per_sample is not None:
         console.print(f"J per sample processed: {summary.j_per_sample:.4f}")
+    if summary.test is not None:
+        scores = ", ".join(
+            f"{k} {v:.4f}" for k, v in summary.test["metrics"].items() if isinstance(v, float)
+        )
+        console.print(
+            f"test split: {summary.test['samples'] or '-'} samples, "
+            f"{_fmt(summary.test['energy_j'])} J; {scores}"
+        )
     q = summary.quality
     if q.get("ticks"):
         console.print(

@@ -169,6 +169,7 @@ class RunSummary:
     tags: dict[str, str] = field(default_factory=dict)
     hardware: dict[str, Any] = field(default_factory=dict)
     started_at: float | None = None
+    test: dict[str, Any] | None = None
 
     @property
     def energy_j(self) -> float:
@@ -249,6 +250,7 @@ class RunSummary:
             "warnings": self.warnings,
             "tags": self.tags,
             "hardware": self.hardware,
+            "test": self.test,
         }
 
 
@@ -292,6 +294,17 @@ def summarize(store: Any, run_id: int) -> RunSummary:
         lost = float((ends - frame["start_s"]).sum())
         reasons = "; ".join(sorted(set(frame["reason"])))[:200]
         warnings.append(f"{device}: {len(frame)} gap(s), {lost:.1f} s without readings ({reasons})")
+    test = None
+    tests = phases[phases["kind"] == "test"]
+    if len(tests):
+        last = tests.iloc[-1]
+        tested = phase_table(samples, tests.iloc[[-1]])
+        test = {
+            "metrics": last["metrics"],
+            "samples": None if pd.isna(last["samples"]) else int(last["samples"]),
+            "duration_s": _num(tested["duration_s"].iloc[0]),
+            "energy_j": _num(tested["energy_j"].iloc[0]),
+        }
     missed = row["quality"].get("missed_deadlines", 0)
     if missed:
         warnings.append(f"sampler missed {missed} deadline(s)")
@@ -310,4 +323,5 @@ def summarize(store: Any, run_id: int) -> RunSummary:
         tags=row["tags"],
         hardware=row["hardware"],
         started_at=row["started_at"],
+        test=test,
     )
