@@ -172,27 +172,29 @@ class Run:
         """True once the energy budget of :meth:`live_forecast` says stop."""
         return self.stop_reason is not None
 
+    def epoch_table(self, indices: list[int]) -> pd.DataFrame:
+        """The per-epoch table (as :attr:`epochs`) for the epochs ``indices`` only.
+
+        Reads just the samples around those epochs, so it stays cheap however long the run:
+        what the per-epoch hooks (live forecast, MLflow) use.
+        """
+        if self._monitor.running:
+            self._monitor.flush()
+        phases = self.store.phases(self.run_id, "epoch")
+        phases = phases[phases["index"].isin(indices)].dropna(subset=["end_s"])
+        if phases.empty:
+            return phase_table(self.store.samples(self.run_id, 0.0, 0.0), phases)
+        # A few seconds either side, so the epochs' edges interpolate between samples.
+        samples = self.store.samples(
+            self.run_id, float(phases["start_s"].min()) - 5.0, float(phases["end_s"].max()) + 5.0
+        )
+        return phase_table(samples, phases)
+
     def _after_epoch(self, phase: Phase) -> None:
         if self._forecaster is None or phase.end_s is None:
             return
         try:
-            self._monitor.flush()
-            # A few seconds either side, so the epoch's edges interpolate between samples.
-            samples = self.store.samples(self.run_id, phase.start_s - 5.0, phase.end_s + 5.0)
-            row = phase_table(
-                samples,
-                pd.DataFrame(
-                    [
-                        {
-                            "kind": "epoch",
-                            "index": phase.index,
-                            "start_s": phase.start_s,
-                            "end_s": phase.end_s,
-                            "samples": phase.samples,
-                        }
-                    ]
-                ),
-            ).iloc[0]
+            row = self.epoch_table([phase.index]).iloc[0]
             self._epoch_rows.append(
                 {
                     "index": phase.index,

@@ -25,8 +25,9 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Iterable
 from pathlib import Path
+
+import pandas as pd
 
 try:
     import mlflow
@@ -83,10 +84,7 @@ def _metric(key: str, value: object, step: int = 0) -> Metric | None:
     return Metric(key, number, int(time.time() * 1000), step)
 
 
-def _epoch_metrics(summary: RunSummary, indices: Iterable[int] | None = None) -> list[Metric]:
-    epochs = summary.epochs
-    if indices is not None:
-        epochs = epochs[epochs["index"].isin(list(indices))]
+def _epoch_metrics(epochs: pd.DataFrame) -> list[Metric]:
     out: list[Metric] = []
     for row in epochs.to_dict("records"):
         for key, column in EPOCH_METRICS.items():
@@ -166,7 +164,7 @@ def log_run(
         try:
             client.log_batch(
                 target,
-                metrics=_epoch_metrics(summary) + _total_metrics(summary),
+                metrics=_epoch_metrics(summary.epochs) + _total_metrics(summary),
                 tags=_tags(summary, st),
             )
             if artifact:
@@ -226,7 +224,7 @@ class MlflowLogger:
     def log_epoch(self, run: Run, index: int) -> None:
         """Log epoch ``index`` of ``run`` (energy, mean power, J/sample, duration)."""
         target = self.start(run)
-        metrics = _epoch_metrics(run.summary(), [index])
+        metrics = _epoch_metrics(run.epoch_table([index]))
         if metrics:
             MlflowClient().log_batch(target, metrics=metrics)
 

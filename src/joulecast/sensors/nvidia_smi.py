@@ -85,9 +85,15 @@ class NvidiaSmiSensor:
     def _list_gpus(self) -> list[GpuId]:
         try:
             out = subprocess.run(
-                [self._binary, "--query-gpu=index,uuid,pci.bus_id,name,compute_cap",
-                 "--format=csv,noheader,nounits"],
-                capture_output=True, text=True, timeout=30, check=True,
+                [
+                    self._binary,
+                    "--query-gpu=index,uuid,pci.bus_id,name,compute_cap",
+                    "--format=csv,noheader,nounits",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
             ).stdout
         except (OSError, subprocess.SubprocessError) as exc:
             raise SensorUnavailable(f"{self._binary} failed: {exc}") from exc
@@ -112,8 +118,15 @@ class NvidiaSmiSensor:
                 continue
             try:
                 reading = Reading(
-                    now, self._visible[parts[1]], _number(parts[4]), "nvidia-smi", True, None,
-                    _number(parts[5]), _number(parts[6]), _number(parts[7]),
+                    now,
+                    self._visible[parts[1]],
+                    _number(parts[4]),
+                    "nvidia-smi",
+                    True,
+                    None,
+                    _number(parts[5]),
+                    _number(parts[6]),
+                    _number(parts[7]),
                 )
             except ValueError:
                 log.debug("nvidia-smi: unparsable line %r", line)

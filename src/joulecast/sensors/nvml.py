@@ -32,8 +32,15 @@ ARCH_VOLTA = 5
 _SUCCESS = 0
 _GPU_IS_LOST = 15
 _ARCH_NAMES = {
-    2: "kepler", 3: "maxwell", 4: "pascal", 5: "volta", 6: "turing", 7: "ampere", 8: "ada",
-    9: "hopper", 10: "blackwell",
+    2: "kepler",
+    3: "maxwell",
+    4: "pascal",
+    5: "volta",
+    6: "turing",
+    7: "ampere",
+    8: "ada",
+    9: "hopper",
+    10: "blackwell",
 }
 
 
