@@ -101,6 +101,38 @@ def test_show_json_documented_keys(tmp_path):
         assert key in data["epochs"][0]
 
 
+def test_measure_prints_a_live_forecast_per_epoch(tmp_path):
+    store = tmp_path / "s.db"
+    child = script(tmp_path, CHILD_WITH_EPOCHS)
+    proc = cli(
+        "measure",
+        "--store",
+        store,
+        "--interval",
+        "0.02",
+        "-q",
+        "--epochs",
+        "10",
+        "--stable-epoch",
+        "1",
+        "--window",
+        "2",
+        "--",
+        sys.executable,
+        child,
+    )
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("joulecast: epoch")]
+    assert [ln.split()[2] for ln in lines] == ["1/10", "2/10", "3/10"]
+    assert "[first-epoch]" in lines[0] and "[epoch-energy]" in lines[2]
+    assert all("forecast" in ln and "to go" in ln for ln in lines)
+
+
+def test_measure_rejects_bad_epochs(tmp_path):
+    proc = cli("measure", "--store", tmp_path / "s.db", "--epochs", "0", "--", "true", check=False)
+    assert proc.returncode == 2 and "--epochs" in proc.stderr
+    assert not (tmp_path / "s.db").exists()
+
+
 def test_measure_returns_child_exit_code(tmp_path):
     store = tmp_path / "s.db"
     proc = cli(

@@ -152,10 +152,13 @@ def cmd_measure(args: argparse.Namespace) -> int:
         sensors, store, interval_s=args.interval, name=args.name or Path(command[0]).name, tags=tags
     )
     run_id = monitor.start()
+    watcher = _ForecastWatcher(store, run_id, args) if args.epochs else None
     env = dict(os.environ, **{RUN_ENV: str(run_id), STORE_ENV: str(store.path.resolve())})
     try:
         child = subprocess.Popen(command, env=env)
     except OSError as exc:
+        if watcher is not None:
+            watcher.close()
         monitor.stop(RunStatus.FAILED)
         store.delete_run(run_id)
         raise InputError(f"measure: cannot run {command[0]!r}: {exc.strerror}") from exc
@@ -177,6 +180,8 @@ def cmd_measure(args: argparse.Namespace) -> int:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        if watcher is not None:
+            watcher.close()
     if rc == 0:
         status, exit_code, sig = RunStatus.COMPLETED, 0, None
     elif rc < 0:
@@ -189,6 +194,72 @@ def cmd_measure(args: argparse.Namespace) -> int:
     if not args.quiet:
         print_summary(summarize(store, run_id), _console(stderr=True))
     return rc if rc >= 0 else 128 - rc
+
+
+class _ForecastWatcher:
+    """Prints a live forecast line on stderr as the measured command finishes its epochs.
+
+    The command marks epochs in the run (through an integration or ``run.epoch()``); this
+    reads them from the store once a second. Printing only: the command's own live forecast,
+    when it has one, is what is stored.
+    """
+
+    def __init__(self, store: Any, run_id: int, args: argparse.Namespace) -> None:
+        import threading
+
+        from joulecast.forecast import LiveForecaster
+
+        self.store = store
+        self.run_id = run_id
+        self.forecaster = LiveForecaster(
+            args.epochs,
+            method=args.forecast_method,
+            stable_epoch=args.stable_epoch,
+            window=args.window,
+        )
+        self.seen: list[dict[str, Any]] = []
+        self.done: set[int] = set()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="joulecast-forecast", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.stopped.wait(1.0):
+            self.poll()
+
+    def poll(self) -> None:
+        """Forecast after each epoch finished since the last poll."""
+        import pandas as pd
+
+        from joulecast.energy import phase_table
+        from joulecast.forecast import progress_line
+
+        try:
+            phases = self.store.phases(self.run_id, "epoch").dropna(subset=["end_s"])
+            new = phases[~phases["index"].isin(self.done)]
+            if new.empty:
+                return
+            samples = self.store.samples(
+                self.run_id, float(new["start_s"].min()) - 5.0, float(new["end_s"].max()) + 5.0
+            )
+            table = phase_table(samples, new)
+            for row in table.itertuples():
+                self.done.add(int(row.index))
+                self.seen.append(
+                    {"index": row.index, "duration_s": row.duration_s, "energy_j": row.energy_j}
+                )
+                result = self.forecaster.update(pd.DataFrame(self.seen))
+                print(f"joulecast: {progress_line(result)}", file=sys.stderr, flush=True)
+        except JoulecastError as exc:
+            log.info("no live forecast: %s", exc)
+        except Exception as exc:  # the forecast line must never end the measurement
+            log.warning("live forecast failed: %s", exc)
+
+    def close(self) -> None:
+        """Stop polling, after a last look for epochs that ended since the last one."""
+        self.stopped.set()
+        self.thread.join()
+        self.poll()
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -360,12 +431,33 @@ def _positive_interval(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of at least 1")
+    return int(text)
+
+
+def _count_arg(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of at least 0")
+    return int(text)
+
+
 def _stable_epoch_arg(text: str) -> int | str:
     if text == "auto":
         return text
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"{text!r}: expected an epoch number or 'auto'")
     return int(text)
+
+
+def _write_csv(path: Path, frame: Any) -> None:
+    """Write ``frame`` to ``path`` whole or not at all."""
+    from joulecast.traces import _atomic_write
+
+    if not path.parent.is_dir():
+        raise InputError(f"{path}: folder {path.parent} does not exist")
+    _atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def _finished_epochs(store: Store, run_id: int) -> Any:
@@ -433,67 +525,138 @@ def cmd_forecast(args: argparse.Namespace) -> int:
 
 
 def cmd_stability(args: argparse.Namespace) -> int:
-    """Find when a run's power stabilizes (FLUSS) and the stabilizing epoch."""
-    from joulecast.stability import plot, stabilizing_epoch
+    """Find when runs' power stabilizes (FLUSS); over several runs, the share stable by epoch n."""
+    from joulecast.stability import plot, plot_share, stabilizing_epoch, stable_share
 
     store = _store(args)
-    run_id = store.resolve(args.run)
-    epochs = store.phases(run_id, "epoch").dropna(subset=["end_s"])
-    result = stabilizing_epoch(store.samples(run_id), epochs, m=args.m, L=args.L)
+    ids = _run_ids(store, args.runs, args.all, "stability")
+    results = []
+    for run_id in ids:
+        epochs = store.phases(run_id, "epoch").dropna(subset=["end_s"])
+        result = stabilizing_epoch(store.samples(run_id), epochs, m=args.m, L=args.L)
+        results.append((run_id, result, epochs))
+    groups: dict[str, list[int | None]] = {}
+    for run_id, result, _ in results:
+        key = str(store.run(run_id)["tags"].get(args.group_by, "?")) if args.group_by else "all"
+        groups.setdefault(key, []).append(result.epoch)
+    top = max([r.epoch for _, r, _ in results if r.epoch is not None] + [0])
+    shares = {k: stable_share(v, top) for k, v in groups.items()}
     if args.plot:
-        plot(result, epochs, args.plot)
+        if len(results) == 1:
+            plot(results[0][1], results[0][2], args.plot)
+        else:
+            plot_share(shares, args.plot)
     if args.json:
-        _print_json({"run_id": run_id, **result.to_dict()})
+        rows = [{"run_id": run_id, **result.to_dict()} for run_id, result, _ in results]
+        if len(ids) == 1 and not args.all:
+            _print_json(rows[0])
+        else:
+            _print_json(
+                {
+                    "runs": rows,
+                    "share": {
+                        k: json.loads(v.to_json(orient="records")) for k, v in shares.items()
+                    },
+                }
+            )
         return 0
-    if result.change_s is None:
-        _console().print(f"run {run_id}: no regime change found: {result.reason}")
-    else:
-        _console().print(
-            f"run {run_id}: power changes regime at {result.change_s:,.1f} s; stabilizing "
-            f"epoch {result.epoch} (grid {result.resolution_s:g} s, m={result.m}, L={result.L})"
-            + (f"; {result.reason}" if result.reason else "")
-        )
+    console = _console()
+    for run_id, result, _ in results:
+        if result.change_s is None:
+            console.print(f"run {run_id}: no regime change found: {result.reason}")
+        else:
+            console.print(
+                f"run {run_id}: power changes regime at {result.change_s:,.1f} s; stabilizing "
+                f"epoch {result.epoch} (grid {result.resolution_s:g} s, m={result.m}, "
+                f"L={result.L})" + (f"; {result.reason}" if result.reason else "")
+            )
+    if len(results) > 1:
+        from rich.table import Table
+
+        table = Table(title="share of runs stable by epoch n")
+        table.add_column("epoch n", justify="right")
+        for key, values in groups.items():
+            table.add_column(f"{key} ({len(values)} runs)", justify="right")
+        for n in range(top + 1):
+            table.add_row(str(n), *(f"{100 * shares[k]['share'].iloc[n]:.0f}%" for k in groups))
+        console.print(table)
     return 0
+
+
+def _run_ids(store: Store, runs: list[str], every: bool, verb: str) -> list[int]:
+    """The ids of ``runs`` (ids, names, 'last'), or of every completed run with ``every``."""
+    if every:
+        frame = store.runs()
+        ids = [int(i) for i in frame.loc[frame["status"] == "completed", "id"]]
+        if not ids:
+            raise InputError(f"{verb}: the store has no completed run")
+        return ids
+    if not runs:
+        raise InputError(f"{verb}: give run ids or --all")
+    return [store.resolve(r) for r in runs]
 
 
 def cmd_forecast_eval(args: argparse.Namespace) -> int:
     """Errors of the forecasting methods over finished runs, swept over w and the stable epoch."""
-    from joulecast.forecast import evaluate
+    from joulecast.forecast import evaluate, plot_sweep
 
     store = _store(args)
-    if args.all:
-        runs = store.runs()
-        ids = [int(i) for i in runs.loc[runs["status"] == "completed", "id"]]
-    else:
-        ids = [store.resolve(r) for r in args.runs]
-    if not ids:
-        raise InputError("forecast-eval: give run ids or --all")
+    ids = _run_ids(store, args.runs, args.all, "forecast-eval")
     tables = {i: t for i in ids if not (t := _finished_epochs(store, i)).empty}
     if not tables:
         raise InputError("forecast-eval: none of the runs has finished epochs")
     result = evaluate(
-        tables, windows=range(1, args.max_window + 1), stable_epochs=range(0, args.max_stable + 1)
+        tables,
+        windows=range(1, max(args.max_window, args.window) + 1),
+        stable_epochs=range(0, max(args.max_stable, args.stable_epoch) + 1),
+        random_start=args.random_start,
+        seed=args.seed,
     )
+    if args.csv:
+        _write_csv(Path(args.csv), result)
+    if args.plot:
+        plot_sweep(result, args.plot, stable_epoch=args.stable_epoch, window=args.window)
     if args.json:
         _print_json(json.loads(result.to_json(orient="records")))
         return 0
     from rich.table import Table
 
-    table = Table(title=f"forecast errors over {len(tables)} runs (best setting per method)")
-    for col in ("method", "window", "stable epoch", "runs", "RMSE kJ", "MAE kJ", "MAPE %"):
-        table.add_column(col, justify="right")
+    start = "random window start" if args.random_start else "window from the stabilizing epoch"
+    table = Table(title=f"forecast errors over {len(tables)} runs ({start})")
+    for col in ("method", "setting", "w", "stable", "runs", "RMSE kJ", "MAE kJ", "MAPE %"):
+        table.add_column(col, justify="right", no_wrap=True)
     for method, group in result.groupby("method", sort=False):
-        best = group.sort_values("rmse_j").iloc[0]
-        table.add_row(
-            str(method),
-            str(best["window"]),
-            str(best["stable_epoch"]),
-            str(best["runs"]),
-            f"{best['rmse_j'] / 1e3:.3f}",
-            f"{best['mae_j'] / 1e3:.3f}",
-            f"{best['mape_pct']:.2f}",
+        at = (group["window"] == args.window) & (group["stable_epoch"] == args.stable_epoch)
+        chosen = group[at]
+        if method == "first-epoch":
+            chosen = group
+        picks = [("best", group.sort_values("rmse_j").iloc[0])]
+        if not chosen.empty and method != "first-epoch":
+            picks.insert(0, ("chosen", chosen.iloc[0]))
+        for label, row in picks:
+            table.add_row(
+                str(method),
+                label,
+                str(row["window"]),
+                "-" if method == "first-epoch" else str(row["stable_epoch"]),
+                str(row["runs"]),
+                f"{row['rmse_j'] / 1e3:.3f}",
+                f"{row['mae_j'] / 1e3:.3f}",
+                f"{row['mape_pct']:.2f}",
+            )
+    console = _console()
+    console.print(table)
+    chosen_rows = result[
+        (result["window"] == args.window) & (result["stable_epoch"] == args.stable_epoch)
+    ]
+    if chosen_rows.empty:
+        console.print(
+            f"note: no run has the {args.stable_epoch + args.window} epochs that w={args.window}"
+            f" from epoch {args.stable_epoch} needs: only the best settings are shown"
         )
-    _console().print(table)
+    for label, target in (("table", args.csv), ("figure", args.plot)):
+        if target:
+            console.print(f"{label}: {target}")
     return 0
 
 
@@ -526,6 +689,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--no-gpu", action="store_true", help="do not sample GPUs")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary at the end")
+    p.add_argument(
+        "--epochs",
+        type=_positive_int,
+        metavar="N",
+        help="planned epochs: print a live forecast of the total energy as epochs end",
+    )
+    p.add_argument(
+        "--forecast-method",
+        choices=["epoch-energy", "power", "first-epoch"],
+        default="epoch-energy",
+        help="live forecast method (epoch-energy)",
+    )
+    p.add_argument("--window", type=_positive_int, default=5, help="stable epochs averaged (5)")
+    p.add_argument("--stable-epoch", type=_count_arg, default=10, help="first stable epoch (10)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
 
     add("runs", cmd_runs, "list runs")
@@ -585,17 +762,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="first stable epoch, or 'auto' (FLUSS) (10)",
     )
 
-    p = add("stability", cmd_stability, "find when a run's power stabilizes (FLUSS)")
-    p.add_argument("run", help="run id, name, or 'last'")
+    p = add("stability", cmd_stability, "find when runs' power stabilizes (FLUSS)")
+    p.add_argument("runs", nargs="*", help="run ids, names, or 'last'")
+    p.add_argument("--all", action="store_true", help="every completed run in the store")
+    p.add_argument("--group-by", metavar="TAG", help="share stable by epoch per value of a tag")
     p.add_argument("--m", type=int, default=10, help="subsequence length, points (10)")
     p.add_argument("--L", type=int, default=10, help="FLUSS window, points (10)")
-    p.add_argument("--plot", metavar="PNG", help="save the profile and arc curve")
+    p.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="one run: its profile and arc curve; several: the share stable by epoch (Fig. 9)",
+    )
 
     p = add("forecast-eval", cmd_forecast_eval, "forecast errors over finished runs")
     p.add_argument("runs", nargs="*", help="run ids or names")
     p.add_argument("--all", action="store_true", help="every completed run in the store")
-    p.add_argument("--max-window", type=int, default=20)
-    p.add_argument("--max-stable", type=int, default=20)
+    p.add_argument("--max-window", type=_positive_int, default=20, help="sweep w = 1..N (20)")
+    p.add_argument(
+        "--max-stable", type=_count_arg, default=20, help="sweep stabilizing epoch 0..N (20)"
+    )
+    p.add_argument("--window", type=_positive_int, default=5, help="chosen window (5)")
+    p.add_argument("--stable-epoch", type=_count_arg, default=10, help="chosen stable epoch (10)")
+    p.add_argument(
+        "--random-start", action="store_true", help="start each window at a random stable epoch"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of --random-start (0)")
+    p.add_argument("--csv", metavar="PATH", help="write the whole sweep as CSV")
+    p.add_argument("--plot", metavar="PNG", help="save RMSE vs w and vs stable epoch (Fig. 10)")
 
     p = add("demo", cmd_demo, "measure a small CPU training end to end", json_flag=False)
     p.add_argument("--epochs", type=int, default=3)

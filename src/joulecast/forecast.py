@@ -261,6 +261,31 @@ def forecast(
     )
 
 
+def progress_line(result: Forecast, *, width: int = 20) -> str:
+    """One line for a live forecast: epochs done, a bar of energy spent vs forecast, the rest.
+
+    ``epoch 12/50 [#####---------------] 34.2 kJ spent, forecast 140.1 kJ (90%: 132.0 to
+    148.3), 105.9 kJ to go [epoch-energy]``, then the first note when there is one.
+    """
+    share = result.energy_so_far_j / result.total_j if result.total_j > 0 else 0.0
+    filled = min(width, max(0, round(share * width)))
+    scale, unit = next(
+        (s, u)
+        for s, u in ((1e6, "MJ"), (1e3, "kJ"), (1.0, "J"))
+        if result.high_j >= 10 * s or s == 1.0
+    )
+    line = (
+        f"epoch {result.epochs_used}/{result.total_epochs} [{'#' * filled}{'-' * (width - filled)}]"
+        f" {result.energy_so_far_j / scale:,.1f} {unit} spent,"
+        f" forecast {result.total_j / scale:,.1f} {unit}"
+        f" (90%: {result.low_j / scale:,.1f} to {result.high_j / scale:,.1f}),"
+        f" {result.remaining_j / scale:,.1f} {unit} to go [{result.method}]"
+    )
+    if result.notes:
+        line += f"; {result.notes[0]}"
+    return line
+
+
 class LiveForecaster:
     """Re-forecasts a run's total energy as epochs finish.
 
@@ -374,16 +399,21 @@ def evaluate(
     methods: tuple[str, ...] = ("power", "epoch-energy", "first-epoch"),
     windows: range | list[int] = range(1, 21),
     stable_epochs: range | list[int] = range(0, 21),
+    random_start: bool = False,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """Errors of each method over many finished runs, swept over window and stabilizing epoch.
 
     ``tables`` maps a run key to its epoch table. For each (method, window, stable epoch), each
     run long enough is forecast from its first stable_epoch + window epochs and compared with
-    the sum of its epochs' energy. Returns one row per setting: ``method``, ``window``,
-    ``stable_epoch``, ``runs``, ``rmse_j``, ``mae_j``, ``mape_pct``.
+    the sum of its epochs' energy. With ``random_start`` the window starts at a random epoch
+    after the stabilizing one (seeded), and the forecast is made when that window ends.
+    Returns one row per setting: ``method``, ``window``, ``stable_epoch``, ``runs``,
+    ``rmse_j``, ``mae_j``, ``mape_pct``.
     """
     rows = []
     finished = {k: _check_table(t) for k, t in tables.items()}
+    rng = np.random.default_rng(seed)
     for method in methods:
         for w in windows:
             for s in stable_epochs:
@@ -392,12 +422,16 @@ def evaluate(
                     n = len(table)
                     if n < s + w:
                         continue
+                    start = s
+                    if random_start and method != "first-epoch":
+                        start = int(rng.integers(s, n - w + 1))
                     f = forecast(
-                        table.iloc[: s + w],
+                        table.iloc[: start + w],
                         n,
                         method=method,
                         stable_epoch=s,
                         window=w,
+                        window_start=start,
                         first_epochs=1,
                     )
                     truth = float(table["energy_j"].sum())
@@ -424,3 +458,38 @@ def evaluate(
     return pd.DataFrame(
         rows, columns=["method", "window", "stable_epoch", "runs", "rmse_j", "mae_j", "mape_pct"]
     )
+
+
+def plot_sweep(
+    result: pd.DataFrame,
+    path: str,
+    *,
+    stable_epoch: int = DEFAULT_STABLE_EPOCH,
+    window: int = DEFAULT_WINDOW,
+) -> None:
+    """Save the RMSE of each method vs w (window from ``stable_epoch``) and vs the stabilizing
+    epoch (at ``window``), as in del Rey et al. Fig. 10, from :func:`evaluate`'s table."""
+    from joulecast._plot import pyplot
+
+    plt = pyplot()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7))
+    for method, group in result.groupby("method", sort=False):
+        if method == Method.FIRST_EPOCH.value:
+            for ax in (top, bottom):
+                ax.axhline(group["rmse_j"].iloc[0] / 1e3, color="0.5", ls=":", label=method)
+            continue
+        by_w = group[group["stable_epoch"] == stable_epoch].sort_values("window")
+        by_s = group[group["window"] == window].sort_values("stable_epoch")
+        top.plot(by_w["window"], by_w["rmse_j"] / 1e3, marker="o", ms=3, label=method)
+        bottom.plot(by_s["stable_epoch"], by_s["rmse_j"] / 1e3, marker="o", ms=3, label=method)
+    top.set_xlabel(f"window size w (window from epoch {stable_epoch})")
+    bottom.set_xlabel(f"stabilizing epoch (w = {window})")
+    for ax in (top, bottom):
+        ax.set_ylabel("RMSE (kJ)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    runs = int(result["runs"].max()) if len(result) else 0
+    top.set_title(f"online forecast error over up to {runs} runs")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

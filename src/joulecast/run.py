@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -23,6 +24,7 @@ from joulecast.forecast import (
     Forecast,
     LiveForecaster,
     Method,
+    progress_line,
 )
 from joulecast.monitor import DEFAULT_INTERVAL_S, Monitor
 from joulecast.records import Phase, PhaseKind, RunStatus
@@ -57,6 +59,7 @@ class Run:
         self._forecaster: LiveForecaster | None = None
         self._budget: EnergyBudget | None = None
         self._on_update: Callable[[Forecast], None] | None = None
+        self._progress = False
         self._epoch_rows: list[dict[str, Any]] = []
         self.stop_reason: str | None = None
         assert monitor.run_id is not None
@@ -149,18 +152,21 @@ class Run:
         window: int = DEFAULT_WINDOW,
         budget: EnergyBudget | None = None,
         on_update: Callable[[Forecast], None] | None = None,
+        progress: bool = True,
     ) -> None:
         """Re-forecast the total energy after every epoch of a run of ``total_epochs``.
 
-        Each forecast is stored with its epoch (``metrics["forecast"]``), logged, and passed
-        to ``on_update``. With a ``budget``, :attr:`stop_reason` is set once it says stop; the
-        training loop (or an integration's callback) decides to stop on it.
+        Each forecast is stored with its epoch (``metrics["forecast"]``), logged, printed as a
+        progress line on stderr (unless ``progress`` is False) and passed to ``on_update``.
+        With a ``budget``, :attr:`stop_reason` is set once it says stop; the training loop (or
+        an integration's callback) decides to stop on it.
         """
         self._forecaster = LiveForecaster(
             total_epochs, method=method, stable_epoch=stable_epoch, window=window
         )
         self._budget = budget
         self._on_update = on_update
+        self._progress = progress
 
     @property
     def forecast(self) -> Forecast | None:
@@ -228,6 +234,8 @@ class Run:
             result.remaining_j / 1e3,
             result.method,
         )
+        if self._progress:
+            print(f"joulecast: {progress_line(result)}", file=sys.stderr, flush=True)
         if self._on_update is not None:
             self._on_update(result)
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from joulecast._plot import pyplot
 from joulecast.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -187,13 +188,7 @@ def stable_share(epochs_found: list[int | None], max_epoch: int | None = None) -
 
 def plot(result: Stability, epochs: pd.DataFrame, path: str) -> None:
     """Save the power profile with epochs shaded, the change marked, and the corrected arc curve."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise InputError("plots need matplotlib: pip install matplotlib") from exc
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(2, 1, sharex=True, figsize=(10, 5))
     ax1.plot(result.t_s, result.power_w, lw=0.8, color="tab:blue")
     for i, row in enumerate(epochs.itertuples()):
@@ -207,6 +202,23 @@ def plot(result: Stability, epochs: pd.DataFrame, path: str) -> None:
     ax2.set_xlabel("time (s)")
     title = f"stabilizing epoch {result.epoch}" if result.epoch is not None else result.reason
     ax1.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_share(shares: dict[str, pd.DataFrame], path: str) -> None:
+    """Save the cumulative share of runs stable by epoch n, one line per group (Fig. 9)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for key, frame in shares.items():
+        ax.step(frame["epoch"], 100 * frame["share"], where="post", label=key)
+    ax.axhline(90, color="0.6", ls=":")
+    ax.set_xlabel("epoch n")
+    ax.set_ylabel("runs stable by epoch n (%)")
+    ax.set_ylim(0, 102)
+    ax.grid(alpha=0.3)
+    ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -142,4 +142,12 @@ def test_evaluate_sweeps_window_and_stable_epoch():
     assert ee.loc[(5, 0), "rmse_j"] > 0  # a window over the warm-up misleads
     first = result[result.method == "first-epoch"]
     assert len(first) == 1 and first["runs"].iloc[0] == 3
-    assert set(result.columns) == {"method", "window", "stable_epoch", "runs", "rmse_j", "mae_j", "mape_pct"}
+    assert set(result.columns) == {
+        "method",
+        "window",
+        "stable_epoch",
+        "runs",
+        "rmse_j",
+        "mae_j",
+        "mape_pct",
+    }

@@ -29,7 +29,7 @@ class Constant:
         pass
 
 
-def test_torch_epochs_stop_on_budget(tmp_path):
+def test_torch_epochs_stop_on_budget(tmp_path, capsys):
     pytest.importorskip("torch")
     from joulecast.integrations.torch import epochs
 
@@ -47,9 +47,12 @@ def test_torch_epochs_stop_on_budget(tmp_path):
     phases = store.phases(run.run_id, "epoch")
     assert "forecast" in phases["metrics"].iloc[0]
     assert phases["metrics"].iloc[-1]["early_stop"] == run.stop_reason
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("joulecast: epoch")]
+    assert len(lines) == len(done)
+    assert lines[0].startswith("joulecast: epoch 1/50 [") and "kJ to go" in lines[0]
 
 
-def test_keras_fit_stops_on_budget_and_forecasts(tmp_path):
+def test_keras_fit_stops_on_budget_and_forecasts(tmp_path, capsys):
     keras = pytest.importorskip("keras")
     from joulecast.integrations.keras import JoulecastCallback
 
@@ -57,7 +60,9 @@ def test_keras_fit_stops_on_budget_and_forecasts(tmp_path):
     x = rng.normal(size=(64, 4)).astype("float32")
     y = (x[:, 0] > 0).astype("int64")
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     store = joulecast.open_store(tmp_path / "s.db")
 
     class Slow(keras.callbacks.Callback):
@@ -65,8 +70,12 @@ def test_keras_fit_stops_on_budget_and_forecasts(tmp_path):
             time.sleep(0.05)
 
     run = joulecast.measure(store=store, sensors=[Constant()], interval_s=0.01).start()
-    cb = JoulecastCallback(run=run, batch_size=16, forecast={"stable_epoch": 0, "window": 2},
-                           budget=joulecast.EnergyBudget(budget_j=50))
+    cb = JoulecastCallback(
+        run=run,
+        batch_size=16,
+        forecast={"stable_epoch": 0, "window": 2},
+        budget=joulecast.EnergyBudget(budget_j=50),
+    )
     history = model.fit(x, y, batch_size=16, epochs=200, verbose=0, callbacks=[Slow(), cb])
     run.stop()
     assert len(history.history["loss"]) < 20
@@ -74,6 +83,7 @@ def test_keras_fit_stops_on_budget_and_forecasts(tmp_path):
     assert store.run(run.run_id)["tags"]["early_stop"] == run.stop_reason
     f = store.phases(run.run_id, "epoch")["metrics"].iloc[-1]["forecast"]
     assert f["total_epochs"] == 200 and f["total_j"] > 50
+    assert f"epoch {len(history.history['loss'])}/200 [" in capsys.readouterr().err
 
 
 def test_keras_forecast_without_budget_runs_to_the_end(tmp_path):
@@ -115,10 +125,19 @@ def test_lightning_stops_on_budget(tmp_path):
     loader = DataLoader(TensorDataset(x, (x[:, 0] > 0).long()), batch_size=16)
     store = joulecast.open_store(tmp_path / "s.db")
     run = joulecast.measure(store=store, sensors=[Constant()], interval_s=0.01).start()
-    cb = JoulecastCallback(run=run, forecast={"stable_epoch": 0, "window": 2},
-                           budget=joulecast.EnergyBudget(budget_j=30))
-    trainer = pl.Trainer(max_epochs=100, callbacks=[cb], logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
+    cb = JoulecastCallback(
+        run=run,
+        forecast={"stable_epoch": 0, "window": 2},
+        budget=joulecast.EnergyBudget(budget_j=30),
+    )
+    trainer = pl.Trainer(
+        max_epochs=100,
+        callbacks=[cb],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(Tiny(), loader)
     run.stop()
     epochs = store.phases(run.run_id, "epoch")
@@ -143,18 +162,37 @@ def test_huggingface_stops_on_budget(tmp_path):
         def on_step_end(self, args, state, control, **kwargs):
             time.sleep(0.05)
 
-    config = transformers.BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1,
-                                     num_attention_heads=2, intermediate_size=32,
-                                     max_position_embeddings=16, num_labels=2)
+    config = transformers.BertConfig(
+        vocab_size=64,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+        num_labels=2,
+    )
     store = joulecast.open_store(tmp_path / "s.db")
     run = joulecast.measure(store=store, sensors=[Constant()], interval_s=0.01).start()
-    cb = JoulecastTrainerCallback(run=run, forecast={"stable_epoch": 0, "window": 2},
-                                  budget=joulecast.EnergyBudget(budget_j=30))
-    args = transformers.TrainingArguments(output_dir=str(tmp_path / "out"), num_train_epochs=100,
-                                          per_device_train_batch_size=16, save_strategy="no",
-                                          report_to="none", use_cpu=True, disable_tqdm=True)
-    trainer = transformers.Trainer(model=transformers.BertForSequenceClassification(config),
-                                   args=args, train_dataset=Tokens(), callbacks=[SlowStep(), cb])
+    cb = JoulecastTrainerCallback(
+        run=run,
+        forecast={"stable_epoch": 0, "window": 2},
+        budget=joulecast.EnergyBudget(budget_j=30),
+    )
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        num_train_epochs=100,
+        per_device_train_batch_size=16,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    trainer = transformers.Trainer(
+        model=transformers.BertForSequenceClassification(config),
+        args=args,
+        train_dataset=Tokens(),
+        callbacks=[SlowStep(), cb],
+    )
     trainer.train()
     run.stop()
     assert run.should_stop
