@@ -65,3 +65,34 @@ def test_sampler_overhead_smoke(tmp_path: Path) -> None:
     keys |= {"codecarbon"} if with_cc else set()
     assert {c["key"] for c in block["conditions"]} == keys
     assert not list(tmp_path.glob("*.db")), "the benchmark must write its stores to a temp dir"
+
+
+@pytest.mark.slow
+def test_forecast_and_stability_benchmarks_smoke(tmp_path: Path) -> None:
+    pytest.importorskip("stumpy")
+    bench = SCRIPT.parent
+    proc = subprocess.run(
+        [sys.executable, str(bench / "forecast_accuracy.py"), "--runs", "20", "--traces", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for line in (
+        "(a) 20 simulated epoch tables",
+        "(b) 2 simulated power traces",
+        "stabilizing epoch settled (auto)",
+        "stabilizing epoch fixed 10",
+    ):
+        assert line in proc.stdout
+    assert proc.stdout.count("epoch-energy") == 4 and proc.stdout.count("first-epoch") >= 4
+    proc = subprocess.run(
+        [sys.executable, str(bench / "stability_speed.py"), "--traces", "0"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(a) 1,000,000 samples at 0.1 s" in proc.stdout and "20,001 points" in proc.stdout

@@ -471,9 +471,9 @@ def _auto_stable_epoch(store: Store, run_id: int, epochs: Any, m: int, window_l:
     end = float(epochs["end_s"].max())
     samples = store.samples(run_id, None, end)
     result = stabilizing_epoch(samples, epochs, m=m, L=window_l)
-    if result.epoch is None:
+    if result.settled_epoch is None:
         raise InputError(f"run {run_id}: no stabilizing epoch found ({result.reason})")
-    return int(epochs.index[epochs["index"] == result.epoch][0])
+    return int(epochs.index[epochs["index"] == result.settled_epoch][0])
 
 
 def cmd_forecast(args: argparse.Namespace) -> int:
@@ -533,7 +533,9 @@ def cmd_stability(args: argparse.Namespace) -> int:
     results = []
     for run_id in ids:
         epochs = store.phases(run_id, "epoch").dropna(subset=["end_s"])
-        result = stabilizing_epoch(store.samples(run_id), epochs, m=args.m, L=args.L)
+        result = stabilizing_epoch(
+            store.samples(run_id), epochs, m=args.m, L=args.L, normalize=args.normalize
+        )
         results.append((run_id, result, epochs))
     groups: dict[str, list[int | None]] = {}
     for run_id, result, _ in results:
@@ -565,10 +567,15 @@ def cmd_stability(args: argparse.Namespace) -> int:
         if result.change_s is None:
             console.print(f"run {run_id}: no regime change found: {result.reason}")
         else:
+            settled = (
+                f"; epoch energy settled from epoch {result.settled_epoch}"
+                if result.settled_epoch is not None and result.settled_epoch != result.epoch
+                else ""
+            )
             console.print(
                 f"run {run_id}: power changes regime at {result.change_s:,.1f} s; stabilizing "
                 f"epoch {result.epoch} (grid {result.resolution_s:g} s, m={result.m}, "
-                f"L={result.L})" + (f"; {result.reason}" if result.reason else "")
+                f"L={result.L}){settled}" + (f"; {result.reason}" if result.reason else "")
             )
     if len(results) > 1:
         from rich.table import Table
@@ -768,6 +775,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group-by", metavar="TAG", help="share stable by epoch per value of a tag")
     p.add_argument("--m", type=int, default=10, help="subsequence length, points (10)")
     p.add_argument("--L", type=int, default=10, help="FLUSS window, points (10)")
+    p.add_argument(
+        "--normalize",
+        action="store_true",
+        help="z-normalize subsequences (stumpy's default; blind to power level changes)",
+    )
     p.add_argument(
         "--plot",
         metavar="PNG",

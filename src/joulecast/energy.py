@@ -51,7 +51,7 @@ class EnergyCurve:
         frame = frame.sort_values("t_s", kind="stable")
         has_power = frame["power_w"].notna()
         counter = frame["energy_j"].notna() if "energy_j" in frame else has_power & False
-        source = str(frame["source"].iloc[0]) if len(frame) else ""
+        source = str(frame["source"].iloc[0]) if "source" in frame and len(frame) else ""
         measured = bool(frame["measured"].all()) if "measured" in frame else True
         if counter.sum() >= 2:
             rows = frame[counter]

@@ -6,6 +6,16 @@ profile of that series is computed with ``stumpy.stump(power, m)``, and
 m = L = 10 on 500 ms samples). The stabilizing epoch is the first epoch that ends after the
 change. FLUSS can answer at the masked edges of the series; such an answer is rejected.
 
+Subsequences are compared without z-normalization by default: a warm-up differs from the
+stable regime mostly in its power *level*, which z-normalization removes; with it, a long
+stable regime's arcs can cross anywhere and FLUSS lands at random points of that regime.
+``normalize=True`` gives stumpy's default (z-normalized) behaviour.
+
+FLUSS finds where power *changes* most, which on an exponential warm-up is early, in its steep
+part; epochs there can still be longer or lighter than the stable ones. :func:`settled_epoch`
+therefore moves on from FLUSS's epoch to the first epoch whose energy is in line with the
+epochs after it: ``Stability.settled_epoch``, the one the forecasts use.
+
 ``stump`` is O(n^2): long traces are resampled to at most ``max_points`` points, at a
 resolution that still keeps several points per epoch where the run allows it.
 """
@@ -35,6 +45,11 @@ EDGE_SHARE = 0.02
 # A corrected arc curve at 1 everywhere means one regime, no change.
 MAX_CAC = 0.999
 MIN_POINTS_PER_EPOCH = 8
+# An epoch is settled when its energy is within max(SETTLE_K x robust spread, SETTLE_REL x
+# median) of the median of the epochs after it, judged on at least SETTLE_MIN_AFTER of them.
+SETTLE_K = 3.0
+SETTLE_REL = 0.02
+SETTLE_MIN_AFTER = 3
 
 
 @dataclass(frozen=True)
@@ -46,19 +61,23 @@ class Stability:
     resolution_s: float
     m: int
     L: int
+    normalize: bool
     t_s: np.ndarray
     power_w: np.ndarray
     cac: np.ndarray
     reason: str = ""
+    settled_epoch: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (without the curves)."""
         return {
             "change_s": self.change_s,
             "epoch": self.epoch,
+            "settled_epoch": self.settled_epoch,
             "resolution_s": self.resolution_s,
             "m": self.m,
             "L": self.L,
+            "normalize": self.normalize,
             "points": len(self.t_s),
             "reason": self.reason,
         }
@@ -112,7 +131,7 @@ def resample(t_s: np.ndarray, power_w: np.ndarray, step_s: float) -> tuple[np.nd
 
 
 def find_change(
-    power_w: np.ndarray, m: int = DEFAULT_M, L: int = DEFAULT_L
+    power_w: np.ndarray, m: int = DEFAULT_M, L: int = DEFAULT_L, *, normalize: bool = False
 ) -> tuple[int | None, np.ndarray, str]:
     """Index of the one regime change FLUSS finds in ``power_w`` (None if it is not credible)."""
     stumpy = _stumpy()
@@ -121,7 +140,7 @@ def find_change(
         return None, np.zeros(n), f"series too short ({n} points) for m={m}, L={L}"
     if float(np.ptp(power_w)) == 0.0:
         return None, np.ones(n), "power is constant: nothing to segment"
-    profile = stumpy.stump(power_w.astype(np.float64), m)
+    profile = stumpy.stump(power_w.astype(np.float64), m, normalize=normalize)
     cac, _ = stumpy.fluss(profile[:, 1].astype(np.int64), L, 2, excl_factor=EXCL_FACTOR)
     # FLUSS's own answer can sit at the edges, where the arc curve's correction is weakest:
     # take the lowest point of the arc curve away from both ends instead.
@@ -143,12 +162,13 @@ def stabilizing_epoch(
     L: int = DEFAULT_L,
     resolution_s: float | None = None,
     max_points: int = DEFAULT_MAX_POINTS,
+    normalize: bool = False,
 ) -> Stability:
     """Find the regime change of a run's power and the first epoch ending after it.
 
     ``epochs`` has ``index``, ``start_s``, ``end_s`` (the store's epoch phases); the returned
     ``epoch`` is an index from that column. ``resolution_s`` fixes the grid step instead of the
-    adaptive choice.
+    adaptive choice; ``normalize`` z-normalizes subsequences (see the module's notes).
     """
     t, p = total_power(samples)
     ends = epochs["end_s"].to_numpy(float) if len(epochs) else np.array([])
@@ -157,17 +177,46 @@ def stabilizing_epoch(
         float(t[-1] - t[0]), ends - starts if len(ends) else None, max_points=max_points
     )
     grid_t, grid_p = resample(t, p, step)
-    loc, cac, reason = find_change(grid_p, m, L)
+    loc, cac, reason = find_change(grid_p, m, L, normalize=normalize)
     if loc is None:
-        return Stability(None, None, step, m, L, grid_t, grid_p, cac, reason)
+        return Stability(None, None, step, m, L, normalize, grid_t, grid_p, cac, reason)
     change = float(grid_t[loc])
-    epoch = None
+    epoch = settled = None
     after = np.nonzero(ends > change)[0]
     if len(after):
         epoch = int(epochs["index"].to_numpy()[after[0]])
+        energy = _epoch_energy(samples, epochs)
+        settled = int(epochs["index"].to_numpy()[settled_epoch(energy, int(after[0]))])
     elif len(ends):
         reason = "the change comes after the last epoch"
-    return Stability(change, epoch, step, m, L, grid_t, grid_p, cac, reason)
+    return Stability(change, epoch, step, m, L, normalize, grid_t, grid_p, cac, reason, settled)
+
+
+def _epoch_energy(samples: pd.DataFrame, epochs: pd.DataFrame) -> np.ndarray:
+    from joulecast.energy import phase_table
+
+    phases = epochs[["index", "start_s", "end_s"]].assign(samples=pd.NA)
+    return phase_table(samples, phases)["energy_j"].to_numpy(float)
+
+
+def settled_epoch(energy_j: np.ndarray, start: int) -> int:
+    """Position of the first epoch from ``start`` on whose energy is in line with later ones.
+
+    In line: within max(3 x the scaled median absolute deviation, 2% of the median) of the
+    median energy of the epochs after it, with at least 3 of those. Where no epoch from
+    ``start`` qualifies or there are too few epochs to judge, ``start``.
+    """
+    e = np.asarray(energy_j, dtype=float)
+    for pos in range(start, len(e) - SETTLE_MIN_AFTER):
+        rest = e[pos + 1 :]
+        rest = rest[np.isfinite(rest)]
+        if len(rest) < SETTLE_MIN_AFTER:
+            break
+        median = float(np.median(rest))
+        spread = 1.4826 * float(np.median(np.abs(rest - median)))
+        if abs(e[pos] - median) <= max(SETTLE_K * spread, SETTLE_REL * abs(median)):
+            return pos
+    return start
 
 
 def stable_share(epochs_found: list[int | None], max_epoch: int | None = None) -> pd.DataFrame:

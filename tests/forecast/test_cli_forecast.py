@@ -122,7 +122,8 @@ def test_stability_cli(imported, tmp_path):
     store, run_id = imported
     png = tmp_path / "profile.png"
     out = json.loads(cli("stability", run_id, "--store", store, "--json", "--plot", png).stdout)
-    assert out["epoch"] in (2, 3, 4) and 20 <= out["change_s"] <= 45
+    # Without z-normalization the change is where the ramp nears the stable level.
+    assert out["epoch"] in (1, 2, 3, 4) and 10 <= out["change_s"] <= 45
     assert png.stat().st_size > 1000
 
 

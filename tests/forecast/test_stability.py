@@ -85,3 +85,14 @@ def test_fluss_finds_the_end_of_warmup():
 def test_no_power_is_an_error():
     with pytest.raises(InputError, match="no power readings"):
         total_power(pd.DataFrame({"t_s": [0.0], "device": ["x"], "power_w": [np.nan]}))
+
+
+def test_settled_epoch_moves_past_a_slow_warmup():
+    from joulecast.stability import settled_epoch
+
+    energy = np.array([900.0, 700.0, 560.0, 505.0, 500.0, 498.0, 503.0, 501.0, 499.0, 502.0])
+    assert settled_epoch(energy, 0) == 3  # 505 is within 2% of the later epochs' median
+    assert settled_epoch(energy, 5) == 5  # already settled where FLUSS said
+    assert settled_epoch(energy[:5], 0) == 0  # too few epochs after to judge: FLUSS's answer
+    noisy = np.array([800.0, 500.0, 560.0, 440.0, 520.0, 480.0, 530.0, 470.0])
+    assert settled_epoch(noisy, 0) == 1  # within 3 robust deviations of a noisy regime

@@ -139,3 +139,20 @@ def test_imports_are_lazy_and_need_no_tensorflow():
     )
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def test_known_gflops_from_the_shipped_table():
+    from joulecast.offline.flops import TABLE2_GFLOPS, known_gflops
+
+    for name, table2 in TABLE2_GFLOPS.items():
+        value, how = known_gflops(name, 128)
+        assert value == pytest.approx(table2, rel=0.03) and how == "counted at 128x128 px"
+    between, how = known_gflops("resnet50", 140)
+    assert known_gflops("resnet50", 128)[0] < between < known_gflops("resnet50", 160)[0]
+    assert how.startswith("interpolated")
+    big, how = known_gflops("vgg16", 598)  # twice 299: four times the area
+    assert big == pytest.approx(4 * known_gflops("vgg16", 299)[0]) and how.startswith("scaled")
+    with pytest.raises(InputError, match="too small for xception"):
+        known_gflops("xception", 64)
+    with pytest.raises(InputError, match="unknown architecture"):
+        known_gflops("alexnet", 128)

@@ -13,12 +13,18 @@ ImageNet top (``include_top=False``, ``weights=None``) plus the head the workloa
 
 from __future__ import annotations
 
+import csv
+import functools
+import importlib.resources
+import io
 import logging
 import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+
+import numpy as np
 
 from joulecast.errors import InputError
 
@@ -276,3 +282,45 @@ def architecture_flops(name: str, input_size: int = 128, classes: int = 10) -> F
     if not math.isfinite(result.gflops):  # pragma: no cover - defensive
         raise InputError(f"{name}: FLOP count is not finite")
     return result
+
+
+@functools.cache
+def _gflops_table() -> dict[str, list[tuple[int, float]]]:
+    text = (importlib.resources.files("joulecast.offline") / "architectures.csv").read_text(
+        encoding="utf-8"
+    )
+    table: dict[str, list[tuple[int, float]]] = {}
+    for row in csv.DictReader(io.StringIO(text)):
+        table.setdefault(row["architecture"], []).append(
+            (int(row["input_size"]), float(row["gflops"]))
+        )
+    return {name: sorted(rows) for name, rows in table.items()}
+
+
+def known_gflops(name: str, height: int, width: int | None = None) -> tuple[float, str]:
+    """GFLOPs of a built-in architecture without building it, and how the figure was had.
+
+    ``offline/architectures.csv`` holds :func:`architecture_flops` counts (10 classes) at square
+    inputs of 75 to 299 px. A listed size is returned as counted; between listed sizes the
+    count is interpolated on a log-log scale of the input area; beyond them it is scaled by
+    the input area from the nearest listed size (convolutions scale with the area).
+
+    Raises:
+        InputError: unknown architecture, or an input below its minimum.
+    """
+    width = height if width is None else width
+    check_input_size(name, min(height, width))
+    rows = _gflops_table()[name]
+    area = float(height * width)
+    sizes = np.array([s * s for s, _ in rows], dtype=float)
+    gflops = np.array([g for _, g in rows], dtype=float)
+    exact = [g for s, g in rows if s == height == width]
+    if exact:
+        return exact[0], f"counted at {height}x{width} px"
+    if sizes[0] <= area <= sizes[-1]:
+        value = float(np.exp(np.interp(np.log(area), np.log(sizes), np.log(gflops))))
+        return value, f"interpolated from counts at {rows[0][0]}..{rows[-1][0]} px"
+    nearest = 0 if area < sizes[0] else len(rows) - 1
+    value = float(gflops[nearest] * area / sizes[nearest])
+    side = rows[nearest][0]
+    return value, f"scaled by input area from the count at {side}x{side} px"
