@@ -802,6 +802,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", metavar="PATH", help="write the whole sweep as CSV")
     p.add_argument("--plot", metavar="PNG", help="save RMSE vs w and vs stable epoch (Fig. 10)")
 
+    from joulecast.offline.commands import add_commands
+
+    add_commands(add, _store, _console)
+
     p = add("demo", cmd_demo, "measure a small CPU training end to end", json_flag=False)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--interval", type=_positive_interval, default=0.1)
