@@ -28,6 +28,7 @@ def test_import_touches_nothing():
         "assert threading.active_count() == 1, threading.enumerate()\n"
         "assert 'pynvml' not in sys.modules, 'NVML imported at import time'\n"
         "assert 'torch' not in sys.modules\n"
+        "assert 'sklearn' not in sys.modules\n"
         "root = logging.getLogger()\n"
         "assert not root.handlers, root.handlers\n"
         "assert all(isinstance(h, logging.NullHandler) for h in logging.getLogger('joulecast').handlers)\n"

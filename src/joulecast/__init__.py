@@ -28,6 +28,28 @@ from joulecast.traces import export_run, import_nvidia_smi, import_trace, read_t
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
+# Offline estimation needs scikit-learn; it is imported on first use, not with joulecast.
+_LAZY = {
+    "OfflineEstimator": ("joulecast.offline.models", "OfflineEstimator"),
+    "estimate": ("joulecast.offline.estimate", "estimate_training"),
+    "lookup_gpu": ("joulecast.offline.catalogue", "lookup"),
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'joulecast' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 __all__ = [
     "EnergyBudget",
     "Forecast",
@@ -37,6 +59,7 @@ __all__ = [
     "JoulecastError",
     "LiveForecaster",
     "Monitor",
+    "OfflineEstimator",
     "Phase",
     "PhaseKind",
     "Reading",
@@ -52,11 +75,13 @@ __all__ = [
     "__version__",
     "detect",
     "detect_sensors",
+    "estimate",
     "export_run",
     "forecast",
     "import_nvidia_smi",
     "import_trace",
     "j_to_kwh",
+    "lookup_gpu",
     "measure",
     "open_store",
     "read_trace",

@@ -196,7 +196,8 @@ def _epoch_energy(samples: pd.DataFrame, epochs: pd.DataFrame) -> np.ndarray:
     from joulecast.energy import phase_table
 
     phases = epochs[["index", "start_s", "end_s"]].assign(samples=pd.NA)
-    return phase_table(samples, phases)["energy_j"].to_numpy(float)
+    energy: np.ndarray = phase_table(samples, phases)["energy_j"].to_numpy(float)
+    return energy
 
 
 def settled_epoch(energy_j: np.ndarray, start: int) -> int:

@@ -114,7 +114,7 @@ def cmd_estimate(args: argparse.Namespace, console: Callable[[], Any]) -> int:
     for e in result.estimates:
         how = "; ".join(x for x in (e.basis, e.note) if x)
         out.print(f"  {e.method}: {how}")
-    if result.duration_estimated:
+    if result.duration_estimated and result.duration_s is not None:
         out.print(
             f"duration: {result.duration_s / 3600:,.2f} h, from the offline models "
             "(give --duration for the power-based estimate)"
@@ -208,13 +208,13 @@ def cmd_evaluate_estimators(
         totals_table,
     )
     from joulecast.offline.features import TARGETS
-    from joulecast.offline.models import evaluate_models
+    from joulecast.offline.models import CV, evaluate_models
 
     table, source = _training_table(args, store)
     targets = [t for t in TARGETS if t in table.columns]
     if not targets:
         raise InputError(f"{source}: no target column ({', '.join(TARGETS)})")
-    protocols = ["random", "grouped"] if args.cv == "both" else [args.cv]
+    protocols: list[CV] = ["random", "grouped"] if args.cv == "both" else [args.cv]
     frames = [
         evaluate_models(table, target=t, cv=cv, seed=args.seed, grid=args.grid)
         for t in targets
@@ -223,7 +223,7 @@ def cmd_evaluate_estimators(
     cv_rows = pd.concat(frames, ignore_index=True)
     held = None
     if args.plot or has_totals(table):
-        split = "random" if args.cv == "random" else "grouped"
+        split: CV = "random" if args.cv == "random" else "grouped"
         held = holdout(table, cv=split, seed=args.seed, grid=args.grid)
         if args.plot:
             plot_predicted_vs_true(held, args.plot)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -388,6 +389,6 @@ def estimate_training(
         gpu_util_pct=gpu_util_pct,
         gpus_file=gpus_file,
     )
-    estimator = OfflineEstimator.load(model) if model else default_estimator()
+    estimator = OfflineEstimator.load(Path(model)) if model else default_estimator()
     result = estimate(config, estimator, pue=pue, psf=psf, intensity_g_per_kwh=intensity_g_per_kwh)
     return replace(result, notes=notes + result.notes)

@@ -86,7 +86,7 @@ def read_runs(path: str | Path) -> pd.DataFrame:
         raise InputError(f"{path}: no such file (expected a CSV run table)") from exc
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not a readable CSV file ({exc})") from exc
-    df = _resolve_gpus(df, source=str(path))
+    df = resolve_gpus(df, source=str(path))
     feature_frame(df, source=str(path))
     for target in TARGETS:
         if target in df.columns:
@@ -274,7 +274,7 @@ def _positive(column: pd.Series, name: str, source: str) -> pd.Series:
     return values.astype(float)
 
 
-def _resolve_gpus(df: pd.DataFrame, *, source: str) -> pd.DataFrame:
+def resolve_gpus(df: pd.DataFrame, *, source: str) -> pd.DataFrame:
     """Fill missing gpu_* columns from the ``gpu`` column through the GPU catalogue."""
     missing = [c for c in GPU_COLUMNS if c not in df.columns]
     if not missing or "gpu" not in df.columns:

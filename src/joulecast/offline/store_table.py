@@ -98,4 +98,9 @@ def runs_table(store: Any, run_ids: list[int] | None = None) -> tuple[pd.DataFra
     if not rows:
         reasons = "; ".join(f"{n} x {why}" for why, n in skipped.most_common()) or "no runs"
         raise InputError(f"{store.path}: no run usable for the offline estimators ({reasons})")
-    return pd.DataFrame(rows), skipped
+    from joulecast.offline.features import resolve_gpus
+
+    table = resolve_gpus(pd.DataFrame(rows), source=str(store.path))
+    for column in table.columns.drop(["gpu", "run_id"]):
+        table[column] = pd.to_numeric(table[column], errors="coerce")
+    return table, skipped

@@ -1,0 +1,320 @@
+"""Offline estimates end to end: the API, the CLI, batch CSVs, run tables from the store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import joulecast
+from joulecast.errors import InputError
+from joulecast.offline.estimate import estimate_training
+from joulecast.offline.models import default_estimator
+from joulecast.records import Reading
+
+PAPER = Path(__file__).resolve().parents[2] / "src/joulecast/offline/data/paper_runs_train.csv"
+PLAN = dict(
+    gpu="RTX 3090",
+    arch="resnet50",
+    input_size=128,
+    batch_size=64,
+    train_samples=12000,
+    val_samples=8580,
+    ram_gb=16,
+)
+
+
+def cli(*args, check=True):
+    proc = subprocess.run(
+        [sys.executable, "-m", "joulecast", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(proc.stderr)
+    return proc
+
+
+def test_baselines_and_offline_totals_by_hand():
+    r = estimate_training(**PLAN, epochs=50, duration_s=7200, gpu_util_pct=80)
+    by = {e.method: e for e in r.estimates}
+    # MLCO2: 350 W x 2 h; Green Algorithms: 2 h x (350 W x 0.8 + 16 GB x 0.3725 W).
+    assert by["mlco2"].energy_j == pytest.approx(350 * 7200)
+    assert by["green-algorithms"].energy_j == pytest.approx(7200 * (350 * 0.8 + 16 * 0.3725))
+    row = pd.DataFrame([{**r_config(), "epochs": 50}])
+    predicted = default_estimator().predict(row).iloc[0]
+    assert by["offline-epoch-energy"].energy_j == pytest.approx(50 * predicted["epoch_energy_j"])
+    assert by["offline-power"].energy_j == pytest.approx(7200 * predicted["avg_power_w"])
+    assert 100 < r.avg_power_w < 350 and not r.duration_estimated and r.warnings == []
+    assert r.notes[0].startswith("GPU: GeForce RTX 3090 (10496 CUDA cores")
+    assert "2.518 GFLOPs (counted at 128x128 px)" in r.notes[1]
+
+
+def r_config():
+    return dict(
+        gpu_cuda_cores=10496,
+        gpu_memory_gb=24,
+        gpu_tdp_w=350,
+        ram_gb=16,
+        gflops=2.5182,
+        train_samples=12000,
+        val_samples=8580,
+        batch_size=64,
+        input_height=128,
+        input_width=128,
+    )
+
+
+def test_without_duration_the_baselines_use_the_models_duration():
+    r = estimate_training(**PLAN, epochs=50, intensity_g_per_kwh=300)
+    by = {e.method: e for e in r.estimates}
+    assert r.duration_estimated
+    assert r.duration_s == pytest.approx(50 * r.epoch_energy_j / r.avg_power_w)
+    assert by["offline-power"].energy_j is None and "--duration" in by["offline-power"].note
+    assert by["mlco2"].energy_j == pytest.approx(350 * r.duration_s)
+    assert "assumed 100%" in by["green-algorithms"].note
+    epoch = by["offline-epoch-energy"]
+    assert epoch.gco2e == pytest.approx(epoch.energy_j / 3.6e6 * 300)
+    none = estimate_training(**PLAN)  # no epochs, no duration: nothing to total
+    assert all(e.energy_j is None and e.note for e in none.estimates)
+
+
+def test_extrapolation_warns_and_names_the_feature():
+    r = estimate_training(**{**PLAN, "arch": None}, gflops=60.0, epochs=10)
+    assert any("gflops" in w for w in r.warnings)
+
+
+def test_unknown_gpu_lists_close_matches():
+    with pytest.raises(InputError, match="closest matches: GeForce RTX 3090"):
+        estimate_training(**{**PLAN, "gpu": "RTX 3095"}, epochs=5)
+
+
+def test_bad_values_are_named():
+    with pytest.raises(InputError, match="ram_gb: -4 is not a positive number"):
+        estimate_training(**{**PLAN, "ram_gb": -4}, epochs=5)
+    with pytest.raises(InputError, match="missing arch or gflops"):
+        estimate_training(**{**PLAN, "arch": None}, epochs=5)
+    with pytest.raises(InputError, match="too small for xception"):
+        estimate_training(**{**PLAN, "arch": "xception", "input_size": 32}, epochs=5)
+
+
+def test_estimate_cli_json_and_text():
+    args = ["--gpu", "RTX 3090", "--arch", "resnet50", "--input-size", 128, "--batch-size", 64]
+    args += ["--train-samples", 12000, "--val-samples", 8580, "--epochs", 50, "--ram-gb", 16]
+    rows = json.loads(cli("estimate", *args, "--duration", "2h", "--json").stdout)
+    assert [r["method"] for r in rows] == [
+        "offline-epoch-energy",
+        "offline-power",
+        "mlco2",
+        "green-algorithms",
+    ]
+    assert rows[2]["energy_j"] == pytest.approx(2.52e6) and rows[2]["source"] == "modelled"
+    text = cli("estimate", *args, "--intensity", "250").stdout
+    assert "kWh" in text and "gCO2e" in text and "offline-epoch-energy" in text
+    assert "duration:" in text  # estimated from the models, and said so
+    bad = cli("estimate", *args, "--gpu", "RTX 3095", check=False)
+    assert bad.returncode == 2 and "closest matches" in bad.stderr
+    bad = cli("estimate", *args, "--batch-size", 0, check=False)
+    assert bad.returncode == 2 and "--batch-size" in bad.stderr
+
+
+def test_estimate_cli_batch_csv(tmp_path):
+    rows = pd.read_csv(PAPER).drop(columns=["avg_power_w", "epoch_energy_j"]).iloc[[0, 100, 300]]
+    rows = rows.assign(epochs=[10, 20, np.nan], duration_s=[np.nan, 3600.0, np.nan])
+    data = tmp_path / "configs.csv"
+    rows.to_csv(data, index=False)
+    out = json.loads(cli("estimate", "--data", data, "--json").stdout)
+    assert [o["row"] for o in out] == [1, 2, 3]
+    assert all(o["avg_power_w"] > 0 and o["epoch_energy_j"] > 0 for o in out)
+    assert out[0]["energy_method"] == "offline-epoch-energy"
+    assert out[0]["energy_j"] == pytest.approx(10 * out[0]["epoch_energy_j"])
+    assert out[1]["energy_method"] == "offline-power"
+    assert out[1]["energy_j"] == pytest.approx(3600 * out[1]["avg_power_w"])
+    assert "energy_j" not in out[2]
+    broken = tmp_path / "broken.csv"
+    rows.drop(columns=["gflops"]).to_csv(broken, index=False)
+    proc = cli("estimate", "--data", broken, "--json", check=False)
+    assert proc.returncode == 2 and "missing column(s) gflops" in proc.stderr
+
+
+def paper_with_totals() -> pd.DataFrame:
+    """The paper's runs with totals for the Table 10 comparison: 20 epochs each, at the run's
+    own power and epoch energy, at 80% GPU usage."""
+    paper = pd.read_csv(PAPER)
+    return paper.assign(
+        epochs=20,
+        duration_s=20 * paper["epoch_energy_j"] / paper["avg_power_w"],
+        energy_j=20 * paper["epoch_energy_j"],
+        gpu_util_pct=80.0,
+    )
+
+
+@pytest.mark.slow
+def test_fit_offline_and_evaluate_estimators(tmp_path):
+    runs = paper_with_totals()
+    data = tmp_path / "runs.csv"
+    runs.to_csv(data, index=False)
+    model = tmp_path / "model.json"
+    cli("fit-offline", "--data", data, "-o", model, "--grid", "small")
+    saved = json.loads(model.read_text())
+    assert set(saved["models"]) == {"avg_power_w", "epoch_energy_j"}
+    png = tmp_path / "fig11.png"
+    rows = json.loads(
+        cli(
+            "evaluate-estimators",
+            "--data",
+            data,
+            "--grid",
+            "small",
+            "--cv",
+            "grouped",
+            "--plot",
+            png,
+            "--json",
+        ).stdout
+    )
+    cv = [r for r in rows if r["cv"] == "grouped"]
+    assert {r["target"] for r in cv} == {"avg_power_w", "epoch_energy_j"}
+    for key in ("model", "r2", "rmse", "mae", "mape"):
+        assert all(key in r for r in cv)
+    totals = {r["model"]: r for r in rows if r["cv"] == "holdout"}
+    assert set(totals) == {"offline-power", "offline-epoch-energy", "mlco2", "green-algorithms"}
+    assert all(t["rmse_j"] > 0 and t["runs"] == totals["mlco2"]["runs"] for t in totals.values())
+    assert png.stat().st_size > 10_000
+    # The saved model estimates like the shipped one does.
+    out = json.loads(
+        cli(
+            "estimate",
+            "--model",
+            model,
+            "--gpu",
+            "RTX 3090",
+            "--gflops",
+            2.52,
+            "--input-size",
+            128,
+            "--batch-size",
+            64,
+            "--train-samples",
+            12000,
+            "--val-samples",
+            8580,
+            "--epochs",
+            50,
+            "--ram-gb",
+            16,
+            "--json",
+        ).stdout
+    )
+    assert out[0]["energy_j"] > 0
+    few = tmp_path / "few.csv"
+    runs.head(6).to_csv(few, index=False)
+    proc = cli("fit-offline", "--data", few, "-o", tmp_path / "m2.json", check=False)
+    assert proc.returncode == 2 and "at least" in proc.stderr
+    assert not (tmp_path / "m2.json").exists()
+
+
+class Gpu:
+    """A GPU sensor reading a constant power, so runs have GPU energy."""
+
+    name = "fake-gpu"
+
+    def __init__(self, watts):
+        self.watts = watts
+
+    def devices(self):
+        return ["gpu:0", "ram"]
+
+    def read(self):
+        now = time.monotonic()
+        return [Reading(now, "gpu:0", self.watts, "fake"), Reading(now, "ram", 6.0, "fake")]
+
+    def close(self):
+        pass
+
+
+def test_run_table_from_the_store(tmp_path):
+    from joulecast.offline.store_table import runs_table
+
+    store = joulecast.open_store(tmp_path / "s.db")
+    tags = {
+        "gpu": "RTX 3090",
+        "gflops": "2.52",
+        "train_samples": "1000",
+        "val_samples": "200",
+        "batch_size": "32",
+        "input_size": "128",
+        "ram_gb": "16",
+    }
+    with joulecast.measure(store=store, sensors=[Gpu(200.0)], interval_s=0.01, tags=tags) as run:
+        for i in range(3):
+            with run.epoch(i):
+                time.sleep(0.1)
+    with joulecast.measure(store=store, sensors=[Gpu(100.0)], interval_s=0.01):
+        time.sleep(0.05)  # no tags: left out, and counted
+    table, skipped = runs_table(store)
+    assert len(table) == 1 and sum(skipped.values()) == 1
+    row = table.iloc[0]
+    assert row["gpu"] == "RTX 3090" and row["input_height"] == 128 and row["epochs"] == 3
+    assert row["gpu_tdp_w"] == 350 and row["ram_gb"] == 16
+    assert row["avg_power_w"] == pytest.approx(200.0, rel=0.01)
+    assert row["epoch_energy_j"] == pytest.approx(206.0 * 0.1, rel=0.2)  # GPU + RAM
+    assert row["energy_j"] > 3 * row["epoch_energy_j"] * 0.9
+    empty = joulecast.open_store(tmp_path / "e.db")
+    with pytest.raises(InputError, match="no run usable"):
+        runs_table(empty)
+
+
+def test_holdout_totals_match_hand_computed_baselines():
+    from joulecast.offline.evaluation import holdout
+    from joulecast.offline.features import configuration_groups, feature_frame
+    from joulecast.offline.models import holdout_split
+
+    runs = paper_with_totals()
+    result = holdout(runs, cv="grouped", seed=1, grid="small")
+    _, test = holdout_split(len(runs), configuration_groups(feature_frame(runs)), "grouped", 1)
+    held = runs.iloc[test]
+    assert result.test_runs == len(test) and result.train_runs == len(runs) - len(test)
+    totals = result.totals.set_index("method")
+    mlco2 = held["gpu_tdp_w"] * held["duration_s"]
+    ga = held["duration_s"] * (held["gpu_tdp_w"] * 0.8 + held["ram_gb"] * 0.3725)
+    for method, values in (("mlco2", mlco2), ("green-algorithms", ga)):
+        err = values - held["energy_j"]
+        assert totals.loc[method, "rmse_j"] == pytest.approx(np.sqrt(np.mean(err**2)))
+        assert totals.loc[method, "mae_j"] == pytest.approx(np.mean(np.abs(err)))
+    predicted = result.predictions.query("target == 'energy_j:offline-epoch-energy'")
+    assert len(predicted) == len(test)
+
+
+def test_fit_offline_from_the_store(tmp_path):
+    path = tmp_path / "s.db"
+    store = joulecast.open_store(path)
+    for i in range(10):
+        batch = 16 * (1 + i % 5)  # five configurations, two runs each
+        tags = {
+            "gpu": "RTX 3070",
+            "gflops": "0.37",
+            "train_samples": "3000",
+            "val_samples": "600",
+            "batch_size": str(batch),
+            "input_size": "128",
+        }
+        sensor = Gpu(150.0 + batch)
+        with joulecast.measure(store=store, sensors=[sensor], interval_s=0.01, tags=tags) as run:
+            for e in range(2):
+                with run.epoch(e):
+                    time.sleep(0.03)
+    model = tmp_path / "mine.json"
+    proc = cli("fit-offline", "--store", path, "--from-store", "-o", model, "--grid", "small")
+    assert "saved:" in proc.stdout
+    saved = json.loads(model.read_text())
+    assert len(saved["rows"]) == 10 and saved["source"] == str(path)
+    proc = cli("fit-offline", "--store", path, "-o", model, check=False)
+    assert proc.returncode == 2 and "--data CSV or --from-store" in proc.stderr
