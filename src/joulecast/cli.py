@@ -152,7 +152,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         sensors, store, interval_s=args.interval, name=args.name or Path(command[0]).name, tags=tags
     )
     run_id = monitor.start()
-    watcher = _ForecastWatcher(store, run_id, args) if args.epochs else None
+    watcher = _ForecastWatcher(store, run_id, args) if getattr(args, "epochs", None) else None
     env = dict(os.environ, **{RUN_ENV: str(run_id), STORE_ENV: str(store.path.resolve())})
     try:
         child = subprocess.Popen(command, env=env)
@@ -805,6 +805,10 @@ def build_parser() -> argparse.ArgumentParser:
     from joulecast.offline.commands import add_commands
 
     add_commands(add, _store, _console)
+
+    from joulecast.study.commands import add_commands as add_study_commands
+
+    add_study_commands(sub, _console)
 
     p = add("demo", cmd_demo, "measure a small CPU training end to end", json_flag=False)
     p.add_argument("--epochs", type=int, default=3)

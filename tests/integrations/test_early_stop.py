@@ -49,7 +49,7 @@ def test_torch_epochs_stop_on_budget(tmp_path, capsys):
     assert phases["metrics"].iloc[-1]["early_stop"] == run.stop_reason
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("joulecast: epoch")]
     assert len(lines) == len(done)
-    assert lines[0].startswith("joulecast: epoch 1/50 [") and "kJ to go" in lines[0]
+    assert lines[0].startswith("joulecast: epoch 1/50 [") and " J to go" in lines[0]
 
 
 def test_keras_fit_stops_on_budget_and_forecasts(tmp_path, capsys):
