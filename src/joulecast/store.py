@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_STORE = "joulecast.db"
 STORE_ENV = "JOULECAST_STORE"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 60.0
 # A run on another host whose writer has been silent this long is taken as dead.
 STALE_HEARTBEAT_S = 600.0
@@ -87,6 +87,32 @@ _MIGRATIONS: dict[int, str] = {
         start_s REAL NOT NULL,
         end_s REAL,
         reason TEXT NOT NULL
+    );
+    """,
+    2: """
+    CREATE TABLE studies (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        digest TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE study_runs (
+        study_id INTEGER NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        factors TEXT NOT NULL,
+        repetition INTEGER NOT NULL,
+        seed INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        run_id INTEGER,
+        error TEXT,
+        started_at REAL,
+        ended_at REAL,
+        job_id TEXT,
+        PRIMARY KEY (study_id, position),
+        UNIQUE (study_id, key)
     );
     """,
 }

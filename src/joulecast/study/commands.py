@@ -1,0 +1,247 @@
+"""``joulecast study plan|run|status|collect``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from joulecast.errors import InputError
+
+
+def _store_path(args: argparse.Namespace) -> Path:
+    from joulecast.store import default_store_path
+
+    return Path(args.store) if args.store else default_store_path()
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from joulecast.study.design import load_study
+
+    return load_study(args.file)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def cmd_plan(args: argparse.Namespace, console: Callable[[], Any]) -> int:
+    """Print (and store) a study's randomized plan, its counts and its expected time."""
+    from joulecast.store import Store
+    from joulecast.study.design import plan
+    from joulecast.study.state import StudyState
+
+    study = _load(args)
+    planned = plan(study)
+    with Store(_store_path(args)) as store:
+        state = StudyState.open(store, study, planned)
+        status = state.runs()
+        expected = _expected(store, study, status)
+    data = {
+        "study": study.name,
+        "combinations": len(study.combinations),
+        "repetitions": study.repetitions,
+        "planned": len(planned),
+        "remaining": int(status["status"].isin(["planned", "running"]).sum()),
+        "expected": expected,
+        "runs": [
+            {"position": r.position, "key": r.key, "seed": r.seed, **r.factors} for r in planned
+        ],
+    }
+    if args.json:
+        _print_json(data)
+        return 0
+    out = console()
+    out.print(
+        f"study {study.name}: {len(study.combinations)} combinations x {study.repetitions} "
+        f"repetitions = {len(planned)} runs ({data['remaining']} to do), order fixed by seed "
+        f"{study.seed}"
+    )
+    for note in expected["notes"]:
+        out.print(note)
+    limit = len(planned) if args.all else min(len(planned), 20)
+    for r in planned[:limit]:
+        factors = " ".join(f"{k}={v}" for k, v in r.factors.items())
+        out.print(f"  {r.position + 1:4d}  {r.key}  seed {r.seed}  {factors}")
+    if limit < len(planned):
+        out.print(f"  ... {len(planned) - limit} more (--all to list them)")
+    return 0
+
+
+def _expected(store: Any, study: Any, status: Any) -> dict[str, Any]:
+    """Expected time and energy of the runs to do, from the study's finished runs."""
+    from joulecast.energy import summarize
+
+    remaining = int(status["status"].isin(["planned", "running"]).sum())
+    fixed_s = (study.warmup_s if remaining else 0.0) + study.cooldown_s * max(0, remaining - 1)
+    durations, energies = [], []
+    for run_id in status.loc[status["status"] == "completed", "run_id"].dropna():
+        summary = summarize(store, int(run_id))
+        durations.append(summary.duration_s)
+        energies.append(summary.energy_j)
+    notes = [f"warm-up and cooldowns: {fixed_s / 60:,.1f} min"]
+    out: dict[str, Any] = {"fixed_s": fixed_s, "duration_s": None, "energy_j": None}
+    if durations:
+        mean_s = sum(durations) / len(durations)
+        mean_j = sum(energies) / len(energies)
+        out["duration_s"] = fixed_s + mean_s * remaining
+        out["energy_j"] = mean_j * remaining
+        notes.append(
+            f"expected for the {remaining} runs to do: {out['duration_s'] / 3600:,.2f} h and "
+            f"{out['energy_j'] / 1e3:,.1f} kJ (mean of the {len(durations)} completed runs)"
+        )
+    else:
+        notes.append(
+            "run time and energy: unknown until runs complete (joulecast estimate gives the "
+            "offline estimate of one configuration)"
+        )
+    out["notes"] = notes
+    return out
+
+
+def cmd_run(args: argparse.Namespace, console: Callable[[], Any]) -> int:
+    """Run the study's remaining planned runs."""
+    from joulecast.study.runner import Runner
+
+    study = _load(args)
+    runner = Runner(
+        study,
+        _store_path(args),
+        executor=args.executor,
+        interval_s=args.interval,
+        echo=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    counts = runner.run()
+    console().print(
+        f"study {study.name}: {counts['completed']} completed, {counts['oom']} out of memory, "
+        f"{counts['timeout']} timed out, {counts['failed']} failed, of {counts['planned']} "
+        f"planned; {counts['remaining']} to do"
+    )
+    return 0
+
+
+def status_data(store_path: Path, study: Any) -> dict[str, Any]:
+    """The study's progress as JSON-ready data."""
+    from joulecast.store import Store
+    from joulecast.study.state import StudyState
+
+    with Store(store_path) as store:
+        state = StudyState.find(store, study.name)
+        if state is None:
+            raise InputError(
+                f"{store_path}: no study {study.name!r} (run `joulecast study plan` or `run`)"
+            )
+        runs = state.runs()
+        counts = state.counts()
+    return {
+        "study": study.name,
+        **counts,
+        "runs": [
+            {
+                "position": int(r.position),
+                "key": r.key,
+                "run_id": None if r.run_id is None or r.run_id != r.run_id else int(r.run_id),
+                "status": r.status,
+                "attempts": int(r.attempts),
+                "seed": int(r.seed),
+                "error": r.error,
+                **r.factors,
+            }
+            for r in runs.itertuples()
+        ],
+    }
+
+
+def cmd_status(args: argparse.Namespace, console: Callable[[], Any]) -> int:
+    """Summarize a study's progress."""
+    study = _load(args)
+    data = status_data(_store_path(args), study)
+    if args.json:
+        _print_json(data)
+        return 0
+    out = console()
+    out.print(
+        f"study {study.name}: {data['completed']} completed, {data['oom']} out of memory, "
+        f"{data['timeout']} timed out, {data['failed']} failed, {data['running']} running, "
+        f"{data['remaining']} to do, of {data['planned']}"
+    )
+    for r in data["runs"]:
+        if r["status"] not in ("completed", "planned"):
+            out.print(f"  {r['key']}: {r['status']} {r['error'] or ''}"[:300])
+    return 0
+
+
+def cmd_collect(args: argparse.Namespace, console: Callable[[], Any]) -> int:
+    """Merge the study's store shards into the store and record the runs they hold."""
+    from joulecast.store import Store
+    from joulecast.study.runner import find_run, study_folder
+    from joulecast.study.shards import merge_shards, shard_paths
+    from joulecast.study.state import StudyState
+
+    study = _load(args)
+    store_path = _store_path(args)
+    folder = Path(args.shards) if args.shards else study_folder(store_path.resolve(), study) / "shards"
+    paths = shard_paths(folder) if folder.is_dir() else []
+    if not paths:
+        raise InputError(f"{folder}: no store shards to collect")
+    with Store(store_path) as store:
+        result = merge_shards(store, paths)
+        state = StudyState.find(store, study.name)
+        recorded = 0
+        if state is not None:
+            runs = state.runs()
+            for r in runs.itertuples():
+                if r.status == "completed":
+                    continue
+                run_id = find_run(store, study.name, r.key)
+                if run_id is not None and store.run(run_id)["status"] == "completed":
+                    state.finish(int(r.position), "completed", run_id=run_id)
+                    recorded += 1
+    data = {
+        "shards": result.shards,
+        "merged": len(result.merged),
+        "skipped": result.skipped,
+        "recorded": recorded,
+    }
+    if args.json:
+        _print_json(data)
+        return 0
+    console().print(
+        f"{result.shards} shard(s): {len(result.merged)} run(s) merged, {result.skipped} "
+        f"already in the store; {recorded} planned run(s) recorded as completed"
+    )
+    return 0
+
+
+def add_commands(
+    sub: Any, console: Callable[[], Any]
+) -> None:
+    """Register ``joulecast study ...`` with the top-level subparsers ``sub``."""
+    study = sub.add_parser(
+        "study", help="controlled energy studies", description="controlled energy studies"
+    )
+    verbs = study.add_subparsers(dest="study_verb", required=True, metavar="VERB")
+
+    def add(name: str, fn: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
+        p = verbs.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("file", help="study file (TOML or YAML)")
+        p.add_argument(
+            "--store", default=None, help="run store (default: $JOULECAST_STORE or ./joulecast.db)"
+        )
+        p.add_argument("--json", action="store_true", help="print JSON")
+        p.set_defaults(fn=lambda a: fn(a, console))
+        return p
+
+    p = add("plan", cmd_plan, "print and store the randomized plan, counts and expected time")
+    p.add_argument("--all", action="store_true", help="list every planned run")
+    p = add("run", cmd_run, "run the planned runs still to do (resumes where it stopped)")
+    p.add_argument(
+        "--executor", choices=["local", "slurm", "submitit-local"], default="local"
+    )
+    p.add_argument("--interval", type=float, default=0.1, help="sampling interval, s (0.1)")
+    add("status", cmd_status, "summarize a study's progress")
+    p = add("collect", cmd_collect, "merge a study's store shards into the store")
+    p.add_argument("--shards", help="folder of shards (default: the study folder's shards/)")

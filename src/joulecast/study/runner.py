@@ -1,0 +1,509 @@
+"""Executing a study's plan: each run in its own process under ``joulecast measure``.
+
+The runner takes the plan from the store (:mod:`joulecast.study.state`), warms the GPU up once,
+then runs every planned run still to do in plan order, with a cooldown between runs. Each run is
+``joulecast measure --store STORE --tag study_key=... -- <workload argv>``, so the run, its
+samples and its epochs land in the store like any other measured run. A run's outcome is
+``completed``, ``oom`` (out of memory on the GPU or the host), ``timeout`` or ``failed``, with
+the end of its output kept as the error text. Only one runner works on a study at a time (a
+lock file beside the store); a runner killed at any point, even by SIGKILL, can be started again
+and carries on: completed runs are never redone, the run in flight is retried once.
+
+Executors: ``local`` runs each run as a child process here; ``slurm`` submits each run as a job
+through submitit (``submitit-local`` does the same on this machine, for tests), each writing its
+own store shard under the study folder, merged into the store as it finishes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from joulecast.errors import InputError, StoreError
+from joulecast.store import Store
+from joulecast.study.design import PlannedRun, Study, argv, plan
+from joulecast.study.state import StudyState
+
+log = logging.getLogger(__name__)
+
+EXECUTORS = ("local", "slurm", "submitit-local")
+# Text in a run's output that means it ran out of memory (PyTorch, TensorFlow/Keras, CUDA,
+# the C++ runtime, Python).
+OOM_MARKERS = (
+    "CUDA out of memory",
+    "OutOfMemoryError",
+    "RESOURCE_EXHAUSTED",
+    "out of memory",
+    "std::bad_alloc",
+    "MemoryError",
+    "Cannot allocate memory",
+)
+TAIL_CHARS = 2000
+KILL_GRACE_S = 10.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one run ended."""
+
+    status: str
+    run_id: int | None
+    error: str | None
+    duration_s: float
+
+
+def classify(returncode: int, output_tail: str, timed_out: bool) -> tuple[str, str | None]:
+    """The outcome of a run from its exit status and the end of its output."""
+    if timed_out:
+        return "timeout", f"stopped after the study's timeout; {_last_lines(output_tail)}"
+    if returncode == 0:
+        return "completed", None
+    if any(marker in output_tail for marker in OOM_MARKERS):
+        return "oom", _last_lines(output_tail)
+    if returncode in (137, -9):
+        # A child killed by SIGKILL that the runner did not kill: most often the kernel's OOM
+        # killer.
+        return "oom", f"killed by SIGKILL (likely the host's OOM killer); {_last_lines(output_tail)}"
+    return "failed", f"exit status {returncode}; {_last_lines(output_tail)}"
+
+
+def _last_lines(text: str, n: int = 6) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return " | ".join(lines[-n:])[-TAIL_CHARS:]
+
+
+def measure_command(
+    study: Study, run: PlannedRun, store_path: Path, interval_s: float
+) -> list[str]:
+    """The command that runs ``run`` under ``joulecast measure`` into ``store_path``."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "joulecast",
+        "measure",
+        "--store",
+        str(store_path),
+        "--interval",
+        str(interval_s),
+        "--name",
+        run.name(study),
+        "-q",
+    ]
+    for key, value in run.tags(study).items():
+        cmd += ["--tag", f"{key}={value}"]
+    return [*cmd, "--", *argv(study, run)]
+
+
+def execute(cmd: list[str], log_path: Path, timeout_s: float | None) -> tuple[int, bool, str]:
+    """Run ``cmd`` in its own process group, output to ``log_path``; kill it at the timeout.
+
+    Returns the exit status, whether it timed out, and the end of its output.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as out:
+        child = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        timed_out = False
+        try:
+            returncode = child.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _kill_group(child.pid, child)
+            returncode = child.wait()
+        except BaseException:
+            _kill_group(child.pid, child)
+            raise
+    return returncode, timed_out, _tail(log_path)
+
+
+def _kill_group(pgid: int, child: subprocess.Popen[bytes] | None = None) -> None:
+    """SIGTERM the process group (``joulecast measure`` forwards it), then SIGKILL."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + KILL_GRACE_S
+    while time.monotonic() < deadline:
+        if child is not None and child.poll() is not None:
+            break
+        if child is None and not _group_alive(pgid):
+            break
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _tail(path: Path) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, path.stat().st_size - 8 * TAIL_CHARS))
+            return fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def find_run(store: Store, study: str, key: str) -> int | None:
+    """The newest run of the store made for ``key`` of ``study``."""
+    rows = store._query(
+        "SELECT id FROM runs WHERE json_extract(tags, '$.study') = ?"
+        " AND json_extract(tags, '$.study_key') = ? ORDER BY id DESC LIMIT 1",
+        (study, key),
+    )
+    return int(rows[0]["id"]) if rows else None
+
+
+@contextlib.contextmanager
+def study_lock(store_path: Path, name: str) -> Iterator[None]:
+    """Hold the one-runner-per-study lock; InputError if another runner holds it."""
+    lock_path = store_path.with_name(f"{store_path.name}.study-{_safe(name)}.lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(
+                f"study {name!r}: another runner is working on it ({lock_path})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def study_folder(store_path: Path, study: Study) -> Path:
+    """Where a study's logs and shards go: beside the store."""
+    return store_path.parent / f"{store_path.stem}-{_safe(study.name)}"
+
+
+def gpu_present() -> bool:
+    """True when NVML sees a GPU here."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return bool(pynvml.nvmlDeviceGetCount())
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:
+        return False
+
+
+@dataclass
+class Progress:
+    """Counts and timings for the progress line."""
+
+    total: int
+    done_before: int
+    started: float
+    completed: int = 0
+    failed: int = 0
+    energy_j: float = 0.0
+    run_seconds: float = 0.0
+    runs_here: int = 0
+
+    def line(self, remaining: int) -> str:
+        elapsed = time.monotonic() - self.started
+        eta = ""
+        if self.runs_here:
+            per_run = elapsed / self.runs_here
+            eta = f", ETA {_clock(per_run * remaining)}"
+        return (
+            f"{self.done_before + self.completed + self.failed}/{self.total} done"
+            f" ({self.failed} not completed), elapsed {_clock(elapsed)}{eta},"
+            f" {self.energy_j / 1e3:,.1f} kJ measured so far"
+        )
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class Runner:
+    """Runs a study's remaining planned runs.
+
+    Args:
+        study: the study (from :func:`joulecast.study.design.load_study`).
+        store_path: the run store; the plan is stored there too.
+        executor: ``local``, ``slurm`` or ``submitit-local``.
+        interval_s: sampling interval of each run.
+        echo: where progress lines go.
+    """
+
+    def __init__(
+        self,
+        study: Study,
+        store_path: str | os.PathLike[str],
+        *,
+        executor: str = "local",
+        interval_s: float = 0.1,
+        echo: Callable[[str], None] = print,
+    ) -> None:
+        if executor not in EXECUTORS:
+            raise InputError(f"executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
+        self.study = study
+        self.store_path = Path(store_path).resolve()
+        self.executor = executor
+        self.interval_s = interval_s
+        self.echo = echo
+        self.folder = study_folder(self.store_path, study)
+
+    def run(self) -> dict[str, int]:
+        """Run every planned run still to do; returns the study's counts by status."""
+        planned = plan(self.study)
+        with Store(self.store_path) as store:
+            state = StudyState.open(store, self.study, planned)
+            with study_lock(self.store_path, self.study.name):
+                self._kill_leftovers(state)
+                again = state.recover()
+                if again:
+                    self.echo(f"in flight when the last runner stopped, tried again: {again}")
+                by_position = {r.position: r for r in planned}
+                runs = state.runs()
+                todo = [
+                    by_position[int(p)]
+                    for p in runs.loc[runs["status"] == "planned", "position"]
+                ]
+                done = len(runs) - len(todo)
+                progress = Progress(len(runs), done, time.monotonic())
+                if todo:
+                    self._warm_up()
+                try:
+                    if self.executor == "local":
+                        self._run_local(store, state, todo, progress)
+                    else:
+                        self._run_submitit(store, state, todo, progress)
+                except (StoreError, sqlite3.OperationalError, OSError) as exc:
+                    if _disk_full(exc):
+                        counts = state.counts()
+                        raise InputError(
+                            f"the disk is full ({exc}): study stopped with "
+                            f"{counts['remaining']} run(s) still planned; free space and run "
+                            "it again to continue"
+                        ) from exc
+                    raise
+            return state.counts()
+
+    # -- local ---------------------------------------------------------------------------
+
+    def _run_local(
+        self, store: Store, state: StudyState, todo: list[PlannedRun], progress: Progress
+    ) -> None:
+        for i, run in enumerate(todo):
+            if i and self.study.cooldown_s > 0:
+                self.echo(f"cooldown {self.study.cooldown_s:g} s")
+                time.sleep(self.study.cooldown_s)
+            attempt = state.claim(run.position)
+            cmd = measure_command(self.study, run, self.store_path, self.interval_s)
+            log_path = self.folder / "logs" / f"{run.key}-a{attempt}.log"
+            start = time.monotonic()
+            try:
+                returncode, timed_out, tail = self._execute_local(state, run, cmd, log_path)
+            except OSError as exc:
+                state.release(run.position)
+                raise exc
+            outcome = self._record(store, state, run, returncode, timed_out, tail, start)
+            self._report(run, outcome, progress, len(todo) - i - 1, store)
+
+    def _execute_local(
+        self, state: StudyState, run: PlannedRun, cmd: list[str], log_path: Path
+    ) -> tuple[int, bool, str]:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "wb") as out:
+            child = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+            # The process group, so a later runner can stop it if this one dies mid-run.
+            state.set_job(run.position, f"local:{child.pid}:{time.time():.3f}")
+            timed_out = False
+            try:
+                returncode = child.wait(timeout=self.study.timeout_s)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _kill_group(child.pid, child)
+                returncode = child.wait()
+            except BaseException:
+                _kill_group(child.pid, child)
+                child.wait()
+                state.release(run.position)
+                raise
+        return returncode, timed_out, _tail(log_path)
+
+    def _kill_leftovers(self, state: StudyState) -> None:
+        """Stop the process group of a run left in flight by a runner that was killed."""
+        runs = state.runs()
+        for job in runs.loc[runs["status"] == "running", "job_id"].dropna():
+            parts = str(job).split(":")
+            if parts[0] != "local" or len(parts) != 3:
+                continue
+            pgid, started = int(parts[1]), float(parts[2])
+            if _group_started_near(pgid, started):
+                self.echo(f"stopping the processes left by the last runner (group {pgid})")
+                _kill_group(pgid)
+
+    # -- submitit ------------------------------------------------------------------------
+
+    def _executor(self) -> Any:
+        try:
+            import submitit
+        except ImportError as exc:
+            raise InputError(
+                "the slurm executor needs submitit: pip install 'joulecast[slurm]'"
+            ) from exc
+        cluster = "local" if self.executor == "submitit-local" else "slurm"
+        executor = submitit.AutoExecutor(folder=self.folder / "submitit", cluster=cluster)
+        slurm = dict(self.study.slurm)
+        params: dict[str, Any] = {"name": f"joulecast-{_safe(self.study.name)}"}
+        if self.study.timeout_s:
+            params["timeout_min"] = max(1, math.ceil(self.study.timeout_s / 60) + 5)
+        if slurm.get("time_min"):
+            params["timeout_min"] = int(slurm["time_min"])
+        if cluster == "slurm":
+            params["gpus_per_node"] = int(slurm.get("gpus_per_node", 1))
+            if slurm.get("cpus_per_task"):
+                params["cpus_per_task"] = int(slurm["cpus_per_task"])
+            if slurm.get("partition"):
+                params["slurm_partition"] = slurm["partition"]
+            extra = dict(slurm.get("extra") or {})
+            if slurm.get("account"):
+                extra["account"] = slurm["account"]
+            if extra:
+                params["slurm_additional_parameters"] = extra
+        executor.update_parameters(**params)
+        return executor
+
+    def _run_submitit(
+        self, store: Store, state: StudyState, todo: list[PlannedRun], progress: Progress
+    ) -> None:
+        from joulecast.study.shards import merge_shard
+
+        executor = self._executor()
+        shards = self.folder / "shards"
+        shards.mkdir(parents=True, exist_ok=True)
+        for i, run in enumerate(todo):
+            if i and self.study.cooldown_s > 0:
+                time.sleep(self.study.cooldown_s)
+            attempt = state.claim(run.position)
+            shard = shards / f"{run.key}-a{attempt}.db"
+            cmd = measure_command(self.study, run, shard, self.interval_s)
+            log_path = self.folder / "logs" / f"{run.key}-a{attempt}.log"
+            mem = run.factors.get("ram_gb") or self.study.slurm.get("mem_gb")
+            if mem and self.executor == "slurm":
+                executor.update_parameters(mem_gb=float(mem))
+            start = time.monotonic()
+            job = executor.submit(execute, cmd, log_path, self.study.timeout_s)
+            state.set_job(run.position, f"{self.executor}:{job.job_id}")
+            try:
+                returncode, timed_out, tail = job.result()
+            except Exception as exc:  # the job itself failed (scheduler, node)
+                returncode, timed_out, tail = 1, False, f"job {job.job_id} failed: {exc}"
+            if shard.exists():
+                merge_shard(store, shard)
+            outcome = self._record(store, state, run, returncode, timed_out, tail, start)
+            self._report(run, outcome, progress, len(todo) - i - 1, store)
+
+    # -- shared --------------------------------------------------------------------------
+
+    def _record(
+        self,
+        store: Store,
+        state: StudyState,
+        run: PlannedRun,
+        returncode: int,
+        timed_out: bool,
+        tail: str,
+        start: float,
+    ) -> Outcome:
+        status, error = classify(returncode, tail, timed_out)
+        run_id = find_run(store, self.study.name, run.key)
+        if status == "completed" and run_id is None:
+            status, error = "failed", "exited 0 but no measured run was found in the store"
+        state.finish(run.position, status, run_id=run_id, error=error)
+        return Outcome(status, run_id, error, time.monotonic() - start)
+
+    def _report(
+        self, run: PlannedRun, outcome: Outcome, progress: Progress, remaining: int, store: Store
+    ) -> None:
+        progress.runs_here += 1
+        if outcome.status == "completed":
+            progress.completed += 1
+        else:
+            progress.failed += 1
+        energy = ""
+        if outcome.run_id is not None:
+            from joulecast.energy import summarize
+
+            try:
+                e = summarize(store, outcome.run_id).energy_j
+                progress.energy_j += e
+                energy = f", {e / 1e3:,.2f} kJ"
+            except Exception as exc:  # the progress line must not stop the study
+                log.debug("no energy for run %s: %s", outcome.run_id, exc)
+        note = f": {outcome.error[:200]}" if outcome.error else ""
+        self.echo(
+            f"[{run.position + 1}] {run.name(self.study)}: {outcome.status} in "
+            f"{outcome.duration_s:.1f} s{energy}{note}"
+        )
+        self.echo(f"  {progress.line(remaining)}")
+
+    def _warm_up(self) -> None:
+        seconds = self.study.warmup_s
+        if seconds <= 0:
+            return
+        if not gpu_present():
+            self.echo(f"no GPU here: the {seconds:g} s warm-up is skipped")
+            return
+        self.echo(f"warming the GPU up for {seconds:g} s")
+        cmd = [sys.executable, "-m", "joulecast.study.warmup", "--seconds", str(seconds)]
+        returncode, _, tail = execute(cmd, self.folder / "logs" / "warmup.log", seconds + 120)
+        if returncode != 0:
+            self.echo(f"warm-up failed, going on without it: {_last_lines(tail, 2)}")
+
+
+def _group_started_near(pgid: int, started: float) -> bool:
+    """True when the process group ``pgid`` still has a process started after ``started``."""
+    import psutil
+
+    for proc in psutil.process_iter(["pid", "create_time"]):
+        try:
+            if os.getpgid(proc.info["pid"]) == pgid and proc.info["create_time"] >= started - 2:
+                return True
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    return False
+
+
+def _disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    return "disk is full" in str(exc) or "database or disk is full" in str(exc)

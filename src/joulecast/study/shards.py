@@ -1,0 +1,262 @@
+"""Merge store shards: the store files that the jobs of a study write, one each, into one store.
+
+Every run of a shard whose ``uid`` the target does not hold yet is copied with its samples,
+phases and gaps, in one write transaction per run: the shard is attached read-only to the
+target's connection and rows are copied with ``INSERT ... SELECT``, the run getting a new id.
+Merging is idempotent: a run already in the target (same ``uid``) is skipped, so collecting
+the same shards again adds nothing.
+
+A run still ``running`` in a shard is copied only once its owner is gone. The shard is first
+opened as a :class:`~joulecast.store.Store`, which migrates an older schema and marks
+interrupted the runs whose process no longer exists (on another host: whose writer has been
+silent for :data:`~joulecast.store.STALE_HEARTBEAT_S`); the runs left ``running`` after that
+are skipped, counted in :attr:`MergeResult.running`, and picked up by a later merge.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from joulecast.errors import InputError, StoreError
+from joulecast.records import RunStatus
+from joulecast.store import SCHEMA_VERSION, Store
+
+log = logging.getLogger(__name__)
+
+_ALIAS = "joulecast_shard"
+# The tables copied, each child table keyed to its run by ``run_id``.
+_CHILD_TABLES = ("samples", "phases", "gaps")
+_REQUIRED_TABLES = frozenset({"runs", *_CHILD_TABLES})
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """What a merge did.
+
+    Attributes:
+        merged: ``(shard path, run id in the shard, new run id in the target)`` per copied run.
+        skipped: runs not copied because the target already holds them (same ``uid``).
+        shards: shard files read.
+        running: runs not copied because they are still running in their shard.
+    """
+
+    merged: list[tuple[str, int, int]] = field(default_factory=list)
+    skipped: int = 0
+    shards: int = 0
+    running: int = 0
+
+
+def shard_paths(folder: str | os.PathLike[str]) -> list[Path]:
+    """The store files (``*.db``) in ``folder``, sorted by name; ``-wal``/``-shm`` files are not.
+
+    Raises:
+        InputError: ``folder`` is not a folder.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(f"{root}: not a folder of store shards")
+    return sorted(p for p in root.glob("*.db") if p.is_file())
+
+
+def merge_shards(target: Store, shards: Iterable[str | os.PathLike[str]]) -> MergeResult:
+    """Merge every shard into ``target`` (see :func:`merge_shard`); the results summed.
+
+    All shards are checked before any is merged, so a bad one stops the merge with nothing
+    written. A shard that is the target file itself is passed over with a warning, so a
+    folder holding both the shards and the target can be collected.
+
+    Raises:
+        InputError: a shard does not exist.
+        StoreError: a shard is not a joulecast store, has a newer schema, or cannot be read.
+    """
+    paths: list[Path] = []
+    for shard in shards:
+        path = Path(shard)
+        if _same_file(path, target.path):
+            log.warning("%s: is the target store itself; not merged into itself", path)
+            continue
+        _check_shard(path)
+        paths.append(path)
+    merged: list[tuple[str, int, int]] = []
+    skipped = running = 0
+    for path in paths:
+        result = merge_shard(target, path)
+        merged.extend(result.merged)
+        skipped += result.skipped
+        running += result.running
+    return MergeResult(merged=merged, skipped=skipped, shards=len(paths), running=running)
+
+
+def merge_shard(target: Store, shard: str | os.PathLike[str]) -> MergeResult:
+    """Copy into ``target`` the runs of ``shard`` that it does not hold yet.
+
+    Each run is copied with its samples, phases and gaps in one transaction, under a new id;
+    tags, status, quality and every other column come across as they are. Runs already in the
+    target (same ``uid``) are skipped, and so are runs whose process is still running.
+
+    Raises:
+        InputError: ``shard`` does not exist or is the target file itself.
+        StoreError: ``shard`` is not a joulecast store, has a newer schema version than this
+            joulecast, or cannot be read; nothing of it is written then.
+    """
+    path = Path(shard)
+    if _same_file(path, target.path):
+        raise InputError(f"{path}: is the target store itself; cannot merge a store into itself")
+    if not _check_shard(path):
+        log.warning("%s: an empty database, not yet a store; nothing to merge", path)
+        return MergeResult(shards=1)
+    # Opening it as a store migrates an older schema and marks interrupted the runs whose
+    # process is gone; it stays open while it is read so its WAL is readable.
+    with Store(path):
+        result = _copy_runs(target, path)
+    log.info(
+        "%s: merged %d run(s) into %s; %d already there, %d still running",
+        path,
+        len(result.merged),
+        target.path,
+        result.skipped,
+        result.running,
+    )
+    return result
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_shard(path: Path) -> bool:
+    """Raise unless ``path`` is a joulecast store this joulecast can read; False if empty.
+
+    The file is only read here (opened read-only): nothing is written to a bad shard.
+    """
+    if not path.is_file():
+        raise InputError(f"{path}: no such store shard")
+    try:
+        conn = sqlite3.connect(_readonly_uri(path), uri=True)
+        try:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            tables = {
+                row[0]
+                for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: not a joulecast store ({exc})") from exc
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path}: schema version {version} is newer than this joulecast understands "
+            f"({SCHEMA_VERSION}); upgrade joulecast to merge it"
+        )
+    if version == 0 and not tables:
+        return False
+    missing = sorted(_REQUIRED_TABLES - tables)
+    if version == 0 or missing:
+        what = f"tables {', '.join(missing)} missing" if missing else "no schema version"
+        raise StoreError(f"{path}: not a joulecast store ({what})")
+    return True
+
+
+def _readonly_uri(path: Path) -> str:
+    return path.resolve().as_uri() + "?mode=ro"
+
+
+@functools.cache
+def _attach_takes_uri() -> bool:
+    """Whether ATTACH reads ``file:`` URIs on a connection not opened with ``uri=True``."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        return any(row[0] == "USE_URI" for row in conn.execute("PRAGMA compile_options"))
+    finally:
+        conn.close()
+
+
+def _columns(target: Store, schema: str, table: str) -> list[str]:
+    return [row["name"] for row in target._query(f"PRAGMA {schema}.table_info({table})")]
+
+
+def _shared_columns(target: Store, table: str, key: str) -> list[str]:
+    """The columns of ``table`` present in both files, in the target's order, less ``key``."""
+    theirs = set(_columns(target, _ALIAS, table))
+    return [c for c in _columns(target, "main", table) if c != key and c in theirs]
+
+
+def _names(columns: list[str]) -> str:
+    return ", ".join(f'"{c}"' for c in columns)
+
+
+def _copy_runs(target: Store, path: Path) -> MergeResult:
+    merged: list[tuple[str, int, int]] = []
+    skipped = running = 0
+    # Without URI support the shard is attached read-write; it is still only read.
+    source = _readonly_uri(path) if _attach_takes_uri() else str(path)
+    with target._lock:  # one thread at a time uses the attached shard
+        conn = target._conn
+        try:
+            conn.execute(f"ATTACH DATABASE ? AS {_ALIAS}", (source,))
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: cannot attach the shard to {target.path} ({exc})") from exc
+        try:
+            run_cols = _names(_shared_columns(target, "runs", "id"))
+            child_cols = {t: _names(_shared_columns(target, t, "run_id")) for t in _CHILD_TABLES}
+            ids = [r["id"] for r in target._query(f"SELECT id FROM {_ALIAS}.runs ORDER BY id")]
+            for old_id in ids:
+                try:
+                    with target._write() as w:
+                        outcome = _copy_run(w, int(old_id), run_cols, child_cols)
+                except sqlite3.Error as exc:
+                    raise StoreError(
+                        f"{path}: copying run {old_id} into {target.path} failed ({exc})"
+                    ) from exc
+                if outcome == "running":
+                    running += 1
+                    log.warning(
+                        "%s: run %d is still running (its process is alive, or on another "
+                        "host wrote to the shard recently); not merged now",
+                        path,
+                        old_id,
+                    )
+                elif outcome == "present":
+                    skipped += 1
+                elif isinstance(outcome, int):
+                    merged.append((str(path), int(old_id), outcome))
+        finally:
+            conn.execute(f"DETACH DATABASE {_ALIAS}")
+    return MergeResult(merged=merged, skipped=skipped, shards=1, running=running)
+
+
+def _copy_run(
+    w: sqlite3.Connection, old_id: int, run_cols: str, child_cols: dict[str, str]
+) -> int | Literal["present", "running", "gone"]:
+    """Copy one run inside the caller's transaction: its new id, or why it was not copied."""
+    row = w.execute(f"SELECT uid, status FROM {_ALIAS}.runs WHERE id = ?", (old_id,)).fetchone()
+    if row is None:  # deleted from the shard since it was listed
+        return "gone"
+    uid, status = row
+    if w.execute("SELECT 1 FROM main.runs WHERE uid = ?", (uid,)).fetchone() is not None:
+        return "present"
+    if status == RunStatus.RUNNING.value:
+        return "running"
+    cur = w.execute(
+        f"INSERT INTO main.runs ({run_cols}) SELECT {run_cols} FROM {_ALIAS}.runs WHERE id = ?",
+        (old_id,),
+    )
+    assert cur.lastrowid is not None
+    new_id = int(cur.lastrowid)
+    for table, cols in child_cols.items():
+        w.execute(
+            f"INSERT INTO main.{table} (run_id, {cols}) SELECT ?, {cols} FROM {_ALIAS}.{table}"
+            " WHERE run_id = ? ORDER BY rowid",
+            (new_id, old_id),
+        )
+    return new_id

@@ -1,0 +1,205 @@
+"""A study's plan and progress, kept in the run store (tables ``studies`` and ``study_runs``).
+
+Each planned run has a status: ``planned``, ``running`` (claimed by a runner), or an outcome:
+``completed``, ``oom``, ``timeout``, ``failed``. A run found ``running`` when a runner starts
+was in flight when the last runner stopped: it is planned again once, and recorded ``failed``
+the second time.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from joulecast.errors import InputError
+
+if TYPE_CHECKING:
+    from joulecast.store import Store
+    from joulecast.study.design import PlannedRun, Study
+
+OUTCOMES = ("completed", "oom", "timeout", "failed")
+MAX_ATTEMPTS = 2
+COLUMNS = [
+    "position",
+    "key",
+    "factors",
+    "repetition",
+    "seed",
+    "status",
+    "attempts",
+    "run_id",
+    "error",
+    "started_at",
+    "ended_at",
+    "job_id",
+]
+
+
+class StudyState:
+    """The stored plan of one study and the status of each of its runs."""
+
+    def __init__(self, store: Store, study_id: int, name: str) -> None:
+        self.store = store
+        self.study_id = study_id
+        self.name = name
+
+    @classmethod
+    def open(cls, store: Store, study: Study, planned: list[PlannedRun]) -> StudyState:
+        """Store the plan the first time; afterwards check the study file has not changed.
+
+        A changed file is refused once any run has been attempted (the runs would mix two
+        designs); before that, the stored plan is replaced.
+        """
+        from joulecast.study.design import changes
+
+        spec = json.dumps(study.to_dict(), sort_keys=True, default=str)
+        digest = study.digest()
+        with store._write() as conn:
+            row = conn.execute(
+                "SELECT id, digest, spec FROM studies WHERE name = ?", (study.name,)
+            ).fetchone()
+            if row is not None and row[1] != digest:
+                attempted = conn.execute(
+                    "SELECT COUNT(*) FROM study_runs WHERE study_id = ? AND attempts > 0",
+                    (row[0],),
+                ).fetchone()[0]
+                if attempted:
+                    what = "; ".join(changes(json.loads(row[2]), study.to_dict())) or "details"
+                    raise InputError(
+                        f"{study.path}: study {study.name!r} changed after {attempted} run(s) "
+                        f"were made ({what}): refusing to mix designs; restore the file, or "
+                        "rename the study to start a new one"
+                    )
+                conn.execute("DELETE FROM studies WHERE id = ?", (row[0],))
+                row = None
+            if row is None:
+                cur = conn.execute(
+                    "INSERT INTO studies (name, digest, spec, created_at) VALUES (?, ?, ?, ?)",
+                    (study.name, digest, spec, time.time()),
+                )
+                study_id = int(cur.lastrowid or 0)
+                conn.executemany(
+                    "INSERT INTO study_runs (study_id, position, key, factors, repetition, seed,"
+                    " status) VALUES (?, ?, ?, ?, ?, ?, 'planned')",
+                    [
+                        (
+                            study_id,
+                            r.position,
+                            r.key,
+                            json.dumps(r.factors, sort_keys=True, default=str),
+                            r.repetition,
+                            r.seed,
+                        )
+                        for r in planned
+                    ],
+                )
+            else:
+                study_id = int(row[0])
+        return cls(store, study_id, study.name)
+
+    @classmethod
+    def find(cls, store: Store, name: str) -> StudyState | None:
+        """The stored study called ``name``, if there is one."""
+        rows = store._query("SELECT id FROM studies WHERE name = ?", (name,))
+        return cls(store, int(rows[0]["id"]), name) if rows else None
+
+    def runs(self) -> pd.DataFrame:
+        """Every planned run in plan order, with its status."""
+        rows = self.store._query(
+            f"SELECT {', '.join(COLUMNS)} FROM study_runs WHERE study_id = ? ORDER BY position",
+            (self.study_id,),
+        )
+        frame = pd.DataFrame(rows, columns=COLUMNS)
+        frame["factors"] = [json.loads(f) for f in frame["factors"]]
+        return frame
+
+    def counts(self) -> dict[str, int]:
+        """Planned runs in total and by status."""
+        runs = self.runs()
+        out = {"planned": len(runs)}
+        for status in ("completed", "oom", "timeout", "failed", "running"):
+            out[status] = int((runs["status"] == status).sum())
+        out["remaining"] = int((runs["status"].isin(["planned", "running"])).sum())
+        return out
+
+    def recover(self) -> list[str]:
+        """Plan again the runs left in flight by a stopped runner (once); returns their keys."""
+        now = time.time()
+        with self.store._write() as conn:
+            rows = conn.execute(
+                "SELECT position, key, attempts FROM study_runs WHERE study_id = ?"
+                " AND status = 'running'",
+                (self.study_id,),
+            ).fetchall()
+            for position, _, attempts in rows:
+                if attempts >= MAX_ATTEMPTS:
+                    conn.execute(
+                        "UPDATE study_runs SET status = 'failed', ended_at = ?, error = ?"
+                        " WHERE study_id = ? AND position = ?",
+                        (
+                            now,
+                            f"the runner stopped during this run {attempts} times",
+                            self.study_id,
+                            position,
+                        ),
+                    )
+                else:
+                    conn.execute(
+                        "UPDATE study_runs SET status = 'planned' WHERE study_id = ?"
+                        " AND position = ?",
+                        (self.study_id, position),
+                    )
+        return [str(r[1]) for r in rows]
+
+    def claim(self, position: int, job_id: str | None = None) -> int:
+        """Mark a planned run as running; returns its attempt number."""
+        with self.store._write() as conn:
+            conn.execute(
+                "UPDATE study_runs SET status = 'running', attempts = attempts + 1,"
+                " started_at = ?, job_id = ? WHERE study_id = ? AND position = ?",
+                (time.time(), job_id, self.study_id, position),
+            )
+            return int(
+                conn.execute(
+                    "SELECT attempts FROM study_runs WHERE study_id = ? AND position = ?",
+                    (self.study_id, position),
+                ).fetchone()[0]
+            )
+
+    def set_job(self, position: int, job_id: str) -> None:
+        """Record the cluster job that runs a planned run."""
+        with self.store._write() as conn:
+            conn.execute(
+                "UPDATE study_runs SET job_id = ? WHERE study_id = ? AND position = ?",
+                (job_id, self.study_id, position),
+            )
+
+    def finish(
+        self, position: int, status: str, *, run_id: int | None, error: str | None = None
+    ) -> None:
+        """Record a run's outcome."""
+        if status not in OUTCOMES:
+            raise ValueError(f"unknown outcome {status!r}")
+        with self.store._write() as conn:
+            conn.execute(
+                "UPDATE study_runs SET status = ?, run_id = ?, error = ?, ended_at = ?"
+                " WHERE study_id = ? AND position = ?",
+                (status, run_id, error, time.time(), self.study_id, position),
+            )
+
+    def release(self, position: int) -> None:
+        """Put a claimed run back in the plan, its attempt not counted (the runner stopped)."""
+        with self.store._write() as conn:
+            conn.execute(
+                "UPDATE study_runs SET status = 'planned', attempts = MAX(0, attempts - 1)"
+                " WHERE study_id = ? AND position = ?",
+                (self.study_id, position),
+            )
+
+    def spec(self) -> dict[str, Any]:
+        """The stored study definition."""
+        rows = self.store._query("SELECT spec FROM studies WHERE id = ?", (self.study_id,))
+        return dict(json.loads(rows[0]["spec"]))
