@@ -183,7 +183,9 @@ def cmd_collect(args: argparse.Namespace, console: Callable[[], Any]) -> int:
 
     study = _load(args)
     store_path = _store_path(args)
-    folder = Path(args.shards) if args.shards else study_folder(store_path.resolve(), study) / "shards"
+    folder = study_folder(store_path.resolve(), study) / "shards"
+    if args.shards:
+        folder = Path(args.shards)
     paths = shard_paths(folder) if folder.is_dir() else []
     if not paths:
         raise InputError(f"{folder}: no store shards to collect")
@@ -216,9 +218,7 @@ def cmd_collect(args: argparse.Namespace, console: Callable[[], Any]) -> int:
     return 0
 
 
-def add_commands(
-    sub: Any, console: Callable[[], Any]
-) -> None:
+def add_commands(sub: Any, console: Callable[[], Any]) -> None:
     """Register ``joulecast study ...`` with the top-level subparsers ``sub``."""
     study = sub.add_parser(
         "study", help="controlled energy studies", description="controlled energy studies"
@@ -238,9 +238,7 @@ def add_commands(
     p = add("plan", cmd_plan, "print and store the randomized plan, counts and expected time")
     p.add_argument("--all", action="store_true", help="list every planned run")
     p = add("run", cmd_run, "run the planned runs still to do (resumes where it stopped)")
-    p.add_argument(
-        "--executor", choices=["local", "slurm", "submitit-local"], default="local"
-    )
+    p.add_argument("--executor", choices=["local", "slurm", "submitit-local"], default="local")
     p.add_argument("--interval", type=float, default=0.1, help="sampling interval, s (0.1)")
     add("status", cmd_status, "summarize a study's progress")
     p = add("collect", cmd_collect, "merge a study's store shards into the store")

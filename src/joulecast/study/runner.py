@@ -76,7 +76,8 @@ def classify(returncode: int, output_tail: str, timed_out: bool) -> tuple[str, s
     if returncode in (137, -9):
         # A child killed by SIGKILL that the runner did not kill: most often the kernel's OOM
         # killer.
-        return "oom", f"killed by SIGKILL (likely the host's OOM killer); {_last_lines(output_tail)}"
+        tail = _last_lines(output_tail)
+        return "oom", f"killed by SIGKILL (likely the host's OOM killer); {tail}"
     return "failed", f"exit status {returncode}; {_last_lines(output_tail)}"
 
 
@@ -114,9 +115,7 @@ def execute(cmd: list[str], log_path: Path, timeout_s: float | None) -> tuple[in
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as out:
-        child = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         timed_out = False
         try:
             returncode = child.wait(timeout=timeout_s)
@@ -243,8 +242,8 @@ class Progress:
 
 
 def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
+    whole = round(seconds)
+    h, rest = divmod(whole, 3600)
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
@@ -291,8 +290,7 @@ class Runner:
                 by_position = {r.position: r for r in planned}
                 runs = state.runs()
                 todo = [
-                    by_position[int(p)]
-                    for p in runs.loc[runs["status"] == "planned", "position"]
+                    by_position[int(p)] for p in runs.loc[runs["status"] == "planned", "position"]
                 ]
                 done = len(runs) - len(todo)
                 progress = Progress(len(runs), done, time.monotonic())

@@ -1,0 +1,807 @@
+"""Study files: a controlled experiment over training runs, and its plan.
+
+A study file (TOML, or YAML with the same structure) names the workload, the factors and their
+levels (a full factorial, or an explicit list of combinations), the fixed parameters, the
+repetitions and the pauses; :func:`plan` turns it into runs in a random order fixed by the
+study's seed, as del Rey et al. (2024) scheduled theirs::
+
+    [study]
+    name = "tiny"
+    workload = "joulecast"        # or "command", with command = ["python", "train.py", "{lr}"]
+    repetitions = 2               # default 30
+    seed = 7                      # default 0: fixes the order and every run's seed
+    order = "random"              # or "sequential" (file order)
+    warmup = "0s"                 # default "10m"; durations: seconds, or "10m", "1h30m"
+    cooldown = "0s"               # default "5m"
+    timeout = "10m"               # per run; default none
+
+    [fixed]                       # parameters of every run
+    dataset = "shapes"
+
+    [factors]                     # levels; every combination (itertools.product, file order)
+    arch = ["mobilenet_v2", "nasnet_mobile"]
+    batch_size = [8, 16]
+
+    # or, instead of [factors]:  [[combinations]]  arch = "resnet50"  batch_size = 32
+
+    [slurm]                       # partition, account, time (or time_min), gpus_per_node,
+    partition = "gpu"             # cpus_per_task, mem_gb, extra = { ... }
+
+The factors ``environment`` and ``ram_gb`` (:data:`LABEL_FACTORS`) are never passed to the
+workload: the first labels where a run belongs, the second is the RAM to allocate. A ``seed``
+among the fixed parameters or factors gives every run that seed (the paper's fixed seeds);
+otherwise each run gets its own, derived from the study's seed, its combination and repetition.
+
+Nothing here imports Keras or PyTorch: the built-in workload's settings are checked by the same
+code the workload runs before it imports them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import logging
+import math
+import os
+import random
+import string
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from joulecast.errors import InputError
+from joulecast.offline.baselines import parse_duration
+
+log = logging.getLogger(__name__)
+
+BUILTIN = "joulecast"
+"""``workload = "joulecast"``: ``python -m joulecast.study.workloads``."""
+
+LABEL_FACTORS: tuple[str, ...] = ("environment", "ram_gb")
+"""Factors not passed to the workload: a label, and the RAM allocation (SLURM ``--mem``, tag)."""
+
+WORKLOADS: tuple[str, ...] = (BUILTIN, "command")
+ORDERS: tuple[str, ...] = ("random", "sequential")
+
+_MODULE = "joulecast.study.workloads"
+_TABLES: dict[str, str] = {
+    "study": "name, workload, command, repetitions, seed, order, warmup, cooldown, timeout",
+    "fixed": "the workload's parameters",
+    "factors": "factor = [levels]",
+    "combinations": "a list of tables of factor values",
+    "slurm": "partition, account, time, time_min, gpus_per_node, cpus_per_task, mem_gb, extra",
+}
+_STUDY_KEYS = (
+    "name",
+    "workload",
+    "command",
+    "repetitions",
+    "seed",
+    "order",
+    "warmup",
+    "cooldown",
+    "timeout",
+)
+_SLURM_KEYS = (
+    "partition",
+    "account",
+    "time",
+    "time_min",
+    "gpus_per_node",
+    "cpus_per_task",
+    "mem_gb",
+    "extra",
+)
+
+
+@dataclass(frozen=True)
+class Study:
+    """One study file, checked.
+
+    Attributes:
+        name: Study name (default: the file's stem).
+        path: The file it was read from.
+        workload: ``"joulecast"`` (the built-in workload) or ``"command"``.
+        command: For ``"command"``: the argv template with ``{name}`` placeholders (factors,
+            fixed parameters, ``{seed}``); ``()`` for the built-in workload.
+        factors: Levels of each factor, in file order (for explicit combinations: the values
+            each factor takes, in order of first appearance).
+        fixed: Parameters every run shares.
+        combinations: Factor values of each combination: the full factorial in file order, or
+            the file's explicit list.
+        repetitions: Runs of each combination.
+        seed: Seed of the order and of the runs' derived seeds.
+        warmup_s: Warm-up before the first run, in seconds.
+        cooldown_s: Pause between runs, in seconds.
+        timeout_s: Limit of each run in seconds; None: none.
+        slurm: ``partition``, ``account``, ``time_min``, ``gpus_per_node``, ``cpus_per_task``,
+            ``mem_gb`` (None: take each run's ``ram_gb``), ``extra`` (further sbatch options).
+        order: ``"random"`` (shuffled by ``seed``) or ``"sequential"`` (file order).
+    """
+
+    name: str
+    path: Path
+    workload: str
+    command: tuple[str, ...]
+    factors: dict[str, list[Any]]
+    fixed: dict[str, Any]
+    combinations: list[dict[str, Any]]
+    repetitions: int = 30
+    seed: int = 0
+    warmup_s: float = 600.0
+    cooldown_s: float = 300.0
+    timeout_s: float | None = None
+    slurm: dict[str, Any] = field(default_factory=dict)
+    order: Literal["random", "sequential"] = "random"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form of everything that defines the plan (not the path)."""
+        return {
+            "name": self.name,
+            "workload": self.workload,
+            "command": list(self.command),
+            "factors": {k: list(v) for k, v in self.factors.items()},
+            "fixed": dict(self.fixed),
+            "combinations": [dict(c) for c in self.combinations],
+            "repetitions": self.repetitions,
+            "seed": self.seed,
+            "order": self.order,
+            "warmup_s": self.warmup_s,
+            "cooldown_s": self.cooldown_s,
+            "timeout_s": self.timeout_s,
+            "slurm": dict(self.slurm),
+        }
+
+    def digest(self) -> str:
+        """SHA-256 of :meth:`to_dict` as sorted JSON: equal digests, equal plans."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of a plan.
+
+    Attributes:
+        position: 0-based place in the execution order.
+        key: ``c{combination:03d}-r{repetition:02d}``, the same whenever the file is re-planned.
+        combination: Index into :attr:`Study.combinations`.
+        repetition: 0-based repetition of that combination.
+        seed: Seed passed to the workload.
+        factors: This run's factor values, label factors included.
+        params: The workload's parameters: fixed ones and factors, without label factors.
+    """
+
+    position: int
+    key: str
+    combination: int
+    repetition: int
+    seed: int
+    factors: dict[str, Any]
+    params: dict[str, Any]
+
+    def name(self, study: Study) -> str:
+        """``study/key`` and the factors: ``tiny/c001-r00 arch=mobilenet_v2 batch_size=16``."""
+        values = " ".join(f"{k}={_text(v)}" for k, v in self.factors.items())
+        return f"{study.name}/{self.key} {values}".rstrip()
+
+    def tags(self, study: Study) -> dict[str, str]:
+        """Tags of the measured run: the study, the key, position, repetition, seed, factors."""
+        tags = {
+            "study": study.name,
+            "study_key": self.key,
+            "study_position": str(self.position),
+            "repetition": str(self.repetition),
+            "seed": str(self.seed),
+        }
+        tags.update({k: _text(v) for k, v in self.factors.items()})
+        return tags
+
+
+# -- loading -----------------------------------------------------------------------------------
+
+
+def load_study(path: str | os.PathLike[str]) -> Study:
+    """Read and check a study file: TOML, or YAML (``.yaml``/``.yml``) when PyYAML is installed.
+
+    Raises:
+        InputError: The file cannot be read or parsed, or a table, key or value is not what is
+            expected; the message names the file and the field.
+    """
+    file = Path(path)
+    where = str(path)
+    data = _read(file, where)
+    if not isinstance(data, Mapping):
+        raise InputError(f"{where}: expected a table with [study] and [factors] at the top")
+    for key in data:
+        if key not in _TABLES:
+            raise InputError(f"{where}: unknown table {key!r}: expected {', '.join(_TABLES)}")
+    study = _table(data, "study", where)
+    for key in study:
+        if key not in _STUDY_KEYS:
+            raise InputError(
+                f"{where}: study.{key}: unknown key: expected one of {', '.join(_STUDY_KEYS)}"
+            )
+
+    name = study.get("name", file.stem)
+    if not isinstance(name, str) or not name.strip() or "/" in name:
+        raise InputError(f"{where}: study.name: {name!r}: expected a non-empty name without '/'")
+    workload = study.get("workload", BUILTIN)
+    if workload not in WORKLOADS:
+        raise InputError(
+            f"{where}: study.workload: {workload!r}: expected one of {', '.join(WORKLOADS)}"
+        )
+    command = _command(study, workload, where)
+    repetitions = _int(study.get("repetitions", 30), "study.repetitions", where, minimum=1)
+    seed = _int(study.get("seed", 0), "study.seed", where, minimum=0)
+    order = study.get("order", "random")
+    if order not in ORDERS:
+        raise InputError(f"{where}: study.order: {order!r}: expected one of {', '.join(ORDERS)}")
+    warmup_s = _duration(study.get("warmup", 600.0), "study.warmup", where)
+    cooldown_s = _duration(study.get("cooldown", 300.0), "study.cooldown", where)
+    timeout_s = None
+    if "timeout" in study:
+        timeout_s = _duration(study["timeout"], "study.timeout", where)
+        if timeout_s == 0:
+            raise InputError(f"{where}: study.timeout: 0: expected a positive duration")
+
+    fixed = dict(_table(data, "fixed", where))
+    factors, combinations = _design(data, fixed, where)
+    slurm = _slurm(_table(data, "slurm", where), fixed, where)
+
+    names = set(fixed) | set(factors)
+    if workload == BUILTIN:
+        _check_builtin_names(fixed, factors, combinations, "combinations" in data, where)
+    else:
+        _check_placeholders(command, names, where)
+    for label in ("ram_gb",):
+        for i, combo in enumerate(combinations):
+            value = combo.get(label, fixed.get(label))
+            if value is not None and not _is_number(value, positive=True):
+                raise InputError(
+                    f"{where}: combination {i} ({_describe(combo)}): {label} {value!r}: "
+                    "expected a positive number of GB"
+                )
+    result = Study(
+        name=name,
+        path=file,
+        workload=workload,
+        command=command,
+        factors=factors,
+        fixed=fixed,
+        combinations=combinations,
+        repetitions=repetitions,
+        seed=seed,
+        warmup_s=warmup_s,
+        cooldown_s=cooldown_s,
+        timeout_s=timeout_s,
+        slurm=slurm,
+        order=order,
+    )
+    check_combinations(result)
+    return result
+
+
+def _read(file: Path, where: str) -> Any:
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{where}: cannot read the study file: {exc.strerror or exc}") from exc
+    if file.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError as exc:
+            raise InputError(
+                f"{where}: reading YAML study files needs PyYAML: pip install pyyaml "
+                "(or write the study as TOML)"
+            ) from exc
+        try:
+            return yaml.safe_load(raw.decode("utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            detail = " ".join(str(exc).split())
+            raise InputError(f"{where}: not valid YAML: {detail}") from exc
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        try:
+            import tomli as tomllib
+        except ImportError as exc:
+            raise InputError(
+                f"{where}: reading TOML on Python 3.10 needs tomli: pip install tomli"
+            ) from exc
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{where}: not valid TOML: {exc}") from exc
+
+
+def _table(data: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InputError(f"{where}: {key}: {_short(value)}: expected a table")
+    return dict(value)
+
+
+def _command(study: Mapping[str, Any], workload: str, where: str) -> tuple[str, ...]:
+    command = study.get("command")
+    if workload == BUILTIN:
+        if command is not None:
+            raise InputError(
+                f"{where}: study.command: given for workload {BUILTIN!r}: "
+                "expected workload = 'command' with it, or no command"
+            )
+        return ()
+    if (
+        not isinstance(command, list)
+        or not command
+        or not all(isinstance(part, str) for part in command)
+    ):
+        raise InputError(
+            f"{where}: study.command: {_short(command)}: expected a non-empty list of strings "
+            "such as ['python', 'train.py', '--lr', '{lr}']"
+        )
+    return tuple(command)
+
+
+def _design(
+    data: Mapping[str, Any], fixed: dict[str, Any], where: str
+) -> tuple[dict[str, list[Any]], list[dict[str, Any]]]:
+    """The factors' levels and the combinations, from [factors] or [[combinations]]."""
+    has_factors = "factors" in data
+    has_combinations = "combinations" in data
+    if has_factors == has_combinations:
+        raise InputError(
+            f"{where}: factors/combinations: "
+            + ("both given" if has_factors else "neither given")
+            + ": expected either [factors] (levels of each factor) or [[combinations]]"
+        )
+    if has_factors:
+        table = _table(data, "factors", where)
+        if not table:
+            raise InputError(f"{where}: factors: empty: expected at least one factor")
+        factors: dict[str, list[Any]] = {}
+        for name, levels in table.items():
+            field_name = f"factors.{name}"
+            if name in fixed:
+                raise InputError(
+                    f"{where}: {field_name}: also in [fixed]: expected each name in one of them"
+                )
+            if not isinstance(levels, list):
+                raise InputError(
+                    f"{where}: {field_name}: {_short(levels)}: expected a list of levels"
+                )
+            if not levels:
+                raise InputError(f"{where}: {field_name}: empty: expected at least one level")
+            seen: list[Any] = []
+            for level in levels:
+                if level in seen:
+                    raise InputError(
+                        f"{where}: {field_name}: level {_short(level)} appears twice: "
+                        "expected distinct levels"
+                    )
+                seen.append(level)
+            factors[name] = list(levels)
+        combinations = [
+            dict(zip(factors, values, strict=True))
+            for values in itertools.product(*factors.values())
+        ]
+        return factors, combinations
+
+    listed = data["combinations"]
+    if not isinstance(listed, list) or not listed:
+        raise InputError(
+            f"{where}: combinations: {_short(listed)}: expected a non-empty list of tables"
+        )
+    combinations = []
+    keys: list[str] | None = None
+    for i, combo in enumerate(listed):
+        field_name = f"combinations[{i}]"
+        if not isinstance(combo, Mapping) or not combo:
+            raise InputError(
+                f"{where}: {field_name}: {_short(combo)}: expected a table of factor values"
+            )
+        if keys is None:
+            keys = list(combo)
+        elif set(combo) != set(keys):
+            missing = sorted(set(keys) - set(combo))
+            extra = sorted(set(combo) - set(keys))
+            detail = "; ".join(
+                part
+                for part in (
+                    f"missing {', '.join(missing)}" if missing else "",
+                    f"extra {', '.join(extra)}" if extra else "",
+                )
+                if part
+            )
+            raise InputError(
+                f"{where}: {field_name}: keys differ from combinations[0] ({detail}): "
+                f"expected the same keys in every combination ({', '.join(keys)})"
+            )
+        for name in combo:
+            if name in fixed:
+                raise InputError(
+                    f"{where}: {field_name}.{name}: also in [fixed]: "
+                    "expected each name in one of them"
+                )
+        ordered = {k: combo[k] for k in keys}
+        if ordered in combinations:
+            first = combinations.index(ordered)
+            raise InputError(
+                f"{where}: {field_name}: repeats combinations[{first}] ({_describe(ordered)}): "
+                "expected distinct combinations (use repetitions for more runs)"
+            )
+        combinations.append(ordered)
+    assert keys is not None
+    factors = {k: [] for k in keys}
+    for combo in combinations:
+        for k, v in combo.items():
+            if v not in factors[k]:
+                factors[k].append(v)
+    return factors, combinations
+
+
+def _slurm(table: Mapping[str, Any], fixed: Mapping[str, Any], where: str) -> dict[str, Any]:
+    for key in table:
+        if key not in _SLURM_KEYS:
+            raise InputError(
+                f"{where}: slurm.{key}: unknown key: expected one of {', '.join(_SLURM_KEYS)}"
+            )
+    out: dict[str, Any] = {
+        "partition": None,
+        "account": None,
+        "time_min": None,
+        "gpus_per_node": 1,
+        "cpus_per_task": None,
+        "mem_gb": None,
+        "extra": {},
+    }
+    for key in ("partition", "account"):
+        if key in table:
+            if not isinstance(table[key], str) or not table[key]:
+                raise InputError(f"{where}: slurm.{key}: {_short(table[key])}: expected a name")
+            out[key] = table[key]
+    if "time" in table and "time_min" in table:
+        raise InputError(f"{where}: slurm.time: given with slurm.time_min: expected one of them")
+    if "time" in table:
+        seconds = _duration(table["time"], "slurm.time", where)
+        if seconds == 0:
+            raise InputError(f"{where}: slurm.time: 0: expected a positive duration")
+        out["time_min"] = seconds / 60.0
+    if "time_min" in table:
+        if not _is_number(table["time_min"], positive=True):
+            raise InputError(
+                f"{where}: slurm.time_min: {_short(table['time_min'])}: "
+                "expected a positive number of minutes"
+            )
+        out["time_min"] = float(table["time_min"])
+    for key in ("gpus_per_node", "cpus_per_task"):
+        if key in table:
+            out[key] = _int(table[key], f"slurm.{key}", where, minimum=0 if "gpu" in key else 1)
+    if "mem_gb" in table:
+        if not _is_number(table["mem_gb"], positive=True):
+            raise InputError(
+                f"{where}: slurm.mem_gb: {_short(table['mem_gb'])}: expected a positive number"
+            )
+        out["mem_gb"] = table["mem_gb"]
+    elif "ram_gb" in fixed:
+        out["mem_gb"] = fixed["ram_gb"]
+    if "extra" in table:
+        extra = table["extra"]
+        if not isinstance(extra, Mapping):
+            raise InputError(
+                f"{where}: slurm.extra: {_short(extra)}: expected a table of sbatch options"
+            )
+        out["extra"] = dict(extra)
+    return out
+
+
+# -- checks --------------------------------------------------------------------------------------
+
+
+def _workload_parser() -> argparse.ArgumentParser:
+    from joulecast.study.workloads.train import add_arguments
+
+    parser = argparse.ArgumentParser(prog=f"python -m {_MODULE}", add_help=False)
+    add_arguments(parser)
+    return parser
+
+
+def _workload_actions() -> dict[str, argparse.Action]:
+    """The built-in workload's options by parameter name, in the order it declares them."""
+    parser = _workload_parser()
+    return {a.dest: a for a in parser._actions if a.option_strings}
+
+
+def workload_parameters() -> tuple[str, ...]:
+    """Names a built-in study may use: the workload's parameters, then :data:`LABEL_FACTORS`."""
+    return (*_workload_actions(), *LABEL_FACTORS)
+
+
+def _check_builtin_names(
+    fixed: Mapping[str, Any],
+    factors: Mapping[str, list[Any]],
+    combinations: Sequence[Mapping[str, Any]],
+    explicit: bool,
+    where: str,
+) -> None:
+    actions = _workload_actions()
+    valid = (*actions, *LABEL_FACTORS)
+    sources = [("fixed", fixed), ("combinations[0]" if explicit else "factors", factors)]
+    for table, names in sources:
+        for name in names:
+            if name not in valid:
+                raise InputError(
+                    f"{where}: {table}.{name}: unknown parameter of the {BUILTIN} workload: "
+                    f"expected one of {', '.join(valid)}"
+                )
+    for name, value in fixed.items():
+        if name in actions:
+            _check_value(actions[name], value, f"fixed.{name}", where)
+    if explicit:
+        for i, combo in enumerate(combinations):
+            for name, value in combo.items():
+                if name in actions:
+                    _check_value(actions[name], value, f"combinations[{i}].{name}", where)
+    else:
+        for name, levels in factors.items():
+            if name in actions:
+                for j, level in enumerate(levels):
+                    _check_value(actions[name], level, f"factors.{name}[{j}]", where)
+
+
+def _check_value(action: argparse.Action, value: Any, field_name: str, where: str) -> None:
+    """Raise when ``value`` is not what the option ``action`` parses."""
+    kind = action.type
+    names: dict[Any, tuple[str, str]] = {
+        int: ("an integer", "integers"),
+        float: ("a number", "numbers"),
+    }
+    one, several = names.get(kind, ("a string", "strings"))
+    many = action.nargs in ("+", "*") or isinstance(action.nargs, int)
+    items = value if many and isinstance(value, list) else [value]
+    if many and isinstance(action.nargs, int) and len(items) != action.nargs:
+        raise InputError(
+            f"{where}: {field_name}: {_short(value)}: expected a list of {action.nargs} {several}"
+        )
+    if many and not items:
+        raise InputError(f"{where}: {field_name}: []: expected one or more {several}")
+    if not many and isinstance(value, list):
+        raise InputError(f"{where}: {field_name}: {_short(value)}: expected {one}")
+    for item in items:
+        ok = (
+            isinstance(item, int) and not isinstance(item, bool)
+            if kind is int
+            else _is_number(item)
+            if kind is float
+            else isinstance(item, str)
+        )
+        if not ok:
+            raise InputError(f"{where}: {field_name}: {_short(value)}: expected {one}")
+        if action.choices is not None and item not in action.choices:
+            raise InputError(
+                f"{where}: {field_name}: {item!r}: expected one of "
+                f"{', '.join(str(c) for c in action.choices)}"
+            )
+
+
+def _check_placeholders(command: Sequence[str], names: set[str], where: str) -> None:
+    allowed = names | {"seed"}
+    for i, part in enumerate(command):
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(part) if f is not None]
+        except ValueError as exc:
+            raise InputError(
+                f"{where}: study.command[{i}]: {part!r}: {exc}: expected {{name}} placeholders "
+                "(write {{ and }} for literal braces)"
+            ) from exc
+        for name in fields:
+            base = name.split(".")[0].split("[")[0]
+            if base not in allowed:
+                raise InputError(
+                    f"{where}: study.command[{i}]: placeholder {{{name}}}: not a factor, a "
+                    f"fixed parameter or seed: expected one of {', '.join(sorted(allowed))}"
+                )
+
+
+def check_combinations(study: Study) -> None:
+    """Check every combination of a built-in study the way the workload checks its settings.
+
+    Unknown architecture or dataset, an input size below the architecture's minimum,
+    non-positive batch sizes or epochs, a ``folder`` dataset without ``dataset_path``: each
+    reported with the combination's index and values. Keras and PyTorch are not imported.
+
+    Raises:
+        InputError: The first combination the workload would refuse.
+    """
+    if study.workload != BUILTIN:
+        return
+    from joulecast.study.workloads.train import config_from_args
+
+    actions = _workload_actions()
+    defaults = {dest: action.default for dest, action in actions.items()}
+    for i, combo in enumerate(study.combinations):
+        params = _params(study.fixed, combo)
+        values = dict(defaults)
+        for name, value in params.items():
+            action = actions[name]
+            many = action.nargs in ("+", "*") or isinstance(action.nargs, int)
+            values[name] = [value] if many and not isinstance(value, list) else value
+        try:
+            config = config_from_args(argparse.Namespace(**values))
+            config.validate()
+            if config.dataset == "folder" and not config.dataset_path:
+                raise InputError("dataset 'folder' without dataset_path: expected the image folder")
+        except InputError as exc:
+            raise InputError(f"{study.path}: combination {i} ({_describe(combo)}): {exc}") from exc
+
+
+# -- planning ------------------------------------------------------------------------------------
+
+
+def run_seed(study_seed: int, combination: int, repetition: int) -> int:
+    """The derived seed of one run: 31 bits of SHA-256 of the three numbers."""
+    text = f"joulecast-study:{study_seed}:{combination}:{repetition}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") >> 1
+
+
+def plan(study: Study) -> list[PlannedRun]:
+    """Every combination x repetition, in random order fixed by ``study.seed``.
+
+    The order is ``random.Random(study.seed).shuffle`` of the runs listed combination by
+    combination; ``order = "sequential"`` keeps that listing. Keys and seeds depend on the
+    combination and repetition only, so re-planning an unchanged file gives the same runs.
+
+    Raises:
+        InputError: A combination the built-in workload would refuse.
+    """
+    check_combinations(study)
+    slots = [(c, r) for c in range(len(study.combinations)) for r in range(study.repetitions)]
+    if study.order == "random":
+        random.Random(study.seed).shuffle(slots)
+    runs = []
+    for position, (c, r) in enumerate(slots):
+        combo = study.combinations[c]
+        params = _params(study.fixed, combo)
+        seed = params.get("seed")
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            seed = run_seed(study.seed, c, r)
+        runs.append(
+            PlannedRun(
+                position=position,
+                key=f"c{c:03d}-r{r:02d}",
+                combination=c,
+                repetition=r,
+                seed=seed,
+                factors=dict(combo),
+                params=params,
+            )
+        )
+    return runs
+
+
+def argv(study: Study, run: PlannedRun) -> list[str]:
+    """The workload's command line for ``run``, without any measuring wrapper.
+
+    Built-in: ``[sys.executable, "-m", "joulecast.study.workloads", "--arch", ...,
+    "--seed", str(run.seed)]``, options in the workload's order, list values (``epochs``,
+    ``learning_rates``) as several arguments. ``command``: the template formatted with the
+    factors, fixed parameters and ``seed``.
+    """
+    if study.workload != BUILTIN:
+        values = {**study.fixed, **run.factors, "seed": run.seed}
+        return [part.format(**values) for part in study.command]
+    actions = _workload_actions()
+    params = {**run.params, "seed": run.seed}
+    out = [sys.executable, "-m", _MODULE]
+    for name, action in actions.items():
+        if name not in params:
+            continue
+        value = params[name]
+        items = value if isinstance(value, list) else [value]
+        out.append(action.option_strings[-1])
+        out += [_text(item) for item in items]
+    return out
+
+
+def changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What differs between two :meth:`Study.to_dict` forms, one line per field.
+
+    E.g. ``["factors.batch_size: [16, 32] -> [16, 64]", "repetitions: 30 -> 10"]``; tables
+    are compared key by key, lists of tables item by item.
+    """
+    out: list[str] = []
+    _diff(old, new, "", out)
+    return out
+
+
+def _diff(old: Any, new: Any, path: str, out: list[str]) -> None:
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        for key in new:
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in old:
+                out.append(f"{sub}: added {_json(new[key])}")
+            else:
+                _diff(old[key], new[key], sub, out)
+        for key in old:
+            if key not in new:
+                sub = f"{path}.{key}" if path else str(key)
+                out.append(f"{sub}: removed (was {_json(old[key])})")
+        return
+    tables = isinstance(old, list) and isinstance(new, list)
+    if tables and any(isinstance(x, Mapping) for x in [*old, *new]):
+        for i in range(min(len(old), len(new))):
+            _diff(old[i], new[i], f"{path}[{i}]", out)
+        for i in range(len(old), len(new)):
+            out.append(f"{path}[{i}]: added {_json(new[i])}")
+        for i in range(len(new), len(old)):
+            out.append(f"{path}[{i}]: removed (was {_json(old[i])})")
+        return
+    if old != new:
+        out.append(f"{path}: {_json(old)} -> {_json(new)}")
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _params(fixed: Mapping[str, Any], combo: Mapping[str, Any]) -> dict[str, Any]:
+    merged = {**fixed, **combo}
+    return {k: v for k, v in merged.items() if k not in LABEL_FACTORS}
+
+
+def _int(value: Any, field_name: str, where: str, *, minimum: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise InputError(
+            f"{where}: {field_name}: {_short(value)}: expected an integer >= {minimum}"
+        )
+    return value
+
+
+def _duration(value: Any, field_name: str, where: str) -> float:
+    if isinstance(value, bool):
+        seconds = math.nan
+    elif isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        try:
+            seconds = parse_duration(value)
+        except InputError as exc:
+            raise InputError(f"{where}: {field_name}: {exc}") from exc
+    if not math.isfinite(seconds) or seconds < 0:
+        raise InputError(
+            f"{where}: {field_name}: {_short(value)}: expected a duration >= 0 "
+            "(seconds, or e.g. '10m', '1h30m')"
+        )
+    return seconds
+
+
+def _is_number(value: Any, *, positive: bool = False) -> bool:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return ok and (not positive or value > 0)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(_text(v) for v in value)
+    return str(value)
+
+
+def _describe(combo: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={_text(v)}" for k, v in combo.items())
+
+
+def _json(value: Any) -> str:
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
