@@ -226,7 +226,7 @@ def add_commands(sub: Any, console: Callable[[], Any]) -> None:
     verbs = study.add_subparsers(dest="study_verb", required=True, metavar="VERB")
 
     def add(name: str, fn: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
-        p = verbs.add_parser(name, help=help_text, description=help_text)
+        p: argparse.ArgumentParser = verbs.add_parser(name, help=help_text, description=help_text)
         p.add_argument("file", help="study file (TOML or YAML)")
         p.add_argument(
             "--store", default=None, help="run store (default: $JOULECAST_STORE or ./joulecast.db)"

@@ -39,6 +39,7 @@ code the workload runs before it imports them.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import itertools
 import json
@@ -213,7 +214,7 @@ def load_study(path: str | os.PathLike[str]) -> Study:
             expected; the message names the file and the field.
     """
     file = Path(path)
-    where = str(path)
+    where = str(file)
     data = _read(file, where)
     if not isinstance(data, Mapping):
         raise InputError(f"{where}: expected a table with [study] and [factors] at the top")
@@ -258,14 +259,18 @@ def load_study(path: str | os.PathLike[str]) -> Study:
         _check_builtin_names(fixed, factors, combinations, "combinations" in data, where)
     else:
         _check_placeholders(command, names, where)
-    for label in ("ram_gb",):
-        for i, combo in enumerate(combinations):
-            value = combo.get(label, fixed.get(label))
-            if value is not None and not _is_number(value, positive=True):
-                raise InputError(
-                    f"{where}: combination {i} ({_describe(combo)}): {label} {value!r}: "
-                    "expected a positive number of GB"
-                )
+    for i, combo in enumerate(combinations):
+        labels = {k: combo.get(k, fixed.get(k)) for k in LABEL_FACTORS}
+        if labels["environment"] is not None and not isinstance(labels["environment"], str):
+            raise InputError(
+                f"{where}: combination {i} ({_describe(combo)}): environment "
+                f"{labels['environment']!r}: expected a name"
+            )
+        if labels["ram_gb"] is not None and not _is_number(labels["ram_gb"], positive=True):
+            raise InputError(
+                f"{where}: combination {i} ({_describe(combo)}): ram_gb {labels['ram_gb']!r}: "
+                "expected a positive number of GB"
+            )
     result = Study(
         name=name,
         path=file,
@@ -296,8 +301,8 @@ def _read(file: Path, where: str) -> Any:
             import yaml
         except ImportError as exc:
             raise InputError(
-                f"{where}: reading YAML study files needs PyYAML: pip install pyyaml "
-                "(or write the study as TOML)"
+                f"{where}: reading YAML study files needs PyYAML: "
+                "pip install 'joulecast[yaml]' (or write the study as TOML)"
             ) from exc
         try:
             return yaml.safe_load(raw.decode("utf-8"))
@@ -512,6 +517,7 @@ def _workload_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@functools.cache
 def _workload_actions() -> dict[str, argparse.Action]:
     """The built-in workload's options by parameter name, in the order it declares them."""
     parser = _workload_parser()

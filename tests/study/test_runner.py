@@ -1,0 +1,262 @@
+"""Running studies: outcomes, resume after SIGKILL, changed files, the submitit executor."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import joulecast
+from joulecast.study.design import load_study, plan
+from joulecast.study.runner import Runner, classify
+
+os.environ.setdefault("KERAS_BACKEND", "torch")  # before keras is imported
+
+ROOT = Path(__file__).resolve().parents[2]
+FAKE = Path(__file__).resolve().parent / "data" / "fake_train.py"
+
+
+def light_study(
+    tmp_path: Path,
+    *,
+    name: str = "light",
+    modes: tuple[str, ...] = ("ok",),
+    epoch_s: float = 0.1,
+    timeout: str | None = None,
+    repetitions: int = 2,
+) -> Path:
+    """A 2 (batch sizes) x len(modes) x repetitions study of the stand-in training."""
+    lines = [
+        "[study]",
+        f'name = "{name}"',
+        'workload = "command"',
+        'command = ["{python}", "{script}", "--seed", "{seed}", "--mode", "{mode}",'
+        ' "--batch-size", "{batch_size}", "--epoch-s", "{epoch_s}"]',
+        f"repetitions = {repetitions}",
+        "seed = 11",
+        'warmup = "0s"',
+        'cooldown = "0s"',
+    ]
+    if timeout:
+        lines.append(f'timeout = "{timeout}"')
+    lines += [
+        "",
+        "[fixed]",
+        f'python = "{sys.executable}"',
+        f'script = "{FAKE}"',
+        f"epoch_s = {epoch_s}",
+        "",
+        "[factors]",
+        "batch_size = [8, 16]",
+        f"mode = {json.dumps(list(modes))}",
+    ]
+    path = tmp_path / f"{name}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def cli(*args, check=True, timeout=600):
+    proc = subprocess.run(
+        [sys.executable, "-m", "joulecast", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(proc.stderr[-3000:])
+    return proc
+
+
+def status(file: Path, store: Path) -> dict:
+    return json.loads(cli("study", "status", file, "--store", store, "--json").stdout)
+
+
+def completed_runs(store: Path) -> list[dict]:
+    with joulecast.open_store(store) as s:
+        runs = s.runs()
+        return [s.run(int(i)) for i in runs.loc[runs["status"] == "completed", "id"]]
+
+
+def test_classify_outcomes():
+    assert classify(0, "", False) == ("completed", None)
+    assert classify(1, "torch.OutOfMemoryError: CUDA out of memory.", False)[0] == "oom"
+    assert classify(1, "MemoryError", False)[0] == "oom"
+    assert classify(137, "", False)[0] == "oom"
+    status, error = classify(3, "ValueError: bad\n", False)
+    assert status == "failed" and "exit status 3" in error and "ValueError" in error
+    assert classify(-15, "", True)[0] == "timeout"
+
+
+def test_study_runs_in_plan_order_and_records_oom(tmp_path):
+    file = light_study(tmp_path, modes=("ok", "oom"), repetitions=1)
+    store = tmp_path / "s.db"
+    proc = cli("study", "run", file, "--store", store)
+    assert "2 completed, 2 out of memory" in proc.stdout
+    assert "done" in proc.stderr and "ETA" in proc.stderr and "kJ measured so far" in proc.stderr
+    data = status(file, store)
+    assert data["planned"] == 4 and data["completed"] == 2 and data["oom"] == 2
+    assert data["remaining"] == 0
+    expected = [r.key for r in plan(load_study(file))]
+    assert [r["key"] for r in data["runs"]] == expected
+    for r in data["runs"]:
+        assert r["status"] == ("completed" if r["mode"] == "ok" else "oom")
+        if r["mode"] == "oom":
+            assert "CUDA out of memory" in r["error"]
+    done = completed_runs(store)
+    assert len(done) == 2
+    assert all(r["tags"]["study"] == "light" and r["tags"]["mode"] == "ok" for r in done)
+    # Completed runs were made in plan order.
+    positions = [int(r["tags"]["study_position"]) for r in done]
+    assert positions == sorted(positions)
+    # Running it again has nothing to do.
+    again = cli("study", "run", file, "--store", store)
+    assert "0 to do" in again.stdout and len(completed_runs(store)) == 2
+
+
+def test_sigkill_mid_study_then_resume_runs_each_once(tmp_path):
+    file = light_study(tmp_path, epoch_s=0.6)
+    store = tmp_path / "s.db"
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "joulecast", "study", "run", str(file), "--store", str(store)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    # Kill the runner once a run is in flight after at least one completed.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        if store.exists():
+            try:
+                data = status(file, store)
+            except AssertionError:
+                continue
+            if data["completed"] >= 1 and data["running"] == 1:
+                break
+    runner.send_signal(signal.SIGKILL)
+    runner.wait()
+    assert status(file, store)["running"] == 1
+    cli("study", "run", file, "--store", store)
+    data = status(file, store)
+    assert data["completed"] == 4 and data["remaining"] == 0
+    assert len({r["run_id"] for r in data["runs"]}) == 4
+    done = completed_runs(store)
+    assert sorted(r["tags"]["study_key"] for r in done) == sorted(r["key"] for r in data["runs"])
+    retried = [r for r in data["runs"] if r["attempts"] == 2]
+    assert len(retried) == 1
+
+
+def test_timeout_and_changed_file(tmp_path):
+    file = light_study(tmp_path, modes=("hang",), repetitions=1, timeout="2s")
+    store = tmp_path / "s.db"
+    start = time.monotonic()
+    cli("study", "run", file, "--store", store)
+    assert time.monotonic() - start < 60
+    data = status(file, store)
+    assert data["timeout"] == 2 and all(r["status"] == "timeout" for r in data["runs"])
+    # Changing the design after runs were made is refused, naming what changed.
+    file.write_text(file.read_text().replace("batch_size = [8, 16]", "batch_size = [8, 32]"))
+    proc = cli("study", "run", file, "--store", store, check=False)
+    assert proc.returncode == 2 and "refusing to mix" in proc.stderr and "batch_size" in proc.stderr
+
+
+def test_plan_cli_prints_counts_and_stores_the_plan(tmp_path):
+    file = light_study(tmp_path)
+    store = tmp_path / "s.db"
+    data = json.loads(cli("study", "plan", file, "--store", store, "--json").stdout)
+    assert data["planned"] == 4 and data["combinations"] == 2 and data["remaining"] == 4
+    assert [r["key"] for r in data["runs"]] == [r.key for r in plan(load_study(file))]
+    text = cli("study", "plan", file, "--store", store).stdout
+    assert "2 combinations x 2 repetitions = 4 runs" in text
+    assert status(file, store)["planned"] == 4
+
+
+@pytest.mark.slow
+def test_submitit_local_executor_gives_the_same_runs(tmp_path):
+    pytest.importorskip("submitit")
+    file = light_study(tmp_path)
+    store = tmp_path / "s.db"
+    proc = cli("study", "run", file, "--store", store, "--executor", "submitit-local")
+    assert "4 completed" in proc.stdout
+    data = status(file, store)
+    assert [r["status"] for r in data["runs"]] == ["completed"] * 4
+    done = completed_runs(store)
+    assert sorted(r["tags"]["study_key"] for r in done) == sorted(r["key"] for r in data["runs"])
+    shards = list((tmp_path / "s-light" / "shards").glob("*.db"))
+    assert len(shards) == 4
+    # Collecting the shards again adds nothing.
+    out = json.loads(cli("study", "collect", file, "--store", store, "--json").stdout)
+    assert out["merged"] == 0 and out["skipped"] == 4
+
+
+@pytest.mark.slow
+def test_tiny_example_study_runs_to_completion(tmp_path):
+    pytest.importorskip("keras")
+    pytest.importorskip("torch")
+    file = ROOT / "examples" / "studies" / "tiny.toml"
+    store = tmp_path / "tiny.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOULECAST_")}
+    subprocess.run(
+        [sys.executable, "-m", "joulecast", "study", "run", str(file), "--store", str(store)],
+        check=True,
+        capture_output=True,
+        timeout=900,
+        env=env,
+    )
+    data = status(file, store)
+    assert data["planned"] == 8 and data["completed"] == 8
+    done = completed_runs(store)
+    assert len(done) == 8
+    order = [r["tags"]["study_key"] for r in sorted(done, key=lambda r: r["id"])]
+    assert order == [r["key"] for r in data["runs"]]
+    for r in data["runs"]:
+        assert {"run_id", "status"} <= set(r) and r["status"] == "completed"
+
+
+def test_runner_rejects_an_unknown_executor(tmp_path):
+    study = load_study(light_study(tmp_path))
+    with pytest.raises(joulecast.InputError, match="executor 'pbs'"):
+        Runner(study, tmp_path / "s.db", executor="pbs")
+
+
+def test_no_gpu_skips_the_warm_up_with_a_notice(tmp_path, monkeypatch):
+    import joulecast.study.runner as runner_module
+
+    monkeypatch.setattr(runner_module, "gpu_present", lambda: False)
+    file = light_study(tmp_path, repetitions=1)
+    file.write_text(file.read_text().replace('warmup = "0s"', 'warmup = "10m"'))
+    lines: list[str] = []
+    counts = Runner(load_study(file), tmp_path / "s.db", echo=lines.append).run()
+    assert counts["completed"] == 2
+    assert "no GPU here: the 600 s warm-up is skipped" in lines
+
+
+def test_a_full_disk_stops_the_study_with_the_plan_intact(tmp_path, monkeypatch):
+    import errno
+
+    import joulecast.study.runner as runner_module
+
+    calls = []
+
+    def full(self, state, run, cmd, log_path):
+        calls.append(run.key)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(self, state, run, cmd, log_path)
+
+    original = runner_module.Runner._execute_local
+    monkeypatch.setattr(runner_module.Runner, "_execute_local", full)
+    file = light_study(tmp_path)
+    store = tmp_path / "s.db"
+    with pytest.raises(joulecast.InputError, match=r"disk is full.*3 run\(s\) still planned"):
+        Runner(load_study(file), store, echo=lambda _: None).run()
+    data = status(file, store)
+    assert data["completed"] == 1 and data["remaining"] == 3 and data["running"] == 0
+    assert all(r["attempts"] == 0 for r in data["runs"] if r["status"] == "planned")
+    monkeypatch.setattr(runner_module.Runner, "_execute_local", original)
+    assert Runner(load_study(file), store, echo=lambda _: None).run()["completed"] == 4
