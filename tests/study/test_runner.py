@@ -260,3 +260,14 @@ def test_a_full_disk_stops_the_study_with_the_plan_intact(tmp_path, monkeypatch)
     assert all(r["attempts"] == 0 for r in data["runs"] if r["status"] == "planned")
     monkeypatch.setattr(runner_module.Runner, "_execute_local", original)
     assert Runner(load_study(file), store, echo=lambda _: None).run()["completed"] == 4
+
+
+def test_only_runs_the_selected_factor_level(tmp_path):
+    file = light_study(tmp_path, repetitions=1)
+    store = tmp_path / "s.db"
+    cli("study", "run", file, "--store", store, "--only", "batch_size=16")
+    data = status(file, store)
+    assert data["completed"] == 1 and data["remaining"] == 1
+    assert [r["batch_size"] for r in data["runs"] if r["status"] == "completed"] == [16]
+    bad = cli("study", "run", file, "--store", store, "--only", "lr=1", check=False)
+    assert bad.returncode == 2 and "not a factor" in bad.stderr

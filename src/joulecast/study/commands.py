@@ -113,14 +113,28 @@ def cmd_run(args: argparse.Namespace, console: Callable[[], Any]) -> int:
         executor=args.executor,
         interval_s=args.interval,
         echo=lambda line: print(line, file=sys.stderr, flush=True),
+        only=_only(args.only),
     )
     counts = runner.run()
+    if args.json:
+        _print_json({"study": study.name, **counts})
+        return 0
     console().print(
         f"study {study.name}: {counts['completed']} completed, {counts['oom']} out of memory, "
         f"{counts['timeout']} timed out, {counts['failed']} failed, of {counts['planned']} "
         f"planned; {counts['remaining']} to do"
     )
     return 0
+
+
+def _only(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"--only {pair!r}: expected FACTOR=VALUE")
+        out[key] = value
+    return out
 
 
 def status_data(store_path: Path, study: Any) -> dict[str, Any]:
@@ -240,6 +254,13 @@ def add_commands(sub: Any, console: Callable[[], Any]) -> None:
     p = add("run", cmd_run, "run the planned runs still to do (resumes where it stopped)")
     p.add_argument("--executor", choices=["local", "slurm", "submitit-local"], default="local")
     p.add_argument("--interval", type=float, default=0.1, help="sampling interval, s (0.1)")
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="FACTOR=VALUE",
+        help="run only the planned runs with this factor value (e.g. environment=cloud)",
+    )
     add("status", cmd_status, "summarize a study's progress")
     p = add("collect", cmd_collect, "merge a study's store shards into the store")
     p.add_argument("--shards", help="folder of shards (default: the study folder's shards/)")

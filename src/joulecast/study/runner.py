@@ -267,6 +267,7 @@ class Runner:
         executor: str = "local",
         interval_s: float = 0.1,
         echo: Callable[[str], None] = print,
+        only: dict[str, str] | None = None,
     ) -> None:
         if executor not in EXECUTORS:
             raise InputError(f"executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
@@ -276,6 +277,10 @@ class Runner:
         self.interval_s = interval_s
         self.echo = echo
         self.folder = study_folder(self.store_path, study)
+        self.only = dict(only or {})
+        for key in self.only:
+            if key not in study.factors and not any(key in c for c in study.combinations):
+                raise InputError(f"--only {key}: not a factor of study {study.name!r}")
 
     def run(self) -> dict[str, int]:
         """Run every planned run still to do; returns the study's counts by status."""
@@ -289,10 +294,11 @@ class Runner:
                     self.echo(f"in flight when the last runner stopped, tried again: {again}")
                 by_position = {r.position: r for r in planned}
                 runs = state.runs()
+                planned_now = runs.loc[runs["status"] == "planned", "position"]
+                done = len(runs) - len(planned_now)
                 todo = [
-                    by_position[int(p)] for p in runs.loc[runs["status"] == "planned", "position"]
+                    by_position[int(p)] for p in planned_now if self._selected(by_position[int(p)])
                 ]
-                done = len(runs) - len(todo)
                 progress = Progress(len(runs), done, time.monotonic())
                 if todo:
                     self._warm_up()
@@ -311,6 +317,10 @@ class Runner:
                         ) from exc
                     raise
             return state.counts()
+
+    def _selected(self, run: PlannedRun) -> bool:
+        """Whether ``run`` is among those ``only`` selects (by factor value, as text)."""
+        return all(str(run.factors.get(k)) == v for k, v in self.only.items())
 
     # -- local ---------------------------------------------------------------------------
 
