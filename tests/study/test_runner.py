@@ -20,6 +20,12 @@ os.environ.setdefault("KERAS_BACKEND", "torch")  # before keras is imported
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKE = Path(__file__).resolve().parent / "data" / "fake_train.py"
+TINY = ROOT / "examples" / "studies" / "tiny.toml"
+
+
+def clean_env() -> dict[str, str]:
+    """This environment without a joulecast run to join."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("JOULECAST_")}
 
 
 def light_study(
@@ -119,36 +125,46 @@ def test_study_runs_in_plan_order_and_records_oom(tmp_path):
     assert "0 to do" in again.stdout and len(completed_runs(store)) == 2
 
 
+@pytest.mark.slow
 def test_sigkill_mid_study_then_resume_runs_each_once(tmp_path):
-    file = light_study(tmp_path, epoch_s=0.6)
+    pytest.importorskip("keras")
+    pytest.importorskip("torch")
+    file = TINY
     store = tmp_path / "s.db"
     runner = subprocess.Popen(
         [sys.executable, "-m", "joulecast", "study", "run", str(file), "--store", str(store)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=clean_env(),
     )
-    # Kill the runner once a run is in flight after at least one completed.
-    deadline = time.monotonic() + 120
+    # Kill the runner while a run is in flight, after at least two have completed.
+    deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.5)
         if store.exists():
             try:
                 data = status(file, store)
             except AssertionError:
                 continue
-            if data["completed"] >= 1 and data["running"] == 1:
+            if data["completed"] >= 2 and data["running"] == 1:
                 break
     runner.send_signal(signal.SIGKILL)
     runner.wait()
     assert status(file, store)["running"] == 1
-    cli("study", "run", file, "--store", store)
+    subprocess.run(
+        [sys.executable, "-m", "joulecast", "study", "run", str(file), "--store", str(store)],
+        check=True,
+        capture_output=True,
+        timeout=900,
+        env=clean_env(),
+    )
     data = status(file, store)
-    assert data["completed"] == 4 and data["remaining"] == 0
-    assert len({r["run_id"] for r in data["runs"]}) == 4
+    assert data["planned"] == 8 and data["completed"] == 8 and data["remaining"] == 0
+    assert len({r["run_id"] for r in data["runs"]}) == 8
     done = completed_runs(store)
+    assert len(done) == 8
     assert sorted(r["tags"]["study_key"] for r in done) == sorted(r["key"] for r in data["runs"])
-    retried = [r for r in data["runs"] if r["attempts"] == 2]
-    assert len(retried) == 1
+    assert [r["attempts"] for r in data["runs"]].count(2) == 1
 
 
 def test_timeout_and_changed_file(tmp_path):
@@ -179,34 +195,51 @@ def test_plan_cli_prints_counts_and_stores_the_plan(tmp_path):
 @pytest.mark.slow
 def test_submitit_local_executor_gives_the_same_runs(tmp_path):
     pytest.importorskip("submitit")
-    file = light_study(tmp_path)
+    pytest.importorskip("keras")
+    pytest.importorskip("torch")
     store = tmp_path / "s.db"
-    proc = cli("study", "run", file, "--store", store, "--executor", "submitit-local")
-    assert "4 completed" in proc.stdout
-    data = status(file, store)
-    assert [r["status"] for r in data["runs"]] == ["completed"] * 4
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "joulecast",
+            "study",
+            "run",
+            str(TINY),
+            "--store",
+            str(store),
+            "--executor",
+            "submitit-local",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=900,
+        env=clean_env(),
+    )
+    data = status(TINY, store)
+    assert [r["status"] for r in data["runs"]] == ["completed"] * 8
+    assert [r["key"] for r in data["runs"]] == [r.key for r in plan(load_study(TINY))]
     done = completed_runs(store)
-    assert sorted(r["tags"]["study_key"] for r in done) == sorted(r["key"] for r in data["runs"])
-    shards = list((tmp_path / "s-light" / "shards").glob("*.db"))
-    assert len(shards) == 4
+    order = [r["tags"]["study_key"] for r in sorted(done, key=lambda r: r["id"])]
+    assert order == [r["key"] for r in data["runs"]]
+    assert len(list((tmp_path / "s-tiny" / "shards").glob("*.db"))) == 8
     # Collecting the shards again adds nothing.
-    out = json.loads(cli("study", "collect", file, "--store", store, "--json").stdout)
-    assert out["merged"] == 0 and out["skipped"] == 4
+    out = json.loads(cli("study", "collect", TINY, "--store", store, "--json").stdout)
+    assert out["merged"] == 0 and out["skipped"] == 8
 
 
 @pytest.mark.slow
 def test_tiny_example_study_runs_to_completion(tmp_path):
     pytest.importorskip("keras")
     pytest.importorskip("torch")
-    file = ROOT / "examples" / "studies" / "tiny.toml"
+    file = TINY
     store = tmp_path / "tiny.db"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOULECAST_")}
     subprocess.run(
         [sys.executable, "-m", "joulecast", "study", "run", str(file), "--store", str(store)],
         check=True,
         capture_output=True,
         timeout=900,
-        env=env,
+        env=clean_env(),
     )
     data = status(file, store)
     assert data["planned"] == 8 and data["completed"] == 8
@@ -271,3 +304,19 @@ def test_only_runs_the_selected_factor_level(tmp_path):
     assert [r["batch_size"] for r in data["runs"] if r["status"] == "completed"] == [16]
     bad = cli("study", "run", file, "--store", store, "--only", "lr=1", check=False)
     assert bad.returncode == 2 and "not a factor" in bad.stderr
+
+
+def test_plan_uses_the_offline_estimator_on_a_known_gpu():
+    import pandas as pd
+
+    from joulecast.study.commands import offline_expectation
+
+    study = load_study(ROOT / "examples" / "studies" / "paper_block2.toml")
+    planned = plan(study)
+    todo = pd.DataFrame({"position": [r.position for r in planned], "status": "planned"})
+    result = offline_expectation(study, todo, "RTX 3090")
+    assert result is not None and result["energy_j"] > 0 and result["duration_s"] > 0
+    assert "offline estimate on RTX 3090 for the 1170 runs to do" in result["note"]
+    half = todo.assign(status=["completed" if i % 2 else "planned" for i in range(len(todo))])
+    assert offline_expectation(study, half, "RTX 3090")["energy_j"] < result["energy_j"]
+    assert offline_expectation(study, todo, None) is None  # no GPU here: no estimate
