@@ -23,6 +23,27 @@ FAKE = Path(__file__).resolve().parent / "data" / "fake_train.py"
 TINY = ROOT / "examples" / "studies" / "tiny.toml"
 
 
+def run_tiny(store: Path, *extra: str) -> None:
+    """``joulecast study run`` of the tiny example into ``store``, to the end."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "joulecast",
+            "study",
+            "run",
+            str(TINY),
+            "--store",
+            str(store),
+            *extra,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=900,
+        env=clean_env(),
+    )
+
+
 def clean_env() -> dict[str, str]:
     """This environment without a joulecast run to join."""
     return {k: v for k, v in os.environ.items() if not k.startswith("JOULECAST_")}
@@ -151,13 +172,7 @@ def test_sigkill_mid_study_then_resume_runs_each_once(tmp_path):
     runner.send_signal(signal.SIGKILL)
     runner.wait()
     assert status(file, store)["running"] == 1
-    subprocess.run(
-        [sys.executable, "-m", "joulecast", "study", "run", str(file), "--store", str(store)],
-        check=True,
-        capture_output=True,
-        timeout=900,
-        env=clean_env(),
-    )
+    run_tiny(store)
     data = status(file, store)
     assert data["planned"] == 8 and data["completed"] == 8 and data["remaining"] == 0
     assert len({r["run_id"] for r in data["runs"]}) == 8
@@ -198,24 +213,7 @@ def test_submitit_local_executor_gives_the_same_runs(tmp_path):
     pytest.importorskip("keras")
     pytest.importorskip("torch")
     store = tmp_path / "s.db"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "joulecast",
-            "study",
-            "run",
-            str(TINY),
-            "--store",
-            str(store),
-            "--executor",
-            "submitit-local",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=900,
-        env=clean_env(),
-    )
+    run_tiny(store, "--executor", "submitit-local")
     data = status(TINY, store)
     assert [r["status"] for r in data["runs"]] == ["completed"] * 8
     assert [r["key"] for r in data["runs"]] == [r.key for r in plan(load_study(TINY))]
@@ -234,13 +232,7 @@ def test_tiny_example_study_runs_to_completion(tmp_path):
     pytest.importorskip("torch")
     file = TINY
     store = tmp_path / "tiny.db"
-    subprocess.run(
-        [sys.executable, "-m", "joulecast", "study", "run", str(file), "--store", str(store)],
-        check=True,
-        capture_output=True,
-        timeout=900,
-        env=clean_env(),
-    )
+    run_tiny(store)
     data = status(file, store)
     assert data["planned"] == 8 and data["completed"] == 8
     done = completed_runs(store)
