@@ -806,6 +806,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(add, _store, _console)
 
+    from joulecast.analysis.commands import add_commands as add_analysis_commands
+
+    add_analysis_commands(add, _store, _console)
+
     from joulecast.study.commands import add_commands as add_study_commands
 
     add_study_commands(sub, _console)

@@ -1,0 +1,96 @@
+"""``joulecast report`` and ``joulecast analyze``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from joulecast.errors import InputError
+
+
+def _group_by(values: list[str]) -> list[str]:
+    out = [v.strip() for item in values for v in item.split(",") if v.strip()]
+    return out or ["architecture", "environment"]
+
+
+def cmd_report(
+    args: argparse.Namespace, store: Callable[[], Any], console: Callable[[], Any]
+) -> int:
+    """Write the study report (HTML, or Markdown) and optionally its tables as CSV."""
+    import tempfile
+
+    from joulecast.analysis.report import build, write_html, write_md, write_tables
+
+    output = Path(args.output)
+    if not output.parent.is_dir():
+        raise InputError(f"{output}: folder {output.parent} does not exist")
+    with tempfile.TemporaryDirectory(prefix="joulecast-report-") as figures:
+        report = build(
+            store(), study=args.study, group_by=_group_by(args.group_by), figures_dir=Path(figures)
+        )
+        if args.format == "md":
+            write_md(report, output)
+        else:
+            write_html(report, output)
+        written = write_tables(report, args.tables) if args.tables else []
+    out = console()
+    out.print(f"report: {output} ({len(report.sections)} sections)")
+    if written:
+        out.print(f"tables: {len(written)} CSV files in {args.tables}")
+    return 0
+
+
+def cmd_analyze(
+    args: argparse.Namespace, store: Callable[[], Any], console: Callable[[], Any]
+) -> int:
+    """Print the key tables of the analysis in the terminal."""
+    from joulecast.analysis.report import key_results
+
+    data = key_results(store(), study=args.study, group_by=_group_by(args.group_by))
+    if args.json:
+        print(json.dumps(data, indent=2, default=str))
+        return 0
+    out = console()
+    if not data["runs"]:
+        out.print("no runs to analyse")
+        return 0
+    out.print(data["cleaning"])
+    for c in data["comparisons"]:
+        out.print(f"- {c['summary']}")
+    for t in data["tradeoffs"][:10]:
+        out.print(f"- {t['text']}")
+    return 0
+
+
+def add_commands(
+    add: Callable[..., argparse.ArgumentParser],
+    store: Callable[[argparse.Namespace], Any],
+    console: Callable[[], Any],
+) -> None:
+    """Register ``report`` and ``analyze`` through ``joulecast``'s ``add`` helper."""
+    p = add(
+        "report",
+        lambda a: cmd_report(a, lambda: store(a), console),
+        "write a self-contained HTML (or Markdown) report of the store's runs",
+        json_flag=False,
+    )
+    p.add_argument("-o", "--output", required=True, help="report file (report.html)")
+    p.add_argument("--study", help="only the runs of this study")
+    p.add_argument(
+        "--group-by",
+        action="append",
+        default=[],
+        help="factors to compare (architecture,environment)",
+    )
+    p.add_argument("--format", choices=["html", "md"], default="html")
+    p.add_argument("--tables", metavar="DIR", help="also write every table as CSV in DIR")
+    p = add(
+        "analyze",
+        lambda a: cmd_analyze(a, lambda: store(a), console),
+        "print the key results of the analysis",
+    )
+    p.add_argument("--study", help="only the runs of this study")
+    p.add_argument("--group-by", action="append", default=[])

@@ -1,0 +1,464 @@
+"""Tests of joulecast.analysis.data (run_table, synthetic_store) and joulecast.analysis.clean.
+
+run_table computes energy without summarize(); every figure is checked against summarize(),
+the slow, obviously-correct reference, on measured, imported and synthetic runs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import joulecast
+from joulecast.analysis import data
+from joulecast.analysis.clean import (
+    EMPTY,
+    MIN_GROUP_SIZE,
+    NOT_COMPLETED,
+    OUTLIERS,
+    SLOW_SAMPLING,
+    CleaningLog,
+    clean,
+)
+from joulecast.analysis.data import COLUMNS, run_table, synthetic_store
+from joulecast.energy import summarize
+from joulecast.errors import InputError
+from joulecast.records import Phase, PhaseKind, Reading
+from joulecast.store import Store
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+class WavySensor:
+    """gpu:0 with a wavy power and utilisation; gpu:1 with an energy counter; modelled ram."""
+
+    name = "wavy"
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+
+    def devices(self) -> list[str]:
+        return ["gpu:0", "gpu:1", "ram"]
+
+    def describe(self) -> dict[str, dict[str, str]]:
+        return {
+            "gpu:0": {"name": "NVIDIA A100-SXM4-40GB"},
+            "gpu:1": {"name": "NVIDIA A100-SXM4-40GB"},
+        }
+
+    def read(self) -> list[Reading]:
+        now = time.monotonic()
+        x = now - self.t0
+        return [
+            Reading(
+                now, "gpu:0", 150 + 50 * math.sin(7 * x), "wavy", util_pct=50 + 40 * math.sin(3 * x)
+            ),
+            Reading(now, "gpu:1", 80.0, "wavy", energy_j=1000 + 80.0 * x, util_pct=20.0),
+            Reading(now, "ram", 5.0, "model", measured=False),
+        ]
+
+    def close(self) -> None:
+        pass
+
+
+def expected_row(store: Store, run_id: int) -> dict[str, float]:
+    """The run-table figures of one run, from summarize() and the store's own accessors."""
+    s = summarize(store, run_id)
+    devices = s.devices.values()
+    epochs = s.epochs.dropna(subset=["end_s"])
+    samples = store.samples(run_id)
+    util = samples.loc[samples["device"].str.startswith("gpu:"), "util_pct"].dropna()
+    gpu = [d.energy_j for d in devices if d.device.startswith("gpu:")]
+    measured = [d.energy_j for d in devices if d.measured]
+    return {
+        "energy_j": s.energy_j if s.devices else math.nan,
+        "energy_j_measured": sum(measured) if measured else math.nan,
+        "energy_j_gpu": sum(gpu) if gpu else math.nan,
+        "epochs": len(epochs),
+        "images": s.samples_processed if s.samples_processed is not None else math.nan,
+        "train_duration_s": float(epochs["duration_s"].sum()) if len(epochs) else math.nan,
+        "duration_s": s.duration_s if (s.duration_s or len(samples)) else math.nan,
+        "f1": number((s.test or {}).get("metrics", {}).get("f1")),
+        "accuracy": number((s.test or {}).get("metrics", {}).get("accuracy")),
+        "gpu_util_pct": float(util.mean()) if len(util) else math.nan,
+    }
+
+
+def number(value: object) -> float:
+    return value if isinstance(value, float) else math.nan
+
+
+def assert_matches_summarize(store: Store, table: pd.DataFrame) -> None:
+    for row in table.to_dict("records"):
+        want = expected_row(store, int(row["run_id"]))
+        for key, value in want.items():
+            got = row[key]
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                assert pd.isna(got), (row["run_id"], key, got)
+            else:
+                assert got == pytest.approx(value, rel=1e-9, abs=1e-9), (row["run_id"], key)
+
+
+def frame(rows: list[tuple]) -> pd.DataFrame:
+    """A samples frame from (t_s, device, power_w, energy_j, util_pct, measured) tuples."""
+    out = pd.DataFrame(
+        rows, columns=["t_s", "device", "power_w", "energy_j", "util_pct", "measured"]
+    )
+    out["mem_used_mib"] = np.nan
+    out["temp_c"] = np.nan
+    out["source"] = "test"
+    return out
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory):
+    store = synthetic_store(tmp_path_factory.mktemp("synthetic") / "study.db", runs_per_group=10)
+    yield store, run_table(store)
+    store.close()
+
+
+# -- run_table against summarize ----------------------------------------------------------------
+
+
+def test_measured_runs_match_summarize(store: Store) -> None:
+    tags = {"study": "s1", "arch": "mobilenet_v2", "dataset": "shapes", "batch_size": "32",
+            "input_size": "128", "gflops": "0.6", "train_samples": "64", "val_samples": "16",
+            "environment": "local", "ram_gb": "16", "repetition": "3", "study_key": "k"}  # fmt: skip
+    with joulecast.measure(
+        "ok", store=store, sensors=[WavySensor()], interval_s=0.01, tags=tags
+    ) as run:
+        for epoch in range(3):
+            with run.epoch(epoch, samples=64):
+                time.sleep(0.08)
+        run.begin(PhaseKind.TEST, 0)
+        time.sleep(0.03)
+        run.end(
+            PhaseKind.TEST, 0, samples=16, metrics={"f1": 0.75, "accuracy": 0.8, "roc_auc": None}
+        )
+    ok = run.run_id
+    with pytest.raises(RuntimeError), joulecast.measure("boom", store=store, sensors=[WavySensor()], interval_s=0.01) as run:  # fmt: skip
+        with run.epoch(0, samples=64):
+            time.sleep(0.05)
+        run.begin(PhaseKind.EPOCH, 1)
+        time.sleep(0.05)
+        raise RuntimeError("out of memory")
+    failed = run.run_id
+
+    table = run_table(store)
+    assert list(table.columns) == list(COLUMNS)
+    assert list(table["run_id"]) == [ok, failed]
+    assert list(table["status"]) == ["completed", "failed"]
+    assert_matches_summarize(store, table)
+    first = table.iloc[0]
+    assert first["architecture"] == "mobilenet_v2" and first["study"] == "s1"
+    assert first["batch_size"] == 32 and first["gflops"] == 0.6 and first["repetition"] == 3
+    assert first["epochs"] == 3 and first["images"] == 192
+    assert first["interval_s"] == 0.01  # from the runs table
+    assert first["gpu_tdp_w"] == 400.0  # A100 SXM4 40GB, from the recorded gpu_models
+    assert first["tags"]["dataset"] == "shapes"
+    assert first["j_per_image"] == pytest.approx(first["energy_j"] / 192)
+    assert first["s_per_image"] == pytest.approx(first["train_duration_s"] / 192)
+    assert first["mean_epoch_s"] == pytest.approx(first["train_duration_s"] / 3)
+    assert first["avg_power_w"] == pytest.approx(first["energy_j_gpu"] / first["duration_s"])
+    assert first["energy_j_measured"] < first["energy_j"]  # the ram is modelled
+    second = table.iloc[1]
+    # The monitor closes the epoch left open at stop; it counted no images.
+    assert second["epochs"] == 2 and second["images"] == 64
+    assert math.isnan(second["f1"]) and pd.isna(second["architecture"])
+
+
+def test_imported_runs_with_awkward_samples_match_summarize(store: Store) -> None:
+    counter_reset = frame(
+        [
+            (0.0, "gpu:0", 100.0, 5000.0, 50.0, 1),
+            (1.0, "gpu:0", 110.0, 5105.0, 60.0, 1),
+            (2.0, "gpu:0", 120.0, 10.0, None, 1),  # driver reload: counter went backwards
+            (3.0, "gpu:0", None, 130.0, 70.0, 1),  # no power in this reading
+            (3.0, "gpu:0", 90.0, None, 70.0, 1),  # same instant, no counter
+            (0.5, "gpu:1", 70.0, None, 10.0, 1),  # unsorted, power only
+            (2.5, "gpu:1", 80.0, None, 20.0, 1),
+            (1.5, "gpu:1", None, None, 30.0, 1),
+            (0.0, "cpu", None, None, 40.0, 1),  # no power at all: not a device
+            (0.0, "ram", 3.0, None, None, 0),
+            (3.0, "ram", 3.0, None, None, 0),
+            (1.0, "disk", 7.0, None, None, 1),  # one sample: a device of 0 J
+        ]
+    )
+    phases = [
+        Phase(PhaseKind.EPOCH, 0, 0.0, 1.5, samples=100),
+        Phase(PhaseKind.EPOCH, 1, 1.5, 3.0, samples=100),
+        Phase(PhaseKind.EPOCH, 2, 3.0, None),  # never finished
+        Phase(PhaseKind.STEP, 0, 0.0, 0.5, samples=10),  # steps do not count
+        Phase(PhaseKind.TEST, 0, 2.0, 2.5, samples=10, metrics={"f1": 0.1}),
+        Phase(PhaseKind.TEST, 1, 2.5, 3.0, samples=10, metrics={"f1": 0.9, "accuracy": "n/a"}),
+    ]
+    awkward = store.import_run(samples=counter_reset, phases=phases, tags={"gpu": "RTX 3090"})
+    cpu_only = store.import_run(
+        samples=frame([(t, "cpu", 20.0 + t, None, None, 1) for t in (0.0, 0.25, 0.5, 1.5)]),
+        phases=[Phase(PhaseKind.EPOCH, 0, 0.0, 1.5)],  # no image count
+        tags={"gpu": "not a GPU anyone sells"},
+    )
+    nothing = store.import_run(
+        samples=frame([]), phases=[Phase(PhaseKind.EPOCH, 0, 0.0, 2.0, samples=5)]
+    )
+    table = run_table(store)
+    assert_matches_summarize(store, table)
+    rows = table.set_index("run_id")
+    assert rows.loc[awkward, "epochs"] == 2 and rows.loc[awkward, "images"] == 200
+    assert rows.loc[awkward, "f1"] == 0.9 and math.isnan(rows.loc[awkward, "accuracy"])
+    assert rows.loc[awkward, "gpu_tdp_w"] == 350.0  # from the gpu tag
+    # No interval in the runs table (imported): the finest mean spacing of a device's samples.
+    assert rows.loc[awkward, "interval_s"] == pytest.approx(0.75)
+    assert rows.loc[cpu_only, "interval_s"] == pytest.approx(0.5)
+    assert math.isnan(rows.loc[cpu_only, "energy_j_gpu"]) and rows.loc[cpu_only, "energy_j"] > 0
+    assert math.isnan(rows.loc[cpu_only, "images"]) and math.isnan(
+        rows.loc[cpu_only, "j_per_image"]
+    )
+    assert math.isnan(rows.loc[cpu_only, "gpu_tdp_w"]) and math.isnan(
+        rows.loc[cpu_only, "gpu_util_pct"]
+    )
+    assert math.isnan(rows.loc[nothing, "energy_j"]) and math.isnan(rows.loc[nothing, "interval_s"])
+    assert rows.loc[nothing, "duration_s"] == 2.0  # import_run takes it from the phases
+
+
+def test_device_energy_does_not_rely_on_sample_order() -> None:
+    rng = np.random.default_rng(3)
+    n = 400
+    chunk = data._Chunk(
+        run=np.repeat([7, 9], n // 2),
+        device=rng.integers(0, 3, n),
+        measured=np.ones(n),
+        t_s=rng.random(n) * 100,
+        power_w=np.where(rng.random(n) < 0.1, np.nan, 100 + rng.random(n)),
+        energy_j=np.where(rng.random(n) < 0.5, np.nan, rng.random(n) * 1000),
+    )
+    ordered = data._device_energy(chunk)  # shuffled input: the fallback sort on time
+    reference = []
+    for (_run, device), part in pd.DataFrame(
+        {"run": chunk.run, "device": chunk.device, "t_s": chunk.t_s, "power_w": chunk.power_w,
+         "energy_j": chunk.energy_j, "source": "x", "measured": True}
+    ).groupby(["run", "device"]):  # fmt: skip
+        from joulecast.energy import EnergyCurve
+
+        curve = EnergyCurve.from_samples(str(device), part)
+        reference.append(curve.total_j if curve else math.nan)
+    assert ordered["energy_j"].to_numpy() == pytest.approx(np.array(reference), rel=1e-12)
+
+
+# -- empty, filtered, bad input -----------------------------------------------------------------
+
+
+def test_store_without_runs_gives_an_empty_table(store: Store) -> None:
+    table = run_table(store)
+    assert table.empty and list(table.columns) == list(COLUMNS)
+    kept, log = clean(table)
+    assert kept.empty and log.start == log.end == 0
+    assert (
+        str(log)
+        == "0 runs -> 0: 0 not completed, 0 empty values, 0 sampled slower than an epoch, 0 outliers"
+    )
+
+
+def test_study_and_run_id_filters(synthetic, tmp_path: Path) -> None:
+    store, table = synthetic
+    none = run_table(store, study="no such study")
+    assert none.empty
+    pd.testing.assert_series_equal(none.dtypes, table.dtypes)  # same columns, same types
+    text = [
+        "name",
+        "status",
+        "study",
+        "study_key",
+        "architecture",
+        "dataset",
+        "environment",
+        "tags",
+    ]
+    assert list(table.columns[table.dtypes == np.dtype(object)]) == text
+    assert set(table.columns[table.dtypes == np.int64]) == {"run_id", "epochs"}
+    assert len(run_table(store.path, study="synthetic")) == len(table)
+    some = [int(i) for i in table["run_id"].iloc[[3, 1, 20]]]
+    picked = run_table(store, run_ids=some)
+    assert list(picked["run_id"]) == sorted(some)
+    pd.testing.assert_frame_equal(
+        picked.drop(columns="tags").reset_index(drop=True),
+        table[table["run_id"].isin(some)].drop(columns="tags").reset_index(drop=True),
+    )
+    with pytest.raises(InputError, match="no run with id 99999"):
+        run_table(store, run_ids=[some[0], 99999])
+    with pytest.raises(InputError, match="no such store file"):
+        run_table(tmp_path / "missing.db")
+
+
+# -- the synthetic store ------------------------------------------------------------------------
+
+
+def test_synthetic_store_has_its_documented_answers(synthetic) -> None:
+    store, table = synthetic
+    assert len(table) == 6 * 10 + 5
+    planted = table["tags"].map(lambda t: t.get("planted"))
+    assert sorted(planted.dropna()) == ["empty", "failed", "failed", "outlier", "slow_sampling"]
+    assert set(table.loc[table["status"] != "completed", "run_id"]) == set(
+        table.loc[planted == "failed", "run_id"]
+    )
+    regular = table[planted.isna()]
+    assert regular[list(COLUMNS)].drop(columns=["gpu_tdp_w"]).notna().all().all()
+    medians = regular.groupby(["architecture", "environment"])["j_per_image"].median()
+    for env in ("cloud", "local"):
+        assert medians["B", env] / medians["A", env] == pytest.approx(0.6, rel=0.03)
+        assert medians["C", env] / medians["A", env] == pytest.approx(1.5, rel=0.03)
+    assert medians["A", "cloud"] == pytest.approx(2.0 * 1.03 * 1.015, rel=0.03)
+    assert medians["A", "local"] / medians["A", "cloud"] == pytest.approx(1.17, rel=0.03)
+    f1 = regular.groupby("architecture")["f1"].median()
+    assert f1["C"] > f1["A"] > f1["B"]
+    assert set(regular["gpu_tdp_w"]) == {400.0, 350.0}
+    assert (regular["interval_s"] < regular["mean_epoch_s"]).all()
+    assert sorted(table["tags"].map(lambda t: int(t["study_position"]))) == list(range(len(table)))
+    assert_matches_summarize(store, table)
+
+
+def test_synthetic_store_checks_its_arguments(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="architectures"):
+        synthetic_store(tmp_path / "a.db", architectures=("A", "Z"))
+    with pytest.raises(InputError, match="runs_per_group"):
+        synthetic_store(tmp_path / "b.db", runs_per_group=0)
+    synthetic_store(tmp_path / "c.db", runs_per_group=1, planted=False).close()
+    with pytest.raises(InputError, match="already holds runs"):
+        synthetic_store(tmp_path / "c.db")
+
+
+# -- clean ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("runs_per_group", "seed"), [(3, 0), (4, 1), (10, 2), (12, 3)])
+def test_clean_removes_exactly_the_planted_runs(
+    tmp_path: Path, runs_per_group: int, seed: int
+) -> None:
+    with synthetic_store(tmp_path / "s.db", runs_per_group=runs_per_group, seed=seed) as store:
+        table = run_table(store)
+    kept, log = clean(table)
+    role = dict(zip(table["run_id"], table["tags"].map(lambda t: t.get("planted")), strict=True))
+    by_reason = {step.reason: sorted(role[i] for i in step.run_ids) for step in log.steps}
+    assert by_reason == {
+        NOT_COMPLETED: ["failed", "failed"],
+        EMPTY: ["empty"],
+        SLOW_SAMPLING: ["slow_sampling"],
+        OUTLIERS: ["outlier"],
+    }
+    assert [s.reason for s in log.steps] == [NOT_COMPLETED, EMPTY, SLOW_SAMPLING, OUTLIERS]
+    assert log.start == len(table) and log.end == len(kept) == 6 * runs_per_group
+    assert kept["tags"].map(lambda t: "planted" not in t).all()
+    text = (
+        f"{len(table)} runs -> {len(kept)}: 2 not completed, 1 empty values, "
+        "1 sampled slower than an epoch, 1 outliers"
+    )
+    if runs_per_group < MIN_GROUP_SIZE:  # only the outlier's group has 4 runs
+        assert len(log.unchecked_groups) == 5
+        assert ("C", "synthetic", "cloud") not in log.unchecked_groups
+        text += " (outliers not checked in 5 groups of fewer than 4 runs)"
+    else:
+        assert log.unchecked_groups == []
+    assert str(log) == text
+    summary = log.to_frame()
+    assert list(summary.columns) == ["reason", "removed", "run_ids"]
+    assert list(summary["removed"]) == [2, 1, 1, 1]
+    assert list(summary["run_ids"].iloc[3]) == list(log.removed(OUTLIERS))
+
+
+def test_clean_leaves_small_groups_alone(tmp_path: Path) -> None:
+    with synthetic_store(tmp_path / "s.db", runs_per_group=2) as store:
+        table = run_table(store)
+    kept, log = clean(table)
+    assert log.removed(OUTLIERS) == ()
+    assert "outlier" in set(kept["tags"].map(lambda t: t.get("planted")))
+    assert len(log.unchecked_groups) == 6
+    assert ("C", "synthetic", "cloud") in log.unchecked_groups
+    assert str(log).endswith(
+        f"(outliers not checked in 6 groups of fewer than {MIN_GROUP_SIZE} runs)"
+    )
+
+
+def table_of(j_per_image: list[float], groups: list[str | None], **columns: list) -> pd.DataFrame:
+    n = len(j_per_image)
+    base = {
+        "run_id": list(range(1, n + 1)),
+        "status": ["completed"] * n,
+        "energy_j": [100.0] * n,
+        "images": [10.0] * n,
+        "duration_s": [5.0] * n,
+        "j_per_image": j_per_image,
+        "interval_s": [0.1] * n,
+        "mean_epoch_s": [1.0] * n,
+        "architecture": groups,
+        "dataset": ["d"] * n,
+        "environment": ["e"] * n,
+    }
+    base.update(columns)
+    return pd.DataFrame(base)
+
+
+def test_clean_rules_on_a_hand_made_table() -> None:
+    table = table_of(
+        # a: 40.0 is above Q3 + 1.5 IQR = 7.075 + 8.925; small: 3 runs; None: 4 alike; x: 5 runs.
+        [1.0, 1.1, 1.2, 1.3, 9.0, 40.0] + [1.0, 1.0, 50.0] + [1.0] * 4 + [1.0] * 5,
+        ["a"] * 6 + ["small"] * 3 + [None] * 4 + ["x"] * 5,
+        status=["completed"] * 14 + ["interrupted", "running", "completed", "completed"],
+        images=[10.0] * 16 + [np.inf, 10.0],
+        interval_s=[0.1] * 17 + [np.nan],  # unknown interval: kept
+        mean_epoch_s=[1.0] * 13 + [0.05] + [1.0] * 4,
+    )
+    kept, log = clean(table)
+    assert log.removed(NOT_COMPLETED) == (15, 16)
+    assert log.removed(EMPTY) == (17,)
+    assert log.removed(SLOW_SAMPLING) == (14,)
+    assert log.removed(OUTLIERS) == (6,)  # group "small" (3 runs, 50.0 among them) is left alone
+    assert log.unchecked_groups == [("small", "d", "e"), ("x", "d", "e")]  # x: 1 run left
+    assert 9 in set(kept["run_id"]) and len(kept) == 18 - 5
+    assert list(kept.index) == list(range(len(kept)))
+    # The missing architecture is a group of its own (4 runs, all alike): checked, kept.
+    assert kept["architecture"].isna().sum() == 4
+    # No grouping: one group of every run; Q3 + 1.5 IQR = 1.275 + 0.4125.
+    _, whole = clean(table, group_by=())
+    assert whole.removed(OUTLIERS) == (5, 6, 9)
+    assert whole.unchecked_groups == []
+
+
+def test_clean_checks_its_input() -> None:
+    table = table_of([1.0], ["a"])
+    with pytest.raises(InputError, match="lacks columns \\['mean_epoch_s'\\]"):
+        clean(table.drop(columns="mean_epoch_s"))
+    with pytest.raises(InputError, match="lacks columns \\['gpu'\\]"):
+        clean(table, group_by=("gpu",))
+    with pytest.raises(InputError, match="iqr_k"):
+        clean(table, iqr_k=0)
+    with pytest.raises(InputError, match="'energy_j': expected numbers"):
+        clean(table.assign(energy_j="lots"))
+    kept, log = clean(table)
+    assert (
+        isinstance(log, CleaningLog)
+        and len(kept) == 1
+        and log.unchecked_groups == [("a", "d", "e")]
+    )
+    with pytest.raises(InputError, match="reason 'typo'"):
+        log.removed("typo")
+
+
+# -- speed --------------------------------------------------------------------------------------
+
+
+def test_run_table_speed_smoke(tmp_path: Path) -> None:
+    t0 = time.perf_counter()
+    with synthetic_store(tmp_path / "s.db", runs_per_group=33, samples_per_run=1000) as store:
+        made = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        table = run_table(store)
+        took = time.perf_counter() - t0
+    assert len(table) == 6 * 33 + 5
+    assert table["energy_j"].notna().all()
+    # 203 runs, 203,000 samples: about 0.2 s each on a laptop; generous for a busy CI machine.
+    assert made < 10.0 and took < 5.0, (made, took)

@@ -1,0 +1,152 @@
+"""The report: every section on a synthetic study and on the tiny example; bad stores; browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import joulecast
+
+os.environ.setdefault("KERAS_BACKEND", "torch")  # before keras is imported
+from joulecast.analysis.data import synthetic_store
+from joulecast.analysis.report import build, key_results, write_html, write_md, write_tables
+
+SECTIONS = [
+    "Data and cleaning",
+    "Architectures",
+    "Training environments",
+    "Estimation parameters",
+    "Power stabilization",
+    "Estimator accuracy",
+]
+
+
+def cli(*args, check=True):
+    proc = subprocess.run(
+        [sys.executable, "-m", "joulecast", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(proc.stderr[-3000:])
+    return proc
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    pytest.importorskip("matplotlib")
+    path = tmp_path_factory.mktemp("syn") / "syn.db"
+    synthetic_store(path, runs_per_group=8).close()
+    return path
+
+
+def test_report_states_the_built_in_difference(synthetic, tmp_path):
+    with joulecast.open_store(synthetic) as store:
+        report = build(store, figures_dir=tmp_path / "fig")
+    assert [s.title for s in report.sections] == SECTIONS
+    arch = report.sections[1]
+    text = " ".join(arch.paragraphs)
+    assert "J/image differs between architecture" in text and "p < 0.001" in text
+    assert "B uses 40" in text or "B uses 39" in text  # 40% less energy per image than A
+    cleaning = report.sections[0].paragraphs[0]
+    assert "->" in cleaning
+    html_path = write_html(report, tmp_path / "r.html")
+    page = html_path.read_text()
+    assert page.count("data:image/png;base64,") >= 8 and "http://" not in page
+    for title in SECTIONS:
+        assert title in page
+    md = write_md(report, tmp_path / "r.md")
+    assert "![" in md.read_text() and (tmp_path / "r_figures").is_dir()
+    tables = write_tables(report, tmp_path / "tables")
+    assert len(tables) >= 5 and all(p.stat().st_size > 0 for p in tables)
+
+
+def test_analyze_json_and_report_cli(synthetic, tmp_path):
+    data = json.loads(cli("analyze", "--store", synthetic, "--json").stdout)
+    assert data["runs"] > data["kept"] > 0
+    summaries = [c["summary"] for c in data["comparisons"]]
+    assert any("differs between architecture" in s for s in summaries)
+    out = tmp_path / "report.html"
+    proc = cli("report", "--store", synthetic, "-o", out, "--tables", tmp_path / "t")
+    assert "6 sections" in proc.stdout and out.stat().st_size > 50_000
+    bad = cli("report", "--store", synthetic, "-o", tmp_path / "no" / "r.html", check=False)
+    assert bad.returncode == 2 and "does not exist" in bad.stderr
+
+
+def test_report_on_an_empty_store_and_missing_data(tmp_path):
+    pytest.importorskip("matplotlib")
+    empty = joulecast.open_store(tmp_path / "empty.db")
+    report = build(empty, figures_dir=tmp_path / "f")
+    assert "no runs" in report.sections[0].paragraphs[0]
+    write_html(report, tmp_path / "e.html")
+    assert key_results(empty)["runs"] == 0
+    # One run, no tags, no F1: each section says what is missing.
+    with joulecast.measure(store=empty, interval_s=0.05) as run, run.epoch(0, samples=10):
+        pass
+    report = build(empty, figures_dir=tmp_path / "g")
+    text = " ".join(p for s in report.sections for p in s.paragraphs)
+    assert "No run has a 'architecture' tag" in text
+    assert "No run has 3 or more finished epochs" in text
+    write_html(report, tmp_path / "one.html")
+
+
+@pytest.mark.slow
+def test_report_on_the_tiny_example_study(tmp_path):
+    pytest.importorskip("keras")
+    pytest.importorskip("matplotlib")
+    root = Path(__file__).resolve().parents[2]
+    store = tmp_path / "tiny.db"
+    cli("study", "run", root / "examples" / "studies" / "tiny.toml", "--store", store)
+    with joulecast.open_store(store) as s:
+        report = build(s, study="tiny", figures_dir=tmp_path / "fig")
+    assert [x.title for x in report.sections] == SECTIONS
+    arch = " ".join(report.sections[1].paragraphs)
+    assert "mobilenet_v2" in arch and "resnet50" in arch
+    write_html(report, tmp_path / "tiny.html")
+
+
+def _browser() -> tuple[str, str] | None:
+    chrome = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    return (chrome, driver) if chrome and driver else None
+
+
+@pytest.mark.slow
+def test_report_opens_in_headless_chromium(synthetic, tmp_path):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    found = _browser()
+    if found is None:
+        pytest.skip("chromium and chromedriver are not installed")
+    chrome, driver_path = found
+    out = tmp_path / "report.html"
+    cli("report", "--store", synthetic, "-o", out)
+    options = webdriver.ChromeOptions()
+    options.binary_location = chrome
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    from selenium.webdriver.chrome.service import Service
+
+    browser = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        browser.get(out.as_uri())
+        images = browser.execute_script(
+            "return Array.from(document.images).map(i => [i.complete, i.naturalWidth]);"
+        )
+        assert len(images) >= 8
+        assert all(complete and width > 0 for complete, width in images)
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []
+        titles = browser.execute_script(
+            "return Array.from(document.querySelectorAll('h2')).map(h => h.textContent);"
+        )
+        assert titles == SECTIONS
+    finally:
+        browser.quit()
