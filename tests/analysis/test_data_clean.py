@@ -277,6 +277,7 @@ def test_study_and_run_id_filters(synthetic, tmp_path: Path) -> None:
         "architecture",
         "dataset",
         "environment",
+        "gpu",
         "tags",
     ]
     assert list(table.columns[table.dtypes == np.dtype(object)]) == text

@@ -80,6 +80,7 @@ COLUMNS: dict[str, str] = {
     "interval_s": "the run's sampling interval; for a run the store has none for (an imported "
     "run), the mean spacing of its samples",
     "mean_epoch_s": "train_duration_s / epochs",
+    "gpu": "the run's GPU model (hardware gpu_models[0], else tag 'gpu'); None if unknown",
     "gpu_tdp_w": "board power of the run's GPU (hardware gpu_models[0], else tag 'gpu') in "
     "the GPU catalogue; NaN if unknown",
     "tags": "all the run's tags, as a dict",
@@ -430,7 +431,7 @@ def _gpu_name(run: Mapping[str, Any]) -> str | None:
 
 def _empty_table() -> pd.DataFrame:
     table = pd.DataFrame({col: pd.Series(dtype=float) for col in COLUMNS})
-    for col in ("name", "status", "tags", *_TEXT_TAGS):
+    for col in ("name", "status", "tags", "gpu", *_TEXT_TAGS):
         table[col] = table[col].astype(object)
     table["run_id"] = table["run_id"].astype(np.int64)
     table["epochs"] = table["epochs"].astype(np.int64)
@@ -496,7 +497,9 @@ def run_table(
     interval = pd.Series([run["interval_s"] for run in runs], dtype=float)
     table["interval_s"] = interval.fillna(pd.Series(samples["spacing_s"].to_numpy(float)))
     table["mean_epoch_s"] = _ratio(table["train_duration_s"], table["epochs"])
-    table["gpu_tdp_w"] = _gpu_tdp([_gpu_name(run) for run in runs])
+    gpus = [_gpu_name(run) for run in runs]
+    table["gpu"] = pd.Series(gpus, dtype=object)
+    table["gpu_tdp_w"] = _gpu_tdp(gpus)
     table["tags"] = pd.Series(tags, dtype=object)
     return table.loc[:, list(COLUMNS)]
 
