@@ -658,8 +658,9 @@ def cmd_forecast_eval(args: argparse.Namespace) -> int:
     ]
     if chosen_rows.empty:
         console.print(
-            f"note: no run has the {args.stable_epoch + args.window} epochs that w={args.window}"
-            f" from epoch {args.stable_epoch} needs: only the best settings are shown"
+            f"note: no run has the {args.stable_epoch + args.window + 1} epochs that w="
+            f"{args.window} from epoch {args.stable_epoch} needs (the window and one epoch to "
+            "forecast): only the best settings are shown"
         )
     for label, target in (("table", args.csv), ("figure", args.plot)):
         if target:

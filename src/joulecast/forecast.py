@@ -405,7 +405,8 @@ def evaluate(
     """Errors of each method over many finished runs, swept over window and stabilizing epoch.
 
     ``tables`` maps a run key to its epoch table. For each (method, window, stable epoch), each
-    run long enough is forecast from its first stable_epoch + window epochs and compared with
+    run with more than stable_epoch + window epochs is forecast from the first stable_epoch +
+    window of them and compared with
     the sum of its epochs' energy. With ``random_start`` the window starts at a random epoch
     after the stabilizing one (seeded), and the forecast is made when that window ends.
     Returns one row per setting: ``method``, ``window``, ``stable_epoch``, ``runs``,
@@ -420,7 +421,7 @@ def evaluate(
                 errors, truths = [], []
                 for table in finished.values():
                     n = len(table)
-                    if n < s + w:
+                    if n <= s + w:  # nothing left to forecast: the error would be 0
                         continue
                     start = s
                     if random_start and method != "first-epoch":

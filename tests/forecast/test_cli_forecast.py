@@ -159,7 +159,7 @@ def test_forecast_eval_bad_input(imported, tmp_path):
     )
     assert proc.returncode == 2 and "does not exist" in proc.stderr
     out = cli("forecast-eval", "--all", "--store", store, "--stable-epoch", 30).stdout
-    assert "no run has the 35 epochs" in out
+    assert "no run has the 36 epochs" in out
 
 
 @pytest.mark.slow

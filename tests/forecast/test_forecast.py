@@ -151,3 +151,13 @@ def test_evaluate_sweeps_window_and_stable_epoch():
         "mae_j",
         "mape_pct",
     }
+
+
+def test_evaluate_skips_runs_with_nothing_left_to_forecast():
+    from joulecast.forecast import evaluate
+
+    five = table([500, 300, 300, 300, 300])
+    rows = evaluate({1: five}, windows=[5], stable_epochs=[0], methods=("epoch-energy",))
+    assert rows.empty  # all 5 epochs would be used: no forecast
+    rows = evaluate({1: five}, windows=[4], stable_epochs=[0], methods=("epoch-energy",))
+    assert rows["runs"].tolist() == [1]

@@ -118,6 +118,9 @@ def test_classify_outcomes():
     status, error = classify(3, "ValueError: bad\n", False)
     assert status == "failed" and "exit status 3" in error and "ValueError" in error
     assert classify(-15, "", True)[0] == "timeout"
+    # A memory warning early in the output of a run that failed for another reason is no OOM.
+    noisy = "W Allocator (GPU_0_bfc) ran out of memory trying to allocate 2.1GiB\n" + "step\n" * 20
+    assert classify(1, noisy + "FileNotFoundError: data/x.csv\n", False)[0] == "failed"
 
 
 def test_study_runs_in_plan_order_and_records_oom(tmp_path):
@@ -312,3 +315,37 @@ def test_plan_uses_the_offline_estimator_on_a_known_gpu():
     half = todo.assign(status=["completed" if i % 2 else "planned" for i in range(len(todo))])
     assert offline_expectation(study, half, "RTX 3090")["energy_j"] < result["energy_j"]
     assert offline_expectation(study, todo, None) is None  # no GPU here: no estimate
+
+
+def test_sigterm_stops_the_run_and_puts_it_back_in_the_plan(tmp_path):
+    import psutil
+
+    file = light_study(tmp_path, modes=("hang",), repetitions=1)
+    store = tmp_path / "s.db"
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "joulecast", "study", "run", str(file), "--store", str(store)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    data = None
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        try:
+            data = status(file, store)
+        except AssertionError:
+            continue
+        if data["running"] == 1:
+            break
+    assert data is not None and data["running"] == 1
+    time.sleep(1.0)  # the run's processes are up
+    job = next(r for r in data["runs"] if r["status"] == "running")
+    runner.send_signal(signal.SIGTERM)
+    runner.wait(timeout=60)
+    with joulecast.open_store(store) as s:
+        rows = s._query("SELECT job_id FROM study_runs WHERE key = ?", (job["key"],))
+    pgid = int(rows[0]["job_id"].split(":")[1])
+    assert not psutil.pid_exists(pgid) or psutil.Process(pgid).status() == psutil.STATUS_ZOMBIE
+    after = status(file, store)
+    assert after["running"] == 0 and after["remaining"] == 2
+    assert all(r["attempts"] == 0 for r in after["runs"])

@@ -259,7 +259,7 @@ def _stability_section(store: Any, df: pd.DataFrame, figures: Path) -> Section:
             epochs = store.phases(int(run_id), "epoch").dropna(subset=["end_s"])
             samples = store.samples(int(run_id))
             result = stabilizing_epoch(samples, epochs)
-            found.append(result.settled_epoch)
+            found.append(result.epoch)  # FLUSS's epoch, as `joulecast stability` counts
             if first is None and result.change_s is not None:
                 first = (samples, epochs, result.change_s)
     except InputError as exc:

@@ -36,8 +36,12 @@ def cmd_plan(args: argparse.Namespace, console: Callable[[], Any]) -> int:
 
     study = _load(args)
     planned = plan(study)
-    with Store(_store_path(args)) as store:
-        state = StudyState.open(store, study, planned)
+    from joulecast.study.runner import study_lock
+
+    store_path = _store_path(args)
+    with Store(store_path) as store:
+        with study_lock(store_path.resolve(), study.name):
+            state = StudyState.open(store, study, planned)
         status = state.runs()
         expected = _expected(store, study, status)
     data = {
@@ -108,9 +112,10 @@ def _expected(store: Any, study: Any, status: Any) -> dict[str, Any]:
     return out
 
 
-# Training and validation images of the built-in datasets whose sizes are known before loading
-# (the tensorflow-datasets ones as the paper split them; shapes: 65% and 15% of its images).
-_SPLITS = {"caltech101": (3060, 6084), "stanford_dogs": (12000, 8580), "digits": (1168, 270)}
+# Training and validation images of the built-in datasets whose sizes are known before loading:
+# the workload validates on 15% of a tensorflow-datasets train split (Caltech101 3,060 images,
+# Stanford Dogs 12,000) and splits shapes and digits (1,797) 65/15/20.
+_SPLITS = {"caltech101": (2601, 459), "stanford_dogs": (10200, 1800), "digits": (1168, 270)}
 
 
 def offline_expectation(study: Any, status: Any, gpu: str | None) -> dict[str, Any] | None:
@@ -140,8 +145,12 @@ def offline_expectation(study: Any, status: Any, gpu: str | None) -> dict[str, A
             sizes = _SPLITS[dataset]
         else:
             return None
+        from joulecast.study.workloads.architectures import ONE_STEP
+
         epochs = p.get("epochs", [5, 5])
-        total_epochs = sum(epochs) if isinstance(epochs, list) else int(epochs)
+        steps = [int(e) for e in epochs] if isinstance(epochs, list) else [int(epochs)]
+        # Architectures trained in one step train only the first step's epochs.
+        total_epochs = steps[0] if p.get("arch") in ONE_STEP else sum(steps)
         try:
             result = estimate_training(
                 gpu=gpu,

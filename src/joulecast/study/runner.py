@@ -46,11 +46,13 @@ OOM_MARKERS = (
     "CUDA out of memory",
     "OutOfMemoryError",
     "RESOURCE_EXHAUSTED",
-    "out of memory",
     "std::bad_alloc",
     "MemoryError",
     "Cannot allocate memory",
 )
+# Only the end of a failed run's output is searched: frameworks warn about memory pressure
+# earlier in runs that then fail for another reason.
+OOM_LINES = 8
 TAIL_CHARS = 2000
 KILL_GRACE_S = 10.0
 
@@ -71,7 +73,8 @@ def classify(returncode: int, output_tail: str, timed_out: bool) -> tuple[str, s
         return "timeout", f"stopped after the study's timeout; {_last_lines(output_tail)}"
     if returncode == 0:
         return "completed", None
-    if any(marker in output_tail for marker in OOM_MARKERS):
+    last = "\n".join([ln for ln in output_tail.splitlines() if ln.strip()][-OOM_LINES:])
+    if any(marker in last for marker in OOM_MARKERS):
         return "oom", _last_lines(output_tail)
     if returncode in (137, -9):
         # A child killed by SIGKILL that the runner did not kill: most often the kernel's OOM
@@ -283,12 +286,28 @@ class Runner:
                 raise InputError(f"--only {key}: not a factor of study {study.name!r}")
 
     def run(self) -> dict[str, int]:
-        """Run every planned run still to do; returns the study's counts by status."""
+        """Run every planned run still to do; returns the study's counts by status.
+
+        SIGTERM and SIGHUP stop the run under way (its process group) and put it back in the
+        plan, as Ctrl-C does.
+        """
+        previous = {}
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+                previous[signum] = signal.signal(signum, _stop)
+        try:
+            return self._run()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _run(self) -> dict[str, int]:
         planned = plan(self.study)
         with Store(self.store_path) as store:
-            state = StudyState.open(store, self.study, planned)
             with study_lock(self.store_path, self.study.name):
+                state = StudyState.open(store, self.study, planned)
                 self._kill_leftovers(state)
+                self._record_finished_leftovers(store, state)
                 again = state.recover()
                 if again:
                     self.echo(f"in flight when the last runner stopped, tried again: {again}")
@@ -352,7 +371,7 @@ class Runner:
                 cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
             # The process group, so a later runner can stop it if this one dies mid-run.
-            state.set_job(run.position, f"local:{child.pid}:{time.time():.3f}")
+            state.set_job(run.position, f"local:{child.pid}:{_create_time(child.pid):.3f}")
             timed_out = False
             try:
                 returncode = child.wait(timeout=self.study.timeout_s)
@@ -375,9 +394,21 @@ class Runner:
             if parts[0] != "local" or len(parts) != 3:
                 continue
             pgid, started = int(parts[1]), float(parts[2])
-            if _group_started_near(pgid, started):
+            if _leader_started_at(pgid, started):
                 self.echo(f"stopping the processes left by the last runner (group {pgid})")
                 _kill_group(pgid)
+
+    def _record_finished_leftovers(self, store: Store, state: StudyState) -> None:
+        """Record as completed the runs left in flight that completed after their runner died."""
+        runs = state.runs()
+        for r in runs[runs["status"] == "running"].itertuples():
+            run_id = find_run(store, self.study.name, r.key)
+            if run_id is None:
+                continue
+            row = store.run(run_id)
+            if row["status"] == "completed" and (row["started_at"] or 0) >= (r.started_at or 0) - 5:
+                state.finish(int(r.position), "completed", run_id=run_id)
+                self.echo(f"{r.key}: completed after the last runner stopped; recorded")
 
     # -- submitit ------------------------------------------------------------------------
 
@@ -435,6 +466,11 @@ class Runner:
                 returncode, timed_out, tail = job.result()
             except Exception as exc:  # the job itself failed (scheduler, node)
                 returncode, timed_out, tail = 1, False, f"job {job.job_id} failed: {exc}"
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    job.cancel()
+                state.release(run.position)
+                raise
             if shard.exists():
                 merge_shard(store, shard)
             outcome = self._record(store, state, run, returncode, timed_out, tail, start)
@@ -498,17 +534,35 @@ class Runner:
             self.echo(f"warm-up failed, going on without it: {_last_lines(tail, 2)}")
 
 
-def _group_started_near(pgid: int, started: float) -> bool:
-    """True when the process group ``pgid`` still has a process started after ``started``."""
+class Stopped(KeyboardInterrupt):
+    """The runner was asked to stop by a signal."""
+
+
+def _stop(signum: int, _frame: Any) -> None:
+    raise Stopped(f"stopped by {signal.Signals(signum).name}")
+
+
+def _create_time(pid: int) -> float:
     import psutil
 
-    for proc in psutil.process_iter(["pid", "create_time"]):
-        try:
-            if os.getpgid(proc.info["pid"]) == pgid and proc.info["create_time"] >= started - 2:
-                return True
-        except (ProcessLookupError, PermissionError, psutil.Error):
-            continue
-    return False
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return time.time()
+
+
+def _leader_started_at(pgid: int, started: float) -> bool:
+    """True when process ``pgid`` is alive, leads its group and was started at ``started``.
+
+    Anything else (the leader gone, the id reused by another process) is left alone.
+    """
+    import psutil
+
+    try:
+        proc = psutil.Process(pgid)
+        return os.getpgid(pgid) == pgid and abs(proc.create_time() - started) < 2.0
+    except (ProcessLookupError, PermissionError, psutil.Error):
+        return False
 
 
 def _disk_full(exc: BaseException) -> bool:
