@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Hashable
+
 import numpy as np
 import pandas as pd
 
@@ -29,3 +32,14 @@ def numbers(df: pd.DataFrame, name: str, argument: str, *, infinite: str = "erro
     if np.isinf(values.to_numpy()).any():
         raise InputError(f"{argument}={name!r}: the column holds infinite values")
     return values
+
+
+def group_order(labels: pd.Series) -> list[Hashable]:
+    """Distinct labels in category order, else sorted (first-seen order when unsortable)."""
+    if isinstance(labels.dtype, pd.CategoricalDtype):
+        present = set(labels.dropna().unique())
+        return [c for c in labels.cat.categories if c in present]
+    order: list[Hashable] = list(pd.unique(labels.dropna()))
+    with contextlib.suppress(TypeError):
+        order = sorted(order)  # type: ignore[type-var]
+    return order

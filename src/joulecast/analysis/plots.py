@@ -40,7 +40,7 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
 from joulecast._plot import pyplot
-from joulecast.analysis._frames import numbers, require_columns
+from joulecast.analysis._frames import group_order, numbers, require_columns
 from joulecast.errors import InputError
 
 __all__ = [
@@ -151,24 +151,13 @@ def _numbers(df: pd.DataFrame, name: str, argument: str) -> pd.Series:
     return numbers(df, name, argument, infinite="nan")
 
 
-def _levels(labels: pd.Series) -> list[Hashable]:
-    """Distinct labels in category order, else sorted (first-seen order when unsortable)."""
-    if isinstance(labels.dtype, pd.CategoricalDtype):
-        present = set(labels.dropna().unique())
-        return [c for c in labels.cat.categories if c in present]
-    order: list[Hashable] = list(pd.unique(labels.dropna()))
-    with contextlib.suppress(TypeError):
-        order = sorted(order)  # type: ignore[type-var]
-    return order
-
-
 def _groups(df: pd.DataFrame, value: str, by: str) -> list[tuple[Hashable, NDArray[np.float64]]]:
     """The finite values of ``value`` per level of ``by``; groups left with none are dropped."""
     _check(df, value=value, by=by)
     values = _numbers(df, value, "value")
     keep = values.notna() & df[by].notna()
     values, labels = values[keep], df[by][keep]
-    return [(g, values[labels == g].to_numpy(np.float64)) for g in _levels(labels)]
+    return [(g, values[labels == g].to_numpy(np.float64)) for g in group_order(labels)]
 
 
 def _level_text(level: Hashable) -> str:
@@ -328,7 +317,7 @@ def power_profile(
             for i, (start, end) in enumerate(zip(starts, ends, strict=True)):
                 if math.isfinite(start) and math.isfinite(end):
                     ax.axvspan(start, end, color=shades[i % 2], zorder=0, lw=0)
-        devices = _levels(frame["device"])
+        devices = group_order(frame["device"])
         for i, device in enumerate(devices):
             mine = frame[frame["device"] == device]
             ax.plot(mine["t_s"], mine["power_w"], lw=0.9, color=_color(i), label=str(device))
@@ -380,7 +369,7 @@ def scatter_fit(
                 ax.scatter(xv, yv, s=STYLE["point_size"] * 1.5, alpha=STYLE["point_alpha"])
             else:
                 labels = df[hue][keep]
-                for i, level in enumerate(_levels(labels)):
+                for i, level in enumerate(group_order(labels)):
                     mine = (labels == level).to_numpy()
                     ax.scatter(
                         xv[mine],
@@ -441,7 +430,7 @@ def power_vs_usage(df: pd.DataFrame, path: PathLike, *, hue: str | None = None) 
                 ax.scatter(usage[keep], power[keep], s=STYLE["point_size"] * 1.5)
             else:
                 labels = df[hue].where(keep)
-                levels = _levels(labels)
+                levels = group_order(labels)
                 for i, level in enumerate(levels):
                     mine = keep & (labels == level)
                     ax.scatter(
@@ -490,13 +479,13 @@ def effect_lines(
         keep &= df[hue].notna()
     frame = pd.DataFrame({"level": df[factor][keep], "value": values[keep]})
     frame["hue"] = df[hue][keep] if hue is not None else ""
-    levels = _levels(frame["level"])
+    levels = group_order(frame["level"])
     position = {level: i for i, level in enumerate(levels)}
     with _canvas(path) as (_, axes):
         ax = axes[0, 0]
         if not levels:
             _no_data(ax, f"no run has both {factor!r} and {value!r}")
-        hues = _levels(frame["hue"]) if levels else []
+        hues = group_order(frame["hue"]) if levels else []
         width = 0.25 if len(hues) > 1 else 0.0
         for i, h in enumerate(hues):
             mine = frame[frame["hue"] == h]

@@ -28,7 +28,6 @@ adjustments are computed here, so scikit-posthocs is not needed (the tests check
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from collections.abc import Hashable, Sequence
@@ -39,7 +38,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from joulecast.analysis._frames import numbers, require_columns
+from joulecast.analysis._frames import group_order, numbers, require_columns
 from joulecast.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -112,13 +111,7 @@ def _groups(df: pd.DataFrame, value: str, by: str) -> _Groups:
     if dropped:
         log.debug("%d of %d rows dropped: %r or %r missing", dropped, len(df), value, by)
     values, labels = values[keep], labels[keep]
-    if isinstance(labels.dtype, pd.CategoricalDtype):
-        present = set(labels.unique())
-        order: list[Hashable] = [c for c in labels.cat.categories if c in present]
-    else:
-        order = list(pd.unique(labels))
-        with contextlib.suppress(TypeError):  # unsortable labels keep their first-seen order
-            order = sorted(order)  # type: ignore[type-var]
+    order = group_order(labels)
     return [(g, values[labels == g].to_numpy(dtype=np.float64)) for g in order]
 
 

@@ -22,17 +22,15 @@ raises :class:`~joulecast.errors.InputError`.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import math
-from collections.abc import Hashable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from joulecast.analysis._frames import numbers, require_columns
+from joulecast.analysis._frames import group_order, numbers, require_columns
 from joulecast.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -74,17 +72,6 @@ def _numeric(df: pd.DataFrame, name: str, argument: str) -> pd.Series:
     return numbers(df, name, argument)
 
 
-def _order(labels: pd.Series) -> list[Hashable]:
-    """Group labels in category order, else sorted (first-seen order when unsortable)."""
-    if isinstance(labels.dtype, pd.CategoricalDtype):
-        present = set(labels.dropna().unique())
-        return [c for c in labels.cat.categories if c in present]
-    order: list[Hashable] = list(pd.unique(labels.dropna()))
-    with contextlib.suppress(TypeError):
-        order = sorted(order)  # type: ignore[type-var]
-    return order
-
-
 def _medians(df: pd.DataFrame, cost: str, benefit: str, by: str) -> pd.DataFrame:
     """One row per group with a finite cost: n, median cost, n_benefit, median benefit."""
     _check_columns(df, cost=cost, benefit=benefit, by=by)
@@ -99,7 +86,7 @@ def _medians(df: pd.DataFrame, cost: str, benefit: str, by: str) -> pd.DataFrame
         log.debug("%d of %d rows dropped: %r or %r missing", dropped, len(df), cost, by)
     costs, benefits, labels = costs[keep], benefits[keep], labels[keep]
     rows = []
-    for group in _order(labels):
+    for group in group_order(labels):
         mine = (labels == group).to_numpy()
         c, b = costs[mine].to_numpy(), benefits[mine].dropna().to_numpy()
         rows.append(

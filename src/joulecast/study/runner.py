@@ -111,16 +111,25 @@ def measure_command(
     return [*cmd, "--", *argv(study, run)]
 
 
-def execute(cmd: list[str], log_path: Path, timeout_s: float | None) -> tuple[int, bool, str]:
+def execute(
+    cmd: list[str],
+    log_path: Path,
+    timeout_s: float | None,
+    on_start: Callable[[int], None] | None = None,
+) -> tuple[int, bool, str]:
     """Run ``cmd`` in its own process group, output to ``log_path``; kill it at the timeout.
 
-    Returns the exit status, whether it timed out, and the end of its output.
+    ``on_start`` gets the child's pid (its process group) once it runs. Any exception while
+    waiting (Ctrl-C, a signal) stops the group before it propagates. Returns the exit status,
+    whether it timed out, and the end of its output.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as out:
         child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         timed_out = False
         try:
+            if on_start is not None:
+                on_start(child.pid)
             returncode = child.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             timed_out = True
@@ -128,6 +137,7 @@ def execute(cmd: list[str], log_path: Path, timeout_s: float | None) -> tuple[in
             returncode = child.wait()
         except BaseException:
             _kill_group(child.pid, child)
+            child.wait()
             raise
     return returncode, timed_out, _tail(log_path)
 
@@ -356,35 +366,20 @@ class Runner:
             start = time.monotonic()
             try:
                 returncode, timed_out, tail = self._execute_local(state, run, cmd, log_path)
-            except OSError as exc:
+            except BaseException:  # stopped, or a full disk: the run goes back to the plan
                 state.release(run.position)
-                raise exc
+                raise
             outcome = self._record(store, state, run, returncode, timed_out, tail, start)
             self._report(run, outcome, progress, len(todo) - i - 1, store)
 
     def _execute_local(
         self, state: StudyState, run: PlannedRun, cmd: list[str], log_path: Path
     ) -> tuple[int, bool, str]:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "wb") as out:
-            child = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
+        def started(pid: int) -> None:
             # The process group, so a later runner can stop it if this one dies mid-run.
-            state.set_job(run.position, f"local:{child.pid}:{_create_time(child.pid):.3f}")
-            timed_out = False
-            try:
-                returncode = child.wait(timeout=self.study.timeout_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                _kill_group(child.pid, child)
-                returncode = child.wait()
-            except BaseException:
-                _kill_group(child.pid, child)
-                child.wait()
-                state.release(run.position)
-                raise
-        return returncode, timed_out, _tail(log_path)
+            state.set_job(run.position, f"local:{pid}:{_create_time(pid):.3f}")
+
+        return execute(cmd, log_path, self.study.timeout_s, started)
 
     def _kill_leftovers(self, state: StudyState) -> None:
         """Stop the process group of a run left in flight by a runner that was killed."""
