@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from simulate import simulate_run
 
 from joulecast.energy import phase_table
-from joulecast.forecast import forecast
+from joulecast.forecast import forecast_energy
 
 METHODS = ("epoch-energy", "power", "first-epoch")
 
@@ -62,7 +62,7 @@ class Scores:
         truth = float(table["energy_j"].sum())
         seen = table.iloc[: stable + window]
         for method in METHODS:
-            f = forecast(seen, n, method=method, stable_epoch=stable, window=window)
+            f = forecast_energy(seen, n, method=method, stable_epoch=stable, window=window)
             self.ape[method].append(100 * abs(f.total_j - truth) / truth)
             self.covered[method] += f.low_j <= truth <= f.high_j
 

@@ -2,6 +2,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from unittest import mock
+
+import pandas as pd
+import pytest
 
 import joulecast
 
@@ -15,7 +19,8 @@ def test_all_is_sorted_and_complete():
         and not isinstance(getattr(joulecast, n), type(joulecast))  # submodules
         and n not in ("annotations", "logging")
     }
-    assert public == set(joulecast.__all__) - {"__version__"}
+    # joulecast.forecast is the public forecasting module (callable for the old API).
+    assert public == set(joulecast.__all__) - {"__version__", "forecast"}
     for name in joulecast.__all__:
         assert hasattr(joulecast, name), name
 
@@ -40,3 +45,29 @@ def test_version():
     from importlib.metadata import version
 
     assert joulecast.__version__ == version("joulecast")
+
+
+def test_forecast_is_the_module_and_its_old_call_still_works():
+    import joulecast.forecast
+
+    assert joulecast.forecast.LiveForecaster is joulecast.LiveForecaster
+    epochs = pd.DataFrame({"index": range(4), "duration_s": 10.0, "energy_j": 100.0})
+    expected = joulecast.forecast_energy(epochs, 8, stable_epoch=1, window=2)
+    with pytest.warns(DeprecationWarning, match="forecast_energy"):
+        assert joulecast.forecast(epochs, 8, stable_epoch=1, window=2) == expected
+    with mock.patch("joulecast.forecast.forecast_energy", return_value="patched"):
+        live = joulecast.forecast.LiveForecaster(8, stable_epoch=1, window=2)
+        assert live.update(epochs) == "patched"
+
+
+def test_no_module_below_the_cli_imports_the_package_itself():
+    from pathlib import Path
+
+    root = Path(joulecast.__file__).parent
+    offenders = [
+        str(path.relative_to(root))
+        for path in root.rglob("*.py")
+        if path.name not in ("cli.py", "__init__.py") or path.parent != root
+        if "from joulecast import " in path.read_text(encoding="utf-8")
+    ]
+    assert offenders == []

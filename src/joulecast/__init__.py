@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 
-__version__ = "0.1.0"
-
+from joulecast import forecast
+from joulecast._version import __version__
 from joulecast.energy import J_PER_KWH, RunSummary, j_to_kwh, summarize
 from joulecast.errors import (
     InputError,
@@ -18,7 +18,7 @@ from joulecast.errors import (
     SensorUnavailable,
     StoreError,
 )
-from joulecast.forecast import EnergyBudget, Forecast, LiveForecaster, forecast
+from joulecast.forecast import EnergyBudget, Forecast, LiveForecaster, forecast_energy
 from joulecast.monitor import Monitor
 from joulecast.records import Gap, Phase, PhaseKind, Reading, RunStatus
 from joulecast.run import Run, measure
@@ -78,6 +78,7 @@ __all__ = [
     "estimate",
     "export_run",
     "forecast",
+    "forecast_energy",
     "import_nvidia_smi",
     "import_trace",
     "j_to_kwh",

@@ -478,7 +478,7 @@ def _auto_stable_epoch(store: Store, run_id: int, epochs: Any, m: int, window_l:
 
 def cmd_forecast(args: argparse.Namespace) -> int:
     """Forecast a run's total energy from its first K epochs; beside the truth if finished."""
-    from joulecast.forecast import forecast
+    from joulecast.forecast import forecast_energy
 
     store = _store(args)
     run_id = store.resolve(args.run)
@@ -493,7 +493,7 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     stable = args.stable_epoch
     if stable == "auto":
         stable = _auto_stable_epoch(store, run_id, seen, 10, 10)
-    result = forecast(
+    result = forecast_energy(
         seen, total_epochs, method=args.method, stable_epoch=int(stable), window=args.window
     )
     data = {"run_id": run_id, **result.to_dict()}
@@ -670,7 +670,7 @@ def cmd_forecast_eval(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``joulecast`` command."""
-    from joulecast import __version__
+    from joulecast._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="joulecast", description="Measure, forecast and estimate the energy of DL training."

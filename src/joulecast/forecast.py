@@ -22,6 +22,9 @@ from __future__ import annotations
 import enum
 import itertools
 import math
+import sys
+import types
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,7 +176,7 @@ def stable_window(
     return first, last, notes
 
 
-def forecast(
+def forecast_energy(
     epochs: pd.DataFrame,
     total_epochs: int,
     *,
@@ -314,7 +317,7 @@ class LiveForecaster:
         done = _check_table(epochs)
         total = max(self.total_epochs, len(done))
         if self.method is Method.FIRST_EPOCH or len(done) <= self.stable_epoch:
-            result = forecast(done, total, method=Method.FIRST_EPOCH, first_epochs=len(done))
+            result = forecast_energy(done, total, method=Method.FIRST_EPOCH, first_epochs=len(done))
             if self.method is not Method.FIRST_EPOCH:
                 result.notes.insert(
                     0,
@@ -322,7 +325,7 @@ class LiveForecaster:
                     f"mean of the {len(done)} epoch(s) seen",
                 )
         else:
-            result = forecast(
+            result = forecast_energy(
                 done,
                 total,
                 method=self.method,
@@ -426,7 +429,7 @@ def evaluate(
                     start = s
                     if random_start and method != "first-epoch":
                         start = int(rng.integers(s, n - w + 1))
-                    f = forecast(
+                    f = forecast_energy(
                         table.iloc[: start + w],
                         n,
                         method=method,
@@ -494,3 +497,22 @@ def plot_sweep(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# The old name, for ``from joulecast.forecast import forecast``.
+forecast = forecast_energy
+
+
+class _CallableModule(types.ModuleType):
+    """Lets the call ``joulecast.forecast(...)`` of earlier versions keep working."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Forecast:
+        warnings.warn(
+            "calling joulecast.forecast(...) is deprecated: call joulecast.forecast_energy(...)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return forecast_energy(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -57,7 +57,7 @@ def host_facts() -> dict[str, Any]:
                     break
     except OSError:
         pass
-    from joulecast import __version__
+    from joulecast._version import __version__
 
     return {
         "hostname": socket.gethostname(),

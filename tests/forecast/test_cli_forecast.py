@@ -72,7 +72,7 @@ def test_forecast_cli_on_imported_trace(imported):
 
     with joulecast.open_store(store) as s:
         epochs = joulecast.summarize(s, run_id).epochs
-    f = joulecast.forecast(epochs.iloc[:8], 20, stable_epoch=3, window=5)
+    f = joulecast.forecast_energy(epochs.iloc[:8], 20, stable_epoch=3, window=5)
     assert f.total_j == pytest.approx(out["total_j"])
     first = json.loads(
         cli(

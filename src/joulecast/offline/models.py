@@ -660,7 +660,7 @@ class OfflineEstimator:
         self._check_fitted()
         import sklearn
 
-        from joulecast import __version__
+        from joulecast._version import __version__
 
         rows = self.training_rows_
         return {
