@@ -122,6 +122,31 @@ def test_explicit_start_stop_and_decorator(store):
     assert names.count("decorated") == 2
 
 
+def test_decorated_function_measures_each_call_apart(store):
+    """Recursive and concurrent calls each get a run of their own, and each completes."""
+
+    @joulecast.measure("nested", store=store, sensors=[ConstantSensor()], interval_s=0.01)
+    def nested(depth):
+        time.sleep(0.03)
+        return nested(depth - 1) + 1 if depth else 0
+
+    assert nested(2) == 2
+
+    @joulecast.measure("threaded", store=store, sensors=[ConstantSensor()], interval_s=0.01)
+    def threaded():
+        time.sleep(0.05)
+
+    threads = [threading.Thread(target=threaded) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    runs = store.runs()
+    assert runs["name"].tolist().count("nested") == 3
+    assert runs["name"].tolist().count("threaded") == 4
+    assert set(runs["status"]) == {"completed"}
+
+
 def test_exception_marks_run_failed_and_propagates(store):
     m = joulecast.measure("boom", store=store, sensors=[ConstantSensor()], interval_s=0.01)
     with pytest.raises(ZeroDivisionError), m:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import sys
@@ -368,6 +369,13 @@ class measure(contextlib.ContextDecorator):
             run = Run(monitor, owns_store=owns)
         self.run = run
         return run
+
+    def _recreate_cm(self) -> measure:
+        # ContextDecorator asks for the context manager of each call of a decorated function:
+        # a fresh copy, so that recursive and concurrent calls each measure a run of their own.
+        fresh = copy.copy(self)
+        fresh.run = None
+        return fresh
 
     def __enter__(self) -> Run:
         return self.start()
