@@ -38,6 +38,26 @@ RUN_ENV = "JOULECAST_RUN_ID"
 STORE_ENV = "JOULECAST_STORE"
 
 
+def sync_device(enabled: bool | None = None) -> None:
+    """Wait for queued CUDA work (where PyTorch is imported and has used CUDA).
+
+    GPU kernels run asynchronously: without a sync, work queued in one phase would be
+    attributed to the next. ``enabled`` False skips it; None syncs when CUDA is in use.
+    """
+    if enabled is False:
+        return
+    torch = sys.modules.get("torch")
+    cuda = getattr(torch, "cuda", None)
+    if cuda is None:
+        return
+    try:
+        if cuda.is_available() and cuda.is_initialized():
+            for device in range(cuda.device_count()):
+                cuda.synchronize(device)
+    except Exception as exc:  # a failed sync must not stop the training
+        log.debug("CUDA synchronize failed: %s", exc)
+
+
 @dataclass
 class PhaseHandle:
     """Yielded by :meth:`Run.epoch` / :meth:`Run.step`: set ``samples`` or add ``metrics``."""
@@ -50,9 +70,12 @@ class PhaseHandle:
 class Run:
     """A run being measured (or joined): marks phases and reads back energy."""
 
-    def __init__(self, monitor: Monitor, *, owns_store: bool = False) -> None:
+    def __init__(
+        self, monitor: Monitor, *, owns_store: bool = False, sync: bool | None = None
+    ) -> None:
         self._monitor = monitor
         self._owns_store = owns_store
+        self.sync = sync
         self._last_epoch_end: float | None = None
         # Where an epoch marked with mark_epoch() alone begins: the run's start, or the moment
         # this process joined it.
@@ -112,8 +135,15 @@ class Run:
         finally:
             self.end(kind, index, samples=handle.samples, metrics=handle.metrics)
 
-    def begin(self, kind: PhaseKind | str, index: int) -> None:
-        """Open an epoch or step now (pair with :meth:`end`; for callbacks)."""
+    def _sync_device(self, sync: bool | None = None) -> None:
+        sync_device(self.sync if sync is None else sync)
+
+    def begin(self, kind: PhaseKind | str, index: int, *, sync: bool | None = None) -> None:
+        """Open an epoch or step now (pair with :meth:`end`; for callbacks).
+
+        The device is synchronized first (``sync`` overrides the run's setting for this call).
+        """
+        self._sync_device(sync)
         self._monitor.begin_phase(PhaseKind(kind), index)
 
     def end(
@@ -123,8 +153,10 @@ class Run:
         *,
         samples: int | None = None,
         metrics: dict[str, Any] | None = None,
+        sync: bool | None = None,
     ) -> None:
-        """Close an epoch or step opened with :meth:`begin`."""
+        """Close an epoch or step opened with :meth:`begin` (after synchronizing the device)."""
+        self._sync_device(sync)
         phase = self._monitor.end_phase(PhaseKind(kind), index, samples=samples, metrics=metrics)
         if phase.kind is PhaseKind.EPOCH:
             self._last_epoch_end = phase.end_s
@@ -135,6 +167,7 @@ class Run:
 
         The first epoch marked this way begins when the run (or this process's join) began.
         """
+        self._sync_device()
         start = self._last_epoch_end if self._last_epoch_end is not None else self._began_s
         phase = self._monitor.end_phase(
             PhaseKind.EPOCH, index, samples=samples, metrics=metrics, start_s=start
@@ -278,6 +311,8 @@ class Run:
 
         A store the run opened itself is closed; reading the run afterwards reopens it.
         """
+        if self._monitor.running:
+            self._sync_device()
         self._monitor.stop(RunStatus(status), exit_code=exit_code, signal=signal)
         if self._owns_store and not self._monitor.store.closed:
             self._monitor.store.close()
@@ -302,6 +337,10 @@ class measure(contextlib.ContextDecorator):
     ``$JOULECAST_STORE`` or ./joulecast.db). Under ``joulecast measure`` (``$JOULECAST_RUN_ID``
     set) it joins the run the CLI opened and only writes phase marks. An exception leaving the
     block marks the run failed and propagates.
+
+    ``sync`` says whether to wait for queued GPU work at every phase boundary and at the end
+    (:func:`sync_device`): None (the default) does when PyTorch has initialized CUDA, so work
+    queued in one epoch is not charged to the next; False never waits.
     """
 
     def __init__(
@@ -314,8 +353,10 @@ class measure(contextlib.ContextDecorator):
         tags: dict[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
         join: bool = True,
+        sync: bool | None = None,
     ) -> None:
         self.name = name
+        self.sync = sync
         self.store = store
         self.interval_s = interval_s
         self.sensors = sensors
@@ -348,7 +389,7 @@ class measure(contextlib.ContextDecorator):
             store = self.store if isinstance(self.store, Store) else Store(path)
             monitor = Monitor([], store, run_id=run_id, clock=self.clock)
             monitor.start()
-            run = Run(monitor, owns_store=not isinstance(self.store, Store))
+            run = Run(monitor, owns_store=not isinstance(self.store, Store), sync=self.sync)
             log.info("joined run %d in %s", run_id, path)
         else:
             store, owns = self._open_store()
@@ -366,7 +407,7 @@ class measure(contextlib.ContextDecorator):
                 clock=self.clock,
             )
             monitor.start()
-            run = Run(monitor, owns_store=owns)
+            run = Run(monitor, owns_store=owns, sync=self.sync)
         self.run = run
         return run
 

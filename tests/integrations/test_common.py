@@ -116,7 +116,7 @@ class _FakeCuda:
 def test_sync_device_waits_for_every_gpu_once_cuda_is_used(monkeypatch):
     from types import SimpleNamespace
 
-    from joulecast.integrations._common import sync_device
+    from joulecast.run import sync_device
 
     cuda = _FakeCuda(initialized=True)
     monkeypatch.setitem(sys.modules, "torch", SimpleNamespace(cuda=cuda))
@@ -140,7 +140,31 @@ def test_session_syncs_at_every_boundary(tmp_path, monkeypatch):
     session.begin(PhaseKind.EPOCH, 0)
     session.end(PhaseKind.EPOCH, 0)
     session.finish()
-    assert cuda.synced == [0, 1, 0, 1]
+    assert cuda.synced == [0, 1, 0, 1, 0, 1]  # the epoch's start and end, and the run's end
+
+
+def test_plain_api_syncs_at_every_boundary_unless_told_not_to(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import joulecast
+
+    cuda = _FakeCuda(initialized=True)
+    monkeypatch.setitem(sys.modules, "torch", SimpleNamespace(cuda=cuda))
+    with joulecast.measure(store=tmp_path / "s.db", interval_s=0.05) as run:
+        with run.epoch(0):
+            pass
+        assert len(cuda.synced) == 4  # two GPUs, at the epoch's start and end
+        run.mark_epoch(1)
+        assert len(cuda.synced) == 6
+        run.begin("step", 0, sync=False)
+        run.end("step", 0, sync=False)
+        assert len(cuda.synced) == 6
+    assert len(cuda.synced) == 8  # and at the run's end
+    with joulecast.measure(store=tmp_path / "s.db", interval_s=0.05, sync=False) as run:
+        run.mark_epoch(0)
+        run.begin("epoch", 1)
+        run.end("epoch", 1)
+    assert len(cuda.synced) == 8
 
 
 def test_a_second_training_on_a_shared_run_is_numbered_after_the_first(tmp_path, caplog):

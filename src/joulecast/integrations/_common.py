@@ -9,7 +9,6 @@ import itertools
 import logging
 import math
 import os
-import sys
 import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Union
@@ -74,26 +73,6 @@ def float_metrics(values: Mapping[str, Any] | None) -> dict[str, float | None]:
             continue
         out[str(key)] = number if math.isfinite(number) else None
     return out
-
-
-def sync_device(enabled: bool | None = None) -> None:
-    """Wait for queued CUDA work (where PyTorch is imported and has used CUDA).
-
-    GPU kernels run asynchronously: without a sync, work queued in one phase would be
-    attributed to the next. ``enabled`` False skips it; None syncs when CUDA is in use.
-    """
-    if enabled is False:
-        return
-    torch = sys.modules.get("torch")
-    cuda = getattr(torch, "cuda", None)
-    if cuda is None:
-        return
-    try:
-        if cuda.is_available() and cuda.is_initialized():
-            for device in range(cuda.device_count()):
-                cuda.synchronize(device)
-    except Exception as exc:  # a failed sync must not stop the training
-        log.debug("CUDA synchronize failed: %s", exc)
 
 
 # Epoch indices marked in each run by the integrations of this process (with those read back
@@ -163,7 +142,9 @@ class Session:
         ``budget``, and ``total_epochs`` known, the run forecasts its energy after every epoch.
         """
         if self.run is None or (self.owns_run and not self.run.active):
-            self.run = measure(self.name, store=self.store, interval_s=self.interval_s).start()
+            self.run = measure(
+                self.name, store=self.store, interval_s=self.interval_s, sync=self.sync
+            ).start()
             self.owns_run = True
             log.info("measuring %r as run %d", self.name, self.run.run_id)
         self._used = _epochs_marked.setdefault(self.run, set())
@@ -211,14 +192,13 @@ class Session:
         An epoch's index goes through :meth:`epoch_index`.
         """
         assert self.run is not None
-        sync_device(self.sync)
         if kind is PhaseKind.EPOCH:
             index = self.epoch_index(index)
-            self.run.begin(kind, index)
+            self.run.begin(kind, index, sync=self.sync)
             self.open_epoch = index
             self._used.add(index)
         else:
-            self.run.begin(kind, index)
+            self.run.begin(kind, index, sync=self.sync)
             self.open_step = index
         return index
 
@@ -232,8 +212,7 @@ class Session:
     ) -> None:
         """Close an epoch or step (after syncing the device); log a closed epoch to MLflow."""
         assert self.run is not None
-        sync_device(self.sync)
-        self.run.end(kind, index, samples=samples, metrics=dict(metrics or {}))
+        self.run.end(kind, index, samples=samples, metrics=dict(metrics or {}), sync=self.sync)
         if kind is PhaseKind.EPOCH:
             self.open_epoch = None
             if self.mlflow is not None:
