@@ -10,6 +10,7 @@ import logging
 
 from joulecast import forecast
 from joulecast._version import __version__
+from joulecast.command import MeasuredCommand, measure_command
 from joulecast.energy import J_PER_KWH, RunSummary, j_to_kwh, summarize
 from joulecast.errors import (
     InputError,
@@ -58,6 +59,7 @@ __all__ = [
     "J_PER_KWH",
     "JoulecastError",
     "LiveForecaster",
+    "MeasuredCommand",
     "Monitor",
     "OfflineEstimator",
     "Phase",
@@ -84,6 +86,7 @@ __all__ = [
     "j_to_kwh",
     "lookup_gpu",
     "measure",
+    "measure_command",
     "open_store",
     "read_trace",
     "summarize",

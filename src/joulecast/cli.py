@@ -10,9 +10,7 @@ import argparse
 import json
 import logging
 import math
-import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -21,7 +19,6 @@ from typing import Any
 
 from joulecast.energy import RunSummary, j_to_kwh, summarize
 from joulecast.errors import InputError, JoulecastError
-from joulecast.records import RunStatus
 from joulecast.store import Store
 
 log = logging.getLogger("joulecast")
@@ -129,137 +126,38 @@ def print_summary(summary: RunSummary, console: Any) -> None:
 
 def cmd_measure(args: argparse.Namespace) -> int:
     """Run a command as a child, sampling until it exits; exit with its exit code."""
-    from joulecast.monitor import Monitor
-    from joulecast.run import RUN_ENV, STORE_ENV
-    from joulecast.sensors import detect
+    from joulecast.command import MeasuredCommand
 
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
-    if not command:
-        raise InputError(
-            "measure: no command given (usage: joulecast measure [options] -- CMD ...)"
-        )
-    tags = _tags(args.tag)
-    store = _store(args)
-    sensors, reports = detect(
-        pid=os.getpid(), include_root=False, interval_s=args.interval, gpus=not args.no_gpu
+    measured = MeasuredCommand(
+        command,
+        store=args.store,
+        name=args.name,
+        tags=_tags(args.tag),
+        interval_s=args.interval,
+        gpus=not args.no_gpu,
+        epochs=getattr(args, "epochs", None),
+        forecast_method=getattr(args, "forecast_method", "epoch-energy"),
+        stable_epoch=getattr(args, "stable_epoch", 10),
+        window=getattr(args, "window", 5),
     )
-    for rep in reports:
-        if not rep.found:
-            log.info("sensor %s not used: %s", rep.name, rep.reason)
-    monitor = Monitor(
-        sensors, store, interval_s=args.interval, name=args.name or Path(command[0]).name, tags=tags
-    )
-    run_id = monitor.start()
-    watcher = _ForecastWatcher(store, run_id, args) if getattr(args, "epochs", None) else None
-    env = dict(os.environ, **{RUN_ENV: str(run_id), STORE_ENV: str(store.path.resolve())})
+    measured.start()
+    forward = {s: signal.signal(s, lambda n, _f: measured.send_signal(n)) for s in _FORWARDED}
     try:
-        child = subprocess.Popen(command, env=env)
-    except OSError as exc:
-        if watcher is not None:
-            watcher.close()
-        monitor.stop(RunStatus.FAILED)
-        store.delete_run(run_id)
-        raise InputError(f"measure: cannot run {command[0]!r}: {exc.strerror}") from exc
-    received: list[int] = []
-
-    def forward(signum: int, _frame: Any) -> None:
-        received.append(signum)
-        if child.poll() is None:
-            child.send_signal(signum)
-
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while True:
-            try:
-                rc = child.wait()
-                break
-            except InterruptedError:  # pragma: no cover - PEP 475 retries for us
-                continue
+        summary = measured.wait()
     finally:
-        for s, handler in previous.items():
+        for s, handler in forward.items():
             signal.signal(s, handler)
-        if watcher is not None:
-            watcher.close()
-    if rc == 0:
-        status, exit_code, sig = RunStatus.COMPLETED, 0, None
-    elif rc < 0:
-        sig = signal.Signals(-rc).name
-        status = RunStatus.INTERRUPTED if -rc in received else RunStatus.FAILED
-        exit_code = None
-    else:
-        status, exit_code, sig = RunStatus.FAILED, rc, None
-    monitor.stop(status, exit_code=exit_code, signal=sig)
     if not args.quiet:
-        print_summary(summarize(store, run_id), _console(stderr=True))
-    return rc if rc >= 0 else 128 - rc
+        print_summary(summary, _console(stderr=True))
+    if summary.signal is not None:
+        return 128 + signal.Signals[summary.signal].value
+    return int(summary.exit_code or 0)
 
 
-class _ForecastWatcher:
-    """Prints a live forecast line on stderr as the measured command finishes its epochs.
-
-    The command marks epochs in the run (through an integration or ``run.epoch()``); this
-    reads them from the store once a second. Printing only: the command's own live forecast,
-    when it has one, is what is stored.
-    """
-
-    def __init__(self, store: Any, run_id: int, args: argparse.Namespace) -> None:
-        import threading
-
-        from joulecast.forecast import LiveForecaster
-
-        self.store = store
-        self.run_id = run_id
-        self.forecaster = LiveForecaster(
-            args.epochs,
-            method=args.forecast_method,
-            stable_epoch=args.stable_epoch,
-            window=args.window,
-        )
-        self.seen: list[dict[str, Any]] = []
-        self.done: set[int] = set()
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._loop, name="joulecast-forecast", daemon=True)
-        self.thread.start()
-
-    def _loop(self) -> None:
-        while not self.stopped.wait(1.0):
-            self.poll()
-
-    def poll(self) -> None:
-        """Forecast after each epoch finished since the last poll."""
-        import pandas as pd
-
-        from joulecast.energy import phase_table
-        from joulecast.forecast import progress_line
-
-        try:
-            phases = self.store.phases(self.run_id, "epoch").dropna(subset=["end_s"])
-            new = phases[~phases["index"].isin(self.done)]
-            if new.empty:
-                return
-            samples = self.store.samples(
-                self.run_id, float(new["start_s"].min()) - 5.0, float(new["end_s"].max()) + 5.0
-            )
-            table = phase_table(samples, new)
-            for row in table.itertuples():
-                self.done.add(int(row.index))
-                self.seen.append(
-                    {"index": row.index, "duration_s": row.duration_s, "energy_j": row.energy_j}
-                )
-                result = self.forecaster.update(pd.DataFrame(self.seen))
-                print(f"joulecast: {progress_line(result)}", file=sys.stderr, flush=True)
-        except JoulecastError as exc:
-            log.info("no live forecast: %s", exc)
-        except Exception as exc:  # the forecast line must never end the measurement
-            log.warning("live forecast failed: %s", exc)
-
-    def close(self) -> None:
-        """Stop polling, after a last look for epochs that ended since the last one."""
-        self.stopped.set()
-        self.thread.join()
-        self.poll()
+_FORWARDED = (signal.SIGINT, signal.SIGTERM)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:

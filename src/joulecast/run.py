@@ -9,24 +9,22 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import pandas as pd
 
-from joulecast.energy import RunSummary, phase_table, summarize
-from joulecast.errors import JoulecastError
+from joulecast.energy import RunSummary, summarize
 from joulecast.forecast import (
     DEFAULT_STABLE_EPOCH,
     DEFAULT_WINDOW,
     EnergyBudget,
     Forecast,
-    LiveForecaster,
     Method,
-    progress_line,
 )
+from joulecast.live import LiveForecast, epoch_table
 from joulecast.monitor import DEFAULT_INTERVAL_S, Monitor
 from joulecast.records import Phase, PhaseKind, RunStatus
 from joulecast.sensors import Sensor, detect_sensors
@@ -80,12 +78,7 @@ class Run:
         # Where an epoch marked with mark_epoch() alone begins: the run's start, or the moment
         # this process joined it.
         self._began_s = monitor.now_s() if monitor.joined else 0.0
-        self._forecaster: LiveForecaster | None = None
-        self._budget: EnergyBudget | None = None
-        self._on_update: Callable[[Forecast], None] | None = None
-        self._progress = False
-        self._epoch_rows: list[dict[str, Any]] = []
-        self.stop_reason: str | None = None
+        self._live: LiveForecast | None = None
         assert monitor.run_id is not None
         self.run_id: int = monitor.run_id
 
@@ -195,17 +188,28 @@ class Run:
         With a ``budget``, :attr:`stop_reason` is set once it says stop; the training loop (or
         an integration's callback) decides to stop on it.
         """
-        self._forecaster = LiveForecaster(
-            total_epochs, method=method, stable_epoch=stable_epoch, window=window
+        self._live = LiveForecast(
+            lambda: self.store,
+            self.run_id,
+            total_epochs,
+            method=method,
+            stable_epoch=stable_epoch,
+            window=window,
+            budget=budget,
+            on_update=on_update,
+            progress=progress,
+            interval_s=self._monitor.interval_s,
         )
-        self._budget = budget
-        self._on_update = on_update
-        self._progress = progress
 
     @property
     def forecast(self) -> Forecast | None:
         """The latest live forecast, if :meth:`live_forecast` is on and an epoch has ended."""
-        return self._forecaster.last if self._forecaster is not None else None
+        return self._live.last if self._live is not None else None
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the energy budget of :meth:`live_forecast` says stop; None until it does."""
+        return self._live.stop_reason if self._live is not None else None
 
     @property
     def should_stop(self) -> bool:
@@ -220,58 +224,15 @@ class Run:
         """
         if self._monitor.running:
             self._monitor.flush()
-        phases = self.store.phases(self.run_id, "epoch")
-        phases = phases[phases["index"].isin(indices)].dropna(subset=["end_s"])
-        if phases.empty:
-            return phase_table(self.store.samples(self.run_id, 0.0, 0.0), phases)
-        # A few seconds either side, so the epochs' edges interpolate between samples.
-        samples = self.store.samples(
-            self.run_id, float(phases["start_s"].min()) - 5.0, float(phases["end_s"].max()) + 5.0
+        return epoch_table(
+            self.store, self.run_id, indices, interval_s=self._monitor.interval_s
         )
-        return phase_table(samples, phases)
 
     def _after_epoch(self, phase: Phase) -> None:
-        if self._forecaster is None or phase.end_s is None:
+        if self._live is None or phase.end_s is None:
             return
-        try:
-            row = self.epoch_table([phase.index]).iloc[0]
-            self._epoch_rows.append(
-                {
-                    "index": phase.index,
-                    "duration_s": row["duration_s"],
-                    "energy_j": row["energy_j"],
-                    "metrics": dict(phase.metrics),
-                }
-            )
-            table = pd.DataFrame(self._epoch_rows)
-            result = self._forecaster.update(table)
-        except JoulecastError as exc:
-            log.info("no forecast after epoch %d: %s", phase.index, exc)
-            return
-        metrics = {**phase.metrics, "forecast": result.to_dict()}
-        if self._budget is not None and self.stop_reason is None:
-            decision = self._budget.check(table, result)
-            if decision.stop:
-                self.stop_reason = decision.reason
-                metrics["early_stop"] = decision.reason
-                self.store.update_run(self.run_id, tags={"early_stop": decision.reason})
-                log.warning(
-                    "energy-aware early stop after epoch %d: %s", phase.index, decision.reason
-                )
-        self.store.write_phases(self.run_id, [replace(phase, metrics=metrics)])
-        log.info(
-            "epoch %d: forecast %.1f kJ [%.1f, %.1f], %.1f kJ to go (%s)",
-            phase.index,
-            result.total_j / 1e3,
-            result.low_j / 1e3,
-            result.high_j / 1e3,
-            result.remaining_j / 1e3,
-            result.method,
-        )
-        if self._progress:
-            print(f"joulecast: {progress_line(result)}", file=sys.stderr, flush=True)
-        if self._on_update is not None:
-            self._on_update(result)
+        self._monitor.flush()
+        self._live.after_epoch(phase)
 
     # -- reading back ----------------------------------------------------------------------
 

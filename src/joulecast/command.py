@@ -1,0 +1,247 @@
+"""Run a command as a child process under measurement: what ``joulecast measure`` does.
+
+:func:`measure_command` runs it to the end and returns the run's summary;
+:class:`MeasuredCommand` does the same in steps, for a caller that forwards signals (the CLI
+installs the handlers; the library never does). The child finds the run in its environment
+(``JOULECAST_RUN_ID``, ``JOULECAST_STORE``), so ``joulecast.measure()`` and the integrations
+inside it mark their epochs in this run and leave the sampling to this process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from joulecast.energy import RunSummary, summarize
+from joulecast.errors import InputError, JoulecastError
+from joulecast.forecast import DEFAULT_STABLE_EPOCH, DEFAULT_WINDOW, Method
+from joulecast.live import LiveForecast
+from joulecast.monitor import DEFAULT_INTERVAL_S, Monitor
+from joulecast.records import Phase, PhaseKind, RunStatus
+from joulecast.run import RUN_ENV, STORE_ENV
+from joulecast.sensors import Sensor, detect
+from joulecast.store import Store
+
+log = logging.getLogger(__name__)
+
+# How often the epochs the command marks are looked for, for the live forecast.
+_POLL_S = 0.5
+
+
+class MeasuredCommand:
+    """A command run as a child process while this process samples it into a run.
+
+    ``epochs`` (the planned number) turns on the live forecast: after each epoch the command
+    marks, a forecast is made (:class:`joulecast.live.LiveForecast`) and printed on stderr
+    (``progress``).
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        store: Store | str | os.PathLike[str] | None = None,
+        name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        interval_s: float = DEFAULT_INTERVAL_S,
+        gpus: bool = True,
+        sensors: Sequence[Sensor] | None = None,
+        epochs: int | None = None,
+        forecast_method: Method | str = Method.EPOCH_ENERGY,
+        stable_epoch: int = DEFAULT_STABLE_EPOCH,
+        window: int = DEFAULT_WINDOW,
+        progress: bool = True,
+    ) -> None:
+        self.argv = [str(a) for a in argv]
+        if not self.argv:
+            raise InputError(
+                "measure: no command given (usage: joulecast measure [options] -- CMD ...)"
+            )
+        if epochs is not None and epochs < 1:
+            raise InputError(f"epochs: expected a whole number of at least 1, got {epochs}")
+        self._store_arg = store
+        self.name = name or Path(self.argv[0]).name
+        self.tags = dict(tags or {})
+        self.interval_s = interval_s
+        self.gpus = gpus
+        self.sensors = sensors
+        self.epochs = epochs
+        self.forecast_method = Method(forecast_method)
+        self.stable_epoch = stable_epoch
+        self.window = window
+        self.progress = progress
+        self.store: Store | None = None
+        self.run_id: int | None = None
+        self.live: LiveForecast | None = None
+        self._monitor: Monitor | None = None
+        self._child: subprocess.Popen[bytes] | None = None
+        self._received: list[int] = []
+        self._watcher: threading.Thread | None = None
+        self._stop_watching = threading.Event()
+
+    def start(self) -> int:
+        """Open the run, start sampling and the command; return the run id.
+
+        Raises:
+            InputError: the command cannot be started (the run is removed again).
+        """
+        store = self._store_arg if isinstance(self._store_arg, Store) else Store(self._store_arg)
+        self.store = store
+        sensors = self.sensors
+        if sensors is None:
+            found, reports = detect(
+                pid=os.getpid(), include_root=False, interval_s=self.interval_s, gpus=self.gpus
+            )
+            for rep in reports:
+                if not rep.found:
+                    log.info("sensor %s not used: %s", rep.name, rep.reason)
+            sensors = found
+        monitor = Monitor(
+            sensors, store, interval_s=self.interval_s, name=self.name, tags=self.tags
+        )
+        run_id = monitor.start()
+        self._monitor, self.run_id = monitor, run_id
+        env = dict(os.environ, **{RUN_ENV: str(run_id), STORE_ENV: str(store.path.resolve())})
+        try:
+            self._child = subprocess.Popen(self.argv, env=env)
+        except OSError as exc:
+            monitor.stop(RunStatus.FAILED)
+            store.delete_run(run_id)
+            raise InputError(f"measure: cannot run {self.argv[0]!r}: {exc.strerror}") from exc
+        if self.epochs is not None:
+            self.live = LiveForecast(
+                lambda: store,
+                run_id,
+                self.epochs,
+                method=self.forecast_method,
+                stable_epoch=self.stable_epoch,
+                window=self.window,
+                progress=self.progress,
+                interval_s=self.interval_s,
+            )
+            self._watcher = threading.Thread(
+                target=self._watch, name="joulecast-forecast", daemon=True
+            )
+            self._watcher.start()
+        return run_id
+
+    def send_signal(self, signum: int) -> None:
+        """Pass ``signum`` to the command; if it ends by that signal, the run is interrupted."""
+        self._received.append(signum)
+        if self._child is not None and self._child.poll() is None:
+            self._child.send_signal(signum)
+
+    def wait(self) -> RunSummary:
+        """Wait for the command, finish the run with its outcome, and return the summary.
+
+        Exit status 0 completes the run; another fails it (``exit_code``); death by a signal
+        fails it, or interrupts it when the signal was one passed on by :meth:`send_signal`
+        (or a Ctrl-C, which reaches the command too).
+        """
+        child, monitor, store = self._child, self._monitor, self.store
+        if child is None or monitor is None or store is None or self.run_id is None:
+            raise JoulecastError("MeasuredCommand.wait() before start()")
+        interrupted = False
+        while True:
+            try:
+                rc = child.wait()
+                break
+            except KeyboardInterrupt:  # the command got the Ctrl-C too: let it finish
+                interrupted = True
+                self._received.append(signal.SIGINT)
+        self._stop_watching.set()
+        if self._watcher is not None:
+            self._watcher.join()
+            self._poll_epochs()  # epochs that ended since the last look
+        if rc == 0:
+            status, exit_code, sig = RunStatus.COMPLETED, 0, None
+        elif rc < 0:
+            sig = signal.Signals(-rc).name
+            status = RunStatus.INTERRUPTED if -rc in self._received else RunStatus.FAILED
+            exit_code = None
+        else:
+            status, exit_code, sig = RunStatus.FAILED, rc, None
+        monitor.stop(status, exit_code=exit_code, signal=sig)
+        summary = summarize(store, self.run_id)
+        if interrupted:
+            raise KeyboardInterrupt
+        return summary
+
+    # -- live forecast ---------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        while not self._stop_watching.wait(_POLL_S):
+            self._poll_epochs()
+
+    def _poll_epochs(self) -> None:
+        """Forecast after each epoch the command finished since the last look, in order."""
+        live, monitor, store = self.live, self._monitor, self.store
+        if live is None or monitor is None or store is None or self.run_id is None:
+            return
+        try:
+            epochs = store.phases(self.run_id, PhaseKind.EPOCH.value).dropna(subset=["end_s"])
+            for row in epochs.sort_values("index").itertuples(index=False):
+                index = int(row.index)
+                if live.seen(index):
+                    continue
+                monitor.flush()
+                metrics = dict(row.metrics)
+                phase = Phase(
+                    PhaseKind.EPOCH,
+                    index,
+                    float(row.start_s),
+                    float(row.end_s),
+                    None if pd.isna(row.samples) else int(row.samples),
+                    metrics,
+                )
+                live.after_epoch(phase, store_forecast=False)
+        except Exception as exc:  # the forecast line must never end the measurement
+            log.warning("live forecast failed: %s", exc)
+
+
+def measure_command(
+    argv: Sequence[str],
+    *,
+    store: Store | str | os.PathLike[str] | None = None,
+    name: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    interval_s: float = DEFAULT_INTERVAL_S,
+    gpus: bool = True,
+    sensors: Sequence[Sensor] | None = None,
+    epochs: int | None = None,
+    forecast_method: Method | str = Method.EPOCH_ENERGY,
+    stable_epoch: int = DEFAULT_STABLE_EPOCH,
+    window: int = DEFAULT_WINDOW,
+    progress: bool = True,
+) -> RunSummary:
+    """Run ``argv`` as a child process under measurement and return the run's summary.
+
+    The arguments are those of :class:`MeasuredCommand`. The summary's ``status``,
+    ``exit_code`` and ``signal`` give the command's outcome.
+
+    Raises:
+        InputError: ``argv`` is empty or cannot be started.
+    """
+    command = MeasuredCommand(
+        argv,
+        store=store,
+        name=name,
+        tags=tags,
+        interval_s=interval_s,
+        gpus=gpus,
+        sensors=sensors,
+        epochs=epochs,
+        forecast_method=forecast_method,
+        stable_epoch=stable_epoch,
+        window=window,
+        progress=progress,
+    )
+    command.start()
+    return command.wait()

@@ -1,0 +1,159 @@
+"""The live forecast of a run: after each finished epoch, re-forecast, store, print, decide.
+
+One path for every caller: :meth:`joulecast.Run.live_forecast` (the API and the
+integrations) and ``joulecast measure --epochs`` (:mod:`joulecast.command`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import pandas as pd
+
+from joulecast.energy import phase_table
+from joulecast.forecast import (
+    DEFAULT_STABLE_EPOCH,
+    DEFAULT_WINDOW,
+    EnergyBudget,
+    Forecast,
+    LiveForecaster,
+    Method,
+    progress_line,
+)
+from joulecast.records import Phase
+from joulecast.store import Store
+
+log = logging.getLogger(__name__)
+
+# Samples read either side of a phase: enough to interpolate its edges between samples.
+_EDGE_MARGIN_S = 5.0
+
+
+def epoch_table(
+    store: Store, run_id: int, indices: Sequence[int], *, interval_s: float | None = None
+) -> pd.DataFrame:
+    """The per-epoch table (as :func:`joulecast.energy.phase_table`) of epochs ``indices``.
+
+    Reads only the samples around those epochs, so it costs the same however long the run;
+    ``interval_s`` (the run's sampling interval) widens the margin for sparse sampling.
+    """
+    phases = store.phases(run_id, "epoch")
+    phases = phases[phases["index"].isin(list(indices))].dropna(subset=["end_s"])
+    if phases.empty:
+        return phase_table(store.samples(run_id, 0.0, 0.0), phases)
+    margin = max(_EDGE_MARGIN_S, 3.0 * (interval_s or 0.0))
+    samples = store.samples(
+        run_id, float(phases["start_s"].min()) - margin, float(phases["end_s"].max()) + margin
+    )
+    return phase_table(samples, phases)
+
+
+class LiveForecast:
+    """Re-forecasts one run's total energy as its epochs end.
+
+    :meth:`after_epoch` takes each finished epoch once, in order: it reads the epoch's
+    energy from the store, forecasts with :class:`~joulecast.forecast.LiveForecaster`, stores
+    the forecast with the epoch (``metrics["forecast"]``), checks the ``budget``, prints a
+    progress line on stderr (``progress``) and calls ``on_update``.
+    """
+
+    def __init__(
+        self,
+        store: Callable[[], Store],
+        run_id: int,
+        total_epochs: int,
+        *,
+        method: Method | str = Method.EPOCH_ENERGY,
+        stable_epoch: int = DEFAULT_STABLE_EPOCH,
+        window: int = DEFAULT_WINDOW,
+        budget: EnergyBudget | None = None,
+        on_update: Callable[[Forecast], None] | None = None,
+        progress: bool = True,
+        interval_s: float | None = None,
+    ) -> None:
+        self._store = store
+        self.run_id = run_id
+        self.forecaster = LiveForecaster(
+            total_epochs, method=method, stable_epoch=stable_epoch, window=window
+        )
+        self.budget = budget
+        self.on_update = on_update
+        self.progress = progress
+        self.interval_s = interval_s
+        self.stop_reason: str | None = None
+        self._rows: list[dict[str, Any]] = []
+        self._seen: set[int] = set()
+
+    @property
+    def last(self) -> Forecast | None:
+        """The latest forecast, once an epoch has ended."""
+        return self.forecaster.last
+
+    @property
+    def lines(self) -> int:
+        """Epochs forecast from so far."""
+        return len(self._seen)
+
+    def seen(self, index: int) -> bool:
+        """True once epoch ``index`` has been forecast from."""
+        return index in self._seen
+
+    def after_epoch(self, phase: Phase, *, store_forecast: bool = True) -> Forecast | None:
+        """Forecast after the finished epoch ``phase``, from the readings in the store.
+
+        ``store_forecast`` False leaves the stored epoch as it is (it holds a forecast of the
+        training's own). Returns None (and logs why) when no forecast can be made; a failing
+        forecast never raises into the training.
+        """
+        if phase.end_s is None or phase.index in self._seen:
+            return None
+        self._seen.add(phase.index)
+        store = self._store()
+        try:
+            row = epoch_table(store, self.run_id, [phase.index], interval_s=self.interval_s)
+            if row.empty:
+                log.info("epoch %d is not in the store: no forecast after it", phase.index)
+                return None
+            self._rows.append(
+                {
+                    "index": phase.index,
+                    "duration_s": float(row["duration_s"].iloc[0]),
+                    "energy_j": float(row["energy_j"].iloc[0]),
+                    "metrics": dict(phase.metrics),
+                }
+            )
+            table = pd.DataFrame(self._rows)
+            result = self.forecaster.update(table)
+        except Exception as exc:  # the forecast must never end the training it measures
+            log.warning("no forecast after epoch %d: %s", phase.index, exc)
+            return None
+        metrics = {**phase.metrics, "forecast": result.to_dict()}
+        if self.budget is not None and self.stop_reason is None:
+            decision = self.budget.check(table, result)
+            if decision.stop:
+                self.stop_reason = decision.reason
+                metrics["early_stop"] = decision.reason
+                store.update_run(self.run_id, tags={"early_stop": decision.reason})
+                log.warning(
+                    "energy-aware early stop after epoch %d: %s", phase.index, decision.reason
+                )
+        if store_forecast:
+            store.write_phases(self.run_id, [replace(phase, metrics=metrics)])
+        log.info(
+            "epoch %d: forecast %.1f kJ [%.1f, %.1f], %.1f kJ to go (%s)",
+            phase.index,
+            result.total_j / 1e3,
+            result.low_j / 1e3,
+            result.high_j / 1e3,
+            result.remaining_j / 1e3,
+            result.method,
+        )
+        if self.progress:
+            print(f"joulecast: {progress_line(result)}", file=sys.stderr, flush=True)
+        if self.on_update is not None:
+            self.on_update(result)
+        return result
