@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -125,6 +126,45 @@ def test_measure_prints_a_live_forecast_per_epoch(tmp_path):
     assert [ln.split()[2] for ln in lines] == ["1/10", "2/10", "3/10"]
     assert "[first-epoch]" in lines[0] and "[epoch-energy]" in lines[2]
     assert all("forecast" in ln and "to go" in ln for ln in lines)
+
+
+def test_measure_last_live_line_equals_the_stored_epochs(tmp_path):
+    store = tmp_path / "s.db"
+    child = script(tmp_path, CHILD_WITH_EPOCHS)
+    proc = cli(
+        "measure",
+        "--store",
+        store,
+        "--interval",
+        "0.02",
+        "-q",
+        "--epochs",
+        "3",
+        "--stable-epoch",
+        "1",
+        "--window",
+        "2",
+        "--",
+        sys.executable,
+        child,
+    )
+    last = [ln for ln in proc.stderr.splitlines() if ln.startswith("joulecast: epoch")][-1]
+    found = re.search(r"\] ([\d,.]+) (J|kJ|MJ) spent, forecast ([\d,.]+) (J|kJ|MJ)", last)
+    assert found, last
+    spent, unit, total, total_unit = found.groups()
+    scale = {"J": 1.0, "kJ": 1e3, "MJ": 1e6}
+    data = show(store)
+    epochs_j = sum(e["energy_j"] for e in data["epochs"])
+    # The line prints one decimal: equal to that rounding.
+    assert float(spent.replace(",", "")) * scale[unit] == pytest.approx(
+        epochs_j, abs=0.05 * scale[unit]
+    )
+    assert float(total.replace(",", "")) * scale[total_unit] == pytest.approx(
+        epochs_j, abs=0.05 * scale[total_unit]
+    )
+    stored = data["epochs"][-1]["metrics"]["forecast"]
+    assert stored["energy_so_far_j"] == pytest.approx(epochs_j, rel=1e-9)
+    assert stored["total_j"] == pytest.approx(epochs_j, rel=1e-9)
 
 
 def test_measure_rejects_bad_epochs(tmp_path):

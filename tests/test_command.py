@@ -41,6 +41,13 @@ def test_measure_command_returns_the_summary_with_the_live_forecast_stored(tmp_p
     assert list(summary.epochs["index"]) == [0, 1, 2, 3]
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("joulecast: epoch")]
     assert [ln.split()[2] for ln in lines] == ["1/4", "2/4", "3/4", "4/4"]
+    # What was forecast from is what the summary shows: each epoch's energy is final when used.
+    stored = [m["forecast"] for m in summary.epochs["metrics"]]
+    energy = summary.epochs["energy_j"].to_numpy()
+    for k, forecast in enumerate(stored):
+        assert forecast["energy_so_far_j"] == pytest.approx(energy[: k + 1].sum(), rel=1e-9)
+    # The last window covers every stable epoch: the forecast is the measured total.
+    assert stored[-1]["total_j"] == pytest.approx(energy.sum(), rel=1e-9)
 
 
 def test_measure_command_records_a_failing_command(tmp_path):

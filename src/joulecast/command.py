@@ -39,8 +39,8 @@ class MeasuredCommand:
     """A command run as a child process while this process samples it into a run.
 
     ``epochs`` (the planned number) turns on the live forecast: after each epoch the command
-    marks, a forecast is made (:class:`joulecast.live.LiveForecast`) and printed on stderr
-    (``progress``).
+    marks, a forecast is made (:class:`joulecast.live.LiveForecast`), stored with the epoch
+    unless the command's own live forecast stored one, and printed on stderr (``progress``).
     """
 
     def __init__(
@@ -191,8 +191,9 @@ class MeasuredCommand:
                 index = int(row.index)
                 if live.seen(index):
                     continue
-                monitor.flush()
+                monitor.wait_for_readings(float(row.end_s))
                 metrics = dict(row.metrics)
+                own = metrics.get("forecast")  # the command's own live forecast, if it has one
                 phase = Phase(
                     PhaseKind.EPOCH,
                     index,
@@ -201,7 +202,7 @@ class MeasuredCommand:
                     None if pd.isna(row.samples) else int(row.samples),
                     metrics,
                 )
-                live.after_epoch(phase, store_forecast=False)
+                live.after_epoch(phase, store_forecast=own is None)
         except Exception as exc:  # the forecast line must never end the measurement
             log.warning("live forecast failed: %s", exc)
 

@@ -119,6 +119,7 @@ class Monitor:
         self._sampler: threading.Thread | None = None
         self._writer: threading.Thread | None = None
         self._ticks = 0
+        self._ticks_done = 0
         self._missed = 0
         self._dropped = 0
         self._readings = 0
@@ -131,6 +132,9 @@ class Monitor:
         self._writer_cpu_s = 0.0
         self._started_mono = 0.0
         self._stopped_mono: float | None = None
+        self._joined_interval_s = self.interval_s
+        self._run_devices: set[str] = set()  # a joined run's devices, once read
+        self._silent: set[str] = set()  # devices wait_for_readings() no longer waits for
         self.running = False
 
     # -- life cycle ------------------------------------------------------------------------
@@ -143,6 +147,7 @@ class Monitor:
             assert self.run_id is not None
             row = self.store.run(self.run_id)
             self.t0 = row["start_mono_s"] if row["start_mono_s"] is not None else self._clock()
+            self._joined_interval_s = row["interval_s"] or DEFAULT_INTERVAL_S
         else:
             self.t0 = self._clock()
             hardware = host_facts()
@@ -301,6 +306,7 @@ class Monitor:
             last_tick = tick
             self._ticks += 1
             self._tick(sensors)
+            self._ticks_done += 1
             next_t += interval
             late = time.monotonic() - next_t
             if late > interval:
@@ -400,6 +406,67 @@ class Monitor:
     def flush(self) -> None:
         """Write everything buffered now (from the calling thread)."""
         self._flush()
+
+    @property
+    def sampling_interval_s(self) -> float:
+        """The interval the run is sampled at: this monitor's, or the sampling process's."""
+        return self._joined_interval_s if self.joined else self.interval_s
+
+    def wait_for_readings(self, until_s: float, *, timeout_s: float | None = None) -> bool:
+        """Wait until the store holds a reading of every device at or after ``until_s``.
+
+        ``until_s`` is in run seconds and already past. The energy of a phase ending then is
+        final once this returns True: later readings no longer change it. When this monitor
+        samples, it waits for its own readings (a device in a gap is not waited for) and
+        writes them; when it joined a run sampled by another process, it waits for that
+        process to store them (or to finish the run). Returns False when ``timeout_s``
+        (default: a few intervals and flushes) passed first; the caller goes on with what is
+        stored, and it stops waiting for the devices that were missing.
+        """
+        interval = self.sampling_interval_s
+        if timeout_s is None:
+            timeout_s = (
+                max(5.0, 10 * interval + 4 * self._flush_interval_s)
+                if self.joined
+                else 3 * interval + 1.0
+            )
+        deadline = time.monotonic() + timeout_s
+        poll = min(max(interval / 4, 0.005), 0.05)
+        done = True
+        while missing := self._awaited(until_s):
+            if time.monotonic() >= deadline:
+                log.info("no readings of %s after %.2f s yet", ", ".join(sorted(missing)), until_s)
+                self._silent |= missing
+                done = False
+                break
+            time.sleep(poll)
+        self._flush()
+        return done
+
+    def _awaited(self, until_s: float) -> set[str]:
+        """The devices with no reading at or after ``until_s`` (run seconds) yet."""
+        if not self.joined:
+            if self._sampler is None or not self._sampler.is_alive():
+                return set()
+            devices = {d for _, ds in self._sensor_devices for d in ds}
+            waiting = {
+                d
+                for d in devices - self._silent
+                if d not in self._open_gaps
+                and self._last_seen.get(d, -math.inf) - self.t0 < until_s
+            }
+            # A tick under way may have seen its readings but not buffered them yet.
+            return waiting or ({"(tick)"} if self._ticks_done < self._ticks else set())
+        assert self.run_id is not None
+        if not self._run_devices:
+            # Every device is read at the run's start, so its first second names them all.
+            self._run_devices = set(self.store.samples(self.run_id, end_s=1.0)["device"])
+        devices = self._run_devices or {"(the run's first readings)"}
+        after = self.store.samples(self.run_id, start_s=until_s)
+        waiting = devices - self._silent - set(after["device"])
+        if waiting and self.store.run(self.run_id)["status"] != RunStatus.RUNNING.value:
+            return set()
+        return waiting
 
     # -- quality ---------------------------------------------------------------------------
 

@@ -186,7 +186,9 @@ class Run:
         Each forecast is stored with its epoch (``metrics["forecast"]``), logged, printed as a
         progress line on stderr (unless ``progress`` is False) and passed to ``on_update``.
         With a ``budget``, :attr:`stop_reason` is set once it says stop; the training loop (or
-        an integration's callback) decides to stop on it.
+        an integration's callback) decides to stop on it. Each epoch is forecast from once the
+        readings after its end are stored (:meth:`joulecast.Monitor.wait_for_readings`, about
+        one sampling interval), so the forecast sees the energy the run's summary will show.
         """
         self._live = LiveForecast(
             lambda: self.store,
@@ -198,7 +200,7 @@ class Run:
             budget=budget,
             on_update=on_update,
             progress=progress,
-            interval_s=self._monitor.interval_s,
+            interval_s=self._monitor.sampling_interval_s,
         )
 
     @property
@@ -225,13 +227,13 @@ class Run:
         if self._monitor.running:
             self._monitor.flush()
         return epoch_table(
-            self.store, self.run_id, indices, interval_s=self._monitor.interval_s
+            self.store, self.run_id, indices, interval_s=self._monitor.sampling_interval_s
         )
 
     def _after_epoch(self, phase: Phase) -> None:
         if self._live is None or phase.end_s is None:
             return
-        self._monitor.flush()
+        self._monitor.wait_for_readings(phase.end_s)
         self._live.after_epoch(phase)
 
     # -- reading back ----------------------------------------------------------------------
