@@ -11,7 +11,7 @@ import pytest
 
 from joulecast.errors import InputError, StoreError
 from joulecast.records import Phase, PhaseKind, Reading, RunStatus
-from joulecast.store import SCHEMA_VERSION, Store, default_store_path
+from joulecast.store import SCHEMA_VERSION, Store, connect_readonly, default_store_path
 
 
 def test_schema_wal_and_version(store):
@@ -129,3 +129,74 @@ def test_delete_run(store):
     store.delete_run(run_id)
     assert store.runs().empty and store.samples(run_id).empty
     time.sleep(0)
+
+
+def test_transaction_commits_or_rolls_back(store):
+    with store.transaction() as conn:
+        conn.execute("CREATE TABLE notes (x INTEGER)")
+        conn.execute("INSERT INTO notes VALUES (1)")
+    with pytest.raises(RuntimeError, match="boom"), store.transaction() as conn:
+        conn.execute("INSERT INTO notes VALUES (2)")
+        raise RuntimeError("boom")
+    assert store.query("SELECT x FROM notes") == [{"x": 1}]
+    with store.transaction(), pytest.raises(StoreError, match="cannot start a write"):  # noqa: SIM117
+        with store.transaction():
+            pass
+
+
+def test_query_rows_as_dicts(store):
+    run_id = store.create_run(name="q")
+    assert store.query("SELECT id, name FROM runs WHERE name = ?", ("q",)) == [
+        {"id": run_id, "name": "q"}
+    ]
+    assert store.query("SELECT name FROM runs WHERE id = :id", {"id": run_id}) == [{"name": "q"}]
+    assert store.query("PRAGMA foreign_keys = ON") == []
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        store.query("SELECT * FROM missing_table")
+
+
+def test_attached_file_is_read_then_detached(store, tmp_path):
+    other_path = tmp_path / "other.db"
+    with Store(other_path) as other:
+        other.create_run(name="there")
+    with store.attached(other_path, "other"):
+        rows = store.query("SELECT name FROM other.runs")
+        with store.transaction() as conn:
+            conn.execute(
+                "INSERT INTO main.runs (uid, name, status, started_at)"
+                " SELECT uid, name, status, started_at FROM other.runs"
+            )
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            store.query("DELETE FROM other.runs")
+    assert rows == [{"name": "there"}]
+    assert list(store.runs()["name"]) == ["there"]
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        store.query("SELECT * FROM other.runs")
+    with Store(other_path) as other:
+        assert len(other.runs()) == 1
+
+
+def test_attached_refuses_bad_alias_and_file(store, tmp_path):
+    with pytest.raises(ValueError, match="plain identifier"):  # noqa: SIM117
+        with store.attached(tmp_path / "x.db", "main"):
+            pass
+    with pytest.raises(ValueError, match="plain identifier"):  # noqa: SIM117
+        with store.attached(tmp_path / "x.db", "x; DROP TABLE runs"):
+            pass
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match=r"junk\.db: cannot attach"):  # noqa: SIM117
+        with store.attached(junk, "junk"):
+            pass
+
+
+def test_connect_readonly_only_reads(store):
+    run_id = store.create_run(name="r")
+    conn = connect_readonly(store.path)
+    try:
+        assert conn.execute("SELECT name FROM runs").fetchall() == [("r",)]
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            conn.execute("DELETE FROM runs")
+    finally:
+        conn.close()
+    assert store.run(run_id)["name"] == "r"

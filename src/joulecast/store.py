@@ -3,10 +3,14 @@
 WAL journal, a busy timeout and ``BEGIN IMMEDIATE`` writes let many processes share a file;
 each process writes through one connection guarded by a lock. ``PRAGMA user_version`` holds
 the schema version; older files are migrated forward on open.
+
+Other parts of joulecast keep their own tables in the same file through the public plumbing:
+:meth:`Store.transaction`, :meth:`Store.query` and :meth:`Store.attached`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -146,6 +150,31 @@ def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+def connect_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """A plain SQLite connection that can only read ``path``.
+
+    For looking at a file before opening it as a :class:`Store`, which would migrate it.
+
+    Raises:
+        sqlite3.Error: ``path`` cannot be opened.
+    """
+    return sqlite3.connect(_readonly_uri(path), uri=True)
+
+
+def _readonly_uri(path: str | os.PathLike[str]) -> str:
+    return Path(path).resolve().as_uri() + "?mode=ro"
+
+
+@functools.cache
+def _attach_takes_uri() -> bool:
+    """Whether ATTACH reads ``file:`` URIs on a connection not opened with ``uri=True``."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        return any(row[0] == "USE_URI" for row in conn.execute("PRAGMA compile_options"))
+    finally:
+        conn.close()
+
+
 class Store:
     """A run store backed by one SQLite file; safe to share between threads and processes."""
 
@@ -174,9 +203,26 @@ class Store:
 
     # -- plumbing ---------------------------------------------------------------------------
 
+    # The public part serves extensions: a subsystem that keeps its own tables in the store
+    # (the study package) writes and reads them through these, never through the connection.
+
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, taken with BEGIN IMMEDIATE so it never fails on upgrade."""
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, committed when the block ends and rolled back if it raises.
+
+        It begins with ``BEGIN IMMEDIATE``: the file's write lock is taken at the start (waiting
+        up to :data:`BUSY_TIMEOUT_S` for other writers), so the transaction never fails half-way
+        when a read would have to become a write. The store's lock is held for the block, so
+        other threads of this process wait; transactions do not nest.
+
+        Yields:
+            The store's connection, for ``execute``/``executemany`` inside the block only;
+            never commit or roll back on it.
+
+        Raises:
+            StoreError: the write cannot begin (another writer holds the file past the busy
+                timeout, or a transaction is already open), or the commit fails.
+        """
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
@@ -194,11 +240,64 @@ class Store:
                     self._conn.execute("ROLLBACK")
                     raise StoreError(f"{self.path}: commit failed ({exc})") from exc
 
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    def query(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> list[dict[str, Any]]:
+        """Run one SQL statement and return its rows, each a dict keyed by column name.
+
+        Meant for reads; inside a :meth:`transaction` block it sees that block's writes. A
+        statement that returns no rows (no columns) gives an empty list.
+
+        Args:
+            sql: one statement, with ``?`` (or ``:name``) placeholders.
+            params: the values of the placeholders.
+
+        Raises:
+            sqlite3.Error: the statement is invalid or names a table the file does not have.
+        """
         with self._lock:
             cur = self._conn.execute(sql, params)
+            if cur.description is None:
+                return []
             cols = [d[0] for d in cur.description]
             return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+    # The names the store's own methods use.
+    _write = transaction
+    _query = query
+
+    @contextmanager
+    def attached(self, path: str | os.PathLike[str], alias: str) -> Iterator[None]:
+        """Attach another SQLite file to the store's connection as schema ``alias``.
+
+        Inside the block, :meth:`query` and :meth:`transaction` reach its tables as
+        ``alias.table`` (and the store's own as ``main.table``), so rows can be copied across
+        with ``INSERT ... SELECT``. The file is attached read-only where this SQLite reads
+        ``file:`` URIs (otherwise read-write; it is still only read unless written to), and
+        detached when the block ends. Open transactions inside the block, not the block inside
+        a transaction (SQLite refuses to detach a file a transaction still holds). The block
+        holds the store's lock throughout, so no other thread of this process sees the schema.
+
+        Args:
+            path: the SQLite file to attach.
+            alias: the schema name it gets: a plain identifier, not ``main`` or ``temp``.
+
+        Raises:
+            ValueError: ``alias`` is not a plain identifier, or is ``main`` or ``temp``.
+            StoreError: the file cannot be attached (not a database, unreadable).
+        """
+        if not alias.isidentifier() or not alias.isascii() or alias.lower() in ("main", "temp"):
+            raise ValueError(f"alias {alias!r}: expected a plain identifier other than main/temp")
+        source = _readonly_uri(path) if _attach_takes_uri() else str(path)
+        with self._lock:
+            try:
+                self._conn.execute(f"ATTACH DATABASE ? AS {alias}", (source,))
+            except sqlite3.Error as exc:
+                raise StoreError(f"{path}: cannot attach it to {self.path} ({exc})") from exc
+            try:
+                yield
+            finally:
+                self._conn.execute(f"DETACH DATABASE {alias}")
 
     def _migrate(self) -> None:
         with self._write() as conn:
