@@ -88,7 +88,7 @@ def assert_same_run(shard: Store, old_id: int, target: Store, new_id: int) -> No
 
 
 def count(store: Store, table: str) -> int:
-    return int(store._query(f"SELECT COUNT(*) AS n FROM {table}")[0]["n"])
+    return int(store.query(f"SELECT COUNT(*) AS n FROM {table}")[0]["n"])
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +145,7 @@ def test_running_run_waits_for_its_owner(tmp_path, target):
         )
         remote = store.create_run(name="remote")
         # Another host that wrote a moment ago: alive by the heartbeat rule.
-        with store._write() as conn:
+        with store.transaction() as conn:
             conn.execute(
                 "UPDATE runs SET host = ? WHERE id = ?",
                 ("elsewhere-" + socket.gethostname(), remote),

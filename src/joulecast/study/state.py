@@ -57,7 +57,7 @@ class StudyState:
 
         spec = json.dumps(study.to_dict(), sort_keys=True, default=str)
         digest = study.digest()
-        with store._write() as conn:
+        with store.transaction() as conn:
             row = conn.execute(
                 "SELECT id, digest, spec FROM studies WHERE name = ?", (study.name,)
             ).fetchone()
@@ -103,12 +103,12 @@ class StudyState:
     @classmethod
     def find(cls, store: Store, name: str) -> StudyState | None:
         """The stored study called ``name``, if there is one."""
-        rows = store._query("SELECT id FROM studies WHERE name = ?", (name,))
+        rows = store.query("SELECT id FROM studies WHERE name = ?", (name,))
         return cls(store, int(rows[0]["id"]), name) if rows else None
 
     def runs(self) -> pd.DataFrame:
         """Every planned run in plan order, with its status."""
-        rows = self.store._query(
+        rows = self.store.query(
             f"SELECT {', '.join(COLUMNS)} FROM study_runs WHERE study_id = ? ORDER BY position",
             (self.study_id,),
         )
@@ -128,7 +128,7 @@ class StudyState:
     def recover(self) -> list[str]:
         """Plan again the runs left in flight by a stopped runner (once); returns their keys."""
         now = time.time()
-        with self.store._write() as conn:
+        with self.store.transaction() as conn:
             rows = conn.execute(
                 "SELECT position, key, attempts FROM study_runs WHERE study_id = ?"
                 " AND status = 'running'",
@@ -156,7 +156,7 @@ class StudyState:
 
     def claim(self, position: int, job_id: str | None = None) -> int:
         """Mark a planned run as running; returns its attempt number."""
-        with self.store._write() as conn:
+        with self.store.transaction() as conn:
             conn.execute(
                 "UPDATE study_runs SET status = 'running', attempts = attempts + 1,"
                 " started_at = ?, job_id = ? WHERE study_id = ? AND position = ?",
@@ -171,7 +171,7 @@ class StudyState:
 
     def set_job(self, position: int, job_id: str) -> None:
         """Record the cluster job that runs a planned run."""
-        with self.store._write() as conn:
+        with self.store.transaction() as conn:
             conn.execute(
                 "UPDATE study_runs SET job_id = ? WHERE study_id = ? AND position = ?",
                 (job_id, self.study_id, position),
@@ -183,7 +183,7 @@ class StudyState:
         """Record a run's outcome."""
         if status not in OUTCOMES:
             raise ValueError(f"unknown outcome {status!r}")
-        with self.store._write() as conn:
+        with self.store.transaction() as conn:
             conn.execute(
                 "UPDATE study_runs SET status = ?, run_id = ?, error = ?, ended_at = ?"
                 " WHERE study_id = ? AND position = ?",
@@ -192,7 +192,7 @@ class StudyState:
 
     def release(self, position: int) -> None:
         """Put a claimed run back in the plan, its attempt not counted (the runner stopped)."""
-        with self.store._write() as conn:
+        with self.store.transaction() as conn:
             conn.execute(
                 "UPDATE study_runs SET status = 'planned', attempts = MAX(0, attempts - 1)"
                 " WHERE study_id = ? AND position = ?",
@@ -201,5 +201,5 @@ class StudyState:
 
     def spec(self) -> dict[str, Any]:
         """The stored study definition."""
-        rows = self.store._query("SELECT spec FROM studies WHERE id = ?", (self.study_id,))
+        rows = self.store.query("SELECT spec FROM studies WHERE id = ?", (self.study_id,))
         return dict(json.loads(rows[0]["spec"]))
