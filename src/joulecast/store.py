@@ -2,10 +2,14 @@
 
 WAL journal, a busy timeout and ``BEGIN IMMEDIATE`` writes let many processes share a file;
 each process writes through one connection guarded by a lock. ``PRAGMA user_version`` holds
-the schema version; older files are migrated forward on open.
+the version of the core schema (runs, samples, phases, gaps); older files are migrated
+forward on open.
 
 Other parts of joulecast keep their own tables in the same file through the public plumbing:
-:meth:`Store.transaction`, :meth:`Store.query` and :meth:`Store.attached`.
+:meth:`Store.transaction`, :meth:`Store.query` and :meth:`Store.attached`. Each such component
+owns its tables and their migrations, versioned apart from the core's in table
+``schema_versions``: it calls :meth:`Store.ensure_schema` with its migrations before it uses
+them, so a store gets a component's tables only once that component is used.
 """
 
 from __future__ import annotations
@@ -19,10 +23,10 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import pandas as pd
 import psutil
@@ -34,12 +38,16 @@ log = logging.getLogger(__name__)
 
 DEFAULT_STORE = "joulecast.db"
 STORE_ENV = "JOULECAST_STORE"
-SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 60.0
 # A run on another host whose writer has been silent this long is taken as dead.
 STALE_HEARTBEAT_S = 600.0
 
-_MIGRATIONS: dict[int, str] = {
+Migration: TypeAlias = str | Callable[[sqlite3.Connection], None]
+"""One step of a schema: SQL statements (separated by ``;``, triggers allowed), or a function
+that runs on the connection, inside the migration's transaction (to fill a new table, say)."""
+
+# The core schema, one step per version: released steps never change; a change is a new step.
+_MIGRATIONS: dict[int, Migration] = {
     1: """
     CREATE TABLE runs (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -119,7 +127,15 @@ _MIGRATIONS: dict[int, str] = {
         UNIQUE (study_id, key)
     );
     """,
+    # The versions of the components' schemas (see Store.ensure_schema).
+    3: """
+    CREATE TABLE schema_versions (
+        component TEXT PRIMARY KEY,
+        version INTEGER NOT NULL
+    );
+    """,
 }
+SCHEMA_VERSION = max(_MIGRATIONS)
 
 SAMPLE_COLUMNS = (
     "t_s",
@@ -148,6 +164,50 @@ def _process_started(pid: int) -> float | None:
 
 def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
+
+
+def _newest(migrations: Mapping[int, Migration]) -> int:
+    """The newest version of ``migrations``; ValueError unless they are numbered 1, 2, ... n."""
+    if not migrations or sorted(migrations) != list(range(1, len(migrations) + 1)):
+        raise ValueError(f"migrations numbered {sorted(migrations)}: expected 1, 2, ... n")
+    return len(migrations)
+
+
+def _upgrade(
+    conn: sqlite3.Connection, migrations: Mapping[int, Migration], found: int, what: str
+) -> int:
+    """Run on ``conn`` the steps after version ``found``; returns the newest version.
+
+    Raises:
+        StoreError: ``found`` is newer than the newest step (``what`` names the schema).
+    """
+    newest = _newest(migrations)
+    if found > newest:
+        raise StoreError(
+            f"{what} version {found} is newer than this joulecast understands ({newest}); "
+            "upgrade joulecast"
+        )
+    for version in range(found + 1, newest + 1):
+        step = migrations[version]
+        if callable(step):
+            step(conn)
+        else:
+            for statement in _statements(step):
+                conn.execute(statement)
+    return newest
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The SQL statements of ``script``; a ``;`` inside a trigger body or a string stays."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \t\r\n;"):
+                yield pending
+            pending = ""
+    if pending.strip(" \t\r\n;"):
+        yield pending  # incomplete: SQLite says what is wrong with it
 
 
 def connect_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
@@ -301,17 +361,10 @@ class Store:
 
     def _migrate(self) -> None:
         with self._write() as conn:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path}: schema version {version} is newer than this joulecast "
-                    f"understands ({SCHEMA_VERSION}); upgrade joulecast"
-                )
-            for target in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[target].split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {target}")
+            found = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            version = _upgrade(conn, _MIGRATIONS, found, f"{self.path}: schema")
+            if version != found:
+                conn.execute(f"PRAGMA user_version = {version}")
 
     def close(self) -> None:
         """Close the connection; the store object is unusable afterwards."""
@@ -329,6 +382,60 @@ class Store:
     def schema_version(self) -> int:
         """The schema version of the open file."""
         return int(self._query("PRAGMA user_version")[0]["user_version"])
+
+    def ensure_schema(self, component: str, migrations: Mapping[int, Migration]) -> int:
+        """Create or upgrade the tables of ``component``, a part of joulecast with its own tables.
+
+        The file records each component's version in table ``schema_versions``; the steps
+        after it run in order in one transaction (another process upgrading at the same time
+        waits, then finds nothing left to do). When the file is up to date this is one read,
+        so a component calls it each time it opens a store, before it uses its tables.
+
+        Args:
+            component: the component's name, e.g. ``"studies"``.
+            migrations: version to step, numbered 1, 2, ... n. A released step never changes:
+                a change of schema is a new step.
+
+        Returns:
+            The component's version now in the file: the newest step.
+
+        Raises:
+            StoreError: the file holds a newer version of the component than ``migrations``
+                reach (upgrade joulecast), or a step or the write fails (nothing is changed).
+            ValueError: ``component`` is empty, or ``migrations`` are not numbered 1 to n.
+        """
+        if not component:
+            raise ValueError("component: expected a name")
+        newest = _newest(migrations)
+        if self.component_versions().get(component) == newest:
+            return newest
+        with self.transaction() as conn:
+            row = conn.execute(
+                "SELECT version FROM schema_versions WHERE component = ?", (component,)
+            ).fetchone()
+            found = int(row[0]) if row else 0
+            if found != newest:
+                try:
+                    _upgrade(conn, migrations, found, f"{self.path}: {component} schema")
+                except sqlite3.Error as exc:
+                    raise StoreError(
+                        f"{self.path}: {component} schema: upgrade from version {found} "
+                        f"failed ({exc})"
+                    ) from exc
+                conn.execute(
+                    "INSERT INTO schema_versions (component, version) VALUES (?, ?)"
+                    " ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+                    (component, newest),
+                )
+                log.info(
+                    "%s: %s schema upgraded from %d to %d", self.path, component, found, newest
+                )
+        return newest
+
+    def component_versions(self) -> dict[str, int]:
+        """The schema version of each component whose tables the file holds (see ensure_schema)."""
+        rows = self.query("SELECT component, version FROM schema_versions ORDER BY component")
+        return {str(r["component"]): int(r["version"]) for r in rows}
 
     # -- runs -------------------------------------------------------------------------------
 
