@@ -93,20 +93,23 @@ CREATE TABLE study_runs (
 """
 
 
-def old_store(path: Path, version: int) -> sqlite3.Connection:
-    """A store file at schema ``version`` (1 or 2) with one completed run of three samples.
+def old_store(path: Path, version: int) -> None:
+    """Write at ``path`` a store file at schema ``version`` (1 or 2) with one completed run.
 
-    Returns an open connection to it, for adding rows; the caller commits and closes it.
+    The run (id 1, uid ``old-uid``) has three samples of 100 W at 0, 1 and 2 s.
     """
     conn = sqlite3.connect(path)
-    conn.executescript(V1 + (V2 if version >= 2 else ""))
-    conn.execute(f"PRAGMA user_version = {version}")
-    conn.execute(
-        "INSERT INTO runs (uid, name, status, started_at, duration_s)"
-        " VALUES ('old-uid', 'old', 'completed', 1.0, 2.0)"
-    )
-    conn.executemany(
-        "INSERT INTO samples VALUES (1, ?, 'gpu:0', 100.0, NULL, NULL, NULL, NULL, 'x', 1)",
-        [(0.0,), (1.0,), (2.0,)],
-    )
-    return conn
+    try:
+        conn.executescript(V1 + (V2 if version >= 2 else ""))
+        conn.execute(f"PRAGMA user_version = {version}")
+        conn.execute(
+            "INSERT INTO runs (uid, name, status, started_at, duration_s)"
+            " VALUES ('old-uid', 'old', 'completed', 1.0, 2.0)"
+        )
+        conn.executemany(
+            "INSERT INTO samples VALUES (1, ?, 'gpu:0', 100.0, NULL, NULL, NULL, NULL, 'x', 1)",
+            [(0.0,), (1.0,), (2.0,)],
+        )
+        conn.commit()
+    finally:
+        conn.close()

@@ -205,9 +205,7 @@ def test_connect_readonly_only_reads(store):
 
 def test_version_1_file_is_upgraded_with_its_runs(tmp_path):
     path = tmp_path / "v1.db"
-    conn = old_store(path, 1)
-    conn.commit()
-    conn.close()
+    old_store(path, 1)
     with Store(path) as store:
         assert store.schema_version == SCHEMA_VERSION
         assert store.component_versions() == {}

@@ -101,32 +101,9 @@ _MIGRATIONS: dict[int, Migration] = {
         reason TEXT NOT NULL
     );
     """,
-    2: """
-    CREATE TABLE studies (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        name TEXT NOT NULL UNIQUE,
-        digest TEXT NOT NULL,
-        spec TEXT NOT NULL,
-        created_at REAL NOT NULL
-    );
-    CREATE TABLE study_runs (
-        study_id INTEGER NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
-        position INTEGER NOT NULL,
-        key TEXT NOT NULL,
-        factors TEXT NOT NULL,
-        repetition INTEGER NOT NULL,
-        seed INTEGER NOT NULL,
-        status TEXT NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        run_id INTEGER,
-        error TEXT,
-        started_at REAL,
-        ended_at REAL,
-        job_id TEXT,
-        PRIMARY KEY (study_id, position),
-        UNIQUE (study_id, key)
-    );
-    """,
+    # Version 2 created the study tables; since version 3 the study package owns them
+    # (joulecast.study.state). A file made at version 2 keeps them, and the package adopts them.
+    2: "",
     # The versions of the components' schemas (see Store.ensure_schema).
     3: """
     CREATE TABLE schema_versions (

@@ -216,9 +216,7 @@ def test_other_sqlite_database_refused_and_left_alone(tmp_path, target):
 
 def test_older_schema_shard_is_migrated_then_merged(tmp_path, target):
     path = tmp_path / "v1.db"
-    conn = old_store(path, 1)
-    conn.commit()
-    conn.close()
+    old_store(path, 1)
     result = merge_shard(target, path)
     assert [(old, new) for _, old, new in result.merged] == [(1, 2)]
     assert target.run(2)["uid"] == "old-uid"

@@ -1,5 +1,8 @@
 """A study's plan and progress, kept in the run store (tables ``studies`` and ``study_runs``).
 
+The study package owns these tables: :data:`MIGRATIONS` are their schema, applied to a store
+(component :data:`COMPONENT`) the first time a study uses it.
+
 Each planned run has a status: ``planned``, ``running`` (claimed by a runner), or an outcome:
 ``completed``, ``oom``, ``timeout``, ``failed``. A run found ``running`` when a runner starts
 was in flight when the last runner stopped: it is planned again once, and recorded ``failed``
@@ -17,9 +20,40 @@ import pandas as pd
 from joulecast.errors import InputError
 
 if TYPE_CHECKING:
-    from joulecast.store import Store
+    from joulecast.store import Migration, Store
     from joulecast.study.design import PlannedRun, Study
 
+COMPONENT = "studies"
+MIGRATIONS: dict[int, Migration] = {
+    # IF NOT EXISTS: a store made at core schema version 2 already holds these tables (the core
+    # created them then), with its studies in them; they are taken over as they are.
+    1: """
+    CREATE TABLE IF NOT EXISTS studies (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        digest TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS study_runs (
+        study_id INTEGER NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        factors TEXT NOT NULL,
+        repetition INTEGER NOT NULL,
+        seed INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        run_id INTEGER,
+        error TEXT,
+        started_at REAL,
+        ended_at REAL,
+        job_id TEXT,
+        PRIMARY KEY (study_id, position),
+        UNIQUE (study_id, key)
+    );
+    """,
+}
 OUTCOMES = ("completed", "oom", "timeout", "failed")
 MAX_ATTEMPTS = 2
 COLUMNS = [
@@ -57,6 +91,7 @@ class StudyState:
 
         spec = json.dumps(study.to_dict(), sort_keys=True, default=str)
         digest = study.digest()
+        store.ensure_schema(COMPONENT, MIGRATIONS)
         with store.transaction() as conn:
             row = conn.execute(
                 "SELECT id, digest, spec FROM studies WHERE name = ?", (study.name,)
@@ -103,6 +138,7 @@ class StudyState:
     @classmethod
     def find(cls, store: Store, name: str) -> StudyState | None:
         """The stored study called ``name``, if there is one."""
+        store.ensure_schema(COMPONENT, MIGRATIONS)
         rows = store.query("SELECT id FROM studies WHERE name = ?", (name,))
         return cls(store, int(rows[0]["id"]), name) if rows else None
 
