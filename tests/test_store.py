@@ -11,7 +11,8 @@ import pytest
 
 from joulecast.errors import InputError, StoreError
 from joulecast.records import Phase, PhaseKind, Reading, RunStatus
-from joulecast.store import SCHEMA_VERSION, Store, default_store_path
+from joulecast.store import SCHEMA_VERSION, Store, connect_readonly, default_store_path
+from tests.store_formats import old_store
 
 
 def test_schema_wal_and_version(store):
@@ -129,3 +130,141 @@ def test_delete_run(store):
     store.delete_run(run_id)
     assert store.runs().empty and store.samples(run_id).empty
     time.sleep(0)
+
+
+def test_transaction_commits_or_rolls_back(store):
+    with store.transaction() as conn:
+        conn.execute("CREATE TABLE notes (x INTEGER)")
+        conn.execute("INSERT INTO notes VALUES (1)")
+    with pytest.raises(RuntimeError, match="boom"), store.transaction() as conn:
+        conn.execute("INSERT INTO notes VALUES (2)")
+        raise RuntimeError("boom")
+    assert store.query("SELECT x FROM notes") == [{"x": 1}]
+    with store.transaction(), pytest.raises(StoreError, match="cannot start a write"):  # noqa: SIM117
+        with store.transaction():
+            pass
+
+
+def test_query_rows_as_dicts(store):
+    run_id = store.create_run(name="q")
+    assert store.query("SELECT id, name FROM runs WHERE name = ?", ("q",)) == [
+        {"id": run_id, "name": "q"}
+    ]
+    assert store.query("SELECT name FROM runs WHERE id = :id", {"id": run_id}) == [{"name": "q"}]
+    assert store.query("PRAGMA foreign_keys = ON") == []
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        store.query("SELECT * FROM missing_table")
+
+
+def test_attached_file_is_read_then_detached(store, tmp_path):
+    other_path = tmp_path / "other.db"
+    with Store(other_path) as other:
+        other.create_run(name="there")
+    with store.attached(other_path, "other"):
+        rows = store.query("SELECT name FROM other.runs")
+        with store.transaction() as conn:
+            conn.execute(
+                "INSERT INTO main.runs (uid, name, status, started_at)"
+                " SELECT uid, name, status, started_at FROM other.runs"
+            )
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            store.query("DELETE FROM other.runs")
+    assert rows == [{"name": "there"}]
+    assert list(store.runs()["name"]) == ["there"]
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        store.query("SELECT * FROM other.runs")
+    with Store(other_path) as other:
+        assert len(other.runs()) == 1
+
+
+def test_attached_refuses_bad_alias_and_file(store, tmp_path):
+    with pytest.raises(ValueError, match="plain identifier"):  # noqa: SIM117
+        with store.attached(tmp_path / "x.db", "main"):
+            pass
+    with pytest.raises(ValueError, match="plain identifier"):  # noqa: SIM117
+        with store.attached(tmp_path / "x.db", "x; DROP TABLE runs"):
+            pass
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match=r"junk\.db: cannot attach"):  # noqa: SIM117
+        with store.attached(junk, "junk"):
+            pass
+
+
+def test_connect_readonly_only_reads(store):
+    run_id = store.create_run(name="r")
+    conn = connect_readonly(store.path)
+    try:
+        assert conn.execute("SELECT name FROM runs").fetchall() == [("r",)]
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            conn.execute("DELETE FROM runs")
+    finally:
+        conn.close()
+    assert store.run(run_id)["name"] == "r"
+
+
+def test_version_1_file_is_upgraded_with_its_runs(tmp_path):
+    path = tmp_path / "v1.db"
+    old_store(path, 1)
+    with Store(path) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        assert store.component_versions() == {}
+        assert store.run(1)["uid"] == "old-uid"
+        assert store.samples(1)["t_s"].tolist() == [0.0, 1.0, 2.0]
+        run_id = store.create_run(name="new")
+    with Store(path) as store:
+        assert list(store.runs()["id"]) == [1, run_id]
+
+
+NOTES_V1 = """
+CREATE TABLE notes (x TEXT);
+CREATE TABLE note_count (n INTEGER);
+INSERT INTO note_count VALUES (0);
+CREATE TRIGGER count_notes AFTER INSERT ON notes BEGIN
+    UPDATE note_count SET n = n + 1;
+END;
+INSERT INTO notes VALUES ('a;b');
+"""
+
+
+def _add_tags(conn: sqlite3.Connection) -> None:
+    conn.execute("ALTER TABLE notes ADD COLUMN tag TEXT")
+    conn.execute("UPDATE notes SET tag = upper(x)")
+
+
+def test_component_schema_created_then_upgraded(store):
+    assert store.ensure_schema("notes", {1: NOTES_V1}) == 1
+    assert store.component_versions() == {"notes": 1}
+    assert store.query("SELECT x FROM notes") == [{"x": "a;b"}]
+    assert store.query("SELECT n FROM note_count") == [{"n": 1}]
+    assert store.ensure_schema("notes", {1: NOTES_V1}) == 1  # up to date: nothing runs again
+    assert store.query("SELECT n FROM note_count") == [{"n": 1}]
+    assert store.ensure_schema("notes", {1: NOTES_V1, 2: _add_tags}) == 2
+    assert store.query("SELECT x, tag FROM notes") == [{"x": "a;b", "tag": "A;B"}]
+    assert store.component_versions() == {"notes": 2}
+    assert store.schema_version == SCHEMA_VERSION  # the core's version is its own
+    with Store(store.path) as again:
+        assert again.component_versions() == {"notes": 2}
+
+
+def test_component_newer_than_the_code_is_refused(store):
+    store.ensure_schema("notes", {1: NOTES_V1, 2: _add_tags})
+    with pytest.raises(StoreError, match=r"notes schema version 2 is newer .*upgrade joulecast"):
+        store.ensure_schema("notes", {1: NOTES_V1})
+    assert store.component_versions() == {"notes": 2}
+
+
+def test_failed_component_step_changes_nothing(store):
+    with pytest.raises(StoreError, match="notes schema: upgrade from version 0 failed"):
+        store.ensure_schema("notes", {1: NOTES_V1, 2: "CREATE TABLE broken ("})
+    assert store.component_versions() == {}
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        store.query("SELECT * FROM notes")
+
+
+def test_component_migrations_numbered_from_one(store):
+    for migrations in ({}, {2: NOTES_V1}, {1: NOTES_V1, 3: NOTES_V1}):
+        with pytest.raises(ValueError, match="expected 1, 2"):
+            store.ensure_schema("notes", migrations)
+    with pytest.raises(ValueError, match="expected a name"):
+        store.ensure_schema("", {1: NOTES_V1})

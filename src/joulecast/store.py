@@ -2,11 +2,19 @@
 
 WAL journal, a busy timeout and ``BEGIN IMMEDIATE`` writes let many processes share a file;
 each process writes through one connection guarded by a lock. ``PRAGMA user_version`` holds
-the schema version; older files are migrated forward on open.
+the version of the core schema (runs, samples, phases, gaps); older files are migrated
+forward on open.
+
+Other parts of joulecast keep their own tables in the same file through the public plumbing:
+:meth:`Store.transaction`, :meth:`Store.query` and :meth:`Store.attached`. Each such component
+owns its tables and their migrations, versioned apart from the core's in table
+``schema_versions``: it calls :meth:`Store.ensure_schema` with its migrations before it uses
+them, so a store gets a component's tables only once that component is used.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -15,10 +23,10 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import pandas as pd
 import psutil
@@ -30,12 +38,16 @@ log = logging.getLogger(__name__)
 
 DEFAULT_STORE = "joulecast.db"
 STORE_ENV = "JOULECAST_STORE"
-SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 60.0
 # A run on another host whose writer has been silent this long is taken as dead.
 STALE_HEARTBEAT_S = 600.0
 
-_MIGRATIONS: dict[int, str] = {
+Migration: TypeAlias = str | Callable[[sqlite3.Connection], None]
+"""One step of a schema: SQL statements (separated by ``;``, triggers allowed), or a function
+that runs on the connection, inside the migration's transaction (to fill a new table, say)."""
+
+# The core schema, one step per version: released steps never change; a change is a new step.
+_MIGRATIONS: dict[int, Migration] = {
     1: """
     CREATE TABLE runs (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -89,33 +101,18 @@ _MIGRATIONS: dict[int, str] = {
         reason TEXT NOT NULL
     );
     """,
-    2: """
-    CREATE TABLE studies (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        name TEXT NOT NULL UNIQUE,
-        digest TEXT NOT NULL,
-        spec TEXT NOT NULL,
-        created_at REAL NOT NULL
-    );
-    CREATE TABLE study_runs (
-        study_id INTEGER NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
-        position INTEGER NOT NULL,
-        key TEXT NOT NULL,
-        factors TEXT NOT NULL,
-        repetition INTEGER NOT NULL,
-        seed INTEGER NOT NULL,
-        status TEXT NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        run_id INTEGER,
-        error TEXT,
-        started_at REAL,
-        ended_at REAL,
-        job_id TEXT,
-        PRIMARY KEY (study_id, position),
-        UNIQUE (study_id, key)
+    # Version 2 created the study tables; since version 3 the study package owns them
+    # (joulecast.study.state). A file made at version 2 keeps them, and the package adopts them.
+    2: "",
+    # The versions of the components' schemas (see Store.ensure_schema).
+    3: """
+    CREATE TABLE schema_versions (
+        component TEXT PRIMARY KEY,
+        version INTEGER NOT NULL
     );
     """,
 }
+SCHEMA_VERSION = max(_MIGRATIONS)
 
 SAMPLE_COLUMNS = (
     "t_s",
@@ -146,6 +143,75 @@ def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+def _newest(migrations: Mapping[int, Migration]) -> int:
+    """The newest version of ``migrations``; ValueError unless they are numbered 1, 2, ... n."""
+    if not migrations or sorted(migrations) != list(range(1, len(migrations) + 1)):
+        raise ValueError(f"migrations numbered {sorted(migrations)}: expected 1, 2, ... n")
+    return len(migrations)
+
+
+def _upgrade(
+    conn: sqlite3.Connection, migrations: Mapping[int, Migration], found: int, what: str
+) -> int:
+    """Run on ``conn`` the steps after version ``found``; returns the newest version.
+
+    Raises:
+        StoreError: ``found`` is newer than the newest step (``what`` names the schema).
+    """
+    newest = _newest(migrations)
+    if found > newest:
+        raise StoreError(
+            f"{what} version {found} is newer than this joulecast understands ({newest}); "
+            "upgrade joulecast"
+        )
+    for version in range(found + 1, newest + 1):
+        step = migrations[version]
+        if callable(step):
+            step(conn)
+        else:
+            for statement in _statements(step):
+                conn.execute(statement)
+    return newest
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The SQL statements of ``script``; a ``;`` inside a trigger body or a string stays."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \t\r\n;"):
+                yield pending
+            pending = ""
+    if pending.strip(" \t\r\n;"):
+        yield pending  # incomplete: SQLite says what is wrong with it
+
+
+def connect_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """A plain SQLite connection that can only read ``path``.
+
+    For looking at a file before opening it as a :class:`Store`, which would migrate it.
+
+    Raises:
+        sqlite3.Error: ``path`` cannot be opened.
+    """
+    return sqlite3.connect(_readonly_uri(path), uri=True)
+
+
+def _readonly_uri(path: str | os.PathLike[str]) -> str:
+    return Path(path).resolve().as_uri() + "?mode=ro"
+
+
+@functools.cache
+def _attach_takes_uri() -> bool:
+    """Whether ATTACH reads ``file:`` URIs on a connection not opened with ``uri=True``."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        return any(row[0] == "USE_URI" for row in conn.execute("PRAGMA compile_options"))
+    finally:
+        conn.close()
+
+
 class Store:
     """A run store backed by one SQLite file; safe to share between threads and processes."""
 
@@ -174,9 +240,26 @@ class Store:
 
     # -- plumbing ---------------------------------------------------------------------------
 
+    # The public part serves extensions: a subsystem that keeps its own tables in the store
+    # (the study package) writes and reads them through these, never through the connection.
+
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, taken with BEGIN IMMEDIATE so it never fails on upgrade."""
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, committed when the block ends and rolled back if it raises.
+
+        It begins with ``BEGIN IMMEDIATE``: the file's write lock is taken at the start (waiting
+        up to :data:`BUSY_TIMEOUT_S` for other writers), so the transaction never fails half-way
+        when a read would have to become a write. The store's lock is held for the block, so
+        other threads of this process wait; transactions do not nest.
+
+        Yields:
+            The store's connection, for ``execute``/``executemany`` inside the block only;
+            never commit or roll back on it.
+
+        Raises:
+            StoreError: the write cannot begin (another writer holds the file past the busy
+                timeout, or a transaction is already open), or the commit fails.
+        """
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
@@ -194,25 +277,71 @@ class Store:
                     self._conn.execute("ROLLBACK")
                     raise StoreError(f"{self.path}: commit failed ({exc})") from exc
 
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    def query(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> list[dict[str, Any]]:
+        """Run one SQL statement and return its rows, each a dict keyed by column name.
+
+        Meant for reads; inside a :meth:`transaction` block it sees that block's writes. A
+        statement that returns no rows (no columns) gives an empty list.
+
+        Args:
+            sql: one statement, with ``?`` (or ``:name``) placeholders.
+            params: the values of the placeholders.
+
+        Raises:
+            sqlite3.Error: the statement is invalid or names a table the file does not have.
+        """
         with self._lock:
             cur = self._conn.execute(sql, params)
+            if cur.description is None:
+                return []
             cols = [d[0] for d in cur.description]
             return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
+    # The names the store's own methods use.
+    _write = transaction
+    _query = query
+
+    @contextmanager
+    def attached(self, path: str | os.PathLike[str], alias: str) -> Iterator[None]:
+        """Attach another SQLite file to the store's connection as schema ``alias``.
+
+        Inside the block, :meth:`query` and :meth:`transaction` reach its tables as
+        ``alias.table`` (and the store's own as ``main.table``), so rows can be copied across
+        with ``INSERT ... SELECT``. The file is attached read-only where this SQLite reads
+        ``file:`` URIs (otherwise read-write; it is still only read unless written to), and
+        detached when the block ends. Open transactions inside the block, not the block inside
+        a transaction (SQLite refuses to detach a file a transaction still holds). The block
+        holds the store's lock throughout, so no other thread of this process sees the schema.
+
+        Args:
+            path: the SQLite file to attach.
+            alias: the schema name it gets: a plain identifier, not ``main`` or ``temp``.
+
+        Raises:
+            ValueError: ``alias`` is not a plain identifier, or is ``main`` or ``temp``.
+            StoreError: the file cannot be attached (not a database, unreadable).
+        """
+        if not alias.isidentifier() or not alias.isascii() or alias.lower() in ("main", "temp"):
+            raise ValueError(f"alias {alias!r}: expected a plain identifier other than main/temp")
+        source = _readonly_uri(path) if _attach_takes_uri() else str(path)
+        with self._lock:
+            try:
+                self._conn.execute(f"ATTACH DATABASE ? AS {alias}", (source,))
+            except sqlite3.Error as exc:
+                raise StoreError(f"{path}: cannot attach it to {self.path} ({exc})") from exc
+            try:
+                yield
+            finally:
+                self._conn.execute(f"DETACH DATABASE {alias}")
+
     def _migrate(self) -> None:
         with self._write() as conn:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path}: schema version {version} is newer than this joulecast "
-                    f"understands ({SCHEMA_VERSION}); upgrade joulecast"
-                )
-            for target in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[target].split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {target}")
+            found = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            version = _upgrade(conn, _MIGRATIONS, found, f"{self.path}: schema")
+            if version != found:
+                conn.execute(f"PRAGMA user_version = {version}")
 
     def close(self) -> None:
         """Close the connection; the store object is unusable afterwards."""
@@ -230,6 +359,60 @@ class Store:
     def schema_version(self) -> int:
         """The schema version of the open file."""
         return int(self._query("PRAGMA user_version")[0]["user_version"])
+
+    def ensure_schema(self, component: str, migrations: Mapping[int, Migration]) -> int:
+        """Create or upgrade the tables of ``component``, a part of joulecast with its own tables.
+
+        The file records each component's version in table ``schema_versions``; the steps
+        after it run in order in one transaction (another process upgrading at the same time
+        waits, then finds nothing left to do). When the file is up to date this is one read,
+        so a component calls it each time it opens a store, before it uses its tables.
+
+        Args:
+            component: the component's name, e.g. ``"studies"``.
+            migrations: version to step, numbered 1, 2, ... n. A released step never changes:
+                a change of schema is a new step.
+
+        Returns:
+            The component's version now in the file: the newest step.
+
+        Raises:
+            StoreError: the file holds a newer version of the component than ``migrations``
+                reach (upgrade joulecast), or a step or the write fails (nothing is changed).
+            ValueError: ``component`` is empty, or ``migrations`` are not numbered 1 to n.
+        """
+        if not component:
+            raise ValueError("component: expected a name")
+        newest = _newest(migrations)
+        if self.component_versions().get(component) == newest:
+            return newest
+        with self.transaction() as conn:
+            row = conn.execute(
+                "SELECT version FROM schema_versions WHERE component = ?", (component,)
+            ).fetchone()
+            found = int(row[0]) if row else 0
+            if found != newest:
+                try:
+                    _upgrade(conn, migrations, found, f"{self.path}: {component} schema")
+                except sqlite3.Error as exc:
+                    raise StoreError(
+                        f"{self.path}: {component} schema: upgrade from version {found} "
+                        f"failed ({exc})"
+                    ) from exc
+                conn.execute(
+                    "INSERT INTO schema_versions (component, version) VALUES (?, ?)"
+                    " ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+                    (component, newest),
+                )
+                log.info(
+                    "%s: %s schema upgraded from %d to %d", self.path, component, found, newest
+                )
+        return newest
+
+    def component_versions(self) -> dict[str, int]:
+        """The schema version of each component whose tables the file holds (see ensure_schema)."""
+        rows = self.query("SELECT component, version FROM schema_versions ORDER BY component")
+        return {str(r["component"]): int(r["version"]) for r in rows}
 
     # -- runs -------------------------------------------------------------------------------
 

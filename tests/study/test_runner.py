@@ -343,7 +343,7 @@ def test_sigterm_stops_the_run_and_puts_it_back_in_the_plan(tmp_path):
     runner.send_signal(signal.SIGTERM)
     runner.wait(timeout=60)
     with joulecast.open_store(store) as s:
-        rows = s._query("SELECT job_id FROM study_runs WHERE key = ?", (job["key"],))
+        rows = s.query("SELECT job_id FROM study_runs WHERE key = ?", (job["key"],))
     pgid = int(rows[0]["job_id"].split(":")[1])
     assert not psutil.pid_exists(pgid) or psutil.Process(pgid).status() == psutil.STATUS_ZOMBIE
     after = status(file, store)

@@ -14,9 +14,10 @@ import pytest
 import joulecast
 from joulecast.errors import InputError, StoreError
 from joulecast.records import Gap, Phase, PhaseKind, Reading, RunStatus
-from joulecast.store import _MIGRATIONS, SCHEMA_VERSION, STALE_HEARTBEAT_S, Store
+from joulecast.store import SCHEMA_VERSION, STALE_HEARTBEAT_S, Store
 from joulecast.study.shards import MergeResult, merge_shard, merge_shards, shard_paths
 from tests.conftest import sine_trace
+from tests.store_formats import old_store
 
 
 class Constant:
@@ -88,7 +89,7 @@ def assert_same_run(shard: Store, old_id: int, target: Store, new_id: int) -> No
 
 
 def count(store: Store, table: str) -> int:
-    return int(store._query(f"SELECT COUNT(*) AS n FROM {table}")[0]["n"])
+    return int(store.query(f"SELECT COUNT(*) AS n FROM {table}")[0]["n"])
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +146,7 @@ def test_running_run_waits_for_its_owner(tmp_path, target):
         )
         remote = store.create_run(name="remote")
         # Another host that wrote a moment ago: alive by the heartbeat rule.
-        with store._write() as conn:
+        with store.transaction() as conn:
             conn.execute(
                 "UPDATE runs SET host = ? WHERE id = ?",
                 ("elsewhere-" + socket.gethostname(), remote),
@@ -215,19 +216,7 @@ def test_other_sqlite_database_refused_and_left_alone(tmp_path, target):
 
 def test_older_schema_shard_is_migrated_then_merged(tmp_path, target):
     path = tmp_path / "v1.db"
-    conn = sqlite3.connect(path)
-    conn.executescript(_MIGRATIONS[1])
-    conn.execute("PRAGMA user_version = 1")
-    conn.execute(
-        "INSERT INTO runs (uid, name, status, started_at, duration_s)"
-        " VALUES ('old-uid', 'old', 'completed', 1.0, 2.0)"
-    )
-    conn.executemany(
-        "INSERT INTO samples VALUES (1, ?, 'gpu:0', 100.0, NULL, NULL, NULL, NULL, 'x', 1)",
-        [(0.0,), (1.0,), (2.0,)],
-    )
-    conn.commit()
-    conn.close()
+    old_store(path, 1)
     result = merge_shard(target, path)
     assert [(old, new) for _, old, new in result.merged] == [(1, 2)]
     assert target.run(2)["uid"] == "old-uid"

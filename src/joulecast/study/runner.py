@@ -178,7 +178,7 @@ def _tail(path: Path) -> str:
 
 def find_run(store: Store, study: str, key: str) -> int | None:
     """The newest run of the store made for ``key`` of ``study``."""
-    rows = store._query(
+    rows = store.query(
         "SELECT id FROM runs WHERE json_extract(tags, '$.study') = ?"
         " AND json_extract(tags, '$.study_key') = ? ORDER BY id DESC LIMIT 1",
         (study, key),

@@ -15,7 +15,6 @@ are skipped, counted in :attr:`MergeResult.running`, and picked up by a later me
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import sqlite3
@@ -26,7 +25,7 @@ from typing import Literal
 
 from joulecast.errors import InputError, StoreError
 from joulecast.records import RunStatus
-from joulecast.store import SCHEMA_VERSION, Store
+from joulecast.store import SCHEMA_VERSION, Store, connect_readonly
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +141,7 @@ def _check_shard(path: Path) -> bool:
     if not path.is_file():
         raise InputError(f"{path}: no such store shard")
     try:
-        conn = sqlite3.connect(_readonly_uri(path), uri=True)
+        conn = connect_readonly(path)
         try:
             version = int(conn.execute("PRAGMA user_version").fetchone()[0])
             tables = {
@@ -167,22 +166,8 @@ def _check_shard(path: Path) -> bool:
     return True
 
 
-def _readonly_uri(path: Path) -> str:
-    return path.resolve().as_uri() + "?mode=ro"
-
-
-@functools.cache
-def _attach_takes_uri() -> bool:
-    """Whether ATTACH reads ``file:`` URIs on a connection not opened with ``uri=True``."""
-    conn = sqlite3.connect(":memory:")
-    try:
-        return any(row[0] == "USE_URI" for row in conn.execute("PRAGMA compile_options"))
-    finally:
-        conn.close()
-
-
 def _columns(target: Store, schema: str, table: str) -> list[str]:
-    return [row["name"] for row in target._query(f"PRAGMA {schema}.table_info({table})")]
+    return [row["name"] for row in target.query(f"PRAGMA {schema}.table_info({table})")]
 
 
 def _shared_columns(target: Store, table: str, key: str) -> list[str]:
@@ -198,40 +183,30 @@ def _names(columns: list[str]) -> str:
 def _copy_runs(target: Store, path: Path) -> MergeResult:
     merged: list[tuple[str, int, int]] = []
     skipped = running = 0
-    # Without URI support the shard is attached read-write; it is still only read.
-    source = _readonly_uri(path) if _attach_takes_uri() else str(path)
-    with target._lock:  # one thread at a time uses the attached shard
-        conn = target._conn
-        try:
-            conn.execute(f"ATTACH DATABASE ? AS {_ALIAS}", (source,))
-        except sqlite3.Error as exc:
-            raise StoreError(f"{path}: cannot attach the shard to {target.path} ({exc})") from exc
-        try:
-            run_cols = _names(_shared_columns(target, "runs", "id"))
-            child_cols = {t: _names(_shared_columns(target, t, "run_id")) for t in _CHILD_TABLES}
-            ids = [r["id"] for r in target._query(f"SELECT id FROM {_ALIAS}.runs ORDER BY id")]
-            for old_id in ids:
-                try:
-                    with target._write() as w:
-                        outcome = _copy_run(w, int(old_id), run_cols, child_cols)
-                except sqlite3.Error as exc:
-                    raise StoreError(
-                        f"{path}: copying run {old_id} into {target.path} failed ({exc})"
-                    ) from exc
-                if outcome == "running":
-                    running += 1
-                    log.warning(
-                        "%s: run %d is still running (its process is alive, or on another "
-                        "host wrote to the shard recently); not merged now",
-                        path,
-                        old_id,
-                    )
-                elif outcome == "present":
-                    skipped += 1
-                elif isinstance(outcome, int):
-                    merged.append((str(path), int(old_id), outcome))
-        finally:
-            conn.execute(f"DETACH DATABASE {_ALIAS}")
+    with target.attached(path, _ALIAS):
+        run_cols = _names(_shared_columns(target, "runs", "id"))
+        child_cols = {t: _names(_shared_columns(target, t, "run_id")) for t in _CHILD_TABLES}
+        ids = [r["id"] for r in target.query(f"SELECT id FROM {_ALIAS}.runs ORDER BY id")]
+        for old_id in ids:
+            try:
+                with target.transaction() as w:
+                    outcome = _copy_run(w, int(old_id), run_cols, child_cols)
+            except sqlite3.Error as exc:
+                raise StoreError(
+                    f"{path}: copying run {old_id} into {target.path} failed ({exc})"
+                ) from exc
+            if outcome == "running":
+                running += 1
+                log.warning(
+                    "%s: run %d is still running (its process is alive, or on another "
+                    "host wrote to the shard recently); not merged now",
+                    path,
+                    old_id,
+                )
+            elif outcome == "present":
+                skipped += 1
+            elif isinstance(outcome, int):
+                merged.append((str(path), int(old_id), outcome))
     return MergeResult(merged=merged, skipped=skipped, shards=1, running=running)
 
 

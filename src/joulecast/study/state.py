@@ -1,5 +1,8 @@
 """A study's plan and progress, kept in the run store (tables ``studies`` and ``study_runs``).
 
+The study package owns these tables: :data:`MIGRATIONS` are their schema, applied to a store
+(component :data:`COMPONENT`) the first time a study uses it.
+
 Each planned run has a status: ``planned``, ``running`` (claimed by a runner), or an outcome:
 ``completed``, ``oom``, ``timeout``, ``failed``. A run found ``running`` when a runner starts
 was in flight when the last runner stopped: it is planned again once, and recorded ``failed``
@@ -17,9 +20,40 @@ import pandas as pd
 from joulecast.errors import InputError
 
 if TYPE_CHECKING:
-    from joulecast.store import Store
+    from joulecast.store import Migration, Store
     from joulecast.study.design import PlannedRun, Study
 
+COMPONENT = "studies"
+MIGRATIONS: dict[int, Migration] = {
+    # IF NOT EXISTS: a store made at core schema version 2 already holds these tables (the core
+    # created them then), with its studies in them; they are taken over as they are.
+    1: """
+    CREATE TABLE IF NOT EXISTS studies (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        digest TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS study_runs (
+        study_id INTEGER NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        factors TEXT NOT NULL,
+        repetition INTEGER NOT NULL,
+        seed INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        run_id INTEGER,
+        error TEXT,
+        started_at REAL,
+        ended_at REAL,
+        job_id TEXT,
+        PRIMARY KEY (study_id, position),
+        UNIQUE (study_id, key)
+    );
+    """,
+}
 OUTCOMES = ("completed", "oom", "timeout", "failed")
 MAX_ATTEMPTS = 2
 COLUMNS = [
@@ -57,7 +91,8 @@ class StudyState:
 
         spec = json.dumps(study.to_dict(), sort_keys=True, default=str)
         digest = study.digest()
-        with store._write() as conn:
+        store.ensure_schema(COMPONENT, MIGRATIONS)
+        with store.transaction() as conn:
             row = conn.execute(
                 "SELECT id, digest, spec FROM studies WHERE name = ?", (study.name,)
             ).fetchone()
@@ -103,12 +138,13 @@ class StudyState:
     @classmethod
     def find(cls, store: Store, name: str) -> StudyState | None:
         """The stored study called ``name``, if there is one."""
-        rows = store._query("SELECT id FROM studies WHERE name = ?", (name,))
+        store.ensure_schema(COMPONENT, MIGRATIONS)
+        rows = store.query("SELECT id FROM studies WHERE name = ?", (name,))
         return cls(store, int(rows[0]["id"]), name) if rows else None
 
     def runs(self) -> pd.DataFrame:
         """Every planned run in plan order, with its status."""
-        rows = self.store._query(
+        rows = self.store.query(
             f"SELECT {', '.join(COLUMNS)} FROM study_runs WHERE study_id = ? ORDER BY position",
             (self.study_id,),
         )
@@ -128,7 +164,7 @@ class StudyState:
     def recover(self) -> list[str]:
         """Plan again the runs left in flight by a stopped runner (once); returns their keys."""
         now = time.time()
-        with self.store._write() as conn:
+        with self.store.transaction() as conn:
             rows = conn.execute(
                 "SELECT position, key, attempts FROM study_runs WHERE study_id = ?"
                 " AND status = 'running'",
@@ -156,7 +192,7 @@ class StudyState:
 
     def claim(self, position: int, job_id: str | None = None) -> int:
         """Mark a planned run as running; returns its attempt number."""
-        with self.store._write() as conn:
+        with self.store.transaction() as conn:
             conn.execute(
                 "UPDATE study_runs SET status = 'running', attempts = attempts + 1,"
                 " started_at = ?, job_id = ? WHERE study_id = ? AND position = ?",
@@ -171,7 +207,7 @@ class StudyState:
 
     def set_job(self, position: int, job_id: str) -> None:
         """Record the cluster job that runs a planned run."""
-        with self.store._write() as conn:
+        with self.store.transaction() as conn:
             conn.execute(
                 "UPDATE study_runs SET job_id = ? WHERE study_id = ? AND position = ?",
                 (job_id, self.study_id, position),
@@ -183,7 +219,7 @@ class StudyState:
         """Record a run's outcome."""
         if status not in OUTCOMES:
             raise ValueError(f"unknown outcome {status!r}")
-        with self.store._write() as conn:
+        with self.store.transaction() as conn:
             conn.execute(
                 "UPDATE study_runs SET status = ?, run_id = ?, error = ?, ended_at = ?"
                 " WHERE study_id = ? AND position = ?",
@@ -192,7 +228,7 @@ class StudyState:
 
     def release(self, position: int) -> None:
         """Put a claimed run back in the plan, its attempt not counted (the runner stopped)."""
-        with self.store._write() as conn:
+        with self.store.transaction() as conn:
             conn.execute(
                 "UPDATE study_runs SET status = 'planned', attempts = MAX(0, attempts - 1)"
                 " WHERE study_id = ? AND position = ?",
@@ -201,5 +237,5 @@ class StudyState:
 
     def spec(self) -> dict[str, Any]:
         """The stored study definition."""
-        rows = self.store._query("SELECT spec FROM studies WHERE id = ?", (self.study_id,))
+        rows = self.store.query("SELECT spec FROM studies WHERE id = ?", (self.study_id,))
         return dict(json.loads(rows[0]["spec"]))
