@@ -358,64 +358,34 @@ def _write_csv(path: Path, frame: Any) -> None:
     _atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
-def _finished_epochs(store: Store, run_id: int) -> Any:
-    epochs = summarize(store, run_id).epochs
-    return epochs.dropna(subset=["energy_j"]).sort_values("index").reset_index(drop=True)
-
-
-def _auto_stable_epoch(store: Store, run_id: int, epochs: Any, m: int, window_l: int) -> int:
-    from joulecast.stability import stabilizing_epoch
-
-    end = float(epochs["end_s"].max())
-    samples = store.samples(run_id, None, end)
-    result = stabilizing_epoch(samples, epochs, m=m, L=window_l)
-    if result.settled_epoch is None:
-        raise InputError(f"run {run_id}: no stabilizing epoch found ({result.reason})")
-    return int(epochs.index[epochs["index"] == result.settled_epoch][0])
-
-
 def cmd_forecast(args: argparse.Namespace) -> int:
     """Forecast a run's total energy from its first K epochs; beside the truth if finished."""
-    from joulecast.forecast import forecast_energy
+    from joulecast.forecast import forecast_run
 
     store = _store(args)
-    run_id = store.resolve(args.run)
-    epochs = _finished_epochs(store, run_id)
-    if epochs.empty:
-        raise InputError(f"run {run_id} has no finished epochs: nothing to forecast from")
-    after = args.after if args.after is not None else len(epochs)
-    if after < 1 or after > len(epochs):
-        raise InputError(f"--after {after}: the run has {len(epochs)} finished epochs")
-    total_epochs = args.total_epochs or len(epochs)
-    seen = epochs.iloc[:after]
-    stable = args.stable_epoch
-    if stable == "auto":
-        stable = _auto_stable_epoch(store, run_id, seen, 10, 10)
-    result = forecast_energy(
-        seen, total_epochs, method=args.method, stable_epoch=int(stable), window=args.window
+    found = forecast_run(
+        store,
+        store.resolve(args.run),
+        after=args.after,
+        total_epochs=args.total_epochs,
+        method=args.method,
+        stable_epoch=args.stable_epoch,
+        window=args.window,
     )
-    data = {"run_id": run_id, **result.to_dict()}
-    finished = store.run(run_id)["status"] != "running" and total_epochs == len(epochs)
-    if finished:
-        true_j = float(epochs["energy_j"].sum())
-        data.update(
-            true_j=true_j,
-            error_j=result.total_j - true_j,
-            error_pct=100 * (result.total_j - true_j) / true_j if true_j else None,
-        )
     if args.json:
-        _print_json(data)
+        _print_json(found.to_dict())
         return 0
+    result = found.forecast
     console = _console()
     console.print(
-        f"run {run_id}: {result.method} forecast after {after} of {total_epochs} epochs: "
-        f"[bold]{result.total_j / 1e3:,.2f} kJ[/bold] "
+        f"run {found.run_id}: {result.method} forecast after {found.after} of "
+        f"{result.total_epochs} epochs: [bold]{result.total_j / 1e3:,.2f} kJ[/bold] "
         f"(90% {result.low_j / 1e3:,.2f} to {result.high_j / 1e3:,.2f} kJ)"
     )
-    if finished:
+    if found.true_j is not None and found.error_j is not None:
+        pct = "-" if found.error_pct is None else f"{found.error_pct:+.1f}%"
         console.print(
-            f"measured {data['true_j'] / 1e3:,.2f} kJ: error {data['error_j'] / 1e3:+,.2f} kJ "
-            f"({data['error_pct']:+.1f}%)"
+            f"measured {found.true_j / 1e3:,.2f} kJ: error {found.error_j / 1e3:+,.2f} kJ ({pct})"
         )
     for note in result.notes:
         console.print(f"note: {note}")
@@ -424,23 +394,14 @@ def cmd_forecast(args: argparse.Namespace) -> int:
 
 def cmd_stability(args: argparse.Namespace) -> int:
     """Find when runs' power stabilizes (FLUSS); over several runs, the share stable by epoch n."""
-    from joulecast.stability import plot, plot_share, stabilizing_epoch, stable_share
+    from joulecast.stability import plot, plot_share, runs_stability
 
     store = _store(args)
     ids = _run_ids(store, args.runs, args.all, "stability")
-    results = []
-    for run_id in ids:
-        epochs = store.phases(run_id, "epoch").dropna(subset=["end_s"])
-        result = stabilizing_epoch(
-            store.samples(run_id), epochs, m=args.m, L=args.L, normalize=args.normalize
-        )
-        results.append((run_id, result, epochs))
-    groups: dict[str, list[int | None]] = {}
-    for run_id, result, _ in results:
-        key = str(store.run(run_id)["tags"].get(args.group_by, "?")) if args.group_by else "all"
-        groups.setdefault(key, []).append(result.epoch)
-    top = max([r.epoch for _, r, _ in results if r.epoch is not None] + [0])
-    shares = {k: stable_share(v, top) for k, v in groups.items()}
+    found = runs_stability(
+        store, ids, m=args.m, L=args.L, normalize=args.normalize, group_by=args.group_by
+    )
+    results, groups, shares, top = found.runs, found.groups, found.shares, found.top_epoch
     if args.plot:
         if len(results) == 1:
             plot(results[0][1], results[0][2], args.plot)
@@ -503,11 +464,11 @@ def _run_ids(store: Store, runs: list[str], every: bool, verb: str) -> list[int]
 
 def cmd_forecast_eval(args: argparse.Namespace) -> int:
     """Errors of the forecasting methods over finished runs, swept over w and the stable epoch."""
-    from joulecast.forecast import evaluate, plot_sweep
+    from joulecast.forecast import evaluate, finished_epochs, plot_sweep
 
     store = _store(args)
     ids = _run_ids(store, args.runs, args.all, "forecast-eval")
-    tables = {i: t for i in ids if not (t := _finished_epochs(store, i)).empty}
+    tables = {i: t for i in ids if not (t := finished_epochs(store, i)).empty}
     if not tables:
         raise InputError("forecast-eval: none of the runs has finished epochs")
     result = evaluate(

@@ -26,12 +26,15 @@ import sys
 import types
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from joulecast.errors import InputError
+
+if TYPE_CHECKING:
+    from joulecast.store import Store
 
 DEFAULT_WINDOW = 5
 DEFAULT_STABLE_EPOCH = 10
@@ -497,6 +500,97 @@ def plot_sweep(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# -- stored runs ----------------------------------------------------------------------------
+
+
+def finished_epochs(store: Store, run_id: int) -> pd.DataFrame:
+    """The per-epoch table of a stored run's finished epochs, in order (0-based rows)."""
+    from joulecast.energy import summarize
+
+    epochs = summarize(store, run_id).epochs
+    return epochs.dropna(subset=["energy_j"]).sort_values("index").reset_index(drop=True)
+
+
+def auto_stable_epoch(store: Store, run_id: int, epochs: pd.DataFrame) -> int:
+    """The position in ``epochs`` of the run's settled epoch (FLUSS and the settled rule).
+
+    Only the samples up to the end of the last epoch in ``epochs`` are looked at.
+
+    Raises:
+        InputError: no stabilizing epoch was found in them.
+    """
+    from joulecast.stability import stabilizing_epoch
+
+    end = float(epochs["end_s"].max())
+    result = stabilizing_epoch(store.samples(run_id, None, end), epochs)
+    if result.settled_epoch is None:
+        raise InputError(f"run {run_id}: no stabilizing epoch found ({result.reason})")
+    return int(epochs.index[epochs["index"] == result.settled_epoch][0])
+
+
+@dataclass(frozen=True)
+class RunForecast:
+    """A stored run's forecast, beside the measured total where the run has finished."""
+
+    run_id: int
+    forecast: Forecast
+    after: int
+    true_j: float | None = None
+
+    @property
+    def error_j(self) -> float | None:
+        """Forecast minus measured total, where the truth is known."""
+        return None if self.true_j is None else self.forecast.total_j - self.true_j
+
+    @property
+    def error_pct(self) -> float | None:
+        """The error as a percentage of the measured total."""
+        if self.true_j is None or self.error_j is None or not self.true_j:
+            return None
+        return 100 * self.error_j / self.true_j
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (see docs/json.md)."""
+        data = {"run_id": self.run_id, **self.forecast.to_dict()}
+        if self.true_j is not None:
+            data.update(true_j=self.true_j, error_j=self.error_j, error_pct=self.error_pct)
+        return data
+
+
+def forecast_run(
+    store: Store,
+    run_id: int,
+    *,
+    after: int | None = None,
+    total_epochs: int | None = None,
+    method: Method | str = Method.EPOCH_ENERGY,
+    stable_epoch: int | str = DEFAULT_STABLE_EPOCH,
+    window: int = DEFAULT_WINDOW,
+) -> RunForecast:
+    """Forecast a stored run's total energy from its first ``after`` finished epochs.
+
+    ``total_epochs`` defaults to the epochs the run finished; ``stable_epoch`` ``"auto"``
+    finds it with :func:`auto_stable_epoch` on those epochs. A finished run forecast for the
+    epochs it ran is compared with its measured total (``true_j``).
+
+    Raises:
+        InputError: the run has no finished epochs, or ``after`` is out of range.
+    """
+    epochs = finished_epochs(store, run_id)
+    if epochs.empty:
+        raise InputError(f"run {run_id} has no finished epochs: nothing to forecast from")
+    k = after if after is not None else len(epochs)
+    if k < 1 or k > len(epochs):
+        raise InputError(f"after {k}: the run has {len(epochs)} finished epochs")
+    planned = total_epochs or len(epochs)
+    seen = epochs.iloc[:k]
+    stable = auto_stable_epoch(store, run_id, seen) if stable_epoch == "auto" else stable_epoch
+    result = forecast_energy(seen, planned, method=method, stable_epoch=int(stable), window=window)
+    finished = store.run(run_id)["status"] != "running" and planned == len(epochs)
+    true_j = float(epochs["energy_j"].sum()) if finished else None
+    return RunForecast(run_id, result, k, true_j)
 
 
 # The old name, for ``from joulecast.forecast import forecast``.

@@ -25,13 +25,16 @@ from __future__ import annotations
 import importlib
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from joulecast._plot import pyplot
 from joulecast.errors import InputError
+
+if TYPE_CHECKING:
+    from joulecast.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +242,40 @@ def stable_share(epochs_found: list[int | None], max_epoch: int | None = None) -
         for n in range(top + 1)
     ]
     return pd.DataFrame(rows, columns=["epoch", "runs_stable", "share"])
+
+
+@dataclass(frozen=True)
+class RunsStability:
+    """The stability of several stored runs, and the share stable by each epoch per group."""
+
+    runs: list[tuple[int, Stability, pd.DataFrame]]  # run id, result, its finished epochs
+    groups: dict[str, list[int | None]]  # group -> each run's stabilizing epoch
+    shares: dict[str, pd.DataFrame]  # group -> stable_share() up to top_epoch
+    top_epoch: int  # the latest stabilizing epoch found (0 when none was)
+
+
+def runs_stability(
+    store: Store,
+    run_ids: list[int],
+    *,
+    m: int = DEFAULT_M,
+    L: int = DEFAULT_L,
+    normalize: bool = False,
+    group_by: str | None = None,
+) -> RunsStability:
+    """:func:`stabilizing_epoch` of each stored run, grouped by the tag ``group_by`` ("?"
+    where a run lacks it; one group "all" without it)."""
+    runs = []
+    groups: dict[str, list[int | None]] = {}
+    for run_id in run_ids:
+        epochs = store.phases(run_id, "epoch").dropna(subset=["end_s"])
+        result = stabilizing_epoch(store.samples(run_id), epochs, m=m, L=L, normalize=normalize)
+        runs.append((run_id, result, epochs))
+        key = str(store.run(run_id)["tags"].get(group_by, "?")) if group_by else "all"
+        groups.setdefault(key, []).append(result.epoch)
+    top = max([r.epoch for _, r, _ in runs if r.epoch is not None] + [0])
+    shares = {k: stable_share(v, top) for k, v in groups.items()}
+    return RunsStability(runs, groups, shares, top)
 
 
 def plot(result: Stability, epochs: pd.DataFrame, path: str) -> None:
