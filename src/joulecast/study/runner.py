@@ -89,7 +89,7 @@ def _last_lines(text: str, n: int = 6) -> str:
     return " | ".join(lines[-n:])[-TAIL_CHARS:]
 
 
-def measure_command(
+def measured_argv(
     study: Study, run: PlannedRun, store_path: Path, interval_s: float
 ) -> list[str]:
     """The command that runs ``run`` under ``joulecast measure`` into ``store_path``."""
@@ -361,7 +361,7 @@ class Runner:
                 self.echo(f"cooldown {self.study.cooldown_s:g} s")
                 time.sleep(self.study.cooldown_s)
             attempt = state.claim(run.position)
-            cmd = measure_command(self.study, run, self.store_path, self.interval_s)
+            cmd = measured_argv(self.study, run, self.store_path, self.interval_s)
             log_path = self.folder / "logs" / f"{run.key}-a{attempt}.log"
             start = time.monotonic()
             try:
@@ -449,7 +449,7 @@ class Runner:
                 time.sleep(self.study.cooldown_s)
             attempt = state.claim(run.position)
             shard = shards / f"{run.key}-a{attempt}.db"
-            cmd = measure_command(self.study, run, shard, self.interval_s)
+            cmd = measured_argv(self.study, run, shard, self.interval_s)
             log_path = self.folder / "logs" / f"{run.key}-a{attempt}.log"
             mem = run.factors.get("ram_gb") or self.study.slurm.get("mem_gb")
             if mem and self.executor == "slurm":
