@@ -129,8 +129,8 @@ def print_summary(summary: RunSummary, console: Any) -> None:
 
 def cmd_measure(args: argparse.Namespace) -> int:
     """Run a command as a child, sampling until it exits; exit with its exit code."""
+    from joulecast.inputs import RUN_ENV, STORE_ENV
     from joulecast.monitor import Monitor
-    from joulecast.run import RUN_ENV, STORE_ENV
     from joulecast.sensors import detect
 
     command = list(args.command)

@@ -26,15 +26,13 @@ from joulecast.forecast import (
     Method,
     progress_line,
 )
+from joulecast.inputs import RUN_ENV, STORE_ENV
 from joulecast.monitor import DEFAULT_INTERVAL_S, Monitor
 from joulecast.records import Phase, PhaseKind, RunStatus
 from joulecast.sensors import Sensor, detect_sensors
 from joulecast.store import Store, default_store_path
 
 log = logging.getLogger(__name__)
-
-RUN_ENV = "JOULECAST_RUN_ID"
-STORE_ENV = "JOULECAST_STORE"
 
 
 @dataclass

@@ -11,9 +11,9 @@ from typing import Any
 
 import pandas as pd
 
+from joulecast.energy import J_PER_KWH
 from joulecast.errors import InputError
-
-J_PER_KWH = 3.6e6
+from joulecast.inputs import parse_duration
 
 
 def _positive_number(text: str) -> float:
@@ -40,8 +40,6 @@ def _percent(text: str) -> float:
 
 
 def _duration(text: str) -> float:
-    from joulecast.offline.baselines import parse_duration
-
     try:
         return parse_duration(text)
     except InputError as exc:

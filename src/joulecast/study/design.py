@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from joulecast.errors import InputError
-from joulecast.offline.baselines import parse_duration
+from joulecast.inputs import parse_duration
 
 log = logging.getLogger(__name__)
 
