@@ -21,6 +21,7 @@ from typing import Any
 
 from joulecast.energy import RunSummary, j_to_kwh, summarize
 from joulecast.errors import InputError, JoulecastError
+from joulecast.outputs import write_atomic
 from joulecast.records import RunStatus
 from joulecast.store import Store
 
@@ -453,11 +454,9 @@ def _stable_epoch_arg(text: str) -> int | str:
 
 def _write_csv(path: Path, frame: Any) -> None:
     """Write ``frame`` to ``path`` whole or not at all."""
-    from joulecast.traces import _atomic_write
-
     if not path.parent.is_dir():
         raise InputError(f"{path}: folder {path.parent} does not exist")
-    _atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+    write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def _finished_epochs(store: Store, run_id: int) -> Any:
