@@ -21,6 +21,7 @@ from typing import Any
 
 from joulecast.energy import RunSummary, j_to_kwh, summarize
 from joulecast.errors import InputError, JoulecastError
+from joulecast.outputs import print_json as _print_json
 from joulecast.outputs import write_atomic
 from joulecast.records import RunStatus
 from joulecast.store import Store
@@ -46,10 +47,6 @@ def _tags(items: Sequence[str]) -> dict[str, str]:
             raise InputError(f"--tag {item!r}: expected KEY=VALUE")
         tags[key] = value
     return tags
-
-
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, sort_keys=False, allow_nan=False, default=str))
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:

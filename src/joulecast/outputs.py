@@ -1,11 +1,33 @@
-"""What joulecast writes for its user: files whole or not at all."""
+"""What joulecast writes for its user: JSON on standard output, and files whole or not at all."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+
+def print_json(data: Any) -> None:
+    """Print ``data`` as the ``--json`` output of a command: indented, keys in their order.
+
+    NaN and infinities print as ``null``, the mark of a missing value (a JSON parser refuses
+    ``NaN``); values JSON lacks (paths, timestamps) print as their ``str``.
+    """
+    print(json.dumps(_finite(data), indent=2, allow_nan=False, default=str))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def write_atomic(path: Path, write: Callable[[str], object]) -> None:

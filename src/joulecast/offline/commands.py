@@ -14,6 +14,7 @@ import pandas as pd
 from joulecast.energy import J_PER_KWH
 from joulecast.errors import InputError
 from joulecast.inputs import parse_duration
+from joulecast.outputs import print_json
 
 
 def _positive_number(text: str) -> float:
@@ -68,7 +69,7 @@ def cmd_estimate(args: argparse.Namespace, console: Callable[[], Any]) -> int:
         table = read_runs(args.data)
         rows = estimate_table(table, estimator, **options)
         if args.json:
-            print(json.dumps(rows, indent=2))
+            print_json(rows)
             return 0
         _print_batch(rows, console())
         return 0
@@ -91,7 +92,7 @@ def cmd_estimate(args: argparse.Namespace, console: Callable[[], Any]) -> int:
         **options,
     )
     if args.json:
-        print(json.dumps([e.to_dict() for e in result.estimates], indent=2))
+        print_json([e.to_dict() for e in result.estimates])
         return 0
     out = console()
     for note in result.notes:
@@ -187,7 +188,7 @@ def cmd_fit_offline(
     estimator.save(tmp)
     tmp.replace(output)
     if args.json:
-        print(json.dumps({"model": str(output), **estimator.to_dict()["models"]}, indent=2))
+        print_json({"model": str(output), **estimator.to_dict()["models"]})
         return 0
     out = console()
     out.print(estimator.card())
@@ -232,7 +233,7 @@ def cmd_evaluate_estimators(
                 {"target": "energy_j", "cv": "holdout", "model": r["method"], **r}
                 for r in totals_table(held)
             ]
-        print(json.dumps(rows, indent=2))
+        print_json(rows)
         return 0
     _print_cv(cv_rows, console())
     if held is not None:
