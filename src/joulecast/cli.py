@@ -451,8 +451,6 @@ def _stable_epoch_arg(text: str) -> int | str:
 
 def _write_csv(path: Path, frame: Any) -> None:
     """Write ``frame`` to ``path`` whole or not at all."""
-    if not path.parent.is_dir():
-        raise InputError(f"{path}: folder {path.parent} does not exist")
     write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 

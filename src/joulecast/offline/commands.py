@@ -14,7 +14,7 @@ import pandas as pd
 from joulecast.energy import J_PER_KWH
 from joulecast.errors import InputError
 from joulecast.inputs import parse_duration
-from joulecast.outputs import print_json
+from joulecast.outputs import print_json, write_atomic
 
 
 def _positive_number(text: str) -> float:
@@ -184,9 +184,7 @@ def cmd_fit_offline(
     estimator = OfflineEstimator(grid=args.grid).fit(
         table, targets, cv=args.cv, seed=args.seed, source=source
     )
-    tmp = output.with_name(f".{output.name}.tmp")
-    estimator.save(tmp)
-    tmp.replace(output)
+    write_atomic(output, estimator.save)
     if args.json:
         print_json({"model": str(output), **estimator.to_dict()["models"]})
         return 0
