@@ -1,4 +1,4 @@
-"""What joulecast reads from its user outside function arguments: durations and the environment.
+"""What joulecast reads from its user: durations, the environment, values of files it checks.
 
 Every environment variable joulecast reads or sets is named here, once:
 
@@ -11,6 +11,7 @@ Every environment variable joulecast reads or sets is named here, once:
 
 from __future__ import annotations
 
+import math
 import re
 
 from joulecast.errors import InputError
@@ -49,3 +50,16 @@ def parse_duration(text: str) -> float:
     if len(set(units)) != len(units) or units != sorted(units, key=order.index):
         raise InputError(f"duration {text!r}: units must appear once each, in the order d h m s")
     return sum(float(m.group(1)) * _UNIT_S[m.group(2)] for m in parts)
+
+
+def is_number(value: object, *, positive: bool = False) -> bool:
+    """Whether ``value`` (read from a file) is a finite int or float, not a bool; > 0 if asked."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    return value > 0 or not positive
+
+
+def quote(value: object, limit: int = 60) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -38,8 +38,6 @@ code the workload runs before it imports them.
 
 from __future__ import annotations
 
-import argparse
-import functools
 import hashlib
 import itertools
 import json
@@ -56,6 +54,7 @@ from typing import Any, Literal
 
 from joulecast.errors import InputError
 from joulecast.inputs import parse_duration
+from joulecast.study.params import Param, command_line, from_values, params
 
 log = logging.getLogger(__name__)
 
@@ -509,24 +508,16 @@ def _slurm(table: Mapping[str, Any], fixed: Mapping[str, Any], where: str) -> di
 # -- checks --------------------------------------------------------------------------------------
 
 
-def _workload_parser() -> argparse.ArgumentParser:
-    from joulecast.study.workloads.train import add_arguments
+def _builtin() -> dict[str, Param]:
+    """The built-in workload's parameters (imported here: the workload module is heavier)."""
+    from joulecast.study.workloads.train import TrainConfig
 
-    parser = argparse.ArgumentParser(prog=f"python -m {_MODULE}", add_help=False)
-    add_arguments(parser)
-    return parser
-
-
-@functools.cache
-def _workload_actions() -> dict[str, argparse.Action]:
-    """The built-in workload's options by parameter name, in the order it declares them."""
-    parser = _workload_parser()
-    return {a.dest: a for a in parser._actions if a.option_strings}
+    return params(TrainConfig)
 
 
 def workload_parameters() -> tuple[str, ...]:
     """Names a built-in study may use: the workload's parameters, then :data:`LABEL_FACTORS`."""
-    return (*_workload_actions(), *LABEL_FACTORS)
+    return (*_builtin(), *LABEL_FACTORS)
 
 
 def _check_builtin_names(
@@ -536,8 +527,8 @@ def _check_builtin_names(
     explicit: bool,
     where: str,
 ) -> None:
-    actions = _workload_actions()
-    valid = (*actions, *LABEL_FACTORS)
+    declared = _builtin()
+    valid = workload_parameters()
     sources = [("fixed", fixed), ("combinations[0]" if explicit else "factors", factors)]
     for table, names in sources:
         for name in names:
@@ -546,54 +537,25 @@ def _check_builtin_names(
                     f"{where}: {table}.{name}: unknown parameter of the {BUILTIN} workload: "
                     f"expected one of {', '.join(valid)}"
                 )
-    for name, value in fixed.items():
-        if name in actions:
-            _check_value(actions[name], value, f"fixed.{name}", where)
+    values = [(f"fixed.{name}", name, value) for name, value in fixed.items()]
     if explicit:
-        for i, combo in enumerate(combinations):
-            for name, value in combo.items():
-                if name in actions:
-                    _check_value(actions[name], value, f"combinations[{i}].{name}", where)
+        values += [
+            (f"combinations[{i}].{name}", name, value)
+            for i, combo in enumerate(combinations)
+            for name, value in combo.items()
+        ]
     else:
-        for name, levels in factors.items():
-            if name in actions:
-                for j, level in enumerate(levels):
-                    _check_value(actions[name], level, f"factors.{name}[{j}]", where)
-
-
-def _check_value(action: argparse.Action, value: Any, field_name: str, where: str) -> None:
-    """Raise when ``value`` is not what the option ``action`` parses."""
-    kind = action.type
-    names: dict[Any, tuple[str, str]] = {
-        int: ("an integer", "integers"),
-        float: ("a number", "numbers"),
-    }
-    one, several = names.get(kind, ("a string", "strings"))
-    many = action.nargs in ("+", "*") or isinstance(action.nargs, int)
-    items = value if many and isinstance(value, list) else [value]
-    if many and isinstance(action.nargs, int) and len(items) != action.nargs:
-        raise InputError(
-            f"{where}: {field_name}: {_short(value)}: expected a list of {action.nargs} {several}"
-        )
-    if many and not items:
-        raise InputError(f"{where}: {field_name}: []: expected one or more {several}")
-    if not many and isinstance(value, list):
-        raise InputError(f"{where}: {field_name}: {_short(value)}: expected {one}")
-    for item in items:
-        ok = (
-            isinstance(item, int) and not isinstance(item, bool)
-            if kind is int
-            else _is_number(item)
-            if kind is float
-            else isinstance(item, str)
-        )
-        if not ok:
-            raise InputError(f"{where}: {field_name}: {_short(value)}: expected {one}")
-        if action.choices is not None and item not in action.choices:
-            raise InputError(
-                f"{where}: {field_name}: {item!r}: expected one of "
-                f"{', '.join(str(c) for c in action.choices)}"
-            )
+        values += [
+            (f"factors.{name}[{j}]", name, level)
+            for name, levels in factors.items()
+            for j, level in enumerate(levels)
+        ]
+    for field_name, name, value in values:
+        if name in declared:
+            try:
+                declared[name].check(value)
+            except InputError as exc:
+                raise InputError(f"{where}: {field_name}: {exc}") from exc
 
 
 def _check_placeholders(command: Sequence[str], names: set[str], where: str) -> None:
@@ -627,19 +589,11 @@ def check_combinations(study: Study) -> None:
     """
     if study.workload != BUILTIN:
         return
-    from joulecast.study.workloads.train import config_from_args
+    from joulecast.study.workloads.train import TrainConfig
 
-    actions = _workload_actions()
-    defaults = {dest: action.default for dest, action in actions.items()}
     for i, combo in enumerate(study.combinations):
-        params = _params(study.fixed, combo)
-        values = dict(defaults)
-        for name, value in params.items():
-            action = actions[name]
-            many = action.nargs in ("+", "*") or isinstance(action.nargs, int)
-            values[name] = [value] if many and not isinstance(value, list) else value
         try:
-            config = config_from_args(argparse.Namespace(**values))
+            config = from_values(TrainConfig, _params(study.fixed, combo))
             config.validate()
             if config.dataset == "folder" and not config.dataset_path:
                 raise InputError("dataset 'folder' without dataset_path: expected the image folder")
@@ -702,17 +656,10 @@ def argv(study: Study, run: PlannedRun) -> list[str]:
     if study.workload != BUILTIN:
         values = {**study.fixed, **run.factors, "seed": run.seed}
         return [part.format(**values) for part in study.command]
-    actions = _workload_actions()
-    params = {**run.params, "seed": run.seed}
-    out = [sys.executable, "-m", _MODULE]
-    for name, action in actions.items():
-        if name not in params:
-            continue
-        value = params[name]
-        items = value if isinstance(value, list) else [value]
-        out.append(action.option_strings[-1])
-        out += [_text(item) for item in items]
-    return out
+    from joulecast.study.workloads.train import TrainConfig
+
+    values = {**run.params, "seed": run.seed}
+    return [sys.executable, "-m", _MODULE, *command_line(TrainConfig, values)]
 
 
 def changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
