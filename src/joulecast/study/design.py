@@ -48,12 +48,12 @@ import random
 import string
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from joulecast.errors import InputError
-from joulecast.inputs import parse_duration
+from joulecast.inputs import is_number, parse_duration, quote
 from joulecast.study.params import Param, command_line, from_values, params
 
 log = logging.getLogger(__name__)
@@ -75,27 +75,6 @@ _TABLES: dict[str, str] = {
     "combinations": "a list of tables of factor values",
     "slurm": "partition, account, time, time_min, gpus_per_node, cpus_per_task, mem_gb, extra",
 }
-_STUDY_KEYS = (
-    "name",
-    "workload",
-    "command",
-    "repetitions",
-    "seed",
-    "order",
-    "warmup",
-    "cooldown",
-    "timeout",
-)
-_SLURM_KEYS = (
-    "partition",
-    "account",
-    "time",
-    "time_min",
-    "gpus_per_node",
-    "cpus_per_task",
-    "mem_gb",
-    "extra",
-)
 
 
 @dataclass(frozen=True)
@@ -115,12 +94,12 @@ class Study:
             the file's explicit list.
         repetitions: Runs of each combination.
         seed: Seed of the order and of the runs' derived seeds.
+        order: ``"random"`` (shuffled by ``seed``) or ``"sequential"`` (file order).
         warmup_s: Warm-up before the first run, in seconds.
         cooldown_s: Pause between runs, in seconds.
         timeout_s: Limit of each run in seconds; None: none.
         slurm: ``partition``, ``account``, ``time_min``, ``gpus_per_node``, ``cpus_per_task``,
             ``mem_gb`` (None: take each run's ``ram_gb``), ``extra`` (further sbatch options).
-        order: ``"random"`` (shuffled by ``seed``) or ``"sequential"`` (file order).
     """
 
     name: str
@@ -132,29 +111,18 @@ class Study:
     combinations: list[dict[str, Any]]
     repetitions: int = 30
     seed: int = 0
+    order: Literal["random", "sequential"] = "random"
     warmup_s: float = 600.0
     cooldown_s: float = 300.0
     timeout_s: float | None = None
     slurm: dict[str, Any] = field(default_factory=dict)
-    order: Literal["random", "sequential"] = "random"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form of everything that defines the plan (not the path)."""
-        return {
-            "name": self.name,
-            "workload": self.workload,
-            "command": list(self.command),
-            "factors": {k: list(v) for k, v in self.factors.items()},
-            "fixed": dict(self.fixed),
-            "combinations": [dict(c) for c in self.combinations],
-            "repetitions": self.repetitions,
-            "seed": self.seed,
-            "order": self.order,
-            "warmup_s": self.warmup_s,
-            "cooldown_s": self.cooldown_s,
-            "timeout_s": self.timeout_s,
-            "slurm": dict(self.slurm),
-        }
+        out = asdict(self)
+        del out["path"]
+        out["command"] = list(self.command)
+        return out
 
     def digest(self) -> str:
         """SHA-256 of :meth:`to_dict` as sorted JSON: equal digests, equal plans."""
@@ -221,11 +189,7 @@ def load_study(path: str | os.PathLike[str]) -> Study:
         if key not in _TABLES:
             raise InputError(f"{where}: unknown table {key!r}: expected {', '.join(_TABLES)}")
     study = _table(data, "study", where)
-    for key in study:
-        if key not in _STUDY_KEYS:
-            raise InputError(
-                f"{where}: study.{key}: unknown key: expected one of {', '.join(_STUDY_KEYS)}"
-            )
+    _known_keys(study, "study", where)
 
     name = study.get("name", file.stem)
     if not isinstance(name, str) or not name.strip() or "/" in name:
@@ -265,7 +229,7 @@ def load_study(path: str | os.PathLike[str]) -> Study:
                 f"{where}: combination {i} ({_describe(combo)}): environment "
                 f"{labels['environment']!r}: expected a name"
             )
-        if labels["ram_gb"] is not None and not _is_number(labels["ram_gb"], positive=True):
+        if labels["ram_gb"] is not None and not is_number(labels["ram_gb"], positive=True):
             raise InputError(
                 f"{where}: combination {i} ({_describe(combo)}): ram_gb {labels['ram_gb']!r}: "
                 "expected a positive number of GB"
@@ -323,12 +287,22 @@ def _read(file: Path, where: str) -> Any:
         raise InputError(f"{where}: not valid TOML: {exc}") from exc
 
 
+def _known_keys(table: Mapping[str, Any], name: str, where: str) -> None:
+    """Refuse a key of [study] or [slurm] that is not among those :data:`_TABLES` lists."""
+    keys = _TABLES[name].split(", ")
+    for key in table:
+        if key not in keys:
+            raise InputError(
+                f"{where}: {name}.{key}: unknown key: expected one of {', '.join(keys)}"
+            )
+
+
 def _table(data: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
     value = data.get(key, {})
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise InputError(f"{where}: {key}: {_short(value)}: expected a table")
+        raise InputError(f"{where}: {key}: {quote(value)}: expected a table")
     return dict(value)
 
 
@@ -347,7 +321,7 @@ def _command(study: Mapping[str, Any], workload: str, where: str) -> tuple[str, 
         or not all(isinstance(part, str) for part in command)
     ):
         raise InputError(
-            f"{where}: study.command: {_short(command)}: expected a non-empty list of strings "
+            f"{where}: study.command: {quote(command)}: expected a non-empty list of strings "
             "such as ['python', 'train.py', '--lr', '{lr}']"
         )
     return tuple(command)
@@ -378,7 +352,7 @@ def _design(
                 )
             if not isinstance(levels, list):
                 raise InputError(
-                    f"{where}: {field_name}: {_short(levels)}: expected a list of levels"
+                    f"{where}: {field_name}: {quote(levels)}: expected a list of levels"
                 )
             if not levels:
                 raise InputError(f"{where}: {field_name}: empty: expected at least one level")
@@ -386,7 +360,7 @@ def _design(
             for level in levels:
                 if level in seen:
                     raise InputError(
-                        f"{where}: {field_name}: level {_short(level)} appears twice: "
+                        f"{where}: {field_name}: level {quote(level)} appears twice: "
                         "expected distinct levels"
                     )
                 seen.append(level)
@@ -400,7 +374,7 @@ def _design(
     listed = data["combinations"]
     if not isinstance(listed, list) or not listed:
         raise InputError(
-            f"{where}: combinations: {_short(listed)}: expected a non-empty list of tables"
+            f"{where}: combinations: {quote(listed)}: expected a non-empty list of tables"
         )
     combinations = []
     keys: list[str] | None = None
@@ -408,7 +382,7 @@ def _design(
         field_name = f"combinations[{i}]"
         if not isinstance(combo, Mapping) or not combo:
             raise InputError(
-                f"{where}: {field_name}: {_short(combo)}: expected a table of factor values"
+                f"{where}: {field_name}: {quote(combo)}: expected a table of factor values"
             )
         if keys is None:
             keys = list(combo)
@@ -451,11 +425,7 @@ def _design(
 
 
 def _slurm(table: Mapping[str, Any], fixed: Mapping[str, Any], where: str) -> dict[str, Any]:
-    for key in table:
-        if key not in _SLURM_KEYS:
-            raise InputError(
-                f"{where}: slurm.{key}: unknown key: expected one of {', '.join(_SLURM_KEYS)}"
-            )
+    _known_keys(table, "slurm", where)
     out: dict[str, Any] = {
         "partition": None,
         "account": None,
@@ -468,7 +438,7 @@ def _slurm(table: Mapping[str, Any], fixed: Mapping[str, Any], where: str) -> di
     for key in ("partition", "account"):
         if key in table:
             if not isinstance(table[key], str) or not table[key]:
-                raise InputError(f"{where}: slurm.{key}: {_short(table[key])}: expected a name")
+                raise InputError(f"{where}: slurm.{key}: {quote(table[key])}: expected a name")
             out[key] = table[key]
     if "time" in table and "time_min" in table:
         raise InputError(f"{where}: slurm.time: given with slurm.time_min: expected one of them")
@@ -478,9 +448,9 @@ def _slurm(table: Mapping[str, Any], fixed: Mapping[str, Any], where: str) -> di
             raise InputError(f"{where}: slurm.time: 0: expected a positive duration")
         out["time_min"] = seconds / 60.0
     if "time_min" in table:
-        if not _is_number(table["time_min"], positive=True):
+        if not is_number(table["time_min"], positive=True):
             raise InputError(
-                f"{where}: slurm.time_min: {_short(table['time_min'])}: "
+                f"{where}: slurm.time_min: {quote(table['time_min'])}: "
                 "expected a positive number of minutes"
             )
         out["time_min"] = float(table["time_min"])
@@ -488,9 +458,9 @@ def _slurm(table: Mapping[str, Any], fixed: Mapping[str, Any], where: str) -> di
         if key in table:
             out[key] = _int(table[key], f"slurm.{key}", where, minimum=0 if "gpu" in key else 1)
     if "mem_gb" in table:
-        if not _is_number(table["mem_gb"], positive=True):
+        if not is_number(table["mem_gb"], positive=True):
             raise InputError(
-                f"{where}: slurm.mem_gb: {_short(table['mem_gb'])}: expected a positive number"
+                f"{where}: slurm.mem_gb: {quote(table['mem_gb'])}: expected a positive number"
             )
         out["mem_gb"] = table["mem_gb"]
     elif "ram_gb" in fixed:
@@ -499,7 +469,7 @@ def _slurm(table: Mapping[str, Any], fixed: Mapping[str, Any], where: str) -> di
         extra = table["extra"]
         if not isinstance(extra, Mapping):
             raise InputError(
-                f"{where}: slurm.extra: {_short(extra)}: expected a table of sbatch options"
+                f"{where}: slurm.extra: {quote(extra)}: expected a table of sbatch options"
             )
         out["extra"] = dict(extra)
     return out
@@ -709,9 +679,7 @@ def _params(fixed: Mapping[str, Any], combo: Mapping[str, Any]) -> dict[str, Any
 
 def _int(value: Any, field_name: str, where: str, *, minimum: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise InputError(
-            f"{where}: {field_name}: {_short(value)}: expected an integer >= {minimum}"
-        )
+        raise InputError(f"{where}: {field_name}: {quote(value)}: expected an integer >= {minimum}")
     return value
 
 
@@ -727,15 +695,10 @@ def _duration(value: Any, field_name: str, where: str) -> float:
             raise InputError(f"{where}: {field_name}: {exc}") from exc
     if not math.isfinite(seconds) or seconds < 0:
         raise InputError(
-            f"{where}: {field_name}: {_short(value)}: expected a duration >= 0 "
+            f"{where}: {field_name}: {quote(value)}: expected a duration >= 0 "
             "(seconds, or e.g. '10m', '1h30m')"
         )
     return seconds
-
-
-def _is_number(value: Any, *, positive: bool = False) -> bool:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return ok and (not positive or value > 0)
 
 
 def _text(value: Any) -> str:
@@ -753,8 +716,3 @@ def _json(value: Any) -> str:
         return json.dumps(value)
     except (TypeError, ValueError):
         return repr(value)
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
