@@ -60,13 +60,9 @@ def cmd_estimate(args: argparse.Namespace, console: Callable[[], Any]) -> int:
     options = {"pue": args.pue, "psf": args.psf, "intensity_g_per_kwh": args.intensity}
     if args.data:
         estimator = _estimator(args.model)
-        if args.gpus:
-            import os
-
-            os.environ["JOULECAST_GPUS"] = args.gpus
         from joulecast.offline.features import read_runs
 
-        table = read_runs(args.data)
+        table = read_runs(args.data, gpus_file=args.gpus)
         rows = estimate_table(table, estimator, **options)
         if args.json:
             print_json(rows)
