@@ -19,6 +19,8 @@ from typing import Any
 
 from joulecast.energy import RunSummary, j_to_kwh, summarize
 from joulecast.errors import InputError, JoulecastError
+from joulecast.outputs import print_json as _print_json
+from joulecast.outputs import write_atomic
 from joulecast.store import Store
 
 log = logging.getLogger("joulecast")
@@ -42,10 +44,6 @@ def _tags(items: Sequence[str]) -> dict[str, str]:
             raise InputError(f"--tag {item!r}: expected KEY=VALUE")
         tags[key] = value
     return tags
-
-
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, sort_keys=False, allow_nan=False, default=str))
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -351,11 +349,7 @@ def _stable_epoch_arg(text: str) -> int | str:
 
 def _write_csv(path: Path, frame: Any) -> None:
     """Write ``frame`` to ``path`` whole or not at all."""
-    from joulecast.traces import _atomic_write
-
-    if not path.parent.is_dir():
-        raise InputError(f"{path}: folder {path.parent} does not exist")
-    _atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+    write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def cmd_forecast(args: argparse.Namespace) -> int:

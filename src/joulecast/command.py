@@ -22,10 +22,10 @@ import pandas as pd
 from joulecast.energy import RunSummary, summarize
 from joulecast.errors import InputError, JoulecastError
 from joulecast.forecast import DEFAULT_STABLE_EPOCH, DEFAULT_WINDOW, Method
+from joulecast.inputs import RUN_ENV, STORE_ENV
 from joulecast.live import LiveForecast
 from joulecast.monitor import DEFAULT_INTERVAL_S, Monitor
 from joulecast.records import Phase, PhaseKind, RunStatus
-from joulecast.run import RUN_ENV, STORE_ENV
 from joulecast.sensors import Sensor, detect
 from joulecast.store import Store
 

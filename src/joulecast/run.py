@@ -24,6 +24,7 @@ from joulecast.forecast import (
     Forecast,
     Method,
 )
+from joulecast.inputs import RUN_ENV, STORE_ENV
 from joulecast.live import LiveForecast, epoch_table
 from joulecast.monitor import DEFAULT_INTERVAL_S, Monitor
 from joulecast.records import Phase, PhaseKind, RunStatus
@@ -31,9 +32,6 @@ from joulecast.sensors import Sensor, detect_sensors
 from joulecast.store import Store, default_store_path
 
 log = logging.getLogger(__name__)
-
-RUN_ENV = "JOULECAST_RUN_ID"
-STORE_ENV = "JOULECAST_STORE"
 
 
 def sync_device(enabled: bool | None = None) -> None:

@@ -32,12 +32,12 @@ import pandas as pd
 import psutil
 
 from joulecast.errors import InputError, StoreError
+from joulecast.inputs import STORE_ENV
 from joulecast.records import Gap, Phase, Reading, RunStatus
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STORE = "joulecast.db"
-STORE_ENV = "JOULECAST_STORE"
 BUSY_TIMEOUT_S = 60.0
 # A run on another host whose writer has been silent this long is taken as dead.
 STALE_HEARTBEAT_S = 600.0

@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import math
 import os
-import tempfile
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from joulecast.errors import InputError
+from joulecast.outputs import write_atomic
 from joulecast.records import Phase, PhaseKind
 from joulecast.store import SAMPLE_COLUMNS, Store
 
@@ -385,17 +385,6 @@ def import_nvidia_smi(
 ExportFormat = Literal["csv", "parquet"]
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def export_run(
     store: Store,
     run_id: int,
@@ -426,9 +415,9 @@ def export_run(
             raise InputError(
                 "Parquet export needs pyarrow: pip install 'joulecast[parquet]'"
             ) from exc
-        _atomic_write(paths[0], lambda p: samples.to_parquet(p, index=False))
-        _atomic_write(paths[1], lambda p: phases.to_parquet(p, index=False))
+        write_atomic(paths[0], lambda p: samples.to_parquet(p, index=False))
+        write_atomic(paths[1], lambda p: phases.to_parquet(p, index=False))
     else:
-        _atomic_write(paths[0], lambda p: samples.to_csv(p, index=False, float_format="%.9g"))
-        _atomic_write(paths[1], lambda p: phases.to_csv(p, index=False, float_format="%.9g"))
+        write_atomic(paths[0], lambda p: samples.to_csv(p, index=False, float_format="%.9g"))
+        write_atomic(paths[1], lambda p: phases.to_csv(p, index=False, float_format="%.9g"))
     return paths

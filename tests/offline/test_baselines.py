@@ -1,4 +1,4 @@
-"""MLCO2 and Green Algorithms baselines, carbon and duration parsing, checked by hand."""
+"""MLCO2 and Green Algorithms baselines and carbon, checked by hand."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from joulecast.offline.baselines import (
     carbon_g,
     green_algorithms_energy_j,
     mlco2_energy_j,
-    parse_duration,
 )
 
 
@@ -102,34 +101,3 @@ def test_bad_arguments_name_the_argument(call, argument):
 def test_percent_utilisation_hint():
     with pytest.raises(InputError, match="divide a percentage by 100"):
         green_algorithms_energy_j(100, 10, gpu_util=80)
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [
-        ("2h", 7200),
-        ("90m", 5400),
-        ("1h30m", 5400),
-        ("1h 30m", 5400),
-        ("45s", 45),
-        ("3600", 3600),
-        ("1.5h", 5400),
-        ("1d2h", 93600),
-        ("2H", 7200),
-        (" 10m5s ", 605),
-        ("0.5", 0.5),
-    ],
-)
-def test_parse_duration(text, seconds):
-    assert parse_duration(text) == pytest.approx(seconds)
-
-
-@pytest.mark.parametrize("text", ["", "h", "2x", "1h30", "30m1h", "1h1h", "-5m", "1,5h", "abc"])
-def test_parse_duration_rejects(text):
-    with pytest.raises(InputError, match="duration"):
-        parse_duration(text)
-
-
-def test_parse_duration_rejects_non_string():
-    with pytest.raises(InputError, match="expected a string"):
-        parse_duration(3600)  # type: ignore[arg-type]

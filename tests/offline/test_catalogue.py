@@ -9,6 +9,7 @@ from importlib import resources
 import pytest
 
 from joulecast.errors import InputError
+from joulecast.inputs import GPUS_ENV
 from joulecast.offline import catalogue as cat
 from joulecast.offline.catalogue import Catalogue, GpuSpec, lookup, normalise
 
@@ -20,7 +21,7 @@ def shipped() -> Catalogue:
 
 @pytest.fixture(autouse=True)
 def _no_env(monkeypatch):
-    monkeypatch.delenv(cat.ENV_VAR, raising=False)
+    monkeypatch.delenv(GPUS_ENV, raising=False)
     cat._cached.cache_clear()
     yield
     cat._cached.cache_clear()
@@ -219,7 +220,7 @@ def test_user_alias_takes_a_shipped_alias_over(tmp_path):
 def test_environment_variable_is_read(tmp_path, monkeypatch):
     path = tmp_path / "env.csv"
     path.write_text(HEADER + "Env GPU,,Ampere,10,1,5,PCIe,\n")
-    monkeypatch.setenv(cat.ENV_VAR, str(path))
+    monkeypatch.setenv(GPUS_ENV, str(path))
     assert Catalogue.load().lookup("env gpu").tdp_w == 5
     assert lookup("Env GPU").cuda_cores == 10
 

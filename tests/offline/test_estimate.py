@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import time
@@ -320,3 +321,26 @@ def test_fit_offline_from_the_store(tmp_path):
     assert len(saved["rows"]) == 10 and saved["source"] == str(path)
     proc = cli("fit-offline", "--store", path, "-o", model, check=False)
     assert proc.returncode == 2 and "--data CSV or --from-store" in proc.stderr
+
+
+def test_estimate_batch_csv_with_a_user_gpu_file_leaves_the_environment_alone(
+    tmp_path, monkeypatch, capsys
+):
+    from joulecast.cli import main
+    from joulecast.inputs import GPUS_ENV
+
+    monkeypatch.delenv(GPUS_ENV, raising=False)
+    gpus = tmp_path / "gpus.csv"
+    gpus.write_text(
+        "name,aliases,architecture,cuda_cores,memory_gb,tdp_w,form_factor\n"
+        "Lab Card X,,Ampere,10496,24,350,PCIe\n"
+    )
+    rows = pd.read_csv(PAPER).iloc[[0]]
+    rows = rows.drop(columns=["avg_power_w", "epoch_energy_j", "gpu_cuda_cores"])
+    rows = rows.drop(columns=["gpu_memory_gb", "gpu_tdp_w"]).assign(gpu="Lab Card X")
+    data = tmp_path / "configs.csv"
+    rows.to_csv(data, index=False)
+    before = dict(os.environ)
+    assert main(["estimate", "--data", str(data), "--gpus", str(gpus), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["avg_power_w"] > 0
+    assert dict(os.environ) == before

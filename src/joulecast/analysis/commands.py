@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from joulecast.errors import InputError
+from joulecast.outputs import print_json
 
 
 def _group_by(values: list[str]) -> list[str]:
@@ -51,7 +51,7 @@ def cmd_analyze(
 
     data = key_results(store(), study=args.study, group_by=_group_by(args.group_by))
     if args.json:
-        print(json.dumps(data, indent=2, default=str))
+        print_json(data)
         return 0
     out = console()
     if not data["runs"]:

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from joulecast.errors import InputError
+from joulecast.outputs import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -499,7 +500,7 @@ def write_html(report: Report, path: str | Path) -> Path:
             )
         parts.append("</section>")
     parts.append("</body></html>")
-    _write_atomic(path, "\n".join(parts))
+    write_atomic(path, lambda tmp: Path(tmp).write_text("\n".join(parts), encoding="utf-8"))
     return path
 
 
@@ -524,7 +525,7 @@ def write_md(report: Report, path: str | Path) -> Path:
             target = fig_dir / Path(figure).name
             target.write_bytes(Path(figure).read_bytes())
             lines += [f"![{caption}]({fig_dir.name}/{target.name})", ""]
-    _write_atomic(path, "\n".join(lines))
+    write_atomic(path, lambda tmp: Path(tmp).write_text("\n".join(lines), encoding="utf-8"))
     return path
 
 
@@ -555,14 +556,6 @@ def write_tables(report: Report, folder: str | Path) -> list[Path]:
             frame.to_csv(path, index=False)
             out.append(path)
     return out
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    if not path.parent.is_dir():
-        raise InputError(f"{path}: folder {path.parent} does not exist")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def key_results(

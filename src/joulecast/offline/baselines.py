@@ -17,14 +17,14 @@ anything. Formulas and constants (sources in ``docs/offline-catalogue-baselines.
 from __future__ import annotations
 
 import math
-import re
 from numbers import Integral, Real
 
+from joulecast.energy import J_PER_KWH
 from joulecast.errors import InputError
+from joulecast.inputs import parse_duration as parse_duration  # still importable from here
 
 RAM_W_PER_GB_GA = 0.3725  # Green Algorithms memory power, W per GB (referenceValues.csv)
 GA_DEFAULT_PUE = 1.67  # GA tool's "unknown" data centre PUE (Uptime 2019), data v1.0-v2.2
-J_PER_KWH = 3.6e6  # exact
 
 
 def _check(name: str, value: object, *, low: float = 0.0, strict: bool = False) -> float:
@@ -128,34 +128,3 @@ def carbon_g(energy_j: float, intensity_g_per_kwh: float) -> float:
     energy = _check("energy_j", energy_j)
     intensity = _check("intensity_g_per_kwh", intensity_g_per_kwh)
     return energy / J_PER_KWH * intensity
-
-
-_UNIT_S = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
-_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*([dhms])")
-_PLAIN = re.compile(r"\d+(?:\.\d+)?|\.\d+")
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a duration such as ``"2h"``, ``"90m"``, ``"1h30m"``, ``"45s"``, ``"1.5h"``.
-
-    A plain number (``"3600"``) is seconds. Units ``d``, ``h``, ``m``, ``s`` (case-insensitive),
-    each at most once and in that order; spaces between parts are allowed.
-
-    Raises:
-        InputError: The text is not such a duration.
-    """
-    if not isinstance(text, str):
-        raise InputError(f"duration {text!r}: expected a string such as '1h30m'")
-    cleaned = text.strip().lower()
-    expected = "expected e.g. '2h', '90m', '1h30m', '45s', '1.5h' or seconds '3600'"
-    if _PLAIN.fullmatch(cleaned):
-        return float(cleaned)
-    parts = list(_PART.finditer(cleaned))
-    rebuilt = "".join(m.group(0) for m in parts)
-    if not parts or re.sub(r"\s+", "", rebuilt) != re.sub(r"\s+", "", cleaned):
-        raise InputError(f"duration {text!r}: {expected}")
-    units = [m.group(2) for m in parts]
-    order = "dhms"
-    if len(set(units)) != len(units) or units != sorted(units, key=order.index):
-        raise InputError(f"duration {text!r}: units must appear once each, in the order d h m s")
-    return sum(float(m.group(1)) * _UNIT_S[m.group(2)] for m in parts)

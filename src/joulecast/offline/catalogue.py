@@ -39,8 +39,8 @@ from pathlib import Path
 import pandas as pd
 
 from joulecast.errors import InputError
+from joulecast.inputs import GPUS_ENV
 
-ENV_VAR = "JOULECAST_GPUS"
 SHIPPED = "gpus.csv"
 COLUMNS = (
     "name",
@@ -176,7 +176,7 @@ class Catalogue:
         text = resources.files("joulecast.offline").joinpath(SHIPPED).read_text(encoding="utf-8")
         rows = _parse(text, f"shipped {SHIPPED}", user=False)
         if extra is None:
-            env = os.environ.get(ENV_VAR, "").strip()
+            env = os.environ.get(GPUS_ENV, "").strip()
             extra = env or None
         if extra is None:
             return cls(rows)
@@ -230,7 +230,7 @@ class Catalogue:
             if row not in names:
                 names.append(row)
         if not names:
-            return f"no close match; add it in a user CSV (${ENV_VAR})"
+            return f"no close match; add it in a user CSV (${GPUS_ENV})"
         return "closest matches: " + ", ".join(names[:5])
 
     def notes(self, name: str) -> str:
@@ -389,5 +389,5 @@ def lookup(name: str, extra: str | os.PathLike[str] | None = None) -> GpuSpec:
         InputError: As :meth:`Catalogue.lookup`, or the user file is malformed.
     """
     path = os.fspath(extra) if extra is not None else None
-    env = os.environ.get(ENV_VAR, "").strip() or None
+    env = os.environ.get(GPUS_ENV, "").strip() or None
     return _cached(path, env).lookup(name)

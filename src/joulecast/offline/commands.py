@@ -11,9 +11,10 @@ from typing import Any
 
 import pandas as pd
 
+from joulecast.energy import J_PER_KWH
 from joulecast.errors import InputError
-
-J_PER_KWH = 3.6e6
+from joulecast.inputs import parse_duration
+from joulecast.outputs import print_json, write_atomic
 
 
 def _positive_number(text: str) -> float:
@@ -40,8 +41,6 @@ def _percent(text: str) -> float:
 
 
 def _duration(text: str) -> float:
-    from joulecast.offline.baselines import parse_duration
-
     try:
         return parse_duration(text)
     except InputError as exc:
@@ -61,16 +60,12 @@ def cmd_estimate(args: argparse.Namespace, console: Callable[[], Any]) -> int:
     options = {"pue": args.pue, "psf": args.psf, "intensity_g_per_kwh": args.intensity}
     if args.data:
         estimator = _estimator(args.model)
-        if args.gpus:
-            import os
-
-            os.environ["JOULECAST_GPUS"] = args.gpus
         from joulecast.offline.features import read_runs
 
-        table = read_runs(args.data)
+        table = read_runs(args.data, gpus_file=args.gpus)
         rows = estimate_table(table, estimator, **options)
         if args.json:
-            print(json.dumps(rows, indent=2))
+            print_json(rows)
             return 0
         _print_batch(rows, console())
         return 0
@@ -93,7 +88,7 @@ def cmd_estimate(args: argparse.Namespace, console: Callable[[], Any]) -> int:
         **options,
     )
     if args.json:
-        print(json.dumps([e.to_dict() for e in result.estimates], indent=2))
+        print_json([e.to_dict() for e in result.estimates])
         return 0
     out = console()
     for note in result.notes:
@@ -185,11 +180,9 @@ def cmd_fit_offline(
     estimator = OfflineEstimator(grid=args.grid).fit(
         table, targets, cv=args.cv, seed=args.seed, source=source
     )
-    tmp = output.with_name(f".{output.name}.tmp")
-    estimator.save(tmp)
-    tmp.replace(output)
+    write_atomic(output, estimator.save)
     if args.json:
-        print(json.dumps({"model": str(output), **estimator.to_dict()["models"]}, indent=2))
+        print_json({"model": str(output), **estimator.to_dict()["models"]})
         return 0
     out = console()
     out.print(estimator.card())
@@ -234,7 +227,7 @@ def cmd_evaluate_estimators(
                 {"target": "energy_j", "cv": "holdout", "model": r["method"], **r}
                 for r in totals_table(held)
             ]
-        print(json.dumps(rows, indent=2))
+        print_json(rows)
         return 0
     _print_cv(cv_rows, console())
     if held is not None:

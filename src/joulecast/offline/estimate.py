@@ -24,13 +24,9 @@ from typing import Any
 
 import pandas as pd
 
+from joulecast.energy import J_PER_KWH
 from joulecast.errors import InputError
-from joulecast.offline.baselines import (
-    J_PER_KWH,
-    carbon_g,
-    green_algorithms_energy_j,
-    mlco2_energy_j,
-)
+from joulecast.offline.baselines import carbon_g, green_algorithms_energy_j, mlco2_energy_j
 
 METHODS = ("offline-epoch-energy", "offline-power", "mlco2", "green-algorithms")
 

@@ -30,6 +30,7 @@ resolved through :mod:`joulecast.offline.catalogue`.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -64,13 +65,15 @@ FEATURE_SETS: tuple[FeatureSet, ...] = ("raw", "log", "physics", "work")
 _I = {name: i for i, name in enumerate(RAW_FEATURES)}
 
 
-def read_runs(path: str | Path) -> pd.DataFrame:
+def read_runs(path: str | Path, *, gpus_file: str | os.PathLike[str] | None = None) -> pd.DataFrame:
     """Read a run table from a CSV file and check its features (and targets, where present).
 
     Args:
         path: CSV file with the columns of :data:`RAW_FEATURES`; a ``gpu`` column (model name)
             may replace ``gpu_cuda_cores``, ``gpu_memory_gb`` and ``gpu_tdp_w``. Columns named in
             :data:`TARGETS` are checked when present; other columns are kept but never used.
+        gpus_file: A user GPU catalogue CSV for the ``gpu`` column (default:
+            ``$JOULECAST_GPUS``, if set).
 
     Returns:
         The table, with the ``gpu_*`` columns filled in from the catalogue where needed.
@@ -86,7 +89,7 @@ def read_runs(path: str | Path) -> pd.DataFrame:
         raise InputError(f"{path}: no such file (expected a CSV run table)") from exc
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not a readable CSV file ({exc})") from exc
-    df = resolve_gpus(df, source=str(path))
+    df = resolve_gpus(df, source=str(path), gpus_file=gpus_file)
     feature_frame(df, source=str(path))
     for target in TARGETS:
         if target in df.columns:
@@ -274,8 +277,13 @@ def _positive(column: pd.Series, name: str, source: str) -> pd.Series:
     return values.astype(float)
 
 
-def resolve_gpus(df: pd.DataFrame, *, source: str) -> pd.DataFrame:
-    """Fill missing gpu_* columns from the ``gpu`` column through the GPU catalogue."""
+def resolve_gpus(
+    df: pd.DataFrame, *, source: str, gpus_file: str | os.PathLike[str] | None = None
+) -> pd.DataFrame:
+    """Fill missing gpu_* columns from the ``gpu`` column through the GPU catalogue.
+
+    ``gpus_file`` extends the catalogue as in :func:`joulecast.offline.catalogue.lookup`.
+    """
     missing = [c for c in GPU_COLUMNS if c not in df.columns]
     if not missing or "gpu" not in df.columns:
         return df
@@ -289,7 +297,7 @@ def resolve_gpus(df: pd.DataFrame, *, source: str) -> pd.DataFrame:
         if not key or key == "nan":
             raise InputError(f"{source}: line {pos + 2}, column gpu: empty (expected a GPU model)")
         try:
-            specs[key] = lookup(key)
+            specs[key] = lookup(key, gpus_file)
         except InputError as exc:
             raise InputError(f"{source}: line {pos + 2}, column gpu: {exc}") from exc
     attribute = {"gpu_cuda_cores": "cuda_cores", "gpu_memory_gb": "memory_gb", "gpu_tdp_w": "tdp_w"}

@@ -20,13 +20,13 @@ from collections.abc import Callable
 import psutil
 
 from joulecast.errors import SensorError, SensorUnavailable
+from joulecast.inputs import CPU_TDP_ENV
 from joulecast.records import Reading
 
 log = logging.getLogger(__name__)
 
 RAM_W_PER_GB = 0.375
 DEFAULT_CPU_TDP_W = 85.0
-CPU_TDP_ENV = "JOULECAST_CPU_TDP_W"
 _BYTES_PER_GB = 1e9
 _BYTES_PER_MIB = 2.0**20
 

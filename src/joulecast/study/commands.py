@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from joulecast.errors import InputError
+from joulecast.outputs import print_json
 
 
 def _store_path(args: argparse.Namespace) -> Path:
@@ -22,10 +22,6 @@ def _load(args: argparse.Namespace) -> Any:
     from joulecast.study.design import load_study
 
     return load_study(args.file)
-
-
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str))
 
 
 def cmd_plan(args: argparse.Namespace, console: Callable[[], Any]) -> int:
@@ -56,7 +52,7 @@ def cmd_plan(args: argparse.Namespace, console: Callable[[], Any]) -> int:
         ],
     }
     if args.json:
-        _print_json(data)
+        print_json(data)
         return 0
     out = console()
     out.print(
@@ -215,7 +211,7 @@ def cmd_run(args: argparse.Namespace, console: Callable[[], Any]) -> int:
     )
     counts = runner.run()
     if args.json:
-        _print_json({"study": study.name, **counts})
+        print_json({"study": study.name, **counts})
         return 0
     console().print(
         f"study {study.name}: {counts['completed']} completed, {counts['oom']} out of memory, "
@@ -272,7 +268,7 @@ def cmd_status(args: argparse.Namespace, console: Callable[[], Any]) -> int:
     study = _load(args)
     data = status_data(_store_path(args), study)
     if args.json:
-        _print_json(data)
+        print_json(data)
         return 0
     out = console()
     out.print(
@@ -321,7 +317,7 @@ def cmd_collect(args: argparse.Namespace, console: Callable[[], Any]) -> int:
         "recorded": recorded,
     }
     if args.json:
-        _print_json(data)
+        print_json(data)
         return 0
     console().print(
         f"{result.shards} shard(s): {len(result.merged)} run(s) merged, {result.skipped} "

@@ -38,8 +38,6 @@ code the workload runs before it imports them.
 
 from __future__ import annotations
 
-import argparse
-import functools
 import hashlib
 import itertools
 import json
@@ -50,12 +48,13 @@ import random
 import string
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from joulecast.errors import InputError
-from joulecast.offline.baselines import parse_duration
+from joulecast.inputs import is_number, parse_duration, quote
+from joulecast.study.params import Param, command_line, from_values, params
 
 log = logging.getLogger(__name__)
 
@@ -76,27 +75,6 @@ _TABLES: dict[str, str] = {
     "combinations": "a list of tables of factor values",
     "slurm": "partition, account, time, time_min, gpus_per_node, cpus_per_task, mem_gb, extra",
 }
-_STUDY_KEYS = (
-    "name",
-    "workload",
-    "command",
-    "repetitions",
-    "seed",
-    "order",
-    "warmup",
-    "cooldown",
-    "timeout",
-)
-_SLURM_KEYS = (
-    "partition",
-    "account",
-    "time",
-    "time_min",
-    "gpus_per_node",
-    "cpus_per_task",
-    "mem_gb",
-    "extra",
-)
 
 
 @dataclass(frozen=True)
@@ -116,12 +94,12 @@ class Study:
             the file's explicit list.
         repetitions: Runs of each combination.
         seed: Seed of the order and of the runs' derived seeds.
+        order: ``"random"`` (shuffled by ``seed``) or ``"sequential"`` (file order).
         warmup_s: Warm-up before the first run, in seconds.
         cooldown_s: Pause between runs, in seconds.
         timeout_s: Limit of each run in seconds; None: none.
         slurm: ``partition``, ``account``, ``time_min``, ``gpus_per_node``, ``cpus_per_task``,
             ``mem_gb`` (None: take each run's ``ram_gb``), ``extra`` (further sbatch options).
-        order: ``"random"`` (shuffled by ``seed``) or ``"sequential"`` (file order).
     """
 
     name: str
@@ -133,29 +111,18 @@ class Study:
     combinations: list[dict[str, Any]]
     repetitions: int = 30
     seed: int = 0
+    order: Literal["random", "sequential"] = "random"
     warmup_s: float = 600.0
     cooldown_s: float = 300.0
     timeout_s: float | None = None
     slurm: dict[str, Any] = field(default_factory=dict)
-    order: Literal["random", "sequential"] = "random"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form of everything that defines the plan (not the path)."""
-        return {
-            "name": self.name,
-            "workload": self.workload,
-            "command": list(self.command),
-            "factors": {k: list(v) for k, v in self.factors.items()},
-            "fixed": dict(self.fixed),
-            "combinations": [dict(c) for c in self.combinations],
-            "repetitions": self.repetitions,
-            "seed": self.seed,
-            "order": self.order,
-            "warmup_s": self.warmup_s,
-            "cooldown_s": self.cooldown_s,
-            "timeout_s": self.timeout_s,
-            "slurm": dict(self.slurm),
-        }
+        out = asdict(self)
+        del out["path"]
+        out["command"] = list(self.command)
+        return out
 
     def digest(self) -> str:
         """SHA-256 of :meth:`to_dict` as sorted JSON: equal digests, equal plans."""
@@ -222,11 +189,7 @@ def load_study(path: str | os.PathLike[str]) -> Study:
         if key not in _TABLES:
             raise InputError(f"{where}: unknown table {key!r}: expected {', '.join(_TABLES)}")
     study = _table(data, "study", where)
-    for key in study:
-        if key not in _STUDY_KEYS:
-            raise InputError(
-                f"{where}: study.{key}: unknown key: expected one of {', '.join(_STUDY_KEYS)}"
-            )
+    _known_keys(study, "study", where)
 
     name = study.get("name", file.stem)
     if not isinstance(name, str) or not name.strip() or "/" in name:
@@ -266,7 +229,7 @@ def load_study(path: str | os.PathLike[str]) -> Study:
                 f"{where}: combination {i} ({_describe(combo)}): environment "
                 f"{labels['environment']!r}: expected a name"
             )
-        if labels["ram_gb"] is not None and not _is_number(labels["ram_gb"], positive=True):
+        if labels["ram_gb"] is not None and not is_number(labels["ram_gb"], positive=True):
             raise InputError(
                 f"{where}: combination {i} ({_describe(combo)}): ram_gb {labels['ram_gb']!r}: "
                 "expected a positive number of GB"
@@ -324,12 +287,22 @@ def _read(file: Path, where: str) -> Any:
         raise InputError(f"{where}: not valid TOML: {exc}") from exc
 
 
+def _known_keys(table: Mapping[str, Any], name: str, where: str) -> None:
+    """Refuse a key of [study] or [slurm] that is not among those :data:`_TABLES` lists."""
+    keys = _TABLES[name].split(", ")
+    for key in table:
+        if key not in keys:
+            raise InputError(
+                f"{where}: {name}.{key}: unknown key: expected one of {', '.join(keys)}"
+            )
+
+
 def _table(data: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
     value = data.get(key, {})
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise InputError(f"{where}: {key}: {_short(value)}: expected a table")
+        raise InputError(f"{where}: {key}: {quote(value)}: expected a table")
     return dict(value)
 
 
@@ -348,7 +321,7 @@ def _command(study: Mapping[str, Any], workload: str, where: str) -> tuple[str, 
         or not all(isinstance(part, str) for part in command)
     ):
         raise InputError(
-            f"{where}: study.command: {_short(command)}: expected a non-empty list of strings "
+            f"{where}: study.command: {quote(command)}: expected a non-empty list of strings "
             "such as ['python', 'train.py', '--lr', '{lr}']"
         )
     return tuple(command)
@@ -379,7 +352,7 @@ def _design(
                 )
             if not isinstance(levels, list):
                 raise InputError(
-                    f"{where}: {field_name}: {_short(levels)}: expected a list of levels"
+                    f"{where}: {field_name}: {quote(levels)}: expected a list of levels"
                 )
             if not levels:
                 raise InputError(f"{where}: {field_name}: empty: expected at least one level")
@@ -387,7 +360,7 @@ def _design(
             for level in levels:
                 if level in seen:
                     raise InputError(
-                        f"{where}: {field_name}: level {_short(level)} appears twice: "
+                        f"{where}: {field_name}: level {quote(level)} appears twice: "
                         "expected distinct levels"
                     )
                 seen.append(level)
@@ -401,7 +374,7 @@ def _design(
     listed = data["combinations"]
     if not isinstance(listed, list) or not listed:
         raise InputError(
-            f"{where}: combinations: {_short(listed)}: expected a non-empty list of tables"
+            f"{where}: combinations: {quote(listed)}: expected a non-empty list of tables"
         )
     combinations = []
     keys: list[str] | None = None
@@ -409,7 +382,7 @@ def _design(
         field_name = f"combinations[{i}]"
         if not isinstance(combo, Mapping) or not combo:
             raise InputError(
-                f"{where}: {field_name}: {_short(combo)}: expected a table of factor values"
+                f"{where}: {field_name}: {quote(combo)}: expected a table of factor values"
             )
         if keys is None:
             keys = list(combo)
@@ -452,11 +425,7 @@ def _design(
 
 
 def _slurm(table: Mapping[str, Any], fixed: Mapping[str, Any], where: str) -> dict[str, Any]:
-    for key in table:
-        if key not in _SLURM_KEYS:
-            raise InputError(
-                f"{where}: slurm.{key}: unknown key: expected one of {', '.join(_SLURM_KEYS)}"
-            )
+    _known_keys(table, "slurm", where)
     out: dict[str, Any] = {
         "partition": None,
         "account": None,
@@ -469,7 +438,7 @@ def _slurm(table: Mapping[str, Any], fixed: Mapping[str, Any], where: str) -> di
     for key in ("partition", "account"):
         if key in table:
             if not isinstance(table[key], str) or not table[key]:
-                raise InputError(f"{where}: slurm.{key}: {_short(table[key])}: expected a name")
+                raise InputError(f"{where}: slurm.{key}: {quote(table[key])}: expected a name")
             out[key] = table[key]
     if "time" in table and "time_min" in table:
         raise InputError(f"{where}: slurm.time: given with slurm.time_min: expected one of them")
@@ -479,9 +448,9 @@ def _slurm(table: Mapping[str, Any], fixed: Mapping[str, Any], where: str) -> di
             raise InputError(f"{where}: slurm.time: 0: expected a positive duration")
         out["time_min"] = seconds / 60.0
     if "time_min" in table:
-        if not _is_number(table["time_min"], positive=True):
+        if not is_number(table["time_min"], positive=True):
             raise InputError(
-                f"{where}: slurm.time_min: {_short(table['time_min'])}: "
+                f"{where}: slurm.time_min: {quote(table['time_min'])}: "
                 "expected a positive number of minutes"
             )
         out["time_min"] = float(table["time_min"])
@@ -489,9 +458,9 @@ def _slurm(table: Mapping[str, Any], fixed: Mapping[str, Any], where: str) -> di
         if key in table:
             out[key] = _int(table[key], f"slurm.{key}", where, minimum=0 if "gpu" in key else 1)
     if "mem_gb" in table:
-        if not _is_number(table["mem_gb"], positive=True):
+        if not is_number(table["mem_gb"], positive=True):
             raise InputError(
-                f"{where}: slurm.mem_gb: {_short(table['mem_gb'])}: expected a positive number"
+                f"{where}: slurm.mem_gb: {quote(table['mem_gb'])}: expected a positive number"
             )
         out["mem_gb"] = table["mem_gb"]
     elif "ram_gb" in fixed:
@@ -500,7 +469,7 @@ def _slurm(table: Mapping[str, Any], fixed: Mapping[str, Any], where: str) -> di
         extra = table["extra"]
         if not isinstance(extra, Mapping):
             raise InputError(
-                f"{where}: slurm.extra: {_short(extra)}: expected a table of sbatch options"
+                f"{where}: slurm.extra: {quote(extra)}: expected a table of sbatch options"
             )
         out["extra"] = dict(extra)
     return out
@@ -509,24 +478,16 @@ def _slurm(table: Mapping[str, Any], fixed: Mapping[str, Any], where: str) -> di
 # -- checks --------------------------------------------------------------------------------------
 
 
-def _workload_parser() -> argparse.ArgumentParser:
-    from joulecast.study.workloads.train import add_arguments
+def _builtin() -> dict[str, Param]:
+    """The built-in workload's parameters (imported here: the workload module is heavier)."""
+    from joulecast.study.workloads.train import TrainConfig
 
-    parser = argparse.ArgumentParser(prog=f"python -m {_MODULE}", add_help=False)
-    add_arguments(parser)
-    return parser
-
-
-@functools.cache
-def _workload_actions() -> dict[str, argparse.Action]:
-    """The built-in workload's options by parameter name, in the order it declares them."""
-    parser = _workload_parser()
-    return {a.dest: a for a in parser._actions if a.option_strings}
+    return params(TrainConfig)
 
 
 def workload_parameters() -> tuple[str, ...]:
     """Names a built-in study may use: the workload's parameters, then :data:`LABEL_FACTORS`."""
-    return (*_workload_actions(), *LABEL_FACTORS)
+    return (*_builtin(), *LABEL_FACTORS)
 
 
 def _check_builtin_names(
@@ -536,8 +497,8 @@ def _check_builtin_names(
     explicit: bool,
     where: str,
 ) -> None:
-    actions = _workload_actions()
-    valid = (*actions, *LABEL_FACTORS)
+    declared = _builtin()
+    valid = workload_parameters()
     sources = [("fixed", fixed), ("combinations[0]" if explicit else "factors", factors)]
     for table, names in sources:
         for name in names:
@@ -546,54 +507,25 @@ def _check_builtin_names(
                     f"{where}: {table}.{name}: unknown parameter of the {BUILTIN} workload: "
                     f"expected one of {', '.join(valid)}"
                 )
-    for name, value in fixed.items():
-        if name in actions:
-            _check_value(actions[name], value, f"fixed.{name}", where)
+    values = [(f"fixed.{name}", name, value) for name, value in fixed.items()]
     if explicit:
-        for i, combo in enumerate(combinations):
-            for name, value in combo.items():
-                if name in actions:
-                    _check_value(actions[name], value, f"combinations[{i}].{name}", where)
+        values += [
+            (f"combinations[{i}].{name}", name, value)
+            for i, combo in enumerate(combinations)
+            for name, value in combo.items()
+        ]
     else:
-        for name, levels in factors.items():
-            if name in actions:
-                for j, level in enumerate(levels):
-                    _check_value(actions[name], level, f"factors.{name}[{j}]", where)
-
-
-def _check_value(action: argparse.Action, value: Any, field_name: str, where: str) -> None:
-    """Raise when ``value`` is not what the option ``action`` parses."""
-    kind = action.type
-    names: dict[Any, tuple[str, str]] = {
-        int: ("an integer", "integers"),
-        float: ("a number", "numbers"),
-    }
-    one, several = names.get(kind, ("a string", "strings"))
-    many = action.nargs in ("+", "*") or isinstance(action.nargs, int)
-    items = value if many and isinstance(value, list) else [value]
-    if many and isinstance(action.nargs, int) and len(items) != action.nargs:
-        raise InputError(
-            f"{where}: {field_name}: {_short(value)}: expected a list of {action.nargs} {several}"
-        )
-    if many and not items:
-        raise InputError(f"{where}: {field_name}: []: expected one or more {several}")
-    if not many and isinstance(value, list):
-        raise InputError(f"{where}: {field_name}: {_short(value)}: expected {one}")
-    for item in items:
-        ok = (
-            isinstance(item, int) and not isinstance(item, bool)
-            if kind is int
-            else _is_number(item)
-            if kind is float
-            else isinstance(item, str)
-        )
-        if not ok:
-            raise InputError(f"{where}: {field_name}: {_short(value)}: expected {one}")
-        if action.choices is not None and item not in action.choices:
-            raise InputError(
-                f"{where}: {field_name}: {item!r}: expected one of "
-                f"{', '.join(str(c) for c in action.choices)}"
-            )
+        values += [
+            (f"factors.{name}[{j}]", name, level)
+            for name, levels in factors.items()
+            for j, level in enumerate(levels)
+        ]
+    for field_name, name, value in values:
+        if name in declared:
+            try:
+                declared[name].check(value)
+            except InputError as exc:
+                raise InputError(f"{where}: {field_name}: {exc}") from exc
 
 
 def _check_placeholders(command: Sequence[str], names: set[str], where: str) -> None:
@@ -627,19 +559,11 @@ def check_combinations(study: Study) -> None:
     """
     if study.workload != BUILTIN:
         return
-    from joulecast.study.workloads.train import config_from_args
+    from joulecast.study.workloads.train import TrainConfig
 
-    actions = _workload_actions()
-    defaults = {dest: action.default for dest, action in actions.items()}
     for i, combo in enumerate(study.combinations):
-        params = _params(study.fixed, combo)
-        values = dict(defaults)
-        for name, value in params.items():
-            action = actions[name]
-            many = action.nargs in ("+", "*") or isinstance(action.nargs, int)
-            values[name] = [value] if many and not isinstance(value, list) else value
         try:
-            config = config_from_args(argparse.Namespace(**values))
+            config = from_values(TrainConfig, _params(study.fixed, combo))
             config.validate()
             if config.dataset == "folder" and not config.dataset_path:
                 raise InputError("dataset 'folder' without dataset_path: expected the image folder")
@@ -702,17 +626,10 @@ def argv(study: Study, run: PlannedRun) -> list[str]:
     if study.workload != BUILTIN:
         values = {**study.fixed, **run.factors, "seed": run.seed}
         return [part.format(**values) for part in study.command]
-    actions = _workload_actions()
-    params = {**run.params, "seed": run.seed}
-    out = [sys.executable, "-m", _MODULE]
-    for name, action in actions.items():
-        if name not in params:
-            continue
-        value = params[name]
-        items = value if isinstance(value, list) else [value]
-        out.append(action.option_strings[-1])
-        out += [_text(item) for item in items]
-    return out
+    from joulecast.study.workloads.train import TrainConfig
+
+    values = {**run.params, "seed": run.seed}
+    return [sys.executable, "-m", _MODULE, *command_line(TrainConfig, values)]
 
 
 def changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
@@ -762,9 +679,7 @@ def _params(fixed: Mapping[str, Any], combo: Mapping[str, Any]) -> dict[str, Any
 
 def _int(value: Any, field_name: str, where: str, *, minimum: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise InputError(
-            f"{where}: {field_name}: {_short(value)}: expected an integer >= {minimum}"
-        )
+        raise InputError(f"{where}: {field_name}: {quote(value)}: expected an integer >= {minimum}")
     return value
 
 
@@ -780,15 +695,10 @@ def _duration(value: Any, field_name: str, where: str) -> float:
             raise InputError(f"{where}: {field_name}: {exc}") from exc
     if not math.isfinite(seconds) or seconds < 0:
         raise InputError(
-            f"{where}: {field_name}: {_short(value)}: expected a duration >= 0 "
+            f"{where}: {field_name}: {quote(value)}: expected a duration >= 0 "
             "(seconds, or e.g. '10m', '1h30m')"
         )
     return seconds
-
-
-def _is_number(value: Any, *, positive: bool = False) -> bool:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return ok and (not positive or value > 0)
 
 
 def _text(value: Any) -> str:
@@ -806,8 +716,3 @@ def _json(value: Any) -> str:
         return json.dumps(value)
     except (TypeError, ValueError):
         return repr(value)
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -25,6 +25,8 @@ from joulecast.errors import InputError
 from joulecast.offline.flops import ARCHITECTURES, check_input_size, count_flops, import_keras
 from joulecast.records import PhaseKind
 from joulecast.store import Store
+from joulecast.study import params
+from joulecast.study.params import param
 from joulecast.study.workloads.architectures import ONE_STEP, build_model, preprocess
 from joulecast.study.workloads.datasets import DATASETS, Dataset, load_dataset
 from joulecast.study.workloads.metrics import classification_metrics
@@ -32,37 +34,60 @@ from joulecast.study.workloads.metrics import classification_metrics
 log = logging.getLogger(__name__)
 
 
+def _epochs(values: list[int]) -> tuple[int, int]:
+    if len(values) not in (1, 2):
+        raise InputError(f"--epochs {values}: expected one or two numbers (FROZEN [FINE_TUNE])")
+    return (values[0], values[1] if len(values) == 2 else 0)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """One workload.
+    """One workload; each field is also an option of the command line and a study parameter.
 
     Attributes:
         arch: Architecture (``mobilenet_v2``, ``nasnet_mobile``, ``resnet50``, ``xception``,
             ``vgg16``, ``inception_v3``).
         dataset: Dataset (``shapes``, ``digits``, ``folder``, ``caltech101``, ``stanford_dogs``).
+        dataset_path: The image folder, for ``folder``.
         input_size: Image side in pixels.
         batch_size: Images per batch.
         epochs: Epochs of the frozen step and of the fine-tuning step (InceptionV3: the first
-            only).
+            only); written ``FROZEN [FINE_TUNE]``, fine-tuning 0 when left out.
         learning_rates: Adam learning rates of the two steps.
-        weights: ``"imagenet"`` or None (random initialisation).
-        dataset_path: The image folder, for ``folder``.
+        weights: ``"imagenet"`` or None (random initialisation; written ``none``).
         samples: Images generated for ``shapes``.
         seed: Seed of data, split and weights.
         name: Run name (default ``ARCH-DATASET-SIZE``).
     """
 
-    arch: str = "mobilenet_v2"
-    dataset: str = "shapes"
-    input_size: int = 128
-    batch_size: int = 32
-    epochs: tuple[int, int] = (5, 5)
-    learning_rates: tuple[float, float] = (1e-3, 1e-5)
-    weights: str | None = "imagenet"
-    dataset_path: str | None = None
-    samples: int = 400
-    seed: int = 0
-    name: str | None = None
+    arch: str = param("mobilenet_v2", help=", ".join(ARCHITECTURES))
+    dataset: str = param("shapes", help=", ".join(DATASETS))
+    dataset_path: str | None = param(
+        None,
+        help="image folder, one sub-folder per class",
+        convert=lambda path: str(Path(path)) if path else None,
+    )
+    input_size: int = param(128, kind=int, help="pixels (128)")
+    batch_size: int = param(32, kind=int)
+    epochs: tuple[int, int] = param(
+        (5, 5),
+        kind=int,
+        nargs="+",
+        metavar="N",
+        help="epochs of the frozen step and of fine-tuning (5 5)",
+        convert=_epochs,
+    )
+    learning_rates: tuple[float, float] = param(
+        (1e-3, 1e-5), kind=float, nargs=2, metavar="LR", convert=tuple
+    )
+    weights: str | None = param(
+        "imagenet",
+        choices=("imagenet", "none"),
+        convert=lambda weights: None if weights == "none" else weights,
+    )
+    samples: int = param(400, kind=int, help="images of 'shapes' (400)")
+    seed: int = param(0, kind=int)
+    name: str | None = param(None, help="run name (default ARCH-DATASET-SIZE)")
 
     def validate(self) -> None:
         """Check names and numbers before anything heavy is imported.
@@ -253,43 +278,13 @@ def train(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the workload's options to ``parser`` (shared by ``joulecast train``)."""
-    parser.add_argument("--arch", default="mobilenet_v2", help=", ".join(ARCHITECTURES))
-    parser.add_argument("--dataset", default="shapes", help=", ".join(DATASETS))
-    parser.add_argument("--dataset-path", help="image folder, one sub-folder per class")
-    parser.add_argument("--input-size", type=int, default=128, help="pixels (128)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument(
-        "--epochs",
-        type=int,
-        nargs="+",
-        default=[5, 5],
-        metavar="N",
-        help="epochs of the frozen step and of fine-tuning (5 5)",
-    )
-    parser.add_argument("--learning-rates", type=float, nargs=2, default=[1e-3, 1e-5], metavar="LR")
-    parser.add_argument("--weights", choices=["imagenet", "none"], default="imagenet")
-    parser.add_argument("--samples", type=int, default=400, help="images of 'shapes' (400)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--name", help="run name (default ARCH-DATASET-SIZE)")
+    params.add_arguments(parser, TrainConfig)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """A :class:`TrainConfig` from parsed :func:`add_arguments` options."""
-    epochs = list(args.epochs)
-    if len(epochs) == 1:
-        epochs.append(0)
-    if len(epochs) != 2:
-        raise InputError(f"--epochs {epochs}: expected one or two numbers (FROZEN [FINE_TUNE])")
-    return TrainConfig(
-        arch=args.arch,
-        dataset=args.dataset,
-        input_size=args.input_size,
-        batch_size=args.batch_size,
-        epochs=(epochs[0], epochs[1]),
-        learning_rates=(args.learning_rates[0], args.learning_rates[1]),
-        weights=None if args.weights == "none" else args.weights,
-        dataset_path=str(Path(args.dataset_path)) if args.dataset_path else None,
-        samples=args.samples,
-        seed=args.seed,
-        name=args.name,
-    )
+    """A :class:`TrainConfig` from parsed :func:`add_arguments` options.
+
+    Raises:
+        InputError: ``--epochs`` has more than two numbers.
+    """
+    return params.from_values(TrainConfig, vars(args))

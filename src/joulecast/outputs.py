@@ -1,0 +1,66 @@
+"""What joulecast writes for its user: JSON on standard output, and files whole or not at all."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from joulecast.errors import InputError
+
+
+def print_json(data: Any) -> None:
+    """Print ``data`` as the ``--json`` output of a command: indented, keys in their order.
+
+    NaN and infinities print as ``null``, the mark of a missing value (a JSON parser refuses
+    ``NaN``); values JSON lacks (paths, timestamps) print as their ``str``.
+    """
+    print(json.dumps(_finite(data), indent=2, allow_nan=False, default=str))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_atomic(path: Path, write: Callable[[str], object]) -> None:
+    """Call ``write(tmp)`` on a new file beside ``path``, then rename it to ``path``.
+
+    Readers see the old file or the new one, never a part; a failed ``write`` leaves ``path``
+    as it was and removes the temporary file. The temporary file is created anew under a random
+    name (a link planted there is not followed), with the permissions the umask gives a new
+    file, and the rename replaces a link at ``path`` instead of writing through it.
+
+    Raises:
+        InputError: ``path``'s folder does not exist.
+    """
+    if not path.parent.is_dir():
+        raise InputError(f"{path}: folder {path.parent} does not exist")
+    tmp = _new_file(path)
+    try:
+        write(str(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _new_file(path: Path) -> Path:
+    # os.open with O_EXCL rather than tempfile.mkstemp: mkstemp's files are 0600 whatever the
+    # umask, and a report or a model file is meant to be read by others where the umask allows.
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp

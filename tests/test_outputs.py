@@ -1,0 +1,68 @@
+"""JSON on standard output, and files written whole or not at all."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from joulecast.errors import InputError
+from joulecast.outputs import print_json, write_atomic
+
+
+def test_print_json(capsys):
+    print_json({"b": 1, "a": Path("x"), "c": [math.nan, np.float64(math.inf), 2.5]})
+    out = capsys.readouterr().out
+    assert json.loads(out) == {"b": 1, "a": "x", "c": [None, None, 2.5]}
+    assert out.index('"b"') < out.index('"a"')  # keys keep their order
+    assert "NaN" not in out and "Infinity" not in out
+
+
+def test_write_atomic_replaces_the_file(tmp_path):
+    target = tmp_path / "out.csv"
+    target.write_text("old")
+    write_atomic(target, lambda tmp: Path(tmp).write_text("new"))
+    assert target.read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+
+
+def test_failed_write_keeps_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "out.csv"
+    target.write_text("old")
+
+    def fail(tmp: str) -> None:
+        Path(tmp).write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(target, fail)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+
+
+def test_a_link_at_the_target_is_replaced_not_written_through(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    target = tmp_path / "report.html"
+    target.symlink_to(victim)
+    write_atomic(target, lambda tmp: Path(tmp).write_text("report"))
+    assert not target.is_symlink() and target.read_text() == "report"
+    assert victim.read_text() == "keep"
+
+
+def test_new_file_has_the_umask_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "a.json", lambda tmp: Path(tmp).write_text("{}"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        write_atomic(tmp_path / "no" / "a.csv", lambda tmp: None)
