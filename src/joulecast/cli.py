@@ -22,18 +22,9 @@ from joulecast.errors import InputError, JoulecastError
 from joulecast.outputs import print_json as _print_json
 from joulecast.outputs import write_atomic
 from joulecast.store import Store
+from joulecast.verbs import Verbs, console, store_of
 
 log = logging.getLogger("joulecast")
-
-
-def _console(stderr: bool = False) -> Any:
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
-
-
-def _store(args: argparse.Namespace) -> Store:
-    return Store(args.store)
 
 
 def _tags(items: Sequence[str]) -> dict[str, str]:
@@ -52,7 +43,7 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
 
-def print_summary(summary: RunSummary, console: Any) -> None:
+def print_summary(summary: RunSummary, out: Any) -> None:
     """Print a run's totals, per-device sources, epochs and warnings as rich tables."""
     from rich.table import Table
 
@@ -61,7 +52,7 @@ def print_summary(summary: RunSummary, console: Any) -> None:
         status += f" ({summary.signal})"
     elif summary.exit_code not in (None, 0):
         status += f" (exit {summary.exit_code})"
-    console.print(
+    out.print(
         f"[bold]run {summary.run_id}[/bold] {summary.name or ''}  {status}  "
         f"{summary.duration_s:,.1f} s"
     )
@@ -82,7 +73,7 @@ def print_summary(summary: RunSummary, console: Any) -> None:
         f"{_fmt(summary.energy_j_modelled)} J",
         style="bold",
     )
-    console.print(table)
+    out.print(table)
     if len(summary.epochs):
         ep = Table(title="epochs", title_justify="left")
         for col in ("epoch", "start s", "duration s", "energy J", "mean W", "samples", "J/sample"):
@@ -98,25 +89,25 @@ def print_summary(summary: RunSummary, console: Any) -> None:
                 "-" if samples is None or samples != samples else str(int(samples)),
                 _fmt(row["j_per_sample"], 4),
             )
-        console.print(ep)
+        out.print(ep)
     if summary.j_per_sample is not None:
-        console.print(f"J per sample processed: {summary.j_per_sample:.4f}")
+        out.print(f"J per sample processed: {summary.j_per_sample:.4f}")
     if summary.test is not None:
         scores = ", ".join(
             f"{k} {v:.4f}" for k, v in summary.test["metrics"].items() if isinstance(v, float)
         )
-        console.print(
+        out.print(
             f"test split: {summary.test['samples'] or '-'} samples, "
             f"{_fmt(summary.test['energy_j'])} J; {scores}"
         )
     q = summary.quality
     if q.get("ticks"):
-        console.print(
+        out.print(
             f"sampling: {q['ticks']} ticks at {_fmt(q.get('achieved_hz'))} Hz "
             f"(asked {1 / q['interval_s']:.0f} Hz), {q.get('missed_deadlines', 0)} missed"
         )
     for warning in summary.warnings:
-        console.print(f"[yellow]warning:[/yellow] {warning}")
+        out.print(f"[yellow]warning:[/yellow] {warning}")
 
 
 # -- verbs ---------------------------------------------------------------------------------
@@ -149,7 +140,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         for s, handler in forward.items():
             signal.signal(s, handler)
     if not args.quiet:
-        print_summary(summary, _console(stderr=True))
+        print_summary(summary, console(stderr=True))
     if summary.signal is not None:
         return 128 + signal.Signals[summary.signal].value
     return int(summary.exit_code or 0)
@@ -160,7 +151,7 @@ _FORWARDED = (signal.SIGINT, signal.SIGTERM)
 
 def cmd_runs(args: argparse.Namespace) -> int:
     """List the runs in the store."""
-    frame = _store(args).runs()
+    frame = store_of(args).runs()
     if args.json:
         _print_json(json.loads(frame.to_json(orient="records")))
         return 0
@@ -181,18 +172,18 @@ def cmd_runs(args: argparse.Namespace) -> int:
             str(row["epochs"]),
             " ".join(f"{k}={v}" for k, v in row["tags"].items()),
         )
-    _console().print(table)
+    console().print(table)
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     """Print a run's summary."""
-    store = _store(args)
+    store = store_of(args)
     summary = summarize(store, store.resolve(args.run))
     if args.json:
         _print_json(summary.to_dict())
     else:
-        print_summary(summary, _console())
+        print_summary(summary, console())
     return 0
 
 
@@ -200,7 +191,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Write a run's samples and phases as CSV or Parquet."""
     from joulecast.traces import export_run
 
-    store = _store(args)
+    store = store_of(args)
     paths = export_run(store, store.resolve(args.run), args.output, format=args.format)
     if args.json:
         _print_json({"files": [str(p) for p in paths]})
@@ -214,7 +205,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     """Import a neutral trace or an nvidia-smi log as a run."""
     from joulecast.traces import import_nvidia_smi, import_trace
 
-    store = _store(args)
+    store = store_of(args)
     tags = _tags(args.tag)
     if args.kind == "trace":
         run_id = import_trace(store, args.power, args.phases, name=args.name, tags=tags)
@@ -253,18 +244,18 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             ]
         )
         return 0
-    console = _console()
+    out = console()
     for r in reports:
         if r.found:
             kind = "measured" if r.measured else "modelled power / measured load"
-            console.print(f"[green]found[/green]   {r.name:<11} {', '.join(r.devices)}  ({kind})")
+            out.print(f"[green]found[/green]   {r.name:<11} {', '.join(r.devices)}  ({kind})")
             for device, info in details.get(r.name, {}).items():
                 facts = ", ".join(f"{k}={v}" for k, v in info.items() if v is not None)
-                console.print(f"            {device}: {facts}")
+                out.print(f"            {device}: {facts}")
         else:
-            console.print(f"[red]missing[/red] {r.name:<11} {r.reason}")
+            out.print(f"[red]missing[/red] {r.name:<11} {r.reason}")
             if r.fix:
-                console.print(f"            fix: {r.fix}")
+                out.print(f"            fix: {r.fix}")
     return 0
 
 
@@ -356,7 +347,7 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     """Forecast a run's total energy from its first K epochs; beside the truth if finished."""
     from joulecast.forecast import forecast_run
 
-    store = _store(args)
+    store = store_of(args)
     found = forecast_run(
         store,
         store.resolve(args.run),
@@ -370,19 +361,19 @@ def cmd_forecast(args: argparse.Namespace) -> int:
         _print_json(found.to_dict())
         return 0
     result = found.forecast
-    console = _console()
-    console.print(
+    out = console()
+    out.print(
         f"run {found.run_id}: {result.method} forecast after {found.after} of "
         f"{result.total_epochs} epochs: [bold]{result.total_j / 1e3:,.2f} kJ[/bold] "
         f"(90% {result.low_j / 1e3:,.2f} to {result.high_j / 1e3:,.2f} kJ)"
     )
     if found.true_j is not None and found.error_j is not None:
         pct = "-" if found.error_pct is None else f"{found.error_pct:+.1f}%"
-        console.print(
+        out.print(
             f"measured {found.true_j / 1e3:,.2f} kJ: error {found.error_j / 1e3:+,.2f} kJ ({pct})"
         )
     for note in result.notes:
-        console.print(f"note: {note}")
+        out.print(f"note: {note}")
     return 0
 
 
@@ -390,7 +381,7 @@ def cmd_stability(args: argparse.Namespace) -> int:
     """Find when runs' power stabilizes (FLUSS); over several runs, the share stable by epoch n."""
     from joulecast.stability import plot, plot_share, runs_stability
 
-    store = _store(args)
+    store = store_of(args)
     ids = _run_ids(store, args.runs, args.all, "stability")
     found = runs_stability(
         store, ids, m=args.m, L=args.L, normalize=args.normalize, group_by=args.group_by
@@ -415,17 +406,17 @@ def cmd_stability(args: argparse.Namespace) -> int:
                 }
             )
         return 0
-    console = _console()
+    out = console()
     for run_id, result, _ in results:
         if result.change_s is None:
-            console.print(f"run {run_id}: no regime change found: {result.reason}")
+            out.print(f"run {run_id}: no regime change found: {result.reason}")
         else:
             settled = (
                 f"; epoch energy settled from epoch {result.settled_epoch}"
                 if result.settled_epoch is not None and result.settled_epoch != result.epoch
                 else ""
             )
-            console.print(
+            out.print(
                 f"run {run_id}: power changes regime at {result.change_s:,.1f} s; stabilizing "
                 f"epoch {result.epoch} (grid {result.resolution_s:g} s, m={result.m}, "
                 f"L={result.L}){settled}" + (f"; {result.reason}" if result.reason else "")
@@ -439,7 +430,7 @@ def cmd_stability(args: argparse.Namespace) -> int:
             table.add_column(f"{key} ({len(values)} runs)", justify="right")
         for n in range(top + 1):
             table.add_row(str(n), *(f"{100 * shares[k]['share'].iloc[n]:.0f}%" for k in groups))
-        console.print(table)
+        out.print(table)
     return 0
 
 
@@ -460,7 +451,7 @@ def cmd_forecast_eval(args: argparse.Namespace) -> int:
     """Errors of the forecasting methods over finished runs, swept over w and the stable epoch."""
     from joulecast.forecast import evaluate, finished_epochs, plot_sweep
 
-    store = _store(args)
+    store = store_of(args)
     ids = _run_ids(store, args.runs, args.all, "forecast-eval")
     tables = {i: t for i in ids if not (t := finished_epochs(store, i)).empty}
     if not tables:
@@ -504,20 +495,20 @@ def cmd_forecast_eval(args: argparse.Namespace) -> int:
                 f"{row['mae_j'] / 1e3:.3f}",
                 f"{row['mape_pct']:.2f}",
             )
-    console = _console()
-    console.print(table)
+    out = console()
+    out.print(table)
     chosen_rows = result[
         (result["window"] == args.window) & (result["stable_epoch"] == args.stable_epoch)
     ]
     if chosen_rows.empty:
-        console.print(
+        out.print(
             f"note: no run has the {args.stable_epoch + args.window + 1} epochs that w="
             f"{args.window} from epoch {args.stable_epoch} needs (the window and one epoch to "
             "forecast): only the best settings are shown"
         )
     for label, target in (("table", args.csv), ("figure", args.plot)):
         if target:
-            console.print(f"{label}: {target}")
+            out.print(f"{label}: {target}")
     return 0
 
 
@@ -530,21 +521,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"joulecast {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    sub = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+    verbs = Verbs(parser.add_subparsers(dest="verb", required=True, metavar="COMMAND"))
+    register(verbs)
+    from joulecast.analysis import commands as analysis_commands
+    from joulecast.offline import commands as offline_commands
+    from joulecast.study import commands as study_commands
 
-    def add(name: str, fn: Any, help_text: str, json_flag: bool = True) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument(
-            "--store",
-            default=None,
-            help="run store file (default: $JOULECAST_STORE or ./joulecast.db)",
-        )
-        if json_flag:
-            p.add_argument("--json", action="store_true", help="print JSON")
-        p.set_defaults(fn=fn)
-        return p
+    for module in (offline_commands, analysis_commands, study_commands):
+        module.register(verbs)
+    return parser
 
-    p = add("measure", cmd_measure, "run a command and measure its energy", json_flag=False)
+
+def register(verbs: Verbs) -> None:
+    """Add the measurement, run and forecasting verbs."""
+    p = verbs.add("measure", cmd_measure, "run a command and measure its energy", json=False)
     p.add_argument("--interval", type=_positive_interval, default=0.1, help="seconds (0.1)")
     p.add_argument("--name", help="run name (default: the command)")
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
@@ -566,25 +556,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stable-epoch", type=_count_arg, default=10, help="first stable epoch (10)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
 
-    add("runs", cmd_runs, "list runs")
+    verbs.add("runs", cmd_runs, "list runs")
 
-    p = add("show", cmd_show, "show a run's energy summary")
+    p = verbs.add("show", cmd_show, "show a run's energy summary")
     p.add_argument("run", help="run id, name, or 'last'")
 
-    p = add("export", cmd_export, "export a run's samples and phases")
+    p = verbs.add("export", cmd_export, "export a run's samples and phases")
     p.add_argument("run", help="run id, name, or 'last'")
     p.add_argument("--format", choices=["csv", "parquet"], default="csv")
     p.add_argument("-o", "--output", default=".", help="folder to write into (.)")
 
-    imp = sub.add_parser("import", help="import a recorded trace as a run")
-    isub = imp.add_subparsers(dest="kind", required=True, metavar="KIND")
+    imports = verbs.group("import", "import a recorded trace as a run", dest="kind")
     for kind, help_text in (
         ("trace", "neutral power.csv (+ phases.csv)"),
         ("nvidia-smi", "a CSV log written by nvidia-smi --query-gpu ... --format=csv"),
     ):
-        p = isub.add_parser(kind, help=help_text, description=help_text)
-        p.add_argument("--store", default=None, help="run store file")
-        p.add_argument("--json", action="store_true", help="print JSON")
+        p = imports.add(kind, cmd_import, help_text)
         if kind == "trace":
             p.add_argument("--power", required=True, help="power.csv")
         else:
@@ -592,11 +579,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--phases", help="phases.csv")
         p.add_argument("--name")
         p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
-        p.set_defaults(fn=cmd_import)
 
-    add("doctor", cmd_doctor, "show which sensors work here and how to fix the rest")
+    verbs.add("doctor", cmd_doctor, "show which sensors work here and how to fix the rest")
 
-    p = add("flops", cmd_flops, "forward-pass GFLOPs of a built-in architecture")
+    p = verbs.add("flops", cmd_flops, "forward-pass GFLOPs of a built-in architecture")
     p.add_argument(
         "arch", help="mobilenet_v2, nasnet_mobile, resnet50, xception, vgg16 or inception_v3"
     )
@@ -605,10 +591,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from joulecast.study.workloads.train import add_arguments
 
-    p = add("train", cmd_train, "train one of the paper's workloads, measured")
+    p = verbs.add("train", cmd_train, "train one of the paper's workloads, measured")
     add_arguments(p)
 
-    p = add("forecast", cmd_forecast, "forecast a run's total energy from its first epochs")
+    p = verbs.add("forecast", cmd_forecast, "forecast a run's total energy from its first epochs")
     p.add_argument("run", help="run id, name, or 'last'")
     p.add_argument("--after", type=int, help="use only the first K epochs (default: all)")
     p.add_argument(
@@ -623,7 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="first stable epoch, or 'auto' (FLUSS) (10)",
     )
 
-    p = add("stability", cmd_stability, "find when runs' power stabilizes (FLUSS)")
+    p = verbs.add("stability", cmd_stability, "find when runs' power stabilizes (FLUSS)")
     p.add_argument("runs", nargs="*", help="run ids, names, or 'last'")
     p.add_argument("--all", action="store_true", help="every completed run in the store")
     p.add_argument("--group-by", metavar="TAG", help="share stable by epoch per value of a tag")
@@ -640,7 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="one run: its profile and arc curve; several: the share stable by epoch (Fig. 9)",
     )
 
-    p = add("forecast-eval", cmd_forecast_eval, "forecast errors over finished runs")
+    p = verbs.add("forecast-eval", cmd_forecast_eval, "forecast errors over finished runs")
     p.add_argument("runs", nargs="*", help="run ids or names")
     p.add_argument("--all", action="store_true", help="every completed run in the store")
     p.add_argument("--max-window", type=_positive_int, default=20, help="sweep w = 1..N (20)")
@@ -656,22 +642,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", metavar="PATH", help="write the whole sweep as CSV")
     p.add_argument("--plot", metavar="PNG", help="save RMSE vs w and vs stable epoch (Fig. 10)")
 
-    from joulecast.offline.commands import add_commands
-
-    add_commands(add, _store, _console)
-
-    from joulecast.analysis.commands import add_commands as add_analysis_commands
-
-    add_analysis_commands(add, _store, _console)
-
-    from joulecast.study.commands import add_commands as add_study_commands
-
-    add_study_commands(sub, _console)
-
-    p = add("demo", cmd_demo, "measure a small CPU training end to end", json_flag=False)
+    p = verbs.add("demo", cmd_demo, "measure a small CPU training end to end", json=False)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--interval", type=_positive_interval, default=0.1)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from joulecast.errors import InputError
 from joulecast.outputs import print_json
+from joulecast.verbs import Verbs, console, store_of
 
 
 def _group_by(values: list[str]) -> list[str]:
@@ -16,9 +15,7 @@ def _group_by(values: list[str]) -> list[str]:
     return out or ["architecture", "environment"]
 
 
-def cmd_report(
-    args: argparse.Namespace, store: Callable[[], Any], console: Callable[[], Any]
-) -> int:
+def cmd_report(args: argparse.Namespace) -> int:
     """Write the study report (HTML, or Markdown) and optionally its tables as CSV."""
     import tempfile
 
@@ -29,7 +26,10 @@ def cmd_report(
         raise InputError(f"{output}: folder {output.parent} does not exist")
     with tempfile.TemporaryDirectory(prefix="joulecast-report-") as figures:
         report = build(
-            store(), study=args.study, group_by=_group_by(args.group_by), figures_dir=Path(figures)
+            store_of(args),
+            study=args.study,
+            group_by=_group_by(args.group_by),
+            figures_dir=Path(figures),
         )
         if args.format == "md":
             write_md(report, output)
@@ -43,13 +43,11 @@ def cmd_report(
     return 0
 
 
-def cmd_analyze(
-    args: argparse.Namespace, store: Callable[[], Any], console: Callable[[], Any]
-) -> int:
+def cmd_analyze(args: argparse.Namespace) -> int:
     """Print the key tables of the analysis in the terminal."""
     from joulecast.analysis.report import key_results
 
-    data = key_results(store(), study=args.study, group_by=_group_by(args.group_by))
+    data = key_results(store_of(args), study=args.study, group_by=_group_by(args.group_by))
     if args.json:
         print_json(data)
         return 0
@@ -65,17 +63,13 @@ def cmd_analyze(
     return 0
 
 
-def add_commands(
-    add: Callable[..., argparse.ArgumentParser],
-    store: Callable[[argparse.Namespace], Any],
-    console: Callable[[], Any],
-) -> None:
-    """Register ``report`` and ``analyze`` through ``joulecast``'s ``add`` helper."""
-    p = add(
+def register(verbs: Verbs) -> None:
+    """Add ``report`` and ``analyze``."""
+    p = verbs.add(
         "report",
-        lambda a: cmd_report(a, lambda: store(a), console),
+        cmd_report,
         "write a self-contained HTML (or Markdown) report of the store's runs",
-        json_flag=False,
+        json=False,
     )
     p.add_argument("-o", "--output", required=True, help="report file (report.html)")
     p.add_argument("--study", help="only the runs of this study")
@@ -87,9 +81,9 @@ def add_commands(
     )
     p.add_argument("--format", choices=["html", "md"], default="html")
     p.add_argument("--tables", metavar="DIR", help="also write every table as CSV in DIR")
-    p = add(
+    p = verbs.add(
         "analyze",
-        lambda a: cmd_analyze(a, lambda: store(a), console),
+        cmd_analyze,
         "print the key results of the analysis",
     )
     p.add_argument("--study", help="only the runs of this study")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from joulecast.energy import J_PER_KWH
 from joulecast.errors import InputError
 from joulecast.inputs import parse_duration
 from joulecast.outputs import print_json, write_atomic
+from joulecast.verbs import Verbs, console, store_of
 
 
 def _positive_number(text: str) -> float:
@@ -53,7 +53,7 @@ def _estimator(path: str | None) -> Any:
     return OfflineEstimator.load(path) if path else default_estimator()
 
 
-def cmd_estimate(args: argparse.Namespace, console: Callable[[], Any]) -> int:
+def cmd_estimate(args: argparse.Namespace) -> int:
     """Estimate the energy of a planned training (or of every row of a CSV)."""
     from joulecast.offline.estimate import estimate_table, estimate_training
 
@@ -145,7 +145,7 @@ def _num(value: float | None, scale: float) -> str:
     return "-" if value is None else f"{value / scale:,.1f}"
 
 
-def _training_table(args: argparse.Namespace, store: Callable[[], Any]) -> tuple[pd.DataFrame, str]:
+def _training_table(args: argparse.Namespace) -> tuple[pd.DataFrame, str]:
     if args.data and args.from_store:
         raise InputError("give --data CSV or --from-store, not both")
     if args.data:
@@ -155,7 +155,7 @@ def _training_table(args: argparse.Namespace, store: Callable[[], Any]) -> tuple
     if args.from_store:
         from joulecast.offline.store_table import runs_table
 
-        s = store()
+        s = store_of(args)
         table, skipped = runs_table(s)
         for why, n in skipped.items():
             print(f"joulecast: {n} run(s) left out: {why}", flush=True)
@@ -163,14 +163,12 @@ def _training_table(args: argparse.Namespace, store: Callable[[], Any]) -> tuple
     raise InputError("give the training runs: --data CSV or --from-store")
 
 
-def cmd_fit_offline(
-    args: argparse.Namespace, store: Callable[[], Any], console: Callable[[], Any]
-) -> int:
+def cmd_fit_offline(args: argparse.Namespace) -> int:
     """Fit the offline estimators on a run table and save them."""
     from joulecast.offline.features import TARGETS
     from joulecast.offline.models import OfflineEstimator
 
-    table, source = _training_table(args, store)
+    table, source = _training_table(args)
     targets = [t for t in TARGETS if t in table.columns]
     if not targets:
         raise InputError(f"{source}: no target column ({', '.join(TARGETS)})")
@@ -190,9 +188,7 @@ def cmd_fit_offline(
     return 0
 
 
-def cmd_evaluate_estimators(
-    args: argparse.Namespace, store: Callable[[], Any], console: Callable[[], Any]
-) -> int:
+def cmd_evaluate_estimators(args: argparse.Namespace) -> int:
     """Cross-validation table of every regressor, and the held-out totals of every method."""
     from joulecast.offline.evaluation import (
         has_totals,
@@ -203,7 +199,7 @@ def cmd_evaluate_estimators(
     from joulecast.offline.features import TARGETS
     from joulecast.offline.models import CV, evaluate_models
 
-    table, source = _training_table(args, store)
+    table, source = _training_table(args)
     targets = [t for t in TARGETS if t in table.columns]
     if not targets:
         raise InputError(f"{source}: no target column ({', '.join(TARGETS)})")
@@ -284,15 +280,11 @@ def _print_totals(held: Any, out: Any) -> None:
     out.print(table)
 
 
-def add_commands(
-    add: Callable[..., argparse.ArgumentParser],
-    store: Callable[[argparse.Namespace], Any],
-    console: Callable[[], Any],
-) -> None:
-    """Register the three commands with ``joulecast``'s parser through its ``add`` helper."""
-    p = add(
+def register(verbs: Verbs) -> None:
+    """Add ``estimate``, ``fit-offline`` and ``evaluate-estimators``."""
+    p = verbs.add(
         "estimate",
-        lambda a: cmd_estimate(a, console),
+        cmd_estimate,
         "estimate a planned training's energy before it starts",
     )
     p.add_argument("--gpu", help='GPU model, e.g. "RTX 3090" or "NVIDIA H100 80GB HBM3"')
@@ -335,17 +327,17 @@ def add_commands(
         )
         p.add_argument("--seed", type=int, default=0)
 
-    p = add(
+    p = verbs.add(
         "fit-offline",
-        lambda a: cmd_fit_offline(a, lambda: store(a), console),
+        cmd_fit_offline,
         "fit the offline estimators on your runs",
     )
     _training_args(p, ["grouped", "random"], "grouped")
     p.add_argument("-o", "--output", required=True, help="model file to write (JSON)")
 
-    p = add(
+    p = verbs.add(
         "evaluate-estimators",
-        lambda a: cmd_evaluate_estimators(a, lambda: store(a), console),
+        cmd_evaluate_estimators,
         "cross-validate every offline regressor and compare every method",
     )
     _training_args(p, ["both", "grouped", "random"], "both")

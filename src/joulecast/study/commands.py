@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from joulecast.errors import InputError
 from joulecast.outputs import print_json
+from joulecast.verbs import Handler, Verbs, console
 
 
 def _store_path(args: argparse.Namespace) -> Path:
@@ -24,7 +24,7 @@ def _load(args: argparse.Namespace) -> Any:
     return load_study(args.file)
 
 
-def cmd_plan(args: argparse.Namespace, console: Callable[[], Any]) -> int:
+def cmd_plan(args: argparse.Namespace) -> int:
     """Print (and store) a study's randomized plan, its counts and its expected time."""
     from joulecast.store import Store
     from joulecast.study.design import plan
@@ -196,7 +196,7 @@ def _gpu_name() -> str | None:
         return None
 
 
-def cmd_run(args: argparse.Namespace, console: Callable[[], Any]) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
     """Run the study's remaining planned runs."""
     from joulecast.study.runner import Runner
 
@@ -263,7 +263,7 @@ def status_data(store_path: Path, study: Any) -> dict[str, Any]:
     }
 
 
-def cmd_status(args: argparse.Namespace, console: Callable[[], Any]) -> int:
+def cmd_status(args: argparse.Namespace) -> int:
     """Summarize a study's progress."""
     study = _load(args)
     data = status_data(_store_path(args), study)
@@ -282,7 +282,7 @@ def cmd_status(args: argparse.Namespace, console: Callable[[], Any]) -> int:
     return 0
 
 
-def cmd_collect(args: argparse.Namespace, console: Callable[[], Any]) -> int:
+def cmd_collect(args: argparse.Namespace) -> int:
     """Merge the study's store shards into the store and record the runs they hold."""
     from joulecast.store import Store
     from joulecast.study.runner import find_run, study_folder
@@ -326,21 +326,13 @@ def cmd_collect(args: argparse.Namespace, console: Callable[[], Any]) -> int:
     return 0
 
 
-def add_commands(sub: Any, console: Callable[[], Any]) -> None:
-    """Register ``joulecast study ...`` with the top-level subparsers ``sub``."""
-    study = sub.add_parser(
-        "study", help="controlled energy studies", description="controlled energy studies"
-    )
-    verbs = study.add_subparsers(dest="study_verb", required=True, metavar="VERB")
+def register(verbs: Verbs) -> None:
+    """Add ``joulecast study plan|run|status|collect``."""
+    study = verbs.group("study", "controlled energy studies", dest="study_verb")
 
-    def add(name: str, fn: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = verbs.add_parser(name, help=help_text, description=help_text)
+    def add(name: str, fn: Handler, help_text: str) -> argparse.ArgumentParser:
+        p = study.add(name, fn, help_text)
         p.add_argument("file", help="study file (TOML or YAML)")
-        p.add_argument(
-            "--store", default=None, help="run store (default: $JOULECAST_STORE or ./joulecast.db)"
-        )
-        p.add_argument("--json", action="store_true", help="print JSON")
-        p.set_defaults(fn=lambda a: fn(a, console))
         return p
 
     p = add("plan", cmd_plan, "print and store the randomized plan, counts and expected time")

@@ -1,0 +1,65 @@
+"""How verbs join the ``joulecast`` command: one registry, for cli.py and every subsystem.
+
+Each subsystem's ``commands.py`` has a ``register(verbs)`` that adds its verbs with
+:meth:`Verbs.add`, or a family of sub-verbs under one name with :meth:`Verbs.group`. A verb's
+handler takes the parsed arguments and returns the exit status: it parses, calls the library
+and prints (a rich table through :func:`console`, or JSON through
+:func:`joulecast.outputs.print_json`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from joulecast.store import Store
+
+Handler = Callable[[argparse.Namespace], int]
+
+STORE_HELP = "run store file (default: $JOULECAST_STORE or ./joulecast.db)"
+
+
+class Verbs:
+    """Adds verbs (subcommands) to one level of the ``joulecast`` parser."""
+
+    def __init__(self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+        self._subparsers = subparsers
+
+    def add(
+        self,
+        name: str,
+        handler: Handler,
+        help_text: str,
+        *,
+        json: bool = True,
+        store: bool = True,
+    ) -> argparse.ArgumentParser:
+        """Add verb ``name`` run by ``handler``; it takes ``--store`` and ``--json`` unless told
+        not to. Returns its parser, for the verb's own arguments."""
+        parser = self._subparsers.add_parser(name, help=help_text, description=help_text)
+        if store:
+            parser.add_argument("--store", default=None, help=STORE_HELP)
+        if json:
+            parser.add_argument("--json", action="store_true", help="print JSON")
+        parser.set_defaults(fn=handler)
+        return parser
+
+    def group(self, name: str, help_text: str, *, dest: str) -> Verbs:
+        """Add ``name`` as a family of sub-verbs (``joulecast NAME VERB``); ``dest`` holds the
+        sub-verb chosen."""
+        parser = self._subparsers.add_parser(name, help=help_text, description=help_text)
+        return Verbs(parser.add_subparsers(dest=dest, required=True, metavar="VERB"))
+
+
+def console(stderr: bool = False) -> Any:
+    """A rich console for a verb's tables and lines (stderr for what is not the result)."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def store_of(args: argparse.Namespace) -> Store:
+    """The store named by a verb's ``--store`` (default: ``$JOULECAST_STORE`` or
+    ./joulecast.db)."""
+    return Store(args.store)
