@@ -19,22 +19,13 @@ from typing import Any
 
 from joulecast.energy import RunSummary, j_to_kwh, summarize
 from joulecast.errors import InputError, JoulecastError
+from joulecast.inputs import key_values
 from joulecast.outputs import print_json as _print_json
 from joulecast.outputs import write_atomic
 from joulecast.store import Store
 from joulecast.verbs import Verbs, console, store_of
 
 log = logging.getLogger("joulecast")
-
-
-def _tags(items: Sequence[str]) -> dict[str, str]:
-    tags = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InputError(f"--tag {item!r}: expected KEY=VALUE")
-        tags[key] = value
-    return tags
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -124,7 +115,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         command,
         store=args.store,
         name=args.name,
-        tags=_tags(args.tag),
+        tags=key_values(args.tag, "--tag"),
         interval_s=args.interval,
         gpus=not args.no_gpu,
         epochs=getattr(args, "epochs", None),
@@ -206,7 +197,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     from joulecast.traces import import_nvidia_smi, import_trace
 
     store = store_of(args)
-    tags = _tags(args.tag)
+    tags = key_values(args.tag, "--tag")
     if args.kind == "trace":
         run_id = import_trace(store, args.power, args.phases, name=args.name, tags=tags)
     else:

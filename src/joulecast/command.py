@@ -16,12 +16,13 @@ import subprocess
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from joulecast.energy import RunSummary, summarize
 from joulecast.errors import InputError, JoulecastError
-from joulecast.forecast import DEFAULT_STABLE_EPOCH, DEFAULT_WINDOW, Method
+from joulecast.forecast import DEFAULT_STABLE_EPOCH, DEFAULT_WINDOW, LiveForecaster, Method
 from joulecast.inputs import RUN_ENV, STORE_ENV
 from joulecast.live import LiveForecast
 from joulecast.monitor import DEFAULT_INTERVAL_S, Monitor
@@ -116,13 +117,16 @@ class MeasuredCommand:
             store.delete_run(run_id)
             raise InputError(f"measure: cannot run {self.argv[0]!r}: {exc.strerror}") from exc
         if self.epochs is not None:
-            self.live = LiveForecast(
-                lambda: store,
-                run_id,
+            forecaster = LiveForecaster(
                 self.epochs,
                 method=self.forecast_method,
                 stable_epoch=self.stable_epoch,
                 window=self.window,
+            )
+            self.live = LiveForecast(
+                lambda: store,
+                run_id,
+                forecaster,
                 progress=self.progress,
                 interval_s=self.interval_s,
             )
@@ -207,42 +211,17 @@ class MeasuredCommand:
             log.warning("live forecast failed: %s", exc)
 
 
-def measure_command(
-    argv: Sequence[str],
-    *,
-    store: Store | str | os.PathLike[str] | None = None,
-    name: str | None = None,
-    tags: Mapping[str, str] | None = None,
-    interval_s: float = DEFAULT_INTERVAL_S,
-    gpus: bool = True,
-    sensors: Sequence[Sensor] | None = None,
-    epochs: int | None = None,
-    forecast_method: Method | str = Method.EPOCH_ENERGY,
-    stable_epoch: int = DEFAULT_STABLE_EPOCH,
-    window: int = DEFAULT_WINDOW,
-    progress: bool = True,
-) -> RunSummary:
+def measure_command(argv: Sequence[str], **options: Any) -> RunSummary:
     """Run ``argv`` as a child process under measurement and return the run's summary.
 
-    The arguments are those of :class:`MeasuredCommand`. The summary's ``status``,
-    ``exit_code`` and ``signal`` give the command's outcome.
+    ``options`` are the keyword arguments of :class:`MeasuredCommand` (``store``, ``name``,
+    ``tags``, ``interval_s``, ``gpus``, ``sensors``, ``epochs``, ``forecast_method``,
+    ``stable_epoch``, ``window``, ``progress``). The summary's ``status``, ``exit_code`` and
+    ``signal`` give the command's outcome.
 
     Raises:
         InputError: ``argv`` is empty or cannot be started.
     """
-    command = MeasuredCommand(
-        argv,
-        store=store,
-        name=name,
-        tags=tags,
-        interval_s=interval_s,
-        gpus=gpus,
-        sensors=sensors,
-        epochs=epochs,
-        forecast_method=forecast_method,
-        stable_epoch=stable_epoch,
-        window=window,
-        progress=progress,
-    )
+    command = MeasuredCommand(argv, **options)
     command.start()
     return command.wait()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 
 from joulecast.errors import InputError
 
@@ -50,6 +51,21 @@ def parse_duration(text: str) -> float:
     if len(set(units)) != len(units) or units != sorted(units, key=order.index):
         raise InputError(f"duration {text!r}: units must appear once each, in the order d h m s")
     return sum(float(m.group(1)) * _UNIT_S[m.group(2)] for m in parts)
+
+
+def key_values(items: Sequence[str], option: str, shape: str = "KEY=VALUE") -> dict[str, str]:
+    """``KEY=VALUE`` strings given to ``option`` as a dict (later keys win).
+
+    Raises:
+        InputError: an item has no ``=`` or an empty key.
+    """
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"{option} {item!r}: expected {shape}")
+        out[key] = value
+    return out
 
 
 def is_number(value: object, *, positive: bool = False) -> bool:

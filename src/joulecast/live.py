@@ -9,19 +9,16 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from typing import Any
 
 import pandas as pd
 
 from joulecast.energy import phase_table
 from joulecast.forecast import (
-    DEFAULT_STABLE_EPOCH,
-    DEFAULT_WINDOW,
     EnergyBudget,
     Forecast,
     LiveForecaster,
-    Method,
     progress_line,
 )
 from joulecast.records import Phase
@@ -52,41 +49,28 @@ def epoch_table(
     return phase_table(samples, phases)
 
 
+@dataclass(eq=False)
 class LiveForecast:
     """Re-forecasts one run's total energy as its epochs end.
 
     :meth:`after_epoch` takes each finished epoch once, in order: it reads the epoch's
-    energy from the store, forecasts with :class:`~joulecast.forecast.LiveForecaster`, stores
-    the forecast with the epoch (``metrics["forecast"]``), checks the ``budget``, prints a
-    progress line on stderr (``progress``) and calls ``on_update``.
+    energy from ``store()``, forecasts with ``forecaster``, stores the forecast with the epoch
+    (``metrics["forecast"]``), checks the ``budget``, prints a progress line on stderr
+    (``progress``) and calls ``on_update``. ``interval_s`` (the run's sampling interval)
+    widens the samples read around an epoch for sparse sampling.
     """
 
-    def __init__(
-        self,
-        store: Callable[[], Store],
-        run_id: int,
-        total_epochs: int,
-        *,
-        method: Method | str = Method.EPOCH_ENERGY,
-        stable_epoch: int = DEFAULT_STABLE_EPOCH,
-        window: int = DEFAULT_WINDOW,
-        budget: EnergyBudget | None = None,
-        on_update: Callable[[Forecast], None] | None = None,
-        progress: bool = True,
-        interval_s: float | None = None,
-    ) -> None:
-        self._store = store
-        self.run_id = run_id
-        self.forecaster = LiveForecaster(
-            total_epochs, method=method, stable_epoch=stable_epoch, window=window
-        )
-        self.budget = budget
-        self.on_update = on_update
-        self.progress = progress
-        self.interval_s = interval_s
-        self.stop_reason: str | None = None
-        self._rows: list[dict[str, Any]] = []
-        self._seen: set[int] = set()
+    store: Callable[[], Store]
+    run_id: int
+    forecaster: LiveForecaster
+    _: KW_ONLY
+    budget: EnergyBudget | None = None
+    on_update: Callable[[Forecast], None] | None = None
+    progress: bool = True
+    interval_s: float | None = None
+    stop_reason: str | None = field(default=None, init=False)
+    _rows: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False)
+    _seen: set[int] = field(default_factory=set, init=False, repr=False)
 
     @property
     def last(self) -> Forecast | None:
@@ -112,7 +96,7 @@ class LiveForecast:
         if phase.end_s is None or phase.index in self._seen:
             return None
         self._seen.add(phase.index)
-        store = self._store()
+        store = self.store()
         try:
             row = epoch_table(store, self.run_id, [phase.index], interval_s=self.interval_s)
             if row.empty:

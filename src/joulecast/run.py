@@ -22,6 +22,7 @@ from joulecast.forecast import (
     DEFAULT_WINDOW,
     EnergyBudget,
     Forecast,
+    LiveForecaster,
     Method,
 )
 from joulecast.inputs import RUN_ENV, STORE_ENV
@@ -188,13 +189,13 @@ class Run:
         readings after its end are stored (:meth:`joulecast.Monitor.wait_for_readings`, about
         one sampling interval), so the forecast sees the energy the run's summary will show.
         """
+        forecaster = LiveForecaster(
+            total_epochs, method=method, stable_epoch=stable_epoch, window=window
+        )
         self._live = LiveForecast(
             lambda: self.store,
             self.run_id,
-            total_epochs,
-            method=method,
-            stable_epoch=stable_epoch,
-            window=window,
+            forecaster,
             budget=budget,
             on_update=on_update,
             progress=progress,

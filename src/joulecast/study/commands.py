@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from joulecast.errors import InputError
+from joulecast.inputs import key_values
 from joulecast.outputs import print_json
 from joulecast.verbs import Handler, Verbs, console
 
@@ -207,7 +208,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         executor=args.executor,
         interval_s=args.interval,
         echo=lambda line: print(line, file=sys.stderr, flush=True),
-        only=_only(args.only),
+        only=key_values(args.only, "--only", "FACTOR=VALUE"),
     )
     counts = runner.run()
     if args.json:
@@ -221,14 +222,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _only(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InputError(f"--only {pair!r}: expected FACTOR=VALUE")
-        out[key] = value
-    return out
 
 
 def status_data(store_path: Path, study: Any) -> dict[str, Any]:
