@@ -29,7 +29,7 @@ from joulecast.analysis.data import COLUMNS, run_table, synthetic_store
 from joulecast.energy import summarize
 from joulecast.errors import InputError
 from joulecast.records import Phase, PhaseKind, Reading
-from joulecast.store import Store
+from joulecast.store import SampleArrays, Store
 
 # -- helpers ------------------------------------------------------------------------------------
 
@@ -229,19 +229,24 @@ def test_imported_runs_with_awkward_samples_match_summarize(store: Store) -> Non
 def test_device_energy_does_not_rely_on_sample_order() -> None:
     rng = np.random.default_rng(3)
     n = 400
-    chunk = data._Chunk(
-        run=np.repeat([7, 9], n // 2),
+    chunk = SampleArrays(
+        devices=("a", "b", "c"),
+        run_id=np.repeat([7, 9], n // 2),
         device=rng.integers(0, 3, n),
-        measured=np.ones(n),
+        measured=np.ones(n, dtype=bool),
         t_s=rng.random(n) * 100,
-        power_w=np.where(rng.random(n) < 0.1, np.nan, 100 + rng.random(n)),
-        energy_j=np.where(rng.random(n) < 0.5, np.nan, rng.random(n) * 1000),
+        columns={
+            "power_w": np.where(rng.random(n) < 0.1, np.nan, 100 + rng.random(n)),
+            "energy_j": np.where(rng.random(n) < 0.5, np.nan, rng.random(n) * 1000),
+        },
+        runs=np.array([7, 9]),
+        means={},
     )
     ordered = data._device_energy(chunk)  # shuffled input: the fallback sort on time
     reference = []
     for (_run, device), part in pd.DataFrame(
-        {"run": chunk.run, "device": chunk.device, "t_s": chunk.t_s, "power_w": chunk.power_w,
-         "energy_j": chunk.energy_j, "source": "x", "measured": True}
+        {"run": chunk.run_id, "device": chunk.device, "t_s": chunk.t_s, **chunk.columns,
+         "source": "x", "measured": True}
     ).groupby(["run", "device"]):  # fmt: skip
         from joulecast.energy import EnergyCurve
 
