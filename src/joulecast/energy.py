@@ -8,8 +8,8 @@ E(b) - E(a) and the phases of a run add up to its total. Modelled devices (``mea
 are summed apart from measured ones.
 
 :func:`integrate` is the one implementation of that rule, over arrays holding many devices (of
-many runs) at once; :class:`EnergyCurve`, :func:`summarize` and :func:`phase_table` count energy
-through it.
+many runs) at once; :class:`EnergyCurve`, :func:`summarize`, :func:`phase_table` and the
+analysis run table (:func:`joulecast.analysis.data.run_table`) all count energy through it.
 """
 
 from __future__ import annotations

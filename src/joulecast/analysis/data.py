@@ -5,15 +5,16 @@ every status, with the study's factors (from the run's tags), energy normalised 
 processed, time per image, GPU usage and test scores. :data:`COLUMNS` names and describes its
 columns; a value that cannot be known is NaN.
 
-Energy is the same as :func:`joulecast.energy.summarize` computes, per device: a device with an
-energy counter (two or more readings) is counted from the counter, an interval where it went
-backwards from power; a device without one is the trapezoid of its power readings; a device with
-neither is left out. It is computed without a per-run :func:`~joulecast.energy.summarize`, which
-would read every sample into Python objects: the samples come from
-:meth:`~joulecast.store.Store.sample_arrays` as numpy arrays, a chunk of runs at a time, and
-every run of a chunk is integrated at once. Those arrays carry 15 significant digits, so figures
-agree with ``summarize`` to about 1e-12 relative; the tests hold them equal to 1e-9 on measured,
-imported and synthetic runs. 2,000 runs of 10,000 samples take about 20 s on two busy cores.
+Energy is counted per device by :func:`joulecast.energy.integrate`, the rule
+:func:`joulecast.energy.summarize` uses too (a device with an energy counter, two or more
+readings, is counted from the counter, an interval where it went backwards from power; a device
+without one is the trapezoid of its power readings; a device with neither is left out). It is
+computed without a per-run :func:`~joulecast.energy.summarize`, which would read every sample
+into Python objects: the samples come from :meth:`~joulecast.store.Store.sample_arrays` as numpy
+arrays, a chunk of runs at a time, and every run of a chunk is integrated in one call. Those
+arrays carry 15 significant digits, so figures agree with ``summarize`` to about 1e-12
+relative; the tests hold them equal to 1e-9 on measured, imported and synthetic runs. 2,000
+runs of 10,000 samples take about 20 s on two busy cores.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from joulecast.energy import integrate
 from joulecast.errors import InputError
 from joulecast.records import Phase, PhaseKind, RunStatus
 from joulecast.store import SAMPLE_COLUMNS, SampleArrays, Store
@@ -132,58 +134,30 @@ def _select_runs(
     return [store.run(i) for i in known]
 
 
-def _pair_sums(values: np.ndarray, group: np.ndarray, ngroups: int) -> np.ndarray:
-    """Per group, the sum of ``values`` over consecutive pairs inside the group."""
-    if len(group) < 2:
-        return np.zeros(ngroups)
-    same = group[1:] == group[:-1]
-    return np.bincount(group[1:], weights=np.where(same, values, 0.0), minlength=ngroups)
-
-
 def _device_energy(chunk: SampleArrays) -> pd.DataFrame:
-    """One row per (run, device): energy as :class:`joulecast.energy.EnergyCurve` counts it."""
+    """One row per (run, device) of ``chunk``: its energy by :func:`joulecast.energy.integrate`."""
     keep = chunk.device >= 0
-    run, dev, meas = chunk.run_id[keep], chunk.device[keep], chunk.measured[keep]
-    t, p, e = chunk.t_s[keep], chunk.columns["power_w"][keep], chunk.columns["energy_j"][keep]
-    if len(run) == 0:
-        return pd.DataFrame(
-            columns=["run_id", "device", "energy_j", "measured", "t_max", "spacing_s"]
-        )
-    # SQLite hands each run's samples over in time order (it reads them through the
-    # (run_id, t_s) index), so a stable sort on (run, device) is enough; else sort on time too.
-    key = np.unique(run, return_inverse=True)[1].astype(np.int64) * (int(dev.max()) + 1) + dev
-    order = np.argsort(key, kind="stable")
-    if np.any((np.diff(t[order]) < 0) & (np.diff(key[order]) == 0)):
-        order = np.lexsort((t, key))
-    run, dev, meas, t, p, e = run[order], dev[order], meas[order], t[order], p[order], e[order]
-    starts = np.flatnonzero(np.r_[True, (run[1:] != run[:-1]) | (dev[1:] != dev[:-1])])
-    ngroups = len(starts)
-    group = np.repeat(np.arange(ngroups), np.diff(np.r_[starts, len(run)]))
-    ends = np.r_[starts[1:], len(run)] - 1
-    count = ends - starts + 1
-
-    has_p = ~np.isnan(p)
-    tp, pp, gp = t[has_p], p[has_p], group[has_p]
-    trapezoid = _pair_sums(np.diff(tp) * (pp[1:] + pp[:-1]) / 2.0, gp, ngroups)
-    n_power = np.bincount(gp, minlength=ngroups)
-
-    has_e = ~np.isnan(e)
-    te, ee, pe, ge = t[has_e], e[has_e], np.nan_to_num(p[has_e]), group[has_e]
-    steps = np.diff(ee)
-    steps = np.where(steps < 0, np.diff(te) * (pe[1:] + pe[:-1]) / 2.0, steps)
-    counter = _pair_sums(steps, ge, ngroups)
-    n_counter = np.bincount(ge, minlength=ngroups)
-
-    energy = np.where(n_counter >= 2, counter, np.where(n_power >= 1, trapezoid, np.nan))
+    runs, run_index = np.unique(chunk.run_id[keep], return_inverse=True)
+    devices = max(len(chunk.devices), 1)
+    energy = integrate(
+        chunk.t_s[keep],
+        chunk.columns["power_w"][keep],
+        chunk.columns["energy_j"][keep],
+        run_index * devices + chunk.device[keep],
+        chunk.measured[keep],
+    )
+    rows = energy.stop - energy.start
+    first = energy.t_s[energy.start]
+    last = energy.t_s[energy.stop - 1]
     with np.errstate(divide="ignore", invalid="ignore"):
-        spacing = np.where(count >= 2, (t[ends] - t[starts]) / (count - 1), np.nan)
+        spacing = np.where(rows >= 2, (last - first) / (rows - 1), np.nan)
     return pd.DataFrame(
         {
-            "run_id": run[starts],
-            "device": dev[starts],
-            "energy_j": energy,
-            "measured": np.minimum.reduceat(meas, starts) > 0,
-            "t_max": t[ends],
+            "run_id": runs[energy.key // devices],
+            "device": energy.key % devices,
+            "energy_j": energy.energy_j,
+            "measured": energy.measured,
+            "t_max": last,
             "spacing_s": spacing,
         }
     )
