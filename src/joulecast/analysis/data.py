@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from joulecast.energy import integrate
+from joulecast.energy import EnergyCurve, integrate
 from joulecast.errors import InputError
 from joulecast.records import Phase, PhaseKind, RunStatus
 from joulecast.store import SAMPLE_COLUMNS, SampleArrays, Store
@@ -71,6 +71,12 @@ COLUMNS: dict[str, str] = {
     "energy_j_gpu": "energy of the gpu:* devices; NaN if none had power",
     "avg_power_w": "energy_j_gpu / duration_s",
     "gpu_util_pct": "mean utilisation over the samples of the gpu:* devices",
+    "energy_j_gpu_ram": "energy of the gpu:* and ram devices (the offline estimators' "
+    "energy_j); NaN if none had power",
+    "epoch_energy_j_gpu_ram": "mean over the finished epochs of the energy of the gpu:* and ram "
+    "devices (the offline estimators' epoch_energy_j); NaN if no finished epoch or no power",
+    "gpu_util_pct_metered": "mean utilisation over the samples of the gpu:* devices that had "
+    "power, those of energy_j_gpu (the offline estimators' gpu_util_pct)",
     "j_per_image": "energy_j / images",
     "s_per_image": "train_duration_s / images",
     "f1": "metric 'f1' of the run's test phase (the last one)",
@@ -82,6 +88,7 @@ COLUMNS: dict[str, str] = {
     "gpu_tdp_w": "board power of the run's GPU (hardware gpu_models[0], else tag 'gpu') in "
     "the GPU catalogue; NaN if unknown",
     "tags": "all the run's tags, as a dict",
+    "hardware": "the run's recorded hardware facts, as a dict",
 }
 
 _NUMERIC_TAGS = {
@@ -100,6 +107,8 @@ _TEXT_TAGS = {
     "dataset": "dataset",
     "environment": "environment",
 }
+
+
 # -- reading ------------------------------------------------------------------------------------
 
 
@@ -134,8 +143,17 @@ def _select_runs(
     return [store.run(i) for i in known]
 
 
-def _device_energy(chunk: SampleArrays) -> pd.DataFrame:
-    """One row per (run, device) of ``chunk``: its energy by :func:`joulecast.energy.integrate`."""
+_Bounds = Mapping[int, tuple[np.ndarray, np.ndarray]]  # per run: its finished epochs' starts, ends
+
+
+def _device_figures(chunk: SampleArrays, epochs: _Bounds) -> tuple[pd.DataFrame, dict[int, float]]:
+    """Figures of the runs of ``chunk`` (each run's samples are all in one chunk).
+
+    Returns:
+        One row per (run, device): energy (:func:`joulecast.energy.integrate`), last sample
+        time, sample spacing. And per run with finished epochs and gpu:* or ram energy: the
+        mean over those epochs of that energy.
+    """
     keep = chunk.device >= 0
     runs, run_index = np.unique(chunk.run_id[keep], return_inverse=True)
     devices = max(len(chunk.devices), 1)
@@ -151,56 +169,89 @@ def _device_energy(chunk: SampleArrays) -> pd.DataFrame:
     last = energy.t_s[energy.stop - 1]
     with np.errstate(divide="ignore", invalid="ignore"):
         spacing = np.where(rows >= 2, (last - first) / (rows - 1), np.nan)
-    return pd.DataFrame(
+    run_ids = runs[energy.key // devices]
+    device = energy.key % devices
+    per_epoch: dict[int, np.ndarray] = {}
+    for g in range(len(rows)):
+        run_id, name = int(run_ids[g]), chunk.devices[device[g]]
+        bounds = epochs.get(run_id)
+        if bounds is None or not (name.startswith("gpu:") or name == "ram"):
+            continue
+        curve = EnergyCurve.of_group(energy, g, name)
+        if curve is not None:  # summed device after device, as the offline rows always were
+            energy_j = curve.at(bounds[1]) - curve.at(bounds[0])
+            per_epoch[run_id] = per_epoch[run_id] + energy_j if run_id in per_epoch else energy_j
+    frame = pd.DataFrame(
         {
-            "run_id": runs[energy.key // devices],
-            "device": energy.key % devices,
+            "run_id": run_ids,
+            "device": device,
             "energy_j": energy.energy_j,
             "measured": energy.measured,
             "t_max": last,
             "spacing_s": spacing,
         }
     )
+    return frame, {run_id: float(np.mean(e)) for run_id, e in per_epoch.items()}
 
 
-def _sample_figures(store: Store, ids: list[int]) -> pd.DataFrame:
-    """Per run: energy (all, measured, GPU), last sample time, sample spacing, GPU util."""
+def _sample_figures(store: Store, ids: list[int], epochs: _Bounds) -> pd.DataFrame:
+    """Per run: energy (all, measured, GPU, GPU + RAM, per epoch), last sample time, sample
+    spacing, GPU utilisation (of every GPU, of the GPUs with energy)."""
     parts: list[pd.DataFrame] = []
+    epoch_energy: dict[int, float] = {}
     util: dict[int, float] = {}
-    is_gpu = np.empty(0, dtype=bool)
+    devices: tuple[str, ...] = ()
     # SQLite averages the utilisation: reading every value would cost more than the rest.
     arrays = store.sample_arrays(ids, ("power_w", "energy_j"), means={"util_pct": "gpu:"})
     for chunk in arrays:
-        # The last entry stands for devices not in the list (index -1).
-        is_gpu = np.array([d.startswith("gpu:") for d in chunk.devices] + [False], dtype=bool)
-        parts.append(_device_energy(chunk))
+        devices = chunk.devices
+        part, means = _device_figures(chunk, epochs)
+        parts.append(part)
+        epoch_energy.update(means)
         util.update(zip(chunk.runs.tolist(), chunk.means["util_pct"].tolist(), strict=True))
-    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     out = pd.DataFrame(index=pd.Index(ids, name="run_id"))
+    out["epoch_energy_j_gpu_ram"] = pd.Series(epoch_energy, dtype=float)
     out["gpu_util_pct"] = pd.Series(util, dtype=float)
+    out["gpu_util_pct_metered"] = out["gpu_util_pct"]
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if frame.empty:
-        for col in ("energy_j", "energy_j_measured", "energy_j_gpu", "t_max", "spacing_s"):
+        for col in ("energy_j", "energy_j_measured", "energy_j_gpu", "energy_j_gpu_ram"):
             out[col] = np.nan
+        out["t_max"] = out["spacing_s"] = np.nan
         return out
     frame["run_id"] = frame["run_id"].astype(np.int64)
     energy = frame["energy_j"].astype(float)
     known = energy.notna()
-    gpu = is_gpu[frame["device"].to_numpy(np.int64)]
+    names = np.array(devices, dtype=object)[frame["device"].to_numpy(np.int64)]
+    gpu = pd.Series([str(d).startswith("gpu:") for d in names], index=frame.index, dtype=bool)
+    ram = pd.Series(names == "ram", index=frame.index, dtype=bool)
     by_run = frame["run_id"]
     out["energy_j"] = energy.groupby(by_run).sum(min_count=1)
     out["energy_j_measured"] = energy[known & frame["measured"]].groupby(by_run).sum(min_count=1)
     out["energy_j_gpu"] = energy[known & gpu].groupby(by_run).sum(min_count=1)
+    out["energy_j_gpu_ram"] = energy[known & (gpu | ram)].groupby(by_run).sum(min_count=1)
     out["t_max"] = frame.groupby("run_id")["t_max"].max()
     out["spacing_s"] = frame.groupby("run_id")["spacing_s"].min()
+    # A GPU without power readings (rare) is left out of the metered utilisation.
+    for run_id in sorted({int(i) for i in by_run[gpu & ~known]}):
+        metered = [str(d) for d in names[(by_run == run_id) & gpu & known]]
+        samples = store.samples(run_id)
+        values = samples.loc[samples["device"].isin(metered), "util_pct"].dropna()
+        out.loc[run_id, "gpu_util_pct_metered"] = float(values.mean()) if len(values) else np.nan
     return out
 
 
-def _phase_figures(store: Store, ids: list[int]) -> pd.DataFrame:
-    """Per run: finished epochs, images, training time, and the last test phase's scores."""
+def _phase_figures(store: Store, ids: list[int]) -> tuple[pd.DataFrame, _Bounds]:
+    """Per run: finished epochs, images, training time, the last test phase's scores; and the
+    bounds of the finished epochs."""
     phases = store.phases_of_runs(ids, kinds=("epoch", "test"))
     out = pd.DataFrame(index=pd.Index(ids, name="run_id"))
     epochs = phases[phases["kind"] == "epoch"]
     finished = epochs[epochs["end_s"].notna()]
+    bounds = {
+        int(run_id): (part["start_s"].to_numpy(float), part["end_s"].to_numpy(float))
+        for run_id, part in finished.groupby("run_id", sort=False)
+    }
     spans = finished["end_s"] - finished["start_s"]
     out["epochs"] = finished.groupby("run_id").size()
     out["epochs"] = out["epochs"].fillna(0).astype(np.int64)
@@ -213,7 +264,7 @@ def _phase_figures(store: Store, ids: list[int]) -> pd.DataFrame:
         out[metric] = pd.Series(
             [_metric(m, metric) for m in last["metrics"]], index=last["run_id"], dtype=float
         )
-    return out
+    return out, bounds
 
 
 def _metric(metrics: Mapping[str, Any], key: str) -> float:
@@ -253,7 +304,7 @@ def _gpu_name(run: Mapping[str, Any]) -> str | None:
 
 def _empty_table() -> pd.DataFrame:
     table = pd.DataFrame({col: pd.Series(dtype=float) for col in COLUMNS})
-    for col in ("name", "status", "tags", "gpu", *_TEXT_TAGS):
+    for col in ("name", "status", "tags", "hardware", "gpu", *_TEXT_TAGS):
         table[col] = table[col].astype(object)
     table["run_id"] = table["run_id"].astype(np.int64)
     table["epochs"] = table["epochs"].astype(np.int64)
@@ -289,8 +340,8 @@ def run_table(
         if not runs:
             return _empty_table()
         ids = [int(run["id"]) for run in runs]
-        samples = _sample_figures(opened, ids)
-        phases = _phase_figures(opened, ids)
+        phases, epochs = _phase_figures(opened, ids)
+        samples = _sample_figures(opened, ids, epochs)
     table = pd.DataFrame({"run_id": np.array(ids, dtype=np.int64)})
     table["name"] = pd.Series([run["name"] for run in runs], dtype=object)
     table["status"] = pd.Series([run["status"] for run in runs], dtype=object)
@@ -310,7 +361,9 @@ def run_table(
     for col in ("energy_j", "energy_j_measured", "energy_j_gpu"):
         table[col] = samples[col].to_numpy(float)
     table["avg_power_w"] = _ratio(table["energy_j_gpu"], table["duration_s"])
-    table["gpu_util_pct"] = samples["gpu_util_pct"].to_numpy(float)
+    for col in ("gpu_util_pct", "energy_j_gpu_ram", "epoch_energy_j_gpu_ram"):
+        table[col] = samples[col].to_numpy(float)
+    table["gpu_util_pct_metered"] = samples["gpu_util_pct_metered"].to_numpy(float)
     table["j_per_image"] = _ratio(table["energy_j"], table["images"])
     table["s_per_image"] = _ratio(table["train_duration_s"], table["images"])
     table["f1"] = phases["f1"].to_numpy(float)
@@ -322,6 +375,7 @@ def run_table(
     table["gpu"] = pd.Series(gpus, dtype=object)
     table["gpu_tdp_w"] = _gpu_tdp(gpus)
     table["tags"] = pd.Series(tags, dtype=object)
+    table["hardware"] = pd.Series([run["hardware"] for run in runs], dtype=object)
     return table.loc[:, list(COLUMNS)]
 
 
