@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import math
+from itertools import pairwise
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from joulecast.energy import J_PER_KWH, EnergyCurve, curves, j_to_kwh, phase_table
+from joulecast.energy import J_PER_KWH, EnergyCurve, curves, integrate, j_to_kwh, phase_table
 from tests.conftest import sine_energy_j, sine_trace
 
 
@@ -102,3 +105,116 @@ def test_open_phase_has_no_energy():
         {"kind": ["epoch"], "index": [0], "start_s": [1.0], "end_s": [np.nan], "samples": [None]}
     )
     assert np.isnan(phase_table(_frame(t, [1.0, 1.0]), phases)["energy_j"].iloc[0])
+
+
+# -- the kernel against a slow, obviously-correct reference ---------------------------------------
+
+
+def reference_energy(t: list[float], p: list[float], e: list[float]) -> dict:
+    """One device's energy by the rule, in a plain loop over its samples in time order."""
+    rows = sorted(range(len(t)), key=lambda i: t[i])  # stable: ties keep their order
+    counter = [i for i in rows if not math.isnan(e[i])]
+    power = [i for i in rows if not math.isnan(p[i])]
+    if len(counter) >= 2:
+        used, method, total = counter, "counter", 0.0
+        for a, b in pairwise(counter):
+            step = e[b] - e[a]
+            if step < 0:  # the counter went backwards: this interval from power, NaN as 0 W
+                pa = 0.0 if math.isnan(p[a]) else p[a]
+                pb = 0.0 if math.isnan(p[b]) else p[b]
+                step = (t[b] - t[a]) * (pa + pb) / 2
+            total += step
+    elif power:
+        used, method, total = power, "trapezoid", 0.0
+        for a, b in pairwise(power):
+            total += (t[b] - t[a]) * (p[a] + p[b]) / 2
+    else:
+        return {"energy_j": math.nan, "method": None, "samples": 0}
+    return {
+        "energy_j": total,
+        "method": method,
+        "samples": len(used),
+        "t_first_s": t[used[0]],
+        "t_last_s": t[used[-1]],
+    }
+
+
+def random_samples(rng: np.random.Generator, groups: int) -> pd.DataFrame:
+    """Devices of 1 to 40 samples: NaN power, counters with resets, lone readings, ties."""
+    parts = []
+    for g in range(groups):
+        n = int(rng.choice([1, 2, 3, int(rng.integers(4, 40))]))
+        t = np.round(rng.random(n) * 100, 1)  # rounding makes ties
+        p = np.where(rng.random(n) < 0.2, np.nan, 50 + 200 * rng.random(n))
+        kind = rng.choice(["power", "counter", "lone counter"])
+        if kind == "power":
+            e = np.full(n, np.nan)
+        else:
+            steps = rng.random(n) * 500
+            resets = rng.random(n) < 0.15  # a driver reload restarts the counter near 0
+            e = np.array([0.0] * n)
+            for i in range(n):
+                e[i] = (0.0 if i == 0 or resets[i] else e[i - 1]) + steps[i]
+            e[np.argsort(np.argsort(t, kind="stable"))] = e.copy()  # rises with time
+            e = np.where(rng.random(n) < 0.2, np.nan, e)
+            if kind == "lone counter":
+                e[1:] = np.nan
+        measured = rng.random(n) < (1.0 if g % 3 else 0.9)
+        frame = {"t_s": t, "device": f"dev:{g:02d}", "power_w": p, "energy_j": e}
+        parts.append(pd.DataFrame({**frame, "measured": measured}))
+    samples = pd.concat(parts, ignore_index=True)
+    return samples.sample(frac=1.0, random_state=int(rng.integers(1 << 31))).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_integrate_matches_a_per_device_loop(seed: int) -> None:
+    samples = random_samples(np.random.default_rng(seed), groups=12)
+    codes, devices = pd.factorize(samples["device"], sort=True)
+    got = integrate(
+        samples["t_s"].to_numpy(),
+        samples["power_w"].to_numpy(),
+        samples["energy_j"].to_numpy(),
+        codes,
+        samples["measured"].to_numpy(),
+    )
+    assert list(got.key) == list(range(len(devices)))
+    for g, device in enumerate(devices):
+        part = samples[samples["device"] == device]
+        want = reference_energy(list(part["t_s"]), list(part["power_w"]), list(part["energy_j"]))
+        if math.isnan(want["energy_j"]):
+            assert math.isnan(got.energy_j[g]) and got.samples[g] == 0, device
+            assert EnergyCurve.from_samples(device, part) is None
+            continue
+        assert got.energy_j[g] == pytest.approx(want["energy_j"], rel=1e-12, abs=1e-9), device
+        assert got.method(g) == want["method"] and got.samples[g] == want["samples"], device
+        assert (got.t_first_s[g], got.t_last_s[g]) == (want["t_first_s"], want["t_last_s"])
+        assert got.measured[g] == part["measured"].all()
+        rows = slice(got.start[g], got.stop[g])
+        assert sorted(got.order[rows]) == sorted(part.index)  # every row of the device
+        assert list(got.t_s[rows]) == sorted(part["t_s"])
+        # The curve of one device alone, and of all devices at once, are the same curve.
+        alone = EnergyCurve.from_samples(device, part)
+        together = curves(samples)[device]
+        assert alone is not None and alone.total_j == got.energy_j[g] == together.total_j
+        assert alone.method == want["method"] and len(alone.t_s) == want["samples"]
+        np.testing.assert_array_equal(alone.cum_j, together.cum_j)
+
+
+def test_integrate_does_not_depend_on_row_order() -> None:
+    samples = random_samples(np.random.default_rng(99), groups=30)
+    codes = pd.factorize(samples["device"], sort=True)[0]
+    arrays = (samples["t_s"].to_numpy(), samples["power_w"].to_numpy(), samples["energy_j"])
+    shuffled = integrate(*arrays, codes)
+    order = np.lexsort((samples["t_s"].to_numpy(), codes))
+    ordered = integrate(*(np.asarray(a)[order] for a in arrays), codes[order])
+    np.testing.assert_array_equal(shuffled.energy_j, ordered.energy_j)
+    np.testing.assert_array_equal(shuffled.cum_j, ordered.cum_j)
+    np.testing.assert_array_equal(ordered.order, np.arange(len(samples)))  # sorted: kept
+    np.testing.assert_array_equal(shuffled.order, order)
+
+
+def test_integrate_of_nothing() -> None:
+    none = integrate(np.empty(0), np.empty(0))
+    assert len(none.energy_j) == len(none.start) == len(none.stop) == len(none.cum_j) == 0
+    one = integrate(np.array([5.0]), np.array([100.0]))
+    assert list(one.energy_j) == [0.0] and one.method(0) == "trapezoid" and one.samples[0] == 1

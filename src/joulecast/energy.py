@@ -6,6 +6,10 @@ reload, is integrated from power instead). Without one, E is the exact integral 
 piecewise-linear power through the samples, so the energy of any window [a, b] is
 E(b) - E(a) and the phases of a run add up to its total. Modelled devices (``measured`` False)
 are summed apart from measured ones.
+
+:func:`integrate` is the one implementation of that rule, over arrays holding many devices (of
+many runs) at once; :class:`EnergyCurve`, :func:`summarize`, :func:`phase_table` and the
+analysis run table (:func:`joulecast.analysis.data.run_table`) all count energy through it.
 """
 
 from __future__ import annotations
@@ -27,10 +31,143 @@ def j_to_kwh(energy_j: float) -> float:
     return energy_j / J_PER_KWH
 
 
-def _trapezoid_cumulative(t: np.ndarray, p: np.ndarray) -> np.ndarray:
-    if len(t) < 2:
-        return np.zeros(len(t))
-    return np.concatenate([[0.0], np.cumsum(np.diff(t) * (p[1:] + p[:-1]) / 2.0)])
+@dataclass(frozen=True)
+class GroupEnergy:
+    """The energy of groups of samples (devices, or devices of runs) as :func:`integrate` counts it.
+
+    Per-row arrays hold the input's rows sorted by group, then time (``order``); per-group
+    arrays hold one entry per group, in the order of their keys.
+    """
+
+    order: np.ndarray  #: per row: its index in the input
+    t_s: np.ndarray  #: per row: time
+    power_w: np.ndarray  #: per row: power (NaN where none was read)
+    used: np.ndarray  #: per row: integrated by its group's method
+    cum_j: np.ndarray  #: per row: its group's energy from its first used row; NaN where unused
+    key: np.ndarray  #: per group: its key
+    start: np.ndarray  #: per group: its first row
+    stop: np.ndarray  #: per group: one past its last row
+    energy_j: np.ndarray  #: per group: energy; NaN where it has no counter pair and no power
+    counter: np.ndarray  #: per group: counted from its energy counter (else power's trapezoid)
+    samples: np.ndarray  #: per group: the rows integrated
+    t_first_s: np.ndarray  #: per group: time of the first row integrated; NaN if none
+    t_last_s: np.ndarray  #: per group: time of the last row integrated; NaN if none
+    measured: np.ndarray  #: per group: every row measured (none modelled)
+
+    def method(self, group: int) -> Method:
+        """How group number ``group`` was counted."""
+        return "counter" if self.counter[group] else "trapezoid"
+
+
+def _group_time_order(group: np.ndarray, t_s: np.ndarray) -> np.ndarray | None:
+    """The stable order sorting rows by group, then time; None where they are in it already."""
+    if len(group) < 2:
+        return None
+    step = np.diff(group)
+    if np.all(step >= 0) and not np.any((step == 0) & (np.diff(t_s) < 0)):
+        return None
+    # Rows mostly come in time order within each group (the store reads them through its
+    # (run, time) index), so a stable sort on the group alone is enough, and much cheaper.
+    order = np.argsort(group, kind="stable")
+    if np.any((np.diff(group[order]) == 0) & (np.diff(t_s[order]) < 0)):
+        order = np.lexsort((t_s, group))
+    return order
+
+
+def integrate(
+    t_s: np.ndarray,
+    power_w: np.ndarray,
+    energy_j: np.ndarray | None = None,
+    group: np.ndarray | None = None,
+    measured: np.ndarray | None = None,
+) -> GroupEnergy:
+    """The energy of every group of samples at once: the one place the rule below is written.
+
+    A group with two or more energy counter readings is counted from its counter: the sum of
+    the counter's steps between consecutive readings, where a step that went backwards (a
+    driver reload) is the trapezoid of the power at its ends instead (missing power counts
+    as 0 W). A group with fewer counter readings and one or more power readings is the
+    trapezoid of its power readings (a single reading: 0 J). A group with neither has no
+    energy (NaN). Rows are taken in time order within each group; ties keep their order.
+
+    Args:
+        t_s: Time of each sample.
+        power_w: Power of each sample; NaN where none was read.
+        energy_j: Cumulative energy counter of each sample; NaN where none was read (None:
+            no counter at all).
+        group: Integer key of each sample's group (e.g. a device code, or run and device
+            codes combined); None: all samples are one group.
+        measured: Whether each sample was measured (not modelled); None: all were.
+
+    Returns:
+        Per-group energy, and the per-row cumulative energy that :class:`EnergyCurve` uses.
+    """
+    t = np.asarray(t_s, dtype=float)
+    p = np.asarray(power_w, dtype=float)
+    n = len(t)
+    e = np.full(n, np.nan) if energy_j is None else np.asarray(energy_j, dtype=float)
+    g = np.zeros(n, dtype=np.int64) if group is None else np.asarray(group, dtype=np.int64)
+    m = np.ones(n, dtype=bool) if measured is None else np.asarray(measured, dtype=bool)
+    order = _group_time_order(g, t)
+    if order is None:
+        order = np.arange(n)
+    else:
+        t, p, e, g, m = t[order], p[order], e[order], g[order], m[order]
+    start = np.flatnonzero(np.r_[True, g[1:] != g[:-1]]) if n else np.empty(0, dtype=np.int64)
+    stop = np.append(start[1:], n) if n else start
+    ngroups = len(start)
+    index = np.repeat(np.arange(ngroups), stop - start)
+    has_power = ~np.isnan(p)
+    has_counter = ~np.isnan(e)
+    counter = np.bincount(index[has_counter], minlength=ngroups) >= 2
+    used = np.where(counter[index], has_counter, has_power)
+
+    rows = np.flatnonzero(used)
+    if len(rows) == n:  # every row counts (the common case): no copies
+        tu, pu, eu, gu = t, np.nan_to_num(p), e, index
+    else:
+        tu, pu, eu, gu = t[rows], np.nan_to_num(p[rows]), e[rows], index[rows]
+    trapezoid = np.diff(tu) * (pu[1:] + pu[:-1]) / 2.0
+    counted = np.diff(eu)
+    # A counter step that went backwards is filled from power, as is every step of a group
+    # without a counter (the pairs that straddle two groups are never summed).
+    steps = np.where(counter[gu[1:]] & (counted >= 0), counted, trapezoid)
+    first = np.searchsorted(gu, np.arange(ngroups))
+    last = np.searchsorted(gu, np.arange(ngroups), side="right")
+    cum = np.zeros(len(rows))
+    for a, b in zip(first.tolist(), last.tolist(), strict=True):
+        # One cumulative sum per group keeps each group's figures independent of the others.
+        if b - a > 1:
+            cum[a + 1 : b] = np.cumsum(steps[a : b - 1])
+    if len(rows) == n:
+        cum_j = cum
+    else:
+        cum_j = np.full(n, np.nan)
+        cum_j[rows] = cum
+    samples = last - first
+    some = samples > 0
+    energy = np.full(ngroups, np.nan)
+    energy[some] = cum[last[some] - 1]
+    t_first = np.full(ngroups, np.nan)
+    t_first[some] = tu[first[some]]
+    t_last = np.full(ngroups, np.nan)
+    t_last[some] = tu[last[some] - 1]
+    return GroupEnergy(
+        order=order,
+        t_s=t,
+        power_w=p,
+        used=used,
+        cum_j=cum_j,
+        key=g[start],
+        start=start,
+        stop=stop,
+        energy_j=energy,
+        counter=counter,
+        samples=samples,
+        t_first_s=t_first,
+        t_last_s=t_last,
+        measured=np.logical_and.reduceat(m, start) if n else np.empty(0, dtype=bool),
+    )
 
 
 @dataclass(frozen=True)
@@ -48,31 +185,36 @@ class EnergyCurve:
     @classmethod
     def from_samples(cls, device: str, frame: pd.DataFrame) -> EnergyCurve | None:
         """Build from one device's samples (columns as in the store); None if it has no power."""
-        frame = frame.sort_values("t_s", kind="stable")
-        has_power = frame["power_w"].notna()
-        counter = frame["energy_j"].notna() if "energy_j" in frame else has_power & False
-        source = str(frame["source"].iloc[0]) if "source" in frame and len(frame) else ""
-        measured = bool(frame["measured"].all()) if "measured" in frame else True
-        if counter.sum() >= 2:
-            rows = frame[counter]
-            t = rows["t_s"].to_numpy(float)
-            e = rows["energy_j"].to_numpy(float)
-            p = rows["power_w"].to_numpy(float)
-            steps = np.diff(e)
-            backwards = steps < 0
-            if backwards.any():
-                # Fill reset intervals from power, or zero where power is missing too.
-                pw = np.nan_to_num(p)
-                trap = np.diff(t) * (pw[1:] + pw[:-1]) / 2.0
-                steps = np.where(backwards, trap, steps)
-            cum = np.concatenate([[0.0], np.cumsum(steps)])
-            return cls(device, t, np.nan_to_num(p), cum, "counter", source, measured)
-        if has_power.sum() == 0:
+        energy = integrate(
+            frame["t_s"].to_numpy(float),
+            frame["power_w"].to_numpy(float),
+            frame["energy_j"].to_numpy(float) if "energy_j" in frame else None,
+            measured=_measured(frame),
+        )
+        return cls.of_group(energy, 0, device, _sources(frame)) if len(frame) else None
+
+    @classmethod
+    def of_group(
+        cls, energy: GroupEnergy, group: int, device: str, sources: np.ndarray | None = None
+    ) -> EnergyCurve | None:
+        """The curve of group number ``group`` of ``energy``; None if it has no energy.
+
+        ``sources``: the input rows' ``source`` (the curve takes its first row's).
+        """
+        if np.isnan(energy.energy_j[group]):
             return None
-        rows = frame[has_power]
-        t = rows["t_s"].to_numpy(float)
-        p = rows["power_w"].to_numpy(float)
-        return cls(device, t, p, _trapezoid_cumulative(t, p), "trapezoid", source, measured)
+        rows = slice(energy.start[group], energy.stop[group])
+        used = energy.used[rows]
+        first = energy.order[energy.start[group]]
+        return cls(
+            device,
+            energy.t_s[rows][used],
+            np.nan_to_num(energy.power_w[rows][used]),
+            energy.cum_j[rows][used],
+            energy.method(group),
+            str(sources[first]) if sources is not None else "",
+            bool(energy.measured[group]),
+        )
 
     @property
     def total_j(self) -> float:
@@ -99,12 +241,28 @@ class EnergyCurve:
 
 def curves(samples: pd.DataFrame) -> dict[str, EnergyCurve]:
     """One curve per device that reports power, keyed by device."""
+    codes, devices = pd.factorize(samples["device"].astype(str), sort=True)
+    energy = integrate(
+        samples["t_s"].to_numpy(float),
+        samples["power_w"].to_numpy(float),
+        samples["energy_j"].to_numpy(float) if "energy_j" in samples else None,
+        codes,
+        _measured(samples),
+    )
     out: dict[str, EnergyCurve] = {}
-    for device, frame in samples.groupby("device", sort=True):
-        curve = EnergyCurve.from_samples(str(device), frame)
+    for group, code in enumerate(energy.key.tolist()):
+        curve = EnergyCurve.of_group(energy, group, str(devices[code]), _sources(samples))
         if curve is not None:
-            out[str(device)] = curve
+            out[curve.device] = curve
     return out
+
+
+def _measured(samples: pd.DataFrame) -> np.ndarray | None:
+    return samples["measured"].to_numpy(bool) if "measured" in samples else None
+
+
+def _sources(samples: pd.DataFrame) -> np.ndarray | None:
+    return samples["source"].to_numpy() if "source" in samples else None
 
 
 def phase_table(samples: pd.DataFrame, phases: pd.DataFrame) -> pd.DataFrame:

@@ -1,13 +1,16 @@
 """Tests of joulecast.analysis.data (run_table, synthetic_store) and joulecast.analysis.clean.
 
 run_table computes energy without summarize(); every figure is checked against summarize(),
-the slow, obviously-correct reference, on measured, imported and synthetic runs.
+the slow, obviously-correct reference, on measured, imported and synthetic runs; so are the
+offline estimators' run rows (joulecast.offline.store_table), built from the run table, against
+the summarize()-based rows they were built from before.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +31,9 @@ from joulecast.analysis.clean import (
 from joulecast.analysis.data import COLUMNS, run_table, synthetic_store
 from joulecast.energy import summarize
 from joulecast.errors import InputError
+from joulecast.offline.store_table import TAG_FEATURES, run_row, runs_table
 from joulecast.records import Phase, PhaseKind, Reading
-from joulecast.store import Store
+from joulecast.store import SampleArrays, Store
 
 # -- helpers ------------------------------------------------------------------------------------
 
@@ -74,6 +78,11 @@ def expected_row(store: Store, run_id: int) -> dict[str, float]:
     samples = store.samples(run_id)
     util = samples.loc[samples["device"].str.startswith("gpu:"), "util_pct"].dropna()
     gpu = [d.energy_j for d in devices if d.device.startswith("gpu:")]
+    gpus = [d.device for d in devices if d.device.startswith("gpu:")]  # those with energy
+    metered = samples.loc[samples["device"].isin(gpus), "util_pct"].dropna()
+    gpu_ram = gpus + [d.device for d in devices if d.device == "ram"]
+    per_epoch = sum(epochs[f"energy_j[{d}]"] for d in gpu_ram)
+    epoch_mean = float(np.mean(per_epoch)) if gpu_ram and len(epochs) else math.nan
     measured = [d.energy_j for d in devices if d.measured]
     return {
         "energy_j": s.energy_j if s.devices else math.nan,
@@ -86,14 +95,104 @@ def expected_row(store: Store, run_id: int) -> dict[str, float]:
         "f1": number((s.test or {}).get("metrics", {}).get("f1")),
         "accuracy": number((s.test or {}).get("metrics", {}).get("accuracy")),
         "gpu_util_pct": float(util.mean()) if len(util) else math.nan,
+        "energy_j_gpu_ram": sum(s.devices[d].energy_j for d in gpu_ram) if gpu_ram else math.nan,
+        "epoch_energy_j_gpu_ram": epoch_mean,
+        "gpu_util_pct_metered": float(metered.mean()) if len(metered) else math.nan,
     }
+
+
+def expected_offline_row(store: Store, run_id: int) -> dict:
+    """The offline estimators' run row as it was built before the run table: from summarize()."""
+    run = store.run(run_id)
+    tags, hardware = run["tags"], run["hardware"]
+    models = [] if tags.get("gpu") else hardware.get("gpu_models") or []
+    size = {k: tags.get(k) or tags.get("input_size") for k in ("input_height", "input_width")}
+    summary = summarize(store, run_id)
+    gpus = [d for d in summary.devices if d.startswith("gpu:")]
+    epochs = summary.epochs.dropna(subset=["energy_j"])
+    checks = [
+        (run["status"] == "completed", f"status {run['status']}"),
+        (tags.get("gpu") or models, "no GPU"),
+        (tags.get("gpu") or len(models) < 2, f"several GPU models {models}"),
+        *((key in tags, f"no {key} tag") for key in TAG_FEATURES),
+        *((size[key] is not None, f"no {key} or input_size tag") for key in size),
+        (gpus, "no GPU power readings"),
+        (len(epochs), "no finished epochs"),
+    ]
+    for ok, reason in checks:  # in the order they were always checked
+        if not ok:
+            raise InputError(reason)
+    counted = gpus + [d for d in summary.devices if d == "ram"]
+    samples = store.samples(run_id)
+    util = samples.loc[samples["device"].isin(gpus), "util_pct"].dropna()
+    duration = summary.duration_s
+    return {
+        "run_id": run_id,
+        "gpu": tags.get("gpu") or models[0],
+        "ram_gb": tags.get("ram_gb") or hardware.get("ram_total_gb"),
+        **{key: tags[key] for key in TAG_FEATURES},
+        **size,
+        "avg_power_w": sum(summary.devices[d].energy_j for d in gpus) / duration
+        if duration > 0
+        else np.nan,
+        "epoch_energy_j": float(np.mean(sum(epochs[f"energy_j[{d}]"] for d in counted))),
+        "energy_j": float(sum(summary.devices[d].energy_j for d in counted)),
+        "duration_s": duration,
+        "epochs": len(epochs),
+        "gpu_util_pct": float(util.mean()) if len(util) else np.nan,
+    }
+
+
+def assert_offline_rows_match(store: Store, table: pd.DataFrame) -> Counter:
+    """run_row and runs_table against expected_offline_row; the reasons runs were left out."""
+    ids = [int(i) for i in table["run_id"]]
+    want, reasons = {}, Counter()
+    for run_id in ids:
+        try:
+            want[run_id] = expected_offline_row(store, run_id)
+        except InputError as exc:
+            reasons[str(exc)] += 1
+            with pytest.raises(InputError) as got:
+                run_row(store, run_id)
+            assert str(got.value) == str(exc), run_id
+    for run_id, row in want.items():
+        assert_same(run_row(store, run_id), row, run_id)
+    if not want:
+        with pytest.raises(InputError, match="no run usable for the offline estimators"):
+            runs_table(store, ids)
+        return reasons
+    offline, skipped = runs_table(store, ids)
+    assert skipped == reasons
+    assert list(offline["run_id"]) == list(want)
+    for got in offline.to_dict("records"):
+        row = want[got["run_id"]]
+        # runs_table turns every column but the GPU's name into numbers
+        numeric = {k: pd.to_numeric(v, errors="coerce") for k, v in row.items()}
+        assert_same({k: got[k] for k in row}, {**numeric, "gpu": row["gpu"]}, got["run_id"])
+    return reasons
+
+
+def assert_same(got: dict, want: dict, run_id: int) -> None:
+    assert list(got) == list(want), run_id
+    for key, value in want.items():
+        if isinstance(value, float) and math.isnan(value):
+            assert pd.isna(got[key]), (run_id, key, got[key])
+        elif isinstance(value, float):
+            assert got[key] == pytest.approx(value, rel=1e-9, abs=1e-9), (run_id, key)
+        else:
+            assert got[key] == value, (run_id, key)
+
+
+def rows_of(table: pd.DataFrame) -> pd.DataFrame:
+    return table.set_index("run_id")
 
 
 def number(value: object) -> float:
     return value if isinstance(value, float) else math.nan
 
 
-def assert_matches_summarize(store: Store, table: pd.DataFrame) -> None:
+def assert_matches_summarize(store: Store, table: pd.DataFrame) -> Counter:
+    """Every run's figures against summarize(); the offline rows too (their skip reasons)."""
     for row in table.to_dict("records"):
         want = expected_row(store, int(row["run_id"]))
         for key, value in want.items():
@@ -102,6 +201,7 @@ def assert_matches_summarize(store: Store, table: pd.DataFrame) -> None:
                 assert pd.isna(got), (row["run_id"], key, got)
             else:
                 assert got == pytest.approx(value, rel=1e-9, abs=1e-9), (row["run_id"], key)
+    return assert_offline_rows_match(store, table)
 
 
 def frame(rows: list[tuple]) -> pd.DataFrame:
@@ -153,7 +253,7 @@ def test_measured_runs_match_summarize(store: Store) -> None:
     assert list(table.columns) == list(COLUMNS)
     assert list(table["run_id"]) == [ok, failed]
     assert list(table["status"]) == ["completed", "failed"]
-    assert_matches_summarize(store, table)
+    assert assert_matches_summarize(store, table) == {"status failed": 1}  # ok: an offline row
     first = table.iloc[0]
     assert first["architecture"] == "mobilenet_v2" and first["study"] == "s1"
     assert first["batch_size"] == 32 and first["gflops"] == 0.6 and first["repetition"] == 3
@@ -206,9 +306,25 @@ def test_imported_runs_with_awkward_samples_match_summarize(store: Store) -> Non
     nothing = store.import_run(
         samples=frame([]), phases=[Phase(PhaseKind.EPOCH, 0, 0.0, 2.0, samples=5)]
     )
+    offline_tags = {"gpu": "RTX 3090", "gflops": "0.6", "train_samples": "200",
+                    "val_samples": "50", "batch_size": "16", "input_size": "64"}  # fmt: skip
+    tagged = store.import_run(samples=counter_reset, phases=phases, tags=offline_tags)
+    tags_only = store.import_run(samples=frame([]), phases=phases, tags=offline_tags)
+    unpowered_gpu = store.import_run(  # gpu:1 reports its utilisation, never its power
+        samples=frame([(t, d, 100.0 if d == "gpu:0" else None, None, u, 1)
+                       for t in (0.0, 1.0, 2.0, 3.0) for d, u in (("gpu:0", 50.0), ("gpu:1", 90.0))]),
+        phases=phases,
+        tags=offline_tags,
+    )  # fmt: skip
     table = run_table(store)
-    assert_matches_summarize(store, table)
-    rows = table.set_index("run_id")
+    reasons = assert_matches_summarize(store, table)
+    # Every run but the tagged ones is left out, each for its reason.
+    assert reasons == {"no gflops tag": 2, "no GPU": 1, "no GPU power readings": 1}
+    rows = rows_of(table)
+    assert rows.loc[tagged, "epoch_energy_j_gpu_ram"] > 0
+    assert math.isnan(rows.loc[tags_only, "energy_j_gpu_ram"])
+    assert rows.loc[unpowered_gpu, "gpu_util_pct"] == 70.0
+    assert rows.loc[unpowered_gpu, "gpu_util_pct_metered"] == 50.0
     assert rows.loc[awkward, "epochs"] == 2 and rows.loc[awkward, "images"] == 200
     assert rows.loc[awkward, "f1"] == 0.9 and math.isnan(rows.loc[awkward, "accuracy"])
     assert rows.loc[awkward, "gpu_tdp_w"] == 350.0  # from the gpu tag
@@ -229,19 +345,25 @@ def test_imported_runs_with_awkward_samples_match_summarize(store: Store) -> Non
 def test_device_energy_does_not_rely_on_sample_order() -> None:
     rng = np.random.default_rng(3)
     n = 400
-    chunk = data._Chunk(
-        run=np.repeat([7, 9], n // 2),
+    chunk = SampleArrays(
+        devices=("a", "b", "c"),
+        run_id=np.repeat([7, 9], n // 2),
         device=rng.integers(0, 3, n),
-        measured=np.ones(n),
+        measured=np.ones(n, dtype=bool),
         t_s=rng.random(n) * 100,
-        power_w=np.where(rng.random(n) < 0.1, np.nan, 100 + rng.random(n)),
-        energy_j=np.where(rng.random(n) < 0.5, np.nan, rng.random(n) * 1000),
+        columns={
+            "power_w": np.where(rng.random(n) < 0.1, np.nan, 100 + rng.random(n)),
+            "energy_j": np.where(rng.random(n) < 0.5, np.nan, rng.random(n) * 1000),
+        },
+        runs=np.array([7, 9]),
+        means={},
     )
-    ordered = data._device_energy(chunk)  # shuffled input: the fallback sort on time
+    ordered, _ = data._device_figures(chunk, {})  # shuffled input: the fallback sort on time
     reference = []
     for (_run, device), part in pd.DataFrame(
-        {"run": chunk.run, "device": chunk.device, "t_s": chunk.t_s, "power_w": chunk.power_w,
-         "energy_j": chunk.energy_j, "source": "x", "measured": True}
+        {"run": chunk.run_id, "device": chunk.device, "t_s": chunk.t_s,
+         "power_w": chunk.columns["power_w"], "energy_j": chunk.columns["energy_j"],
+         "source": "x", "measured": True}
     ).groupby(["run", "device"]):  # fmt: skip
         from joulecast.energy import EnergyCurve
 
@@ -279,6 +401,7 @@ def test_study_and_run_id_filters(synthetic, tmp_path: Path) -> None:
         "environment",
         "gpu",
         "tags",
+        "hardware",
     ]
     assert list(table.columns[table.dtypes == np.dtype(object)]) == text
     assert set(table.columns[table.dtypes == np.int64]) == {"run_id", "epochs"}
@@ -320,7 +443,7 @@ def test_synthetic_store_has_its_documented_answers(synthetic) -> None:
     assert set(regular["gpu_tdp_w"]) == {400.0, 350.0}
     assert (regular["interval_s"] < regular["mean_epoch_s"]).all()
     assert sorted(table["tags"].map(lambda t: int(t["study_position"]))) == list(range(len(table)))
-    assert_matches_summarize(store, table)
+    assert assert_matches_summarize(store, table) == {"status failed": 2}
 
 
 def test_synthetic_store_checks_its_arguments(tmp_path: Path) -> None:

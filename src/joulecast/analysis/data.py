@@ -5,27 +5,24 @@ every status, with the study's factors (from the run's tags), energy normalised 
 processed, time per image, GPU usage and test scores. :data:`COLUMNS` names and describes its
 columns; a value that cannot be known is NaN.
 
-Energy is the same as :func:`joulecast.energy.summarize` computes, per device: a device with an
-energy counter (two or more readings) is counted from the counter, an interval where it went
-backwards from power; a device without one is the trapezoid of its power readings; a device with
-neither is left out. It is computed without a per-run :func:`~joulecast.energy.summarize`, which
-would read every sample into Python objects: SQLite concatenates each run's time, power,
-counter and device columns into a few strings per run (one indexed pass), numpy parses them and
-integrates every run of a chunk at once, in a few threads with a read-only connection each.
-SQLite prints numbers with 15 significant digits, so figures agree with ``summarize`` to about
-1e-12 relative; the tests hold them equal to 1e-9 on measured, imported and synthetic runs.
-2,000 runs of 10,000 samples take about 20 s on two busy cores.
+Energy is counted per device by :func:`joulecast.energy.integrate`, the rule
+:func:`joulecast.energy.summarize` uses too (a device with an energy counter, two or more
+readings, is counted from the counter, an interval where it went backwards from power; a device
+without one is the trapezoid of its power readings; a device with neither is left out). It is
+computed without a per-run :func:`~joulecast.energy.summarize`, which would read every sample
+into Python objects: the samples come from :meth:`~joulecast.store.Store.sample_arrays` as numpy
+arrays, a chunk of runs at a time, and every run of a chunk is integrated in one call. Those
+arrays carry 15 significant digits, so figures agree with ``summarize`` to about 1e-12
+relative; the tests hold them equal to 1e-9 on measured, imported and synthetic runs. 2,000
+runs of 10,000 samples take about 20 s on two busy cores.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +31,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from joulecast.errors import InputError, StoreError
+from joulecast.energy import EnergyCurve, integrate
+from joulecast.errors import InputError
 from joulecast.records import Phase, PhaseKind, RunStatus
-from joulecast.store import SAMPLE_COLUMNS, Store
+from joulecast.store import SAMPLE_COLUMNS, SampleArrays, Store
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +71,12 @@ COLUMNS: dict[str, str] = {
     "energy_j_gpu": "energy of the gpu:* devices; NaN if none had power",
     "avg_power_w": "energy_j_gpu / duration_s",
     "gpu_util_pct": "mean utilisation over the samples of the gpu:* devices",
+    "energy_j_gpu_ram": "energy of the gpu:* and ram devices (the offline estimators' "
+    "energy_j); NaN if none had power",
+    "epoch_energy_j_gpu_ram": "mean over the finished epochs of the energy of the gpu:* and ram "
+    "devices (the offline estimators' epoch_energy_j); NaN if no finished epoch or no power",
+    "gpu_util_pct_metered": "mean utilisation over the samples of the gpu:* devices that had "
+    "power, those of energy_j_gpu (the offline estimators' gpu_util_pct)",
     "j_per_image": "energy_j / images",
     "s_per_image": "train_duration_s / images",
     "f1": "metric 'f1' of the run's test phase (the last one)",
@@ -84,6 +88,7 @@ COLUMNS: dict[str, str] = {
     "gpu_tdp_w": "board power of the run's GPU (hardware gpu_models[0], else tag 'gpu') in "
     "the GPU catalogue; NaN if unknown",
     "tags": "all the run's tags, as a dict",
+    "hardware": "the run's recorded hardware facts, as a dict",
 }
 
 _NUMERIC_TAGS = {
@@ -102,300 +107,168 @@ _TEXT_TAGS = {
     "dataset": "dataset",
     "environment": "environment",
 }
-_CHUNK_RUNS = 64  # runs per samples query: a few MB of text per column
-_MAX_THREADS = 4
-_ID_BATCH = 500  # ids per IN (...) list, under SQLite's bound-parameter limit
 
 
 # -- reading ------------------------------------------------------------------------------------
 
 
-def _store_path(store: Store | str | Path) -> Path:
+@contextmanager
+def _opened(store: Store | str | Path) -> Iterator[Store]:
+    """``store``, or the store at the path ``store`` (opened for the call)."""
     path = store.path if isinstance(store, Store) else Path(store)
     if not path.is_file():
         raise InputError(f"{path}: no such store file (expected a joulecast store)")
-    return path
-
-
-@contextmanager
-def _reader(path: Path) -> Iterator[sqlite3.Connection]:
-    """A read-only connection of its own, so the store's writers are never held up."""
-    uri = path.resolve().as_uri() + "?mode=ro"
-    try:
-        conn = sqlite3.connect(uri, uri=True, timeout=60.0)
-        conn.execute("PRAGMA query_only = 1")
-        conn.execute("PRAGMA cache_size = -65536")
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path}: cannot be read ({exc})") from exc
-    with closing(conn):
-        try:
-            yield conn
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{path}: not a readable joulecast store ({exc})") from exc
-
-
-def _batches(ids: Sequence[int], size: int) -> Iterator[list[int]]:
-    for i in range(0, len(ids), size):
-        yield list(ids[i : i + size])
+    if isinstance(store, Store):
+        yield store
+        return
+    with Store(path) as opened:
+        yield opened
 
 
 def _select_runs(
-    conn: sqlite3.Connection, path: Path, study: str | None, run_ids: list[int] | None
+    store: Store, study: str | None, run_ids: list[int] | None
 ) -> list[dict[str, Any]]:
-    cols = ("id", "name", "status", "tags", "hardware", "duration_s", "interval_s")
-    rows = [
-        dict(zip(cols, row, strict=True))
-        for row in conn.execute(f"SELECT {', '.join(cols)} FROM runs ORDER BY id")
-    ]
-    for row in rows:
-        row["tags"] = json.loads(row["tags"] or "{}")
-        row["hardware"] = json.loads(row["hardware"] or "{}")
+    listed = store.runs()
+    known = [int(i) for i in listed["id"]]
     if run_ids is not None:
         wanted = {int(i) for i in run_ids}
-        missing = sorted(wanted - {row["id"] for row in rows})
+        missing = sorted(wanted - set(known))
         if missing:
             shown = ", ".join(str(i) for i in missing[:10]) + (", ..." if len(missing) > 10 else "")
-            raise InputError(f"{path}: no run with id {shown} (expected ids of stored runs)")
-        rows = [row for row in rows if row["id"] in wanted]
+            raise InputError(f"{store.path}: no run with id {shown} (expected ids of stored runs)")
+        known = [i for i in known if i in wanted]
     if study is not None:
-        rows = [row for row in rows if row["tags"].get("study") == study]
-    return rows
+        tags = dict(zip(listed["id"].astype(int), listed["tags"], strict=True))
+        known = [i for i in known if tags[i].get("study") == study]
+    return [store.run(i) for i in known]
 
 
-@dataclass(frozen=True)
-class _Chunk:
-    """The parsed samples of some runs: one entry per sample, in no particular order."""
-
-    run: np.ndarray
-    device: np.ndarray  # index into the device list; -1 for a device not in it
-    measured: np.ndarray
-    t_s: np.ndarray
-    power_w: np.ndarray
-    energy_j: np.ndarray
+_Bounds = Mapping[int, tuple[np.ndarray, np.ndarray]]  # per run: its finished epochs' starts, ends
 
 
-def _parse(text: str | None, n: int, what: str, run_id: int, dtype: type = float) -> np.ndarray:
-    """Numbers from SQLite's comma-separated text (15 significant digits, as SQLite prints)."""
-    if n == 0 or text is None:
-        return np.empty(0, dtype=dtype)
-    try:
-        values: np.ndarray = np.fromstring(text, sep=",", dtype=dtype)
-    except ValueError as exc:
-        raise StoreError(f"run {run_id}: samples column {what} holds a non-number") from exc
-    if len(values) != n:  # numpy stops at the first text it cannot read
-        raise StoreError(f"run {run_id}: samples column {what} holds a non-number")
-    return values
+def _device_figures(chunk: SampleArrays, epochs: _Bounds) -> tuple[pd.DataFrame, dict[int, float]]:
+    """Figures of the runs of ``chunk`` (each run's samples are all in one chunk).
 
-
-def _read_chunk(
-    conn: sqlite3.Connection, ids: list[int], devices: list[str], counters: bool
-) -> tuple[_Chunk, dict[int, float]]:
-    """One query for the samples of ``ids``; also each run's mean GPU utilisation.
-
-    ``counters``: some device has energy counter readings (else that column is not read).
+    Returns:
+        One row per (run, device): energy (:func:`joulecast.energy.integrate`), last sample
+        time, sample spacing. And per run with finished epochs and gpu:* or ram energy: the
+        mean over those epochs of that energy.
     """
-    device_case = (
-        "CASE device " + " ".join("WHEN ? THEN ?" for _ in devices) + " ELSE -1 END"
-        if devices
-        else "-1"
-    )
-    # Each group_concat runs over the same rows in the same order, so the lists line up.
-    energy = "group_concat(IFNULL(energy_j, 'nan'))" if counters else "NULL"
-    sql = (
-        "SELECT run_id, COUNT(*), group_concat(t_s), group_concat(IFNULL(power_w, 'nan')),"
-        f" {energy}, group_concat(({device_case}) * 2 + (measured <> 0)),"
-        " AVG(CASE WHEN substr(device, 1, 4) = 'gpu:' THEN util_pct END)"
-        f" FROM samples WHERE run_id IN ({', '.join('?' * len(ids))}) GROUP BY run_id"
-    )
-    params: list[Any] = [v for i, d in enumerate(devices) for v in (d, i)] + ids
-    runs, codes, ts, ps, es = [], [], [], [], []
-    util: dict[int, float] = {}
-    for run_id, n, t_text, p_text, e_text, d_text, util_pct in conn.execute(sql, params):
-        runs.append(np.full(n, run_id, dtype=np.int64))
-        ts.append(_parse(t_text, n, "t_s", run_id))
-        ps.append(_parse(p_text, n, "power_w", run_id))
-        es.append(_parse(e_text, n, "energy_j", run_id) if counters else np.full(n, np.nan))
-        codes.append(_parse(d_text, n, "device", run_id, np.int64))
-        util[int(run_id)] = float(util_pct) if util_pct is not None else math.nan
-    if not runs:
-        none = np.empty(0)
-        ints = np.empty(0, dtype=np.int64)
-        return _Chunk(ints, ints, none, none, none, none), util
-    code = np.concatenate(codes)
-    chunk = _Chunk(
-        run=np.concatenate(runs),
-        device=code // 2,
-        measured=(code % 2).astype(float),
-        t_s=np.concatenate(ts),
-        power_w=np.concatenate(ps),
-        energy_j=np.concatenate(es),
-    )
-    return chunk, util
-
-
-def _pair_sums(values: np.ndarray, group: np.ndarray, ngroups: int) -> np.ndarray:
-    """Per group, the sum of ``values`` over consecutive pairs inside the group."""
-    if len(group) < 2:
-        return np.zeros(ngroups)
-    same = group[1:] == group[:-1]
-    return np.bincount(group[1:], weights=np.where(same, values, 0.0), minlength=ngroups)
-
-
-def _device_energy(chunk: _Chunk) -> pd.DataFrame:
-    """One row per (run, device): energy as :class:`joulecast.energy.EnergyCurve` counts it."""
     keep = chunk.device >= 0
-    run, dev, meas = chunk.run[keep], chunk.device[keep], chunk.measured[keep]
-    t, p, e = chunk.t_s[keep], chunk.power_w[keep], chunk.energy_j[keep]
-    if len(run) == 0:
-        return pd.DataFrame(
-            columns=["run_id", "device", "energy_j", "measured", "t_max", "spacing_s"]
-        )
-    # SQLite hands each run's samples over in time order (it reads them through the
-    # (run_id, t_s) index), so a stable sort on (run, device) is enough; else sort on time too.
-    key = np.unique(run, return_inverse=True)[1].astype(np.int64) * (int(dev.max()) + 1) + dev
-    order = np.argsort(key, kind="stable")
-    if np.any((np.diff(t[order]) < 0) & (np.diff(key[order]) == 0)):
-        order = np.lexsort((t, key))
-    run, dev, meas, t, p, e = run[order], dev[order], meas[order], t[order], p[order], e[order]
-    starts = np.flatnonzero(np.r_[True, (run[1:] != run[:-1]) | (dev[1:] != dev[:-1])])
-    ngroups = len(starts)
-    group = np.repeat(np.arange(ngroups), np.diff(np.r_[starts, len(run)]))
-    ends = np.r_[starts[1:], len(run)] - 1
-    count = ends - starts + 1
-
-    has_p = ~np.isnan(p)
-    tp, pp, gp = t[has_p], p[has_p], group[has_p]
-    trapezoid = _pair_sums(np.diff(tp) * (pp[1:] + pp[:-1]) / 2.0, gp, ngroups)
-    n_power = np.bincount(gp, minlength=ngroups)
-
-    has_e = ~np.isnan(e)
-    te, ee, pe, ge = t[has_e], e[has_e], np.nan_to_num(p[has_e]), group[has_e]
-    steps = np.diff(ee)
-    steps = np.where(steps < 0, np.diff(te) * (pe[1:] + pe[:-1]) / 2.0, steps)
-    counter = _pair_sums(steps, ge, ngroups)
-    n_counter = np.bincount(ge, minlength=ngroups)
-
-    energy = np.where(n_counter >= 2, counter, np.where(n_power >= 1, trapezoid, np.nan))
+    runs, run_index = np.unique(chunk.run_id[keep], return_inverse=True)
+    devices = max(len(chunk.devices), 1)
+    energy = integrate(
+        chunk.t_s[keep],
+        chunk.columns["power_w"][keep],
+        chunk.columns["energy_j"][keep],
+        run_index * devices + chunk.device[keep],
+        chunk.measured[keep],
+    )
+    rows = energy.stop - energy.start
+    first = energy.t_s[energy.start]
+    last = energy.t_s[energy.stop - 1]
     with np.errstate(divide="ignore", invalid="ignore"):
-        spacing = np.where(count >= 2, (t[ends] - t[starts]) / (count - 1), np.nan)
-    return pd.DataFrame(
+        spacing = np.where(rows >= 2, (last - first) / (rows - 1), np.nan)
+    run_ids = runs[energy.key // devices]
+    device = energy.key % devices
+    per_epoch: dict[int, np.ndarray] = {}
+    for g in range(len(rows)):
+        run_id, name = int(run_ids[g]), chunk.devices[device[g]]
+        bounds = epochs.get(run_id)
+        if bounds is None or not (name.startswith("gpu:") or name == "ram"):
+            continue
+        curve = EnergyCurve.of_group(energy, g, name)
+        if curve is not None:  # summed device after device, as the offline rows always were
+            energy_j = curve.at(bounds[1]) - curve.at(bounds[0])
+            per_epoch[run_id] = per_epoch[run_id] + energy_j if run_id in per_epoch else energy_j
+    frame = pd.DataFrame(
         {
-            "run_id": run[starts],
-            "device": dev[starts],
-            "energy_j": energy,
-            "measured": np.minimum.reduceat(meas, starts) > 0,
-            "t_max": t[ends],
+            "run_id": run_ids,
+            "device": device,
+            "energy_j": energy.energy_j,
+            "measured": energy.measured,
+            "t_max": last,
             "spacing_s": spacing,
         }
     )
+    return frame, {run_id: float(np.mean(e)) for run_id, e in per_epoch.items()}
 
 
-def _figures_of(
-    path: Path, ids: list[int], devices: list[str], counters: bool
-) -> tuple[list[pd.DataFrame], dict[int, float]]:
-    """Device energies and GPU utilisation of ``ids``, read through a connection of its own."""
+def _sample_figures(store: Store, ids: list[int], epochs: _Bounds) -> pd.DataFrame:
+    """Per run: energy (all, measured, GPU, GPU + RAM, per epoch), last sample time, sample
+    spacing, GPU utilisation (of every GPU, of the GPUs with energy)."""
     parts: list[pd.DataFrame] = []
-    utils: dict[int, float] = {}
-    with _reader(path) as conn:
-        for chunk_ids in _batches(ids, _CHUNK_RUNS):
-            chunk, util = _read_chunk(conn, chunk_ids, devices, counters)
-            parts.append(_device_energy(chunk))
-            utils.update(util)
-    return parts, utils
-
-
-def _devices(conn: sqlite3.Connection, ids: list[int]) -> tuple[list[str], bool]:
-    """The devices of the runs ``ids``, and whether any has energy counter readings."""
-    sql = "SELECT DISTINCT device, energy_j IS NOT NULL FROM samples"
-    (total,) = conn.execute("SELECT COUNT(*) FROM runs").fetchone()
-    if len(ids) * 4 < total:  # a few runs of many: through the index
-        found = set()
-        for batch in _batches(ids, _ID_BATCH):
-            where = f" WHERE run_id IN ({', '.join('?' * len(batch))})"
-            found |= set(conn.execute(sql + where, batch).fetchall())
-    else:  # most runs: one pass over the table
-        found = set(conn.execute(sql).fetchall())
-    return sorted({str(device) for device, _ in found}), any(has for _, has in found)
-
-
-def _sample_figures(conn: sqlite3.Connection, path: Path, ids: list[int]) -> pd.DataFrame:
-    """Per run: energy (all, measured, GPU), last sample time, sample spacing, GPU util.
-
-    SQLite formats and numpy parses the samples in up to :data:`_MAX_THREADS` threads, each
-    with a connection of its own (SQLite works without holding the GIL).
-    """
-    devices, counters = _devices(conn, ids)
-    is_gpu = np.array([d.startswith("gpu:") for d in devices] + [False], dtype=bool)
-    chunks = -(-len(ids) // _CHUNK_RUNS)
-    workers = max(1, min(_MAX_THREADS, os.cpu_count() or 1, chunks))
-    shares = [list(part) for part in np.array_split(np.array(ids, dtype=np.int64), workers)]
-    parts: list[pd.DataFrame] = []
-    utils: dict[int, float] = {}
-    if workers == 1:
-        parts, utils = _figures_of(path, ids, devices, counters)
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            done = [
-                pool.submit(_figures_of, path, [int(i) for i in share], devices, counters)
-                for share in shares
-            ]
-            for future in done:
-                share_parts, share_utils = future.result()
-                parts += share_parts
-                utils.update(share_utils)
-    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    epoch_energy: dict[int, float] = {}
+    util: dict[int, float] = {}
+    devices: tuple[str, ...] = ()
+    # SQLite averages the utilisation: reading every value would cost more than the rest.
+    arrays = store.sample_arrays(ids, ("power_w", "energy_j"), means={"util_pct": "gpu:"})
+    for chunk in arrays:
+        devices = chunk.devices
+        part, means = _device_figures(chunk, epochs)
+        parts.append(part)
+        epoch_energy.update(means)
+        util.update(zip(chunk.runs.tolist(), chunk.means["util_pct"].tolist(), strict=True))
     out = pd.DataFrame(index=pd.Index(ids, name="run_id"))
-    out["gpu_util_pct"] = pd.Series(utils, dtype=float)
+    out["epoch_energy_j_gpu_ram"] = pd.Series(epoch_energy, dtype=float)
+    out["gpu_util_pct"] = pd.Series(util, dtype=float)
+    out["gpu_util_pct_metered"] = out["gpu_util_pct"]
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if frame.empty:
-        for col in ("energy_j", "energy_j_measured", "energy_j_gpu", "t_max", "spacing_s"):
+        for col in ("energy_j", "energy_j_measured", "energy_j_gpu", "energy_j_gpu_ram"):
             out[col] = np.nan
+        out["t_max"] = out["spacing_s"] = np.nan
         return out
     frame["run_id"] = frame["run_id"].astype(np.int64)
     energy = frame["energy_j"].astype(float)
     known = energy.notna()
-    gpu = is_gpu[frame["device"].to_numpy(np.int64)]
+    names = np.array(devices, dtype=object)[frame["device"].to_numpy(np.int64)]
+    gpu = pd.Series([str(d).startswith("gpu:") for d in names], index=frame.index, dtype=bool)
+    ram = pd.Series(names == "ram", index=frame.index, dtype=bool)
     by_run = frame["run_id"]
     out["energy_j"] = energy.groupby(by_run).sum(min_count=1)
     out["energy_j_measured"] = energy[known & frame["measured"]].groupby(by_run).sum(min_count=1)
     out["energy_j_gpu"] = energy[known & gpu].groupby(by_run).sum(min_count=1)
+    out["energy_j_gpu_ram"] = energy[known & (gpu | ram)].groupby(by_run).sum(min_count=1)
     out["t_max"] = frame.groupby("run_id")["t_max"].max()
     out["spacing_s"] = frame.groupby("run_id")["spacing_s"].min()
+    # A GPU without power readings (rare) is left out of the metered utilisation.
+    for run_id in sorted({int(i) for i in by_run[gpu & ~known]}):
+        metered = [str(d) for d in names[(by_run == run_id) & gpu & known]]
+        samples = store.samples(run_id)
+        values = samples.loc[samples["device"].isin(metered), "util_pct"].dropna()
+        out.loc[run_id, "gpu_util_pct_metered"] = float(values.mean()) if len(values) else np.nan
     return out
 
 
-def _phase_figures(conn: sqlite3.Connection, ids: list[int]) -> pd.DataFrame:
-    """Per run: finished epochs, images, training time, and the last test phase's scores."""
-    rows: list[tuple[Any, ...]] = []
-    for batch in _batches(ids, _ID_BATCH):
-        rows += conn.execute(
-            "SELECT run_id, kind, idx, start_s, end_s, samples, metrics FROM phases"
-            f" WHERE kind IN ('epoch', 'test') AND run_id IN ({', '.join('?' * len(batch))})",
-            batch,
-        ).fetchall()
-    phases = pd.DataFrame(
-        rows, columns=["run_id", "kind", "idx", "start_s", "end_s", "samples", "metrics"]
-    )
+def _phase_figures(store: Store, ids: list[int]) -> tuple[pd.DataFrame, _Bounds]:
+    """Per run: finished epochs, images, training time, the last test phase's scores; and the
+    bounds of the finished epochs."""
+    phases = store.phases_of_runs(ids, kinds=("epoch", "test"))
     out = pd.DataFrame(index=pd.Index(ids, name="run_id"))
     epochs = phases[phases["kind"] == "epoch"]
     finished = epochs[epochs["end_s"].notna()]
-    spans = finished["end_s"].astype(float) - finished["start_s"].astype(float)
+    bounds = {
+        int(run_id): (part["start_s"].to_numpy(float), part["end_s"].to_numpy(float))
+        for run_id, part in finished.groupby("run_id", sort=False)
+    }
+    spans = finished["end_s"] - finished["start_s"]
     out["epochs"] = finished.groupby("run_id").size()
     out["epochs"] = out["epochs"].fillna(0).astype(np.int64)
     out["train_duration_s"] = spans.groupby(finished["run_id"]).sum(min_count=1)
     out["images"] = (
         pd.to_numeric(epochs["samples"], errors="coerce").groupby(epochs["run_id"]).sum(min_count=1)
     )
-    tests = phases[phases["kind"] == "test"].sort_values(["run_id", "idx"])
-    last = tests.groupby("run_id").tail(1)
+    last = phases[phases["kind"] == "test"].groupby("run_id").tail(1)
     for metric in ("f1", "accuracy"):
         out[metric] = pd.Series(
-            [_metric(text, metric) for text in last["metrics"]], index=last["run_id"], dtype=float
+            [_metric(m, metric) for m in last["metrics"]], index=last["run_id"], dtype=float
         )
-    return out
+    return out, bounds
 
 
-def _metric(text: str | None, key: str) -> float:
-    value = json.loads(text or "{}").get(key)
+def _metric(metrics: Mapping[str, Any], key: str) -> float:
+    value: Any = metrics.get(key)
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -431,7 +304,7 @@ def _gpu_name(run: Mapping[str, Any]) -> str | None:
 
 def _empty_table() -> pd.DataFrame:
     table = pd.DataFrame({col: pd.Series(dtype=float) for col in COLUMNS})
-    for col in ("name", "status", "tags", "gpu", *_TEXT_TAGS):
+    for col in ("name", "status", "tags", "hardware", "gpu", *_TEXT_TAGS):
         table[col] = table[col].astype(object)
     table["run_id"] = table["run_id"].astype(np.int64)
     table["epochs"] = table["epochs"].astype(np.int64)
@@ -449,8 +322,8 @@ def run_table(
     """One row per run, every status, ordered by run id; the columns of :data:`COLUMNS`.
 
     Args:
-        store: A :class:`~joulecast.store.Store` or the path of a store file. It is read
-            through a read-only connection of its own.
+        store: A :class:`~joulecast.store.Store`, or the path of a store file (opened as a
+            store for the call).
         study: Keep only the runs tagged ``study`` with this name.
         run_ids: Keep only these runs.
 
@@ -462,14 +335,13 @@ def run_table(
         InputError: The store file does not exist, or a run id is not in it.
         StoreError: The file cannot be read as a store.
     """
-    path = _store_path(store)
-    with _reader(path) as conn:
-        runs = _select_runs(conn, path, study, run_ids)
+    with _opened(store) as opened:
+        runs = _select_runs(opened, study, run_ids)
         if not runs:
             return _empty_table()
         ids = [int(run["id"]) for run in runs]
-        samples = _sample_figures(conn, path, ids)
-        phases = _phase_figures(conn, ids)
+        phases, epochs = _phase_figures(opened, ids)
+        samples = _sample_figures(opened, ids, epochs)
     table = pd.DataFrame({"run_id": np.array(ids, dtype=np.int64)})
     table["name"] = pd.Series([run["name"] for run in runs], dtype=object)
     table["status"] = pd.Series([run["status"] for run in runs], dtype=object)
@@ -489,7 +361,9 @@ def run_table(
     for col in ("energy_j", "energy_j_measured", "energy_j_gpu"):
         table[col] = samples[col].to_numpy(float)
     table["avg_power_w"] = _ratio(table["energy_j_gpu"], table["duration_s"])
-    table["gpu_util_pct"] = samples["gpu_util_pct"].to_numpy(float)
+    for col in ("gpu_util_pct", "energy_j_gpu_ram", "epoch_energy_j_gpu_ram"):
+        table[col] = samples[col].to_numpy(float)
+    table["gpu_util_pct_metered"] = samples["gpu_util_pct_metered"].to_numpy(float)
     table["j_per_image"] = _ratio(table["energy_j"], table["images"])
     table["s_per_image"] = _ratio(table["train_duration_s"], table["images"])
     table["f1"] = phases["f1"].to_numpy(float)
@@ -501,6 +375,7 @@ def run_table(
     table["gpu"] = pd.Series(gpus, dtype=object)
     table["gpu_tdp_w"] = _gpu_tdp(gpus)
     table["tags"] = pd.Series(tags, dtype=object)
+    table["hardware"] = pd.Series([run["hardware"] for run in runs], dtype=object)
     return table.loc[:, list(COLUMNS)]
 
 
