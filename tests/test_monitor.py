@@ -320,3 +320,19 @@ def test_live_forecast_and_energy_budget(store):
     assert run2.should_stop and "exceeds the budget" in run2.stop_reason
     assert store.run(run2.run_id)["tags"]["early_stop"] == run2.stop_reason
     assert len(store.phases(run2.run_id, "epoch")) < 5
+
+
+def test_wait_for_readings_waits_again_after_a_device_was_slow(store):
+    """A timeout is for one call: a device silent once is waited for at the next phase end."""
+    sensor = ConstantSensor(fail_between=(0.1, 0.6))
+    monitor = Monitor([sensor], store, interval_s=0.02, gap_after_s=5.0)
+    run_id = monitor.start()
+    try:
+        time.sleep(0.15)  # the sensor is failing now
+        assert not monitor.wait_for_readings(monitor.now_s(), timeout_s=0.1)
+        time.sleep(0.5)  # it reads again
+        mark = monitor.now_s()
+        assert monitor.wait_for_readings(mark)
+        assert store.samples(run_id)["t_s"].max() >= mark
+    finally:
+        monitor.stop()

@@ -108,6 +108,7 @@ class Monitor:
         self._gap_after_s = gap_after_s if gap_after_s is not None else max(10 * interval_s, 1.0)
         self.t0 = 0.0
         self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
         self._buffer: list[Reading] = []
         self._phases: dict[tuple[str, int], Phase] = {}
         self._closed_gaps: list[Gap] = []
@@ -134,7 +135,7 @@ class Monitor:
         self._stopped_mono: float | None = None
         self._joined_interval_s = self.interval_s
         self._run_devices: set[str] = set()  # a joined run's devices, once read
-        self._silent: set[str] = set()  # devices wait_for_readings() no longer waits for
+        self._silent: set[str] = set()  # joined: devices that timed out, not waited for
         self.running = False
 
     # -- life cycle ------------------------------------------------------------------------
@@ -367,6 +368,12 @@ class Monitor:
         self._writer_cpu_s = time.thread_time() - cpu0
 
     def _flush(self) -> None:
+        # One flush at a time: a flush that finds the buffer empty returns only once the
+        # readings another thread took from it are committed.
+        with self._flush_lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
         with self._lock:
             readings, self._buffer = self._buffer, []
             snapshot = dict(self._phases)
@@ -417,11 +424,13 @@ class Monitor:
 
         ``until_s`` is in run seconds and already past. The energy of a phase ending then is
         final once this returns True: later readings no longer change it. When this monitor
-        samples, it waits for its own readings (a device in a gap is not waited for) and
-        writes them; when it joined a run sampled by another process, it waits for that
-        process to store them (or to finish the run). Returns False when ``timeout_s``
-        (default: a few intervals and flushes) passed first; the caller goes on with what is
-        stored, and it stops waiting for the devices that were missing.
+        samples, it waits for the next reading of each of its devices (the host sensor reads
+        every 0.2 s at most; a device in a gap is not waited for) and writes it; when it
+        joined a run sampled by another process, it waits for that process to store them (its
+        writes come every 0.5 s) or to finish the run. Returns False when ``timeout_s``
+        (default: a few intervals and flushes) passed first, or a device is still silent; the
+        caller goes on with what is stored. A joined monitor stops waiting for a device that
+        timed out until it has readings again.
         """
         interval = self.sampling_interval_s
         if timeout_s is None:
@@ -436,35 +445,41 @@ class Monitor:
         while missing := self._awaited(until_s):
             if time.monotonic() >= deadline:
                 log.info("no readings of %s after %.2f s yet", ", ".join(sorted(missing)), until_s)
-                self._silent |= missing
+                if self.joined:
+                    self._silent |= missing
                 done = False
                 break
             time.sleep(poll)
         self._flush()
-        return done
+        return done and not (self.joined and self._silent)
 
     def _awaited(self, until_s: float) -> set[str]:
-        """The devices with no reading at or after ``until_s`` (run seconds) yet."""
+        """The devices with no stored reading at or after ``until_s`` (run seconds) yet."""
         if not self.joined:
             if self._sampler is None or not self._sampler.is_alive():
                 return set()
             devices = {d for _, ds in self._sensor_devices for d in ds}
             waiting = {
                 d
-                for d in devices - self._silent
+                for d in devices
                 if d not in self._open_gaps
                 and self._last_seen.get(d, -math.inf) - self.t0 < until_s
             }
             # A tick under way may have seen its readings but not buffered them yet.
             return waiting or ({"(tick)"} if self._ticks_done < self._ticks else set())
         assert self.run_id is not None
-        if not self._run_devices:
-            # Every device is read at the run's start, so its first second names them all.
-            self._run_devices = set(self.store.samples(self.run_id, end_s=1.0)["device"])
-        devices = self._run_devices or {"(the run's first readings)"}
-        after = self.store.samples(self.run_id, start_s=until_s)
-        waiting = devices - self._silent - set(after["device"])
-        if waiting and self.store.run(self.run_id)["status"] != RunStatus.RUNNING.value:
+        try:
+            if not self._run_devices:
+                # Every device is read at the run's start, so its first second names them all.
+                self._run_devices = set(self.store.samples(self.run_id, end_s=1.0)["device"])
+            devices = self._run_devices or {"(the run's first readings)"}
+            stored = set(self.store.samples(self.run_id, start_s=until_s)["device"])
+            self._silent -= stored  # readings again: waited for again
+            waiting = devices - self._silent - stored
+            if waiting and self.store.run(self.run_id)["status"] != RunStatus.RUNNING.value:
+                return set()
+        except Exception as exc:  # reading the store must not fail the training's epoch
+            log.info("cannot tell whether the readings after %.2f s are stored: %s", until_s, exc)
             return set()
         return waiting
 
