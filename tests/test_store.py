@@ -376,3 +376,18 @@ def test_phases_of_runs_match_phases(store):
     tests = store.phases_of_runs(ids, kinds=["test"])
     assert set(tests["kind"]) == {"test"} and tests["metrics"].iloc[0] == {"f1": 0.5}
     assert store.phases_of_runs([]).empty
+
+
+def test_add_phase_metrics_keeps_what_others_wrote(store):
+    run_id = store.create_run(name="m")
+    store.write_phases(run_id, [Phase(PhaseKind.EPOCH, 0, 0.0, 1.0, 10, {"loss": 0.5})])
+    assert store.add_phase_metrics(run_id, "epoch", 0, {"forecast": {"total_j": 1.0}})
+    assert store.add_phase_metrics(
+        run_id, "epoch", 0, {"forecast": {"total_j": 2.0}, "note": "x"}, overwrite=False
+    )
+    assert store.phases(run_id)["metrics"].iloc[0] == {
+        "loss": 0.5,
+        "forecast": {"total_j": 1.0},
+        "note": "x",
+    }
+    assert not store.add_phase_metrics(run_id, "epoch", 7, {"forecast": {}})

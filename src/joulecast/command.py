@@ -197,7 +197,6 @@ class MeasuredCommand:
                     continue
                 monitor.wait_for_readings(float(row.end_s))
                 metrics = dict(row.metrics)
-                own = metrics.get("forecast")  # the command's own live forecast, if it has one
                 phase = Phase(
                     PhaseKind.EPOCH,
                     index,
@@ -206,7 +205,7 @@ class MeasuredCommand:
                     None if pd.isna(row.samples) else int(row.samples),
                     metrics,
                 )
-                live.after_epoch(phase, store_forecast=own is None)
+                live.after_epoch(phase, overwrite=False)
         except Exception as exc:  # the forecast line must never end the measurement
             log.warning("live forecast failed: %s", exc)
 

@@ -86,12 +86,12 @@ class LiveForecast:
         """True once epoch ``index`` has been forecast from."""
         return index in self._seen
 
-    def after_epoch(self, phase: Phase, *, store_forecast: bool = True) -> Forecast | None:
+    def after_epoch(self, phase: Phase, *, overwrite: bool = True) -> Forecast | None:
         """Forecast after the finished epoch ``phase``, from the readings in the store.
 
-        ``store_forecast`` False leaves the stored epoch as it is (it holds a forecast of the
-        training's own). Returns None (and logs why) when no forecast can be made; a failing
-        forecast never raises into the training.
+        ``overwrite`` False keeps a forecast already stored with the epoch (the training's
+        own, when this process only watches it). Returns None (and logs why) when no forecast
+        can be made; a failing forecast never raises into the training.
         """
         if phase.end_s is None or phase.index in self._seen:
             return None
@@ -115,18 +115,23 @@ class LiveForecast:
         except Exception as exc:  # the forecast must never end the training it measures
             log.warning("no forecast after epoch %d: %s", phase.index, exc)
             return None
-        metrics = {**phase.metrics, "forecast": result.to_dict()}
+        added: dict[str, Any] = {"forecast": result.to_dict()}
         if self.budget is not None and self.stop_reason is None:
             decision = self.budget.check(table, result)
             if decision.stop:
                 self.stop_reason = decision.reason
-                metrics["early_stop"] = decision.reason
+                added["early_stop"] = decision.reason
                 store.update_run(self.run_id, tags={"early_stop": decision.reason})
                 log.warning(
                     "energy-aware early stop after epoch %d: %s", phase.index, decision.reason
                 )
-        if store_forecast:
-            store.write_phases(self.run_id, [replace(phase, metrics=metrics)])
+        # Only the keys added, in one transaction: metrics another process wrote meanwhile
+        # stay; the training's own forecast wins over one made for it (overwrite False).
+        stored = store.add_phase_metrics(
+            self.run_id, phase.kind.value, phase.index, added, overwrite=overwrite
+        )
+        if not stored:  # not written yet (a store that failed): write the phase whole
+            store.write_phases(self.run_id, [replace(phase, metrics={**phase.metrics, **added})])
         log.info(
             "epoch %d: forecast %.1f kJ [%.1f, %.1f], %.1f kJ to go (%s)",
             phase.index,

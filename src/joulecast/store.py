@@ -698,6 +698,35 @@ class Store:
         with self._write() as conn:
             self._upsert_phases(conn, run_id, phases)
 
+    def add_phase_metrics(
+        self,
+        run_id: int,
+        kind: str,
+        index: int,
+        metrics: Mapping[str, Any],
+        *,
+        overwrite: bool = True,
+    ) -> bool:
+        """Add ``metrics`` to a stored phase's metrics in one write transaction.
+
+        Other processes' metrics written meanwhile are kept; with ``overwrite`` False, so are
+        the values of keys the phase already has. Returns False if the phase is not stored.
+        """
+        where = (run_id, kind, index)
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT metrics FROM phases WHERE run_id = ? AND kind = ? AND idx = ?", where
+            ).fetchone()
+            if row is None:
+                return False
+            stored = json.loads(row[0] or "{}")
+            merged = {**stored, **metrics} if overwrite else {**metrics, **stored}
+            conn.execute(
+                "UPDATE phases SET metrics = ? WHERE run_id = ? AND kind = ? AND idx = ?",
+                (_json(merged), *where),
+            )
+        return True
+
     def import_run(
         self,
         *,
