@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from joulecast.store import Store
+from tests.ledger_check import mismatches
 
 
 @pytest.fixture
@@ -51,6 +52,14 @@ def sine_energy_j(a: float, b: float, devices: int = 2) -> float:
         return (150 + 10 * d) * (b - a) - 50 / w * (np.cos(w * b) - np.cos(w * a))
 
     return float(sum(one(d) for d in range(devices)))
+
+
+@pytest.fixture(autouse=True)
+def _aggregates_exact(tmp_path: Path) -> Iterator[None]:
+    """Every store a test leaves behind has energy aggregates equal to the raw integration."""
+    yield
+    problems = [p for path in sorted(tmp_path.rglob("*.db")) for p in mismatches(path)]
+    assert not problems, "aggregates differ from the kernel: " + "; ".join(problems[:5])
 
 
 PYTHON = sys.executable

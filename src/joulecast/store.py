@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 import psutil
 
+import joulecast.ledger as ledger
 from joulecast.errors import InputError, StoreError
 from joulecast.inputs import STORE_ENV
 from joulecast.records import Gap, Phase, Reading, RunStatus
@@ -50,6 +51,14 @@ STALE_HEARTBEAT_S = 600.0
 Migration: TypeAlias = str | Callable[[sqlite3.Connection], None]
 """One step of a schema: SQL statements (separated by ``;``, triggers allowed), or a function
 that runs on the connection, inside the migration's transaction (to fill a new table, say)."""
+
+def _add_ledger(conn: sqlite3.Connection) -> None:
+    """Version 4: the energy aggregates (joulecast.ledger), computed for the runs there."""
+    for statement in _statements(ledger.SCHEMA):
+        conn.execute(statement)
+    for (run_id,) in conn.execute("SELECT id FROM runs").fetchall():
+        ledger.settle(conn, int(run_id))
+
 
 # The core schema, one step per version: released steps never change; a change is a new step.
 _MIGRATIONS: dict[int, Migration] = {
@@ -116,20 +125,11 @@ _MIGRATIONS: dict[int, Migration] = {
         version INTEGER NOT NULL
     );
     """,
+    4: _add_ledger,
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 
-SAMPLE_COLUMNS = (
-    "t_s",
-    "device",
-    "power_w",
-    "energy_j",
-    "util_pct",
-    "mem_used_mib",
-    "temp_c",
-    "source",
-    "measured",
-)
+SAMPLE_COLUMNS = ledger.SAMPLE_COLUMNS
 
 
 def default_store_path() -> Path:
@@ -654,10 +654,7 @@ class Store:
         """Append readings (``t_s`` shifted by ``-t0``), upsert phases, record gaps; one commit."""
         sample_rows = self._sample_rows(run_id, readings, t0)
         with self._write() as conn:
-            if sample_rows:
-                conn.executemany(
-                    "INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", sample_rows
-                )
+            ledger.append(conn, run_id, sample_rows)
             self._upsert_phases(conn, run_id, phases)
             if gaps:
                 conn.executemany(
@@ -759,9 +756,8 @@ class Store:
             )
             frame = samples.loc[:, list(SAMPLE_COLUMNS)].astype(object)
             frame = frame.where(pd.notna(frame), None)
-            conn.executemany(
-                "INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(run_id, *row) for row in frame.itertuples(index=False, name=None)],
+            ledger.append(
+                conn, run_id, [(run_id, *row) for row in frame.itertuples(index=False, name=None)]
             )
             self._upsert_phases(conn, run_id, phases)
             conn.execute(
@@ -789,7 +785,9 @@ class Store:
             sql += " AND t_s <= ?"
             params.append(end_s)
         with self._lock:
-            frame = pd.read_sql_query(sql + " ORDER BY device, t_s", self._conn, params=params)
+            frame = pd.read_sql_query(
+                sql + " ORDER BY device, t_s, rowid", self._conn, params=params
+            )
         frame["measured"] = frame["measured"].astype(bool)
         for col in ("power_w", "energy_j", "util_pct", "mem_used_mib", "temp_c"):
             frame[col] = frame[col].astype(float)
@@ -823,10 +821,25 @@ class Store:
         )
         return pd.DataFrame(rows, columns=["device", "start_s", "end_s", "reason"])
 
+    def device_energy(self, run_id: int) -> dict[str, ledger.DeviceState]:
+        """Each device's energy aggregates, kept as the run's samples were written."""
+        with self._lock:
+            return ledger.load_states(self._conn, run_id)
+
+    def energy_at(
+        self, run_id: int, t_s: Sequence[float] | np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Each device's cumulative energy at the times ``t_s``, from the aggregates: what
+        :meth:`joulecast.energy.EnergyCurve.at` gives on the raw samples, without reading them.
+        """
+        with self._lock:
+            states = ledger.load_states(self._conn, run_id)
+            return ledger.energy_at(self._conn, run_id, states, t_s)
+
     def delete_run(self, run_id: int) -> None:
         """Remove a run with its samples, phases and gaps."""
         with self._write() as conn:
-            for table in ("samples", "phases", "gaps"):
+            for table in ("samples", "device_energy", "phases", "gaps"):
                 conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
             conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
 

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import joulecast.ledger as ledger
 from joulecast.energy import EnergyCurve, integrate
 from joulecast.errors import InputError
 from joulecast.records import Phase, PhaseKind, RunStatus
@@ -702,6 +703,8 @@ def _write_samples(path: Path, sampling: list[tuple[int, int, float, float, floa
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute(_SAMPLES_SQL, (max(n for _, n, *_ in sampling),))
+            for run_id, *_ in sampling:
+                ledger.settle(conn, run_id)
             conn.execute(
                 "UPDATE runs SET interval_s = (SELECT dt_s FROM temp.synthetic_plan AS p"
                 " WHERE p.run_id = runs.id) WHERE id IN (SELECT run_id FROM temp.synthetic_plan)"

@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 
 _ALIAS = "joulecast_shard"
 # The tables copied, each child table keyed to its run by ``run_id``.
-_CHILD_TABLES = ("samples", "phases", "gaps")
-_REQUIRED_TABLES = frozenset({"runs", *_CHILD_TABLES})
+_CHILD_TABLES = ("samples", "device_energy", "phases", "gaps")
+# A store of any version has these; the ones added later come with the migration on open.
+_REQUIRED_TABLES = frozenset({"runs", "samples", "phases", "gaps"})
 
 
 @dataclass(frozen=True)

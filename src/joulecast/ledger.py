@@ -1,0 +1,442 @@
+"""Energy aggregates kept in the store as samples are written.
+
+Every sample row carries its device's cumulative energy at that row, on two tracks: ``trap_j``
+(the trapezoid of power, on rows with power) and ``ctr_j`` (the energy counter's steps, a
+backwards step filled from power, on rows with a counter reading). Table ``device_energy``
+holds each device's running state: the last row of each track, their counts and totals.
+Together they answer what :func:`joulecast.energy.integrate` computes from the raw samples,
+without reading them: a device's total is one row, and its energy at any time is the two
+rows around that time, found through the ``(run_id, t_s)`` index.
+
+Rows are appended in time order per device (the sampler's case); a batch that goes back in
+time for a device settles that device again from its raw samples. Imports and copies of whole
+runs compute or copy the aggregates once. :func:`joulecast.energy.integrate` stays the
+reference: the tests compare both on every store they make.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+#: The columns of a sample, as :meth:`joulecast.store.Store.samples` returns them.
+SAMPLE_COLUMNS = (
+    "t_s",
+    "device",
+    "power_w",
+    "energy_j",
+    "util_pct",
+    "mem_used_mib",
+    "temp_c",
+    "source",
+    "measured",
+)
+#: The columns of a row of the ``samples`` table.
+ROW_COLUMNS = ("run_id", *SAMPLE_COLUMNS, "trap_j", "ctr_j")
+INSERT_SAMPLE = f"INSERT INTO samples ({', '.join(ROW_COLUMNS)}) VALUES ({', '.join('?' * 12)})"
+
+_STATE_COLUMNS = (
+    "source",
+    "measured",
+    "rows",
+    "t_first_s",
+    "t_last_s",
+    "power_rows",
+    "power_t0_s",
+    "power_t_s",
+    "power_w",
+    "trap_j",
+    "counter_rows",
+    "counter_t0_s",
+    "counter_t_s",
+    "counter_j",
+    "counter_power_w",
+    "ctr_j",
+    "util_rows",
+    "util_sum",
+)
+
+SCHEMA = """
+ALTER TABLE samples ADD COLUMN trap_j REAL;
+ALTER TABLE samples ADD COLUMN ctr_j REAL;
+CREATE TABLE device_energy (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    device TEXT NOT NULL,
+    source TEXT NOT NULL,
+    measured INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    t_first_s REAL NOT NULL,
+    t_last_s REAL NOT NULL,
+    power_rows INTEGER NOT NULL,
+    power_t0_s REAL,
+    power_t_s REAL,
+    power_w REAL,
+    trap_j REAL NOT NULL,
+    counter_rows INTEGER NOT NULL,
+    counter_t0_s REAL,
+    counter_t_s REAL,
+    counter_j REAL,
+    counter_power_w REAL,
+    ctr_j REAL NOT NULL,
+    util_rows INTEGER NOT NULL,
+    util_sum REAL NOT NULL,
+    PRIMARY KEY (run_id, device)
+);
+"""
+
+
+@dataclass(frozen=True)
+class DeviceState:
+    """One device's aggregates: what its rows so far add up to (see the module docstring).
+
+    ``t_first_s``/``t_last_s`` are the times of its first and last rows; ``power_*`` describe
+    the last row with power, ``counter_*`` the last with a counter reading
+    (``counter_power_w``: that row's power, 0 where it had none); ``*_t0_s`` the first such
+    row.
+    """
+
+    source: str
+    measured: bool
+    rows: int = 0
+    t_first_s: float = math.inf
+    t_last_s: float = -math.inf
+    power_rows: int = 0
+    power_t0_s: float = math.nan
+    power_t_s: float = math.nan
+    power_w: float = math.nan
+    trap_j: float = 0.0
+    counter_rows: int = 0
+    counter_t0_s: float = math.nan
+    counter_t_s: float = math.nan
+    counter_j: float = math.nan
+    counter_power_w: float = math.nan
+    ctr_j: float = 0.0
+    util_rows: int = 0
+    util_sum: float = 0.0
+
+    @property
+    def counter(self) -> bool:
+        """Counted from its energy counter (two or more readings), as the kernel does."""
+        return self.counter_rows >= 2
+
+    @property
+    def energy_j(self) -> float:
+        """Its energy; NaN where it has neither a counter pair nor a power reading."""
+        if self.counter:
+            return self.ctr_j
+        return self.trap_j if self.power_rows else math.nan
+
+    @property
+    def samples(self) -> int:
+        """The rows its energy is counted from."""
+        return self.counter_rows if self.counter else self.power_rows
+
+    @property
+    def span_s(self) -> tuple[float, float]:
+        """Time of the first and the last row its energy is counted from."""
+        if self.counter:
+            return self.counter_t0_s, self.counter_t_s
+        return self.power_t0_s, self.power_t_s
+
+    @property
+    def util_mean_pct(self) -> float:
+        """Mean utilisation over the rows that read one; NaN where none did."""
+        return self.util_sum / self.util_rows if self.util_rows else math.nan
+
+
+def _float(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _sql(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def _steps_cum(start_j: float, steps: np.ndarray) -> np.ndarray:
+    """``start_j`` followed by its running sums with ``steps``, added one after the other as
+    the kernel's ``np.cumsum`` does (so both round alike)."""
+    return np.cumsum(np.concatenate(([start_j], steps)))
+
+
+def cumulate(
+    state: DeviceState,
+    t_s: np.ndarray,
+    power_w: np.ndarray,
+    energy_j: np.ndarray,
+    util_pct: np.ndarray,
+    measured: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, DeviceState]:
+    """Extend ``state`` by rows of its device in time order, all after its last row.
+
+    Returns:
+        Each row's ``trap_j`` and ``ctr_j`` (NaN where the row has no power, no counter
+        reading), and the state after them.
+    """
+    n = len(t_s)
+    trap = np.full(n, np.nan)
+    ctr = np.full(n, np.nan)
+    fields: dict[str, Any] = {
+        "rows": state.rows + n,
+        "t_first_s": state.t_first_s if state.rows or not n else float(t_s[0]),
+        "t_last_s": float(t_s[-1]) if n else state.t_last_s,
+        "measured": state.measured and bool(np.all(measured)),
+    }
+    powered = np.flatnonzero(~np.isnan(power_w))
+    if len(powered):
+        t = t_s[powered]
+        p = power_w[powered]
+        if state.power_rows:
+            t_all, p_all = np.r_[state.power_t_s, t], np.r_[state.power_w, p]
+            cum = _steps_cum(state.trap_j, np.diff(t_all) * (p_all[1:] + p_all[:-1]) / 2.0)[1:]
+        else:
+            cum = _steps_cum(0.0, np.diff(t) * (p[1:] + p[:-1]) / 2.0)
+        trap[powered] = cum
+        fields.update(
+            power_rows=state.power_rows + len(powered),
+            power_t0_s=state.power_t0_s if state.power_rows else float(t[0]),
+            power_t_s=float(t[-1]),
+            power_w=float(p[-1]),
+            trap_j=float(cum[-1]),
+        )
+    counted = np.flatnonzero(~np.isnan(energy_j))
+    if len(counted):
+        t, e = t_s[counted], energy_j[counted]
+        p = np.nan_to_num(power_w[counted])
+        if state.counter_rows:
+            t, e = np.r_[state.counter_t_s, t], np.r_[state.counter_j, e]
+            p = np.r_[state.counter_power_w, p]
+        step = np.diff(e)
+        fill = np.diff(t) * (p[1:] + p[:-1]) / 2.0
+        steps = np.where(step >= 0, step, fill)
+        cum = _steps_cum(state.ctr_j if state.counter_rows else 0.0, steps)
+        if state.counter_rows:
+            cum = cum[1:]
+        ctr[counted] = cum
+        fields.update(
+            counter_rows=state.counter_rows + len(counted),
+            counter_t0_s=state.counter_t0_s if state.counter_rows else float(t[0]),
+            counter_t_s=float(t[-1]),
+            counter_j=float(e[-1]),
+            counter_power_w=float(p[-1]),
+            ctr_j=float(cum[-1]),
+        )
+    util = util_pct[~np.isnan(util_pct)]
+    if len(util):
+        fields.update(
+            util_rows=state.util_rows + len(util),
+            util_sum=state.util_sum + float(np.sum(util)),
+        )
+    return trap, ctr, replace(state, **fields)
+
+
+def _floats(values: Iterable[Any]) -> np.ndarray:
+    """Numbers as float64, None as NaN."""
+    return np.array(list(values), dtype=float)
+
+
+def _nullable(values: np.ndarray) -> list[float | None]:
+    """Floats for SQLite, NaN as NULL."""
+    out = values.astype(object)
+    out[np.isnan(values)] = None
+    return list(out)
+
+
+def append(conn: sqlite3.Connection, run_id: int, rows: Sequence[Sequence[Any]]) -> None:
+    """Insert sample rows of one run (the columns of :data:`ROW_COLUMNS` but the last two) with
+    their cumulative energy, and bring its devices' aggregates up to date; in the caller's
+    transaction.
+
+    A device whose rows are out of time order, or go back before its stored rows, is settled
+    again from all its raw samples.
+    """
+    if not rows:
+        return
+    _, t, device, power, energy, util, _, _, source, measured = zip(*rows, strict=True)
+    t_s = _floats(t)
+    columns = (_floats(power), _floats(energy), _floats(util), np.array(measured, dtype=bool))
+    by_device: dict[str, list[int]] = {}
+    for i, name in enumerate(device):
+        by_device.setdefault(str(name), []).append(i)
+    states = load_states(conn, run_id, list(by_device))
+    trap = np.full(len(rows), np.nan)
+    ctr = np.full(len(rows), np.nan)
+    resettle: list[str] = []
+    updated: dict[str, DeviceState] = {}
+    for name, listed in by_device.items():
+        index = np.array(listed)
+        t = t_s[index]
+        state = states.get(name)
+        if np.any(np.diff(t) < 0) or (state is not None and t[0] < state.t_last_s):
+            resettle.append(name)
+            continue
+        if state is None:
+            state = DeviceState(source=str(source[index[0]]), measured=True)
+        trap[index], ctr[index], updated[name] = cumulate(state, t, *(c[index] for c in columns))
+    conn.executemany(
+        INSERT_SAMPLE,
+        [
+            (*row[:10], a, b)
+            for row, a, b in zip(rows, _nullable(trap), _nullable(ctr), strict=True)
+        ],
+    )
+    save_states(conn, run_id, updated)
+    if resettle:
+        settle(conn, run_id, resettle)
+
+
+def load_states(
+    conn: sqlite3.Connection, run_id: int, devices: Sequence[str] | None = None
+) -> dict[str, DeviceState]:
+    """The stored aggregates of a run's devices (all, or those named)."""
+    sql = f"SELECT device, {', '.join(_STATE_COLUMNS)} FROM device_energy WHERE run_id = ?"
+    params: list[Any] = [run_id]
+    if devices is not None:
+        sql += f" AND device IN ({', '.join('?' * len(devices))})"
+        params += list(devices)
+    out: dict[str, DeviceState] = {}
+    for device, source, measured, *rest in conn.execute(sql, params):
+        values: dict[str, Any] = {
+            k: (int(v) if k.endswith("rows") else _float(v))
+            for k, v in zip(_STATE_COLUMNS[2:], rest, strict=True)
+        }
+        out[str(device)] = DeviceState(source=str(source), measured=bool(measured), **values)
+    return out
+
+
+def save_states(conn: sqlite3.Connection, run_id: int, states: Mapping[str, DeviceState]) -> None:
+    """Write devices' aggregates (inserted, or replacing the stored ones)."""
+    if not states:
+        return
+    columns = ("run_id", "device", *_STATE_COLUMNS)
+    conn.executemany(
+        f"INSERT OR REPLACE INTO device_energy ({', '.join(columns)})"
+        f" VALUES ({', '.join('?' * len(columns))})",
+        [
+            (
+                run_id,
+                device,
+                s.source,
+                int(s.measured),
+                *(
+                    v if isinstance(v, int) else _sql(float(v))
+                    for v in (getattr(s, c) for c in _STATE_COLUMNS[2:])
+                ),
+            )
+            for device, s in states.items()
+        ],
+    )
+
+
+_SETTLE_CHUNK = 100_000
+
+
+def settle(conn: sqlite3.Connection, run_id: int, devices: Sequence[str] | None = None) -> None:
+    """Compute again, from the raw samples, the aggregates of a run's devices (all, or those
+    named); in the caller's transaction. Reads the rows in chunks: memory stays bounded."""
+    where = "run_id = ?"
+    params: list[Any] = [run_id]
+    if devices is not None:
+        where += f" AND device IN ({', '.join('?' * len(devices))})"
+        params += list(devices)
+    conn.execute(f"DELETE FROM device_energy WHERE {where}", params)
+    cursor = conn.execute(
+        "SELECT rowid, device, t_s, power_w, energy_j, util_pct, source, measured"
+        f" FROM samples WHERE {where} ORDER BY device, t_s, rowid",
+        params,
+    )
+    states: dict[str, DeviceState] = {}
+    # The sums go to a table of their own while the cursor reads, then into the samples in one
+    # statement: the rows a cursor reads must not change under it.
+    conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS settled (row INTEGER PRIMARY KEY, trap_j REAL, ctr_j REAL)"
+    )
+    conn.execute("DELETE FROM temp.settled")
+    while chunk := cursor.fetchmany(_SETTLE_CHUNK):
+        conn.executemany("INSERT INTO temp.settled VALUES (?, ?, ?)", _settle_chunk(chunk, states))
+    conn.execute(
+        "UPDATE samples SET (trap_j, ctr_j) ="
+        " (SELECT trap_j, ctr_j FROM temp.settled WHERE row = samples.rowid)"
+        " WHERE rowid IN (SELECT row FROM temp.settled)"
+    )
+    conn.execute("DELETE FROM temp.settled")
+    save_states(conn, run_id, states)
+
+
+def _settle_chunk(
+    chunk: list[tuple[Any, ...]], states: dict[str, DeviceState]
+) -> list[tuple[int, float | None, float | None]]:
+    """Each row's ``(rowid, trap_j, ctr_j)``; rows come by device, then time."""
+    rowid, device, t, power, energy, util, source, measured = zip(*chunk, strict=True)
+    t_s = _floats(t)
+    columns = (_floats(power), _floats(energy), _floats(util), np.array(measured, dtype=bool))
+    names = np.array(device, dtype=object)
+    starts = np.flatnonzero(np.r_[True, names[1:] != names[:-1]]).tolist()
+    trap = np.empty(len(chunk))
+    ctr = np.empty(len(chunk))
+    for start, stop in zip(starts, [*starts[1:], len(chunk)], strict=True):
+        name = str(names[start])
+        state = states.get(name) or DeviceState(source=str(source[start]), measured=True)
+        rows = slice(start, stop)
+        trap[rows], ctr[rows], states[name] = cumulate(
+            state, t_s[rows], *(c[rows] for c in columns)
+        )
+    return list(zip(rowid, _nullable(trap), _nullable(ctr), strict=True))
+
+
+def energy_at(
+    conn: sqlite3.Connection,
+    run_id: int,
+    states: Mapping[str, DeviceState],
+    t_s: Sequence[float] | np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Each device's cumulative energy at the times ``t_s``, as
+    :meth:`joulecast.energy.EnergyCurve.at` gives it (clamped to the device's counted span;
+    NaN at a NaN time); devices without energy are left out.
+
+    Each time inside a device's span costs two indexed reads: the rows around it.
+    """
+    times = np.asarray(t_s, dtype=float)
+    out: dict[str, np.ndarray] = {}
+    for device, state in states.items():
+        if math.isnan(state.energy_j):
+            continue
+        column = "ctr_j" if state.counter else "trap_j"
+        t0, t1 = state.span_s
+        e = np.full(len(times), np.nan)
+        e[times <= t0] = 0.0
+        e[times >= t1] = state.energy_j
+        inner = np.flatnonzero((times > t0) & (times < t1))
+        where = f"run_id = ? AND device = ? AND {column} IS NOT NULL"
+        for i in inner.tolist():
+            tau = float(times[i])
+            before = conn.execute(
+                f"SELECT t_s, power_w, {column} FROM samples WHERE {where} AND t_s <= ?"
+                " ORDER BY t_s DESC, rowid DESC LIMIT 1",
+                (run_id, device, tau),
+            ).fetchone()
+            after = conn.execute(
+                f"SELECT t_s, power_w, {column} FROM samples WHERE {where} AND t_s > ?"
+                " ORDER BY t_s, rowid LIMIT 1",
+                (run_id, device, tau),
+            ).fetchone()
+            if before is None or after is None:  # the aggregates and the rows disagree
+                raise sqlite3.DatabaseError(f"run {run_id}: {device} has no rows around {tau} s")
+            e[i] = _between(state.counter, before, after, tau)
+        out[device] = e
+    return out
+
+
+def _between(counter: bool, before: Sequence[Any], after: Sequence[Any], tau: float) -> float:
+    """Cumulative energy at ``tau`` from the rows ``(t_s, power_w, cum_j)`` around it."""
+    t0, p0, c0 = float(before[0]), _float(before[1]), float(before[2])
+    t1, p1, c1 = float(after[0]), _float(after[1]), float(after[2])
+    if counter:
+        return float(np.interp(tau, [t0, t1], [c0, c1]))
+    p0, p1 = (0.0 if math.isnan(p0) else p0), (0.0 if math.isnan(p1) else p1)
+    p_tau = p0 + (p1 - p0) * ((tau - t0) / (t1 - t0))
+    return c0 + (tau - t0) * (p0 + p_tau) / 2.0

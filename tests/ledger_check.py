@@ -1,0 +1,87 @@
+"""The check that a store's energy aggregates equal the raw-sample integration (the kernel)."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from joulecast import ledger
+from joulecast.energy import curves
+from joulecast.store import connect_readonly
+
+REL = 1e-6
+
+
+def _close(a: float, b: float, scale: float) -> bool:
+    return abs(a - b) <= REL * max(abs(scale), 1.0)
+
+
+def mismatches(path: Path) -> list[str]:
+    """What differs between ``path``'s aggregates and the kernel on its raw samples; empty
+    where every run agrees (or the file is not a store with aggregates)."""
+    try:
+        conn = connect_readonly(path)
+    except sqlite3.Error:
+        return []
+    with closing(conn):
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        except sqlite3.DatabaseError:
+            return []
+        if "device_energy" not in tables:
+            return []
+        return [
+            f"{path.name}: run {run_id}: {problem}"
+            for (run_id,) in conn.execute("SELECT id FROM runs").fetchall()
+            for problem in _run_mismatches(conn, int(run_id))
+        ]
+
+
+def _run_mismatches(conn: sqlite3.Connection, run_id: int) -> list[str]:
+    samples = pd.read_sql_query(
+        "SELECT t_s, device, power_w, energy_j, source, measured FROM samples WHERE run_id = ?"
+        " ORDER BY device, t_s, rowid",
+        conn,
+        params=(run_id,),
+    )
+    samples["measured"] = samples["measured"].astype(bool)
+    for col in ("power_w", "energy_j"):
+        samples[col] = samples[col].astype(float)
+    reference = curves(samples)
+    states = ledger.load_states(conn, run_id)
+    problems: list[str] = []
+    with_energy = {d for d, s in states.items() if not math.isnan(s.energy_j)}
+    if with_energy != set(reference):
+        return [f"devices with energy {sorted(with_energy)} != kernel's {sorted(reference)}"]
+    devices = set(samples["device"])
+    if set(states) != devices:
+        problems.append(f"devices {sorted(states)} != the samples' {sorted(devices)}")
+    for device, curve in reference.items():
+        state = states[device]
+        if not _close(state.energy_j, curve.total_j, curve.total_j):
+            problems.append(f"{device}: {state.energy_j} J != kernel's {curve.total_j} J")
+        if (state.counter, state.samples) != (curve.method == "counter", len(curve.t_s)):
+            problems.append(f"{device}: method/samples differ from the kernel's")
+        if (state.source, state.measured) != (curve.source, curve.measured):
+            problems.append(f"{device}: source/measured differ from the kernel's")
+    bounds = conn.execute(
+        "SELECT start_s, end_s FROM phases WHERE run_id = ?", (run_id,)
+    ).fetchall()
+    times = [float(t) for row in bounds for t in row if t is not None]
+    if reference:
+        lo = min(float(c.t_s[0]) for c in reference.values())
+        hi = max(float(c.t_s[-1]) for c in reference.values())
+        times += list(np.linspace(lo - 1.0, hi + 1.0, 7))
+    at = ledger.energy_at(conn, run_id, states, times)
+    for device, curve in reference.items():
+        expected = curve.at(np.array(times))
+        for tau, got, want in zip(times, at[device], expected, strict=True):
+            if not _close(float(got), float(want), curve.total_j):
+                problems.append(f"{device}: energy at {tau} s: {got} J != kernel's {want} J")
+                break
+    return problems

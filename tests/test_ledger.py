@@ -1,0 +1,99 @@
+"""Energy aggregates kept at write time equal the kernel's integration of the raw samples."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from joulecast.energy import curves
+from joulecast.records import Phase, PhaseKind, Reading
+from joulecast.store import SAMPLE_COLUMNS, Store
+from tests.ledger_check import mismatches
+from tests.store_formats import old_store
+
+
+def _readings(rng: np.random.Generator, t: np.ndarray, device: str, counter: bool) -> list[Reading]:
+    power = 100 + 50 * rng.random(len(t))
+    energy = np.cumsum(power * 0.1) if counter else None
+    out = []
+    for i, ti in enumerate(t):
+        p = None if rng.random() < 0.05 else float(power[i])
+        e = None
+        if energy is not None and rng.random() > 0.05:
+            e = float(energy[i]) - (5000.0 if i > len(t) // 2 else 0.0)  # one reload
+        out.append(Reading(float(ti), device, p, "test", True, e, util_pct=50.0))
+    return out
+
+
+def test_batches_in_time_order_match_the_kernel(store: Store) -> None:
+    rng = np.random.default_rng(1)
+    run = store.create_run()
+    t = np.cumsum(0.05 + 0.1 * rng.random(400))
+    rows = _readings(rng, t, "gpu:0", True) + _readings(rng, t + 0.01, "ram", False)
+    rows.sort(key=lambda r: r.t_s)
+    for k in range(0, len(rows), 37):
+        store.write_batch(run, rows[k : k + 37])
+    store.write_phases(
+        run, [Phase(PhaseKind.EPOCH, 0, 3.0, 20.0), Phase(PhaseKind.EPOCH, 1, 20.0, 99.0)]
+    )
+    assert mismatches(store.path) == []
+    states = store.device_energy(run)
+    assert states["gpu:0"].counter and not states["ram"].counter
+    reference = curves(store.samples(run))
+    assert states["gpu:0"].energy_j == pytest.approx(reference["gpu:0"].total_j, rel=1e-12)
+    at = store.energy_at(run, [0.0, 10.0, 1e9])
+    assert at["ram"][1] == pytest.approx(float(reference["ram"].at(10.0)), rel=1e-12)
+    assert at["ram"][2] == pytest.approx(reference["ram"].total_j, rel=1e-12)
+
+
+def test_a_batch_back_in_time_settles_its_device_again(store: Store) -> None:
+    run = store.create_run()
+    late = [Reading(float(t), "gpu:0", 100.0 + t, "test") for t in range(10, 20)]
+    early = [Reading(float(t), "gpu:0", 200.0 - t, "test") for t in range(0, 10)]
+    store.write_batch(run, late)
+    store.write_batch(run, early)
+    store.write_batch(run, [Reading(25.0, "gpu:0", 50.0, "test")])
+    assert mismatches(store.path) == []
+    assert store.device_energy(run)["gpu:0"].samples == 21
+
+
+def test_an_unsorted_import_matches_the_kernel(store: Store) -> None:
+    rng = np.random.default_rng(2)
+    n = 300
+    frame = pd.DataFrame(
+        {
+            "t_s": rng.random(n) * 100,
+            "device": rng.choice(["gpu:0", "gpu:1"], n),
+            "power_w": 100 + rng.random(n) * 100,
+            "energy_j": np.nan,
+            "util_pct": np.nan,
+            "mem_used_mib": np.nan,
+            "temp_c": np.nan,
+            "source": "import",
+            "measured": True,
+        }
+    )[list(SAMPLE_COLUMNS)]
+    store.import_run(samples=frame, phases=[Phase(PhaseKind.EPOCH, 0, 10.0, 55.5)])
+    assert mismatches(store.path) == []
+
+
+def test_an_older_store_gets_its_aggregates_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old_store(path, 2)
+    with Store(path) as s:
+        assert s.device_energy(1)["gpu:0"].energy_j == pytest.approx(200.0)
+    assert mismatches(path) == []
+
+
+def test_the_check_sees_a_wrong_aggregate(store: Store) -> None:
+    run = store.create_run()
+    store.write_batch(run, [Reading(float(t), "gpu:0", 100.0, "test") for t in range(5)])
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("UPDATE device_energy SET trap_j = 1.0")
+    assert mismatches(store.path) != []
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("UPDATE device_energy SET trap_j = 400.0")
