@@ -128,7 +128,6 @@ class MeasuredCommand:
                 run_id,
                 forecaster,
                 progress=self.progress,
-                interval_s=self.interval_s,
             )
             self._watcher = threading.Thread(
                 target=self._watch, name="joulecast-forecast", daemon=True

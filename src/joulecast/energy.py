@@ -271,27 +271,54 @@ def phase_table(samples: pd.DataFrame, phases: pd.DataFrame) -> pd.DataFrame:
     ``phases`` has the store's columns (``index``, ``start_s``, ``end_s``, ``samples``, ...);
     a phase still open (no ``end_s``) gets NaN energy. Per-device columns are ``energy_j[DEV]``.
     """
+    frame = phases.reset_index(drop=True)
+    start = np.nan_to_num(frame["start_s"].to_numpy(float))
+    end = frame["end_s"].to_numpy(float)
     cs = curves(samples)
-    frame = phases.reset_index(drop=True).copy()
+    return _phase_frame(
+        frame,
+        {d: (c.at(end) - c.at(start), c.measured) for d, c in cs.items()},
+    )
+
+
+def stored_phase_table(store: Any, run_id: int, phases: pd.DataFrame) -> pd.DataFrame:
+    """:func:`phase_table` of a stored run's ``phases``, from the store's energy aggregates
+    (:meth:`joulecast.store.Store.energy_at`): its cost does not grow with the run's length."""
+    frame = phases.reset_index(drop=True)
+    start = np.nan_to_num(frame["start_s"].to_numpy(float))
+    end = frame["end_s"].to_numpy(float)
+    states = store.device_energy(run_id)
+    at = store.energy_at(run_id, np.concatenate([start, end]))
+    n = len(frame)
+    return _phase_frame(
+        frame, {d: (e[n:] - e[:n], states[d].measured) for d, e in sorted(at.items())}
+    )
+
+
+def _phase_frame(
+    phases: pd.DataFrame, energy: dict[str, tuple[np.ndarray, bool]]
+) -> pd.DataFrame:
+    """The phase table of ``phases`` given each device's energy in each phase (and whether
+    the device is measured)."""
+    frame = phases.copy()
     start = frame["start_s"].to_numpy(float)
     end = frame["end_s"].to_numpy(float)
     frame["duration_s"] = end - start
     total = np.zeros(len(frame))
     measured = np.zeros(len(frame))
-    for device, curve in cs.items():
-        e = curve.at(end) - curve.at(np.nan_to_num(start))
+    for device, (e, is_measured) in energy.items():
         e = np.where(np.isnan(end), np.nan, e)
         frame[f"energy_j[{device}]"] = e
         total = total + e
-        if curve.measured:
+        if is_measured:
             measured = measured + e
     frame["energy_j"] = total
-    frame["energy_j_measured"] = measured if cs else np.nan
+    frame["energy_j_measured"] = measured if energy else np.nan
     with np.errstate(divide="ignore", invalid="ignore"):
         frame["mean_power_w"] = total / frame["duration_s"].to_numpy(float)
         n = frame["samples"].astype("Float64").to_numpy(dtype=float, na_value=np.nan)
         frame["j_per_sample"] = np.where(n > 0, total / n, np.nan)
-    if not cs:
+    if not energy:
         frame["energy_j"] = np.nan
     return frame
 
@@ -419,28 +446,31 @@ def _num(value: Any) -> float | None:
 
 
 def summarize(store: Any, run_id: int) -> RunSummary:
-    """Compute the :class:`RunSummary` of a stored run."""
+    """Compute the :class:`RunSummary` of a stored run from its energy aggregates; no sample
+    is read, so it costs the same for a run of an hour or of weeks."""
     row = store.run(run_id)
-    samples = store.samples(run_id)
     phases = store.phases(run_id)
     gaps = store.gaps(run_id)
-    cs = curves(samples)
+    states = store.device_energy(run_id)
     duration = row["duration_s"]
     if duration is None:
-        duration = float(samples["t_s"].max()) if len(samples) else 0.0
+        duration = max((s.t_last_s for s in states.values()), default=0.0)
     devices: dict[str, DeviceTotal] = {}
-    for device, curve in cs.items():
-        span = curve.t_s[-1] - curve.t_s[0] if len(curve.t_s) else 0.0
+    for device, state in sorted(states.items()):
+        if math.isnan(state.energy_j):
+            continue
+        first_s, last_s = state.span_s
+        span = last_s - first_s
         devices[device] = DeviceTotal(
             device,
-            curve.total_j,
-            curve.total_j / span if span > 0 else math.nan,
-            curve.method,
-            curve.source,
-            curve.measured,
-            len(curve.t_s),
+            state.energy_j,
+            state.energy_j / span if span > 0 else math.nan,
+            "counter" if state.counter else "trapezoid",
+            state.source,
+            state.measured,
+            state.samples,
         )
-    epochs = phase_table(samples, phases[phases["kind"] == "epoch"])
+    epochs = stored_phase_table(store, run_id, phases[phases["kind"] == "epoch"])
     processed = phases.loc[phases["kind"] == "epoch", "samples"].dropna()
     warnings: list[str] = []
     if not devices:
@@ -456,7 +486,7 @@ def summarize(store: Any, run_id: int) -> RunSummary:
     tests = phases[phases["kind"] == "test"]
     if len(tests):
         last = tests.iloc[-1]
-        tested = phase_table(samples, tests.iloc[[-1]])
+        tested = stored_phase_table(store, run_id, tests.iloc[[-1]])
         test = {
             "metrics": last["metrics"],
             "samples": None if pd.isna(last["samples"]) else int(last["samples"]),

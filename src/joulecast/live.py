@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from joulecast.energy import phase_table
+from joulecast.energy import stored_phase_table
 from joulecast.forecast import (
     EnergyBudget,
     Forecast,
@@ -26,27 +26,12 @@ from joulecast.store import Store
 
 log = logging.getLogger(__name__)
 
-# Samples read either side of a phase: enough to interpolate its edges between samples.
-_EDGE_MARGIN_S = 5.0
-
-
-def epoch_table(
-    store: Store, run_id: int, indices: Sequence[int], *, interval_s: float | None = None
-) -> pd.DataFrame:
-    """The per-epoch table (as :func:`joulecast.energy.phase_table`) of epochs ``indices``.
-
-    Reads only the samples around those epochs, so it costs the same however long the run;
-    ``interval_s`` (the run's sampling interval) widens the margin for sparse sampling.
-    """
+def epoch_table(store: Store, run_id: int, indices: Sequence[int]) -> pd.DataFrame:
+    """The per-epoch table (as :func:`joulecast.energy.phase_table`) of epochs ``indices``,
+    from the store's energy aggregates: it costs the same however long the run."""
     phases = store.phases(run_id, "epoch")
     phases = phases[phases["index"].isin(list(indices))].dropna(subset=["end_s"])
-    if phases.empty:
-        return phase_table(store.samples(run_id, 0.0, 0.0), phases)
-    margin = max(_EDGE_MARGIN_S, 3.0 * (interval_s or 0.0))
-    samples = store.samples(
-        run_id, float(phases["start_s"].min()) - margin, float(phases["end_s"].max()) + margin
-    )
-    return phase_table(samples, phases)
+    return stored_phase_table(store, run_id, phases)
 
 
 @dataclass(eq=False)
@@ -56,8 +41,7 @@ class LiveForecast:
     :meth:`after_epoch` takes each finished epoch once, in order: it reads the epoch's
     energy from ``store()``, forecasts with ``forecaster``, stores the forecast with the epoch
     (``metrics["forecast"]``), checks the ``budget``, prints a progress line on stderr
-    (``progress``) and calls ``on_update``. ``interval_s`` (the run's sampling interval)
-    widens the samples read around an epoch for sparse sampling.
+    (``progress``) and calls ``on_update``.
     """
 
     store: Callable[[], Store]
@@ -67,7 +51,6 @@ class LiveForecast:
     budget: EnergyBudget | None = None
     on_update: Callable[[Forecast], None] | None = None
     progress: bool = True
-    interval_s: float | None = None
     stop_reason: str | None = field(default=None, init=False)
     _rows: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False)
     _seen: set[int] = field(default_factory=set, init=False, repr=False)
@@ -98,7 +81,7 @@ class LiveForecast:
         self._seen.add(phase.index)
         store = self.store()
         try:
-            row = epoch_table(store, self.run_id, [phase.index], interval_s=self.interval_s)
+            row = epoch_table(store, self.run_id, [phase.index])
             if row.empty:
                 log.info("epoch %d is not in the store: no forecast after it", phase.index)
                 return None

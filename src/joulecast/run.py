@@ -199,7 +199,6 @@ class Run:
             budget=budget,
             on_update=on_update,
             progress=progress,
-            interval_s=self._monitor.sampling_interval_s,
         )
 
     @property
@@ -220,14 +219,12 @@ class Run:
     def epoch_table(self, indices: list[int]) -> pd.DataFrame:
         """The per-epoch table (as :attr:`epochs`) for the epochs ``indices`` only.
 
-        Reads just the samples around those epochs, so it stays cheap however long the run:
-        what the per-epoch hooks (live forecast, MLflow) use.
+        Reads the store's energy aggregates, so it stays cheap however long the run: what the
+        per-epoch hooks (live forecast, MLflow) use.
         """
         if self._monitor.running:
             self._monitor.flush()
-        return epoch_table(
-            self.store, self.run_id, indices, interval_s=self._monitor.sampling_interval_s
-        )
+        return epoch_table(self.store, self.run_id, indices)
 
     def _after_epoch(self, phase: Phase) -> None:
         if self._live is None or phase.end_s is None:

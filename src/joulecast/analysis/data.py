@@ -5,16 +5,12 @@ every status, with the study's factors (from the run's tags), energy normalised 
 processed, time per image, GPU usage and test scores. :data:`COLUMNS` names and describes its
 columns; a value that cannot be known is NaN.
 
-Energy is counted per device by :func:`joulecast.energy.integrate`, the rule
-:func:`joulecast.energy.summarize` uses too (a device with an energy counter, two or more
-readings, is counted from the counter, an interval where it went backwards from power; a device
-without one is the trapezoid of its power readings; a device with neither is left out). It is
-computed without a per-run :func:`~joulecast.energy.summarize`, which would read every sample
-into Python objects: the samples come from :meth:`~joulecast.store.Store.sample_arrays` as numpy
-arrays, a chunk of runs at a time, and every run of a chunk is integrated in one call. Those
-arrays carry 15 significant digits, so figures agree with ``summarize`` to about 1e-12
-relative; the tests hold them equal to 1e-9 on measured, imported and synthetic runs. 2,000
-runs of 10,000 samples take about 20 s on two busy cores.
+Energy is counted per device as :func:`joulecast.energy.summarize` counts it, from the energy
+aggregates the store keeps as samples are written (:mod:`joulecast.ledger`: a device with an
+energy counter, two or more readings, is counted from the counter, an interval where it went
+backwards from power; a device without one is the trapezoid of its power readings; a device
+with neither is left out). No sample is read: a run's row costs a few indexed reads per device
+and finished epoch, however long the run.
 """
 
 from __future__ import annotations
@@ -22,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +28,9 @@ import numpy as np
 import pandas as pd
 
 import joulecast.ledger as ledger
-from joulecast.energy import EnergyCurve, integrate
 from joulecast.errors import InputError
 from joulecast.records import Phase, PhaseKind, RunStatus
-from joulecast.store import SAMPLE_COLUMNS, SampleArrays, Store
+from joulecast.store import SAMPLE_COLUMNS, Store
 
 log = logging.getLogger(__name__)
 
@@ -147,98 +142,65 @@ def _select_runs(
 _Bounds = Mapping[int, tuple[np.ndarray, np.ndarray]]  # per run: its finished epochs' starts, ends
 
 
-def _device_figures(chunk: SampleArrays, epochs: _Bounds) -> tuple[pd.DataFrame, dict[int, float]]:
-    """Figures of the runs of ``chunk`` (each run's samples are all in one chunk).
+def _run_figures(
+    store: Store, run_id: int, bounds: tuple[np.ndarray, np.ndarray] | None
+) -> dict[str, float]:
+    """One run's energy (all, measured, GPU, GPU + RAM, mean per finished epoch of GPU + RAM),
+    last sample time, sample spacing and GPU utilisation (of every GPU, of the GPUs with
+    energy), from its energy aggregates."""
+    states = store.device_energy(run_id)
+    if not states:
+        return {}
+    known = {d: s for d, s in states.items() if not math.isnan(s.energy_j)}
+    gpus = {d: s for d, s in states.items() if d.startswith("gpu:")}
 
-    Returns:
-        One row per (run, device): energy (:func:`joulecast.energy.integrate`), last sample
-        time, sample spacing. And per run with finished epochs and gpu:* or ram energy: the
-        mean over those epochs of that energy.
-    """
-    keep = chunk.device >= 0
-    runs, run_index = np.unique(chunk.run_id[keep], return_inverse=True)
-    devices = max(len(chunk.devices), 1)
-    energy = integrate(
-        chunk.t_s[keep],
-        chunk.columns["power_w"][keep],
-        chunk.columns["energy_j"][keep],
-        run_index * devices + chunk.device[keep],
-        chunk.measured[keep],
-    )
-    rows = energy.stop - energy.start
-    first = energy.t_s[energy.start]
-    last = energy.t_s[energy.stop - 1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        spacing = np.where(rows >= 2, (last - first) / (rows - 1), np.nan)
-    run_ids = runs[energy.key // devices]
-    device = energy.key % devices
-    per_epoch: dict[int, np.ndarray] = {}
-    for g in range(len(rows)):
-        run_id, name = int(run_ids[g]), chunk.devices[device[g]]
-        bounds = epochs.get(run_id)
-        if bounds is None or not (name.startswith("gpu:") or name == "ram"):
-            continue
-        curve = EnergyCurve.of_group(energy, g, name)
-        if curve is not None:  # summed device after device, as the offline rows always were
-            energy_j = curve.at(bounds[1]) - curve.at(bounds[0])
-            per_epoch[run_id] = per_epoch[run_id] + energy_j if run_id in per_epoch else energy_j
-    frame = pd.DataFrame(
-        {
-            "run_id": run_ids,
-            "device": device,
-            "energy_j": energy.energy_j,
-            "measured": energy.measured,
-            "t_max": last,
-            "spacing_s": spacing,
-        }
-    )
-    return frame, {run_id: float(np.mean(e)) for run_id, e in per_epoch.items()}
+    def total(keep: Callable[[str, ledger.DeviceState], bool]) -> float:
+        values = [s.energy_j for d, s in known.items() if keep(d, s)]
+        return float(sum(values)) if values else math.nan
+
+    def util(of: Mapping[str, ledger.DeviceState]) -> float:
+        rows = sum(s.util_rows for s in of.values())
+        return sum(s.util_sum for s in of.values()) / rows if rows else math.nan
+
+    spacing = [
+        (s.t_last_s - s.t_first_s) / (s.rows - 1) for s in states.values() if s.rows >= 2
+    ]
+    out = {
+        "energy_j": total(lambda d, s: True),
+        "energy_j_measured": total(lambda d, s: s.measured),
+        "energy_j_gpu": total(lambda d, s: d.startswith("gpu:")),
+        "energy_j_gpu_ram": total(lambda d, s: d.startswith("gpu:") or d == "ram"),
+        "t_max": max(s.t_last_s for s in states.values()),
+        "spacing_s": min(spacing) if spacing else math.nan,
+        "gpu_util_pct": util(gpus),
+        "gpu_util_pct_metered": util({d: s for d, s in gpus.items() if d in known}),
+    }
+    if bounds is not None and any(d.startswith("gpu:") or d == "ram" for d in known):
+        at = store.energy_at(run_id, np.concatenate(bounds))
+        n = len(bounds[0])
+        per_epoch = sum(
+            e[n:] - e[:n] for d, e in sorted(at.items()) if d.startswith("gpu:") or d == "ram"
+        )
+        out["epoch_energy_j_gpu_ram"] = float(np.mean(per_epoch))
+    return out
 
 
 def _sample_figures(store: Store, ids: list[int], epochs: _Bounds) -> pd.DataFrame:
-    """Per run: energy (all, measured, GPU, GPU + RAM, per epoch), last sample time, sample
-    spacing, GPU utilisation (of every GPU, of the GPUs with energy)."""
-    parts: list[pd.DataFrame] = []
-    epoch_energy: dict[int, float] = {}
-    util: dict[int, float] = {}
-    devices: tuple[str, ...] = ()
-    # SQLite averages the utilisation: reading every value would cost more than the rest.
-    arrays = store.sample_arrays(ids, ("power_w", "energy_j"), means={"util_pct": "gpu:"})
-    for chunk in arrays:
-        devices = chunk.devices
-        part, means = _device_figures(chunk, epochs)
-        parts.append(part)
-        epoch_energy.update(means)
-        util.update(zip(chunk.runs.tolist(), chunk.means["util_pct"].tolist(), strict=True))
-    out = pd.DataFrame(index=pd.Index(ids, name="run_id"))
-    out["epoch_energy_j_gpu_ram"] = pd.Series(epoch_energy, dtype=float)
-    out["gpu_util_pct"] = pd.Series(util, dtype=float)
-    out["gpu_util_pct_metered"] = out["gpu_util_pct"]
-    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    if frame.empty:
-        for col in ("energy_j", "energy_j_measured", "energy_j_gpu", "energy_j_gpu_ram"):
-            out[col] = np.nan
-        out["t_max"] = out["spacing_s"] = np.nan
-        return out
-    frame["run_id"] = frame["run_id"].astype(np.int64)
-    energy = frame["energy_j"].astype(float)
-    known = energy.notna()
-    names = np.array(devices, dtype=object)[frame["device"].to_numpy(np.int64)]
-    gpu = pd.Series([str(d).startswith("gpu:") for d in names], index=frame.index, dtype=bool)
-    ram = pd.Series(names == "ram", index=frame.index, dtype=bool)
-    by_run = frame["run_id"]
-    out["energy_j"] = energy.groupby(by_run).sum(min_count=1)
-    out["energy_j_measured"] = energy[known & frame["measured"]].groupby(by_run).sum(min_count=1)
-    out["energy_j_gpu"] = energy[known & gpu].groupby(by_run).sum(min_count=1)
-    out["energy_j_gpu_ram"] = energy[known & (gpu | ram)].groupby(by_run).sum(min_count=1)
-    out["t_max"] = frame.groupby("run_id")["t_max"].max()
-    out["spacing_s"] = frame.groupby("run_id")["spacing_s"].min()
-    # A GPU without power readings (rare) is left out of the metered utilisation.
-    for run_id in sorted({int(i) for i in by_run[gpu & ~known]}):
-        metered = [str(d) for d in names[(by_run == run_id) & gpu & known]]
-        samples = store.samples(run_id)
-        values = samples.loc[samples["device"].isin(metered), "util_pct"].dropna()
-        out.loc[run_id, "gpu_util_pct_metered"] = float(values.mean()) if len(values) else np.nan
+    """Per run: the figures of :func:`_run_figures` (NaN where unknown)."""
+    columns = (
+        "epoch_energy_j_gpu_ram",
+        "gpu_util_pct",
+        "gpu_util_pct_metered",
+        "energy_j",
+        "energy_j_measured",
+        "energy_j_gpu",
+        "energy_j_gpu_ram",
+        "t_max",
+        "spacing_s",
+    )
+    rows = {run_id: _run_figures(store, run_id, epochs.get(run_id)) for run_id in ids}
+    out = pd.DataFrame.from_dict(rows, orient="index", columns=list(columns), dtype=float)
+    out.index = pd.Index(ids, name="run_id")
     return out
 
 
