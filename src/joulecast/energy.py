@@ -295,9 +295,7 @@ def stored_phase_table(store: Any, run_id: int, phases: pd.DataFrame) -> pd.Data
     )
 
 
-def _phase_frame(
-    phases: pd.DataFrame, energy: dict[str, tuple[np.ndarray, bool]]
-) -> pd.DataFrame:
+def _phase_frame(phases: pd.DataFrame, energy: dict[str, tuple[np.ndarray, bool]]) -> pd.DataFrame:
     """The phase table of ``phases`` given each device's energy in each phase (and whether
     the device is measured)."""
     frame = phases.copy()

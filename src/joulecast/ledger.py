@@ -157,10 +157,32 @@ def _sql(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
-def _steps_cum(start_j: float, steps: np.ndarray) -> np.ndarray:
-    """``start_j`` followed by its running sums with ``steps``, added one after the other as
-    the kernel's ``np.cumsum`` does (so both round alike)."""
-    return np.cumsum(np.concatenate(([start_j], steps)))
+def _running_j(
+    last: tuple[float, float, float, float] | None,
+    t_s: np.ndarray,
+    power_w: np.ndarray,
+    counter_j: np.ndarray | None,
+) -> np.ndarray:
+    """The cumulative energy of a track at each of its new rows.
+
+    ``last``: the track's last row so far, ``(t_s, power_w, counter_j, cum_j)``, or None.
+    A step is the trapezoid of power (``counter_j`` None), or the counter's step where it
+    did not go backwards. The sums are taken one after the other from the last row's, as the
+    kernel's ``np.cumsum`` takes them, so both round alike.
+    """
+    start = 0.0
+    if last is not None:
+        t_s = np.concatenate(([last[0]], t_s))
+        power_w = np.concatenate(([last[1]], power_w))
+        if counter_j is not None:
+            counter_j = np.concatenate(([last[2]], counter_j))
+        start = last[3]
+    steps = np.diff(t_s) * (power_w[1:] + power_w[:-1]) / 2.0
+    if counter_j is not None:
+        counted = np.diff(counter_j)
+        steps = np.where(counted >= 0, counted, steps)
+    cum = np.cumsum(np.concatenate(([start], steps)))
+    return cum[1:] if last is not None else cum
 
 
 def cumulate(
@@ -184,18 +206,14 @@ def cumulate(
         "rows": state.rows + n,
         "t_first_s": state.t_first_s if state.rows or not n else float(t_s[0]),
         "t_last_s": float(t_s[-1]) if n else state.t_last_s,
-        "measured": state.measured and bool(np.all(measured)),
+        "measured": state.measured and bool(measured.all()),
     }
-    powered = np.flatnonzero(~np.isnan(power_w))
+    no_power = np.isnan(power_w)
+    powered = np.flatnonzero(~no_power)
     if len(powered):
-        t = t_s[powered]
-        p = power_w[powered]
-        if state.power_rows:
-            t_all, p_all = np.r_[state.power_t_s, t], np.r_[state.power_w, p]
-            cum = _steps_cum(state.trap_j, np.diff(t_all) * (p_all[1:] + p_all[:-1]) / 2.0)[1:]
-        else:
-            cum = _steps_cum(0.0, np.diff(t) * (p[1:] + p[:-1]) / 2.0)
-        trap[powered] = cum
+        t, p = t_s[powered], power_w[powered]
+        last = (state.power_t_s, state.power_w, 0.0, state.trap_j) if state.power_rows else None
+        trap[powered] = cum = _running_j(last, t, p, None)
         fields.update(
             power_rows=state.power_rows + len(powered),
             power_t0_s=state.power_t0_s if state.power_rows else float(t[0]),
@@ -206,17 +224,11 @@ def cumulate(
     counted = np.flatnonzero(~np.isnan(energy_j))
     if len(counted):
         t, e = t_s[counted], energy_j[counted]
-        p = np.nan_to_num(power_w[counted])
+        p = np.where(no_power[counted], 0.0, power_w[counted])
+        last = None
         if state.counter_rows:
-            t, e = np.r_[state.counter_t_s, t], np.r_[state.counter_j, e]
-            p = np.r_[state.counter_power_w, p]
-        step = np.diff(e)
-        fill = np.diff(t) * (p[1:] + p[:-1]) / 2.0
-        steps = np.where(step >= 0, step, fill)
-        cum = _steps_cum(state.ctr_j if state.counter_rows else 0.0, steps)
-        if state.counter_rows:
-            cum = cum[1:]
-        ctr[counted] = cum
+            last = (state.counter_t_s, state.counter_power_w, state.counter_j, state.ctr_j)
+        ctr[counted] = cum = _running_j(last, t, p, e)
         fields.update(
             counter_rows=state.counter_rows + len(counted),
             counter_t0_s=state.counter_t0_s if state.counter_rows else float(t[0]),
@@ -229,7 +241,7 @@ def cumulate(
     if len(util):
         fields.update(
             util_rows=state.util_rows + len(util),
-            util_sum=state.util_sum + float(np.sum(util)),
+            util_sum=state.util_sum + float(util.sum()),
         )
     return trap, ctr, replace(state, **fields)
 

@@ -26,6 +26,7 @@ from joulecast.store import Store
 
 log = logging.getLogger(__name__)
 
+
 def epoch_table(store: Store, run_id: int, indices: Sequence[int]) -> pd.DataFrame:
     """The per-epoch table (as :func:`joulecast.energy.phase_table`) of epochs ``indices``,
     from the store's energy aggregates: it costs the same however long the run."""

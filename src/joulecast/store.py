@@ -52,6 +52,7 @@ Migration: TypeAlias = str | Callable[[sqlite3.Connection], None]
 """One step of a schema: SQL statements (separated by ``;``, triggers allowed), or a function
 that runs on the connection, inside the migration's transaction (to fill a new table, say)."""
 
+
 def _add_ledger(conn: sqlite3.Connection) -> None:
     """Version 4: the energy aggregates (joulecast.ledger), computed for the runs there."""
     for statement in _statements(ledger.SCHEMA):
@@ -826,9 +827,7 @@ class Store:
         with self._lock:
             return ledger.load_states(self._conn, run_id)
 
-    def energy_at(
-        self, run_id: int, t_s: Sequence[float] | np.ndarray
-    ) -> dict[str, np.ndarray]:
+    def energy_at(self, run_id: int, t_s: Sequence[float] | np.ndarray) -> dict[str, np.ndarray]:
         """Each device's cumulative energy at the times ``t_s``, from the aggregates: what
         :meth:`joulecast.energy.EnergyCurve.at` gives on the raw samples, without reading them.
         """

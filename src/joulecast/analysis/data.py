@@ -162,9 +162,7 @@ def _run_figures(
         rows = sum(s.util_rows for s in of.values())
         return sum(s.util_sum for s in of.values()) / rows if rows else math.nan
 
-    spacing = [
-        (s.t_last_s - s.t_first_s) / (s.rows - 1) for s in states.values() if s.rows >= 2
-    ]
+    spacing = [(s.t_last_s - s.t_first_s) / (s.rows - 1) for s in states.values() if s.rows >= 2]
     out = {
         "energy_j": total(lambda d, s: True),
         "energy_j_measured": total(lambda d, s: s.measured),
