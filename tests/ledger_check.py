@@ -55,6 +55,15 @@ def _run_mismatches(conn: sqlite3.Connection, run_id: int) -> list[str]:
     reference = curves(samples)
     states = ledger.load_states(conn, run_id)
     problems: list[str] = []
+    in_sql = dict(
+        conn.execute(
+            f"SELECT device, {ledger.ENERGY_SQL} FROM device_energy WHERE run_id = ?", (run_id,)
+        ).fetchall()
+    )
+    for device, state in states.items():
+        sql_j = math.nan if in_sql[device] is None else float(in_sql[device])
+        if sql_j != state.energy_j and not (math.isnan(sql_j) and math.isnan(state.energy_j)):
+            problems.append(f"{device}: ENERGY_SQL gives {sql_j} J, DeviceState {state.energy_j}")
     with_energy = {d for d, s in states.items() if not math.isnan(s.energy_j)}
     if with_energy != set(reference):
         return [f"devices with energy {sorted(with_energy)} != kernel's {sorted(reference)}"]

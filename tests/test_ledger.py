@@ -45,6 +45,10 @@ def test_batches_in_time_order_match_the_kernel(store: Store) -> None:
     assert states["gpu:0"].counter and not states["ram"].counter
     reference = curves(store.samples(run))
     assert states["gpu:0"].energy_j == pytest.approx(reference["gpu:0"].total_j, rel=1e-12)
+    listed = store.runs().set_index("id")
+    assert listed.loc[run, "energy_j"] == pytest.approx(
+        sum(c.total_j for c in reference.values()), rel=1e-12
+    )
     at = store.energy_at(run, [0.0, 10.0, 1e9])
     assert at["ram"][1] == pytest.approx(float(reference["ram"].at(10.0)), rel=1e-12)
     assert at["ram"][2] == pytest.approx(reference["ram"].total_j, rel=1e-12)

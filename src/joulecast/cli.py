@@ -149,7 +149,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table()
-    for col in ("id", "name", "status", "origin", "started", "duration s", "epochs", "tags"):
+    columns = ("id", "name", "status", "origin", "started", "duration s", "epochs", "energy kWh")
+    for col in (*columns, "tags"):
         table.add_column(col)
     for row in frame.to_dict("records"):
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["started_at"]))
@@ -161,6 +162,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             started,
             _fmt(row["duration_s"]),
             str(row["epochs"]),
+            _fmt(j_to_kwh(row["energy_j"]), 4),
             " ".join(f"{k}={v}" for k, v in row["tags"].items()),
         )
     console().print(table)

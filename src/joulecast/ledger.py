@@ -90,6 +90,10 @@ CREATE TABLE device_energy (
 """
 
 
+#: A ``device_energy`` row's energy in SQL: :attr:`DeviceState.energy_j` (NULL for NaN).
+ENERGY_SQL = "CASE WHEN counter_rows >= 2 THEN ctr_j WHEN power_rows > 0 THEN trap_j END"
+
+
 @dataclass(frozen=True)
 class DeviceState:
     """One device's aggregates: what its rows so far add up to (see the module docstring).

@@ -596,12 +596,14 @@ class Store:
         return row
 
     def runs(self) -> pd.DataFrame:
-        """All runs, newest last, with sample and epoch counts."""
+        """All runs, newest last, with their epoch count and energy (all devices; NaN where
+        no device has any)."""
         rows = self._query(
             "SELECT r.id, r.name, r.status, r.origin, r.host, r.started_at, r.duration_s,"
             " r.exit_code, r.signal, r.tags,"
-            " (SELECT COUNT(*) FROM phases p WHERE p.run_id = r.id AND p.kind = 'epoch') AS epochs"
-            " FROM runs r ORDER BY r.id"
+            " (SELECT COUNT(*) FROM phases p WHERE p.run_id = r.id AND p.kind = 'epoch') AS epochs,"
+            f" (SELECT SUM({ledger.ENERGY_SQL}) FROM device_energy d WHERE d.run_id = r.id)"
+            " AS energy_j FROM runs r ORDER BY r.id"
         )
         frame = pd.DataFrame(
             rows,
@@ -617,8 +619,10 @@ class Store:
                 "signal",
                 "tags",
                 "epochs",
+                "energy_j",
             ],
         )
+        frame["energy_j"] = frame["energy_j"].astype(float)
         frame["tags"] = [json.loads(t or "{}") for t in frame["tags"]]
         return frame
 
