@@ -303,66 +303,6 @@ def _import_runs(store, n_runs=7):
     return ids
 
 
-@pytest.mark.parametrize("threads", [1, 3])
-def test_sample_arrays_match_samples(store, threads):
-    import numpy as np
-
-    ids = _import_runs(store)
-    wanted = [ids[5], ids[0], ids[2], ids[3], 9999, ids[6], ids[1]]  # any order; 9999: no run
-    columns = ("power_w", "energy_j", "util_pct", "temp_c")
-    means = {"util_pct": "gpu:", "power_w": "ram"}
-    chunks = list(store.sample_arrays(wanted, columns, means=means, chunk_runs=2, threads=threads))
-    assert len(chunks) == 4
-    seen = []
-    for chunk in chunks:
-        assert chunk.devices == ("gpu:0", "gpu:1", "ram")
-        assert set(chunk.columns) == set(columns)
-        assert list(chunk.runs) == list(dict.fromkeys(chunk.run_id.tolist()))
-        for k, run_id in enumerate(chunk.runs.tolist()):
-            seen.append(run_id)
-            rows = chunk.run_id == run_id
-            want = store.samples(run_id)
-            for column, prefix in means.items():
-                values = want.loc[want["device"].str.startswith(prefix), column].dropna()
-                if len(values):
-                    assert chunk.means[column][k] == pytest.approx(values.mean(), rel=1e-12)
-                else:
-                    assert np.isnan(chunk.means[column][k])
-            got = {
-                "t_s": chunk.t_s[rows],
-                "device": np.array(chunk.devices)[chunk.device[rows]],
-                "measured": chunk.measured[rows],
-                **{c: values[rows] for c, values in chunk.columns.items()},
-            }
-            order = np.lexsort((got["t_s"], got["device"]))
-            for column, values in got.items():
-                expected = want[column].to_numpy()
-                if values.dtype.kind == "f":  # 15 significant digits through SQLite's text
-                    np.testing.assert_allclose(values[order], expected, rtol=1e-14)
-                else:
-                    np.testing.assert_array_equal(values[order], expected)
-    # Chunks in the order asked, runs by id within a chunk; 9999 and ids[2] have no samples.
-    in_order = [i for k in range(0, 7, 2) for i in sorted(wanted[k : k + 2])]
-    assert seen == [i for i in in_order if i not in (9999, ids[2])]
-    assert all(np.isnan(chunk.columns["temp_c"]).all() for chunk in chunks)  # never read
-
-
-def test_sample_arrays_check_their_arguments_and_stop_early(store):
-    ids = _import_runs(store, n_runs=12)
-    with pytest.raises(InputError, match="columns: got \\['device'\\]"):
-        store.sample_arrays(ids, ["power_w", "device"])
-    with pytest.raises(InputError, match="means: got \\['device'\\]"):
-        store.sample_arrays(ids, means={"device": "gpu:"})
-    with pytest.raises(InputError, match="chunk_runs: got 0"):
-        store.sample_arrays(ids, chunk_runs=0)
-    assert list(store.sample_arrays([])) == []
-    reading = store.sample_arrays(ids, chunk_runs=1, threads=3)
-    first = next(reading)
-    assert first.run_id[0] == ids[0]
-    reading.close()  # the threads stop; their connections close
-    assert len(store.runs()) == 12
-
-
 def test_phases_of_runs_match_phases(store):
     import pandas as pd
 
