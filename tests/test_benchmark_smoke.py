@@ -96,3 +96,34 @@ def test_forecast_and_stability_benchmarks_smoke(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "(a) 1,000,000 samples at 0.1 s" in proc.stdout and "20,001 points" in proc.stdout
+
+
+@pytest.mark.slow
+def test_scale_benchmark_smoke(tmp_path: Path) -> None:
+    # stability is left out: each fresh process compiles stumpy's kernels (~30 s on 2 cores).
+    out_json = tmp_path / "figures.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOULECAST_")}
+    cmd = [sys.executable, str(SCRIPT.parent / "scale.py"), "--smoke", "--json", str(out_json)]
+    cmd += ["--commands", "import,show,export,forecast"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert "20k: 20,000 rows = 5,000 ticks x 4" in proc.stdout
+    assert "80k: 80,000 rows = 20,000 ticks x 4" in proc.stdout
+    rows = {ln.split("|")[0].strip(): ln for ln in lines if "|" in ln}
+    for label in ("floor count(*)", "import trace", "show --json", "export", "forecast"):
+        cells = rows[label].split("|")
+        assert len(cells) == 4 and "error" not in rows[label], rows[label]
+    assert "stability" not in rows
+    checks = [ln for ln in lines if ln.startswith("CHECK ")]
+    assert any(ln.startswith("CHECK show --json peak at 80k: ") for ln in checks)
+    assert any(ln.startswith("CHECK show --json wall 80k/20k: ") for ln in checks)
+    assert sum("peak growth 80k/20k" in ln for ln in checks) == 4
+    assert all(ln.endswith((": PASS", ": FAIL")) for ln in checks)
+    figures = json.loads(out_json.read_text())
+    assert [s["rows"] for s in figures["sizes"]] == [20_000, 80_000]
+    for size in figures["sizes"]:
+        assert set(size["figures"]) == {"import", "floor", "show", "export", "forecast"}
+        for figure in size["figures"].values():
+            assert figure["error"] is None and figure["peak_mb"] > 0 and figure["wall_s"] > 0
+    assert list(tmp_path.iterdir()) == [out_json], "inputs and stores go to a temp dir"
