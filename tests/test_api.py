@@ -52,6 +52,11 @@ def test_import_loads_neither_numpy_nor_pandas():
     assert _loaded_after("import joulecast", {"numpy", "pandas", "sklearn"}) == set()
 
 
+def test_measuring_api_imports_without_numpy_or_pandas():
+    statement = "from joulecast import Monitor, Run, Store, measure, measure_command"
+    assert _loaded_after(statement, {"numpy", "pandas"}) == set()
+
+
 def test_forecast_imported_on_first_use_is_the_callable_module():
     code = (
         "import sys\n"

@@ -30,15 +30,17 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-import numpy as np
-import pandas as pd
 import psutil
 
 from joulecast.errors import InputError, StoreError
 from joulecast.inputs import STORE_ENV
 from joulecast.records import Gap, Phase, Reading, RunStatus
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -596,6 +598,8 @@ class Store:
 
     def runs(self) -> pd.DataFrame:
         """All runs, newest last, with sample and epoch counts."""
+        import pandas as pd
+
         rows = self._query(
             "SELECT r.id, r.name, r.status, r.origin, r.host, r.started_at, r.duration_s,"
             " r.exit_code, r.signal, r.tags,"
@@ -739,6 +743,8 @@ class Store:
         started_at: float | None = None,
     ) -> int:
         """Write a whole recorded run in one transaction; on any error nothing is written."""
+        import pandas as pd
+
         missing = [c for c in SAMPLE_COLUMNS if c not in samples.columns]
         if missing:
             raise InputError(f"samples frame lacks columns {missing}")
@@ -777,6 +783,8 @@ class Store:
 
         ``start_s``/``end_s`` keep only samples in that span of time.
         """
+        import pandas as pd
+
         sql = (
             "SELECT t_s, device, power_w, energy_j, util_pct, mem_used_mib, temp_c, source,"
             " measured FROM samples WHERE run_id = ?"
@@ -797,6 +805,8 @@ class Store:
 
     def phases(self, run_id: int, kind: str | None = None) -> pd.DataFrame:
         """A run's phases (all kinds, or one), ordered by kind and index."""
+        import pandas as pd
+
         sql = (
             "SELECT kind, idx AS 'index', start_s, end_s, samples, metrics FROM phases"
             " WHERE run_id = ?"
@@ -817,6 +827,8 @@ class Store:
 
     def gaps(self, run_id: int) -> pd.DataFrame:
         """A run's recorded sensor gaps."""
+        import pandas as pd
+
         rows = self._query(
             "SELECT device, start_s, end_s, reason FROM gaps WHERE run_id = ? ORDER BY start_s",
             (run_id,),
@@ -902,6 +914,9 @@ class Store:
 
         The columns of :meth:`phases`, after a ``run_id`` column.
         """
+        import numpy as np
+        import pandas as pd
+
         rows: list[dict[str, Any]] = []
         for batch in _id_batches(run_ids):
             sql = (
@@ -1027,6 +1042,8 @@ def _sample_devices(
 
 def _parse(text: str | None, n: int, what: str, run_id: int, dtype: type = float) -> np.ndarray:
     """Numbers from SQLite's comma-separated text (15 significant digits, as SQLite prints)."""
+    import numpy as np
+
     if n == 0 or text is None:
         return np.empty(0, dtype=dtype)
     try:
@@ -1050,6 +1067,8 @@ class _ChunkReader:
 
     def read(self, conn: sqlite3.Connection, ids: list[int]) -> SampleArrays:
         """One query for the samples of ``ids``."""
+        import numpy as np
+
         device_case = (
             "CASE device " + " ".join("WHEN ? THEN ?" for _ in self.devices) + " ELSE -1 END"
             if self.devices
