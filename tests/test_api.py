@@ -41,6 +41,55 @@ def test_import_touches_nothing():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def _loaded_after(statement: str, modules: set[str]) -> set[str]:
+    """Which of ``modules`` a fresh interpreter holds once it has run ``statement``."""
+    code = f"import sys\n{statement}\nprint(*sorted({sorted(modules)!r} & sys.modules.keys()))"
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return set(done.stdout.split())
+
+
+def test_import_loads_neither_numpy_nor_pandas():
+    assert _loaded_after("import joulecast", {"numpy", "pandas", "sklearn"}) == set()
+
+
+def test_measuring_api_imports_without_numpy_or_pandas():
+    statement = "from joulecast import Monitor, Run, Store, measure, measure_command"
+    assert _loaded_after(statement, {"numpy", "pandas"}) == set()
+
+
+def test_forecast_imported_on_first_use_is_the_callable_module():
+    code = (
+        "import sys\n"
+        "import joulecast\n"
+        "assert 'joulecast.forecast' not in sys.modules\n"
+        "assert joulecast.forecast is sys.modules['joulecast.forecast']\n"
+        "assert callable(joulecast.forecast)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_lazy_names_match_the_imports_type_checkers_see():
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(joulecast.__file__).read_text(encoding="utf-8"))
+    (block,) = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "typing.TYPE_CHECKING"
+    ]
+    seen = {}
+    for node in block.body:
+        assert isinstance(node, ast.ImportFrom), ast.unparse(node)
+        for alias in node.names:
+            if node.module == "joulecast":  # a submodule, itself the public name
+                seen[alias.name] = (f"joulecast.{alias.name}", None)
+            else:
+                seen[alias.asname or alias.name] = (node.module, alias.name)
+    assert seen == joulecast._LAZY
+    assert set(joulecast._LAZY) == set(joulecast.__all__) - {"__version__"}
+
+
 def test_version():
     from importlib.metadata import version
 

@@ -16,19 +16,19 @@ import subprocess
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-from joulecast.energy import RunSummary, summarize
 from joulecast.errors import InputError, JoulecastError
 from joulecast.forecast import DEFAULT_STABLE_EPOCH, DEFAULT_WINDOW, LiveForecaster, Method
 from joulecast.inputs import RUN_ENV, STORE_ENV
-from joulecast.live import LiveForecast
 from joulecast.monitor import DEFAULT_INTERVAL_S, Monitor
 from joulecast.records import Phase, PhaseKind, RunStatus
 from joulecast.sensors import Sensor, detect
 from joulecast.store import Store
+
+if TYPE_CHECKING:
+    from joulecast.energy import RunSummary
+    from joulecast.live import LiveForecast
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,8 @@ class MeasuredCommand:
             store.delete_run(run_id)
             raise InputError(f"measure: cannot run {self.argv[0]!r}: {exc.strerror}") from exc
         if self.epochs is not None:
+            from joulecast.live import LiveForecast
+
             forecaster = LiveForecaster(
                 self.epochs,
                 method=self.forecast_method,
@@ -148,6 +150,8 @@ class MeasuredCommand:
         fails it, or interrupts it when the signal was one passed on by :meth:`send_signal`
         (or a Ctrl-C, which reaches the command too).
         """
+        from joulecast.energy import summarize
+
         child, monitor, store = self._child, self._monitor, self.store
         if child is None or monitor is None or store is None or self.run_id is None:
             raise JoulecastError("MeasuredCommand.wait() before start()")
@@ -185,6 +189,8 @@ class MeasuredCommand:
 
     def _poll_epochs(self) -> None:
         """Forecast after each epoch the command finished since the last look, in order."""
+        import pandas as pd
+
         live, monitor, store = self.live, self._monitor, self.store
         if live is None or monitor is None or store is None or self.run_id is None:
             return

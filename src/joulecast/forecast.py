@@ -28,12 +28,12 @@ import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-
 from joulecast.errors import InputError
 
 if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
     from joulecast.store import Store
 
 DEFAULT_WINDOW = 5
@@ -139,6 +139,8 @@ def _interval(
 
     Variance of the sum of ``remaining`` draws plus the variance of ``remaining`` x the mean.
     """
+    import numpy as np
+
     n = len(values)
     mean = float(np.mean(values))
     if n >= 2:
@@ -418,6 +420,9 @@ def evaluate(
     Returns one row per setting: ``method``, ``window``, ``stable_epoch``, ``runs``,
     ``rmse_j``, ``mae_j``, ``mape_pct``.
     """
+    import numpy as np
+    import pandas as pd
+
     rows = []
     finished = {k: _check_table(t) for k, t in tables.items()}
     rng = np.random.default_rng(seed)

@@ -20,9 +20,10 @@ import math
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 #: The columns of a sample, as :meth:`joulecast.store.Store.samples` returns them.
 SAMPLE_COLUMNS = (
@@ -174,6 +175,8 @@ def _running_j(
     did not go backwards. The sums are taken one after the other from the last row's, as the
     kernel's ``np.cumsum`` takes them, so both round alike.
     """
+    import numpy as np
+
     start = 0.0
     if last is not None:
         t_s = np.concatenate(([last[0]], t_s))
@@ -203,6 +206,8 @@ def cumulate(
         Each row's ``trap_j`` and ``ctr_j`` (NaN where the row has no power, no counter
         reading), and the state after them.
     """
+    import numpy as np
+
     n = len(t_s)
     trap = np.full(n, np.nan)
     ctr = np.full(n, np.nan)
@@ -252,11 +257,15 @@ def cumulate(
 
 def _floats(values: Iterable[Any]) -> np.ndarray:
     """Numbers as float64, None as NaN."""
+    import numpy as np
+
     return np.array(list(values), dtype=float)
 
 
 def _nullable(values: np.ndarray) -> list[float | None]:
     """Floats for SQLite, NaN as NULL."""
+    import numpy as np
+
     out = values.astype(object)
     out[np.isnan(values)] = None
     return list(out)
@@ -270,6 +279,8 @@ def append(conn: sqlite3.Connection, run_id: int, rows: Sequence[Sequence[Any]])
     A device whose rows are out of time order, or go back before its stored rows, is settled
     again from all its raw samples.
     """
+    import numpy as np
+
     if not rows:
         return
     _, t, device, power, energy, util, _, _, source, measured = zip(*rows, strict=True)
@@ -387,6 +398,8 @@ def _settle_chunk(
     chunk: list[tuple[Any, ...]], states: dict[str, DeviceState]
 ) -> list[tuple[int, float | None, float | None]]:
     """Each row's ``(rowid, trap_j, ctr_j)``; rows come by device, then time."""
+    import numpy as np
+
     rowid, device, t, power, energy, util, source, measured = zip(*chunk, strict=True)
     t_s = _floats(t)
     columns = (_floats(power), _floats(energy), _floats(util), np.array(measured, dtype=bool))
@@ -416,6 +429,8 @@ def energy_at(
 
     Each time inside a device's span costs two indexed reads: the rows around it.
     """
+    import numpy as np
+
     times = np.asarray(t_s, dtype=float)
     out: dict[str, np.ndarray] = {}
     for device, state in states.items():
@@ -449,6 +464,8 @@ def energy_at(
 
 def _between(counter: bool, before: Sequence[Any], after: Sequence[Any], tau: float) -> float:
     """Cumulative energy at ``tau`` from the rows ``(t_s, power_w, cum_j)`` around it."""
+    import numpy as np
+
     t0, p0, c0 = float(before[0]), _float(before[1]), float(before[2])
     t1, p1, c1 = float(after[0]), _float(after[1]), float(after[2])
     if counter:

@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import psutil
 
 from joulecast.errors import InputError, JoulecastError
@@ -92,6 +91,8 @@ class Monitor:
         flush_interval_s: float = FLUSH_INTERVAL_S,
         gap_after_s: float | None = None,
     ) -> None:
+        import numpy as np
+
         if not (isinstance(interval_s, (int, float)) and math.isfinite(interval_s)) or (
             interval_s < MIN_INTERVAL_S
         ):
@@ -487,6 +488,8 @@ class Monitor:
 
     def quality(self) -> dict[str, Any]:
         """Sampling figures: ticks, rate, missed deadlines; once stopped, jitter and CPU time."""
+        import numpy as np
+
         n = min(self._n_gaps, _JITTER_KEEP)
         gaps = self._tick_gaps[:n]
         end = self._stopped_mono if self._stopped_mono is not None else time.monotonic()

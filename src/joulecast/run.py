@@ -12,11 +12,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-from joulecast.energy import RunSummary, summarize
 from joulecast.forecast import (
     DEFAULT_STABLE_EPOCH,
     DEFAULT_WINDOW,
@@ -26,11 +23,16 @@ from joulecast.forecast import (
     Method,
 )
 from joulecast.inputs import RUN_ENV, STORE_ENV
-from joulecast.live import LiveForecast, epoch_table
 from joulecast.monitor import DEFAULT_INTERVAL_S, Monitor
 from joulecast.records import Phase, PhaseKind, RunStatus
 from joulecast.sensors import Sensor, detect_sensors
 from joulecast.store import Store, default_store_path
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from joulecast.energy import RunSummary
+    from joulecast.live import LiveForecast
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +191,8 @@ class Run:
         readings after its end are stored (:meth:`joulecast.Monitor.wait_for_readings`, about
         one sampling interval), so the forecast sees the energy the run's summary will show.
         """
+        from joulecast.live import LiveForecast
+
         forecaster = LiveForecaster(
             total_epochs, method=method, stable_epoch=stable_epoch, window=window
         )
@@ -222,6 +226,8 @@ class Run:
         Reads the store's energy aggregates, so it stays cheap however long the run: what the
         per-epoch hooks (live forecast, MLflow) use.
         """
+        from joulecast.live import epoch_table
+
         if self._monitor.running:
             self._monitor.flush()
         return epoch_table(self.store, self.run_id, indices)
@@ -236,6 +242,8 @@ class Run:
 
     def summary(self) -> RunSummary:
         """Totals, per-device figures and the per-epoch table, as stored so far."""
+        from joulecast.energy import summarize
+
         if self._monitor.running:
             self._monitor.flush()
         return summarize(self.store, self.run_id)

@@ -26,16 +26,18 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-import numpy as np
-import pandas as pd
 import psutil
 
 import joulecast.ledger as ledger
 from joulecast.errors import InputError, StoreError
 from joulecast.inputs import STORE_ENV
 from joulecast.records import Gap, Phase, Reading, RunStatus
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -594,6 +596,8 @@ class Store:
     def runs(self) -> pd.DataFrame:
         """All runs, newest last, with their epoch count and energy (all devices; NaN where
         no device has any)."""
+        import pandas as pd
+
         rows = self._query(
             "SELECT r.id, r.name, r.status, r.origin, r.host, r.started_at, r.duration_s,"
             " r.exit_code, r.signal, r.tags,"
@@ -737,6 +741,8 @@ class Store:
         started_at: float | None = None,
     ) -> int:
         """Write a whole recorded run in one transaction; on any error nothing is written."""
+        import pandas as pd
+
         missing = [c for c in SAMPLE_COLUMNS if c not in samples.columns]
         if missing:
             raise InputError(f"samples frame lacks columns {missing}")
@@ -774,6 +780,8 @@ class Store:
 
         ``start_s``/``end_s`` keep only samples in that span of time.
         """
+        import pandas as pd
+
         sql = (
             "SELECT t_s, device, power_w, energy_j, util_pct, mem_used_mib, temp_c, source,"
             " measured FROM samples WHERE run_id = ?"
@@ -796,6 +804,8 @@ class Store:
 
     def phases(self, run_id: int, kind: str | None = None) -> pd.DataFrame:
         """A run's phases (all kinds, or one), ordered by kind and index."""
+        import pandas as pd
+
         sql = (
             "SELECT kind, idx AS 'index', start_s, end_s, samples, metrics FROM phases"
             " WHERE run_id = ?"
@@ -816,6 +826,8 @@ class Store:
 
     def gaps(self, run_id: int) -> pd.DataFrame:
         """A run's recorded sensor gaps."""
+        import pandas as pd
+
         rows = self._query(
             "SELECT device, start_s, end_s, reason FROM gaps WHERE run_id = ? ORDER BY start_s",
             (run_id,),
@@ -851,6 +863,9 @@ class Store:
 
         The columns of :meth:`phases`, after a ``run_id`` column.
         """
+        import numpy as np
+        import pandas as pd
+
         rows: list[dict[str, Any]] = []
         for batch in _id_batches(run_ids):
             sql = (
