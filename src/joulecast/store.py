@@ -143,6 +143,19 @@ def _process_started(pid: int) -> float | None:
         return None
 
 
+def _writer_alive(row: Mapping[str, Any], host: str, now: float) -> bool:
+    """Whether the process recording a run (its row's ``host``, ``pid``, ``pid_started`` and
+    ``heartbeat_at``) may still be alive: on this host, that very process exists; on another,
+    it wrote within :data:`STALE_HEARTBEAT_S`."""
+    if row["host"] == host:
+        started = _process_started(row["pid"]) if row["pid"] else None
+        return started is not None and (
+            row["pid_started"] is None or abs(started - row["pid_started"]) < 1.0
+        )
+    heartbeat = row["heartbeat_at"]
+    return heartbeat is not None and now - heartbeat < STALE_HEARTBEAT_S
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
@@ -538,16 +551,7 @@ class Store:
             "SELECT id, host, pid, pid_started, heartbeat_at FROM runs WHERE status = ?",
             (RunStatus.RUNNING.value,),
         ):
-            if row["host"] == host:
-                started = _process_started(row["pid"]) if row["pid"] else None
-                alive = started is not None and (
-                    row["pid_started"] is None or abs(started - row["pid_started"]) < 1.0
-                )
-            else:
-                alive = row["heartbeat_at"] is not None and now - row["heartbeat_at"] < (
-                    STALE_HEARTBEAT_S
-                )
-            if not alive:
+            if not _writer_alive(row, host, now):
                 dead.append(row["id"])
         if dead:
             with self._write() as conn:
