@@ -101,3 +101,27 @@ def test_the_check_sees_a_wrong_aggregate(store: Store) -> None:
     assert mismatches(store.path) != []
     with sqlite3.connect(store.path) as conn:
         conn.execute("UPDATE device_energy SET trap_j = 400.0")
+
+
+def test_an_older_store_being_recorded_is_not_migrated_under_its_writer(tmp_path: Path) -> None:
+    import os
+    import socket
+
+    import psutil
+
+    from joulecast.errors import StoreError
+
+    path = tmp_path / "old.db"
+    old_store(path, 2)
+    with sqlite3.connect(path) as conn:  # this process plays the older joulecast recording it
+        conn.execute(
+            "UPDATE runs SET status = 'running', host = ?, pid = ?, pid_started = ?",
+            (socket.gethostname(), os.getpid(), psutil.Process().create_time()),
+        )
+    with pytest.raises(StoreError, match=r"schema version 4: run 1 is still being recorded"):
+        Store(path)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2  # left as it was
+        conn.execute("UPDATE runs SET status = 'completed'")
+    with Store(path) as s:
+        assert s.schema_version == 4

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import psutil
 
 import joulecast.ledger as ledger
+from joulecast._version import __version__
 from joulecast.errors import InputError, StoreError
 from joulecast.inputs import STORE_ENV
 from joulecast.records import Gap, Phase, Reading, RunStatus
@@ -52,7 +53,27 @@ that runs on the connection, inside the migration's transaction (to fill a new t
 
 
 def _add_ledger(conn: sqlite3.Connection) -> None:
-    """Version 4: the energy aggregates (joulecast.ledger), computed for the runs there."""
+    """Version 4: the energy aggregates (joulecast.ledger), computed for the runs there.
+
+    Raises:
+        StoreError: a run is still being recorded, necessarily by an older joulecast, which
+            could not write into the new ``samples`` columns.
+    """
+    keys = ("id", "host", "pid", "pid_started", "heartbeat_at")
+    running = [
+        dict(zip(keys, row, strict=True))
+        for row in conn.execute(
+            f"SELECT {', '.join(keys)} FROM runs WHERE status = ?", (RunStatus.RUNNING.value,)
+        )
+    ]
+    now, host = time.time(), socket.gethostname()
+    for row in running:
+        if _writer_alive(row, host, now):
+            raise StoreError(
+                f"run {row['id']} is still being recorded by an older joulecast (process"
+                f" {row['pid']} on {row['host']}); open this store with joulecast"
+                f" {__version__} once that run has ended"
+            )
     for statement in _statements(ledger.SCHEMA):
         conn.execute(statement)
     for (run_id,) in conn.execute("SELECT id FROM runs").fetchall():
@@ -173,7 +194,8 @@ def _upgrade(
     """Run on ``conn`` the steps after version ``found``; returns the newest version.
 
     Raises:
-        StoreError: ``found`` is newer than the newest step (``what`` names the schema).
+        StoreError: ``found`` is newer than the newest step (``what`` names the schema), or a
+            step refuses to run.
     """
     newest = _newest(migrations)
     if found > newest:
@@ -184,7 +206,10 @@ def _upgrade(
     for version in range(found + 1, newest + 1):
         step = migrations[version]
         if callable(step):
-            step(conn)
+            try:
+                step(conn)
+            except StoreError as exc:
+                raise StoreError(f"{what} version {version}: {exc}") from None
         else:
             for statement in _statements(step):
                 conn.execute(statement)
