@@ -424,13 +424,12 @@ class Monitor:
 
         ``until_s`` is in run seconds and already past. The energy of a phase ending then is
         final once this returns True: later readings no longer change it. When this monitor
-        samples, it waits for the next reading of each of its devices (the host sensor reads
-        every 0.2 s at most; a device in a gap is not waited for) and writes it; when it
-        joined a run sampled by another process, it waits for that process to store them (its
-        writes come every 0.5 s) or to finish the run. Returns False when ``timeout_s``
-        (default: a few intervals and flushes) passed first, or a device is still silent; the
-        caller goes on with what is stored. A joined monitor stops waiting for a device that
-        timed out until it has readings again.
+        samples, it waits for the next reading of each of its devices (a device in a gap is
+        not waited for) and writes it; when it joined a run sampled by another process, it
+        waits for that process to store them (its writes come every 0.5 s) or to finish the
+        run. Returns False when ``timeout_s`` (default: a few intervals and flushes) passed
+        first, or a device is still silent; the caller goes on with what is stored. A joined
+        monitor stops waiting for a device that timed out until it has readings again.
         """
         interval = self.sampling_interval_s
         if timeout_s is None:

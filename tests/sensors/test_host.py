@@ -13,7 +13,14 @@ import pytest
 
 from joulecast.errors import SensorUnavailable
 from joulecast.records import Reading
-from joulecast.sensors.host import RAM_W_PER_GB, HostSensor, _proc_children_supported, cpu_tdp_w
+from joulecast.sensors.host import (
+    RAM_W_PER_GB,
+    HostSensor,
+    _proc_children_supported,
+    _StatFile,
+    cpu_tdp_w,
+)
+from joulecast.store import Store
 from tests.fakes import FakeClock
 
 BUSY = [sys.executable, "-c", "while True: pass"]
@@ -128,6 +135,65 @@ def test_reads_closer_than_min_interval_return_nothing(clock: FakeClock) -> None
     assert s.read() == []
     clock.advance(0.1)
     assert {r.device for r in s.read()} == {"process", "ram"}
+
+
+@pytest.mark.parametrize("stat_files", [True, False], ids=["proc-stat", "psutil"])
+def test_every_read_is_stored_whatever_the_interval(
+    clock: FakeClock, store: Store, stat_files: bool
+) -> None:
+    # 10 Hz for 3 s on a machine without GPU or RAPL: every tick must give a reading of each
+    # device, through the /proc/PID/stat files or psutil alike.
+    s = HostSensor(model_cpu=True, tdp_w=100.0, clock=clock)
+    s._stat_files = s._stat_files and stat_files
+    run_id = store.create_run(name="host")
+    for _ in range(31):
+        store.write_batch(run_id, s.read(), t0=1000.0)
+        clock.advance(0.1)
+    counts = store.samples(run_id).groupby("device").size().to_dict()
+    assert counts == {"process": 31, "ram": 31, "cpu": 30}  # cpu % needs a previous read
+    kinds = {type(m).__name__ for m in s._procs.values()}
+    assert kinds == ({"_StatFile"} if s._stat_files else {"_PsutilProcess"})
+    s.close()
+    assert s._procs == {}
+
+
+def test_stat_file_agrees_with_psutil_and_follows_its_process(
+    spawn: list[subprocess.Popen[bytes]],
+) -> None:
+    own = _StatFile(os.getpid())
+    cpu_before, rss = own.usage()
+    times, info = psutil.Process().cpu_times(), psutil.Process().memory_info()
+    cpu_after, _ = own.usage()
+    # CPU time only grows; psutil's falls between two reads of the file (to a clock tick).
+    assert cpu_before - 0.01 <= times.user + times.system <= cpu_after + 0.01
+    assert rss == pytest.approx(info.rss, rel=0.05)
+    own.close()
+    child = start(spawn, IDLE)
+    stat = _StatFile(child.pid)
+    assert min(stat.usage()) >= 0  # readable while the process lives
+    child.kill()
+    child.wait()
+    with pytest.raises(OSError):  # gone: even a reused pid is not read through this file
+        stat.usage()
+    stat.close()
+    stat.close()
+
+
+def test_a_child_that_exits_is_dropped_and_its_file_closed(
+    clock: FakeClock, spawn: list[subprocess.Popen[bytes]]
+) -> None:
+    child = start(spawn, IDLE)
+    s = HostSensor(os.getpid(), include_root=False, clock=clock)
+    s.read()
+    member = s._procs[child.pid]
+    child.kill()
+    child.wait()
+    clock.advance(0.01)
+    assert by_device(s.read())["process"].mem_used_mib == 0.0
+    assert child.pid not in s._procs
+    if isinstance(member, _StatFile):
+        with pytest.raises(ProcessLookupError):
+            member.usage()  # closed
 
 
 def test_children_joining_are_seen_after_tree_refresh(

@@ -1,4 +1,4 @@
-"""Host load through psutil, and the modelled CPU and RAM power that follow from it.
+"""Host load of a process tree, and the modelled CPU and RAM power that follow from it.
 
 Readings (all from the measured process tree: a root process and its descendants):
 
@@ -29,6 +29,8 @@ RAM_W_PER_GB = 0.375
 DEFAULT_CPU_TDP_W = 85.0
 _BYTES_PER_GB = 1e9
 _BYTES_PER_MIB = 2.0**20
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def cpu_tdp_w() -> float:
@@ -72,12 +74,80 @@ def _descendants(root: int) -> list[int]:
     return found
 
 
-class HostSensor:
-    """psutil view of a process tree: load, RSS, and modelled RAM (and optionally CPU) power.
+class _StatFile:
+    """One process's CPU time and RSS from its /proc/PID/stat, kept open.
 
-    The tree's membership is refreshed every ``tree_refresh_s`` (every 5 x ``tree_refresh_s``
-    where the kernel lacks /proc/PID/task/TID/children and all of /proc must be scanned) and
-    CPU/RSS at most every ``min_interval_s``; calls in between return nothing new.
+    psutil opens, reads and closes two files per process and call (about 60 us); one pread
+    of a kept-open file costs a tenth of that, so the tree can be read on every tick. The
+    open file also follows the process it was opened for: once that process is gone, reads
+    fail even if its pid is reused.
+    """
+
+    __slots__ = ("_fd", "pid")
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._fd: int | None = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+
+    def usage(self) -> tuple[float, int]:
+        """User + system CPU seconds and resident bytes; OSError once the process is gone."""
+        if self._fd is None:
+            raise ProcessLookupError(self.pid)
+        data = os.pread(self._fd, 4096, 0)
+        if not data:
+            raise ProcessLookupError(self.pid)
+        # Fields after the parenthesised command name (which may hold spaces): utime and
+        # stime are fields 14 and 15 of proc(5), in clock ticks; rss is field 24, in pages.
+        fields = data[data.rindex(b")") + 2 :].split()
+        cpu_s = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+        return cpu_s, int(fields[21]) * _PAGE_BYTES
+
+    def close(self) -> None:
+        """Close the file (again: nothing)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+class _PsutilProcess:
+    """The same figures through psutil, where /proc/PID/stat is not there to read."""
+
+    __slots__ = ("pid", "proc")
+
+    def __init__(self, proc: psutil.Process) -> None:
+        self.pid = proc.pid
+        self.proc = proc
+
+    def usage(self) -> tuple[float, int]:
+        """User + system CPU seconds and resident bytes; psutil.Error once the process is gone."""
+        with self.proc.oneshot():
+            times = self.proc.cpu_times()
+            return times.user + times.system, self.proc.memory_info().rss
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+_Member = _StatFile | _PsutilProcess
+# What reading a process that has just exited may raise.
+_GONE = (OSError, ValueError, IndexError, psutil.Error)
+
+
+class HostSensor:
+    """A process tree's load and RSS, and modelled RAM (and optionally CPU) power.
+
+    Every read returns readings (CPU % from the second read on): the sensor keeps the
+    monitor's interval, whatever it is. The tree's membership is refreshed every
+    ``tree_refresh_s`` (every 5 x ``tree_refresh_s`` where the kernel lacks
+    /proc/PID/task/TID/children and all of /proc must be scanned); each member's CPU time
+    and RSS are read on every call (one pread of its /proc/PID/stat on Linux, psutil
+    elsewhere). ``min_interval_s`` > 0 makes calls closer than that to the last read return
+    nothing new. CPU time counts in clock ticks (10 ms on Linux), so CPU % over one short
+    interval moves in steps of 1 / (interval x 100 Hz) of a core; its integral does not.
     """
 
     name = "host"
@@ -89,7 +159,7 @@ class HostSensor:
         include_root: bool = True,
         model_cpu: bool = False,
         tdp_w: float | None = None,
-        min_interval_s: float = 0.2,
+        min_interval_s: float = 0.0,
         tree_refresh_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -111,7 +181,9 @@ class HostSensor:
         self.min_interval_s = min_interval_s
         self._tree_refresh_s = tree_refresh_s
         self._clock = clock
-        self._procs: dict[int, psutil.Process] = {}
+        self._stat_files = os.path.exists(f"/proc/{self._root_pid}/stat")
+        self._children_files = _proc_children_supported()
+        self._procs: dict[int, _Member] = {}
         self._tree_at = -float("inf")
         self._cpu_s: dict[int, float] = {}
         self._last_t: float | None = None
@@ -134,35 +206,49 @@ class HostSensor:
             }
         return facts
 
+    def _member(self, pid: int, proc: psutil.Process | None = None) -> _Member | None:
+        """The member for ``pid``: the one already followed, else a new one (None: gone)."""
+        member = self._procs.get(pid)
+        if member is not None:
+            return member
+        try:
+            if self._stat_files:
+                return _StatFile(pid)
+            return _PsutilProcess(proc if proc is not None else psutil.Process(pid))
+        except _GONE:
+            return None
+
     def _refresh_tree(self, now: float) -> None:
         # Listing descendants through psutil reads every process on the machine; Linux's
         # /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN) costs only the tree's size, so it
         # is used where the kernel has it, and the full scan is done five times less often.
-        fast = _proc_children_supported()
+        fast = self._children_files
         period = self._tree_refresh_s if fast else 5 * self._tree_refresh_s
         # An empty tree (a command not started yet) is looked at again on every read.
         if self._procs and now - self._tree_at < period:
             return
         self._tree_at = now
-        members: list[psutil.Process] = []
+        found: list[tuple[int, psutil.Process | None]] = []
         try:
             if fast:
-                for pid in _descendants(self._root_pid):
-                    proc = self._procs.get(pid)
-                    if proc is None:
-                        with contextlib.suppress(psutil.Error):
-                            proc = psutil.Process(pid)
-                    if proc is not None:
-                        members.append(proc)
+                found = [(pid, None) for pid in _descendants(self._root_pid)]
             else:
-                members = self._root.children(recursive=True)
+                found = [(p.pid, p) for p in self._root.children(recursive=True)]
         except psutil.NoSuchProcess:
-            members = []
+            found = []
         except psutil.Error as exc:
             raise SensorError(f"cannot list children of process {self._root_pid}: {exc}") from exc
         if self._include_root:
-            members.append(self._root)
-        self._procs = {p.pid: self._procs.get(p.pid, p) for p in members}
+            found.append((self._root_pid, self._root))
+        procs: dict[int, _Member] = {}
+        for pid, proc in found:
+            member = self._member(pid, proc)
+            if member is not None:
+                procs[pid] = member
+        for pid, member in self._procs.items():
+            if procs.get(pid) is not member:
+                member.close()
+        self._procs = procs
 
     def read(self) -> list[Reading]:
         """Read the tree's CPU time and RSS; power of ``ram`` (and ``cpu``) from the model."""
@@ -172,21 +258,24 @@ class HostSensor:
         self._refresh_tree(now)
         cpu_s: dict[int, float] = {}
         rss = 0
-        for pid, proc in list(self._procs.items()):
+        gone: list[int] = []
+        for pid, member in self._procs.items():
             try:
-                with proc.oneshot():
-                    times = proc.cpu_times()
-                    rss += proc.memory_info().rss
-            except psutil.Error:
-                del self._procs[pid]
+                cpu_s[pid], mem = member.usage()
+            except _GONE:
+                gone.append(pid)
                 continue
-            cpu_s[pid] = times.user + times.system
+            rss += mem
+        for pid in gone:
+            self._procs.pop(pid).close()
         util_pct: float | None = None
-        if self._last_t is not None:
+        last_t = self._last_t
+        if last_t is not None and now > last_t:
             # Only processes seen in both reads count, so a new child's past CPU time is not
             # charged to this interval.
-            busy = sum(t - self._cpu_s[p] for p, t in cpu_s.items() if p in self._cpu_s)
-            util_pct = max(0.0, 100.0 * busy / (now - self._last_t))
+            before = self._cpu_s
+            busy = sum(t - before[p] for p, t in cpu_s.items() if p in before)
+            util_pct = max(0.0, 100.0 * busy / (now - last_t))
         self._cpu_s = cpu_s
         self._last_t = now
         readings = [
@@ -201,5 +290,7 @@ class HostSensor:
         return readings
 
     def close(self) -> None:
-        """Nothing to release."""
+        """Close the /proc files held open."""
+        for member in self._procs.values():
+            member.close()
         self._procs.clear()
