@@ -298,7 +298,11 @@ def phase_table(samples: pd.DataFrame, phases: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass
 class DeviceTotal:
-    """One device's total energy and where it came from."""
+    """One device's total energy and where it came from.
+
+    ``rate_hz`` is the rate its readings were stored at: (samples - 1) / the span from its
+    first to its last reading; None with fewer than two readings.
+    """
 
     device: str
     energy_j: float
@@ -307,6 +311,7 @@ class DeviceTotal:
     source: str
     measured: bool
     samples: int
+    rate_hz: float | None = None
 
 
 @dataclass
@@ -400,6 +405,7 @@ class RunSummary:
                     "source": v.source,
                     "measured": v.measured,
                     "samples": v.samples,
+                    "rate_hz": v.rate_hz,
                 }
                 for d, v in self.devices.items()
             },
@@ -439,6 +445,7 @@ def summarize(store: Any, run_id: int) -> RunSummary:
             curve.source,
             curve.measured,
             len(curve.t_s),
+            (len(curve.t_s) - 1) / span if span > 0 else None,
         )
     epochs = phase_table(samples, phases[phases["kind"] == "epoch"])
     processed = phases.loc[phases["kind"] == "epoch", "samples"].dropna()
