@@ -96,3 +96,19 @@ def test_forecast_and_stability_benchmarks_smoke(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "(a) 1,000,000 samples at 0.1 s" in proc.stdout and "20,001 points" in proc.stdout
+
+
+@pytest.mark.slow
+def test_profile_sampler_smoke(tmp_path: Path) -> None:
+    flags = ["--skip-ablation", "--seconds", "0.5", "--top", "3", "--gpus", "3"]
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT.parent / "profile_sampler.py"), *flags],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for line in ("2. WARM MICRO-TIMINGS", "ReplaySensor.read() (3 GPUs", "3. cPROFILE at 100 Hz"):
+        assert line in proc.stdout
+    assert "-- sampler thread" in proc.stdout and "-- writer thread" in proc.stdout
