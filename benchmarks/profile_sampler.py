@@ -6,8 +6,8 @@
    with a no-op sensor, with the ReplaySensor alone, with the host sensors alone, and with
    both. Differences between rows are what each part costs in place (cold caches after every
    sleep included).
-2. Warm micro-timings (tight loop, no sleeping): one ReplaySensor.read(), one track
-   interpolation, one HostSensor.read(), the process-tree scan, Monitor._tick() with a no-op
+2. Warm micro-timings (tight loop, no sleeping): one ReplaySensor.read(), one search of
+   the replayed instants, one HostSensor.read(), the process-tree scan, Monitor._tick() with a no-op
    sensor and with every sensor, and Store.write_batch() of half a second of 100 Hz readings.
 3. cProfile of the sampler thread and of the writer thread in a 100 Hz run (profiling inflates
    the totals; read the shares, not the absolute figures).
@@ -143,7 +143,7 @@ def micro(gpus: int, store_dir: Path) -> None:
     print("2. WARM MICRO-TIMINGS (tight loop, thread CPU per call)")
     trace = synthetic_trace(gpus)
     replay = ReplaySensor(trace, loop=True)
-    tr = next(iter(replay._tracks.values()))
+    group = replay._groups[0]
     pos = 3.3
     host_due = HostSensor(model_cpu=True, tree_refresh_s=1e9)
     host_tree = HostSensor(model_cpu=True, tree_refresh_s=0.0)
@@ -172,7 +172,7 @@ def micro(gpus: int, store_dir: Path) -> None:
     ]
     items = [
         (f"ReplaySensor.read() ({gpus} GPUs x 5 columns)", lambda: replay.read(), 5000),
-        ("  one _Track.at() on a 6000-point track", lambda: tr.at(pos), 20000),
+        ("  one _Group.at() (bisect) on 6000 instants", lambda: group.at(pos), 20000),
         ("  ReplaySensor.clock()/position_s", lambda: replay.position_s, 20000),
         ("HostSensor.read(), tree cached", lambda: host_due.read(), 3000),
         ("HostSensor.read(), with tree rescan", lambda: host_tree.read(), 300),
