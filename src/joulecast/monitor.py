@@ -10,6 +10,7 @@ nothing a sensor does stops the sampling or the training it measures.
 
 from __future__ import annotations
 
+import array
 import atexit
 import logging
 import math
@@ -128,7 +129,8 @@ class Monitor:
         self._flushes = 0
         self._next_gap_check = 0.0
         self._write_errors = 0
-        self._tick_gaps = np.zeros(_JITTER_KEEP)
+        # Seconds between ticks, the last _JITTER_KEEP of them (an array: no numpy call per tick).
+        self._tick_gaps = array.array("d")
         self._sampler_cpu_s = 0.0
         self._writer_cpu_s = 0.0
         self._started_mono = 0.0
@@ -302,7 +304,10 @@ class Monitor:
                     continue
             tick = monotonic()
             if last_tick is not None:
-                self._tick_gaps[self._n_gaps % _JITTER_KEEP] = tick - last_tick
+                if self._n_gaps < _JITTER_KEEP:
+                    self._tick_gaps.append(tick - last_tick)
+                else:
+                    self._tick_gaps[self._n_gaps % _JITTER_KEEP] = tick - last_tick
                 self._n_gaps += 1
             last_tick = tick
             self._ticks += 1
@@ -318,24 +323,33 @@ class Monitor:
 
     def _tick(self, sensors: list[tuple[Sensor, list[str]]]) -> None:
         batch: list[Reading] = []
-        check_gaps = False
-        for sensor, devices in sensors:
+        last_seen = self._last_seen
+        open_gaps = self._open_gaps
+        for sensor, _ in sensors:
             try:
                 readings = sensor.read()
             except Exception as exc:  # any sensor failure becomes a gap, never a crash
                 self._last_error[sensor_name(sensor)] = f"{type(exc).__name__}: {exc}"
-                readings = []
-            batch.extend(readings)
-            last_seen = self._last_seen
+                continue
+            batch += readings
             for r in readings:
                 last_seen[r.device] = r.t_s
-                if r.device in self._open_gaps:
-                    self._close_gap(r.device, r.t_s - self.t0)
-            if not check_gaps:
-                now = self._clock()
-                if now < self._next_gap_check:
-                    continue
-                check_gaps = True
+            if open_gaps:
+                for r in readings:
+                    if r.device in open_gaps:
+                        self._close_gap(r.device, r.t_s - self.t0)
+        now = self._clock()
+        if now >= self._next_gap_check:
+            self._open_gaps_of_silent_devices(sensors, now)
+        if batch:
+            with self._lock:
+                self._buffer += batch
+                self._readings += len(batch)
+
+    def _open_gaps_of_silent_devices(
+        self, sensors: list[tuple[Sensor, list[str]]], now: float
+    ) -> None:
+        for sensor, devices in sensors:
             for device in devices:
                 if (
                     device not in self._open_gaps
@@ -346,12 +360,7 @@ class Monitor:
                         device, self._last_seen[device] - self.t0, None, reason
                     )
                     log.warning("%s: no readings since %.1f s (%s)", device, now - self.t0, reason)
-        if check_gaps:
-            self._next_gap_check = now + _GAP_CHECK_S
-        if batch:
-            with self._lock:
-                self._buffer.extend(batch)
-                self._readings += len(batch)
+        self._next_gap_check = now + _GAP_CHECK_S
 
     def _close_gap(self, device: str, end_s: float) -> None:
         gap = self._open_gaps.pop(device)
@@ -486,8 +495,6 @@ class Monitor:
 
     def quality(self) -> dict[str, Any]:
         """Sampling figures: ticks, rate, missed deadlines; once stopped, jitter and CPU time."""
-        n = min(self._n_gaps, _JITTER_KEEP)
-        gaps = self._tick_gaps[:n]
         end = self._stopped_mono if self._stopped_mono is not None else time.monotonic()
         elapsed = end - self._started_mono if self._started_mono else 0.0
         out: dict[str, Any] = {
@@ -500,8 +507,10 @@ class Monitor:
             "dropped_readings": self._dropped,
             "sensors": [sensor_name(s) for s in self.sensors],
         }
-        if n and self._stopped_mono is not None:
+        if self._tick_gaps and self._stopped_mono is not None:
             # Percentiles sort the whole record: computed once, at stop, not at every flush.
+            # A copy: numpy holding the array's buffer would stop it from growing.
+            gaps = np.array(self._tick_gaps.tolist())
             out["tick_interval_p50_s"] = float(np.percentile(gaps, 50))
             out["tick_interval_p99_s"] = float(np.percentile(gaps, 99))
         if self._stopped_mono is not None:
