@@ -29,7 +29,6 @@ RAM_W_PER_GB = 0.375
 DEFAULT_CPU_TDP_W = 85.0
 _BYTES_PER_GB = 1e9
 _BYTES_PER_MIB = 2.0**20
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -74,33 +73,45 @@ def _descendants(root: int) -> list[int]:
     return found
 
 
-class _StatFile:
-    """One process's CPU time and RSS from its /proc/PID/stat, kept open.
+def _cpu_clock_id(pid: int) -> int:
+    """The id of process ``pid``'s CPU-time clock (glibc's clock_getcpuclockid)."""
+    import ctypes
 
-    psutil opens, reads and closes two files per process and call (about 60 us); one pread
-    of a kept-open file costs a tenth of that, so the tree can be read on every tick. The
-    open file also follows the process it was opened for: once that process is gone, reads
-    fail even if its pid is reused.
+    clock_id = ctypes.c_int()  # clockid_t
+    err = ctypes.CDLL(None).clock_getcpuclockid(pid, ctypes.byref(clock_id))
+    if err:
+        raise OSError(err, os.strerror(err))
+    return clock_id.value
+
+
+class _ProcessClock:
+    """One process's CPU time from its CPU-time clock, its RSS from its /proc/PID/statm.
+
+    psutil reads /proc/PID/stat and statm, opening and closing each, on every call (about
+    60 us); a clock_gettime and one pread of a kept-open statm cost a tenth of that, so the
+    tree can be read on every tick. The clock counts nanoseconds, where /proc/PID/stat counts
+    10 ms clock ticks, so the CPU % of a 10 ms interval means something. The open statm file
+    follows the process it was opened for: once that process is gone its reads fail. It is
+    read after the clock, so a CPU time is only kept when its process was still alive after
+    it was read, never one of a process that reused the pid.
     """
 
-    __slots__ = ("_fd", "pid")
+    __slots__ = ("_clock_id", "_fd", "pid")
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        self._fd: int | None = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+        self._clock_id = _cpu_clock_id(pid)
+        self._fd: int | None = os.open(f"/proc/{pid}/statm", os.O_RDONLY)
 
     def usage(self) -> tuple[float, int]:
         """User + system CPU seconds and resident bytes; OSError once the process is gone."""
         if self._fd is None:
             raise ProcessLookupError(self.pid)
-        data = os.pread(self._fd, 4096, 0)
+        cpu_s = time.clock_gettime(self._clock_id)
+        data = os.pread(self._fd, 256, 0)  # size resident shared ..., in pages
         if not data:
             raise ProcessLookupError(self.pid)
-        # Fields after the parenthesised command name (which may hold spaces): utime and
-        # stime are fields 14 and 15 of proc(5), in clock ticks; rss is field 24, in pages.
-        fields = data[data.rindex(b")") + 2 :].split()
-        cpu_s = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-        return cpu_s, int(fields[21]) * _PAGE_BYTES
+        return cpu_s, int(data.split(None, 2)[1]) * _PAGE_BYTES
 
     def close(self) -> None:
         """Close the file (again: nothing)."""
@@ -113,8 +124,17 @@ class _StatFile:
             self.close()
 
 
+def _process_clocks_work(pid: int) -> bool:
+    """Whether a :class:`_ProcessClock` can read process ``pid`` here."""
+    try:
+        _ProcessClock(pid).close()
+    except (OSError, AttributeError, ImportError, TypeError):  # no /proc or no CPU clocks
+        return False
+    return True
+
+
 class _PsutilProcess:
-    """The same figures through psutil, where /proc/PID/stat is not there to read."""
+    """The same figures through psutil, where there is no /proc or no process CPU clock."""
 
     __slots__ = ("pid", "proc")
 
@@ -132,7 +152,7 @@ class _PsutilProcess:
         """Nothing to release."""
 
 
-_Member = _StatFile | _PsutilProcess
+_Member = _ProcessClock | _PsutilProcess
 # What reading a process that has just exited may raise.
 _GONE = (OSError, ValueError, IndexError, psutil.Error)
 
@@ -144,10 +164,9 @@ class HostSensor:
     monitor's interval, whatever it is. The tree's membership is refreshed every
     ``tree_refresh_s`` (every 5 x ``tree_refresh_s`` where the kernel lacks
     /proc/PID/task/TID/children and all of /proc must be scanned); each member's CPU time
-    and RSS are read on every call (one pread of its /proc/PID/stat on Linux, psutil
-    elsewhere). ``min_interval_s`` > 0 makes calls closer than that to the last read return
-    nothing new. CPU time counts in clock ticks (10 ms on Linux), so CPU % over one short
-    interval moves in steps of 1 / (interval x 100 Hz) of a core; its integral does not.
+    and RSS are read on every call (on Linux from its CPU-time clock and /proc/PID/statm,
+    elsewhere through psutil, whose CPU time counts in clock ticks). ``min_interval_s`` > 0
+    makes calls closer than that to the last read return nothing new.
     """
 
     name = "host"
@@ -181,7 +200,7 @@ class HostSensor:
         self.min_interval_s = min_interval_s
         self._tree_refresh_s = tree_refresh_s
         self._clock = clock
-        self._stat_files = os.path.exists(f"/proc/{self._root_pid}/stat")
+        self._process_clocks = _process_clocks_work(self._root_pid)
         self._children_files = _proc_children_supported()
         self._procs: dict[int, _Member] = {}
         self._tree_at = -float("inf")
@@ -212,8 +231,8 @@ class HostSensor:
         if member is not None:
             return member
         try:
-            if self._stat_files:
-                return _StatFile(pid)
+            if self._process_clocks:
+                return _ProcessClock(pid)
             return _PsutilProcess(proc if proc is not None else psutil.Process(pid))
         except _GONE:
             return None
