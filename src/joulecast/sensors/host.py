@@ -198,10 +198,13 @@ class HostSensor:
             self._tdp_from = f"default; set {CPU_TDP_ENV} to your CPU's TDP"
         self._cores = psutil.cpu_count(logical=True) or 1
         self.min_interval_s = min_interval_s
-        self._tree_refresh_s = tree_refresh_s
         self._clock = clock
         self._process_clocks = _process_clocks_work(self._root_pid)
         self._children_files = _proc_children_supported()
+        # Listing descendants through psutil reads every process on the machine; Linux's
+        # /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN) costs only the tree's size, so
+        # it is used where the kernel has it, and the full scan is done five times less often.
+        self._tree_period_s = tree_refresh_s * (1 if self._children_files else 5)
         self._procs: dict[int, _Member] = {}
         self._tree_at = -float("inf")
         self._cpu_s: dict[int, float] = {}
@@ -238,18 +241,10 @@ class HostSensor:
             return None
 
     def _refresh_tree(self, now: float) -> None:
-        # Listing descendants through psutil reads every process on the machine; Linux's
-        # /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN) costs only the tree's size, so it
-        # is used where the kernel has it, and the full scan is done five times less often.
-        fast = self._children_files
-        period = self._tree_refresh_s if fast else 5 * self._tree_refresh_s
-        # An empty tree (a command not started yet) is looked at again on every read.
-        if self._procs and now - self._tree_at < period:
-            return
         self._tree_at = now
         found: list[tuple[int, psutil.Process | None]] = []
         try:
-            if fast:
+            if self._children_files:
                 found = [(pid, None) for pid in _descendants(self._root_pid)]
             else:
                 found = [(p.pid, p) for p in self._root.children(recursive=True)]
@@ -272,29 +267,34 @@ class HostSensor:
     def read(self) -> list[Reading]:
         """Read the tree's CPU time and RSS; power of ``ram`` (and ``cpu``) from the model."""
         now = self._clock()
-        if self._last_t is not None and now - self._last_t < self.min_interval_s:
+        last_t = self._last_t
+        if last_t is not None and now - last_t < self.min_interval_s:
             return []
-        self._refresh_tree(now)
+        # An empty tree (a command not started yet) is looked at again on every read.
+        if not self._procs or now - self._tree_at >= self._tree_period_s:
+            self._refresh_tree(now)
+        before = self._cpu_s
         cpu_s: dict[int, float] = {}
         rss = 0
+        busy_s = 0.0
         gone: list[int] = []
         for pid, member in self._procs.items():
             try:
-                cpu_s[pid], mem = member.usage()
+                cpu, mem = member.usage()
             except _GONE:
                 gone.append(pid)
                 continue
+            cpu_s[pid] = cpu
             rss += mem
+            # Only processes seen in both reads count, so a new child's past CPU time is not
+            # charged to this interval.
+            if pid in before:
+                busy_s += cpu - before[pid]
         for pid in gone:
             self._procs.pop(pid).close()
         util_pct: float | None = None
-        last_t = self._last_t
         if last_t is not None and now > last_t:
-            # Only processes seen in both reads count, so a new child's past CPU time is not
-            # charged to this interval.
-            before = self._cpu_s
-            busy = sum(t - before[p] for p, t in cpu_s.items() if p in before)
-            util_pct = max(0.0, 100.0 * busy / (now - last_t))
+            util_pct = max(0.0, 100.0 * busy_s / (now - last_t))
         self._cpu_s = cpu_s
         self._last_t = now
         readings = [
