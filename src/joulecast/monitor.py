@@ -289,32 +289,36 @@ class Monitor:
     def _sample_loop(self) -> None:
         interval = self.interval_s
         sensors = self._sensor_devices
+        tick_gaps = self._tick_gaps
         sleep = time.sleep
         monotonic = time.monotonic
-        next_t = monotonic() + interval  # start() took the first reading
+        now = monotonic()
+        next_t = now + interval  # start() took the first reading
         last_tick: float | None = None
         cpu0 = time.thread_time()
         while self.running:
-            delay = next_t - monotonic()
-            if delay > 0:
+            if now < next_t:
+                delay = next_t - now
                 # A plain sleep is the cheapest timed wait (a lock or Event wait costs 10-20 µs
                 # more per wake-up); sleeping at most _STOP_CHECK_S keeps stop() prompt.
                 sleep(delay if delay < _STOP_CHECK_S else _STOP_CHECK_S)
-                if monotonic() < next_t:
+                now = monotonic()
+                if now < next_t:
                     continue
-            tick = monotonic()
             if last_tick is not None:
                 if self._n_gaps < _JITTER_KEEP:
-                    self._tick_gaps.append(tick - last_tick)
+                    tick_gaps.append(now - last_tick)
                 else:
-                    self._tick_gaps[self._n_gaps % _JITTER_KEEP] = tick - last_tick
+                    tick_gaps[self._n_gaps % _JITTER_KEEP] = now - last_tick
                 self._n_gaps += 1
-            last_tick = tick
+            last_tick = now
             self._ticks += 1
             self._tick(sensors)
             self._ticks_done += 1
             next_t += interval
-            late = time.monotonic() - next_t
+            # The clock after the tick serves both the lateness check and the next wait.
+            now = monotonic()
+            late = now - next_t
             if late > interval:
                 skipped = int(late // interval)
                 self._missed += skipped
