@@ -1,17 +1,18 @@
 #!/usr/bin/env python
 """Where the sampler's CPU goes: an ablation, warm micro-timings, and cProfile of both threads.
 
-1. Ablation (main thread idle, same sensors as sampler_overhead.py): the sampler thread's CPU
-   at 100 Hz and 10 Hz for a bare wake-up loop, the Monitor with a no-op sensor, with the
-   ReplaySensor alone, with the host sensors alone, and with both. Differences between rows
-   are what each part costs in place (cold caches after every sleep included).
-2. Warm micro-timings (tight loop, no sleeping): one ReplaySensor.read(), one np.interp, one
-   HostSensor.read() (due / not due), the process-tree scan, Monitor._tick() with a no-op
-   sensor, and Store.write_batch() of half a second of 100 Hz readings.
+1. Ablation (main thread idle, same sensors as sampler_overhead.py, ``--gpus`` replayed
+   GPUs): the sampler thread's CPU at 100 Hz and 10 Hz for a bare wake-up loop, the Monitor
+   with a no-op sensor, with the ReplaySensor alone, with the host sensors alone, and with
+   both. Differences between rows are what each part costs in place (cold caches after every
+   sleep included).
+2. Warm micro-timings (tight loop, no sleeping): one ReplaySensor.read(), one search of
+   the replayed instants, one HostSensor.read(), the process-tree scan, Monitor._tick() with a no-op
+   sensor and with every sensor, and Store.write_batch() of half a second of 100 Hz readings.
 3. cProfile of the sampler thread and of the writer thread in a 100 Hz run (profiling inflates
    the totals; read the shares, not the absolute figures).
 
-Run:  python benchmarks/profile_sampler.py [--seconds 10] [--top 25]
+Run:  python benchmarks/profile_sampler.py [--seconds 10] [--top 25] [--gpus 8]
 """
 
 from __future__ import annotations
@@ -71,20 +72,25 @@ def monitor_cpu(
     }
 
 
-def ablation(seconds: float, rounds: int, store: Store) -> None:
+def ablation(seconds: float, rounds: int, gpus: int, store: Store) -> None:
+    trace = synthetic_trace(gpus)
+
     def host_only(iv: float) -> list[Sensor]:
         return bench_sensors(iv, 0)
 
     def replay_only(iv: float) -> list[Sensor]:
-        return [ReplaySensor(synthetic_trace(2), loop=True)]
+        return [ReplaySensor(trace, loop=True)]
 
     def both(iv: float) -> list[Sensor]:
-        return bench_sensors(iv, 2)
+        return bench_sensors(iv, gpus)
 
     rows: list[tuple[str, Callable[[float], dict[str, Any]]]] = [
         ("bare wake-up loop (floor)", lambda iv: _floor(iv, seconds)),
         ("Monitor + no-op sensor", lambda iv: monitor_cpu([NoopSensor()], iv, seconds, store)),
-        ("Monitor + replay (2 GPUs)", lambda iv: monitor_cpu(replay_only(iv), iv, seconds, store)),
+        (
+            f"Monitor + replay ({gpus} GPUs)",
+            lambda iv: monitor_cpu(replay_only(iv), iv, seconds, store),
+        ),
         ("Monitor + host sensors", lambda iv: monitor_cpu(host_only(iv), iv, seconds, store)),
         ("Monitor + host + replay", lambda iv: monitor_cpu(both(iv), iv, seconds, store)),
     ]
@@ -133,19 +139,17 @@ def per_call_us(fn: Callable[[], Any], n: int) -> float:
     return 1e6 * (time.thread_time() - t) / n
 
 
-def micro(store_dir: Path) -> None:
+def micro(gpus: int, store_dir: Path) -> None:
     print("2. WARM MICRO-TIMINGS (tight loop, thread CPU per call)")
-    trace = synthetic_trace(2)
+    trace = synthetic_trace(gpus)
     replay = ReplaySensor(trace, loop=True)
-    tr = next(iter(replay._tracks.values()))
+    group = replay._groups[0]
     pos = 3.3
-    host_due = HostSensor(model_cpu=True, min_interval_s=0.0, tree_refresh_s=1e9)
-    host_tree = HostSensor(model_cpu=True, min_interval_s=0.0, tree_refresh_s=0.0)
-    host_not_due = HostSensor(model_cpu=True)
-    host_not_due.read()
+    host_due = HostSensor(model_cpu=True, tree_refresh_s=1e9)
+    host_tree = HostSensor(model_cpu=True, tree_refresh_s=0.0)
     mon = Monitor([NoopSensor()], Store(store_dir / "micro.db"), interval_s=0.01, gap_after_s=1e9)
     noop_devs: list[tuple[Sensor, list[str]]] = [(NoopSensor(), ["noop"])]
-    both = bench_sensors(0.01, 2)
+    both = bench_sensors(0.01, gpus)
     both_devs = [(s, s.devices()) for s in both]
     for s, _ in both_devs:
         s.read()
@@ -155,23 +159,22 @@ def micro(store_dir: Path) -> None:
     root = psutil.Process()
     store = Store(store_dir / "micro3.db")
     run_id = store.create_run(name="micro")
-    # Half a second at 100 Hz: 2 replayed GPUs every tick, host (process, ram, cpu) at 5 Hz.
+    # Half a second at 100 Hz: the replayed GPUs and the host (process, ram, cpu) every tick.
     batch = [
         Reading(1.0 + i * 0.01, f"gpu:{g}", 250.0, "replay", True, 1e3, 90.0, 3e4, 60.0)
         for i in range(50)
-        for g in range(2)
+        for g in range(gpus)
     ]
     batch += [
-        Reading(1.0 + i * 0.2, d, 1.0, "psutil", False, None, 100.0, 1e3)
-        for i in range(3)
+        Reading(1.0 + i * 0.01, d, 1.0, "psutil", False, None, 100.0, 1e3)
+        for i in range(50)
         for d in ("process", "ram", "cpu")
     ]
     items = [
-        ("ReplaySensor.read() (2 GPUs x 5 columns)", lambda: replay.read(), 5000),
-        ("  one np.interp on a 6000-point track", lambda: np.interp(pos, tr.t, tr.power), 20000),
+        (f"ReplaySensor.read() ({gpus} GPUs x 5 columns)", lambda: replay.read(), 5000),
+        ("  one _Group.at() (bisect) on 6000 instants", lambda: group.at(pos), 20000),
         ("  ReplaySensor.clock()/position_s", lambda: replay.position_s, 20000),
-        ("HostSensor.read(), due, tree cached", lambda: host_due.read(), 3000),
-        ("HostSensor.read(), not due (returns [])", lambda: host_not_due.read(), 20000),
+        ("HostSensor.read(), tree cached", lambda: host_due.read(), 3000),
         ("HostSensor.read(), with tree rescan", lambda: host_tree.read(), 300),
         ("  psutil children(recursive=True)", lambda: root.children(recursive=True), 300),
         ("Monitor._tick(), no-op sensor", lambda: mon._tick(noop_devs), 20000),
@@ -189,7 +192,7 @@ def micro(store_dir: Path) -> None:
     print()
 
 
-def profiled(seconds: float, top: int, store: Store) -> None:
+def profiled(seconds: float, top: int, gpus: int, store: Store) -> None:
     profs: dict[str, cProfile.Profile] = {}
 
     class ProfiledMonitor(Monitor):
@@ -201,7 +204,7 @@ def profiled(seconds: float, top: int, store: Store) -> None:
             prof = profs.setdefault("writer", cProfile.Profile(time.thread_time))
             prof.runcall(super()._write_loop)
 
-    mon = ProfiledMonitor(bench_sensors(0.01, 2), store, interval_s=0.01)
+    mon = ProfiledMonitor(bench_sensors(0.01, gpus), store, interval_s=0.01)
     mon.start()
     time.sleep(seconds)
     mon.stop()
@@ -228,14 +231,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=10.0, help="length of each ablation run")
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the ablation")
     p.add_argument("--top", type=int, default=20, help="functions shown per profiled thread")
+    p.add_argument("--gpus", type=int, default=8, help="devices in the replayed trace")
     p.add_argument("--skip-ablation", action="store_true")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="joulecast-prof-") as tmp:
         store = Store(Path(tmp) / "prof.db")
         if not args.skip_ablation:
-            ablation(args.seconds, args.rounds, store)
-        micro(Path(tmp))
-        profiled(args.seconds, args.top, store)
+            ablation(args.seconds, args.rounds, args.gpus, store)
+        micro(args.gpus, Path(tmp))
+        profiled(args.seconds, args.top, args.gpus, store)
         store.close()
     return 0
 

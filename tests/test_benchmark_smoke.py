@@ -127,3 +127,19 @@ def test_scale_benchmark_smoke(tmp_path: Path) -> None:
         for figure in size["figures"].values():
             assert figure["error"] is None and figure["peak_mb"] > 0 and figure["wall_s"] > 0
     assert list(tmp_path.iterdir()) == [out_json], "inputs and stores go to a temp dir"
+
+
+@pytest.mark.slow
+def test_profile_sampler_smoke(tmp_path: Path) -> None:
+    flags = ["--skip-ablation", "--seconds", "0.5", "--top", "3", "--gpus", "3"]
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT.parent / "profile_sampler.py"), *flags],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for line in ("2. WARM MICRO-TIMINGS", "ReplaySensor.read() (3 GPUs", "3. cPROFILE at 100 Hz"):
+        assert line in proc.stdout
+    assert "-- sampler thread" in proc.stdout and "-- writer thread" in proc.stdout

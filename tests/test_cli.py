@@ -102,6 +102,23 @@ def test_show_json_documented_keys(tmp_path):
         assert key in data["epochs"][0]
 
 
+def test_summary_prints_the_rate_stored_per_device_beside_the_rate_asked(tmp_path):
+    from rich.console import Console
+
+    from joulecast.cli import print_summary
+    from joulecast.energy import summarize
+    from tests.test_energy import rate_run
+
+    store = Store(tmp_path / "s.db")
+    out = Console(record=True, width=200)
+    print_summary(summarize(store, rate_run(store)), out)
+    store.close()
+    assert (
+        "sampling: asked 10.0 Hz, stored cpu -, gpu:0 10.0 Hz, ram 2.5 Hz; "
+        "31 ticks at 10.0 Hz, 0 missed" in out.export_text()
+    )
+
+
 def test_measure_prints_a_live_forecast_per_epoch(tmp_path):
     store = tmp_path / "s.db"
     child = script(tmp_path, CHILD_WITH_EPOCHS)
@@ -208,7 +225,7 @@ def test_child_killed_by_sigkill(tmp_path):
     data = show(store)
     assert data["status"] == "failed" and data["signal"] == "SIGKILL"
     samples = Store(store).samples(1)
-    assert samples["t_s"].max() > 1.2  # kept up to the end (host readings every 0.2 s)
+    assert samples["t_s"].max() > 1.2  # kept up to the end (host readings every tick)
 
 
 def test_measure_process_killed_leaves_interrupted_run(tmp_path):

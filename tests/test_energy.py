@@ -7,7 +7,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from joulecast.energy import J_PER_KWH, EnergyCurve, curves, integrate, j_to_kwh, phase_table
+from joulecast.energy import (
+    J_PER_KWH,
+    EnergyCurve,
+    curves,
+    integrate,
+    j_to_kwh,
+    phase_table,
+    summarize,
+)
+from joulecast.records import Reading, RunStatus
+from joulecast.store import Store
 from tests.conftest import sine_energy_j, sine_trace
 
 
@@ -218,3 +228,24 @@ def test_integrate_of_nothing() -> None:
     assert len(none.energy_j) == len(none.start) == len(none.stop) == len(none.cum_j) == 0
     one = integrate(np.array([5.0]), np.array([100.0]))
     assert list(one.energy_j) == [0.0] and one.method(0) == "trapezoid" and one.samples[0] == 1
+
+
+def rate_run(store: Store) -> int:
+    """A run asked for 10 Hz: gpu:0 stored at 10 Hz for 3 s, ram every 0.4 s, cpu once."""
+    run_id = store.create_run(name="rates", interval_s=0.1)
+    readings = [Reading(i / 10, "gpu:0", 100.0, "nvml") for i in range(31)]
+    readings += [Reading(i * 0.4, "ram", 1.0, "ram-model", False) for i in range(8)]
+    readings.append(Reading(1.0, "cpu", 5.0, "tdp-model", False))
+    store.write_batch(run_id, readings)
+    quality = {"interval_s": 0.1, "ticks": 31, "achieved_hz": 10.0, "missed_deadlines": 0}
+    store.finish_run(run_id, RunStatus.COMPLETED, duration_s=3.0, quality=quality)
+    return run_id
+
+
+def test_summary_has_the_rate_stored_per_device(store: Store) -> None:
+    summary = summarize(store, rate_run(store))
+    rates = {d: v.rate_hz for d, v in summary.devices.items()}
+    assert rates == {"gpu:0": pytest.approx(10.0), "ram": pytest.approx(2.5), "cpu": None}
+    devices = summary.to_dict()["devices"]
+    assert {d: v["rate_hz"] for d, v in devices.items()} == rates
+    assert {d: v["samples"] for d, v in devices.items()} == {"gpu:0": 31, "ram": 8, "cpu": 1}

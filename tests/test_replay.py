@@ -26,6 +26,29 @@ def test_interpolates_at_position():
     assert replay.finished and replay.read() == []
 
 
+def test_devices_on_their_own_instants_and_columns():
+    trace = pd.DataFrame(
+        {
+            "t_s": [0.0, 10.0, 0.0, 5.0, 10.0, 0.0, 10.0],
+            "device": ["gpu:0", "gpu:0", "gpu:1", "gpu:1", "gpu:1", "gpu:2", "gpu:2"],
+            "power_w": [100.0, 200.0, 0.0, 50.0, 60.0, 10.0, 20.0],
+            "util_pct": [0.0, 100.0, 10.0, 20.0, 30.0, 1.0, 2.0],
+            "energy_j": [0.0, 1500.0, 0.0, 125.0, 400.0, 0.0, None],
+        }
+    )
+    now = [0.0]
+    replay = ReplaySensor(trace, clock=lambda: now[0])
+    assert replay.devices() == ["gpu:0", "gpu:2", "gpu:1"]  # gpu:0 and gpu:2 share instants
+    now[0] = 2.5
+    got = {r.device: r for r in replay.read()}
+    assert (got["gpu:0"].power_w, got["gpu:0"].energy_j) == (125.0, 375.0)
+    assert (got["gpu:1"].power_w, got["gpu:1"].util_pct) == (25.0, 15.0)
+    assert (got["gpu:2"].power_w, got["gpu:2"].energy_j) == (12.5, None)  # a gap: no counter
+    assert got["gpu:0"].mem_used_mib is None and got["gpu:1"].temp_c is None
+    now[0] = 10.0  # the last instant: the last row
+    assert [r.power_w for r in replay.read()] == [200.0, 20.0, 60.0]
+
+
 def test_loop_wraps():
     trace = pd.DataFrame({"t_s": [0.0, 10.0], "device": "gpu:0", "power_w": [0.0, 100.0]})
     now = [0.0]

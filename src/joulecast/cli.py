@@ -93,9 +93,14 @@ def print_summary(summary: RunSummary, out: Any) -> None:
         )
     q = summary.quality
     if q.get("ticks"):
+        stored = ", ".join(
+            f"{d} {'-' if v.rate_hz is None else f'{v.rate_hz:,.1f} Hz'}"
+            for d, v in summary.devices.items()
+        )
         out.print(
-            f"sampling: {q['ticks']} ticks at {_fmt(q.get('achieved_hz'))} Hz "
-            f"(asked {1 / q['interval_s']:.0f} Hz), {q.get('missed_deadlines', 0)} missed"
+            f"sampling: asked {_fmt(1 / q['interval_s'])} Hz, stored {stored or 'nothing'}; "
+            f"{q['ticks']} ticks at {_fmt(q.get('achieved_hz'))} Hz, "
+            f"{q.get('missed_deadlines', 0)} missed"
         )
     for warning in summary.warnings:
         out.print(f"[yellow]warning:[/yellow] {warning}")

@@ -323,7 +323,11 @@ def _phase_frame(phases: pd.DataFrame, energy: dict[str, tuple[np.ndarray, bool]
 
 @dataclass
 class DeviceTotal:
-    """One device's total energy and where it came from."""
+    """One device's total energy and where it came from.
+
+    ``rate_hz`` is the rate its readings were stored at: (readings - 1) / the span from its
+    first to its last reading; None with fewer than two readings.
+    """
 
     device: str
     energy_j: float
@@ -332,6 +336,7 @@ class DeviceTotal:
     source: str
     measured: bool
     samples: int
+    rate_hz: float | None = None
 
 
 @dataclass
@@ -425,6 +430,7 @@ class RunSummary:
                     "source": v.source,
                     "measured": v.measured,
                     "samples": v.samples,
+                    "rate_hz": v.rate_hz,
                 }
                 for d, v in self.devices.items()
             },
@@ -467,6 +473,7 @@ def summarize(store: Any, run_id: int) -> RunSummary:
             state.source,
             state.measured,
             state.samples,
+            state.rate_hz,
         )
     epochs = stored_phase_table(store, run_id, phases[phases["kind"] == "epoch"])
     processed = phases.loc[phases["kind"] == "epoch", "samples"].dropna()

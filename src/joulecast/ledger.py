@@ -149,6 +149,12 @@ class DeviceState:
         return self.power_t0_s, self.power_t_s
 
     @property
+    def rate_hz(self) -> float | None:
+        """Rows stored per second, from its first row to its last; None under two rows."""
+        span = self.t_last_s - self.t_first_s
+        return (self.rows - 1) / span if self.rows >= 2 and span > 0 else None
+
+    @property
     def util_mean_pct(self) -> float:
         """Mean utilisation over the rows that read one; NaN where none did."""
         return self.util_sum / self.util_rows if self.util_rows else math.nan

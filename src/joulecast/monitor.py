@@ -10,6 +10,7 @@ nothing a sensor does stops the sampling or the training it measures.
 
 from __future__ import annotations
 
+import array
 import atexit
 import logging
 import math
@@ -91,8 +92,6 @@ class Monitor:
         flush_interval_s: float = FLUSH_INTERVAL_S,
         gap_after_s: float | None = None,
     ) -> None:
-        import numpy as np
-
         if not (isinstance(interval_s, (int, float)) and math.isfinite(interval_s)) or (
             interval_s < MIN_INTERVAL_S
         ):
@@ -129,7 +128,8 @@ class Monitor:
         self._flushes = 0
         self._next_gap_check = 0.0
         self._write_errors = 0
-        self._tick_gaps = np.zeros(_JITTER_KEEP)
+        # Seconds between ticks, the last _JITTER_KEEP of them (an array: no numpy call per tick).
+        self._tick_gaps = array.array("d")
         self._sampler_cpu_s = 0.0
         self._writer_cpu_s = 0.0
         self._started_mono = 0.0
@@ -288,29 +288,36 @@ class Monitor:
     def _sample_loop(self) -> None:
         interval = self.interval_s
         sensors = self._sensor_devices
+        tick_gaps = self._tick_gaps
         sleep = time.sleep
         monotonic = time.monotonic
-        next_t = monotonic() + interval  # start() took the first reading
+        now = monotonic()
+        next_t = now + interval  # start() took the first reading
         last_tick: float | None = None
         cpu0 = time.thread_time()
         while self.running:
-            delay = next_t - monotonic()
-            if delay > 0:
+            if now < next_t:
+                delay = next_t - now
                 # A plain sleep is the cheapest timed wait (a lock or Event wait costs 10-20 µs
                 # more per wake-up); sleeping at most _STOP_CHECK_S keeps stop() prompt.
                 sleep(delay if delay < _STOP_CHECK_S else _STOP_CHECK_S)
-                if monotonic() < next_t:
+                now = monotonic()
+                if now < next_t:
                     continue
-            tick = monotonic()
             if last_tick is not None:
-                self._tick_gaps[self._n_gaps % _JITTER_KEEP] = tick - last_tick
+                if self._n_gaps < _JITTER_KEEP:
+                    tick_gaps.append(now - last_tick)
+                else:
+                    tick_gaps[self._n_gaps % _JITTER_KEEP] = now - last_tick
                 self._n_gaps += 1
-            last_tick = tick
+            last_tick = now
             self._ticks += 1
             self._tick(sensors)
             self._ticks_done += 1
             next_t += interval
-            late = time.monotonic() - next_t
+            # The clock after the tick serves both the lateness check and the next wait.
+            now = monotonic()
+            late = now - next_t
             if late > interval:
                 skipped = int(late // interval)
                 self._missed += skipped
@@ -319,24 +326,33 @@ class Monitor:
 
     def _tick(self, sensors: list[tuple[Sensor, list[str]]]) -> None:
         batch: list[Reading] = []
-        check_gaps = False
-        for sensor, devices in sensors:
+        last_seen = self._last_seen
+        open_gaps = self._open_gaps
+        for sensor, _ in sensors:
             try:
                 readings = sensor.read()
             except Exception as exc:  # any sensor failure becomes a gap, never a crash
                 self._last_error[sensor_name(sensor)] = f"{type(exc).__name__}: {exc}"
-                readings = []
-            batch.extend(readings)
-            last_seen = self._last_seen
+                continue
+            batch += readings
             for r in readings:
                 last_seen[r.device] = r.t_s
-                if r.device in self._open_gaps:
-                    self._close_gap(r.device, r.t_s - self.t0)
-            if not check_gaps:
-                now = self._clock()
-                if now < self._next_gap_check:
-                    continue
-                check_gaps = True
+            if open_gaps:
+                for r in readings:
+                    if r.device in open_gaps:
+                        self._close_gap(r.device, r.t_s - self.t0)
+        now = self._clock()
+        if now >= self._next_gap_check:
+            self._open_gaps_of_silent_devices(sensors, now)
+        if batch:
+            with self._lock:
+                self._buffer += batch
+                self._readings += len(batch)
+
+    def _open_gaps_of_silent_devices(
+        self, sensors: list[tuple[Sensor, list[str]]], now: float
+    ) -> None:
+        for sensor, devices in sensors:
             for device in devices:
                 if (
                     device not in self._open_gaps
@@ -347,12 +363,7 @@ class Monitor:
                         device, self._last_seen[device] - self.t0, None, reason
                     )
                     log.warning("%s: no readings since %.1f s (%s)", device, now - self.t0, reason)
-        if check_gaps:
-            self._next_gap_check = now + _GAP_CHECK_S
-        if batch:
-            with self._lock:
-                self._buffer.extend(batch)
-                self._readings += len(batch)
+        self._next_gap_check = now + _GAP_CHECK_S
 
     def _close_gap(self, device: str, end_s: float) -> None:
         gap = self._open_gaps.pop(device)
@@ -425,13 +436,12 @@ class Monitor:
 
         ``until_s`` is in run seconds and already past. The energy of a phase ending then is
         final once this returns True: later readings no longer change it. When this monitor
-        samples, it waits for the next reading of each of its devices (the host sensor reads
-        every 0.2 s at most; a device in a gap is not waited for) and writes it; when it
-        joined a run sampled by another process, it waits for that process to store them (its
-        writes come every 0.5 s) or to finish the run. Returns False when ``timeout_s``
-        (default: a few intervals and flushes) passed first, or a device is still silent; the
-        caller goes on with what is stored. A joined monitor stops waiting for a device that
-        timed out until it has readings again.
+        samples, it waits for the next reading of each of its devices (a device in a gap is
+        not waited for) and writes it; when it joined a run sampled by another process, it
+        waits for that process to store them (its writes come every 0.5 s) or to finish the
+        run. Returns False when ``timeout_s`` (default: a few intervals and flushes) passed
+        first, or a device is still silent; the caller goes on with what is stored. A joined
+        monitor stops waiting for a device that timed out until it has readings again.
         """
         interval = self.sampling_interval_s
         if timeout_s is None:
@@ -488,10 +498,6 @@ class Monitor:
 
     def quality(self) -> dict[str, Any]:
         """Sampling figures: ticks, rate, missed deadlines; once stopped, jitter and CPU time."""
-        import numpy as np
-
-        n = min(self._n_gaps, _JITTER_KEEP)
-        gaps = self._tick_gaps[:n]
         end = self._stopped_mono if self._stopped_mono is not None else time.monotonic()
         elapsed = end - self._started_mono if self._started_mono else 0.0
         out: dict[str, Any] = {
@@ -504,8 +510,12 @@ class Monitor:
             "dropped_readings": self._dropped,
             "sensors": [sensor_name(s) for s in self.sensors],
         }
-        if n and self._stopped_mono is not None:
+        if self._tick_gaps and self._stopped_mono is not None:
+            import numpy as np
+
             # Percentiles sort the whole record: computed once, at stop, not at every flush.
+            # A copy: numpy holding the array's buffer would stop it from growing.
+            gaps = np.array(self._tick_gaps.tolist())
             out["tick_interval_p50_s"] = float(np.percentile(gaps, 50))
             out["tick_interval_p99_s"] = float(np.percentile(gaps, 99))
         if self._stopped_mono is not None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -24,7 +25,7 @@ class PhaseKind(str, enum.Enum):
     TEST = "test"  # evaluation on the test split after training; metrics hold its scores
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Reading:
     """One reading of one device at one instant.
 
@@ -42,6 +43,37 @@ class Reading:
     util_pct: float | None = None
     mem_used_mib: float | None = None
     temp_c: float | None = None
+
+    def __init__(
+        self,
+        t_s: float,
+        device: str,
+        power_w: float | None,
+        source: str,
+        measured: bool = True,
+        energy_j: float | None = None,
+        util_pct: float | None = None,
+        mem_used_mib: float | None = None,
+        temp_c: float | None = None,
+    ) -> None:
+        # A frozen dataclass's own __init__ calls object.__setattr__ per field; the slots'
+        # descriptors set them at half that cost, and a reading is made per device and tick.
+        t, d, p, s, m, e, u, mem, temp = _READING_SLOTS
+        t(self, t_s)
+        d(self, device)
+        p(self, power_w)
+        s(self, source)
+        m(self, measured)
+        e(self, energy_j)
+        u(self, util_pct)
+        mem(self, mem_used_mib)
+        temp(self, temp_c)
+
+
+# The setters of Reading's slots, in the order of its fields (and of its __init__).
+_READING_SLOTS: tuple[Callable[[Reading, Any], None], ...] = tuple(
+    vars(Reading)[f.name].__set__ for f in fields(Reading)
+)
 
 
 @dataclass(frozen=True, slots=True)

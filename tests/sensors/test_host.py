@@ -13,7 +13,14 @@ import pytest
 
 from joulecast.errors import SensorUnavailable
 from joulecast.records import Reading
-from joulecast.sensors.host import RAM_W_PER_GB, HostSensor, _proc_children_supported, cpu_tdp_w
+from joulecast.sensors.host import (
+    RAM_W_PER_GB,
+    HostSensor,
+    _proc_children_supported,
+    _ProcessClock,
+    cpu_tdp_w,
+)
+from joulecast.store import Store
 from tests.fakes import FakeClock
 
 BUSY = [sys.executable, "-c", "while True: pass"]
@@ -128,6 +135,78 @@ def test_reads_closer_than_min_interval_return_nothing(clock: FakeClock) -> None
     assert s.read() == []
     clock.advance(0.1)
     assert {r.device for r in s.read()} == {"process", "ram"}
+
+
+@pytest.mark.parametrize("process_clocks", [True, False], ids=["clock-statm", "psutil"])
+def test_every_read_is_stored_whatever_the_interval(
+    clock: FakeClock, store: Store, process_clocks: bool
+) -> None:
+    # 10 Hz for 3 s on a machine without GPU or RAPL: every tick must give a reading of each
+    # device, through the process clocks or psutil alike.
+    s = HostSensor(model_cpu=True, tdp_w=100.0, clock=clock)
+    s._process_clocks = s._process_clocks and process_clocks
+    run_id = store.create_run(name="host")
+    for _ in range(31):
+        store.write_batch(run_id, s.read(), t0=1000.0)
+        clock.advance(0.1)
+    counts = store.samples(run_id).groupby("device").size().to_dict()
+    assert counts == {"process": 31, "ram": 31, "cpu": 30}  # cpu % needs a previous read
+    kinds = {type(m).__name__ for m in s._procs.values()}
+    assert kinds == ({"_ProcessClock"} if s._process_clocks else {"_PsutilProcess"})
+    s.close()
+    assert s._procs == {}
+
+
+def test_process_clock_agrees_with_psutil_and_follows_its_process(
+    spawn: list[subprocess.Popen[bytes]],
+) -> None:
+    own = _ProcessClock(os.getpid())
+    cpu_before, rss = own.usage()
+    times, info = psutil.Process().cpu_times(), psutil.Process().memory_info()
+    cpu_after, _ = own.usage()
+    # CPU time only grows; psutil's falls between two reads (to its clock ticks, 10 ms).
+    assert cpu_before - 0.02 <= times.user + times.system <= cpu_after + 0.02
+    assert rss == pytest.approx(info.rss, rel=0.05)
+    own.close()
+    child = start(spawn, IDLE)
+    stat = _ProcessClock(child.pid)
+    assert min(stat.usage()) >= 0  # readable while the process lives
+    child.kill()
+    child.wait()
+    with pytest.raises(OSError):  # gone: even a reused pid is not read through this file
+        stat.usage()
+    stat.close()
+    stat.close()
+
+
+def test_cpu_time_is_not_counted_in_clock_ticks(clock: FakeClock) -> None:
+    # 15 ms of CPU in 15 ms: 100 %, where 10 ms clock ticks would give 67 % or 133 %.
+    s = HostSensor(clock=clock)
+    if not s._process_clocks:
+        pytest.skip("no process CPU clock here")
+    s.read()
+    end = time.process_time() + 0.015
+    while time.process_time() < end:
+        pass
+    clock.advance(0.015)
+    assert 95.0 < by_device(s.read())["process"].util_pct < 125.0  # type: ignore[operator]
+
+
+def test_a_child_that_exits_is_dropped_and_its_file_closed(
+    clock: FakeClock, spawn: list[subprocess.Popen[bytes]]
+) -> None:
+    child = start(spawn, IDLE)
+    s = HostSensor(os.getpid(), include_root=False, clock=clock)
+    s.read()
+    member = s._procs[child.pid]
+    child.kill()
+    child.wait()
+    clock.advance(0.01)
+    assert by_device(s.read())["process"].mem_used_mib == 0.0
+    assert child.pid not in s._procs
+    if isinstance(member, _ProcessClock):
+        with pytest.raises(ProcessLookupError):
+            member.usage()  # closed
 
 
 def test_children_joining_are_seen_after_tree_refresh(

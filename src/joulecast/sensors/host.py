@@ -1,4 +1,4 @@
-"""Host load through psutil, and the modelled CPU and RAM power that follow from it.
+"""Host load of a process tree, and the modelled CPU and RAM power that follow from it.
 
 Readings (all from the measured process tree: a root process and its descendants):
 
@@ -29,6 +29,7 @@ RAM_W_PER_GB = 0.375
 DEFAULT_CPU_TDP_W = 85.0
 _BYTES_PER_GB = 1e9
 _BYTES_PER_MIB = 2.0**20
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def cpu_tdp_w() -> float:
@@ -72,12 +73,100 @@ def _descendants(root: int) -> list[int]:
     return found
 
 
-class HostSensor:
-    """psutil view of a process tree: load, RSS, and modelled RAM (and optionally CPU) power.
+def _cpu_clock_id(pid: int) -> int:
+    """The id of process ``pid``'s CPU-time clock (glibc's clock_getcpuclockid)."""
+    import ctypes
 
-    The tree's membership is refreshed every ``tree_refresh_s`` (every 5 x ``tree_refresh_s``
-    where the kernel lacks /proc/PID/task/TID/children and all of /proc must be scanned) and
-    CPU/RSS at most every ``min_interval_s``; calls in between return nothing new.
+    clock_id = ctypes.c_int()  # clockid_t
+    err = ctypes.CDLL(None).clock_getcpuclockid(pid, ctypes.byref(clock_id))
+    if err:
+        raise OSError(err, os.strerror(err))
+    return clock_id.value
+
+
+class _ProcessClock:
+    """One process's CPU time from its CPU-time clock, its RSS from its /proc/PID/statm.
+
+    psutil reads /proc/PID/stat and statm, opening and closing each, on every call (about
+    60 us); a clock_gettime and one pread of a kept-open statm cost a tenth of that, so the
+    tree can be read on every tick. The clock counts nanoseconds, where /proc/PID/stat counts
+    10 ms clock ticks, so the CPU % of a 10 ms interval means something. The open statm file
+    follows the process it was opened for: once that process is gone its reads fail. It is
+    read after the clock, so a CPU time is only kept when its process was still alive after
+    it was read, never one of a process that reused the pid.
+    """
+
+    __slots__ = ("_clock_id", "_fd", "pid")
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._clock_id = _cpu_clock_id(pid)
+        self._fd: int | None = os.open(f"/proc/{pid}/statm", os.O_RDONLY)
+
+    def usage(self) -> tuple[float, int]:
+        """User + system CPU seconds and resident bytes; OSError once the process is gone."""
+        if self._fd is None:
+            raise ProcessLookupError(self.pid)
+        cpu_s = time.clock_gettime(self._clock_id)
+        data = os.pread(self._fd, 256, 0)  # size resident shared ..., in pages
+        if not data:
+            raise ProcessLookupError(self.pid)
+        return cpu_s, int(data.split(None, 2)[1]) * _PAGE_BYTES
+
+    def close(self) -> None:
+        """Close the file (again: nothing)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+def _process_clocks_work(pid: int) -> bool:
+    """Whether a :class:`_ProcessClock` can read process ``pid`` here."""
+    try:
+        _ProcessClock(pid).close()
+    except (OSError, AttributeError, ImportError, TypeError):  # no /proc or no CPU clocks
+        return False
+    return True
+
+
+class _PsutilProcess:
+    """The same figures through psutil, where there is no /proc or no process CPU clock."""
+
+    __slots__ = ("pid", "proc")
+
+    def __init__(self, proc: psutil.Process) -> None:
+        self.pid = proc.pid
+        self.proc = proc
+
+    def usage(self) -> tuple[float, int]:
+        """User + system CPU seconds and resident bytes; psutil.Error once the process is gone."""
+        with self.proc.oneshot():
+            times = self.proc.cpu_times()
+            return times.user + times.system, self.proc.memory_info().rss
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+_Member = _ProcessClock | _PsutilProcess
+# What reading a process that has just exited may raise.
+_GONE = (OSError, ValueError, IndexError, psutil.Error)
+
+
+class HostSensor:
+    """A process tree's load and RSS, and modelled RAM (and optionally CPU) power.
+
+    Every read returns readings (CPU % from the second read on): the sensor keeps the
+    monitor's interval, whatever it is. The tree's membership is refreshed every
+    ``tree_refresh_s`` (every 5 x ``tree_refresh_s`` where the kernel lacks
+    /proc/PID/task/TID/children and all of /proc must be scanned); each member's CPU time
+    and RSS are read on every call (on Linux from its CPU-time clock and /proc/PID/statm,
+    elsewhere through psutil, whose CPU time counts in clock ticks). ``min_interval_s`` > 0
+    makes calls closer than that to the last read return nothing new.
     """
 
     name = "host"
@@ -89,7 +178,7 @@ class HostSensor:
         include_root: bool = True,
         model_cpu: bool = False,
         tdp_w: float | None = None,
-        min_interval_s: float = 0.2,
+        min_interval_s: float = 0.0,
         tree_refresh_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -109,9 +198,14 @@ class HostSensor:
             self._tdp_from = f"default; set {CPU_TDP_ENV} to your CPU's TDP"
         self._cores = psutil.cpu_count(logical=True) or 1
         self.min_interval_s = min_interval_s
-        self._tree_refresh_s = tree_refresh_s
         self._clock = clock
-        self._procs: dict[int, psutil.Process] = {}
+        self._process_clocks = _process_clocks_work(self._root_pid)
+        self._children_files = _proc_children_supported()
+        # Listing descendants through psutil reads every process on the machine; Linux's
+        # /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN) costs only the tree's size, so
+        # it is used where the kernel has it, and the full scan is done five times less often.
+        self._tree_period_s = tree_refresh_s * (1 if self._children_files else 5)
+        self._procs: dict[int, _Member] = {}
         self._tree_at = -float("inf")
         self._cpu_s: dict[int, float] = {}
         self._last_t: float | None = None
@@ -134,59 +228,73 @@ class HostSensor:
             }
         return facts
 
-    def _refresh_tree(self, now: float) -> None:
-        # Listing descendants through psutil reads every process on the machine; Linux's
-        # /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN) costs only the tree's size, so it
-        # is used where the kernel has it, and the full scan is done five times less often.
-        fast = _proc_children_supported()
-        period = self._tree_refresh_s if fast else 5 * self._tree_refresh_s
-        # An empty tree (a command not started yet) is looked at again on every read.
-        if self._procs and now - self._tree_at < period:
-            return
-        self._tree_at = now
-        members: list[psutil.Process] = []
+    def _member(self, pid: int, proc: psutil.Process | None = None) -> _Member | None:
+        """The member for ``pid``: the one already followed, else a new one (None: gone)."""
+        member = self._procs.get(pid)
+        if member is not None:
+            return member
         try:
-            if fast:
-                for pid in _descendants(self._root_pid):
-                    proc = self._procs.get(pid)
-                    if proc is None:
-                        with contextlib.suppress(psutil.Error):
-                            proc = psutil.Process(pid)
-                    if proc is not None:
-                        members.append(proc)
+            if self._process_clocks:
+                return _ProcessClock(pid)
+            return _PsutilProcess(proc if proc is not None else psutil.Process(pid))
+        except _GONE:
+            return None
+
+    def _refresh_tree(self, now: float) -> None:
+        self._tree_at = now
+        found: list[tuple[int, psutil.Process | None]] = []
+        try:
+            if self._children_files:
+                found = [(pid, None) for pid in _descendants(self._root_pid)]
             else:
-                members = self._root.children(recursive=True)
+                found = [(p.pid, p) for p in self._root.children(recursive=True)]
         except psutil.NoSuchProcess:
-            members = []
+            found = []
         except psutil.Error as exc:
             raise SensorError(f"cannot list children of process {self._root_pid}: {exc}") from exc
         if self._include_root:
-            members.append(self._root)
-        self._procs = {p.pid: self._procs.get(p.pid, p) for p in members}
+            found.append((self._root_pid, self._root))
+        procs: dict[int, _Member] = {}
+        for pid, proc in found:
+            member = self._member(pid, proc)
+            if member is not None:
+                procs[pid] = member
+        for pid, member in self._procs.items():
+            if procs.get(pid) is not member:
+                member.close()
+        self._procs = procs
 
     def read(self) -> list[Reading]:
         """Read the tree's CPU time and RSS; power of ``ram`` (and ``cpu``) from the model."""
         now = self._clock()
-        if self._last_t is not None and now - self._last_t < self.min_interval_s:
+        last_t = self._last_t
+        if last_t is not None and now - last_t < self.min_interval_s:
             return []
-        self._refresh_tree(now)
+        # An empty tree (a command not started yet) is looked at again on every read.
+        if not self._procs or now - self._tree_at >= self._tree_period_s:
+            self._refresh_tree(now)
+        before = self._cpu_s
         cpu_s: dict[int, float] = {}
         rss = 0
-        for pid, proc in list(self._procs.items()):
+        busy_s = 0.0
+        gone: list[int] = []
+        for pid, member in self._procs.items():
             try:
-                with proc.oneshot():
-                    times = proc.cpu_times()
-                    rss += proc.memory_info().rss
-            except psutil.Error:
-                del self._procs[pid]
+                cpu, mem = member.usage()
+            except _GONE:
+                gone.append(pid)
                 continue
-            cpu_s[pid] = times.user + times.system
-        util_pct: float | None = None
-        if self._last_t is not None:
+            cpu_s[pid] = cpu
+            rss += mem
             # Only processes seen in both reads count, so a new child's past CPU time is not
             # charged to this interval.
-            busy = sum(t - self._cpu_s[p] for p, t in cpu_s.items() if p in self._cpu_s)
-            util_pct = max(0.0, 100.0 * busy / (now - self._last_t))
+            if pid in before:
+                busy_s += cpu - before[pid]
+        for pid in gone:
+            self._procs.pop(pid).close()
+        util_pct: float | None = None
+        if last_t is not None and now > last_t:
+            util_pct = max(0.0, 100.0 * busy_s / (now - last_t))
         self._cpu_s = cpu_s
         self._last_t = now
         readings = [
@@ -201,5 +309,7 @@ class HostSensor:
         return readings
 
     def close(self) -> None:
-        """Nothing to release."""
+        """Close the /proc files held open."""
+        for member in self._procs.values():
+            member.close()
         self._procs.clear()

@@ -24,31 +24,39 @@ if TYPE_CHECKING:
 
 _OPTIONAL = ("energy_j", "util_pct", "mem_used_mib", "temp_c")
 
+_Column = list[float] | None
 
-class _Track:
-    """One device's samples as plain lists: a bisect and a blend per read, no numpy calls."""
 
-    __slots__ = ("has", "rows", "t")
+class _Group:
+    """Devices sampled at the same instants: one bisect per read serves them all."""
 
-    def __init__(self, frame: pd.DataFrame) -> None:
-        self.t: list[float] = frame["t_s"].astype(float).tolist()
-        self.has = tuple(c in frame.columns and bool(frame[c].notna().all()) for c in _OPTIONAL)
-        columns = [frame["power_w"].astype(float).tolist()]
-        columns += [
-            frame[c].astype(float).tolist() if ok else [0.0] * len(frame)
-            for c, ok in zip(_OPTIONAL, self.has, strict=True)
-        ]
-        self.rows: list[tuple[float, ...]] = list(zip(*columns, strict=True))
+    __slots__ = ("devices", "t")
 
-    def at(self, pos: float) -> tuple[float, ...]:
-        """Values linearly interpolated at ``pos`` (inside the track's span)."""
-        i = bisect.bisect_right(self.t, pos) - 1
-        if i >= len(self.t) - 1:
-            return self.rows[-1]
-        t0, t1 = self.t[i], self.t[i + 1]
-        frac = (pos - t0) / (t1 - t0) if t1 > t0 else 0.0
-        a, b = self.rows[i], self.rows[i + 1]
-        return tuple(x + (y - x) * frac for x, y in zip(a, b, strict=True))
+    def __init__(self, t: list[float]) -> None:
+        self.t = t
+        # Per device: its name, power and each of _OPTIONAL as plain lists (None where the
+        # device lacks the column or any of its values).
+        self.devices: list[tuple[str, list[float], _Column, _Column, _Column, _Column]] = []
+
+    def add(self, device: str, frame: pd.DataFrame) -> None:
+        """Add ``device``'s columns (its ``t_s`` is this group's)."""
+        energy, util, mem, temp = (
+            frame[c].astype(float).tolist()
+            if c in frame.columns and bool(frame[c].notna().all())
+            else None
+            for c in _OPTIONAL
+        )
+        power = frame["power_w"].astype(float).tolist()
+        self.devices.append((device, power, energy, util, mem, temp))
+
+    def at(self, pos: float) -> tuple[int, int, float]:
+        """Rows ``i`` and ``j`` around ``pos`` (inside the span) and the weight of row ``j``."""
+        t = self.t
+        i = bisect.bisect_right(t, pos) - 1
+        if i >= len(t) - 1:
+            return len(t) - 1, len(t) - 1, 0.0
+        t0, t1 = t[i], t[i + 1]
+        return i, i + 1, (pos - t0) / (t1 - t0) if t1 > t0 else 0.0
 
 
 class ReplaySensor:
@@ -73,7 +81,12 @@ class ReplaySensor:
         if trace.empty:
             raise InputError("replay trace: no samples")
         frame = trace.dropna(subset=["power_w"]).sort_values(["device", "t_s"], kind="stable")
-        self._tracks = {str(d): _Track(g) for d, g in frame.groupby("device", sort=True)}
+        groups: dict[tuple[float, ...], _Group] = {}
+        for device, rows in frame.groupby("device", sort=True):
+            t = rows["t_s"].astype(float).tolist()
+            groups.setdefault(tuple(t), _Group(t)).add(str(device), rows)
+        self._groups = list(groups.values())
+        self._devices = [d[0] for g in self._groups for d in g.devices]
         self._t0 = float(frame["t_s"].min())
         self._t_end = float(frame["t_s"].max())
         self._speed = float(speed)
@@ -124,25 +137,42 @@ class ReplaySensor:
 
     def devices(self) -> list[str]:
         """The devices in the trace."""
-        return list(self._tracks)
+        return list(self._devices)
 
     def read(self) -> list[Reading]:
-        """Each device's values interpolated at the current position; nothing past the end."""
+        """Each device's values interpolated at the current position; nothing past the end.
+
+        Devices recorded at the same instants come together, in name order.
+        """
         now = self.clock()
-        pos = self.position_s + self._t0
-        if self.finished:
-            return []
+        pos = now - self._origin
+        if not self._loop:
+            if pos > self.duration_s:
+                return []
+        elif self.duration_s > 0:
+            pos %= self.duration_s
+        pos += self._t0
+        source = self._source
         readings = []
-        for device, tr in self._tracks.items():
-            if pos < tr.t[0] or pos > tr.t[-1]:
+        for group in self._groups:
+            if pos < group.t[0] or pos > group.t[-1]:
                 continue
-            power, *extra = tr.at(pos)
-            energy, util, mem, temp = (
-                v if ok else None for v, ok in zip(extra, tr.has, strict=True)
-            )
-            readings.append(
-                Reading(now, device, power, self._source, True, energy, util, mem, temp)
-            )
+            i, j, f = group.at(pos)
+            # Written out column by column: this runs for every device on every tick.
+            for device, p, e, u, m, c in group.devices:
+                readings.append(
+                    Reading(
+                        now,
+                        device,
+                        p[i] + (p[j] - p[i]) * f,
+                        source,
+                        True,
+                        None if e is None else e[i] + (e[j] - e[i]) * f,
+                        None if u is None else u[i] + (u[j] - u[i]) * f,
+                        None if m is None else m[i] + (m[j] - m[i]) * f,
+                        None if c is None else c[i] + (c[j] - c[i]) * f,
+                    )
+                )
         return readings
 
     def close(self) -> None:
