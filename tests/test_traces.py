@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -243,3 +244,34 @@ def test_test_phase_in_summary(store, power_csv, tmp_path):
     test = summarize(store, run_id).to_dict()["test"]
     assert test["metrics"] == {"f1": 0.5, "average": "macro"} and test["samples"] == 50
     assert test["duration_s"] == pytest.approx(10.0) and test["energy_j"] > 0
+
+
+@pytest.mark.parametrize("format", ["csv", "parquet"])
+def test_export_in_chunks_writes_the_same_files(store, power_csv, phases_csv, tmp_path, format):
+    if format == "parquet":
+        pytest.importorskip("pyarrow")
+    run_id = import_trace(store, power_csv, phases_csv)
+    whole, chunked = tmp_path / "whole", tmp_path / "chunked"
+    whole.mkdir()
+    chunked.mkdir()
+    a = export_run(store, run_id, whole, format=format)
+    b = export_run(store, run_id, chunked, format=format, chunk_rows=7)
+    read = pd.read_parquet if format == "parquet" else pd.read_csv
+    for x, y in zip(a, b, strict=True):
+        pd.testing.assert_frame_equal(read(x), read(y))
+    if format == "csv":
+        assert a[0].read_bytes() == b[0].read_bytes()
+    frame = read(b[0])
+    assert len(frame) == 400 and frame["t_s"].is_monotonic_increasing
+    assert list(tmp_path.glob("*/.run-*")) == []  # no temporary file left
+
+
+def test_export_of_a_run_without_samples(store, tmp_path):
+    run_id = store.create_run()
+    power, _ = export_run(store, run_id, tmp_path)
+    assert power.read_text().splitlines() == [
+        "t_s,device,power_w,energy_j,util_pct,mem_used_mib,temp_c,source,measured"
+    ]
+    if importlib.util.find_spec("pyarrow"):
+        power, _ = export_run(store, run_id, tmp_path, format="parquet")
+        assert pd.read_parquet(power).empty

@@ -130,6 +130,8 @@ _MIGRATIONS: dict[int, Migration] = {
 SCHEMA_VERSION = max(_MIGRATIONS)
 
 SAMPLE_COLUMNS = ledger.SAMPLE_COLUMNS
+#: Rows per chunk of :meth:`Store.iter_samples`, unless told: a few tens of MB in pandas.
+SAMPLE_CHUNK_ROWS = 100_000
 
 
 def default_store_path() -> Path:
@@ -773,25 +775,43 @@ class Store:
 
         ``start_s``/``end_s`` keep only samples in that span of time.
         """
-        sql = (
-            "SELECT t_s, device, power_w, energy_j, util_pct, mem_used_mib, temp_c, source,"
-            " measured FROM samples WHERE run_id = ?"
-        )
-        params: list[Any] = [run_id]
-        if start_s is not None:
-            sql += " AND t_s >= ?"
-            params.append(start_s)
-        if end_s is not None:
-            sql += " AND t_s <= ?"
-            params.append(end_s)
+        sql, params = _samples_query(run_id, start_s, end_s)
         with self._lock:
             frame = pd.read_sql_query(
                 sql + " ORDER BY device, t_s, rowid", self._conn, params=params
             )
-        frame["measured"] = frame["measured"].astype(bool)
-        for col in ("power_w", "energy_j", "util_pct", "mem_used_mib", "temp_c"):
-            frame[col] = frame[col].astype(float)
-        return frame
+        return _sample_types(frame)
+
+    def iter_samples(
+        self,
+        run_id: int,
+        *,
+        start_s: float | None = None,
+        end_s: float | None = None,
+        chunk_rows: int = SAMPLE_CHUNK_ROWS,
+    ) -> Iterator[pd.DataFrame]:
+        """A run's samples in time order, at most ``chunk_rows`` rows at a time.
+
+        Each chunk has the columns and types of :meth:`samples`; rows come in time order
+        (ties in the order they were written), through the (run, time) index, so memory holds
+        one chunk whatever the run's length. One statement on a read-only connection of its
+        own reads them: the chunks are one snapshot of the run, and the store's writers are
+        never held up. A run without samples gives no chunk.
+
+        Args:
+            run_id: The run.
+            start_s: Keep only samples at or after this time.
+            end_s: Keep only samples at or before this time.
+            chunk_rows: Rows per chunk at most.
+
+        Raises:
+            InputError: ``chunk_rows`` is below 1.
+            StoreError: The file cannot be read (from the iterator).
+        """
+        if chunk_rows < 1:
+            raise InputError(f"chunk_rows: got {chunk_rows}, expected 1 or more")
+        sql, params = _samples_query(run_id, start_s, end_s)
+        return _sample_chunks(self.path, sql + " ORDER BY t_s, rowid", params, chunk_rows)
 
     def phases(self, run_id: int, kind: str | None = None) -> pd.DataFrame:
         """A run's phases (all kinds, or one), ordered by kind and index."""
@@ -826,9 +846,7 @@ class Store:
         with self._lock:
             return ledger.load_states(self._conn, run_id)
 
-    def energy_at(
-        self, run_id: int, t_s: Sequence[float] | np.ndarray
-    ) -> dict[str, np.ndarray]:
+    def energy_at(self, run_id: int, t_s: Sequence[float] | np.ndarray) -> dict[str, np.ndarray]:
         """Each device's cumulative energy at the times ``t_s``, from the aggregates: what
         :meth:`joulecast.energy.EnergyCurve.at` gives on the raw samples, without reading them.
         """
@@ -937,6 +955,40 @@ class Store:
         frame["start_s"] = frame["start_s"].astype(float)
         frame["end_s"] = frame["end_s"].astype(float)
         return frame
+
+
+def _samples_query(
+    run_id: int, start_s: float | None, end_s: float | None
+) -> tuple[str, list[Any]]:
+    """The query of a run's samples (the sample columns) in ``[start_s, end_s]``, unordered."""
+    sql = f"SELECT {', '.join(SAMPLE_COLUMNS)} FROM samples WHERE run_id = ?"
+    params: list[Any] = [run_id]
+    if start_s is not None:
+        sql += " AND t_s >= ?"
+        params.append(start_s)
+    if end_s is not None:
+        sql += " AND t_s <= ?"
+        params.append(end_s)
+    return sql, params
+
+
+def _sample_types(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (the sample columns as SQLite gives them) with :meth:`Store.samples`' types."""
+    frame["t_s"] = frame["t_s"].astype(float)
+    frame["measured"] = frame["measured"].astype(bool)
+    for col in ("power_w", "energy_j", "util_pct", "mem_used_mib", "temp_c"):
+        frame[col] = frame[col].astype(float)
+    return frame
+
+
+def _sample_chunks(
+    path: Path, sql: str, params: Sequence[Any], chunk_rows: int
+) -> Iterator[pd.DataFrame]:
+    """The rows of ``sql`` (the sample columns), ``chunk_rows`` at a time, as frames."""
+    with _read_only(path) as conn:
+        cursor = conn.execute(sql, params)
+        while rows := cursor.fetchmany(chunk_rows):
+            yield _sample_types(pd.DataFrame.from_records(rows, columns=list(SAMPLE_COLUMNS)))
 
 
 def open_store(path: str | os.PathLike[str] | None = None) -> Store:

@@ -15,6 +15,7 @@ was expected; an import writes its run in one transaction, so a bad file leaves 
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import os
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ import pandas as pd
 from joulecast.errors import InputError
 from joulecast.outputs import write_atomic
 from joulecast.records import Phase, PhaseKind
-from joulecast.store import SAMPLE_COLUMNS, Store
+from joulecast.store import SAMPLE_CHUNK_ROWS, SAMPLE_COLUMNS, Store
 
 POWER_REQUIRED = ("t_s", "power_w")
 OPTIONAL_NUMERIC = ("energy_j", "util_pct", "mem_used_mib", "temp_c")
@@ -383,6 +384,7 @@ def import_nvidia_smi(
 # -- export --------------------------------------------------------------------------------
 
 ExportFormat = Literal["csv", "parquet"]
+_FLOATS = "%.9g"
 
 
 def export_run(
@@ -391,22 +393,25 @@ def export_run(
     out_dir: str | os.PathLike[str] = ".",
     *,
     format: ExportFormat = "csv",
+    chunk_rows: int = SAMPLE_CHUNK_ROWS,
 ) -> list[Path]:
     """Write a run's samples and phases in the neutral format; returns the files written.
 
     Files: ``run-ID-power.csv`` and ``run-ID-phases.csv`` (or ``.parquet``), readable by
-    ``joulecast import trace``. Each file appears whole or not at all.
+    ``joulecast import trace``; samples in time order. Each file appears whole or not at all.
+    The samples are written ``chunk_rows`` at a time (:meth:`Store.iter_samples`): memory
+    does not grow with the run's length.
     """
     if format not in ("csv", "parquet"):
         raise InputError(f"format {format!r} is not supported (expected csv or parquet)")
     out = Path(out_dir)
     if not out.is_dir():
         raise InputError(f"{out}: not a folder")
-    samples = store.samples(run_id)
     phases = store.phases(run_id)
     phases = phases.drop(columns=["metrics"]).loc[
         :, ["index", "start_s", "end_s", "kind", "samples"]
     ]
+    chunks = store.iter_samples(run_id, chunk_rows=chunk_rows)
     paths = [out / f"run-{run_id}-power.{format}", out / f"run-{run_id}-phases.{format}"]
     if format == "parquet":
         try:
@@ -415,9 +420,29 @@ def export_run(
             raise InputError(
                 "Parquet export needs pyarrow: pip install 'joulecast[parquet]'"
             ) from exc
-        write_atomic(paths[0], lambda p: samples.to_parquet(p, index=False))
+        write_atomic(paths[0], lambda p: _samples_parquet(chunks, p))
         write_atomic(paths[1], lambda p: phases.to_parquet(p, index=False))
     else:
-        write_atomic(paths[0], lambda p: samples.to_csv(p, index=False, float_format="%.9g"))
-        write_atomic(paths[1], lambda p: phases.to_csv(p, index=False, float_format="%.9g"))
+        write_atomic(paths[0], lambda p: _samples_csv(chunks, p))
+        write_atomic(paths[1], lambda p: phases.to_csv(p, index=False, float_format=_FLOATS))
     return paths
+
+
+def _samples_csv(chunks: Iterator[pd.DataFrame], path: str) -> None:
+    """Write the sample chunks to ``path`` as one CSV file (the header even without rows)."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        empty = pd.DataFrame(columns=list(SAMPLE_COLUMNS))
+        for chunk in itertools.chain([empty], chunks):
+            chunk.to_csv(fh, header=chunk is empty, index=False, float_format=_FLOATS)
+
+
+def _samples_parquet(chunks: Iterator[pd.DataFrame], path: str) -> None:
+    """Write the sample chunks to ``path`` as one Parquet file, one row group per chunk."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    types = {"device": pa.string(), "source": pa.string(), "measured": pa.bool_()}
+    schema = pa.schema([(name, types.get(name, pa.float64())) for name in SAMPLE_COLUMNS])
+    with pq.ParquetWriter(path, schema) as writer:
+        for chunk in chunks:
+            writer.write_table(pa.Table.from_pandas(chunk, schema=schema, preserve_index=False))
