@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from joulecast import ledger
 from joulecast.energy import curves
 from joulecast.records import Phase, PhaseKind, Reading
 from joulecast.store import SAMPLE_COLUMNS, Store
@@ -61,13 +62,13 @@ def test_a_batch_back_in_time_settles_its_device_again(store: Store) -> None:
     assert store.device_energy(run)["gpu:0"].samples == 21
 
 
-def test_an_unsorted_import_matches_the_kernel(store: Store) -> None:
-    rng = np.random.default_rng(2)
-    n = 300
-    frame = pd.DataFrame(
+def _unsorted(seed: int, n: int, devices: list[str]) -> pd.DataFrame:
+    """``n`` samples of ``devices`` at random times in [0, 100) s, in no order."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
         {
             "t_s": rng.random(n) * 100,
-            "device": rng.choice(["gpu:0", "gpu:1"], n),
+            "device": rng.choice(devices, n),
             "power_w": 100 + rng.random(n) * 100,
             "energy_j": np.nan,
             "util_pct": np.nan,
@@ -77,6 +78,10 @@ def test_an_unsorted_import_matches_the_kernel(store: Store) -> None:
             "measured": True,
         }
     )[list(SAMPLE_COLUMNS)]
+
+
+def test_an_unsorted_import_matches_the_kernel(store: Store) -> None:
+    frame = _unsorted(2, 300, ["gpu:0", "gpu:1"])
     store.import_run(samples=frame, phases=[Phase(PhaseKind.EPOCH, 0, 10.0, 55.5)])
     assert mismatches(store.path) == []
 
@@ -97,3 +102,30 @@ def test_the_check_sees_a_wrong_aggregate(store: Store) -> None:
     assert mismatches(store.path) != []
     with sqlite3.connect(store.path) as conn:
         conn.execute("UPDATE device_energy SET trap_j = 400.0")
+
+
+def test_an_import_in_frames_back_in_time_settles_once(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    n = 240
+    frame = _unsorted(3, n, ["gpu:0", "gpu:1", "ram"])
+    # gpu:0 and gpu:1 go back in time from frame to frame; ram is in time order throughout.
+    ram = frame["device"] == "ram"
+    frame.loc[ram, "t_s"] = np.sort(frame.loc[ram, "t_s"])
+    settled: list[list[str] | None] = []
+    settle = ledger.settle
+
+    def counted(conn: sqlite3.Connection, run_id: int, devices: list[str] | None = None) -> None:
+        settled.append(devices)
+        settle(conn, run_id, devices)
+
+    monkeypatch.setattr(ledger, "settle", counted)
+    chunked = store.import_run(samples=[frame.iloc[k : k + 16] for k in range(0, n, 16)])
+    assert settled == [["gpu:0", "gpu:1"]]
+    whole = store.import_run(samples=frame)
+    assert mismatches(store.path) == []
+    a, b = store.device_energy(whole), store.device_energy(chunked)
+    assert {d: s.energy_j for d, s in b.items()} == pytest.approx(
+        {d: s.energy_j for d, s in a.items()}, rel=1e-12
+    )
+    assert store.run(chunked)["duration_s"] == store.run(whole)["duration_s"] == frame["t_s"].max()

@@ -246,16 +246,23 @@ def _nullable(values: np.ndarray) -> list[float | None]:
     return list(out)
 
 
-def append(conn: sqlite3.Connection, run_id: int, rows: Sequence[Sequence[Any]]) -> None:
+def append(
+    conn: sqlite3.Connection, run_id: int, rows: Sequence[Sequence[Any]], *, defer: bool = False
+) -> list[str]:
     """Insert sample rows of one run (the columns of :data:`ROW_COLUMNS` but the last two) with
     their cumulative energy, and bring its devices' aggregates up to date; in the caller's
     transaction.
 
     A device whose rows are out of time order, or go back before its stored rows, is settled
-    again from all its raw samples.
+    again from all its raw samples. With ``defer`` it is not: it is returned, and the caller
+    settles the devices its calls returned once, with :func:`settle`, before the transaction
+    ends (so an import written in many calls stays linear when it goes back in time).
+
+    Returns:
+        The devices left to settle: none unless ``defer``.
     """
     if not rows:
-        return
+        return []
     _, t, device, power, energy, util, _, _, source, measured = zip(*rows, strict=True)
     t_s = _floats(t)
     columns = (_floats(power), _floats(energy), _floats(util), np.array(measured, dtype=bool))
@@ -285,8 +292,10 @@ def append(conn: sqlite3.Connection, run_id: int, rows: Sequence[Sequence[Any]])
         ],
     )
     save_states(conn, run_id, updated)
-    if resettle:
+    if resettle and not defer:
         settle(conn, run_id, resettle)
+        return []
+    return resettle
 
 
 def load_states(

@@ -729,7 +729,7 @@ class Store:
     def import_run(
         self,
         *,
-        samples: pd.DataFrame,
+        samples: pd.DataFrame | Iterable[pd.DataFrame],
         phases: Sequence[Phase] = (),
         name: str | None = None,
         tags: Mapping[str, str] | None = None,
@@ -737,13 +737,17 @@ class Store:
         origin: str = "import",
         started_at: float | None = None,
     ) -> int:
-        """Write a whole recorded run in one transaction; on any error nothing is written."""
-        missing = [c for c in SAMPLE_COLUMNS if c not in samples.columns]
-        if missing:
-            raise InputError(f"samples frame lacks columns {missing}")
-        duration = float(samples["t_s"].max()) if len(samples) else 0.0
-        if phases:
-            duration = max(duration, max((p.end_s or p.start_s) for p in phases))
+        """Write a whole recorded run in one transaction; on any error nothing is written.
+
+        ``samples`` holds the sample columns: one frame, or frames taken one after another
+        (the chunks of a long trace: memory holds one at a time). A device whose rows go back
+        in time, within a frame or from one frame to the next, has its energy aggregates
+        computed once, after the last frame.
+
+        Raises:
+            InputError: A frame lacks sample columns.
+        """
+        frames = [samples] if isinstance(samples, pd.DataFrame) else samples
         with self._write() as conn:
             run_id = self._insert_run(
                 conn,
@@ -756,12 +760,25 @@ class Store:
                 interval_s=None,
                 status=RunStatus.COMPLETED,
             )
-            frame = samples.loc[:, list(SAMPLE_COLUMNS)].astype(object)
-            frame = frame.where(pd.notna(frame), None)
-            ledger.append(
-                conn, run_id, [(run_id, *row) for row in frame.itertuples(index=False, name=None)]
-            )
+            last_s: float | None = None
+            unsettled: set[str] = set()
+            for frame in frames:
+                missing = [c for c in SAMPLE_COLUMNS if c not in frame.columns]
+                if missing:
+                    raise InputError(f"samples frame lacks columns {missing}")
+                if len(frame):
+                    latest = float(frame["t_s"].max())
+                    last_s = latest if last_s is None else max(last_s, latest)
+                cells = frame.loc[:, list(SAMPLE_COLUMNS)].astype(object)
+                cells = cells.where(pd.notna(cells), None)
+                rows = [(run_id, *row) for row in cells.itertuples(index=False, name=None)]
+                unsettled.update(ledger.append(conn, run_id, rows, defer=True))
+            if unsettled:
+                ledger.settle(conn, run_id, sorted(unsettled))
             self._upsert_phases(conn, run_id, phases)
+            duration = last_s if last_s is not None else 0.0
+            if phases:
+                duration = max(duration, max((p.end_s or p.start_s) for p in phases))
             conn.execute(
                 "UPDATE runs SET ended_at = started_at + ?, duration_s = ? WHERE id = ?",
                 (duration, duration, run_id),
@@ -988,7 +1005,13 @@ def _sample_chunks(
     with _read_only(path) as conn:
         cursor = conn.execute(sql, params)
         while rows := cursor.fetchmany(chunk_rows):
-            yield _sample_types(pd.DataFrame.from_records(rows, columns=list(SAMPLE_COLUMNS)))
+            yield sample_frame(rows)
+
+
+def sample_frame(rows: Sequence[Sequence[Any]]) -> pd.DataFrame:
+    """Records of the sample columns (None where a value is missing) as a frame with the
+    types of :meth:`Store.samples`."""
+    return _sample_types(pd.DataFrame.from_records(rows, columns=list(SAMPLE_COLUMNS)))
 
 
 def open_store(path: str | os.PathLike[str] | None = None) -> Store:
