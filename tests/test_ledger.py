@@ -129,3 +129,20 @@ def test_an_import_in_frames_back_in_time_settles_once(
         {d: s.energy_j for d, s in a.items()}, rel=1e-12
     )
     assert store.run(chunked)["duration_s"] == store.run(whole)["duration_s"] == frame["t_s"].max()
+
+
+def test_counter_steps_at_the_first_instant_count_from_it(store: Store) -> None:
+    run = store.create_run()
+    store.write_batch(
+        run,
+        [
+            Reading(0.0, "gpu:0", 100.0, "test", True, 0.0),
+            Reading(0.0, "gpu:0", 100.0, "test", True, 5.0),  # the same instant, 5 J on
+            Reading(1.0, "gpu:0", 100.0, "test", True, 105.0),
+        ],
+    )
+    kernel = curves(store.samples(run))["gpu:0"]
+    times = [-1.0, 0.0, 0.5, 2.0]
+    assert store.energy_at(run, times)["gpu:0"].tolist() == kernel.at(times).tolist()
+    assert kernel.at(times).tolist() == [5.0, 5.0, 55.0, 105.0]
+    assert mismatches(store.path) == []

@@ -416,13 +416,15 @@ def energy_at(
             continue
         column = "ctr_j" if state.counter else "trap_j"
         t0, t1 = state.span_s
+        # As in the kernel, a time before the first row is taken at that row's instant, where
+        # the counter's steps between rows of that very instant already count.
+        at = np.maximum(times, t0)
         e = np.full(len(times), np.nan)
-        e[times <= t0] = 0.0
-        e[times >= t1] = state.energy_j
-        inner = np.flatnonzero((times > t0) & (times < t1))
+        e[at >= t1] = state.energy_j
+        inner = np.flatnonzero(at < t1)
         where = f"run_id = ? AND device = ? AND {column} IS NOT NULL"
         for i in inner.tolist():
-            tau = float(times[i])
+            tau = float(at[i])
             before = conn.execute(
                 f"SELECT t_s, power_w, {column} FROM samples WHERE {where} AND t_s <= ?"
                 " ORDER BY t_s DESC, rowid DESC LIMIT 1",
