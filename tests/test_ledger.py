@@ -146,3 +146,23 @@ def test_counter_steps_at_the_first_instant_count_from_it(store: Store) -> None:
     assert store.energy_at(run, times)["gpu:0"].tolist() == kernel.at(times).tolist()
     assert kernel.at(times).tolist() == [5.0, 5.0, 55.0, 105.0]
     assert mismatches(store.path) == []
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 2, 5, 1000])
+def test_a_scan_in_chunks_gives_what_the_reads_give(store: Store, chunk_rows: int) -> None:
+    rng = np.random.default_rng(4)
+    run = store.create_run()
+    t = np.repeat(np.arange(0.0, 30.0, 0.5), 2)  # every time twice: ties across chunks
+    rows = _readings(rng, t, "gpu:0", True) + _readings(rng, t[::3] + 0.1, "ram", False)
+    rows.sort(key=lambda r: r.t_s)
+    store.write_batch(run, rows)
+    times = np.r_[-1.0, np.nan, rng.random(40) * 31, t[::7], 40.0]
+    with sqlite3.connect(store.path) as conn:
+        states = ledger.load_states(conn, run)
+        for track in ("energy", "power"):
+            reads = ledger.energy_at(conn, run, states, times, track=track)
+            scan = ledger.energy_scan(conn, run, states, times, track=track, chunk_rows=chunk_rows)
+            assert list(scan) == list(reads) == ["gpu:0", "ram"]
+            for device, energy in reads.items():
+                np.testing.assert_allclose(scan[device], energy, rtol=1e-12)
+                assert np.isnan(scan[device][1])

@@ -132,6 +132,9 @@ SCHEMA_VERSION = max(_MIGRATIONS)
 SAMPLE_COLUMNS = ledger.SAMPLE_COLUMNS
 #: Rows per chunk of :meth:`Store.iter_samples`, unless told: a few tens of MB in pandas.
 SAMPLE_CHUNK_ROWS = 100_000
+# What one indexed read of Store.energy_at costs, in rows read in a scan (measured: ~10 us
+# against ~3 us; more devices make a read dearer, as it steps over their rows).
+_READS_PER_ROW = 4
 
 
 def default_store_path() -> Path:
@@ -863,13 +866,28 @@ class Store:
         with self._lock:
             return ledger.load_states(self._conn, run_id)
 
-    def energy_at(self, run_id: int, t_s: Sequence[float] | np.ndarray) -> dict[str, np.ndarray]:
+    def energy_at(
+        self,
+        run_id: int,
+        t_s: Sequence[float] | np.ndarray,
+        *,
+        track: ledger.Track = "energy",
+    ) -> dict[str, np.ndarray]:
         """Each device's cumulative energy at the times ``t_s``, from the aggregates: what
         :meth:`joulecast.energy.EnergyCurve.at` gives on the raw samples, without reading them.
+
+        ``track`` ``"power"`` gives the trapezoid of each device's power readings instead of
+        its energy (which is its counter where it has one). Each time costs two indexed reads
+        per device; where that would cost more than reading the run's rows once, in time
+        order and in chunks, they are read once instead.
         """
+        times = np.asarray(t_s, dtype=float)
         with self._lock:
             states = ledger.load_states(self._conn, run_id)
-            return ledger.energy_at(self._conn, run_id, states, t_s)
+            rows = sum(s.rows for s in states.values())
+            if _READS_PER_ROW * 2 * len(times) * len(states) > rows:
+                return ledger.energy_scan(self._conn, run_id, states, times, track=track)
+            return ledger.energy_at(self._conn, run_id, states, times, track=track)
 
     def delete_run(self, run_id: int) -> None:
         """Remove a run with its samples, phases and gaps."""
