@@ -295,6 +295,25 @@ def stored_phase_table(store: Any, run_id: int, phases: pd.DataFrame) -> pd.Data
     )
 
 
+def mean_power(samples: pd.DataFrame, edges_s: np.ndarray) -> dict[str, np.ndarray]:
+    """Each device's mean power over the cells between consecutive ``edges_s``.
+
+    A cell's mean is the trapezoid of the device's power readings over it (its energy
+    counter is not used; 0 W outside its readings) divided by the cell's width, so a coarse
+    grid summarizes every reading. Devices without power readings are left out.
+    """
+    edges = np.asarray(edges_s, dtype=float)
+    power = curves(samples.drop(columns="energy_j", errors="ignore"))
+    return _cell_means({d: c.at(edges) for d, c in power.items()}, edges)
+
+
+def _cell_means(energy: dict[str, np.ndarray], edges: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean power per cell from cumulative energy at the cells' edges (NaN in a cell of no
+    width)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {d: np.diff(e) / np.diff(edges) for d, e in sorted(energy.items())}
+
+
 def _phase_frame(
     phases: pd.DataFrame, energy: dict[str, tuple[np.ndarray, bool]]
 ) -> pd.DataFrame:
