@@ -182,6 +182,7 @@ def stabilizing_epoch(
     ``epochs`` has ``index``, ``start_s``, ``end_s`` (the store's epoch phases); the returned
     ``epoch`` is an index from that column. ``resolution_s`` fixes the grid step instead of the
     adaptive choice; ``normalize`` z-normalizes subsequences (see the module's notes).
+    :func:`stored_stabilizing_epoch` gives the same for a stored run without loading it.
     """
     powered = samples["t_s"].to_numpy(float)[samples["power_w"].notna().to_numpy()]
     if not len(powered):
@@ -192,6 +193,38 @@ def stabilizing_epoch(
     power = functools.partial(mean_power, samples)
     table = functools.partial(phase_table, samples)
     return _segment(span, epochs, power, table, m, L, resolution_s, max_points, normalize)
+
+
+def stored_stabilizing_epoch(
+    store: Store,
+    run_id: int,
+    epochs: pd.DataFrame,
+    *,
+    end_s: float | None = None,
+    m: int = DEFAULT_M,
+    L: int = DEFAULT_L,
+    resolution_s: float | None = None,
+    max_points: int = DEFAULT_MAX_POINTS,
+    normalize: bool = False,
+) -> Stability:
+    """:func:`stabilizing_epoch` of a stored run, from the store's energy aggregates.
+
+    The power on the grid comes from :func:`joulecast.energy.stored_mean_power` and the
+    epochs' energy from :func:`joulecast.energy.stored_phase_table`: no sample is loaded, and
+    memory holds the grid (at most ``max_points`` points) whatever the run's length.
+    ``end_s`` looks at the run only up to that time.
+    """
+    from joulecast.energy import stored_mean_power, stored_phase_table, stored_power_span
+
+    span = stored_power_span(store, run_id)
+    if span is None:
+        raise InputError("no power readings to segment")
+    t0, t1 = span
+    if end_s is not None:
+        t1 = max(t0, min(t1, end_s))
+    power = functools.partial(stored_mean_power, store, run_id)
+    table = functools.partial(stored_phase_table, store, run_id)
+    return _segment((t0, t1), epochs, power, table, m, L, resolution_s, max_points, normalize)
 
 
 def _grid_edges(start_s: float, end_s: float, step_s: float) -> np.ndarray:
@@ -298,13 +331,13 @@ def runs_stability(
     normalize: bool = False,
     group_by: str | None = None,
 ) -> RunsStability:
-    """:func:`stabilizing_epoch` of each stored run, grouped by the tag ``group_by`` ("?"
+    """:func:`stored_stabilizing_epoch` of each stored run, grouped by the tag ``group_by`` ("?"
     where a run lacks it; one group "all" without it)."""
     runs = []
     groups: dict[str, list[int | None]] = {}
     for run_id in run_ids:
         epochs = store.phases(run_id, "epoch").dropna(subset=["end_s"])
-        result = stabilizing_epoch(store.samples(run_id), epochs, m=m, L=L, normalize=normalize)
+        result = stored_stabilizing_epoch(store, run_id, epochs, m=m, L=L, normalize=normalize)
         runs.append((run_id, result, epochs))
         key = str(store.run(run_id)["tags"].get(group_by, "?")) if group_by else "all"
         groups.setdefault(key, []).append(result.epoch)
