@@ -86,11 +86,22 @@ def _run_mismatches(conn: sqlite3.Connection, run_id: int) -> list[str]:
         lo = min(float(c.t_s[0]) for c in reference.values())
         hi = max(float(c.t_s[-1]) for c in reference.values())
         times += list(np.linspace(lo - 1.0, hi + 1.0, 7))
-    at = ledger.energy_at(conn, run_id, states, times)
-    for device, curve in reference.items():
-        expected = curve.at(np.array(times))
-        for tau, got, want in zip(times, at[device], expected, strict=True):
-            if not _close(float(got), float(want), curve.total_j):
-                problems.append(f"{device}: energy at {tau} s: {got} J != kernel's {want} J")
-                break
+    # Both ways of reading the energy at given times, on both tracks: a device's energy, and
+    # the trapezoid of its power alone.
+    power = curves(samples.assign(energy_j=np.nan))
+    for track, expected in (("energy", reference), ("power", power)):
+        at = ledger.energy_at(conn, run_id, states, times, track=track)
+        scan = ledger.energy_scan(conn, run_id, states, times, track=track, chunk_rows=64)
+        for way, got in (("read", at), ("scan", scan)):
+            if set(got) != set(expected):
+                problems.append(f"{track} {way}: devices {sorted(got)} != {sorted(expected)}")
+                continue
+            for device, curve in expected.items():
+                want = curve.at(np.array(times))
+                for tau, a, b in zip(times, got[device], want, strict=True):
+                    if not _close(float(a), float(b), curve.total_j):
+                        problems.append(
+                            f"{device}: {track} at {tau} s ({way}): {a} J != kernel's {b} J"
+                        )
+                        break
     return problems

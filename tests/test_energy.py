@@ -249,3 +249,45 @@ def test_summary_has_the_rate_stored_per_device(store: Store) -> None:
     devices = summary.to_dict()["devices"]
     assert {d: v["rate_hz"] for d, v in devices.items()} == rates
     assert {d: v["samples"] for d, v in devices.items()} == {"gpu:0": 31, "ram": 8, "cpu": 1}
+
+
+def _stored_sine(store):
+    """The sine trace of two GPUs (gpu:1 with an energy counter and every 7th power missing)."""
+    from joulecast.store import SAMPLE_COLUMNS
+
+    frame = sine_trace(duration_s=60.0, dt_s=0.25).assign(
+        energy_j=np.nan, util_pct=np.nan, mem_used_mib=np.nan, temp_c=np.nan
+    )
+    frame = frame.assign(source="test", measured=True)
+    gpu1 = (frame["device"] == "gpu:1").to_numpy()
+    frame.loc[gpu1, "energy_j"] = np.cumsum(frame.loc[gpu1, "power_w"]) * 0.25
+    frame.loc[gpu1 & (np.arange(len(frame)) % 7 == 0), "power_w"] = np.nan
+    return store.import_run(samples=frame[list(SAMPLE_COLUMNS)])
+
+
+@pytest.mark.parametrize("ways", ["reads", "scan"])
+def test_stored_mean_power_matches_the_samples(store, monkeypatch, ways):
+    import joulecast.store
+    from joulecast.energy import mean_power, stored_mean_power, stored_power_profile
+
+    run_id = _stored_sine(store)
+    monkeypatch.setattr(joulecast.store, "_READS_PER_ROW", 0 if ways == "reads" else 10**9)
+    edges = np.linspace(-1.0, 61.0, 125)  # beyond the readings at both ends
+    want = mean_power(store.samples(run_id), edges)
+    got = stored_mean_power(store, run_id, edges)
+    assert list(got) == list(want) == ["gpu:0", "gpu:1"]
+    for device in want:
+        np.testing.assert_allclose(got[device], want[device], rtol=1e-9, atol=1e-9)
+    # The trapezoid of power, not the counter; 0 W outside the readings.
+    inside = (edges[:-1] >= 0) & (edges[1:] <= 60)
+    exact = [sine_energy_j(a, b, 2) / (b - a) for a, b in pairwise(edges)]
+    total = got["gpu:0"] + got["gpu:1"]
+    np.testing.assert_allclose(total[inside], np.array(exact)[inside], rtol=2e-3)
+    assert got["gpu:0"][0] == got["gpu:1"][-1] == 0.0  # cells wholly before or after
+    profile = stored_power_profile(store, run_id, 30)
+    assert profile["device"].tolist() == ["gpu:0"] * 30 + ["gpu:1"] * 30
+    span = np.linspace(0.0, 60.0, 31)
+    np.testing.assert_allclose(profile["t_s"][:30], (span[:-1] + span[1:]) / 2)
+    cells = mean_power(store.samples(run_id), span)
+    np.testing.assert_allclose(profile["power_w"][30:], cells["gpu:1"], rtol=1e-9)
+    assert stored_power_profile(store, store.create_run(), 30).empty

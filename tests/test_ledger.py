@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from joulecast import ledger
 from joulecast.energy import curves
 from joulecast.records import Phase, PhaseKind, Reading
 from joulecast.store import SAMPLE_COLUMNS, Store
@@ -65,13 +66,13 @@ def test_a_batch_back_in_time_settles_its_device_again(store: Store) -> None:
     assert store.device_energy(run)["gpu:0"].samples == 21
 
 
-def test_an_unsorted_import_matches_the_kernel(store: Store) -> None:
-    rng = np.random.default_rng(2)
-    n = 300
-    frame = pd.DataFrame(
+def _unsorted(seed: int, n: int, devices: list[str]) -> pd.DataFrame:
+    """``n`` samples of ``devices`` at random times in [0, 100) s, in no order."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
         {
             "t_s": rng.random(n) * 100,
-            "device": rng.choice(["gpu:0", "gpu:1"], n),
+            "device": rng.choice(devices, n),
             "power_w": 100 + rng.random(n) * 100,
             "energy_j": np.nan,
             "util_pct": np.nan,
@@ -81,6 +82,10 @@ def test_an_unsorted_import_matches_the_kernel(store: Store) -> None:
             "measured": True,
         }
     )[list(SAMPLE_COLUMNS)]
+
+
+def test_an_unsorted_import_matches_the_kernel(store: Store) -> None:
+    frame = _unsorted(2, 300, ["gpu:0", "gpu:1"])
     store.import_run(samples=frame, phases=[Phase(PhaseKind.EPOCH, 0, 10.0, 55.5)])
     assert mismatches(store.path) == []
 
@@ -125,3 +130,67 @@ def test_an_older_store_being_recorded_is_not_migrated_under_its_writer(tmp_path
         conn.execute("UPDATE runs SET status = 'completed'")
     with Store(path) as s:
         assert s.schema_version == 4
+
+
+def test_an_import_in_frames_back_in_time_settles_once(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    n = 240
+    frame = _unsorted(3, n, ["gpu:0", "gpu:1", "ram"])
+    # gpu:0 and gpu:1 go back in time from frame to frame; ram is in time order throughout.
+    ram = frame["device"] == "ram"
+    frame.loc[ram, "t_s"] = np.sort(frame.loc[ram, "t_s"])
+    settled: list[list[str] | None] = []
+    settle = ledger.settle
+
+    def counted(conn: sqlite3.Connection, run_id: int, devices: list[str] | None = None) -> None:
+        settled.append(devices)
+        settle(conn, run_id, devices)
+
+    monkeypatch.setattr(ledger, "settle", counted)
+    chunked = store.import_run(samples=[frame.iloc[k : k + 16] for k in range(0, n, 16)])
+    assert settled == [["gpu:0", "gpu:1"]]
+    whole = store.import_run(samples=frame)
+    assert mismatches(store.path) == []
+    a, b = store.device_energy(whole), store.device_energy(chunked)
+    assert {d: s.energy_j for d, s in b.items()} == pytest.approx(
+        {d: s.energy_j for d, s in a.items()}, rel=1e-12
+    )
+    assert store.run(chunked)["duration_s"] == store.run(whole)["duration_s"] == frame["t_s"].max()
+
+
+def test_counter_steps_at_the_first_instant_count_from_it(store: Store) -> None:
+    run = store.create_run()
+    store.write_batch(
+        run,
+        [
+            Reading(0.0, "gpu:0", 100.0, "test", True, 0.0),
+            Reading(0.0, "gpu:0", 100.0, "test", True, 5.0),  # the same instant, 5 J on
+            Reading(1.0, "gpu:0", 100.0, "test", True, 105.0),
+        ],
+    )
+    kernel = curves(store.samples(run))["gpu:0"]
+    times = [-1.0, 0.0, 0.5, 2.0]
+    assert store.energy_at(run, times)["gpu:0"].tolist() == kernel.at(times).tolist()
+    assert kernel.at(times).tolist() == [5.0, 5.0, 55.0, 105.0]
+    assert mismatches(store.path) == []
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 2, 5, 1000])
+def test_a_scan_in_chunks_gives_what_the_reads_give(store: Store, chunk_rows: int) -> None:
+    rng = np.random.default_rng(4)
+    run = store.create_run()
+    t = np.repeat(np.arange(0.0, 30.0, 0.5), 2)  # every time twice: ties across chunks
+    rows = _readings(rng, t, "gpu:0", True) + _readings(rng, t[::3] + 0.1, "ram", False)
+    rows.sort(key=lambda r: r.t_s)
+    store.write_batch(run, rows)
+    times = np.r_[-1.0, np.nan, rng.random(40) * 31, t[::7], 40.0]
+    with sqlite3.connect(store.path) as conn:
+        states = ledger.load_states(conn, run)
+        for track in ("energy", "power"):
+            reads = ledger.energy_at(conn, run, states, times, track=track)
+            scan = ledger.energy_scan(conn, run, states, times, track=track, chunk_rows=chunk_rows)
+            assert list(scan) == list(reads) == ["gpu:0", "ram"]
+            for device, energy in reads.items():
+                np.testing.assert_allclose(scan[device], energy, rtol=1e-12)
+                assert np.isnan(scan[device][1])

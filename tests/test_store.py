@@ -331,3 +331,24 @@ def test_add_phase_metrics_keeps_what_others_wrote(store):
         "note": "x",
     }
     assert not store.add_phase_metrics(run_id, "epoch", 7, {"forecast": {}})
+
+
+def test_iter_samples_in_chunks_match_samples(store):
+    import pandas as pd
+
+    ids = _import_runs(store)
+    run_id = max(ids, key=lambda i: len(store.samples(i)))
+    want = store.samples(run_id)
+    chunks = list(store.iter_samples(run_id, chunk_rows=4))
+    assert len(chunks) == -(-len(want) // 4) and all(len(c) <= 4 for c in chunks)
+    got = pd.concat(chunks, ignore_index=True)
+    assert got["t_s"].is_monotonic_increasing
+    pd.testing.assert_frame_equal(got, pd.concat(store.iter_samples(run_id), ignore_index=True))
+    by_device = got.sort_values("device", kind="stable", ignore_index=True)
+    pd.testing.assert_frame_equal(by_device, want)
+    start, end = want["t_s"].quantile([0.25, 0.75])
+    span = pd.concat(store.iter_samples(run_id, start_s=start, end_s=end, chunk_rows=3))
+    assert sorted(span["t_s"]) == sorted(store.samples(run_id, start, end)["t_s"])
+    assert list(store.iter_samples(ids[2])) == []  # a run without samples
+    with pytest.raises(InputError, match="chunk_rows: got 0"):
+        store.iter_samples(run_id, chunk_rows=0)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from joulecast.traces import (
     export_run,
     import_nvidia_smi,
     import_trace,
+    iter_nvidia_smi,
+    iter_trace,
     read_nvidia_smi,
     read_phases,
     read_trace,
@@ -243,3 +246,81 @@ def test_test_phase_in_summary(store, power_csv, tmp_path):
     test = summarize(store, run_id).to_dict()["test"]
     assert test["metrics"] == {"f1": 0.5, "average": "macro"} and test["samples"] == 50
     assert test["duration_s"] == pytest.approx(10.0) and test["energy_j"] > 0
+
+
+@pytest.mark.parametrize("format", ["csv", "parquet"])
+def test_export_in_chunks_writes_the_same_files(store, power_csv, phases_csv, tmp_path, format):
+    if format == "parquet":
+        pytest.importorskip("pyarrow")
+    run_id = import_trace(store, power_csv, phases_csv)
+    whole, chunked = tmp_path / "whole", tmp_path / "chunked"
+    whole.mkdir()
+    chunked.mkdir()
+    a = export_run(store, run_id, whole, format=format)
+    b = export_run(store, run_id, chunked, format=format, chunk_rows=7)
+    read = pd.read_parquet if format == "parquet" else pd.read_csv
+    for x, y in zip(a, b, strict=True):
+        pd.testing.assert_frame_equal(read(x), read(y))
+    if format == "csv":
+        assert a[0].read_bytes() == b[0].read_bytes()
+    frame = read(b[0])
+    assert len(frame) == 400 and frame["t_s"].is_monotonic_increasing
+    assert list(tmp_path.glob("*/.run-*")) == []  # no temporary file left
+
+
+def test_export_of_a_run_without_samples(store, tmp_path):
+    run_id = store.create_run()
+    power, _ = export_run(store, run_id, tmp_path)
+    assert power.read_text().splitlines() == [
+        "t_s,device,power_w,energy_j,util_pct,mem_used_mib,temp_c,source,measured"
+    ]
+    if importlib.util.find_spec("pyarrow"):
+        power, _ = export_run(store, run_id, tmp_path, format="parquet")
+        assert pd.read_parquet(power).empty
+
+
+def test_import_trace_in_chunks_writes_the_same_run(store, power_csv, phases_csv):
+    whole = import_trace(store, power_csv, phases_csv)
+    chunked = import_trace(store, power_csv, phases_csv, chunk_rows=7)
+    pd.testing.assert_frame_equal(store.samples(chunked), store.samples(whole))
+    a, b = summarize(store, whole), summarize(store, chunked)
+    assert b.energy_j == pytest.approx(a.energy_j, rel=1e-12)
+    assert b.epochs["energy_j"].tolist() == pytest.approx(a.epochs["energy_j"].tolist(), rel=1e-12)
+    chunks = list(iter_trace(power_csv, chunk_rows=7))
+    assert [len(c) for c in chunks] == [7] * 57 + [1]
+    pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), read_trace(power_csv))
+
+
+def test_a_bad_line_in_a_later_chunk_writes_no_run(store, tmp_path):
+    lines = ["t_s,gpu_index,power_w"] + [f"{i},0,100" for i in range(20)]
+    lines[15] = "14,0,oops"
+    path = write(tmp_path / "p.csv", "\n".join(lines) + "\n")
+    with pytest.raises(InputError) as info:
+        import_trace(store, path, chunk_rows=4)
+    assert str(info.value) == f"{path}: line 16: column 'power_w': 'oops' is not a number"
+    no_power = write(tmp_path / "n.csv", "t_s,gpu_index,power_w\n" + "0,0,\n" * 9)
+    with pytest.raises(InputError, match="no power_w values in any row"):
+        import_trace(store, no_power, chunk_rows=4)
+    assert store.runs().empty
+    late_power = write(
+        tmp_path / "l.csv",
+        "t_s,gpu_index,power_w\n" + "".join(f"{i},0,{'' if i < 8 else 100}\n" for i in range(10)),
+    )
+    run_id = import_trace(store, late_power, chunk_rows=4)
+    assert summarize(store, run_id).energy_j == pytest.approx(100.0)
+
+
+def test_nvidia_smi_in_chunks(store, tmp_path):
+    path = write(tmp_path / "smi.csv", SMI_UNITS)
+    frame, first = read_nvidia_smi(path)
+    chunks, again = iter_nvidia_smi(path, chunk_rows=4)
+    assert again == first
+    pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), frame)
+    whole, chunked = import_nvidia_smi(store, path), import_nvidia_smi(store, path, chunk_rows=2)
+    pd.testing.assert_frame_equal(store.samples(chunked), store.samples(whole))
+    assert summarize(store, chunked).energy_j == pytest.approx(400.0)
+    bad = write(tmp_path / "bad.csv", SMI_UNITS.replace("300.00 W", "lots W"))
+    with pytest.raises(InputError) as info:
+        import_nvidia_smi(store, bad, chunk_rows=1)  # line 4: in the third chunk
+    assert str(info.value) == f"{bad}: line 4: column 'power.draw': 'lots W' is not a number"
+    assert len(store.runs()) == 2

@@ -295,6 +295,58 @@ def stored_phase_table(store: Any, run_id: int, phases: pd.DataFrame) -> pd.Data
     )
 
 
+def mean_power(samples: pd.DataFrame, edges_s: np.ndarray) -> dict[str, np.ndarray]:
+    """Each device's mean power over the cells between consecutive ``edges_s``.
+
+    A cell's mean is the trapezoid of the device's power readings over it (its energy
+    counter is not used; 0 W outside its readings) divided by the cell's width, so a coarse
+    grid summarizes every reading. Devices without power readings are left out.
+    """
+    edges = np.asarray(edges_s, dtype=float)
+    power = curves(samples.drop(columns="energy_j", errors="ignore"))
+    return _cell_means({d: c.at(edges) for d, c in power.items()}, edges)
+
+
+def stored_mean_power(store: Any, run_id: int, edges_s: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`mean_power` of a stored run, from the store's energy aggregates (the power
+    track of :meth:`joulecast.store.Store.energy_at`): no sample is loaded."""
+    edges = np.asarray(edges_s, dtype=float)
+    return _cell_means(store.energy_at(run_id, edges, track="power"), edges)
+
+
+def _cell_means(energy: dict[str, np.ndarray], edges: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean power per cell from cumulative energy at the cells' edges (NaN in a cell of no
+    width)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {d: np.diff(e) / np.diff(edges) for d, e in sorted(energy.items())}
+
+
+def stored_power_profile(store: Any, run_id: int, cells: int) -> pd.DataFrame:
+    """A stored run's power per device, over ``cells`` equal cells spanning its power readings
+    (:func:`stored_power_span`): columns ``t_s`` (a cell's middle), ``device`` and ``power_w``
+    (the cell's mean, :func:`stored_mean_power`). What a plot of a run of any length needs;
+    empty where the run has no power reading."""
+    span = stored_power_span(store, run_id)
+    if span is None:
+        return pd.DataFrame({"t_s": [], "device": [], "power_w": []})
+    edges = np.linspace(span[0], span[1], cells + 1)
+    middle = (edges[:-1] + edges[1:]) / 2
+    parts = [
+        pd.DataFrame({"t_s": middle, "device": device, "power_w": power})
+        for device, power in stored_mean_power(store, run_id, edges).items()
+    ]
+    return pd.concat(parts, ignore_index=True)
+
+
+def stored_power_span(store: Any, run_id: int) -> tuple[float, float] | None:
+    """Times of a stored run's first and last power readings (of any device); None where it
+    has none."""
+    powered = [s for s in store.device_energy(run_id).values() if s.power_rows]
+    if not powered:
+        return None
+    return min(s.power_t0_s for s in powered), max(s.power_t_s for s in powered)
+
+
 def _phase_frame(phases: pd.DataFrame, energy: dict[str, tuple[np.ndarray, bool]]) -> pd.DataFrame:
     """The phase table of ``phases`` given each device's energy in each phase (and whether
     the device is measured)."""

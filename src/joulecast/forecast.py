@@ -521,15 +521,16 @@ def finished_epochs(store: Store, run_id: int) -> pd.DataFrame:
 def auto_stable_epoch(store: Store, run_id: int, epochs: pd.DataFrame) -> int:
     """The position in ``epochs`` of the run's settled epoch (FLUSS and the settled rule).
 
-    Only the samples up to the end of the last epoch in ``epochs`` are looked at.
+    Only the run up to the end of the last epoch in ``epochs`` is looked at, through the
+    store's energy aggregates (:func:`joulecast.stability.stored_stabilizing_epoch`).
 
     Raises:
-        InputError: no stabilizing epoch was found in them.
+        InputError: no stabilizing epoch was found in it.
     """
-    from joulecast.stability import stabilizing_epoch
+    from joulecast.stability import stored_stabilizing_epoch
 
     end = float(epochs["end_s"].max())
-    result = stabilizing_epoch(store.samples(run_id, None, end), epochs)
+    result = stored_stabilizing_epoch(store, run_id, epochs, end_s=end)
     if result.settled_epoch is None:
         raise InputError(f"run {run_id}: no stabilizing epoch found ({result.reason})")
     return int(epochs.index[epochs["index"] == result.settled_epoch][0])

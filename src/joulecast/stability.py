@@ -1,7 +1,9 @@
 """When a run's power stabilizes: FLUSS semantic segmentation of its power profile.
 
-The run's total power (all devices with power readings) is put on a uniform grid, the matrix
-profile of that series is computed with ``stumpy.stump(power, m)``, and
+The run's total power (all devices with power readings) is put on a uniform grid, each point
+the mean power over its cell (the trapezoid of the readings: :func:`joulecast.energy.mean_power`,
+so that every reading counts however coarse the grid), the matrix profile of that series is
+computed with ``stumpy.stump(power, m)``, and
 ``stumpy.fluss(I, L, n_regimes=2, excl_factor)`` finds the one regime change (del Rey et al.:
 m = L = 10 on 500 ms samples). The stabilizing epoch is the first epoch that ends after the
 change. FLUSS can answer at the masked edges of the series; such an answer is rejected.
@@ -22,8 +24,10 @@ resolution that still keeps several points per epoch where the run allows it.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -174,17 +178,88 @@ def stabilizing_epoch(
 ) -> Stability:
     """Find the regime change of a run's power and the first epoch ending after it.
 
+    ``samples`` has the store's sample columns (``t_s``, ``device``, ``power_w`` at least);
     ``epochs`` has ``index``, ``start_s``, ``end_s`` (the store's epoch phases); the returned
     ``epoch`` is an index from that column. ``resolution_s`` fixes the grid step instead of the
     adaptive choice; ``normalize`` z-normalizes subsequences (see the module's notes).
+    :func:`stored_stabilizing_epoch` gives the same for a stored run without loading it.
     """
-    t, p = total_power(samples)
+    powered = samples["t_s"].to_numpy(float)[samples["power_w"].notna().to_numpy()]
+    if not len(powered):
+        raise InputError("no power readings to segment")
+    from joulecast.energy import mean_power, phase_table
+
+    span = (float(powered.min()), float(powered.max()))
+    power = functools.partial(mean_power, samples)
+    table = functools.partial(phase_table, samples)
+    return _segment(span, epochs, power, table, m, L, resolution_s, max_points, normalize)
+
+
+def stored_stabilizing_epoch(
+    store: Store,
+    run_id: int,
+    epochs: pd.DataFrame,
+    *,
+    end_s: float | None = None,
+    m: int = DEFAULT_M,
+    L: int = DEFAULT_L,
+    resolution_s: float | None = None,
+    max_points: int = DEFAULT_MAX_POINTS,
+    normalize: bool = False,
+) -> Stability:
+    """:func:`stabilizing_epoch` of a stored run, from the store's energy aggregates.
+
+    The power on the grid comes from :func:`joulecast.energy.stored_mean_power` and the
+    epochs' energy from :func:`joulecast.energy.stored_phase_table`: no sample is loaded, and
+    memory holds the grid (at most ``max_points`` points) whatever the run's length.
+    ``end_s`` looks at the run only up to that time.
+    """
+    from joulecast.energy import stored_mean_power, stored_phase_table, stored_power_span
+
+    span = stored_power_span(store, run_id)
+    if span is None:
+        raise InputError("no power readings to segment")
+    t0, t1 = span
+    if end_s is not None:
+        t1 = max(t0, min(t1, end_s))
+    power = functools.partial(stored_mean_power, store, run_id)
+    table = functools.partial(stored_phase_table, store, run_id)
+    return _segment((t0, t1), epochs, power, table, m, L, resolution_s, max_points, normalize)
+
+
+def _grid_edges(start_s: float, end_s: float, step_s: float) -> np.ndarray:
+    """Edges of the cells of ``step_s`` from ``start_s`` that fit in ``[start_s, end_s]``
+    (one cell at least)."""
+    # The tolerance keeps a last cell that fits but for rounding.
+    n = max(1, int(np.floor((end_s - start_s) / step_s + 1e-9)))
+    return start_s + np.arange(n + 1) * step_s
+
+
+def _segment(
+    span: tuple[float, float],
+    epochs: pd.DataFrame,
+    power: Callable[[np.ndarray], dict[str, np.ndarray]],
+    phase_table: Callable[[pd.DataFrame], pd.DataFrame],
+    m: int,
+    L: int,
+    resolution_s: float | None,
+    max_points: int,
+    normalize: bool,
+) -> Stability:
+    """FLUSS on the total of ``power`` (each device's mean power per cell between the edges it
+    is given) over ``span``, and the epoch it falls in; ``phase_table`` gives the energy of
+    phases (:func:`joulecast.energy.phase_table`'s columns), for the settled epoch."""
+    t0, t1 = span
     ends = epochs["end_s"].to_numpy(float) if len(epochs) else np.array([])
     starts = epochs["start_s"].to_numpy(float) if len(epochs) else np.array([])
     step = resolution_s or choose_resolution(
-        float(t[-1] - t[0]), ends - starts if len(ends) else None, max_points=max_points
+        t1 - t0, ends - starts if len(ends) else None, max_points=max_points
     )
-    grid_t, grid_p = resample(t, p, step)
+    edges = _grid_edges(t0, t1, step)
+    grid_t = edges[:-1] + step / 2
+    grid_p = np.zeros(len(grid_t))
+    for device_power in power(edges).values():
+        grid_p += device_power
     loc, cac, reason = find_change(grid_p, m, L, normalize=normalize)
     if loc is None:
         return Stability(None, None, step, m, L, normalize, grid_t, grid_p, cac, reason)
@@ -193,19 +268,12 @@ def stabilizing_epoch(
     after = np.nonzero(ends > change)[0]
     if len(after):
         epoch = int(epochs["index"].to_numpy()[after[0]])
-        energy = _epoch_energy(samples, epochs)
+        phases = epochs[["index", "start_s", "end_s"]].assign(samples=pd.NA)
+        energy = phase_table(phases)["energy_j"].to_numpy(float)
         settled = int(epochs["index"].to_numpy()[settled_epoch(energy, int(after[0]))])
     elif len(ends):
         reason = "the change comes after the last epoch"
     return Stability(change, epoch, step, m, L, normalize, grid_t, grid_p, cac, reason, settled)
-
-
-def _epoch_energy(samples: pd.DataFrame, epochs: pd.DataFrame) -> np.ndarray:
-    from joulecast.energy import phase_table
-
-    phases = epochs[["index", "start_s", "end_s"]].assign(samples=pd.NA)
-    energy: np.ndarray = phase_table(samples, phases)["energy_j"].to_numpy(float)
-    return energy
 
 
 def settled_epoch(energy_j: np.ndarray, start: int) -> int:
@@ -263,13 +331,13 @@ def runs_stability(
     normalize: bool = False,
     group_by: str | None = None,
 ) -> RunsStability:
-    """:func:`stabilizing_epoch` of each stored run, grouped by the tag ``group_by`` ("?"
+    """:func:`stored_stabilizing_epoch` of each stored run, grouped by the tag ``group_by`` ("?"
     where a run lacks it; one group "all" without it)."""
     runs = []
     groups: dict[str, list[int | None]] = {}
     for run_id in run_ids:
         epochs = store.phases(run_id, "epoch").dropna(subset=["end_s"])
-        result = stabilizing_epoch(store.samples(run_id), epochs, m=m, L=L, normalize=normalize)
+        result = stored_stabilizing_epoch(store, run_id, epochs, m=m, L=L, normalize=normalize)
         runs.append((run_id, result, epochs))
         key = str(store.run(run_id)["tags"].get(group_by, "?")) if group_by else "all"
         groups.setdefault(key, []).append(result.epoch)

@@ -15,9 +15,11 @@ was expected; an import writes its run in one transaction, so a bad file leaves 
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -27,10 +29,12 @@ import pandas as pd
 from joulecast.errors import InputError
 from joulecast.outputs import write_atomic
 from joulecast.records import Phase, PhaseKind
-from joulecast.store import SAMPLE_COLUMNS, Store
+from joulecast.store import SAMPLE_CHUNK_ROWS, SAMPLE_COLUMNS, Store, sample_frame
 
 POWER_REQUIRED = ("t_s", "power_w")
 OPTIONAL_NUMERIC = ("energy_j", "util_pct", "mem_used_mib", "temp_c")
+#: Lines per chunk read by an import, unless told: memory holds one chunk (tens of MB).
+IMPORT_CHUNK_ROWS = 50_000
 _TRUE = {"1", "true", "yes", "y", "t"}
 _FALSE = {"0", "false", "no", "n", "f"}
 
@@ -83,9 +87,60 @@ def _header(path: Path, rows: Iterator[tuple[int, list[str]]], expected: str) ->
     return [h.strip().lower() for h in header]
 
 
+def _chunks(
+    path: Path, records: Iterator[tuple[Any, ...]], chunk_rows: int, no_power: str
+) -> Iterator[pd.DataFrame]:
+    """``records`` (the sample columns) as frames of ``chunk_rows`` rows at most.
+
+    The first frame is parsed before this returns, so that a bad header, an empty file or a
+    bad line among the first rows raises here; the checks on the whole file (some power
+    reading: ``no_power`` says what is missing) run before the last frame is given.
+    """
+    if chunk_rows < 1:
+        raise InputError(f"chunk_rows: got {chunk_rows}, expected 1 or more")
+    pending = next(records, None)
+    if pending is None:
+        raise InputError(f"{path}: no data rows after the header")
+
+    def frames(pending: tuple[Any, ...] | None) -> Iterator[pd.DataFrame]:
+        powered = False
+        while pending is not None:
+            rows = [pending, *itertools.islice(records, chunk_rows - 1)]
+            pending = next(records, None)
+            frame = sample_frame(rows)
+            powered = powered or bool(frame["power_w"].notna().any())
+            if pending is None and not powered:
+                raise InputError(f"{path}: {no_power}")
+            yield frame
+
+    chunks = frames(pending)
+    return itertools.chain([next(chunks)], chunks)
+
+
 def read_trace(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Parse a neutral ``power.csv`` into the store's sample columns."""
+    return pd.concat(iter_trace(path), ignore_index=True)
+
+
+def iter_trace(
+    path: str | os.PathLike[str], *, chunk_rows: int = IMPORT_CHUNK_ROWS
+) -> Iterator[pd.DataFrame]:
+    """Parse a neutral ``power.csv`` ``chunk_rows`` rows at a time: frames of the store's
+    sample columns, in the file's order.
+
+    The header and the first chunk are parsed before this returns (their errors raise here);
+    later lines are read as the frames are taken, so memory holds one chunk.
+
+    Raises:
+        InputError: The file is missing, not CSV, or a line is wrong (one line of text naming
+            the file, the line and what was expected).
+    """
     path = Path(path)
+    return _chunks(path, _trace_records(path), chunk_rows, "no power_w values in any row")
+
+
+def _trace_records(path: Path) -> Iterator[tuple[Any, ...]]:
+    """The samples of a neutral ``power.csv``, one record of the sample columns per line."""
     rows = _rows(path)
     expected = "t_s, power_w and gpu_index or device"
     header = _header(path, rows, expected)
@@ -95,7 +150,6 @@ def read_trace(path: str | os.PathLike[str]) -> pd.DataFrame:
     if "gpu_index" not in header and "device" not in header:
         raise InputError(f"{path}: line 1: missing column 'gpu_index' or 'device'")
     pos = {name: i for i, name in enumerate(header)}
-    records: list[tuple[Any, ...]] = []
     last_t: dict[str, float] = {}
     for line, fields in rows:
         if len(fields) != len(header):
@@ -138,13 +192,7 @@ def read_trace(path: str | os.PathLike[str]) -> pd.DataFrame:
                     f"{path}: line {line}: column 'measured': {flag!r} is not true/false"
                 )
             measured = flag in _TRUE
-        records.append((t, device, power, *extra, source, measured))
-    if not records:
-        raise InputError(f"{path}: no data rows after the header")
-    frame = pd.DataFrame.from_records(records, columns=list(SAMPLE_COLUMNS))
-    if frame["power_w"].notna().sum() == 0:
-        raise InputError(f"{path}: no power_w values in any row")
-    return frame
+        yield (t, device, power, *extra, source, measured)
 
 
 def read_phases(
@@ -214,9 +262,14 @@ def import_trace(
     *,
     name: str | None = None,
     tags: dict[str, str] | None = None,
+    chunk_rows: int = IMPORT_CHUNK_ROWS,
 ) -> int:
-    """Import a neutral trace (and its phases) as a completed run; returns the run id."""
-    samples = read_trace(power)
+    """Import a neutral trace (and its phases) as a completed run; returns the run id.
+
+    ``power`` is read ``chunk_rows`` lines at a time into one write transaction: memory does
+    not grow with its length, and a bad line anywhere leaves no run.
+    """
+    samples = iter_trace(power, chunk_rows=chunk_rows)
     marks = read_phases(phases) if phases is not None else []
     return store.import_run(
         samples=samples,
@@ -274,7 +327,37 @@ def read_nvidia_smi(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, datetim
     told apart by ``index``, ``uuid`` or ``pci.bus_id``; without any of them the log must hold
     one GPU.
     """
+    chunks, first = iter_nvidia_smi(path)
+    return pd.concat(chunks, ignore_index=True), first
+
+
+def iter_nvidia_smi(
+    path: str | os.PathLike[str], *, chunk_rows: int = IMPORT_CHUNK_ROWS
+) -> tuple[Iterator[pd.DataFrame], datetime]:
+    """:func:`read_nvidia_smi` ``chunk_rows`` rows at a time: frames of the samples in the
+    log's order, and the log's first timestamp.
+
+    The header and the first chunk are parsed before this returns (their errors raise here);
+    later lines are read as the frames are taken, so memory holds one chunk.
+    """
     path = Path(path)
+    origin = _Origin()
+    records = _smi_records(path, origin)
+    chunks = _chunks(path, records, chunk_rows, "no power.draw values in any row")
+    assert origin.first is not None  # the first chunk is parsed: the log has a data row
+    return chunks, origin.first
+
+
+@dataclass
+class _Origin:
+    """Where a log's time starts: its first timestamp, once read."""
+
+    first: datetime | None = None
+
+
+def _smi_records(path: Path, origin: _Origin) -> Iterator[tuple[Any, ...]]:
+    """The samples of an nvidia-smi log, one record of the sample columns per line; the
+    first timestamp goes to ``origin`` as it is read."""
     rows = _rows(path)
     expected = "timestamp and power.draw (nvidia-smi --format=csv with its header)"
     raw_header = _header(path, rows, expected)
@@ -287,8 +370,6 @@ def read_nvidia_smi(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, datetim
     pos = {name: i for i, name in enumerate(header)}
     id_col = next((c for c in _SMI_IDS if c in pos), None)
     value_cols = [(h, _SMI_COLUMNS[h]) for h in header if h in _SMI_COLUMNS]
-    records: list[tuple[Any, ...]] = []
-    first: datetime | None = None
     last_t: dict[str, float] = {}
     last_ts_text: str | None = None
     devices: dict[str, str] = {}
@@ -320,7 +401,7 @@ def read_nvidia_smi(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, datetim
                 else (f"gpu:{len(devices)}")
             )
         device = devices[key]
-        first = first or ts
+        origin.first = first = origin.first or ts
         t = (ts - first).total_seconds()
         if device in last_t and t < last_t[device]:
             raise InputError(
@@ -334,25 +415,17 @@ def read_nvidia_smi(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, datetim
                 values[target] = value
         if values.get("power_w") is not None and values["power_w"] < 0:  # type: ignore[operator]
             raise InputError(f"{path}: line {line}: power {values['power_w']:g} W is negative")
-        records.append(
-            (
-                t,
-                device,
-                values.get("power_w"),
-                None,
-                values.get("util_pct"),
-                values.get("mem_used_mib"),
-                values.get("temp_c"),
-                "nvidia-smi",
-                True,
-            )
+        yield (
+            t,
+            device,
+            values.get("power_w"),
+            None,
+            values.get("util_pct"),
+            values.get("mem_used_mib"),
+            values.get("temp_c"),
+            "nvidia-smi",
+            True,
         )
-    if not records or first is None:
-        raise InputError(f"{path}: no data rows after the header")
-    frame = pd.DataFrame.from_records(records, columns=list(SAMPLE_COLUMNS))
-    if frame["power_w"].notna().sum() == 0:
-        raise InputError(f"{path}: no power.draw values in any row")
-    return frame, first
 
 
 def import_nvidia_smi(
@@ -362,13 +435,15 @@ def import_nvidia_smi(
     *,
     name: str | None = None,
     tags: dict[str, str] | None = None,
+    chunk_rows: int = IMPORT_CHUNK_ROWS,
 ) -> int:
     """Import an nvidia-smi CSV log as a completed run; returns the run id.
 
     Phases use seconds from the log's first timestamp (``start_s``/``end_s``) or timestamps
-    (``start_time``/``end_time``) in nvidia-smi's format.
+    (``start_time``/``end_time``) in nvidia-smi's format. The log is read ``chunk_rows``
+    lines at a time into one write transaction, as :func:`import_trace` reads a trace.
     """
-    samples, first = read_nvidia_smi(log_path)
+    samples, first = iter_nvidia_smi(log_path, chunk_rows=chunk_rows)
     marks = read_phases(phases, time_origin=first) if phases is not None else []
     return store.import_run(
         samples=samples,
@@ -383,6 +458,7 @@ def import_nvidia_smi(
 # -- export --------------------------------------------------------------------------------
 
 ExportFormat = Literal["csv", "parquet"]
+_FLOATS = "%.9g"
 
 
 def export_run(
@@ -391,22 +467,25 @@ def export_run(
     out_dir: str | os.PathLike[str] = ".",
     *,
     format: ExportFormat = "csv",
+    chunk_rows: int = SAMPLE_CHUNK_ROWS,
 ) -> list[Path]:
     """Write a run's samples and phases in the neutral format; returns the files written.
 
     Files: ``run-ID-power.csv`` and ``run-ID-phases.csv`` (or ``.parquet``), readable by
-    ``joulecast import trace``. Each file appears whole or not at all.
+    ``joulecast import trace``; samples in time order. Each file appears whole or not at all.
+    The samples are written ``chunk_rows`` at a time (:meth:`Store.iter_samples`): memory
+    does not grow with the run's length.
     """
     if format not in ("csv", "parquet"):
         raise InputError(f"format {format!r} is not supported (expected csv or parquet)")
     out = Path(out_dir)
     if not out.is_dir():
         raise InputError(f"{out}: not a folder")
-    samples = store.samples(run_id)
     phases = store.phases(run_id)
     phases = phases.drop(columns=["metrics"]).loc[
         :, ["index", "start_s", "end_s", "kind", "samples"]
     ]
+    chunks = store.iter_samples(run_id, chunk_rows=chunk_rows)
     paths = [out / f"run-{run_id}-power.{format}", out / f"run-{run_id}-phases.{format}"]
     if format == "parquet":
         try:
@@ -415,9 +494,29 @@ def export_run(
             raise InputError(
                 "Parquet export needs pyarrow: pip install 'joulecast[parquet]'"
             ) from exc
-        write_atomic(paths[0], lambda p: samples.to_parquet(p, index=False))
+        write_atomic(paths[0], lambda p: _samples_parquet(chunks, p))
         write_atomic(paths[1], lambda p: phases.to_parquet(p, index=False))
     else:
-        write_atomic(paths[0], lambda p: samples.to_csv(p, index=False, float_format="%.9g"))
-        write_atomic(paths[1], lambda p: phases.to_csv(p, index=False, float_format="%.9g"))
+        write_atomic(paths[0], lambda p: _samples_csv(chunks, p))
+        write_atomic(paths[1], lambda p: phases.to_csv(p, index=False, float_format=_FLOATS))
     return paths
+
+
+def _samples_csv(chunks: Iterator[pd.DataFrame], path: str) -> None:
+    """Write the sample chunks to ``path`` as one CSV file (the header even without rows)."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        empty = pd.DataFrame(columns=list(SAMPLE_COLUMNS))
+        for chunk in itertools.chain([empty], chunks):
+            chunk.to_csv(fh, header=chunk is empty, index=False, float_format=_FLOATS)
+
+
+def _samples_parquet(chunks: Iterator[pd.DataFrame], path: str) -> None:
+    """Write the sample chunks to ``path`` as one Parquet file, one row group per chunk."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    types = {"device": pa.string(), "source": pa.string(), "measured": pa.bool_()}
+    schema = pa.schema([(name, types.get(name, pa.float64())) for name in SAMPLE_COLUMNS])
+    with pq.ParquetWriter(path, schema) as writer:
+        for chunk in chunks:
+            writer.write_table(pa.Table.from_pandas(chunk, schema=schema, preserve_index=False))

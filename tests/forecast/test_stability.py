@@ -96,3 +96,54 @@ def test_settled_epoch_moves_past_a_slow_warmup():
     assert settled_epoch(energy[:5], 0) == 0  # too few epochs after to judge: FLUSS's answer
     noisy = np.array([800.0, 500.0, 560.0, 440.0, 520.0, 480.0, 530.0, 470.0])
     assert settled_epoch(noisy, 0) == 1  # within 3 robust deviations of a noisy regime
+
+
+def _stored_warmup(store):
+    """:func:`warmup_run` on two GPUs (gpu:1 a third lower, its readings 0.2 s later, every
+    9th without power, with an energy counter), imported with its epochs."""
+    from joulecast.records import Phase, PhaseKind
+    from joulecast.store import SAMPLE_COLUMNS
+
+    samples, epochs = warmup_run()
+    gpu1 = samples.assign(
+        device="gpu:1", t_s=samples["t_s"] + 0.2, power_w=samples["power_w"] * 2 / 3
+    )
+    gpu1["energy_j"] = np.cumsum(gpu1["power_w"]) * 0.5
+    gpu1.loc[gpu1.index % 9 == 0, "power_w"] = np.nan
+    frame = pd.concat([samples, gpu1], ignore_index=True)
+    for column in ("energy_j", "util_pct", "mem_used_mib", "temp_c"):
+        frame[column] = frame.get(column, np.nan)
+    frame = frame.assign(source="test", measured=True)[list(SAMPLE_COLUMNS)]
+    phases = [Phase(PhaseKind.EPOCH, int(e.index), e.start_s, e.end_s) for e in epochs.itertuples()]
+    return store.import_run(samples=frame, phases=phases), epochs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ways", ["reads", "scan in chunks"])
+def test_a_stored_run_gives_what_its_samples_give(store, monkeypatch, ways):
+    import functools
+
+    import joulecast.store
+    from joulecast import ledger
+    from joulecast.forecast import auto_stable_epoch
+    from joulecast.stability import stored_stabilizing_epoch
+
+    pytest.importorskip("stumpy")
+    run_id, epochs = _stored_warmup(store)
+    if ways == "reads":
+        monkeypatch.setattr(joulecast.store, "_READS_PER_ROW", 0)
+    else:
+        monkeypatch.setattr(joulecast.store, "_READS_PER_ROW", 10**9)
+        scan = functools.partial(ledger.energy_scan, chunk_rows=7)
+        monkeypatch.setattr(ledger, "energy_scan", scan)
+    stored = stored_stabilizing_epoch(store, run_id, epochs)
+    loaded = stabilizing_epoch(store.samples(run_id), epochs)
+    assert stored.epoch in (3, 4, 5) and stored.settled_epoch is not None
+    assert stored.to_dict() == loaded.to_dict()
+    np.testing.assert_allclose(stored.power_w, loaded.power_w, rtol=1e-9)
+    # What a forecast after 12 epochs sees: the run up to the end of epoch 11.
+    seen = epochs.iloc[:12]
+    end = float(seen["end_s"].max())
+    early = stored_stabilizing_epoch(store, run_id, seen, end_s=end)
+    assert early.to_dict() == stabilizing_epoch(store.samples(run_id, None, end), seen).to_dict()
+    assert auto_stable_epoch(store, run_id, seen) == early.settled_epoch

@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 MAX_STABILITY_RUNS = 20
 # Runs whose epoch table is read for the online forecasts (each needs its samples).
 MAX_FORECAST_RUNS = 150
+# Cells of the power profile figure: more than the figure's pixels across, whatever the run's
+# length.
+PROFILE_CELLS = 2000
 
 
 def _spread(values: pd.Series, limit: int) -> list[Any]:
@@ -250,19 +253,18 @@ def _stability_section(store: Any, df: pd.DataFrame, figures: Path) -> Section:
     if runs.empty:
         section.paragraphs.append("No run has 3 or more finished epochs: nothing to segment.")
         return section
-    from joulecast.stability import stabilizing_epoch, stable_share
+    from joulecast.stability import stable_share, stored_stabilizing_epoch
 
     sample = runs[runs["run_id"].isin(_spread(runs["run_id"], MAX_STABILITY_RUNS))]
     found: list[int | None] = []
-    first: tuple[Any, Any, Any] | None = None
+    first: tuple[int, pd.DataFrame, float] | None = None
     try:
         for run_id in sample["run_id"]:
             epochs = store.phases(int(run_id), "epoch").dropna(subset=["end_s"])
-            samples = store.samples(int(run_id))
-            result = stabilizing_epoch(samples, epochs)
+            result = stored_stabilizing_epoch(store, int(run_id), epochs)
             found.append(result.epoch)  # FLUSS's epoch, as `joulecast stability` counts
             if first is None and result.change_s is not None:
-                first = (samples, epochs, result.change_s)
+                first = (int(run_id), epochs, result.change_s)
     except InputError as exc:
         section.paragraphs.append(f"Stabilization not computed: {exc}.")
         return section
@@ -281,12 +283,15 @@ def _stability_section(store: Any, df: pd.DataFrame, figures: Path) -> Section:
     section.tables.append(("Share of runs stable by epoch n", share))
     if first is not None:
         from joulecast.analysis import plots
+        from joulecast.energy import stored_power_profile
 
-        samples, epochs, change = first
+        run_id, epochs, change = first
+        profile = stored_power_profile(store, run_id, PROFILE_CELLS)
         section.figures.append(
             (
-                "Power profile of one run, epochs shaded, the change marked",
-                plots.power_profile(samples, epochs, change, figures / "power-profile.png"),
+                f"Power profile of one run (mean power over {PROFILE_CELLS:,} equal spans), "
+                "epochs shaded, the change marked",
+                plots.power_profile(profile, epochs, change, figures / "power-profile.png"),
             )
         )
     return section
