@@ -194,3 +194,18 @@ def test_a_scan_in_chunks_gives_what_the_reads_give(store: Store, chunk_rows: in
             for device, energy in reads.items():
                 np.testing.assert_allclose(scan[device], energy, rtol=1e-12)
                 assert np.isnan(scan[device][1])
+
+
+def test_an_infinite_reading_is_stored_as_missing(store: Store) -> None:
+    run = store.create_run()
+    inf = float("inf")
+    store.write_batch(run, [Reading(0.0, "gpu:0", 100.0, "test", True, 0.0, util_pct=inf)])
+    store.write_batch(run, [Reading(1.0, "gpu:0", inf, "test", True, -inf, temp_c=-inf)])
+    store.write_batch(
+        run, [Reading(1.0, "gpu:0", -inf, "test"), Reading(2.0, "gpu:0", 100.0, "test")]
+    )
+    samples = store.samples(run)
+    missing = samples[["power_w", "energy_j", "util_pct", "temp_c"]].isna().sum()
+    assert missing.tolist() == [2, 3, 4, 4]
+    assert store.device_energy(run)["gpu:0"].energy_j == pytest.approx(200.0)
+    assert mismatches(store.path) == []

@@ -284,8 +284,10 @@ def append(
     their cumulative energy, and bring its devices' aggregates up to date; in the caller's
     transaction.
 
-    A device whose rows are out of time order, or go back before its stored rows, is settled
-    again from all its raw samples. With ``defer`` it is not: it is returned, and the caller
+    An infinite value (a sensor's glitch) is stored as missing, like NaN: no reading could
+    mean it, and one would make every later sum of its device meaningless. A device whose
+    rows are out of time order, or go back before its stored rows, is settled again from all
+    its raw samples. With ``defer`` it is not: it is returned, and the caller
     settles the devices its calls returned once, with :func:`settle`, before the transaction
     ends (so an import written in many calls stays linear when it goes back in time).
 
@@ -296,9 +298,15 @@ def append(
 
     if not rows:
         return []
-    _, t, device, power, energy, util, _, _, source, measured = zip(*rows, strict=True)
+    _, t, device, *numbers, source, measured = zip(*rows, strict=True)
     t_s = _floats(t)
-    columns = (_floats(power), _floats(energy), _floats(util), np.array(measured, dtype=bool))
+    values = [_floats(column) for column in numbers]  # power, energy, util, memory, temp
+    if any(np.isinf(v).any() for v in values):
+        for v in values:
+            v[np.isinf(v)] = np.nan
+        cells = zip(*(_nullable(v) for v in values), strict=True)
+        rows = [(*row[:3], *cell, *row[8:10]) for row, cell in zip(rows, cells, strict=True)]
+    columns = (*values[:3], np.array(measured, dtype=bool))
     by_device: dict[str, list[int]] = {}
     for i, name in enumerate(device):
         by_device.setdefault(str(name), []).append(i)
