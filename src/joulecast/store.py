@@ -903,6 +903,19 @@ class Store:
         )
         return pd.DataFrame(rows, columns=["device", "start_s", "end_s", "reason"])
 
+    @contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """Reads in the block see one state of the file (a read transaction), unless a
+        transaction is open already; the caller holds the lock."""
+        if self._conn.in_transaction:
+            yield
+            return
+        self._conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._conn.execute("COMMIT")
+
     def device_energy(self, run_id: int) -> dict[str, ledger.DeviceState]:
         """Each device's energy aggregates, kept as the run's samples were written."""
         with self._lock:
@@ -926,7 +939,7 @@ class Store:
         import numpy as np
 
         times = np.asarray(t_s, dtype=float)
-        with self._lock:
+        with self._lock, self._snapshot():
             states = ledger.load_states(self._conn, run_id)
             rows = sum(s.rows for s in states.values())
             if _READS_PER_ROW * 2 * len(times) * len(states) > rows:
