@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from joulecast.store import Store
-from tests.ledger_check import mismatches
+from tests.ledger_check import mismatches, sqlite_files
 
 
 @pytest.fixture
@@ -54,12 +54,30 @@ def sine_energy_j(a: float, b: float, devices: int = 2) -> float:
     return float(sum(one(d) for d in range(devices)))
 
 
+_CHECKED: set[Path] = set()
+
+
+def _check_stores(paths: list[Path]) -> None:
+    _CHECKED.update(paths)
+    problems = [p for path in paths for p in mismatches(path)]
+    assert not problems, "aggregates differ from the kernel: " + "; ".join(problems[:5])
+
+
 @pytest.fixture(autouse=True)
 def _aggregates_exact(tmp_path: Path) -> Iterator[None]:
     """Every store a test leaves behind has energy aggregates equal to the raw integration."""
     yield
-    problems = [p for path in sorted(tmp_path.rglob("*.db")) for p in mismatches(path)]
-    assert not problems, "aggregates differ from the kernel: " + "; ".join(problems[:5])
+    _check_stores(sqlite_files(tmp_path))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _aggregates_exact_in_shared_folders(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[None]:
+    """So do the stores that tests share (made in folders of ``tmp_path_factory``)."""
+    yield
+    found = sqlite_files(tmp_path_factory.getbasetemp())
+    _check_stores([path for path in found if path not in _CHECKED])
 
 
 PYTHON = sys.executable

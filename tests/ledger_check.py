@@ -21,6 +21,23 @@ def _close(a: float, b: float, scale: float) -> bool:
     return abs(a - b) <= REL * max(abs(scale), 1.0)
 
 
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def sqlite_files(folder: Path) -> list[Path]:
+    """The SQLite files under ``folder``, whatever their names."""
+    found = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and not path.is_symlink() and not path.name.endswith(("-wal", "-shm")):
+            try:
+                with path.open("rb") as f:
+                    if f.read(16) == _SQLITE_HEADER:
+                        found.append(path)
+            except OSError:
+                continue
+    return found
+
+
 def mismatches(path: Path) -> list[str]:
     """What differs between ``path``'s aggregates and the kernel on its raw samples; empty
     where every run agrees (or the file is not a store with aggregates)."""
@@ -44,13 +61,14 @@ def mismatches(path: Path) -> list[str]:
 
 def _run_mismatches(conn: sqlite3.Connection, run_id: int) -> list[str]:
     samples = pd.read_sql_query(
-        "SELECT t_s, device, power_w, energy_j, source, measured FROM samples WHERE run_id = ?"
+        "SELECT t_s, device, power_w, energy_j, util_pct, source, measured FROM samples"
+        " WHERE run_id = ?"
         " ORDER BY device, t_s, rowid",
         conn,
         params=(run_id,),
     )
     samples["measured"] = samples["measured"].astype(bool)
-    for col in ("power_w", "energy_j"):
+    for col in ("t_s", "power_w", "energy_j", "util_pct"):
         samples[col] = samples[col].astype(float)
     reference = curves(samples)
     states = ledger.load_states(conn, run_id)
@@ -70,6 +88,16 @@ def _run_mismatches(conn: sqlite3.Connection, run_id: int) -> list[str]:
     devices = set(samples["device"])
     if set(states) != devices:
         problems.append(f"devices {sorted(states)} != the samples' {sorted(devices)}")
+    for device, rows in samples.groupby("device", sort=True):
+        state = states.get(str(device))
+        util = rows["util_pct"].dropna()
+        counted = (len(rows), float(rows["t_s"].min()), float(rows["t_s"].max()), len(util))
+        if state is None or (state.rows, state.t_first_s, state.t_last_s, state.util_rows) != (
+            counted
+        ):
+            problems.append(f"{device}: rows, first/last time or utilisation rows differ")
+        elif not _close(state.util_sum, float(util.sum()), float(util.abs().sum())):
+            problems.append(f"{device}: utilisation sum {state.util_sum} != {util.sum()}")
     for device, curve in reference.items():
         state = states[device]
         if not _close(state.energy_j, curve.total_j, curve.total_j):
@@ -86,6 +114,9 @@ def _run_mismatches(conn: sqlite3.Connection, run_id: int) -> list[str]:
         lo = min(float(c.t_s[0]) for c in reference.values())
         hi = max(float(c.t_s[-1]) for c in reference.values())
         times += list(np.linspace(lo - 1.0, hi + 1.0, 7))
+        # Sample instants themselves (ties among them), at most 25 of them.
+        instants = np.unique(samples["t_s"].to_numpy(float))
+        times += instants[:: max(1, len(instants) // 25)].tolist()
     # Both ways of reading the energy at given times, on both tracks: a device's energy, and
     # the trapezoid of its power alone.
     power = curves(samples.assign(energy_j=np.nan))
