@@ -8,8 +8,10 @@ E(b) - E(a) and the phases of a run add up to its total. Modelled devices (``mea
 are summed apart from measured ones.
 
 :func:`integrate` is the one implementation of that rule, over arrays holding many devices (of
-many runs) at once; :class:`EnergyCurve`, :func:`summarize`, :func:`phase_table` and the
-analysis run table (:func:`joulecast.analysis.data.run_table`) all count energy through it.
+many runs) at once; :class:`EnergyCurve` and :func:`phase_table` count energy through it. A
+stored run is read from the aggregates the store keeps as its samples are written
+(:mod:`joulecast.ledger`, held equal to this rule by the tests): :func:`summarize`,
+:func:`stored_phase_table` and the ``stored_*`` power series cost the same however long the run.
 """
 
 from __future__ import annotations
