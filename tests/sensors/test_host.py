@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -27,34 +28,80 @@ BUSY = [sys.executable, "-c", "while True: pass"]
 IDLE = ["sleep", "30"]
 
 
+# The parent of the processes a test starts: its tree holds just them, whatever other children
+# the test process has (a multiprocessing resource tracker started by an earlier test, say).
+_PARENT = """
+import json, subprocess, sys
+kids = {}
+for line in sys.stdin:
+    cmd, arg = json.loads(line)
+    if cmd == "start":
+        kid = subprocess.Popen(arg)
+        kids[kid.pid] = kid
+        print(kid.pid, flush=True)
+    else:
+        kid = kids.pop(arg)
+        kid.kill()
+        kid.wait()
+        print("killed", flush=True)
+"""
+
+
+class Child:
+    """A process started under a :class:`Tree`."""
+
+    def __init__(self, tree: Tree, pid: int) -> None:
+        self.tree, self.pid = tree, pid
+
+    def kill(self) -> None:
+        """Kill it and wait until its parent has reaped it."""
+        self.tree.ask("kill", self.pid)
+
+
+class Tree:
+    """A parent process of our own whose children are the processes a test starts."""
+
+    def __init__(self) -> None:
+        self.parent = subprocess.Popen(
+            [sys.executable, "-c", _PARENT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.pid = self.parent.pid
+
+    def ask(self, command: str, arg: object) -> str:
+        assert self.parent.stdin is not None and self.parent.stdout is not None
+        self.parent.stdin.write(json.dumps([command, arg]) + "\n")
+        self.parent.stdin.flush()
+        return self.parent.stdout.readline().strip()
+
+    def start(self, argv: list[str]) -> Child:
+        """Start ``argv`` and wait until it has replaced the forked copy of the parent."""
+        pid = int(self.ask("start", argv))
+        target = os.path.basename(argv[0])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if os.path.basename(psutil.Process(pid).exe()) == target or (
+                    psutil.Process(pid).name() == target
+                ):
+                    break
+            except psutil.Error:
+                pass
+            time.sleep(0.005)
+        return Child(self, pid)
+
+    def close(self) -> None:
+        for child in psutil.Process(self.pid).children(recursive=True):
+            child.kill()
+        self.parent.kill()
+        self.parent.wait()
+
+
 @pytest.fixture
-def spawn() -> Iterator[list[subprocess.Popen[bytes]]]:
-    procs: list[subprocess.Popen[bytes]] = []
-    yield procs
-    for p in procs:
-        p.kill()
-        p.wait()
-
-
-def start(procs: list[subprocess.Popen[bytes]], argv: list[str]) -> subprocess.Popen[bytes]:
-    """Start ``argv`` and wait until it has replaced the forked copy of this process.
-
-    Between fork and exec the child is a copy of pytest, with pytest's memory.
-    """
-    p = subprocess.Popen(argv)
-    procs.append(p)
-    target = os.path.basename(argv[0])
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            if os.path.basename(psutil.Process(p.pid).exe()) == target or (
-                psutil.Process(p.pid).name() == target
-            ):
-                break
-        except psutil.Error:
-            pass
-        time.sleep(0.005)
-    return p
+def tree() -> Iterator[Tree]:
+    t = Tree()
+    yield t
+    t.close()
 
 
 def by_device(readings: list[Reading]) -> dict[str, Reading]:
@@ -75,9 +122,9 @@ def test_ram_power_is_rss_gb_times_0375_and_labelled_modelled() -> None:
     assert got["process"].util_pct is None  # no interval yet
 
 
-def test_util_over_a_busy_child(spawn: list[subprocess.Popen[bytes]]) -> None:
-    child = start(spawn, BUSY)
-    s = HostSensor(os.getpid(), include_root=False, min_interval_s=0.0)
+def test_util_over_a_busy_child(tree: Tree) -> None:
+    child = tree.start(BUSY)
+    s = HostSensor(tree.pid, include_root=False, min_interval_s=0.0)
     first = by_device(s.read())
     assert first["process"].util_pct is None
     time.sleep(0.25)
@@ -89,17 +136,17 @@ def test_util_over_a_busy_child(spawn: list[subprocess.Popen[bytes]]) -> None:
     assert "cpu" not in got  # not modelled unless asked
 
 
-def test_idle_child_is_near_zero(spawn: list[subprocess.Popen[bytes]]) -> None:
-    start(spawn, IDLE)
-    s = HostSensor(os.getpid(), include_root=False, min_interval_s=0.0)
+def test_idle_child_is_near_zero(tree: Tree) -> None:
+    tree.start(IDLE)
+    s = HostSensor(tree.pid, include_root=False, min_interval_s=0.0)
     s.read()
     time.sleep(0.2)
     assert by_device(s.read())["process"].util_pct < 10.0  # type: ignore[operator]
 
 
-def test_modelled_cpu_power_is_tdp_times_core_share(spawn: list[subprocess.Popen[bytes]]) -> None:
-    start(spawn, BUSY)
-    s = HostSensor(os.getpid(), include_root=False, model_cpu=True, tdp_w=120.0,
+def test_modelled_cpu_power_is_tdp_times_core_share(tree: Tree) -> None:
+    tree.start(BUSY)
+    s = HostSensor(tree.pid, include_root=False, model_cpu=True, tdp_w=120.0,
                    min_interval_s=0.0)
     assert s.devices() == ["process", "ram", "cpu"]
     assert "cpu" not in by_device(s.read())  # needs an interval
@@ -158,7 +205,7 @@ def test_every_read_is_stored_whatever_the_interval(
 
 
 def test_process_clock_agrees_with_psutil_and_follows_its_process(
-    spawn: list[subprocess.Popen[bytes]],
+    tree: Tree,
 ) -> None:
     own = _ProcessClock(os.getpid())
     cpu_before, rss = own.usage()
@@ -168,11 +215,10 @@ def test_process_clock_agrees_with_psutil_and_follows_its_process(
     assert cpu_before - 0.02 <= times.user + times.system <= cpu_after + 0.02
     assert rss == pytest.approx(info.rss, rel=0.05)
     own.close()
-    child = start(spawn, IDLE)
+    child = tree.start(IDLE)
     stat = _ProcessClock(child.pid)
     assert min(stat.usage()) >= 0  # readable while the process lives
     child.kill()
-    child.wait()
     with pytest.raises(OSError):  # gone: even a reused pid is not read through this file
         stat.usage()
     stat.close()
@@ -193,14 +239,13 @@ def test_cpu_time_is_not_counted_in_clock_ticks(clock: FakeClock) -> None:
 
 
 def test_a_child_that_exits_is_dropped_and_its_file_closed(
-    clock: FakeClock, spawn: list[subprocess.Popen[bytes]]
+    clock: FakeClock, tree: Tree
 ) -> None:
-    child = start(spawn, IDLE)
-    s = HostSensor(os.getpid(), include_root=False, clock=clock)
+    child = tree.start(IDLE)
+    s = HostSensor(tree.pid, include_root=False, clock=clock)
     s.read()
     member = s._procs[child.pid]
     child.kill()
-    child.wait()
     clock.advance(0.01)
     assert by_device(s.read())["process"].mem_used_mib == 0.0
     assert child.pid not in s._procs
@@ -210,17 +255,17 @@ def test_a_child_that_exits_is_dropped_and_its_file_closed(
 
 
 def test_children_joining_are_seen_after_tree_refresh(
-    clock: FakeClock, spawn: list[subprocess.Popen[bytes]]
+    clock: FakeClock, tree: Tree
 ) -> None:
-    s = HostSensor(os.getpid(), include_root=False, min_interval_s=0.0, tree_refresh_s=1.0,
+    s = HostSensor(tree.pid, include_root=False, min_interval_s=0.0, tree_refresh_s=1.0,
                    clock=clock)
     assert by_device(s.read())["process"].mem_used_mib == 0.0  # no children yet
-    first = start(spawn, IDLE)
+    first = tree.start(IDLE)
     clock.advance(0.1)
     # An empty tree is looked at on every read: a command started late is seen at once.
     s.read()
     assert set(s._procs) == {first.pid}
-    second = start(spawn, IDLE)
+    second = tree.start(IDLE)
     period = 1.0 if _proc_children_supported() else 5.0
     clock.advance(period / 2)
     s.read()
