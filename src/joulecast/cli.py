@@ -125,7 +125,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         gpus=not args.no_gpu,
         epochs=getattr(args, "epochs", None),
         forecast_method=getattr(args, "forecast_method", "epoch-energy"),
-        stable_epoch=getattr(args, "stable_epoch", 10),
+        stable_epoch=getattr(args, "stable_epoch", "auto"),
         window=getattr(args, "window", 5),
     )
     measured.start()
@@ -551,7 +551,12 @@ def register(verbs: Verbs) -> None:
         help="live forecast method (epoch-energy)",
     )
     p.add_argument("--window", type=_positive_int, default=5, help="stable epochs averaged (5)")
-    p.add_argument("--stable-epoch", type=_count_arg, default=10, help="first stable epoch (10)")
+    p.add_argument(
+        "--stable-epoch",
+        type=_stable_epoch_arg,
+        default="auto",
+        help="first stable epoch, or 'auto': found in the run (auto)",
+    )
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
 
     verbs.add("runs", cmd_runs, "list runs")
@@ -603,8 +608,8 @@ def register(verbs: Verbs) -> None:
     p.add_argument(
         "--stable-epoch",
         type=_stable_epoch_arg,
-        default=10,
-        help="first stable epoch, or 'auto' (FLUSS) (10)",
+        default="auto",
+        help="first stable epoch, or 'auto': FLUSS, else the epochs' energy (auto)",
     )
 
     p = verbs.add("stability", cmd_stability, "find when runs' power stabilizes (FLUSS)")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from joulecast.errors import InputError, JoulecastError
-from joulecast.forecast import DEFAULT_STABLE_EPOCH, DEFAULT_WINDOW, LiveForecaster, Method
+from joulecast.forecast import AUTO, DEFAULT_WINDOW, LiveForecaster, Method
 from joulecast.inputs import RUN_ENV, STORE_ENV
 from joulecast.monitor import DEFAULT_INTERVAL_S, Monitor
 from joulecast.records import Phase, PhaseKind, RunStatus
@@ -56,7 +56,7 @@ class MeasuredCommand:
         sensors: Sequence[Sensor] | None = None,
         epochs: int | None = None,
         forecast_method: Method | str = Method.EPOCH_ENERGY,
-        stable_epoch: int = DEFAULT_STABLE_EPOCH,
+        stable_epoch: int | str = AUTO,
         window: int = DEFAULT_WINDOW,
         progress: bool = True,
     ) -> None:

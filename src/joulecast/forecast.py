@@ -4,17 +4,22 @@ Three estimators over the per-epoch table (``index``, ``duration_s``, ``energy_j
 :func:`joulecast.energy.phase_table` makes it), for a run planned to last ``total_epochs``:
 
 - ``power`` (del Rey et al., Eq. 1): E = P_w x t, with P_w the mean power of a window of w
-  stable epochs and t the training duration. Before the run ends, t is the time of the epochs
-  seen plus the window's mean epoch duration for each epoch still to come.
+  stable epochs and t the training duration: the true one where it is known, or the time of
+  the epochs seen plus the window's mean epoch duration for each epoch still to come.
 - ``epoch-energy`` (Eq. 2): E = E_w x s / w + E_u, with E_w the energy of the window, s the
   number of stable epochs of the whole run (``total_epochs`` - stabilizing epoch) and E_u the
-  measured energy of the unstable epochs before it.
+  measured energy of the unstable epochs before it. The window is the latest w stable epochs
+  seen; stable epochs seen before it count with their measured energy (the same as Eq. 2
+  when the window holds every stable epoch seen).
 - ``first-epoch``: E = ``total_epochs`` x the mean energy of the first k epochs, what
-  Carbontracker predicts by default; a baseline.
+  Carbontracker predicts by default; a baseline, and the answer after one epoch.
 
-Every forecast carries an interval from the epoch-to-epoch spread of the epochs it used
-(a Student-t interval for the sum of the epochs still to come and for the error of their
-estimated mean), widened and flagged when fewer epochs than asked for were available.
+The stabilizing epoch is found in the run by default (:func:`choose_stable_epoch`: FLUSS's
+regime change, else the epochs' energy), so a forecast answers from the second epoch on; a
+fixed one (the paper's 10) is an option. Every forecast carries a 90% interval: the
+epoch-to-epoch spread of the window (Student-t), the error of its mean, and the uncertainty
+of the level itself (a slow drift, the trend of a warm-up not quite over), widened and
+flagged when few epochs were available.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import math
 import sys
 import types
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -38,9 +44,19 @@ if TYPE_CHECKING:
 
 DEFAULT_WINDOW = 5
 DEFAULT_STABLE_EPOCH = 10
-# Relative 1-sigma spread assumed when a single epoch gives no spread of its own.
+# The default stabilizing epoch: found in the run (FLUSS, then the energy rule).
+AUTO = "auto"
+# Relative 1-sigma spread of an epoch's energy assumed where one epoch gives no spread.
 _UNKNOWN_SPREAD = 0.10
-_CONFIDENCE = 0.90
+# Relative 1-sigma uncertainty of the first epoch as a measure of the later ones: first
+# epochs carry one-off costs (loading, compilation, caches) or a warm-up still under way.
+_FIRST_EPOCH_SPREAD = 0.30
+# Relative 1-sigma uncertainty of the stable level itself (a slow drift), beside the
+# epoch-to-epoch spread: the window's mean is not the future's mean. With the trend over
+# _DRIFT_EPOCHS epochs (a warm-up not quite over) and the two spreads above, the 90% intervals
+# cover the truth in 85-95% of simulated runs (benchmarks/forecast_accuracy.py).
+_LEVEL_SPREAD = 0.0075
+_DRIFT_EPOCHS = 1.0
 
 
 class Method(str, enum.Enum):
@@ -49,6 +65,29 @@ class Method(str, enum.Enum):
     POWER = "power"
     EPOCH_ENERGY = "epoch-energy"
     FIRST_EPOCH = "first-epoch"
+
+
+class StableBy(str, enum.Enum):
+    """How a forecast's stabilizing epoch was chosen."""
+
+    FIXED = "fixed"  # given (the paper's 10, or any other)
+    FLUSS = "fluss"  # FLUSS's regime change, then the first settled epoch from it
+    ENERGY = "energy"  # the first epoch whose energy is in line with the ones after it
+    RECENT = "recent"  # energy has not settled in the epochs seen: the latest ones
+    FEW_EPOCHS = "few-epochs"  # too few epochs to judge: every epoch after the first
+    FIRST_EPOCH = "first-epoch"  # one epoch seen: the first-epoch extrapolation
+
+
+@dataclass(frozen=True)
+class StableEpoch:
+    """Where a run's stable epochs start (0-based position in its epoch table), and why.
+
+    ``position`` None: one epoch seen, only the first-epoch extrapolation is possible.
+    """
+
+    position: int | None
+    by: StableBy
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -66,6 +105,7 @@ class Forecast:
     duration_s: float | None = None
     energy_so_far_j: float = 0.0
     notes: list[str] = field(default_factory=list)
+    stable_by: str | None = None
 
     @property
     def remaining_j(self) -> float:
@@ -83,6 +123,7 @@ class Forecast:
             "epochs_used": self.epochs_used,
             "total_epochs": self.total_epochs,
             "stable_epoch": self.stable_epoch,
+            "stable_epoch_by": self.stable_by,
             "window": list(self.window) if self.window else None,
             "duration_s": self.duration_s,
             "energy_so_far_j": self.energy_so_far_j,
@@ -133,31 +174,117 @@ def _check_table(epochs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _interval(
-    total: float, values: np.ndarray, remaining: int, scale: float, notes: list[str]
+    centre: float,
+    values: np.ndarray,
+    remaining: float,
+    notes: list[str],
+    *,
+    unknown_spread: float | None = None,
+    level_spread: float | None = None,
+    drift_j: float = 0.0,
 ) -> tuple[float, float]:
-    """Interval for ``remaining`` future units whose per-unit value is estimated by ``values``.
+    """90% interval around ``centre`` for ``remaining`` future units, each estimated by the
+    mean of ``values``.
 
-    Variance of the sum of ``remaining`` draws plus the variance of ``remaining`` x the mean.
+    Variance of the sum of ``remaining`` draws, plus ``remaining`` x the error of their mean:
+    its sampling error and a level uncertainty of ``level_spread`` x the mean (drift, a
+    warm-up not quite over), which the spread of a few epochs does not show.
     """
     import numpy as np
 
+    unknown_spread = _UNKNOWN_SPREAD if unknown_spread is None else unknown_spread
+    level_spread = _LEVEL_SPREAD if level_spread is None else level_spread
     n = len(values)
-    mean = float(np.mean(values))
+    mean = abs(float(np.mean(values)))
     if n >= 2:
         sd = float(np.std(values, ddof=1))
         q = _t_quantile(n - 1)
     else:
-        sd = abs(mean) * _UNKNOWN_SPREAD
+        sd = mean * unknown_spread
         q = 1.645
-        notes.append("one epoch gives no spread: the interval assumes 10% epoch-to-epoch spread")
-    half = q * sd * scale * math.sqrt(remaining + remaining**2 / n) if remaining > 0 else 0.0
-    return max(0.0, total - half), total + half
+        notes.append(
+            f"one epoch gives no spread: the interval assumes {unknown_spread:.0%} "
+            "epoch-to-epoch spread"
+        )
+    if remaining <= 0:
+        return centre, centre
+    level_sq = (level_spread * mean) ** 2 + drift_j**2
+    half = q * math.sqrt(remaining * sd**2 + remaining**2 * (sd**2 / n + level_sq))
+    return max(0.0, centre - half), centre + half
+
+
+def choose_stable_epoch(
+    energy_j: Sequence[float] | np.ndarray,
+    *,
+    window: int = DEFAULT_WINDOW,
+    fluss_position: int | None = None,
+    fluss_note: str = "",
+) -> StableEpoch:
+    """The stabilizing epoch of a run from the epochs seen so far.
+
+    With a FLUSS regime change (``fluss_position``: the position of the first epoch ending
+    after it) that has epochs seen after it, the first settled epoch from there
+    (:func:`joulecast.stability.first_settled`). A change in the last epoch seen is where
+    FLUSS lands when a prefix has no change in it yet: it is set aside, as is no change, and
+    the energy rule decides: the first epoch after the first whose energy is in line with the
+    epochs after it. Where it cannot judge (fewer than 5 epochs seen), every epoch after the
+    first; where no epoch is in line yet, the latest ``window`` epochs. After one epoch,
+    position None.
+    """
+    import numpy as np
+
+    from joulecast.stability import SETTLE_MIN_AFTER, first_settled
+
+    energy = np.asarray(energy_j, dtype=float)
+    n = len(energy)
+    if n < 2:
+        return StableEpoch(
+            None, StableBy.FIRST_EPOCH, "one epoch seen: the first-epoch extrapolation"
+        )
+    if fluss_position is not None and fluss_position < n - 1:
+        # The first epoch is measured whatever happens; the forecast rests on later ones.
+        start = max(fluss_position, 1)
+        settled = first_settled(energy, start)
+        position = start if settled is None else settled
+        return StableEpoch(
+            position,
+            StableBy.FLUSS,
+            f"stabilizing epoch {position} (FLUSS's regime change, then the first settled "
+            "epoch from it)",
+        )
+    if fluss_position is not None:
+        why = "FLUSS puts the regime change in the last epoch seen; "
+    else:
+        why = f"{fluss_note}; " if fluss_note else ""
+    if n < 2 + SETTLE_MIN_AFTER:
+        return StableEpoch(
+            1,
+            StableBy.FEW_EPOCHS,
+            f"{why}{n} epochs are too few to see where energy settles: forecast from the "
+            "epochs after the first",
+        )
+    settled = first_settled(energy, 1)
+    if settled is not None:
+        return StableEpoch(
+            settled,
+            StableBy.ENERGY,
+            f"{why}stabilizing epoch {settled}, the first whose energy is in line with the "
+            "epochs after it",
+        )
+    position = max(1, n - window)
+    return StableEpoch(
+        position,
+        StableBy.RECENT,
+        f"{why}energy has not settled in the {n} epochs seen: forecast from the latest "
+        f"{n - position}, with a wider interval",
+    )
 
 
 def stable_window(
     n_seen: int, stable_epoch: int, window: int, *, start: int | None = None
 ) -> tuple[int, int, list[str]]:
-    """The window [first, last) of stable epochs to use among the ``n_seen`` epochs seen."""
+    """The window [first, last) of stable epochs to use among the ``n_seen`` epochs seen:
+    the latest ``window`` from ``stable_epoch`` on, or ``window`` from ``start``."""
     notes: list[str] = []
     if window < 1:
         raise InputError(f"window must be at least 1 epoch, got {window}")
@@ -169,9 +296,12 @@ def stable_window(
             f"{stable_epoch}; the forecast needs at least {stable_epoch + 1} epochs "
             f"({stable_epoch + window} for a full window of {window})"
         )
-    first = stable_epoch if start is None else max(stable_epoch, start)
-    if first >= n_seen:
-        first = stable_epoch
+    if start is None:
+        first = max(stable_epoch, n_seen - window)
+    else:
+        first = max(stable_epoch, start)
+        if first >= n_seen:
+            first = stable_epoch
     last = min(first + window, n_seen)
     if last - first < window:
         notes.append(
@@ -181,12 +311,65 @@ def stable_window(
     return first, last, notes
 
 
+def _resolve_stable(
+    stable_epoch: int | str | StableEpoch, energy: np.ndarray, window: int
+) -> StableEpoch:
+    if isinstance(stable_epoch, StableEpoch):
+        return stable_epoch
+    if stable_epoch == AUTO:
+        return choose_stable_epoch(energy, window=window)
+    if isinstance(stable_epoch, str):
+        raise InputError(f"stable epoch {stable_epoch!r}: expected an epoch number or 'auto'")
+    return StableEpoch(int(stable_epoch), StableBy.FIXED)
+
+
+def _drift(energy: np.ndarray, stable: int) -> float:
+    """How far the level of the epochs to come may be from the window's: the trend of the
+    stable epochs seen (of all epochs seen, the first included, while fewer than 3 are
+    stable) over a few epochs, J per epoch."""
+    import numpy as np
+
+    points = energy[stable:] if len(energy) - stable >= 3 else energy
+    if len(points) < 2:
+        return 0.0
+    x = np.arange(len(points), dtype=float)
+    slope = float(np.polyfit(x, points, 1)[0])
+    return abs(slope) * _DRIFT_EPOCHS
+
+
+def _first_epoch(
+    energy: np.ndarray, durations: np.ndarray, total_epochs: int, k_asked: int, notes: list[str]
+) -> tuple[float, float, float, int]:
+    """The first-epoch extrapolation: total, interval and duration from the first k epochs."""
+    n = len(energy)
+    k = max(1, min(k_asked, n))
+    if k < k_asked:
+        notes.append(f"only {k} epoch(s) seen of the {k_asked} asked for")
+    per_epoch = energy[:k]
+    total = total_epochs * float(per_epoch.mean())
+    # The epochs seen are known; the interval covers the extrapolated rest. Epochs seen after
+    # the first k give the spread, and how far the first k are from them.
+    known = float(energy.sum())
+    centre = known + float(per_epoch.mean()) * (total_epochs - n)
+    later = energy[k:]
+    drift = abs(float(later.mean()) - float(per_epoch.mean())) if len(later) else 0.0
+    low, high = _interval(
+        centre,
+        later if len(later) > 1 else per_epoch,
+        total_epochs - n,
+        notes,
+        unknown_spread=_FIRST_EPOCH_SPREAD,
+        drift_j=drift,
+    )
+    return total, min(low, total), max(high, total), k
+
+
 def forecast_energy(
     epochs: pd.DataFrame,
     total_epochs: int,
     *,
     method: Method | str = Method.EPOCH_ENERGY,
-    stable_epoch: int = DEFAULT_STABLE_EPOCH,
+    stable_epoch: int | str | StableEpoch = AUTO,
     window: int = DEFAULT_WINDOW,
     window_start: int | None = None,
     first_epochs: int = 1,
@@ -195,9 +378,11 @@ def forecast_energy(
     """Forecast the total energy of a run of ``total_epochs`` epochs from its ``epochs`` table.
 
     Only the epochs in the table are used (pass the first K rows to forecast "after K").
-    ``stable_epoch`` is the index of the first stable epoch (0-based position in the table);
-    ``window_start`` places the window later than it; ``duration_s`` overrides the projected
-    training duration of the power method (the paper uses the run's true duration).
+    ``stable_epoch`` is the position of the first stable epoch in the table, ``"auto"`` (the
+    energy rule of :func:`choose_stable_epoch`; :func:`forecast_run` adds FLUSS) or a
+    :class:`StableEpoch` already chosen. The window is the latest ``window`` stable epochs
+    seen, or ``window`` epochs from ``window_start``. ``duration_s`` is the training duration
+    of the power method (the paper's t: the true one); by default it is projected.
     """
     method = Method(method)
     done = _check_table(epochs)
@@ -209,51 +394,55 @@ def forecast_energy(
     so_far = float(energy.sum())
     notes: list[str] = []
 
-    if method is Method.FIRST_EPOCH:
-        k = max(1, min(first_epochs, n))
-        if k < first_epochs:
-            notes.append(f"only {k} epoch(s) seen of the {first_epochs} asked for")
-        per_epoch = energy[:k]
-        total = total_epochs * float(per_epoch.mean())
-        low, high = _interval(total, per_epoch, total_epochs - k, 1.0, notes)
-        # The k epochs themselves are known; the interval covers the extrapolated rest.
+    choice = None if method is Method.FIRST_EPOCH else _resolve_stable(stable_epoch, energy, window)
+    if choice is None or choice.position is None:
+        if choice is not None:
+            notes.append(choice.note)
+        total, low, high, k = _first_epoch(energy, durations, total_epochs, first_epochs, notes)
         return Forecast(
             total,
             low,
             high,
-            method.value,
-            k,
+            Method.FIRST_EPOCH.value,
+            n if choice is not None else k,
             total_epochs,
             None,
             (0, k),
             float(total_epochs * durations[:k].mean()),
-            float(energy[:k].sum()),
+            so_far,
             notes,
+            None if choice is None else choice.by.value,
         )
 
-    first, last, window_notes = stable_window(n, stable_epoch, window, start=window_start)
+    stable = choice.position
+    if choice.note:
+        notes.append(choice.note)
+    first, last, window_notes = stable_window(n, stable, window, start=window_start)
     notes += window_notes
     w_energy = energy[first:last]
     w_duration = durations[first:last]
-    w = last - first
-    e_unstable = float(energy[:stable_epoch].sum())
     mean_epoch_s = float(w_duration.mean())
     seen_s = float(durations.sum())
     projected_s = seen_s + mean_epoch_s * (total_epochs - n)
     t_total = duration_s if duration_s is not None else projected_s
+    mean_j = float(w_energy.mean())
+    drift = _drift(energy, stable)
 
     if method is Method.POWER:
         p_w = float(w_energy.sum() / w_duration.sum())
         total = p_w * t_total
-        # The time still to come, in epochs of the window's mean length, each as uncertain as
-        # the window's epoch energies (power x duration) are.
+        # Eq. 1 applies the stable power to the epochs seen too, a bias it is known to have:
+        # the interval is about the truth (the energy seen plus the window's power for the
+        # time to come) and stretched to hold the forecast.
         remaining_s = max(0.0, t_total - seen_s)
-        units = round(remaining_s / mean_epoch_s) if mean_epoch_s > 0 else 0
-        low, high = _interval(total, w_energy, units, 1.0, notes)
+        units = remaining_s / mean_epoch_s if mean_epoch_s > 0 else 0.0
+        low, high = _interval(so_far + p_w * remaining_s, w_energy, units, notes, drift_j=drift)
+        low, high = min(low, total), max(high, total)
     else:
-        s = total_epochs - stable_epoch
-        total = float(w_energy.sum()) * s / w + e_unstable
-        low, high = _interval(total, w_energy, total_epochs - n, 1.0, notes)
+        # Eq. 2 (E_w x s / w + E_u) where the window is every stable epoch seen; past the
+        # window, the epochs seen count with their measured energy.
+        total = so_far + mean_j * (total_epochs - n)
+        low, high = _interval(total, w_energy, total_epochs - n, notes, drift_j=drift)
     return Forecast(
         float(total),
         float(low),
@@ -261,11 +450,12 @@ def forecast_energy(
         method.value,
         n,
         total_epochs,
-        stable_epoch,
+        stable,
         (first, last),
         float(t_total),
         so_far,
         notes,
+        choice.by.value,
     )
 
 
@@ -297,8 +487,11 @@ def progress_line(result: Forecast, *, width: int = 20) -> str:
 class LiveForecaster:
     """Re-forecasts a run's total energy as epochs finish.
 
-    Until the stabilizing epoch has been passed it answers with the first-epoch extrapolation,
-    flagged in the notes, so that a live forecast is there from the first epoch on.
+    With the stabilizing epoch ``"auto"`` (the default) it is chosen again after every epoch
+    (:func:`choose_stable_epoch`; pass ``stable`` to :meth:`update` to add FLUSS's answer),
+    and the forecast answers from the second epoch on. With a fixed one, until it has been
+    passed, the answer is the first-epoch extrapolation of the epochs seen, flagged in the
+    notes. After one epoch it is the first-epoch extrapolation either way.
     """
 
     def __init__(
@@ -306,27 +499,31 @@ class LiveForecaster:
         total_epochs: int,
         *,
         method: Method | str = Method.EPOCH_ENERGY,
-        stable_epoch: int = DEFAULT_STABLE_EPOCH,
+        stable_epoch: int | str = AUTO,
         window: int = DEFAULT_WINDOW,
     ) -> None:
         if total_epochs < 1:
             raise InputError(f"total_epochs must be at least 1, got {total_epochs}")
+        if isinstance(stable_epoch, str) and stable_epoch != AUTO:
+            raise InputError(f"stable epoch {stable_epoch!r}: expected an epoch number or 'auto'")
         self.total_epochs = total_epochs
         self.method = Method(method)
         self.stable_epoch = stable_epoch
         self.window = window
         self.last: Forecast | None = None
 
-    def update(self, epochs: pd.DataFrame) -> Forecast:
-        """The forecast from the finished epochs in ``epochs``."""
+    def update(self, epochs: pd.DataFrame, *, stable: StableEpoch | None = None) -> Forecast:
+        """The forecast from the finished epochs in ``epochs``; ``stable``, the stabilizing
+        epoch chosen for them (with ``"auto"`` only)."""
         done = _check_table(epochs)
         total = max(self.total_epochs, len(done))
-        if self.method is Method.FIRST_EPOCH or len(done) <= self.stable_epoch:
+        fixed = self.stable_epoch if isinstance(self.stable_epoch, int) else None
+        if self.method is Method.FIRST_EPOCH or (fixed is not None and len(done) <= fixed):
             result = forecast_energy(done, total, method=Method.FIRST_EPOCH, first_epochs=len(done))
             if self.method is not Method.FIRST_EPOCH:
                 result.notes.insert(
                     0,
-                    f"before the stabilizing epoch {self.stable_epoch}: extrapolating the "
+                    f"before the stabilizing epoch {fixed}: extrapolating the "
                     f"mean of the {len(done)} epoch(s) seen",
                 )
         else:
@@ -334,7 +531,7 @@ class LiveForecaster:
                 done,
                 total,
                 method=self.method,
-                stable_epoch=self.stable_epoch,
+                stable_epoch=stable if stable is not None and fixed is None else self.stable_epoch,
                 window=self.window,
             )
         self.last = result
@@ -467,9 +664,8 @@ def evaluate(
                     break  # independent of the stabilizing epoch
             if method == "first-epoch":
                 break  # and of the window
-    return pd.DataFrame(
-        rows, columns=["method", "window", "stable_epoch", "runs", "rmse_j", "mae_j", "mape_pct"]
-    )
+    columns = ["method", "window", "stable_epoch", "runs", "rmse_j", "mae_j", "mape_pct"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def plot_sweep(
@@ -518,22 +714,36 @@ def finished_epochs(store: Store, run_id: int) -> pd.DataFrame:
     return epochs.dropna(subset=["energy_j"]).sort_values("index").reset_index(drop=True)
 
 
-def auto_stable_epoch(store: Store, run_id: int, epochs: pd.DataFrame) -> int:
-    """The position in ``epochs`` of the run's settled epoch (FLUSS and the settled rule).
+def fluss_position(store: Store, run_id: int, epochs: pd.DataFrame) -> tuple[int | None, str]:
+    """The position in ``epochs`` of the first epoch ending after FLUSS's regime change, over
+    the run up to the end of the last epoch in ``epochs``; None and why where there is none.
 
-    Only the run up to the end of the last epoch in ``epochs`` is looked at, through the
-    store's energy aggregates (:func:`joulecast.stability.stored_stabilizing_epoch`).
-
-    Raises:
-        InputError: no stabilizing epoch was found in it.
+    Reads the store's energy aggregates (:func:`joulecast.stability.stored_stabilizing_epoch`).
     """
     from joulecast.stability import stored_stabilizing_epoch
 
-    end = float(epochs["end_s"].max())
-    result = stored_stabilizing_epoch(store, run_id, epochs, end_s=end)
-    if result.settled_epoch is None:
-        raise InputError(f"run {run_id}: no stabilizing epoch found ({result.reason})")
-    return int(epochs.index[epochs["index"] == result.settled_epoch][0])
+    try:
+        end = float(epochs["end_s"].max())
+        result = stored_stabilizing_epoch(store, run_id, epochs, end_s=end)
+    except InputError as exc:
+        return None, f"no FLUSS regime change ({exc})"
+    if result.epoch is None:
+        return None, f"no FLUSS regime change ({result.reason})"
+    return int(epochs.index[epochs["index"] == result.epoch][0]), ""
+
+
+def auto_stable_epoch(
+    store: Store, run_id: int, epochs: pd.DataFrame, *, window: int = DEFAULT_WINDOW
+) -> StableEpoch:
+    """The stabilizing epoch of a stored run from its finished ``epochs`` (a prefix of them is
+    fine): FLUSS over the run up to their end, then :func:`choose_stable_epoch`."""
+    position, why = fluss_position(store, run_id, epochs) if len(epochs) > 1 else (None, "")
+    return choose_stable_epoch(
+        epochs["energy_j"].to_numpy(float),
+        window=window,
+        fluss_position=position,
+        fluss_note=why,
+    )
 
 
 @dataclass(frozen=True)
@@ -572,7 +782,7 @@ def forecast_run(
     after: int | None = None,
     total_epochs: int | None = None,
     method: Method | str = Method.EPOCH_ENERGY,
-    stable_epoch: int | str = DEFAULT_STABLE_EPOCH,
+    stable_epoch: int | str = AUTO,
     window: int = DEFAULT_WINDOW,
 ) -> RunForecast:
     """Forecast a stored run's total energy from its first ``after`` finished epochs.
@@ -592,9 +802,11 @@ def forecast_run(
         raise InputError(f"after {k}: the run has {len(epochs)} finished epochs")
     planned = total_epochs or len(epochs)
     seen = epochs.iloc[:k]
-    stable = auto_stable_epoch(store, run_id, seen) if stable_epoch == "auto" else stable_epoch
-    result = forecast_energy(seen, planned, method=method, stable_epoch=int(stable), window=window)
     finished = store.run(run_id)["status"] != "running" and planned == len(epochs)
+    stable: int | str | StableEpoch = stable_epoch
+    if stable_epoch == AUTO and Method(method) is not Method.FIRST_EPOCH:
+        stable = auto_stable_epoch(store, run_id, seen, window=window)
+    result = forecast_energy(seen, planned, method=method, stable_epoch=stable, window=window)
     true_j = float(epochs["energy_j"].sum()) if finished else None
     return RunForecast(run_id, result, k, true_j)
 

@@ -16,9 +16,13 @@ import pandas as pd
 
 from joulecast.energy import stored_phase_table
 from joulecast.forecast import (
+    AUTO,
     EnergyBudget,
     Forecast,
     LiveForecaster,
+    StableEpoch,
+    choose_stable_epoch,
+    fluss_position,
     progress_line,
 )
 from joulecast.records import Phase
@@ -42,7 +46,9 @@ class LiveForecast:
     :meth:`after_epoch` takes each finished epoch once, in order: it reads the epoch's
     energy from ``store()``, forecasts with ``forecaster``, stores the forecast with the epoch
     (``metrics["forecast"]``), checks the ``budget``, prints a progress line on stderr
-    (``progress``) and calls ``on_update``.
+    (``progress``) and calls ``on_update``. With the forecaster's stabilizing epoch
+    ``"auto"``, FLUSS looks at the run so far after each epoch until it finds a regime change
+    with epochs after it; that answer is kept from then on.
     """
 
     store: Callable[[], Store]
@@ -55,6 +61,7 @@ class LiveForecast:
     stop_reason: str | None = field(default=None, init=False)
     _rows: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False)
     _seen: set[int] = field(default_factory=set, init=False, repr=False)
+    _fluss: int | None = field(default=None, init=False, repr=False)
 
     @property
     def last(self) -> Forecast | None:
@@ -89,13 +96,15 @@ class LiveForecast:
             self._rows.append(
                 {
                     "index": phase.index,
+                    "start_s": float(row["start_s"].iloc[0]),
+                    "end_s": float(row["end_s"].iloc[0]),
                     "duration_s": float(row["duration_s"].iloc[0]),
                     "energy_j": float(row["energy_j"].iloc[0]),
                     "metrics": dict(phase.metrics),
                 }
             )
             table = pd.DataFrame(self._rows)
-            result = self.forecaster.update(table)
+            result = self.forecaster.update(table, stable=self._stable(store, table))
         except Exception as exc:  # the forecast must never end the training it measures
             log.warning("no forecast after epoch %d: %s", phase.index, exc)
             return None
@@ -130,3 +139,20 @@ class LiveForecast:
         if self.on_update is not None:
             self.on_update(result)
         return result
+
+    def _stable(self, store: Store, table: pd.DataFrame) -> StableEpoch | None:
+        """The stabilizing epoch of the epochs in ``table``, with ``"auto"``; else None."""
+        if self.forecaster.stable_epoch != AUTO or len(table) < 2:
+            return None
+        done = table.sort_values("index").reset_index(drop=True)
+        position, why = self._fluss, ""
+        if position is None:
+            position, why = fluss_position(store, self.run_id, done)
+            if position is not None and position < len(done) - 1:
+                self._fluss = position
+        return choose_stable_epoch(
+            done["energy_j"].to_numpy(float),
+            window=self.forecaster.window,
+            fluss_position=position,
+            fluss_note=why,
+        )

@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from joulecast.forecast import (
-    DEFAULT_STABLE_EPOCH,
+    AUTO,
     DEFAULT_WINDOW,
     EnergyBudget,
     Forecast,
@@ -176,7 +176,7 @@ class Run:
         total_epochs: int,
         *,
         method: Method | str = Method.EPOCH_ENERGY,
-        stable_epoch: int = DEFAULT_STABLE_EPOCH,
+        stable_epoch: int | str = AUTO,
         window: int = DEFAULT_WINDOW,
         budget: EnergyBudget | None = None,
         on_update: Callable[[Forecast], None] | None = None,

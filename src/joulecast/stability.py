@@ -276,12 +276,12 @@ def _segment(
     return Stability(change, epoch, step, m, L, normalize, grid_t, grid_p, cac, reason, settled)
 
 
-def settled_epoch(energy_j: np.ndarray, start: int) -> int:
+def first_settled(energy_j: np.ndarray, start: int) -> int | None:
     """Position of the first epoch from ``start`` on whose energy is in line with later ones.
 
     In line: within max(3 x the scaled median absolute deviation, 2% of the median) of the
-    median energy of the epochs after it, with at least 3 of those. Where no epoch from
-    ``start`` qualifies or there are too few epochs to judge, ``start``.
+    median energy of the epochs after it, with at least 3 of those. None where no epoch from
+    ``start`` qualifies or there are too few epochs to judge.
     """
     e = np.asarray(energy_j, dtype=float)
     for pos in range(start, len(e) - SETTLE_MIN_AFTER):
@@ -293,7 +293,13 @@ def settled_epoch(energy_j: np.ndarray, start: int) -> int:
         spread = 1.4826 * float(np.median(np.abs(rest - median)))
         if abs(e[pos] - median) <= max(SETTLE_K * spread, SETTLE_REL * abs(median)):
             return pos
-    return start
+    return None
+
+
+def settled_epoch(energy_j: np.ndarray, start: int) -> int:
+    """:func:`first_settled` from ``start``, or ``start`` where no epoch qualifies."""
+    found = first_settled(energy_j, start)
+    return start if found is None else found
 
 
 def stable_share(epochs_found: list[int | None], max_epoch: int | None = None) -> pd.DataFrame:

@@ -45,17 +45,24 @@ def test_power_eq1_by_hand():
 def test_first_epoch_baseline():
     f = forecast_energy(table([500, 300, 300]), 10, method="first-epoch")
     assert f.total_j == pytest.approx(5000.0) and f.epochs_used == 1
-    assert any("10% epoch-to-epoch spread" in n for n in f.notes)
+    # The epochs seen after the first show how far it is from them: the interval holds them.
+    assert f.low_j <= 1100 + 300 * 7 and not f.notes
+    alone = forecast_energy(table([500]), 10, method="first-epoch")
+    assert any("30% epoch-to-epoch spread" in n for n in alone.notes)
     g = forecast_energy(table([500, 300, 300]), 10, method="first-epoch", first_epochs=2)
     assert g.total_j == pytest.approx(4000.0)
 
 
-def test_constant_epochs_give_exact_answer_and_zero_width():
+def test_constant_epochs_give_exact_answer_and_only_the_level_uncertainty():
     t = table([100.0] * 8)
     for method in ("power", "epoch-energy", "first-epoch"):
         f = forecast_energy(t, 20, method=method, stable_epoch=2, window=5, first_epochs=3)
         assert f.total_j == pytest.approx(2000.0), method
-        assert f.high_j - f.low_j == pytest.approx(0.0, abs=1e-6)
+        # No spread, no trend: what is left is the 0.75% level uncertainty (a slow drift
+        # the epochs seen cannot show) over the 12 epochs to come.
+        level = 0.0075 * 100 * 12
+        assert f.high_j - f.total_j == pytest.approx(f.total_j - f.low_j), method
+        assert level < f.high_j - f.total_j < 3 * level, method
 
 
 def test_interval_covers_noise():
@@ -79,7 +86,7 @@ def test_few_stable_epochs_widen_and_say_so():
 
 def test_no_stable_epoch_yet_says_how_many_are_needed():
     with pytest.raises(InputError, match="needs at least 11 epochs"):
-        forecast_energy(table([1, 2, 3]), 20)
+        forecast_energy(table([1, 2, 3]), 20, stable_epoch=10)
     with pytest.raises(InputError, match="no finished epoch"):
         forecast_energy(table([]), 5)
 
@@ -87,7 +94,10 @@ def test_no_stable_epoch_yet_says_how_many_are_needed():
 def test_window_start_and_validation():
     t = table([500, 400, 300, 310, 200, 200, 200])
     f = forecast_energy(t, 10, stable_epoch=2, window=3, window_start=4)
-    assert f.window == (4, 7) and f.total_j == pytest.approx(600 * 8 / 3 + 900)
+    # The epochs seen count with their measured energy, the 3 to come at the window's mean.
+    assert f.window == (4, 7) and f.total_j == pytest.approx(2110 + 200 * 3)
+    # Without window_start, the window is the latest 3 stable epochs: the same here.
+    assert forecast_energy(t, 10, stable_epoch=2, window=3).window == (4, 7)
     with pytest.raises(InputError, match="less than the 7 epochs"):
         forecast_energy(t, 5)
     with pytest.raises(InputError, match="window must be at least 1"):
@@ -161,3 +171,91 @@ def test_evaluate_skips_runs_with_nothing_left_to_forecast():
     assert rows.empty  # all 5 epochs would be used: no forecast
     rows = evaluate({1: five}, windows=[4], stable_epochs=[0], methods=("epoch-energy",))
     assert rows["runs"].tolist() == [1]
+
+
+def test_stable_epoch_chosen_from_the_epochs_seen():
+    from joulecast.forecast import StableBy, choose_stable_epoch
+
+    warm = [900, 600, 520, 505, 500, 498, 502, 500, 499, 501]
+    assert choose_stable_epoch(warm[:1]).position is None
+    assert choose_stable_epoch(warm[:1]).by is StableBy.FIRST_EPOCH
+    # Too few epochs to judge: every epoch after the first.
+    few = choose_stable_epoch(warm[:4])
+    assert (few.position, few.by) == (1, StableBy.FEW_EPOCHS)
+    # The first epoch in line with the ones after it (505 is within 2% of their median).
+    settled = choose_stable_epoch(warm)
+    assert (settled.position, settled.by) == (3, StableBy.ENERGY)
+    # FLUSS's epoch with epochs after it: the first settled epoch from there.
+    fluss = choose_stable_epoch(warm, fluss_position=2)
+    assert (fluss.position, fluss.by) == (3, StableBy.FLUSS)
+    # FLUSS's change in the last epoch seen (a prefix without a change yet): the energy rule.
+    edge = choose_stable_epoch(warm, fluss_position=9)
+    assert (edge.position, edge.by) == (3, StableBy.ENERGY)
+    assert edge.note.startswith("FLUSS puts the regime change in the last epoch seen")
+    # No epoch in line with the ones after it yet: the latest epochs.
+    climbing = choose_stable_epoch([1000, 500, 20, 30, 50, 100, 100.1, 100.2], window=3)
+    assert (climbing.position, climbing.by) == (5, StableBy.RECENT)
+
+
+def test_default_forecast_answers_from_the_second_epoch():
+    t = table([1000, 500, 510, 495, 505, 500, 498, 502])
+    one = forecast_energy(t.iloc[:1], 20)
+    assert one.method == "first-epoch" and one.stable_by == "first-epoch"
+    assert one.notes[0] == "one epoch seen: the first-epoch extrapolation"
+    assert one.total_j == pytest.approx(20_000)
+    two = forecast_energy(t.iloc[:2], 20)
+    assert two.method == "epoch-energy" and (two.stable_epoch, two.stable_by) == (1, "few-epochs")
+    assert two.total_j == pytest.approx(1500 + 500 * 18)
+    # With few epochs the interval is wide and says why; it narrows as epochs come.
+    widths = [
+        (f.high_j - f.low_j) / f.total_j
+        for f in (forecast_energy(t.iloc[:k], 20) for k in (2, 4, 8))
+    ]
+    assert widths[0] > widths[1] > widths[2]
+    assert any("one epoch gives no spread" in n for n in two.notes)
+    later = forecast_energy(t, 20)
+    assert later.stable_by == "energy" and later.to_dict()["stable_epoch_by"] == "energy"
+    assert later.low_j <= 1000 + 500 * 19 <= later.high_j
+
+
+def _warmup_run(rng, n):
+    """Epoch energies: a warm-up of random depth and length, noise, a slow drift."""
+    k = np.arange(n)
+    level = rng.uniform(100, 1000)
+    warm = 1 + rng.uniform(-0.3, 0.8) * np.exp(-k / rng.uniform(0.5, 3.0))
+    drift = 1 + rng.uniform(-0.03, 0.03) * k / n
+    return level * warm * drift * (1 + rng.normal(0, rng.uniform(0.005, 0.03), n))
+
+
+@pytest.mark.parametrize("after", [2, 4, 6, "half"])
+def test_intervals_are_honest_early_and_late(after):
+    rng = np.random.default_rng(7)
+    for method in ("epoch-energy", "power", "first-epoch"):
+        hits = runs = 0
+        for _ in range(300):
+            n = int(rng.integers(12, 60))
+            e = _warmup_run(rng, n)
+            k = n // 2 if after == "half" else after
+            f = forecast_energy(table(e[:k]), n, method=method)
+            hits += f.low_j <= e.sum() <= f.high_j
+            runs += 1
+        # The first-epoch baseline errs by how far the first epoch is from the rest, which
+        # the epochs seen after it show: its interval covers that whole, so more than 90%.
+        top = 1.0 if method == "first-epoch" else 0.99
+        assert 0.8 <= hits / runs <= top, (method, after, hits / runs)
+
+
+def test_live_forecaster_auto_answers_from_the_second_epoch():
+    from joulecast.forecast import LiveForecaster, StableBy, StableEpoch
+
+    live = LiveForecaster(20)
+    assert live.update(table([900])).method == "first-epoch"
+    assert live.update(table([900, 500])).method == "epoch-energy"
+    given = StableEpoch(2, StableBy.FLUSS, "from FLUSS")
+    f = live.update(table([900, 700, 500, 500, 500]), stable=given)
+    assert f.stable_epoch == 2 and f.stable_by == "fluss" and "from FLUSS" in f.notes
+    # A fixed stabilizing epoch ignores what FLUSS says.
+    fixed = LiveForecaster(20, stable_epoch=1).update(table([900, 700, 500]), stable=given)
+    assert fixed.stable_epoch == 1 and fixed.stable_by == "fixed"
+    with pytest.raises(InputError, match="expected an epoch number or 'auto'"):
+        LiveForecaster(20, stable_epoch="soon")

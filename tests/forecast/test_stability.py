@@ -125,7 +125,7 @@ def test_a_stored_run_gives_what_its_samples_give(store, monkeypatch, ways):
 
     import joulecast.store
     from joulecast import ledger
-    from joulecast.forecast import auto_stable_epoch
+    from joulecast.forecast import StableBy, auto_stable_epoch, finished_epochs
     from joulecast.stability import stored_stabilizing_epoch
 
     pytest.importorskip("stumpy")
@@ -146,4 +146,6 @@ def test_a_stored_run_gives_what_its_samples_give(store, monkeypatch, ways):
     end = float(seen["end_s"].max())
     early = stored_stabilizing_epoch(store, run_id, seen, end_s=end)
     assert early.to_dict() == stabilizing_epoch(store.samples(run_id, None, end), seen).to_dict()
-    assert auto_stable_epoch(store, run_id, seen) == early.settled_epoch
+    table = finished_epochs(store, run_id).iloc[:12]
+    chosen = auto_stable_epoch(store, run_id, table)
+    assert chosen.position == early.settled_epoch and chosen.by is StableBy.FLUSS

@@ -98,7 +98,10 @@ def test_keras_forecast_without_budget_runs_to_the_end(tmp_path):
     with joulecast.open_store(tmp_path / "s.db") as s:
         metrics = s.phases(cb.run.run_id, "epoch")["metrics"].tolist()
     assert len(metrics) == 3 and all("forecast" in m for m in metrics)
-    assert metrics[-1]["forecast"]["method"] == "first-epoch"  # 3 epochs: before epoch 10
+    # One epoch: the first-epoch extrapolation; from the second on, the stable epochs.
+    assert metrics[0]["forecast"]["method"] == "first-epoch"
+    assert metrics[-1]["forecast"]["method"] == "epoch-energy"
+    assert metrics[-1]["forecast"]["stable_epoch_by"] == "few-epochs"
 
 
 def test_lightning_stops_on_budget(tmp_path):
