@@ -354,6 +354,7 @@ def cmd_forecast(args: argparse.Namespace) -> int:
         method=args.method,
         stable_epoch=args.stable_epoch,
         window=args.window,
+        duration=args.duration,
     )
     if args.json:
         _print_json(found.to_dict())
@@ -460,6 +461,7 @@ def cmd_forecast_eval(args: argparse.Namespace) -> int:
         stable_epochs=range(0, max(args.max_stable, args.stable_epoch) + 1),
         random_start=args.random_start,
         seed=args.seed,
+        duration=args.duration,
     )
     if args.csv:
         _write_csv(Path(args.csv), result)
@@ -471,7 +473,11 @@ def cmd_forecast_eval(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     start = "random window start" if args.random_start else "window from the stabilizing epoch"
-    table = Table(title=f"forecast errors over {len(tables)} runs ({start})")
+    duration = "true" if args.duration == "true" else "projected"
+    table = Table(
+        title=f"forecast errors over {len(tables)} runs ({start}; power method with the "
+        f"{duration} training duration)"
+    )
     for col in ("method", "setting", "w", "stable", "runs", "RMSE kJ", "MAE kJ", "MAPE %"):
         table.add_column(col, justify="right", no_wrap=True)
     for method, group in result.groupby("method", sort=False):
@@ -611,6 +617,12 @@ def register(verbs: Verbs) -> None:
         default="auto",
         help="first stable epoch, or 'auto': FLUSS, else the epochs' energy (auto)",
     )
+    p.add_argument(
+        "--duration",
+        choices=["projected", "true"],
+        default="projected",
+        help="training duration of the power method: projected, or the finished run's (projected)",
+    )
 
     p = verbs.add("stability", cmd_stability, "find when runs' power stabilizes (FLUSS)")
     p.add_argument("runs", nargs="*", help="run ids, names, or 'last'")
@@ -642,6 +654,13 @@ def register(verbs: Verbs) -> None:
         "--random-start", action="store_true", help="start each window at a random stable epoch"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of --random-start (0)")
+    p.add_argument(
+        "--duration",
+        choices=["projected", "true"],
+        default="projected",
+        help="Eq. 1's training duration: projected from the epochs seen (a live forecast's) or "
+        "the run's true one (the paper's Table 10) (projected)",
+    )
     p.add_argument("--csv", metavar="PATH", help="write the whole sweep as CSV")
     p.add_argument("--plot", metavar="PNG", help="save RMSE vs w and vs stable epoch (Fig. 10)")
 

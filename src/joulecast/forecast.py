@@ -606,6 +606,7 @@ def evaluate(
     stable_epochs: range | list[int] = range(0, 21),
     random_start: bool = False,
     seed: int = 0,
+    duration: str = "projected",
 ) -> pd.DataFrame:
     """Errors of each method over many finished runs, swept over window and stabilizing epoch.
 
@@ -614,12 +615,16 @@ def evaluate(
     window of them and compared with
     the sum of its epochs' energy. With ``random_start`` the window starts at a random epoch
     after the stabilizing one (seeded), and the forecast is made when that window ends.
+    ``duration`` ``"true"`` gives the power method (Eq. 1) each run's true training duration,
+    as the paper's Table 10 does; ``"projected"``, the one a live forecast projects.
     Returns one row per setting: ``method``, ``window``, ``stable_epoch``, ``runs``,
-    ``rmse_j``, ``mae_j``, ``mape_pct``.
+    ``rmse_j``, ``mae_j``, ``mape_pct``, ``duration``.
     """
     import numpy as np
     import pandas as pd
 
+    if duration not in ("true", "projected"):
+        raise InputError(f"duration {duration!r}: expected 'true' or 'projected'")
     rows = []
     finished = {k: _check_table(t) for k, t in tables.items()}
     rng = np.random.default_rng(seed)
@@ -642,6 +647,9 @@ def evaluate(
                         window=w,
                         window_start=start,
                         first_epochs=1,
+                        duration_s=(
+                            float(table["duration_s"].sum()) if duration == "true" else None
+                        ),
                     )
                     truth = float(table["energy_j"].sum())
                     errors.append(f.total_j - truth)
@@ -658,6 +666,7 @@ def evaluate(
                         "rmse_j": float(np.sqrt(np.mean(err**2))),
                         "mae_j": float(np.mean(np.abs(err))),
                         "mape_pct": float(np.mean(np.abs(err) / np.array(truths)) * 100),
+                        "duration": duration,
                     }
                 )
                 if method == "first-epoch":
@@ -665,7 +674,7 @@ def evaluate(
             if method == "first-epoch":
                 break  # and of the window
     columns = ["method", "window", "stable_epoch", "runs", "rmse_j", "mae_j", "mape_pct"]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=[*columns, "duration"])
 
 
 def plot_sweep(
@@ -784,15 +793,19 @@ def forecast_run(
     method: Method | str = Method.EPOCH_ENERGY,
     stable_epoch: int | str = AUTO,
     window: int = DEFAULT_WINDOW,
+    duration: str = "projected",
 ) -> RunForecast:
     """Forecast a stored run's total energy from its first ``after`` finished epochs.
 
     ``total_epochs`` defaults to the epochs the run finished; ``stable_epoch`` ``"auto"``
-    finds it with :func:`auto_stable_epoch` on those epochs. A finished run forecast for the
-    epochs it ran is compared with its measured total (``true_j``).
+    finds it with :func:`auto_stable_epoch` on those epochs. ``duration`` ``"true"`` gives the
+    power method the run's measured training duration (the paper's Eq. 1, for a finished run)
+    instead of the projected one. A finished run forecast for the epochs it ran is compared
+    with its measured total (``true_j``).
 
     Raises:
-        InputError: the run has no finished epochs, or ``after`` is out of range.
+        InputError: the run has no finished epochs, ``after`` is out of range, or the true
+            duration is asked of a run that has not finished.
     """
     epochs = finished_epochs(store, run_id)
     if epochs.empty:
@@ -803,12 +816,29 @@ def forecast_run(
     planned = total_epochs or len(epochs)
     seen = epochs.iloc[:k]
     finished = store.run(run_id)["status"] != "running" and planned == len(epochs)
+    duration_s = _duration(duration, epochs, finished, run_id)
     stable: int | str | StableEpoch = stable_epoch
     if stable_epoch == AUTO and Method(method) is not Method.FIRST_EPOCH:
         stable = auto_stable_epoch(store, run_id, seen, window=window)
-    result = forecast_energy(seen, planned, method=method, stable_epoch=stable, window=window)
+    result = forecast_energy(
+        seen, planned, method=method, stable_epoch=stable, window=window, duration_s=duration_s
+    )
     true_j = float(epochs["energy_j"].sum()) if finished else None
     return RunForecast(run_id, result, k, true_j)
+
+
+def _duration(duration: str, epochs: pd.DataFrame, finished: bool, run_id: int) -> float | None:
+    """The training duration the power method is given: None to project it, or the true one."""
+    if duration == "projected":
+        return None
+    if duration != "true":
+        raise InputError(f"duration {duration!r}: expected 'true' or 'projected'")
+    if not finished:
+        raise InputError(
+            f"run {run_id}: the true training duration is known only for a finished run "
+            "forecast for the epochs it ran"
+        )
+    return float(epochs["duration_s"].sum())
 
 
 # The old name, for ``from joulecast.forecast import forecast``.

@@ -104,6 +104,17 @@ def test_forecast_cli_answers_from_the_second_epoch(imported):
     assert proc.returncode == 2 and "needs at least 11 epochs" in proc.stderr
 
 
+def test_forecast_cli_power_with_the_true_duration(imported):
+    store, run_id = imported
+    args = ["forecast", run_id, "--store", store, "--after", 8, "--stable-epoch", 3]
+    true = json.loads(cli(*args, "--method", "power", "--duration", "true", "--json").stdout)
+    # The run's 20 epochs of 9.5 s: Eq. 1 with t = 190 s.
+    assert true["duration_s"] == pytest.approx(190.0)
+    assert true["total_j"] == pytest.approx(190.0 * true["total_j"] / true["duration_s"])
+    late = cli(*args, "--total-epochs", 30, "--duration", "true", check=False)
+    assert late.returncode == 2 and "only for a finished run" in late.stderr
+
+
 def test_forecast_eval_cli(imported):
     store, _ = imported
     rows = json.loads(
@@ -162,6 +173,10 @@ def test_forecast_eval_writes_sweep_and_figure(imported, tmp_path):
     random = json.loads(sweep(store, 2, 4, "--random-start", "--json").stdout)
     assert all(r["runs"] == 1 for r in random)
     assert {r["method"] for r in random} == {"power", "epoch-energy", "first-epoch"}
+    # Eq. 1 in the paper's form (the true duration) changes the power method only.
+    true = json.loads(sweep(store, 2, 4, "--duration", "true", "--json").stdout)
+    assert {r["duration"] for r in true} == {"true"}
+    assert "true training duration" in sweep(store, 2, 4, "--duration", "true").stdout
 
 
 def test_forecast_eval_bad_input(imported, tmp_path):

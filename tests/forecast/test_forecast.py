@@ -91,6 +91,25 @@ def test_no_stable_epoch_yet_says_how_many_are_needed():
         forecast_energy(table([]), 5)
 
 
+def test_evaluate_eq1_with_the_true_or_the_projected_duration():
+    from joulecast.forecast import evaluate
+
+    # Epochs get shorter: the duration projected from the window is longer than the true one.
+    t = table([300, 300, 300, 280, 260, 240, 220, 200], [10, 10, 10, 9, 8, 7, 6, 5])
+    kw = dict(windows=[2], stable_epochs=[1], methods=("power", "epoch-energy"))
+    true = evaluate({1: t}, duration="true", **kw).set_index("method")
+    projected = evaluate({1: t}, **kw).set_index("method")
+    assert set(true["duration"]) == {"true"} and set(projected["duration"]) == {"projected"}
+    # Eq. 1 with t = 75 s: P_w (600 J / 20 s = 30 W) x 75 s = 2250 J against 2100 J.
+    assert true.loc["power", "mae_j"] == pytest.approx(150.0)
+    assert projected.loc["power", "mae_j"] != pytest.approx(150.0)
+    assert true.loc["epoch-energy", "mae_j"] == pytest.approx(
+        projected.loc["epoch-energy", "mae_j"]
+    )
+    with pytest.raises(InputError, match="expected 'true' or 'projected'"):
+        evaluate({1: t}, duration="real", **kw)
+
+
 def test_window_start_and_validation():
     t = table([500, 400, 300, 310, 200, 200, 200])
     f = forecast_energy(t, 10, stable_epoch=2, window=3, window_start=4)
@@ -160,6 +179,7 @@ def test_evaluate_sweeps_window_and_stable_epoch():
         "rmse_j",
         "mae_j",
         "mape_pct",
+        "duration",
     }
 
 
