@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import numpy as np
 import pytest
 
 from joulecast.energy import summarize
@@ -40,3 +43,49 @@ def test_trace_imports_with_finished_epochs_and_energy(store: Store, name: str) 
     starts, ends = epochs["start_s"].to_numpy(), epochs["end_s"].to_numpy()
     assert (starts[1:] >= ends[:-1]).all()
     assert epochs["energy_j"].sum() <= summary.energy_j
+
+
+@pytest.fixture(scope="module")
+def real_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, dict[str, int]]]:
+    """Every shipped trace imported into one store: name -> run id."""
+    with Store(tmp_path_factory.mktemp("real") / "real.db") as store:
+        yield store, {name: import_real_trace(store, name) for name in NAMES}
+
+
+def test_default_forecast_on_real_traces_is_within_3_percent(
+    real_store: tuple[Store, dict[str, int]],
+) -> None:
+    from joulecast.forecast import finished_epochs, forecast_run
+
+    store, runs = real_store
+    errors: dict[str, list[float]] = {"epoch-energy": [], "first-epoch": []}
+    for name, run_id in runs.items():
+        n = len(finished_epochs(store, run_id))
+        if n < 6:
+            continue
+        after = max(n // 2, min(n - 2, 7))
+        for method in errors:
+            found = forecast_run(store, run_id, after=after, method=method)
+            assert found.error_pct is not None
+            errors[method].append(abs(found.error_pct))
+            if method == "epoch-energy":
+                assert abs(found.error_pct) <= 3.0, (name, after, found.error_pct)
+                assert found.forecast.stable_by in ("fluss", "energy", "recent")
+                f = found.forecast
+                assert f.low_j <= found.true_j <= f.high_j, name  # type: ignore[operator]
+    assert len(errors["epoch-energy"]) >= 3
+    assert np.median(errors["epoch-energy"]) < np.median(errors["first-epoch"])
+
+
+def test_default_forecast_answers_after_one_and_two_epochs(
+    real_store: tuple[Store, dict[str, int]],
+) -> None:
+    from joulecast.forecast import forecast_run
+
+    store, runs = real_store
+    for run_id in runs.values():
+        two = forecast_run(store, run_id, after=2).forecast
+        assert two.method == "epoch-energy" and two.stable_epoch == 1 and two.epochs_used == 2
+        one = forecast_run(store, run_id, after=1).forecast
+        assert one.method == "first-epoch" and one.stable_by == "first-epoch"
+        assert one.notes[0] == "one epoch seen: the first-epoch extrapolation"
