@@ -6,10 +6,14 @@
     a validation dip at the end of every epoch, drift), run end to end through joulecast: the
     epoch table from the trace, the stabilizing epoch from FLUSS, the forecast after the
     stabilizing epoch + w epochs.
-(c) With --store: the completed runs with epochs in a joulecast store (recorded traces), as in (b).
+(c) The default forecast (stabilizing epoch ``auto``) after K epochs, early and late, on the
+    tables of (a), on the traces of (b) stored in a joulecast store (FLUSS on the epochs seen),
+    on the real recorded traces shipped in tests/data/traces (provenance in tests/data/README.md;
+    also at K = max(n/2, min(n-2, 7))), and with --store on the completed runs of any store.
 
-Every forecast is compared with the run's true total; "worse than first-epoch" counts the runs
-where a method's error exceeds the first-epoch baseline's on the same run.
+Every forecast is compared with the run's true total, and "90% covers" counts the runs whose
+true total lies in the forecast's 90% interval; "worse than first-epoch" counts the runs where
+a method's error exceeds the first-epoch baseline's on the same run.
 
     python benchmarks/forecast_accuracy.py [--runs 500] [--traces 100] [--store PATH] [--seed 0]
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +34,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from simulate import simulate_run
 
 from joulecast.energy import phase_table
-from joulecast.forecast import forecast_energy
+from joulecast.forecast import Forecast, finished_epochs, forecast_energy, forecast_run
+from joulecast.store import Store
+
+REAL_TRACES = Path(__file__).parent.parent / "tests" / "data" / "traces"
 
 METHODS = ("epoch-energy", "power", "first-epoch")
 
@@ -58,11 +66,19 @@ class Scores:
         self.covered: dict[str, int] = dict.fromkeys(METHODS, 0)
 
     def add(self, table: pd.DataFrame, stable: int, window: int) -> None:
-        n = len(table)
-        truth = float(table["energy_j"].sum())
+        """The forecasts after ``stable`` + ``window`` epochs, stabilizing epoch fixed."""
         seen = table.iloc[: stable + window]
-        for method in METHODS:
-            f = forecast_energy(seen, n, method=method, stable_epoch=stable, window=window)
+        self.add_forecasts(
+            float(table["energy_j"].sum()),
+            {
+                m: forecast_energy(seen, len(table), method=m, stable_epoch=stable, window=window)
+                for m in METHODS
+            },
+        )
+
+    def add_forecasts(self, truth: float, forecasts: dict[str, Forecast]) -> None:
+        """One run's forecast by each method, against its true total."""
+        for method, f in forecasts.items():
             self.ape[method].append(100 * abs(f.total_j - truth) / truth)
             self.covered[method] += f.low_j <= truth <= f.high_j
 
@@ -92,14 +108,19 @@ class Scores:
             )
 
 
-def epoch_level(runs: int, stable: int, window: int, rng: np.random.Generator) -> None:
+def epoch_level(
+    runs: int, stable: int, window: int, rng: np.random.Generator
+) -> list[pd.DataFrame]:
+    """(a): the forecasts after ``stable`` + ``window`` epochs; returns the tables."""
     scores = Scores()
-    for _ in range(runs):
-        scores.add(simulate_table(rng, int(rng.integers(stable + window + 5, 100))), stable, window)
+    tables = [simulate_table(rng, int(rng.integers(stable + window + 5, 100))) for _ in range(runs)]
+    for table in tables:
+        scores.add(table, stable, window)
     scores.print(
         f"(a) {runs} simulated epoch tables; forecast after epoch {stable + window} "
         f"(stabilizing epoch fixed at {stable}, window {window})"
     )
+    return tables
 
 
 def trace_level(
@@ -143,6 +164,80 @@ def trace_level(
         )
 
 
+def _after(n: int, k: int | str) -> int:
+    """K epochs of a run of ``n``: a number, "n/2", or "accept" (max(n/2, min(n-2, 7)))."""
+    if k == "n/2":
+        return n // 2
+    if k == "accept":
+        return max(n // 2, min(n - 2, 7))
+    return int(k)
+
+
+def default_on_tables(tables: list[pd.DataFrame], afters: list[int | str], title: str) -> None:
+    """The default forecast (stabilizing epoch "auto": the epochs' energy) after K epochs."""
+    print(title)
+    for k in afters:
+        scores = Scores()
+        for table in tables:
+            n = len(table)
+            after = _after(n, k)
+            if not 1 <= after < n:
+                continue
+            seen = table.iloc[:after]
+            scores.add_forecasts(
+                float(table["energy_j"].sum()),
+                {m: forecast_energy(seen, n, method=m) for m in METHODS},
+            )
+        scores.print(f"  after K = {k} epochs")
+
+
+def default_on_store(store: Store, run_ids: list[int], afters: list[int | str], title: str) -> None:
+    """The default forecast of stored runs (FLUSS on the epochs seen, then the epochs'
+    energy), after K epochs, through :func:`joulecast.forecast.forecast_run`."""
+    t0 = time.perf_counter()
+    lines = []
+    for k in afters:
+        scores = Scores()
+        for run_id in run_ids:
+            n = len(finished_epochs(store, run_id))
+            after = _after(n, k)
+            if not 1 <= after < n:
+                continue
+            found = {m: forecast_run(store, run_id, after=after, method=m) for m in METHODS}
+            truth = next(iter(found.values())).true_j
+            assert truth is not None
+            scores.add_forecasts(truth, {m: r.forecast for m, r in found.items()})
+        lines.append((f"  after K = {k} epochs", scores))
+    print(f"{title} ({time.perf_counter() - t0:.0f} s)")
+    for label, scores in lines:
+        scores.print(label)
+
+
+def stored_simulations(store: Store, runs: list[tuple[pd.DataFrame, pd.DataFrame]]) -> list[int]:
+    """The simulated traces imported into ``store``; their run ids."""
+    from joulecast.records import Phase, PhaseKind
+
+    ids = []
+    for i, (samples, phases) in enumerate(runs):
+        epochs = [
+            Phase(PhaseKind.EPOCH, int(r.index), float(r.start_s), float(r.end_s))
+            for r in phases.itertuples()
+        ]
+        ids.append(store.import_run(name=f"simulated-{i}", samples=samples, phases=epochs))
+    return ids
+
+
+def real_runs(store: Store) -> list[int]:
+    """The real traces shipped in tests/data/traces imported into ``store``; their run ids."""
+    from joulecast.traces import import_trace
+
+    ids = []
+    for power in sorted(REAL_TRACES.glob("*.power.csv")):
+        name = power.name.removesuffix(".power.csv")
+        ids.append(import_trace(store, power, REAL_TRACES / f"{name}.phases.csv", name=name))
+    return ids
+
+
 def simulated_traces(n: int, rng: np.random.Generator) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
     out = []
     for _ in range(n):
@@ -175,13 +270,34 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=5)
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
-    epoch_level(args.runs, args.stable_epoch, args.window, rng)
-    if args.traces:
+    tables = epoch_level(args.runs, args.stable_epoch, args.window, rng)
+    traces = simulated_traces(args.traces, rng) if args.traces else []
+    if traces:
         trace_level(
-            simulated_traces(args.traces, rng),
+            traces,
             args.window,
             args.stable_epoch,
             f"(b) {args.traces} simulated power traces at 0.5 s",
+        )
+    afters: list[int | str] = [2, 4, 6, "n/2"]
+    default_on_tables(
+        tables, afters, f"(c) default forecast (auto) on the {len(tables)} epoch tables of (a)"
+    )
+    with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "runs.db") as store:
+        if traces:
+            default_on_store(
+                store,
+                stored_simulations(store, traces),
+                afters,
+                f"(c) default forecast (auto) on the {len(traces)} traces of (b), stored",
+            )
+        real = real_runs(store)
+        default_on_store(
+            store,
+            real,
+            [*afters, "accept"],
+            f"(c) default forecast (auto) on the {len(real)} real traces of tests/data/traces "
+            "(accept: K = max(n/2, min(n-2, 7)))",
         )
     if args.store:
         runs = stored_traces(args.store)

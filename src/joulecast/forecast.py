@@ -323,13 +323,13 @@ def _resolve_stable(
     return StableEpoch(int(stable_epoch), StableBy.FIXED)
 
 
-def _drift(energy: np.ndarray, stable: int) -> float:
-    """How far the level of the epochs to come may be from the window's: the trend of the
-    stable epochs seen (of all epochs seen, the first included, while fewer than 3 are
-    stable) over a few epochs, J per epoch."""
+def _drift(energy: np.ndarray, window: int) -> float:
+    """How far the level of the epochs to come may be from the window's, J per epoch: the
+    trend over the latest 2 x ``window`` epochs after the first (all epochs while fewer than
+    4 are seen), over _DRIFT_EPOCHS epochs."""
     import numpy as np
 
-    points = energy[stable:] if len(energy) - stable >= 3 else energy
+    points = energy[max(1, len(energy) - 2 * window) :] if len(energy) >= 4 else energy
     if len(points) < 2:
         return 0.0
     x = np.arange(len(points), dtype=float)
@@ -426,7 +426,7 @@ def forecast_energy(
     projected_s = seen_s + mean_epoch_s * (total_epochs - n)
     t_total = duration_s if duration_s is not None else projected_s
     mean_j = float(w_energy.mean())
-    drift = _drift(energy, stable)
+    drift = _drift(energy, window)
 
     if method is Method.POWER:
         p_w = float(w_energy.sum() / w_duration.sum())
