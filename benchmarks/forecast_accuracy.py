@@ -217,8 +217,11 @@ def stored_simulations(store: Store, runs: list[tuple[pd.DataFrame, pd.DataFrame
     """The simulated traces imported into ``store``; their run ids."""
     from joulecast.records import Phase, PhaseKind
 
+    from joulecast.store import SAMPLE_COLUMNS
+
     ids = []
     for i, (samples, phases) in enumerate(runs):
+        samples = samples.reindex(columns=list(SAMPLE_COLUMNS))
         epochs = [
             Phase(PhaseKind.EPOCH, int(r.index), float(r.start_s), float(r.end_s))
             for r in phases.itertuples()

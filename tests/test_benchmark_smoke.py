@@ -84,9 +84,14 @@ def test_forecast_and_stability_benchmarks_smoke(tmp_path: Path) -> None:
         "(b) 2 simulated power traces",
         "stabilizing epoch settled (auto)",
         "stabilizing epoch fixed 10",
+        "(c) default forecast (auto) on the 20 epoch tables of (a)",
+        "(c) default forecast (auto) on the 2 traces of (b), stored",
+        "real traces of tests/data/traces",
+        "after K = accept epochs",
     ):
         assert line in proc.stdout
-    assert proc.stdout.count("epoch-energy") == 4 and proc.stdout.count("first-epoch") >= 4
+    # (a), (b) three ways, (c) 4 + 4 + 5 settings of K: every method in each, with coverage.
+    assert proc.stdout.count("epoch-energy") == 17 and proc.stdout.count("90% covers") == 17
     proc = subprocess.run(
         [sys.executable, str(bench / "stability_speed.py"), "--traces", "0"],
         capture_output=True,
