@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -89,3 +94,25 @@ def test_default_forecast_answers_after_one_and_two_epochs(
         one = forecast_run(store, run_id, after=1).forecast
         assert one.method == "first-epoch" and one.stable_by == "first-epoch"
         assert one.notes[0] == "one epoch seen: the first-epoch extrapolation"
+
+
+def test_cli_imports_a_real_trace_and_forecasts_it_by_default(tmp_path: Path) -> None:
+    trace = real_trace(NAMES[0])
+    store = tmp_path / "s.db"
+
+    def cli(*args: object) -> dict[str, Any]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "joulecast", *map(str, args), "--store", store, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr
+        result: dict[str, Any] = json.loads(proc.stdout)
+        return result
+
+    run_id = cli("import", "trace", "--power", trace.power, "--phases", trace.phases)["run_id"]
+    found = cli("forecast", run_id, "--after", 21)
+    assert found["method"] == "epoch-energy" and found["stable_epoch_by"] == "fluss"
+    assert abs(found["error_pct"]) <= 3.0
+    assert found["low_j"] <= found["true_j"] <= found["high_j"]
