@@ -24,3 +24,54 @@ def test_api_live_forecast_uses_the_energy_the_summary_shows(tmp_path):
         assert forecast.energy_so_far_j == pytest.approx(energy[: k + 1].sum(), rel=1e-9)
         assert epochs["metrics"].iloc[k]["forecast"] == forecast.to_dict()
     assert seen[-1].total_j == pytest.approx(energy.sum(), rel=1e-9)
+
+
+def _stored_run(store, epochs):
+    """A run of ``epochs`` 10 s epochs at 100 W after a two-epoch warm-up at 60 W."""
+    import numpy as np
+    import pandas as pd
+
+    from joulecast.records import Phase, PhaseKind
+    from joulecast.store import SAMPLE_COLUMNS
+
+    t = np.arange(0.0, 10.0 * epochs + 0.5, 0.5)
+    samples = pd.DataFrame({"t_s": t, "device": "gpu:0", "power_w": np.where(t < 20, 60.0, 100.0)})
+    samples = samples.assign(source="replay", measured=True).reindex(columns=list(SAMPLE_COLUMNS))
+    phases = [Phase(PhaseKind.EPOCH, i, 10.0 * i, 10.0 * (i + 1)) for i in range(epochs)]
+    return store.import_run(samples=samples, phases=phases), phases
+
+
+@pytest.mark.parametrize("found", [None, 2])
+def test_auto_live_forecast_asks_fluss_until_it_answers_and_for_20_epochs_at_most(
+    tmp_path, monkeypatch, found
+):
+    import joulecast.live
+    from joulecast.forecast import LiveForecaster
+
+    calls = []
+
+    def fluss(store, run_id, epochs):
+        calls.append(len(epochs))
+        return (found, "") if found is not None else (None, "no FLUSS regime change (test)")
+
+    monkeypatch.setattr(joulecast.live, "fluss_position", fluss)
+    with joulecast.open_store(tmp_path / "s.db") as store:
+        run_id, phases = _stored_run(store, 30)
+        live = joulecast.live.LiveForecast(
+            lambda: store, run_id, LiveForecaster(30), progress=False
+        )
+        results = [live.after_epoch(p) for p in phases]
+    assert results[0].method == "first-epoch"
+    assert all(r.method == "epoch-energy" for r in results[1:])
+    if found is None:
+        # Every epoch from the second to the 20th, then the epochs' energy alone.
+        assert calls == list(range(2, 21))
+        assert "no FLUSS regime change in the first 20 epochs" in results[-1].notes[0]
+        assert results[-1].stable_by == "energy"
+    else:
+        # Until FLUSS's epoch has an epoch after it; kept from then on.
+        assert calls == [2, 3, 4] and results[-1].stable_by == "fluss"
+        assert results[-1].stable_epoch == 2
+    # 28 epochs of 1 kJ after two of 0.6 kJ (the step's trapezoid adds 10 J to epoch 2).
+    assert results[-1].total_j == pytest.approx(29_210.0)
+    assert results[10].low_j <= 29_210.0 <= results[10].high_j

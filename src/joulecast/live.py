@@ -30,6 +30,11 @@ from joulecast.store import Store
 
 log = logging.getLogger(__name__)
 
+# FLUSS reads the whole run so far: after this many epochs without a regime change, the live
+# forecast leaves it and the epochs' energy alone places the stabilizing epoch, so that its
+# cost per epoch stays bounded however long the run.
+LIVE_FLUSS_EPOCHS = 20
+
 
 def epoch_table(store: Store, run_id: int, indices: Sequence[int]) -> pd.DataFrame:
     """The per-epoch table (as :func:`joulecast.energy.phase_table`) of epochs ``indices``,
@@ -48,7 +53,8 @@ class LiveForecast:
     (``metrics["forecast"]``), checks the ``budget``, prints a progress line on stderr
     (``progress``) and calls ``on_update``. With the forecaster's stabilizing epoch
     ``"auto"``, FLUSS looks at the run so far after each epoch until it finds a regime change
-    with epochs after it; that answer is kept from then on.
+    with epochs after it (that answer is kept from then on), for the first
+    ``LIVE_FLUSS_EPOCHS`` epochs at most.
     """
 
     store: Callable[[], Store]
@@ -146,10 +152,12 @@ class LiveForecast:
             return None
         done = table.sort_values("index").reset_index(drop=True)
         position, why = self._fluss, ""
-        if position is None:
+        if position is None and len(done) <= LIVE_FLUSS_EPOCHS:
             position, why = fluss_position(store, self.run_id, done)
             if position is not None and position < len(done) - 1:
                 self._fluss = position
+        elif position is None:
+            why = f"no FLUSS regime change in the first {LIVE_FLUSS_EPOCHS} epochs"
         return choose_stable_epoch(
             done["energy_j"].to_numpy(float),
             window=self.forecaster.window,
