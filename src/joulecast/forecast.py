@@ -47,7 +47,7 @@ DEFAULT_STABLE_EPOCH = 10
 # The default stabilizing epoch: found in the run (FLUSS, then the energy rule).
 AUTO = "auto"
 # Relative 1-sigma spread of an epoch's energy assumed where one epoch gives no spread.
-_UNKNOWN_SPREAD = 0.10
+_UNKNOWN_SPREAD = 0.15
 # Relative 1-sigma uncertainty of the first epoch as a measure of the later ones: first
 # epochs carry one-off costs (loading, compilation, caches) or a warm-up still under way.
 _FIRST_EPOCH_SPREAD = 0.30
@@ -106,6 +106,7 @@ class Forecast:
     energy_so_far_j: float = 0.0
     notes: list[str] = field(default_factory=list)
     stable_by: str | None = None
+    stable_index: int | None = None
 
     @property
     def remaining_j(self) -> float:
@@ -123,6 +124,7 @@ class Forecast:
             "epochs_used": self.epochs_used,
             "total_epochs": self.total_epochs,
             "stable_epoch": self.stable_epoch,
+            "stable_epoch_index": self.stable_index,
             "stable_epoch_by": self.stable_by,
             "window": list(self.window) if self.window else None,
             "duration_s": self.duration_s,
@@ -162,10 +164,20 @@ def _t_quantile(dof: int) -> float:
 
 
 def _check_table(epochs: pd.DataFrame) -> pd.DataFrame:
+    import numpy as np
+
     for col in ("index", "duration_s", "energy_j"):
         if col not in epochs.columns:
             raise InputError(f"epoch table lacks column {col!r}")
     done = epochs.dropna(subset=["energy_j", "duration_s"]).sort_values("index")
+    for col in ("energy_j", "duration_s"):
+        values = done[col].to_numpy(float)
+        bad = ~np.isfinite(values) | (values < 0)
+        if bad.any():
+            at = int(bad.argmax())
+            raise InputError(
+                f"epoch {done['index'].iloc[at]}: {col} {values[at]}: expected a finite value >= 0"
+            )
     if done.empty:
         raise InputError(
             "no finished epoch to forecast from: mark epochs (run.epoch(...)) and finish one"
@@ -196,6 +208,8 @@ def _interval(
     level_spread = _LEVEL_SPREAD if level_spread is None else level_spread
     n = len(values)
     mean = abs(float(np.mean(values)))
+    if remaining <= 0:
+        return centre, centre
     if n >= 2:
         sd = float(np.std(values, ddof=1))
         q = _t_quantile(n - 1)
@@ -206,8 +220,6 @@ def _interval(
             f"one epoch gives no spread: the interval assumes {unknown_spread:.0%} "
             "epoch-to-epoch spread"
         )
-    if remaining <= 0:
-        return centre, centre
     level_sq = (level_spread * mean) ** 2 + drift_j**2
     half = q * math.sqrt(remaining * sd**2 + remaining**2 * (sd**2 / n + level_sq))
     return max(0.0, centre - half), centre + half
@@ -219,6 +231,7 @@ def choose_stable_epoch(
     window: int = DEFAULT_WINDOW,
     fluss_position: int | None = None,
     fluss_note: str = "",
+    indices: Sequence[int] | None = None,
 ) -> StableEpoch:
     """The stabilizing epoch of a run from the epochs seen so far.
 
@@ -229,7 +242,8 @@ def choose_stable_epoch(
     the energy rule decides: the first epoch after the first whose energy is in line with the
     epochs after it. Where it cannot judge (fewer than 5 epochs seen), every epoch after the
     first; where no epoch is in line yet, the latest ``window`` epochs. After one epoch,
-    position None.
+    position None. Positions count from 0 in the table; the notes name the epochs by their
+    ``indices`` where given.
     """
     import numpy as np
 
@@ -237,6 +251,10 @@ def choose_stable_epoch(
 
     energy = np.asarray(energy_j, dtype=float)
     n = len(energy)
+
+    def name(position: int) -> str:
+        return f"epoch {indices[position] if indices is not None else position}"
+
     if n < 2:
         return StableEpoch(
             None, StableBy.FIRST_EPOCH, "one epoch seen: the first-epoch extrapolation"
@@ -245,12 +263,15 @@ def choose_stable_epoch(
         # The first epoch is measured whatever happens; the forecast rests on later ones.
         start = max(fluss_position, 1)
         settled = first_settled(energy, start)
-        position = start if settled is None else settled
+        if settled is None:
+            return StableEpoch(
+                start, StableBy.FLUSS, f"stable from {name(start)}: FLUSS's regime change"
+            )
         return StableEpoch(
-            position,
+            settled,
             StableBy.FLUSS,
-            f"stabilizing epoch {position} (FLUSS's regime change, then the first settled "
-            "epoch from it)",
+            f"stable from {name(settled)}: FLUSS's regime change, then the first epoch whose "
+            "energy is in line with the ones after it",
         )
     if fluss_position is not None:
         why = "FLUSS puts the regime change in the last epoch seen; "
@@ -268,7 +289,7 @@ def choose_stable_epoch(
         return StableEpoch(
             settled,
             StableBy.ENERGY,
-            f"{why}stabilizing epoch {settled}, the first whose energy is in line with the "
+            f"{why}stable from {name(settled)}, the first whose energy is in line with the "
             "epochs after it",
         )
     position = max(1, n - window)
@@ -312,24 +333,24 @@ def stable_window(
 
 
 def _resolve_stable(
-    stable_epoch: int | str | StableEpoch, energy: np.ndarray, window: int
+    stable_epoch: int | str | StableEpoch, energy: np.ndarray, window: int, indices: list[int]
 ) -> StableEpoch:
     if isinstance(stable_epoch, StableEpoch):
         return stable_epoch
     if stable_epoch == AUTO:
-        return choose_stable_epoch(energy, window=window)
+        return choose_stable_epoch(energy, window=window, indices=indices)
     if isinstance(stable_epoch, str):
         raise InputError(f"stable epoch {stable_epoch!r}: expected an epoch number or 'auto'")
     return StableEpoch(int(stable_epoch), StableBy.FIXED)
 
 
-def _drift(energy: np.ndarray, window: int) -> float:
+def _drift(energy: np.ndarray, stable: int, window: int) -> float:
     """How far the level of the epochs to come may be from the window's, J per epoch: the
-    trend over the latest 2 x ``window`` epochs after the first (all epochs while fewer than
-    4 are seen), over _DRIFT_EPOCHS epochs."""
+    trend of the latest 2 x ``window`` stable epochs (none but the first epoch, whose one-off
+    costs are no trend) over _DRIFT_EPOCHS epochs; 0 with fewer than 2 of them."""
     import numpy as np
 
-    points = energy[max(1, len(energy) - 2 * window) :] if len(energy) >= 4 else energy
+    points = energy[max(1, stable, len(energy) - 2 * window) :]
     if len(points) < 2:
         return 0.0
     x = np.arange(len(points), dtype=float)
@@ -394,7 +415,12 @@ def forecast_energy(
     so_far = float(energy.sum())
     notes: list[str] = []
 
-    choice = None if method is Method.FIRST_EPOCH else _resolve_stable(stable_epoch, energy, window)
+    indices = done["index"].tolist()
+    choice = (
+        None
+        if method is Method.FIRST_EPOCH
+        else _resolve_stable(stable_epoch, energy, window, indices)
+    )
     if choice is None or choice.position is None:
         if choice is not None:
             notes.append(choice.note)
@@ -426,7 +452,7 @@ def forecast_energy(
     projected_s = seen_s + mean_epoch_s * (total_epochs - n)
     t_total = duration_s if duration_s is not None else projected_s
     mean_j = float(w_energy.mean())
-    drift = _drift(energy, window)
+    drift = _drift(energy, stable, window)
 
     if method is Method.POWER:
         p_w = float(w_energy.sum() / w_duration.sum())
@@ -437,12 +463,12 @@ def forecast_energy(
         remaining_s = max(0.0, t_total - seen_s)
         units = remaining_s / mean_epoch_s if mean_epoch_s > 0 else 0.0
         low, high = _interval(so_far + p_w * remaining_s, w_energy, units, notes, drift_j=drift)
-        low, high = min(low, total), max(high, total)
     else:
         # Eq. 2 (E_w x s / w + E_u) where the window is every stable epoch seen; past the
         # window, the epochs seen count with their measured energy.
         total = so_far + mean_j * (total_epochs - n)
         low, high = _interval(total, w_energy, total_epochs - n, notes, drift_j=drift)
+    low, high = min(low, total), max(high, total)
     return Forecast(
         float(total),
         float(low),
@@ -456,6 +482,7 @@ def forecast_energy(
         so_far,
         notes,
         choice.by.value,
+        int(indices[stable]),
     )
 
 
@@ -752,6 +779,7 @@ def auto_stable_epoch(
         window=window,
         fluss_position=position,
         fluss_note=why,
+        indices=epochs["index"].tolist(),
     )
 
 
@@ -813,16 +841,22 @@ def forecast_run(
     k = after if after is not None else len(epochs)
     if k < 1 or k > len(epochs):
         raise InputError(f"after {k}: the run has {len(epochs)} finished epochs")
+    if total_epochs is not None and total_epochs < 1:
+        raise InputError(f"total epochs {total_epochs}: expected at least 1")
     planned = total_epochs or len(epochs)
     seen = epochs.iloc[:k]
-    finished = store.run(run_id)["status"] != "running" and planned == len(epochs)
-    duration_s = _duration(duration, epochs, finished, run_id)
+    status = store.run(run_id)["status"]
+    finished = status != "running" and planned == len(epochs)
+    duration_s = _duration(duration, epochs, status == "completed" and finished, run_id)
     stable: int | str | StableEpoch = stable_epoch
     if stable_epoch == AUTO and Method(method) is not Method.FIRST_EPOCH:
         stable = auto_stable_epoch(store, run_id, seen, window=window)
     result = forecast_energy(
         seen, planned, method=method, stable_epoch=stable, window=window, duration_s=duration_s
     )
+    if duration_s is not None and Method(method) is not Method.POWER:
+        name = Method(method).value
+        result.notes.append(f"the true duration is used by the power method only, not {name}")
     true_j = float(epochs["energy_j"].sum()) if finished else None
     return RunForecast(run_id, result, k, true_j)
 
@@ -835,7 +869,7 @@ def _duration(duration: str, epochs: pd.DataFrame, finished: bool, run_id: int) 
         raise InputError(f"duration {duration!r}: expected 'true' or 'projected'")
     if not finished:
         raise InputError(
-            f"run {run_id}: the true training duration is known only for a finished run "
+            f"run {run_id}: the true training duration is known only for a completed run "
             "forecast for the epochs it ran"
         )
     return float(epochs["duration_s"].sum())

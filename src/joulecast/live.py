@@ -30,9 +30,8 @@ from joulecast.store import Store
 
 log = logging.getLogger(__name__)
 
-# FLUSS reads the whole run so far: after this many epochs without a regime change, the live
-# forecast leaves it and the epochs' energy alone places the stabilizing epoch, so that its
-# cost per epoch stays bounded however long the run.
+# FLUSS reads the whole run so far: after this many epochs the live forecast stops asking it
+# and keeps its last answer, so that its cost per epoch stays bounded however long the run.
 LIVE_FLUSS_EPOCHS = 20
 
 
@@ -52,9 +51,9 @@ class LiveForecast:
     energy from ``store()``, forecasts with ``forecaster``, stores the forecast with the epoch
     (``metrics["forecast"]``), checks the ``budget``, prints a progress line on stderr
     (``progress``) and calls ``on_update``. With the forecaster's stabilizing epoch
-    ``"auto"``, FLUSS looks at the run so far after each epoch until it finds a regime change
-    with epochs after it (that answer is kept from then on), for the first
-    ``LIVE_FLUSS_EPOCHS`` epochs at most.
+    ``"auto"``, FLUSS looks at the run so far after each of the first ``LIVE_FLUSS_EPOCHS``
+    epochs (as ``joulecast forecast --after K`` does); its last answer with epochs after it
+    is kept for the epochs after those.
     """
 
     store: Callable[[], Store]
@@ -151,16 +150,22 @@ class LiveForecast:
         if self.forecaster.stable_epoch != AUTO or len(table) < 2:
             return None
         done = table.sort_values("index").reset_index(drop=True)
-        position, why = self._fluss, ""
-        if position is None and len(done) <= LIVE_FLUSS_EPOCHS:
+        if len(done) <= LIVE_FLUSS_EPOCHS:
             position, why = fluss_position(store, self.run_id, done)
+            # The answer FLUSS gives when it sees this many epochs is the one kept past them.
             if position is not None and position < len(done) - 1:
                 self._fluss = position
-        elif position is None:
-            why = f"no FLUSS regime change in the first {LIVE_FLUSS_EPOCHS} epochs"
+        else:
+            position = self._fluss
+            why = (
+                ""
+                if position is not None
+                else (f"no FLUSS regime change in the first {LIVE_FLUSS_EPOCHS} epochs")
+            )
         return choose_stable_epoch(
             done["energy_j"].to_numpy(float),
             window=self.forecaster.window,
             fluss_position=position,
             fluss_note=why,
+            indices=done["index"].tolist(),
         )

@@ -112,7 +112,11 @@ def test_forecast_cli_power_with_the_true_duration(imported):
     assert true["duration_s"] == pytest.approx(190.0)
     assert true["total_j"] == pytest.approx(190.0 * true["total_j"] / true["duration_s"])
     late = cli(*args, "--total-epochs", 30, "--duration", "true", check=False)
-    assert late.returncode == 2 and "only for a finished run" in late.stderr
+    assert late.returncode == 2 and "only for a completed run" in late.stderr
+    other = json.loads(cli(*args, "--duration", "true", "--json").stdout)
+    assert "the true duration is used by the power method only, not epoch-energy" in other["notes"]
+    none = cli(*args, "--total-epochs", 0, check=False)
+    assert none.returncode == 2 and "total epochs 0: expected at least 1" in none.stderr
 
 
 def test_forecast_eval_cli(imported):

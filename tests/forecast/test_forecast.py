@@ -279,3 +279,18 @@ def test_live_forecaster_auto_answers_from_the_second_epoch():
     assert fixed.stable_epoch == 1 and fixed.stable_by == "fixed"
     with pytest.raises(InputError, match="expected an epoch number or 'auto'"):
         LiveForecaster(20, stable_epoch="soon")
+
+
+def test_a_costly_first_epoch_is_no_trend():
+    # The first epoch's one-off cost does not widen the interval of the epochs after it.
+    for energy in ([200, 100], [200, 100, 100], [200, 100, 100, 100]):
+        f = forecast_energy(table(energy), 40)
+        assert f.stable_epoch == 1
+        assert 0.5 * f.total_j < f.low_j < f.total_j < f.high_j < 1.5 * f.total_j, energy
+
+
+def test_bad_epoch_tables_are_refused():
+    with pytest.raises(InputError, match="epoch 1: energy_j -5.0: expected a finite value >= 0"):
+        forecast_energy(table([100, -5, 100]), 10)
+    with pytest.raises(InputError, match="epoch 2: duration_s inf"):
+        forecast_energy(table([100, 100, 100], [10, 10, math.inf]), 10)
