@@ -129,6 +129,30 @@ def test_scale_benchmark_smoke(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_forecast_speed_smoke(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOULECAST_")}
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT.parent / "forecast_speed.py"), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    rows = [ln for ln in lines if ln.endswith("x")]
+    commands = ["show", "forecast --after 10 --stable-epoch auto", "show", "stability"]
+    assert [ln[31:].rsplit(maxsplit=4)[0] for ln in rows] == commands
+    assert rows[0].startswith("(a) 20 epochs, ") and rows[2].startswith("(b) 20,000 samples")
+    assert all(ln.split()[-2:] == ["1.00x", "1.00x"] for ln in rows if " show " in ln)
+    targets = [ln for ln in lines if ln.startswith("target ")]
+    assert [t.split(":")[0] for t in targets] == [f"target {c}" for c in commands[1::2]]
+    assert all(t.endswith((": PASS", ": FAIL")) for t in targets)
+    assert not list(tmp_path.iterdir()), "runs, stores and caches go to a temp dir"
+
+
+@pytest.mark.slow
 def test_profile_sampler_smoke(tmp_path: Path) -> None:
     flags = ["--skip-ablation", "--seconds", "0.5", "--top", "3", "--gpus", "3"]
     proc = subprocess.run(
