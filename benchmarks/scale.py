@@ -414,9 +414,9 @@ def checks(sizes: list[Size], commands: list[str], growth_limit: float) -> list[
 def closing_note(args: argparse.Namespace) -> str:
     text = (
         "Reading the table: wall s is one child process from start to exit (Python start and "
-        "`import joulecast` included; stability also compiles stumpy's numba kernels, some 30 s "
-        "on 2 cores), the median of --repeats; peak MB is that child's maximum resident set "
-        "(10^6 bytes). The floor is a fresh Python counting the run's rows with sqlite3 alone. "
+        "`import joulecast` included), the median of --repeats; peak MB is that child's maximum "
+        "resident set (10^6 bytes). The floor is a fresh Python counting the run's rows with "
+        "sqlite3 alone. "
         "A ratio column divides a size's figure by the previous size's: sizes four times apart "
         "give ~4 for a figure that grows with the run, ~1 for one that does not. CHECK lines: "
         f"show --json peak <= {SHOW_PEAK_LIMIT_MB:.0f} MB and wall <= "

@@ -1,8 +1,7 @@
 """FLUSS stabilization: speed on a 1,000,000-sample trace, and the adaptive grid vs full resolution.
 
 (a) A simulated 1,000,000-sample trace (100 ms samples, ~28 h, 200 epochs) is segmented with the
-default adaptive grid (at most 20,000 points); the time is printed with and without numba's
-one-off compilation.
+default adaptive grid (at most 20,000 points), and timed.
 (b) On simulated traces of 25,000 to 60,000 samples at 0.5 s (the paper's sampling; 40 to 60
 epochs of 5 to 12 minutes), still short enough to segment at full resolution, the adaptive
 answer (default: at most 20,000 points) and a coarser one (at most --max-points points) are
@@ -27,15 +26,6 @@ from simulate import simulate_run
 from joulecast.stability import stabilizing_epoch
 
 
-def warm_up() -> float:
-    """Compile stumpy's numba kernels once; returns the seconds it took."""
-    t0 = time.perf_counter()
-    rng = np.random.default_rng(1)
-    run = simulate_run(rng, 12, epoch_s=(5.0, 6.0))
-    stabilizing_epoch(run.samples, run.phases)
-    return time.perf_counter() - t0
-
-
 def big_trace(seed: int) -> None:
     rng = np.random.default_rng(seed)
     run = simulate_run(rng, 200, dt_s=0.1, epoch_s=(500.0, 500.0))
@@ -47,7 +37,7 @@ def big_trace(seed: int) -> None:
     print(
         f"(a) {len(run.samples):,} samples at 0.1 s, {len(run.phases)} epochs of "
         f"~{run.phases['end_s'].diff().median():.0f} s: grid {result.resolution_s:g} s "
-        f"({len(result.t_s):,} points), {took:.2f} s after compilation; stabilizing epoch "
+        f"({len(result.t_s):,} points), {took:.2f} s; stabilizing epoch "
         f"{result.epoch} (warm-up ends in epoch {run.warmup_epochs})"
     )
 
@@ -96,7 +86,6 @@ def main() -> None:
     parser.add_argument("--max-points", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    print(f"numba compilation (first call in this process): {warm_up():.1f} s")
     big_trace(args.seed)
     if args.traces:
         compare(args.traces, args.max_points, args.seed)

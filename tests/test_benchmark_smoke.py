@@ -69,7 +69,6 @@ def test_sampler_overhead_smoke(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_forecast_and_stability_benchmarks_smoke(tmp_path: Path) -> None:
-    pytest.importorskip("stumpy")
     bench = SCRIPT.parent
     proc = subprocess.run(
         [sys.executable, str(bench / "forecast_accuracy.py"), "--runs", "20", "--traces", "2"],
@@ -105,11 +104,10 @@ def test_forecast_and_stability_benchmarks_smoke(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_scale_benchmark_smoke(tmp_path: Path) -> None:
-    # stability is left out: each fresh process compiles stumpy's kernels (~30 s on 2 cores).
     out_json = tmp_path / "figures.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOULECAST_")}
     cmd = [sys.executable, str(SCRIPT.parent / "scale.py"), "--smoke", "--json", str(out_json)]
-    cmd += ["--commands", "import,show,export,forecast"]
+    cmd += ["--commands", "import,show,export,forecast,stability"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
@@ -119,19 +117,44 @@ def test_scale_benchmark_smoke(tmp_path: Path) -> None:
     for label in ("floor count(*)", "import trace", "show --json", "export", "forecast"):
         cells = rows[label].split("|")
         assert len(cells) == 4 and "error" not in rows[label], rows[label]
-    assert "stability" not in rows
+    assert len(rows["stability"].split("|")) == 4 and "error" not in rows["stability"]
     checks = [ln for ln in lines if ln.startswith("CHECK ")]
     assert any(ln.startswith("CHECK show --json peak at 80k: ") for ln in checks)
     assert any(ln.startswith("CHECK show --json wall 80k/20k: ") for ln in checks)
-    assert sum("peak growth 80k/20k" in ln for ln in checks) == 4
+    assert sum("peak growth 80k/20k" in ln for ln in checks) == 5
     assert all(ln.endswith((": PASS", ": FAIL")) for ln in checks)
     figures = json.loads(out_json.read_text())
     assert [s["rows"] for s in figures["sizes"]] == [20_000, 80_000]
+    names = {"import", "floor", "show", "export", "forecast", "stability"}
     for size in figures["sizes"]:
-        assert set(size["figures"]) == {"import", "floor", "show", "export", "forecast"}
+        assert set(size["figures"]) == names
         for figure in size["figures"].values():
             assert figure["error"] is None and figure["peak_mb"] > 0 and figure["wall_s"] > 0
     assert list(tmp_path.iterdir()) == [out_json], "inputs and stores go to a temp dir"
+
+
+@pytest.mark.slow
+def test_forecast_speed_smoke(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOULECAST_")}
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT.parent / "forecast_speed.py"), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    rows = [ln for ln in lines if ln.endswith("x")]
+    commands = ["show", "forecast --after 10 --stable-epoch auto", "show", "stability"]
+    assert [ln[31:].rsplit(maxsplit=4)[0] for ln in rows] == commands
+    assert rows[0].startswith("(a) 20 epochs, ") and rows[2].startswith("(b) 20,000 samples")
+    assert all(ln.split()[-2:] == ["1.00x", "1.00x"] for ln in rows if " show " in ln)
+    targets = [ln for ln in lines if ln.startswith("target ")]
+    assert [t.split(":")[0] for t in targets] == [f"target {c}" for c in commands[1::2]]
+    assert all(t.endswith((": PASS", ": FAIL")) for t in targets)
+    assert not list(tmp_path.iterdir()), "runs, stores and caches go to a temp dir"
 
 
 @pytest.mark.slow

@@ -3,10 +3,12 @@
 The run's total power (all devices with power readings) is put on a uniform grid, each point
 the mean power over its cell (the trapezoid of the readings: :func:`joulecast.energy.mean_power`,
 so that every reading counts however coarse the grid), the matrix profile of that series is
-computed with ``stumpy.stump(power, m)``, and
-``stumpy.fluss(I, L, n_regimes=2, excl_factor)`` finds the one regime change (del Rey et al.:
-m = L = 10 on 500 ms samples). The stabilizing epoch is the first epoch that ends after the
-change. FLUSS can answer at the masked edges of the series; such an answer is rejected.
+computed (subsequences of m points, as ``stumpy.stump(power, m)`` computes it), and FLUSS's
+corrected arc curve (``stumpy.fluss(I, L, n_regimes=2, excl_factor)``) finds the one regime
+change (del Rey et al.: m = L = 10 on 500 ms samples). Both are numpy
+(:mod:`joulecast._matrix_profile`): nothing is compiled, the first call in a process costs
+what the others do. The stabilizing epoch is the first epoch that ends after the change.
+FLUSS can answer at the masked edges of the series; such an answer is rejected.
 
 Subsequences are compared without z-normalization by default: a warm-up differs from the
 stable regime mostly in its power *level*, which z-normalization removes; with it, a long
@@ -18,14 +20,13 @@ part; epochs there can still be longer or lighter than the stable ones. :func:`s
 therefore moves on from FLUSS's epoch to the first epoch whose energy is in line with the
 epochs after it: ``Stability.settled_epoch``, the one the forecasts use.
 
-``stump`` is O(n^2): long traces are resampled to at most ``max_points`` points, at a
+The matrix profile is O(n^2): long traces are resampled to at most ``max_points`` points, at a
 resolution that still keeps several points per epoch where the run allows it.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from joulecast._matrix_profile import corrected_arc_curve, matrix_profile
 from joulecast._plot import pyplot
 from joulecast.errors import InputError
 
@@ -90,13 +92,6 @@ class Stability:
         }
 
 
-def _stumpy() -> Any:
-    try:
-        return importlib.import_module("stumpy")
-    except ImportError as exc:
-        raise InputError("stability needs stumpy: pip install 'joulecast[stability]'") from exc
-
-
 def total_power(samples: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Times and summed power of every device with power readings, on the union of times."""
     frame = samples.dropna(subset=["power_w"])
@@ -141,23 +136,21 @@ def find_change(
     power_w: np.ndarray, m: int = DEFAULT_M, L: int = DEFAULT_L, *, normalize: bool = False
 ) -> tuple[int | None, np.ndarray, str]:
     """Index of the one regime change FLUSS finds in ``power_w`` (None if it is not credible)."""
-    stumpy = _stumpy()
     n = len(power_w)
     if n < 4 * m or n <= EXCL_FACTOR * L * 2 + 1:
         return None, np.zeros(n), f"series too short ({n} points) for m={m}, L={L}"
     if float(np.ptp(power_w)) == 0.0:
         return None, np.ones(n), "power is constant: nothing to segment"
-    profile = stumpy.stump(power_w.astype(np.float64), m, normalize=normalize)
-    index = profile[:, 1].astype(np.int64)
+    _, index = matrix_profile(power_w, m, normalize=normalize)
     # The ideal arc curve of a series with no regime change is the parabola 2 i (n - i) / n
     # (Gharghabi et al. 2017); stumpy estimates it by simulation, about 0.6 s a call.
     i = np.arange(len(index), dtype=np.float64)
     iac = np.maximum(2.0 * i * (len(index) - i) / len(index), 1e-9)
-    cac, _ = stumpy.fluss(index, L, 2, excl_factor=EXCL_FACTOR, custom_iac=iac)
+    cac = corrected_arc_curve(index, L, iac, excl_factor=EXCL_FACTOR)
     # FLUSS's own answer can sit at the edges, where the arc curve's correction is weakest:
     # take the lowest point of the arc curve away from both ends instead.
     edge = max(EXCL_FACTOR * L, int(EDGE_SHARE * len(cac)))
-    inner = np.asarray(cac, dtype=float).copy()
+    inner = cac.copy()
     inner[:edge] = np.inf
     inner[len(inner) - edge :] = np.inf
     loc = int(np.argmin(inner))

@@ -146,7 +146,6 @@ def test_forecast_eval_cli(imported):
 
 @pytest.mark.slow
 def test_stability_cli(imported, tmp_path):
-    pytest.importorskip("stumpy")
     pytest.importorskip("matplotlib")
     store, run_id = imported
     png = tmp_path / "profile.png"
@@ -197,7 +196,6 @@ def test_forecast_eval_bad_input(imported, tmp_path):
 
 @pytest.mark.slow
 def test_stability_cli_over_runs(imported, tmp_path):
-    pytest.importorskip("stumpy")
     pytest.importorskip("matplotlib")
     store, run_id = imported
     png = tmp_path / "fig9.png"

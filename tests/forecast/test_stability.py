@@ -66,7 +66,6 @@ def test_stable_share_cumulative():
 
 @pytest.mark.slow
 def test_fluss_finds_the_end_of_warmup():
-    pytest.importorskip("stumpy")
     samples, epochs = warmup_run()
     result = stabilizing_epoch(samples, epochs)
     assert result.change_s is not None and 70 <= result.change_s <= 110
@@ -128,7 +127,6 @@ def test_a_stored_run_gives_what_its_samples_give(store, monkeypatch, ways):
     from joulecast.forecast import StableBy, auto_stable_epoch, finished_epochs
     from joulecast.stability import stored_stabilizing_epoch
 
-    pytest.importorskip("stumpy")
     run_id, epochs = _stored_warmup(store)
     if ways == "reads":
         monkeypatch.setattr(joulecast.store, "_READS_PER_ROW", 0)
