@@ -216,7 +216,6 @@ def default_on_store(store: Store, run_ids: list[int], afters: list[int | str], 
 def stored_simulations(store: Store, runs: list[tuple[pd.DataFrame, pd.DataFrame]]) -> list[int]:
     """The simulated traces imported into ``store``; their run ids."""
     from joulecast.records import Phase, PhaseKind
-
     from joulecast.store import SAMPLE_COLUMNS
 
     ids = []

@@ -290,7 +290,7 @@ def test_a_costly_first_epoch_is_no_trend():
 
 
 def test_bad_epoch_tables_are_refused():
-    with pytest.raises(InputError, match="epoch 1: energy_j -5.0: expected a finite value >= 0"):
+    with pytest.raises(InputError, match=r"epoch 1: energy_j -5\.0: expected a finite value >= 0"):
         forecast_energy(table([100, -5, 100]), 10)
     with pytest.raises(InputError, match="epoch 2: duration_s inf"):
         forecast_energy(table([100, 100, 100], [10, 10, math.inf]), 10)
