@@ -176,8 +176,12 @@ def test_counter_steps_at_the_first_instant_count_from_it(store: Store) -> None:
     assert mismatches(store.path) == []
 
 
-@pytest.mark.parametrize("chunk_rows", [1, 2, 5, 1000])
-def test_a_scan_in_chunks_gives_what_the_reads_give(store: Store, chunk_rows: int) -> None:
+@pytest.mark.parametrize(("chunk_rows", "around"), [(1, 1), (2, 7), (5, 400), (1000, 3)])
+def test_a_scan_in_chunks_gives_what_the_reads_give(
+    store: Store, monkeypatch: pytest.MonkeyPatch, chunk_rows: int, around: int
+) -> None:
+    # The reads look up `around` times per statement.
+    monkeypatch.setattr(ledger, "_AROUND_CHUNK", around)
     rng = np.random.default_rng(4)
     run = store.create_run()
     t = np.repeat(np.arange(0.0, 30.0, 0.5), 2)  # every time twice: ties across chunks

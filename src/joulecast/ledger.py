@@ -495,7 +495,8 @@ def energy_at(
     :meth:`joulecast.energy.EnergyCurve.at` gives it (clamped to the device's counted span;
     NaN at a NaN time); devices without energy on ``track`` are left out.
 
-    Each time inside a device's span costs two indexed reads: the rows around it.
+    Each time inside a device's span costs two indexed reads: the rows around it, made
+    inside SQLite a chunk of times per statement.
     """
     import numpy as np
 
@@ -507,27 +508,51 @@ def energy_at(
             continue
         e, inner, at = found.clamped(times)
         taus, back = np.unique(at[inner], return_inverse=True)
-        where = f"run_id = ? AND device = ? AND {found.column} IS NOT NULL"
-        around = []
-        for tau in taus.tolist():
-            before = conn.execute(
-                f"SELECT t_s, power_w, {found.column} FROM samples WHERE {where} AND t_s <= ?"
-                " ORDER BY t_s DESC, rowid DESC LIMIT 1",
-                (run_id, device, tau),
-            ).fetchone()
-            after = conn.execute(
-                f"SELECT t_s, power_w, {found.column} FROM samples WHERE {where} AND t_s > ?"
-                " ORDER BY t_s, rowid LIMIT 1",
-                (run_id, device, tau),
-            ).fetchone()
-            if before is None or after is None:  # the aggregates and the rows disagree
-                raise sqlite3.DatabaseError(f"run {run_id}: {device} has no rows around {tau} s")
-            around.append((*before, *after))
+        around = _rows_around(conn, run_id, device, found.column, taus)
         if around:
             rows = np.array(around, dtype=float)  # None (no power) becomes NaN
             e[inner] = _between(found.counter, rows[:, :3], rows[:, 3:], taus)[back]
         out[device] = e
     return out
+
+
+# Times looked up per statement by _rows_around: two parameters each, well under SQLite's
+# limit on parameters, and few statements for many times.
+_AROUND_CHUNK = 400
+
+
+def _rows_around(
+    conn: sqlite3.Connection, run_id: int, device: str, column: str, taus: np.ndarray
+) -> list[tuple[Any, ...]]:
+    """For each of the sorted ``taus``: the device's last row with ``column`` at or before it
+    and its first such row after it, as (t_s, power_w, column) twice.
+
+    Each time costs two indexed seeks, made inside SQLite a chunk of times per statement.
+    """
+    where = f"run_id = ? AND device = ? AND {column} IS NOT NULL"
+    around: list[tuple[Any, ...]] = []
+    for start in range(0, len(taus), _AROUND_CHUNK):
+        chunk = taus[start : start + _AROUND_CHUNK].tolist()
+        values = ", ".join("(?, ?)" for _ in chunk)
+        sql = (
+            f"WITH q(i, tau) AS (VALUES {values}), r AS (SELECT i, tau,"
+            f" (SELECT rowid FROM samples WHERE {where} AND t_s <= q.tau"
+            "  ORDER BY t_s DESC, rowid DESC LIMIT 1) AS b,"
+            f" (SELECT rowid FROM samples WHERE {where} AND t_s > q.tau"
+            "  ORDER BY t_s, rowid LIMIT 1) AS a FROM q)"
+            f" SELECT r.tau, sb.t_s, sb.power_w, sb.{column}, sa.t_s, sa.power_w, sa.{column}"
+            " FROM r LEFT JOIN samples sb ON sb.rowid = r.b LEFT JOIN samples sa ON sa.rowid = r.a"
+            " ORDER BY r.i"
+        )
+        params: list[Any] = []
+        for i, tau in enumerate(chunk):
+            params += (i, tau)
+        rows = conn.execute(sql, (*params, run_id, device, run_id, device)).fetchall()
+        for tau, *row in rows:
+            if row[0] is None or row[3] is None:  # the aggregates and the rows disagree
+                raise sqlite3.DatabaseError(f"run {run_id}: {device} has no rows around {tau} s")
+            around.append(tuple(row))
+    return around
 
 
 def energy_scan(

@@ -152,9 +152,10 @@ SCHEMA_VERSION = max(_MIGRATIONS)
 SAMPLE_COLUMNS = ledger.SAMPLE_COLUMNS
 #: Rows per chunk of :meth:`Store.iter_samples`, unless told: a few tens of MB in pandas.
 SAMPLE_CHUNK_ROWS = 100_000
-# What one indexed read of Store.energy_at costs, in rows read in a scan (measured: ~10 us
-# against ~3 us; more devices make a read dearer, as it steps over their rows).
-_READS_PER_ROW = 4
+# What one indexed read of Store.energy_at costs, in rows read in a scan (measured on a
+# 4-device run: ~5 us against ~2.6 us; more devices make a read dearer, as it steps over
+# their rows).
+_READS_PER_ROW = 2
 
 
 def default_store_path() -> Path:
