@@ -1,7 +1,7 @@
 """CLI speed of automatic stabilization: forecast and stability beside show, cold and warm.
 
 (a) A stored 20-epoch run (``simulate.py``: 0.5 s samples, a warm-up transient):
-    ``joulecast show RUN`` and ``joulecast forecast RUN --after 10 --stable-epoch auto``.
+    ``joulecast show RUN`` and ``joulecast forecast RUN --after 10`` (its default stabilizing epoch: auto).
 (b) A stored 1,000,000-sample run (``scale.py``'s trace: 4 rows per tick at 10 Hz, 200 epochs):
     ``joulecast show RUN`` and ``joulecast stability RUN``.
 
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         run_b = import_run(store, power, phases, "b", env)
         jc = [sys.executable, "-m", "joulecast"]
         where = ["--store", str(store)]
-        forecast = ["forecast", "--after", str(AFTER_A), "--stable-epoch", "auto"]
+        forecast = ["forecast", "--after", str(AFTER_A)]
         plan = [
             (f"(a) {EPOCHS_A} epochs, {samples_a:,} samples", "show", ["show", *where, run_a]),
             ("", " ".join(forecast), [*forecast, *where, run_a]),

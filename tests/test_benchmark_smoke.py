@@ -147,7 +147,7 @@ def test_forecast_speed_smoke(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     rows = [ln for ln in lines if ln.endswith("x")]
-    commands = ["show", "forecast --after 10 --stable-epoch auto", "show", "stability"]
+    commands = ["show", "forecast --after 10", "show", "stability"]
     assert [ln[31:].rsplit(maxsplit=4)[0] for ln in rows] == commands
     assert rows[0].startswith("(a) 20 epochs, ") and rows[2].startswith("(b) 20,000 samples")
     assert all(ln.split()[-2:] == ["1.00x", "1.00x"] for ln in rows if " show " in ln)
