@@ -17,6 +17,7 @@ stored run is read from the aggregates the store keeps as its samples are writte
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -309,11 +310,14 @@ def mean_power(samples: pd.DataFrame, edges_s: np.ndarray) -> dict[str, np.ndarr
     return _cell_means({d: c.at(edges) for d, c in power.items()}, edges)
 
 
-def stored_mean_power(store: Any, run_id: int, edges_s: np.ndarray) -> dict[str, np.ndarray]:
-    """:func:`mean_power` of a stored run, from the store's energy aggregates (the power
-    track of :meth:`joulecast.store.Store.energy_at`): no sample is loaded."""
+def stored_mean_power(
+    store: Any, run_id: int, edges_s: np.ndarray, *, devices: Collection[str] | None = None
+) -> dict[str, np.ndarray]:
+    """:func:`mean_power` of a stored run (of its ``devices`` only, where given), from the
+    store's energy aggregates (the power track of :meth:`joulecast.store.Store.energy_at`):
+    no sample is loaded."""
     edges = np.asarray(edges_s, dtype=float)
-    return _cell_means(store.energy_at(run_id, edges, track="power"), edges)
+    return _cell_means(store.energy_at(run_id, edges, track="power", devices=devices), edges)
 
 
 def _cell_means(energy: dict[str, np.ndarray], edges: np.ndarray) -> dict[str, np.ndarray]:
@@ -340,10 +344,13 @@ def stored_power_profile(store: Any, run_id: int, cells: int) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def stored_power_span(store: Any, run_id: int) -> tuple[float, float] | None:
-    """Times of a stored run's first and last power readings (of any device); None where it
-    has none."""
-    powered = [s for s in store.device_energy(run_id).values() if s.power_rows]
+def stored_power_span(
+    store: Any, run_id: int, devices: Collection[str] | None = None
+) -> tuple[float, float] | None:
+    """Times of a stored run's first and last power readings (of any device, or of any of
+    ``devices``); None where it has none."""
+    states = store.device_energy(run_id)
+    powered = [s for d, s in states.items() if s.power_rows and (devices is None or d in devices)]
     if not powered:
         return None
     return min(s.power_t0_s for s in powered), max(s.power_t_s for s in powered)

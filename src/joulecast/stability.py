@@ -177,13 +177,18 @@ def stabilizing_epoch(
     adaptive choice; ``normalize`` z-normalizes subsequences (see the module's notes).
     :func:`stored_stabilizing_epoch` gives the same for a stored run without loading it.
     """
-    powered = samples["t_s"].to_numpy(float)[samples["power_w"].notna().to_numpy()]
-    if not len(powered):
+    with_power = samples[samples["power_w"].notna()]
+    if with_power.empty:
         raise InputError("no power readings to segment")
     from joulecast.energy import mean_power, phase_table
 
+    flags = with_power.get("measured", False)
+    measured = pd.Series(flags, index=with_power.index).astype(bool)
+    devices = fluss_devices(measured.groupby(with_power["device"]).all().to_dict())
+    segmented = samples[samples["device"].isin(devices)]
+    powered = segmented.dropna(subset=["power_w"])["t_s"].to_numpy(float)
     span = (float(powered.min()), float(powered.max()))
-    power = functools.partial(mean_power, samples)
+    power = functools.partial(mean_power, segmented)
     table = functools.partial(phase_table, samples)
     return _segment(span, epochs, power, table, m, L, resolution_s, max_points, normalize)
 
@@ -209,15 +214,25 @@ def stored_stabilizing_epoch(
     """
     from joulecast.energy import stored_mean_power, stored_phase_table, stored_power_span
 
-    span = stored_power_span(store, run_id)
+    states = store.device_energy(run_id)
+    devices = fluss_devices({d: s.measured for d, s in states.items() if s.power_rows})
+    span = stored_power_span(store, run_id, devices)
     if span is None:
         raise InputError("no power readings to segment")
     t0, t1 = span
     if end_s is not None:
         t1 = max(t0, min(t1, end_s))
-    power = functools.partial(stored_mean_power, store, run_id)
+    power = functools.partial(stored_mean_power, store, run_id, devices=devices)
     table = functools.partial(stored_phase_table, store, run_id)
     return _segment((t0, t1), epochs, power, table, m, L, resolution_s, max_points, normalize)
+
+
+def fluss_devices(powered: dict[str, bool]) -> list[str]:
+    """The devices whose power FLUSS segments, of those with power readings (device ->
+    measured): the measured ones, where there are any (a modelled power follows utilisation
+    through fixed coefficients, and would blur the measured regimes); else all of them."""
+    measured = sorted(d for d, is_measured in powered.items() if is_measured)
+    return measured or sorted(powered)
 
 
 def _grid_edges(start_s: float, end_s: float, step_s: float) -> np.ndarray:

@@ -23,7 +23,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -928,8 +928,10 @@ class Store:
         t_s: Sequence[float] | np.ndarray,
         *,
         track: ledger.Track = "energy",
+        devices: Collection[str] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Each device's cumulative energy at the times ``t_s``, from the aggregates: what
+        """Each device's (or each of ``devices``') cumulative energy at the times ``t_s``,
+        from the aggregates: what
         :meth:`joulecast.energy.EnergyCurve.at` gives on the raw samples, without reading them.
 
         ``track`` ``"power"`` gives the trapezoid of each device's power readings instead of
@@ -943,6 +945,8 @@ class Store:
         with self._lock, self._snapshot():
             states = ledger.load_states(self._conn, run_id)
             rows = sum(s.rows for s in states.values())
+            if devices is not None:
+                states = {d: s for d, s in states.items() if d in devices}
             if _READS_PER_ROW * 2 * len(times) * len(states) > rows:
                 return ledger.energy_scan(self._conn, run_id, states, times, track=track)
             return ledger.energy_at(self._conn, run_id, states, times, track=track)

@@ -147,3 +147,30 @@ def test_a_stored_run_gives_what_its_samples_give(store, monkeypatch, ways):
     table = finished_epochs(store, run_id).iloc[:12]
     chosen = auto_stable_epoch(store, run_id, table)
     assert chosen.position == early.settled_epoch and chosen.by is StableBy.FLUSS
+
+
+def test_fluss_segments_the_measured_power_where_there_is_some(store):
+    from joulecast.records import Phase, PhaseKind
+    from joulecast.stability import fluss_devices, stored_stabilizing_epoch
+    from joulecast.store import SAMPLE_COLUMNS
+
+    assert fluss_devices({"gpu:0": True, "ram": False, "cpu:0": True}) == ["cpu:0", "gpu:0"]
+    assert fluss_devices({"ram": False, "cpu:0": False}) == ["cpu:0", "ram"]
+    samples, epochs = warmup_run()
+    # A modelled device with a step of its own, early, ten times the GPU's size.
+    ram = samples.assign(device="ram", power_w=np.where(samples["t_s"] < 8, 0.0, 2000.0))
+    frame = pd.concat(
+        [samples.assign(measured=True), ram.assign(measured=False)], ignore_index=True
+    )
+    for column in SAMPLE_COLUMNS:
+        frame[column] = frame.get(column, np.nan)
+    frame = frame.assign(source="test")[list(SAMPLE_COLUMNS)]
+    phases = [Phase(PhaseKind.EPOCH, int(e.index), e.start_s, e.end_s) for e in epochs.itertuples()]
+    run_id = store.import_run(samples=frame, phases=phases)
+    alone = stabilizing_epoch(samples, epochs)
+    mixed = stabilizing_epoch(frame, epochs)
+    stored = stored_stabilizing_epoch(store, run_id, epochs)
+    # The change and its epoch are the GPU's; the settled epoch weighs every device's energy.
+    assert mixed.to_dict() == stored.to_dict()
+    assert (mixed.change_s, mixed.epoch) == (alone.change_s, alone.epoch)
+    np.testing.assert_allclose(stored.power_w, alone.power_w, rtol=1e-9)
