@@ -56,7 +56,7 @@ _FIRST_EPOCH_SPREAD = 0.30
 # _DRIFT_EPOCHS epochs (a warm-up not quite over) and the two spreads above, the 90% intervals
 # cover the truth in 85-95% of simulated runs (benchmarks/forecast_accuracy.py).
 _LEVEL_SPREAD = 0.0075
-_DRIFT_EPOCHS = 1.0
+_DRIFT_EPOCHS = 1.5
 
 
 class Method(str, enum.Enum):
