@@ -101,7 +101,8 @@ def test_keras_forecast_without_budget_runs_to_the_end(tmp_path):
     # One epoch: the first-epoch extrapolation; from the second on, the stable epochs.
     assert metrics[0]["forecast"]["method"] == "first-epoch"
     assert metrics[-1]["forecast"]["method"] == "epoch-energy"
-    assert metrics[-1]["forecast"]["stable_epoch_by"] == "few-epochs"
+    # Chosen in the run: FLUSS's change, or every epoch after the first (too few to judge).
+    assert metrics[-1]["forecast"]["stable_epoch_by"] in ("fluss", "few-epochs")
 
 
 def test_lightning_stops_on_budget(tmp_path):
