@@ -55,7 +55,7 @@ _FIRST_EPOCH_SPREAD = 0.30
 # epoch-to-epoch spread: the window's mean is not the future's mean. With the trend over
 # _DRIFT_EPOCHS epochs (a warm-up not quite over) and the two spreads above, the 90% intervals
 # cover the truth in 85-95% of simulated runs (benchmarks/forecast_accuracy.py).
-_LEVEL_SPREAD = 0.0075
+_LEVEL_SPREAD = 0.006
 _DRIFT_EPOCHS = 1.5
 
 
