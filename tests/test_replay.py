@@ -58,6 +58,21 @@ def test_loop_wraps():
     assert replay.read()[0].power_w == pytest.approx(25.0)
 
 
+def test_a_device_recorded_as_modelled_replays_as_modelled():
+    trace = pd.DataFrame(
+        {
+            "t_s": [0.0, 10.0, 0.0, 10.0],
+            "device": ["gpu:0", "gpu:0", "ram", "ram"],
+            "power_w": [100.0, 200.0, 3.0, 3.0],
+            "measured": [True, True, False, False],
+        }
+    )
+    now = [0.0]
+    replay = ReplaySensor(trace, clock=lambda: now[0])
+    now[0] = 5.0
+    assert {r.device: r.measured for r in replay.read()} == {"gpu:0": True, "ram": False}
+
+
 @pytest.mark.parametrize(
     ("frame", "message"),
     [

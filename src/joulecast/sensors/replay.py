@@ -34,12 +34,16 @@ class _Group:
 
     def __init__(self, t: list[float]) -> None:
         self.t = t
-        # Per device: its name, power and each of _OPTIONAL as plain lists (None where the
-        # device lacks the column or any of its values).
-        self.devices: list[tuple[str, list[float], _Column, _Column, _Column, _Column]] = []
+        # Per device: its name, whether it was measured, its power and each of _OPTIONAL as
+        # plain lists (None where the device lacks the column or any of its values).
+        self.devices: list[tuple[str, bool, list[float], _Column, _Column, _Column, _Column]] = []
 
     def add(self, device: str, frame: pd.DataFrame) -> None:
-        """Add ``device``'s columns (its ``t_s`` is this group's)."""
+        """Add ``device``'s columns (its ``t_s`` is this group's).
+
+        A device replays as measured unless its trace marks a row modelled (``measured``
+        False), as the energy of a stored run counts it.
+        """
         energy, util, mem, temp = (
             frame[c].astype(float).tolist()
             if c in frame.columns and bool(frame[c].notna().all())
@@ -47,7 +51,8 @@ class _Group:
             for c in _OPTIONAL
         )
         power = frame["power_w"].astype(float).tolist()
-        self.devices.append((device, power, energy, util, mem, temp))
+        measured = "measured" not in frame.columns or bool(frame["measured"].astype(bool).all())
+        self.devices.append((device, measured, power, energy, util, mem, temp))
 
     def at(self, pos: float) -> tuple[int, int, float]:
         """Rows ``i`` and ``j`` around ``pos`` (inside the span) and the weight of row ``j``."""
@@ -60,7 +65,8 @@ class _Group:
 
 
 class ReplaySensor:
-    """Plays back ``trace`` (columns ``t_s``, ``device``, ``power_w``; optional counters)."""
+    """Plays back ``trace`` (columns ``t_s``, ``device``, ``power_w``; optional counters and
+    ``measured``)."""
 
     name = "replay"
 
@@ -159,14 +165,14 @@ class ReplaySensor:
                 continue
             i, j, f = group.at(pos)
             # Written out column by column: this runs for every device on every tick.
-            for device, p, e, u, m, c in group.devices:
+            for device, measured, p, e, u, m, c in group.devices:
                 readings.append(
                     Reading(
                         now,
                         device,
                         p[i] + (p[j] - p[i]) * f,
                         source,
-                        True,
+                        measured,
                         None if e is None else e[i] + (e[j] - e[i]) * f,
                         None if u is None else u[i] + (u[j] - u[i]) * f,
                         None if m is None else m[i] + (m[j] - m[i]) * f,
