@@ -101,3 +101,17 @@ def test_from_csv_and_store_replay_an_imported_run(store, tmp_path):
             time.sleep(0.01)
     original = joulecast.summarize(store, run_id).energy_j
     assert run.energy_j == pytest.approx(original, rel=0.01)
+
+
+def test_start_on_read_puts_position_0_at_the_first_read():
+    trace = pd.DataFrame({"t_s": [0.0, 10.0], "device": "gpu:0", "power_w": [100.0, 200.0]})
+    now = [100.0]
+    replay = ReplaySensor(trace, start_on_read=True, clock=lambda: now[0], trace_name="t.csv")
+    now[0] = 107.0  # creation is not the start
+    assert replay.origin_s is None and replay.position_s == 0.0 and not replay.finished
+    assert replay.clock() == 107.0
+    (first,) = replay.read()
+    assert (first.t_s, first.power_w, replay.origin_s) == (107.0, 100.0, 107.0)
+    now[0] = 112.0
+    assert replay.read()[0].power_w == pytest.approx(150.0)
+    assert replay.describe() == {"gpu:0": {"replayed": True, "trace": "t.csv"}}

@@ -66,7 +66,12 @@ class _Group:
 
 class ReplaySensor:
     """Plays back ``trace`` (columns ``t_s``, ``device``, ``power_w``; optional counters and
-    ``measured``)."""
+    ``measured``).
+
+    The trace's position 0 is the moment of creation, or with ``start_on_read`` the first
+    :meth:`read` (a monitor's first reading, at its run's start). ``trace`` names the recording
+    in :meth:`describe` (the run's hardware facts).
+    """
 
     name = "replay"
 
@@ -78,6 +83,8 @@ class ReplaySensor:
         loop: bool = False,
         clock: Callable[[], float] = time.monotonic,
         source: str = "replay",
+        start_on_read: bool = False,
+        trace_name: str | None = None,
     ) -> None:
         for col in ("t_s", "device", "power_w"):
             if col not in trace.columns:
@@ -98,25 +105,30 @@ class ReplaySensor:
         self._speed = float(speed)
         self._loop = loop
         self._base = clock
-        self._origin = clock()
+        # None until the first read of a replay that starts there.
+        self._origin: float | None = None if start_on_read else clock()
         self._source = source
+        self.trace_name = trace_name
 
     @classmethod
     def from_csv(cls, path: str | os.PathLike[str], **kwargs: Any) -> ReplaySensor:
         """Replay a neutral ``power.csv`` (see docs/traces.md)."""
         from joulecast.traces import read_trace
 
+        kwargs.setdefault("trace_name", str(path))
         return cls(read_trace(path), **kwargs)
 
     @classmethod
     def from_store(cls, store: Store, run_id: int, **kwargs: Any) -> ReplaySensor:
         """Replay the power samples of a stored run (devices without power are left out)."""
         samples = store.samples(run_id)
+        kwargs.setdefault("trace_name", f"{store.path} run {run_id}")
         return cls(samples[samples["power_w"].notna()], **kwargs)
 
     @property
-    def origin_s(self) -> float:
-        """The monotonic time at which the replay started (trace position 0)."""
+    def origin_s(self) -> float | None:
+        """The monotonic time at which the replay started (trace position 0); None until the
+        first read of a replay that starts there."""
         return self._origin
 
     @property
@@ -125,12 +137,17 @@ class ReplaySensor:
         return self._t_end - self._t0
 
     def clock(self) -> float:
-        """Monotonic seconds on the trace's time base (real time x ``speed`` since creation)."""
-        return self._origin + (self._base() - self._origin) * self._speed
+        """Monotonic seconds on the trace's time base (real time x ``speed`` since the start;
+        real time before it)."""
+        now = self._base()
+        origin = self._origin
+        return now if origin is None else origin + (now - origin) * self._speed
 
     @property
     def position_s(self) -> float:
         """Where in the trace the replay is, in trace seconds from its start."""
+        if self._origin is None:
+            return 0.0
         pos = self.clock() - self._origin
         if self._loop and self.duration_s > 0:
             pos %= self.duration_s
@@ -139,11 +156,16 @@ class ReplaySensor:
     @property
     def finished(self) -> bool:
         """True once a non-looping replay has passed the end of the trace."""
-        return not self._loop and self.clock() - self._origin > self.duration_s
+        origin = self._origin
+        return origin is not None and not self._loop and self.clock() - origin > self.duration_s
 
     def devices(self) -> list[str]:
         """The devices in the trace."""
         return list(self._devices)
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        """Per device: that it is replayed, and the trace it comes from (where named)."""
+        return {d: {"replayed": True, "trace": self.trace_name} for d in self._devices}
 
     def read(self) -> list[Reading]:
         """Each device's values interpolated at the current position; nothing past the end.
@@ -151,6 +173,8 @@ class ReplaySensor:
         Devices recorded at the same instants come together, in name order.
         """
         now = self.clock()
+        if self._origin is None:
+            self._origin = now
         pos = now - self._origin
         if not self._loop:
             if pos > self.duration_s:
