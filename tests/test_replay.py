@@ -115,3 +115,26 @@ def test_start_on_read_puts_position_0_at_the_first_read():
     now[0] = 112.0
     assert replay.read()[0].power_w == pytest.approx(150.0)
     assert replay.describe() == {"gpu:0": {"replayed": True, "trace": "t.csv"}}
+
+
+def test_a_replayed_run_is_labelled_as_such(store):
+    from rich.console import Console
+
+    from joulecast.cli import print_summary
+
+    trace = pd.DataFrame({"t_s": [0.0, 60.0], "device": "gpu:0", "power_w": [100.0, 100.0]})
+    replay = ReplaySensor(trace, trace_name="t.csv")
+    with joulecast.measure(store=store, sensors=[replay], interval_s=0.01) as run:
+        time.sleep(0.1)
+    row = store.run(run.run_id)
+    assert row["origin"] == "replay"
+    assert row["hardware"]["sensors"]["replay"] == {"gpu:0": {"replayed": True, "trace": "t.csv"}}
+    summary = run.summary()
+    assert summary.devices["gpu:0"].replayed and summary.devices["gpu:0"].source == "replay"
+    assert summary.energy_j_replayed == summary.energy_j > 0
+    assert summary.to_dict()["energy_j_replayed"] == summary.energy_j
+    assert any(w.startswith("gpu:0: replayed from a recorded trace") for w in summary.warnings)
+    console = Console(record=True, width=200)
+    print_summary(summary, console)
+    text = console.export_text()
+    assert "replayed (replay, trapezoid)" in text and "replayed" in text.split("total")[1]

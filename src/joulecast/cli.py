@@ -51,17 +51,20 @@ def print_summary(summary: RunSummary, out: Any) -> None:
     for col in ("device", "energy J", "kWh", "mean W", "how"):
         table.add_column(col, justify="left" if col in ("device", "how") else "right")
     for device, d in summary.devices.items():
-        how = f"{'measured' if d.measured else 'modelled'} ({d.source}, {d.method})"
+        kind = "replayed" if d.replayed else "measured" if d.measured else "modelled"
+        how = f"{kind} ({d.source}, {d.method})"
         table.add_row(
             device, _fmt(d.energy_j), f"{j_to_kwh(d.energy_j):.6f}", _fmt(d.mean_power_w), how
         )
+    replayed = any(d.replayed for d in summary.devices.values())
     table.add_row(
         "total",
         _fmt(summary.energy_j),
         f"{j_to_kwh(summary.energy_j):.6f}",
         _fmt(summary.mean_power_w),
         f"measured {_fmt(summary.energy_j_measured)} J + modelled "
-        f"{_fmt(summary.energy_j_modelled)} J",
+        f"{_fmt(summary.energy_j_modelled)} J"
+        + (f"; replayed {_fmt(summary.energy_j_replayed)} J of it" if replayed else ""),
         style="bold",
     )
     out.print(table)

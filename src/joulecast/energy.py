@@ -24,6 +24,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from joulecast.records import REPLAY_SOURCE
+
 J_PER_KWH = 3.6e6
 
 Method = Literal["counter", "trapezoid"]
@@ -399,6 +401,12 @@ class DeviceTotal:
     samples: int
     rate_hz: float | None = None
 
+    @property
+    def replayed(self) -> bool:
+        """True where the readings are a recorded trace played back (a dry run), not this
+        machine's hardware."""
+        return self.source == REPLAY_SOURCE
+
 
 @dataclass
 class RunSummary:
@@ -429,6 +437,11 @@ class RunSummary:
     def energy_j_measured(self) -> float:
         """Energy of devices read from hardware counters or power sensors."""
         return sum((d.energy_j for d in self.devices.values() if d.measured), 0.0)
+
+    @property
+    def energy_j_replayed(self) -> float:
+        """The part of :attr:`energy_j` from replayed devices (see :attr:`DeviceTotal.replayed`)."""
+        return sum((d.energy_j for d in self.devices.values() if d.replayed), 0.0)
 
     @property
     def energy_j_modelled(self) -> float:
@@ -479,6 +492,7 @@ class RunSummary:
             "energy_kwh": j_to_kwh(self.energy_j),
             "energy_j_measured": self.energy_j_measured,
             "energy_j_modelled": self.energy_j_modelled,
+            "energy_j_replayed": self.energy_j_replayed,
             "energy_j_by_device": {d: v.energy_j for d, v in self.devices.items()},
             "mean_power_w": _num(self.mean_power_w),
             "samples_processed": self.samples_processed,
@@ -543,6 +557,12 @@ def summarize(store: Any, run_id: int) -> RunSummary:
         warnings.append("no power readings were recorded")
     elif not any(d.measured for d in devices.values()):
         warnings.append("no measured power source: every energy figure is modelled")
+    replayed = [d for d, total in devices.items() if total.replayed]
+    if replayed:
+        warnings.append(
+            f"{', '.join(replayed)}: replayed from a recorded trace (a dry run), "
+            "not read from this machine's hardware"
+        )
     for device, frame in gaps.groupby("device", sort=True):
         ends = frame["end_s"].fillna(duration)
         lost = float((ends - frame["start_s"]).sum())

@@ -7,6 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+#: The ``source`` of readings played back from a recorded trace (``sensors/replay.py``): a
+#: recording, not this machine's hardware, whatever their ``measured`` flag says.
+REPLAY_SOURCE = "replay"
+
 
 class RunStatus(str, enum.Enum):
     """Life cycle of a run in the store."""

@@ -32,9 +32,11 @@ __all__ = ["Sensor", "SensorReport", "detect", "detect_sensors"]
 class Sensor(Protocol):
     """A source of readings. ``read`` raises :class:`~joulecast.errors.SensorError` on failure.
 
-    Optional extras the monitor uses when present: ``name`` (str) and ``describe()`` (static
-    facts per device). A sensor may return nothing new for a call (it keeps its own pace); a
-    device silent for longer than the monitor's gap threshold is recorded as a gap.
+    Optional extras the monitor uses when present: ``name`` (str), ``describe()`` (static
+    facts per device) and ``replayed`` (True: the readings are a recording played back, and
+    the run's origin is ``replay``). A sensor may return nothing new for a call (it keeps its
+    own pace); a device silent for longer than the monitor's gap threshold is recorded as a
+    gap.
     """
 
     def devices(self) -> list[str]:

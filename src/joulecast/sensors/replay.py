@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from joulecast.errors import InputError
-from joulecast.records import Reading
+from joulecast.records import REPLAY_SOURCE, Reading
 
 if TYPE_CHECKING:
     from joulecast.store import Store
@@ -74,6 +74,8 @@ class ReplaySensor:
     """
 
     name = "replay"
+    #: A sensor extra: the readings are a recording played back, not this machine's hardware.
+    replayed = True
 
     def __init__(
         self,
@@ -82,7 +84,7 @@ class ReplaySensor:
         speed: float = 1.0,
         loop: bool = False,
         clock: Callable[[], float] = time.monotonic,
-        source: str = "replay",
+        source: str = REPLAY_SOURCE,
         start_on_read: bool = False,
         trace_name: str | None = None,
     ) -> None:
