@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 import time
 
 import pandas as pd
@@ -7,7 +11,8 @@ import pytest
 
 import joulecast
 from joulecast.errors import InputError
-from joulecast.sensors.replay import ReplaySensor
+from joulecast.sensors.replay import ReplaySensor, gpu_replay
+from joulecast.store import Store
 from joulecast.traces import import_trace
 from tests.conftest import sine_trace
 
@@ -138,3 +143,103 @@ def test_a_replayed_run_is_labelled_as_such(store):
     print_summary(summary, console)
     text = console.export_text()
     assert "replayed (replay, trapezoid)" in text and "replayed" in text.split("total")[1]
+
+
+def test_gpu_replay_keeps_the_gpus_starts_at_the_first_read_and_loops(tmp_path):
+    path = tmp_path / "run-1-power.csv"
+    path.write_text(
+        "t_s,device,power_w,energy_j,util_pct,mem_used_mib,temp_c\n"
+        "0,gpu:0,100,0,10,1000,40\n0,cpu:0,30,0,,,\n0,ram,2,,,,\n"
+        "10,gpu:0,200,1500,30,3000,60\n10,cpu:0,30,300,,,\n10,ram,2,,,,\n"
+    )
+    now = [50.0]
+    replay = gpu_replay(path, clock=lambda: now[0])
+    assert replay.devices() == ["gpu:0"]  # the host's own sensors measure its CPU and RAM
+    now[0] = 60.0
+    (first,) = replay.read()
+    assert (first.t_s, first.power_w, first.source, first.measured) == (60.0, 100.0, "replay", True)
+    now[0] = 75.0  # 15 s on: the trace started over 5 s ago
+    (r,) = replay.read()
+    assert (r.power_w, r.energy_j, r.util_pct, r.mem_used_mib, r.temp_c) == (
+        150.0,
+        750.0,
+        20.0,
+        2000.0,
+        50.0,
+    )
+    assert not replay.finished and replay.describe()["gpu:0"]["trace"] == str(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "t_s,device,power_w\n0,cpu:0,30\n1,cpu:0,30\n",
+            "no GPU power readings to replay (expected rows of devices gpu:0, gpu:1, ... or a "
+            "gpu_index column; found 'cpu:0')",
+        ),
+        ("t_s,gpu_index,power_w\n0,0,\n1,0,\n0,1,\n", "no power_w values in any row"),
+        ("t_s,gpu_index,power_w\n5,0,100\n", "the GPU readings span 0 s"),
+        ("t_s,gpu,power_w\n0,0,100\n", "missing column 'gpu_index' or 'device'"),
+    ],
+)
+def test_gpu_replay_names_the_file_and_what_it_expected(tmp_path, text, message):
+    path = tmp_path / "trace.csv"
+    path.write_text(text)
+    with pytest.raises(InputError) as info:
+        gpu_replay(path)
+    assert str(info.value).startswith(f"{path}: ") and message in str(info.value)
+
+
+TRAINING = textwrap.dedent(
+    """
+    import logging, sys, time
+    import joulecast
+    logging.basicConfig()
+    with joulecast.measure(store=sys.argv[1], interval_s=0.02) as run:
+        with run.epoch(0, samples=10):
+            time.sleep(0.6)
+    print(run.run_id)
+    """
+)
+
+
+def _train(tmp_path, trace):
+    env = dict(os.environ, JOULECAST_REPLAY_GPUS=str(trace))
+    store = tmp_path / "s.db"
+    proc = subprocess.run(
+        [sys.executable, "-c", TRAINING, str(store)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return Store(store), int(proc.stdout), proc.stderr
+
+
+def test_the_variable_replays_the_gpus_of_a_process_measuring_itself(tmp_path):
+    trace = tmp_path / "trace.csv"  # 0.25 s of 120 W: the run outlasts it, and it starts over
+    trace.write_text("t_s,gpu_index,power_w,energy_j\n0,0,120,0\n0.25,0,120,30\n")
+    store, run_id, _ = _train(tmp_path, trace)
+    summary = joulecast.summarize(store, run_id)
+    assert store.run(run_id)["origin"] == "replay"
+    gpu = summary.devices["gpu:0"]
+    assert gpu.replayed and gpu.measured and gpu.method == "counter"
+    samples = store.samples(run_id)
+    t = samples.loc[samples["device"] == "gpu:0", "t_s"]
+    assert t.max() - t.min() > 0.5  # looped, never silent
+    # The counter's steps back to 0 at each start-over are bridged from the power.
+    assert gpu.energy_j == pytest.approx(120 * (t.max() - t.min()), rel=1e-9)
+    assert not any("gap" in w for w in summary.warnings)
+    assert summary.epochs["energy_j[gpu:0]"].iloc[0] > 0
+
+
+def test_a_bad_trace_in_the_variable_does_not_stop_the_training(tmp_path):
+    store, run_id, stderr = _train(tmp_path, tmp_path / "missing.csv")
+    assert "JOULECAST_REPLAY_GPUS not used, GPUs detected as usual" in stderr
+    assert "missing.csv: file not found" in stderr
+    summary = joulecast.summarize(store, run_id)
+    assert summary.status == "completed" and len(summary.epochs) == 1
+    assert store.run(run_id)["origin"] == "measure"
+    assert not any(d.replayed for d in summary.devices.values())

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -19,7 +20,7 @@ from typing import Any
 
 from joulecast.energy import RunSummary, j_to_kwh, summarize
 from joulecast.errors import InputError, JoulecastError
-from joulecast.inputs import key_values
+from joulecast.inputs import REPLAY_GPUS_ENV, key_values
 from joulecast.outputs import print_json as _print_json
 from joulecast.outputs import write_atomic
 from joulecast.store import Store
@@ -119,6 +120,9 @@ def cmd_measure(args: argparse.Namespace) -> int:
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
+    # The variable is read here too (detection alone would warn and fall back) so that a bad
+    # trace stops the command before it starts, as --replay-gpus does.
+    replay = getattr(args, "replay_gpus", None) or os.environ.get(REPLAY_GPUS_ENV) or None
     measured = MeasuredCommand(
         command,
         store=args.store,
@@ -126,6 +130,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         tags=key_values(args.tag, "--tag"),
         interval_s=args.interval,
         gpus=not args.no_gpu,
+        replay_gpus=None if args.no_gpu else replay,
         epochs=getattr(args, "epochs", None),
         forecast_method=getattr(args, "forecast_method", "epoch-energy"),
         stable_epoch=getattr(args, "stable_epoch", "auto"),
@@ -249,6 +254,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     for r in reports:
         if r.found:
             kind = "measured" if r.measured else "modelled power / measured load"
+            if r.name == "replay":
+                kind = "replayed from a recorded trace, not this machine's hardware"
             out.print(f"[green]found[/green]   {r.name:<11} {', '.join(r.devices)}  ({kind})")
             for device, info in details.get(r.name, {}).items():
                 facts = ", ".join(f"{k}={v}" for k, v in info.items() if v is not None)
@@ -545,7 +552,14 @@ def register(verbs: Verbs) -> None:
     p.add_argument("--interval", type=_positive_interval, default=0.1, help="seconds (0.1)")
     p.add_argument("--name", help="run name (default: the command)")
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--no-gpu", action="store_true", help="do not sample GPUs")
+    gpu = p.add_mutually_exclusive_group()
+    gpu.add_argument("--no-gpu", action="store_true", help="do not sample GPUs")
+    gpu.add_argument(
+        "--replay-gpus",
+        metavar="TRACE",
+        help="dry run: sample the GPUs of a recorded power.csv, replayed in real time, instead "
+        f"of this machine's (default: ${REPLAY_GPUS_ENV})",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no summary at the end")
     p.add_argument(
         "--epochs",

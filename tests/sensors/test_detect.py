@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from joulecast.errors import InputError
 from joulecast.sensors import Sensor, SensorReport, detect, detect_sensors, sensor_name
 from tests.fakes import (
     NVML_ERROR_LIBRARY_NOT_FOUND,
@@ -144,3 +146,62 @@ def test_detect_sensors_returns_the_sensors_only(tmp_path: Path, closing: list[S
     closing += sensors
     assert [sensor_name(s) for s in sensors] == ["rapl", "host"]
     assert all(isinstance(s, Sensor) for s in sensors)
+
+
+TRACE = "t_s,gpu_index,power_w\n0,0,100\n10,0,200\n0,1,50\n10,1,50\n"
+
+
+@pytest.mark.parametrize("how", ["argument", "variable"])
+def test_a_replayed_trace_stands_in_for_the_gpus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, closing: list[Sensor], how: str
+) -> None:
+    trace = tmp_path / "power.csv"
+    trace.write_text(TRACE)
+    fake = FakeNvml([a100()])
+    if how == "variable":
+        monkeypatch.setenv("JOULECAST_REPLAY_GPUS", str(trace))
+    replay = trace if how == "argument" else None
+    sensors, reports = detect(nvml=fake, rapl_root=tmp_path / "none", replay_gpus=replay)
+    closing += sensors
+    assert fake.calls["nvmlInit"] == 0
+    assert [sensor_name(s) for s in sensors] == ["replay", "host"]
+    got = reports_by_name(reports)
+    assert got["replay"] == SensorReport("replay", True, ["gpu:0", "gpu:1"], True)
+    assert not got["nvml"].found and got["nvml"].reason == f"GPUs replayed from {trace}"
+    assert "JOULECAST_REPLAY_GPUS" in got["nvml"].fix
+
+
+def test_gpus_switched_off_replay_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, closing: list[Sensor]
+) -> None:
+    trace = tmp_path / "power.csv"
+    trace.write_text(TRACE)
+    monkeypatch.setenv("JOULECAST_REPLAY_GPUS", str(trace))
+    sensors, reports = detect(gpus=False, rapl_root=tmp_path / "none")
+    closing += sensors
+    assert [sensor_name(s) for s in sensors] == ["host"]
+    assert "replay" not in reports_by_name(reports)
+
+
+def test_a_bad_trace_given_raises(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"no-such\.csv: file not found"):
+        detect(nvml=NO_DRIVER, replay_gpus=tmp_path / "no-such.csv")
+
+
+def test_a_bad_trace_in_the_variable_warns_and_detects_as_usual(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    clock: FakeClock,
+    closing: list[Sensor],
+) -> None:
+    monkeypatch.setenv("JOULECAST_REPLAY_GPUS", str(tmp_path / "no-such.csv"))
+    fake = FakeNvml([a100()], clock=clock)
+    with caplog.at_level(logging.WARNING, logger="joulecast"):
+        sensors, reports = detect(nvml=fake, rapl_root=tmp_path / "none", clock=clock)
+    closing += sensors
+    assert [sensor_name(s) for s in sensors] == ["nvml", "host"]
+    got = reports_by_name(reports)
+    assert not got["replay"].found and "no-such.csv: file not found" in got["replay"].reason
+    assert got["nvml"].found
+    assert "JOULECAST_REPLAY_GPUS not used, GPUs detected as usual" in caplog.text

@@ -2,6 +2,9 @@
 
 :func:`detect` tries them in this order and keeps what works:
 
+0. ``replay``: the GPUs of a recorded trace instead of this machine's, when one is given
+   or named by ``$JOULECAST_REPLAY_GPUS`` (a dry run; ``nvml`` and ``nvidia-smi`` are then
+   not tried);
 1. ``nvml``: NVIDIA GPUs through nvidia-ml-py;
 2. ``nvidia-smi``: only when NVML could not start but the binary exists;
 3. ``rapl``: CPU package and DRAM counters through /sys/class/powercap;
@@ -14,13 +17,15 @@ Every call builds new sensor objects; nothing is detected at import.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from joulecast.errors import SensorError, SensorUnavailable
+from joulecast.errors import InputError, SensorError, SensorUnavailable
+from joulecast.inputs import REPLAY_GPUS_ENV
 from joulecast.records import Reading
 
 log = logging.getLogger(__name__)
@@ -79,16 +84,27 @@ def detect(
     rapl_root: Path | str | None = None,
     nvml: Any = None,
     clock: Callable[[], float] = time.monotonic,
+    replay_gpus: str | os.PathLike[str] | None = None,
 ) -> tuple[list[Sensor], list[SensorReport]]:
     """Build every sensor that works here; report each source found or not, and why.
 
     ``pid``/``include_root`` choose the process tree the host sensor follows (default: this
     process and its children). ``nvml`` replaces the ``pynvml`` module (for tests).
+
+    ``replay_gpus`` (a neutral ``power.csv``; default ``$JOULECAST_REPLAY_GPUS``) replaces
+    the GPUs by the trace's, replayed in real time (:func:`~joulecast.sensors.replay.gpu_replay`).
+    A bad trace given here raises; one named by the variable is reported as a missing
+    ``replay`` source and logged as a warning, and the GPUs are detected as usual: a training
+    process measuring itself must not fail on it.
+
+    Raises:
+        InputError: the ``replay_gpus`` trace cannot be replayed.
     """
     from joulecast.sensors.host import HostSensor
     from joulecast.sensors.nvidia_smi import NvidiaSmiSensor
     from joulecast.sensors.nvml import NvmlSensor
     from joulecast.sensors.rapl import POWERCAP_ROOT, RaplSensor
+    from joulecast.sensors.replay import gpu_replay
 
     sensors: list[Sensor] = []
     reports: list[SensorReport] = []
@@ -107,7 +123,22 @@ def detect(
         reports.append(SensorReport(name, True, sensor.devices(), measured))
         return True
 
-    if gpus:
+    strict = replay_gpus is not None
+    trace = replay_gpus if strict else os.environ.get(REPLAY_GPUS_ENV) or None
+    replayed = False
+    if gpus and trace is not None:
+        try:
+            replayed = attempt("replay", lambda: gpu_replay(trace, clock=clock))
+        except InputError as exc:
+            if strict:
+                raise
+            fix = f"unset {REPLAY_GPUS_ENV} or name a neutral power.csv with GPU rows"
+            reports.append(SensorReport("replay", False, reason=str(exc), fix=fix))
+            log.warning("%s not used, GPUs detected as usual: %s", REPLAY_GPUS_ENV, exc)
+    if gpus and replayed:
+        fix = f"unset {REPLAY_GPUS_ENV} (or leave out --replay-gpus) to read this machine's GPUs"
+        reports.append(SensorReport("nvml", False, reason=f"GPUs replayed from {trace}", fix=fix))
+    elif gpus:
         if not attempt("nvml", lambda: NvmlSensor(nvml=nvml, clock=clock)):
             attempt("nvidia-smi", lambda: NvidiaSmiSensor(interval_s=interval_s, clock=clock))
     else:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from joulecast.errors import InputError
+from joulecast.inputs import quote
 from joulecast.records import REPLAY_SOURCE, Reading
 
 if TYPE_CHECKING:
@@ -209,3 +210,32 @@ class ReplaySensor:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def gpu_replay(
+    path: str | os.PathLike[str], *, clock: Callable[[], float] = time.monotonic
+) -> ReplaySensor:
+    """The GPUs of the neutral trace ``path``, replayed in real time: a dry run's GPUs.
+
+    Only the ``gpu:*`` devices are kept (the host's CPU and RAM stay this machine's). The
+    trace starts at the sensor's first read (the run's first reading) and starts over when
+    the run outlasts it: power repeats, and an energy counter that goes back to its first
+    value is bridged from power, as after a driver reload.
+
+    Raises:
+        InputError: ``path`` is missing, not a neutral trace, or holds no GPU power readings
+            at two instants or more (one line naming the file and what was expected).
+    """
+    from joulecast.traces import read_trace
+
+    trace = read_trace(path)
+    gpus = trace[trace["device"].str.startswith("gpu:") & trace["power_w"].notna()]
+    if gpus.empty:
+        found = ", ".join(sorted(map(str, trace["device"].unique())))
+        raise InputError(
+            f"{path}: no GPU power readings to replay (expected rows of devices gpu:0, "
+            f"gpu:1, ... or a gpu_index column; found {quote(found)})"
+        )
+    if not float(gpus["t_s"].max()) > float(gpus["t_s"].min()):
+        raise InputError(f"{path}: the GPU readings span 0 s (expected two instants or more)")
+    return ReplaySensor(gpus, loop=True, clock=clock, start_on_read=True, trace_name=str(path))
