@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -205,3 +207,58 @@ def test_a_bad_trace_in_the_variable_warns_and_detects_as_usual(
     assert not got["replay"].found and "no-such.csv: file not found" in got["replay"].reason
     assert got["nvml"].found
     assert "JOULECAST_REPLAY_GPUS not used, GPUs detected as usual" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param("t_s,gpu_index,power_w\n0,\u00b2,100\n1,\u00b2,100\n", id="odd-digit"),
+        pytest.param("fifo", id="fifo"),
+        pytest.param("error", id="unexpected-error"),
+    ],
+)
+def test_nothing_the_variable_names_stops_detection(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    clock: FakeClock,
+    closing: list[Sensor],
+    bad: str,
+) -> None:
+    trace = tmp_path / "power.csv"
+    if bad == "fifo":
+        os.mkfifo(trace)  # opening it to read would block until a writer comes
+    elif bad == "error":
+        trace.write_text(TRACE)
+
+        def broken(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("unexpected")
+
+        monkeypatch.setattr("joulecast.sensors.replay.gpu_replay", broken)
+    else:
+        trace.write_text(bad)
+    monkeypatch.setenv("JOULECAST_REPLAY_GPUS", str(trace))
+    fake = FakeNvml([a100()], clock=clock)
+    with caplog.at_level(logging.WARNING, logger="joulecast"):
+        sensors, reports = detect(nvml=fake, rapl_root=tmp_path / "none", clock=clock)
+    closing += sensors
+    assert [sensor_name(s) for s in sensors] == ["nvml", "host"]
+    assert not reports_by_name(reports)["replay"].found
+    assert "JOULECAST_REPLAY_GPUS not used, GPUs detected as usual" in caplog.text
+
+
+def test_a_fifo_given_is_read(tmp_path: Path, closing: list[Sensor]) -> None:
+    # On the command line a pipe is the user's choice (a process substitution, say).
+    fifo = tmp_path / "power.csv"
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        with open(fifo, "w") as fh:
+            fh.write(TRACE)
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    sensors, reports = detect(nvml=NO_DRIVER, rapl_root=tmp_path / "none", replay_gpus=fifo)
+    writer.join()
+    closing += sensors
+    assert reports_by_name(reports)["replay"].devices == ["gpu:0", "gpu:1"]

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from joulecast.errors import InputError, SensorError, SensorUnavailable
+from joulecast.errors import SensorError, SensorUnavailable
 from joulecast.inputs import REPLAY_GPUS_ENV
 from joulecast.records import Reading
 
@@ -93,9 +93,10 @@ def detect(
 
     ``replay_gpus`` (a neutral ``power.csv``; default ``$JOULECAST_REPLAY_GPUS``) replaces
     the GPUs by the trace's, replayed in real time (:func:`~joulecast.sensors.replay.gpu_replay`).
-    A bad trace given here raises; one named by the variable is reported as a missing
-    ``replay`` source and logged as a warning, and the GPUs are detected as usual: a training
-    process measuring itself must not fail on it.
+    A bad trace given here raises; one named by the variable (or anything but a regular
+    file there, such as a FIFO that would block) is reported as a missing ``replay`` source
+    and logged as a warning, and the GPUs are detected as usual: a training process
+    measuring itself must not fail on it.
 
     Raises:
         InputError: the ``replay_gpus`` trace cannot be replayed.
@@ -128,8 +129,11 @@ def detect(
     replayed = False
     if gpus and trace is not None:
         try:
-            replayed = attempt("replay", lambda: gpu_replay(trace, clock=clock))
-        except InputError as exc:
+            replayed = attempt(
+                "replay", lambda: gpu_replay(trace, clock=clock, regular_file=not strict)
+            )
+        except Exception as exc:
+            # Whatever the variable names, a training process measuring itself goes on.
             if strict:
                 raise
             fix = f"unset {REPLAY_GPUS_ENV} or name a neutral power.csv with GPU rows"

@@ -213,21 +213,28 @@ class ReplaySensor:
 
 
 def gpu_replay(
-    path: str | os.PathLike[str], *, clock: Callable[[], float] = time.monotonic
+    path: str | os.PathLike[str],
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    regular_file: bool = False,
 ) -> ReplaySensor:
     """The GPUs of the neutral trace ``path``, replayed in real time: a dry run's GPUs.
 
     Only the ``gpu:*`` devices are kept (the host's CPU and RAM stay this machine's). The
     trace starts at the sensor's first read (the run's first reading) and starts over when
     the run outlasts it: power repeats, and an energy counter that goes back to its first
-    value is bridged from power, as after a driver reload.
+    value is bridged from power, as after a driver reload. ``regular_file`` refuses anything
+    but a regular file (a FIFO or a device would block or never end).
 
     Raises:
         InputError: ``path`` is missing, not a neutral trace, or holds no GPU power readings
-            at two instants or more (one line naming the file and what was expected).
+            at two instants or more (one line naming the file and what was expected); with
+            ``regular_file``, it is not a regular file.
     """
     from joulecast.traces import read_trace
 
+    if regular_file and os.path.exists(path) and not os.path.isfile(path):
+        raise InputError(f"{path}: not a regular file (expected a neutral power.csv)")
     trace = read_trace(path)
     gpus = trace[trace["device"].str.startswith("gpu:") & trace["power_w"].notna()]
     if gpus.empty:
