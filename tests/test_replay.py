@@ -6,10 +6,12 @@ import sys
 import textwrap
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 
 import joulecast
+from joulecast.energy import integrate
 from joulecast.errors import InputError
 from joulecast.sensors.replay import ReplaySensor, gpu_replay
 from joulecast.store import Store
@@ -61,6 +63,30 @@ def test_loop_wraps():
     now[0] = 12.5
     assert not replay.finished
     assert replay.read()[0].power_w == pytest.approx(25.0)
+
+
+def _replayed_energy_j(replay: ReplaySensor, now: list[float], until_s: float) -> float:
+    """The energy the run's integration counts from ``replay`` read every 0.01 s."""
+    readings = []
+    for k in range(round(until_s / 0.01) + 1):
+        now[0] = k * 0.01
+        readings += replay.read()
+    frame = pd.DataFrame(readings)
+    return float(integrate(frame["t_s"], frame["power_w"], frame["energy_j"]).energy_j[0])
+
+
+def test_a_looping_counter_counts_on_across_each_start_over():
+    # 1 s of power from 100 W to 300 W (200 J), its counter the integral of it.
+    t = np.linspace(0.0, 1.0, 11)
+    power = 100.0 + 200.0 * t
+    trace = pd.DataFrame(
+        {"t_s": t, "device": "gpu:0", "power_w": power, "energy_j": 100.0 * t + 100.0 * t**2}
+    )
+    now = [0.0]
+    replay = ReplaySensor(trace, loop=True, clock=lambda: now[0])
+    # 3 loops and 0.4 s of a fourth: 3 x 200 J + the integral over [0, 0.4] s.
+    expected = 3 * 200.0 + (100.0 * 0.4 + 100.0 * 0.4**2)
+    assert _replayed_energy_j(replay, now, 3.4) == pytest.approx(expected, rel=1e-9)
 
 
 def test_a_device_recorded_as_modelled_replays_as_modelled():
@@ -158,11 +184,11 @@ def test_gpu_replay_keeps_the_gpus_starts_at_the_first_read_and_loops(tmp_path):
     now[0] = 60.0
     (first,) = replay.read()
     assert (first.t_s, first.power_w, first.source, first.measured) == (60.0, 100.0, "replay", True)
-    now[0] = 75.0  # 15 s on: the trace started over 5 s ago
+    now[0] = 75.0  # 15 s on: the trace started over 5 s ago, its counter counting on
     (r,) = replay.read()
     assert (r.power_w, r.energy_j, r.util_pct, r.mem_used_mib, r.temp_c) == (
         150.0,
-        750.0,
+        2250.0,
         20.0,
         2000.0,
         50.0,

@@ -70,8 +70,9 @@ class ReplaySensor:
     ``measured``).
 
     The trace's position 0 is the moment of creation, or with ``start_on_read`` the first
-    :meth:`read` (a monitor's first reading, at its run's start). ``trace`` names the recording
-    in :meth:`describe` (the run's hardware facts).
+    :meth:`read` (a monitor's first reading, at its run's start). With ``loop`` the trace
+    starts over at its end, and an energy counter goes on counting from where it was.
+    ``trace_name`` names the recording in :meth:`describe` (the run's hardware facts).
     """
 
     name = "replay"
@@ -179,18 +180,18 @@ class ReplaySensor:
         if self._origin is None:
             self._origin = now
         pos = now - self._origin
-        if not self._loop:
-            if pos > self.duration_s:
-                return []
-        elif self.duration_s > 0:
-            pos %= self.duration_s
-        pos += self._t0
+        if not self._loop and pos > self.duration_s:
+            return []
+        loops = 0.0
+        if self._loop and self.duration_s > 0:
+            loops, pos = divmod(pos, self.duration_s)
+        at = pos + self._t0
         source = self._source
         readings = []
         for group in self._groups:
-            if pos < group.t[0] or pos > group.t[-1]:
+            if at < group.t[0] or at > group.t[-1]:
                 continue
-            i, j, f = group.at(pos)
+            i, j, f = group.at(at)
             # Written out column by column: this runs for every device on every tick.
             for device, measured, p, e, u, m, c in group.devices:
                 readings.append(
@@ -200,7 +201,8 @@ class ReplaySensor:
                         p[i] + (p[j] - p[i]) * f,
                         source,
                         measured,
-                        None if e is None else e[i] + (e[j] - e[i]) * f,
+                        # A counter goes on counting across each start-over, as hardware's.
+                        None if e is None else e[i] + (e[j] - e[i]) * f + loops * (e[-1] - e[0]),
                         None if u is None else u[i] + (u[j] - u[i]) * f,
                         None if m is None else m[i] + (m[j] - m[i]) * f,
                         None if c is None else c[i] + (c[j] - c[i]) * f,
@@ -222,9 +224,9 @@ def gpu_replay(
 
     Only the ``gpu:*`` devices are kept (the host's CPU and RAM stay this machine's). The
     trace starts at the sensor's first read (the run's first reading) and starts over when
-    the run outlasts it: power repeats, and an energy counter that goes back to its first
-    value is bridged from power, as after a driver reload. ``regular_file`` refuses anything
-    but a regular file (a FIFO or a device would block or never end).
+    the run outlasts it: power repeats, and an energy counter goes on counting from where it
+    was. ``regular_file`` refuses anything but a regular file (a FIFO or a device would
+    block or never end).
 
     Raises:
         InputError: ``path`` is missing, not a neutral trace, or holds no GPU power readings
