@@ -65,14 +65,19 @@ def test_loop_wraps():
     assert replay.read()[0].power_w == pytest.approx(25.0)
 
 
-def _replayed_energy_j(replay: ReplaySensor, now: list[float], until_s: float) -> float:
-    """The energy the run's integration counts from ``replay`` read every 0.01 s."""
+def _replayed_energy_j(replay: ReplaySensor, now: list[float], until_s: float) -> dict[str, float]:
+    """Per device, the energy the run's integration counts from ``replay`` read every 0.01 s
+    (each read must give every device)."""
     readings = []
     for k in range(round(until_s / 0.01) + 1):
         now[0] = k * 0.01
-        readings += replay.read()
+        got = replay.read()
+        assert sorted(r.device for r in got) == replay.devices()  # never silent
+        readings += got
     frame = pd.DataFrame(readings)
-    return float(integrate(frame["t_s"], frame["power_w"], frame["energy_j"]).energy_j[0])
+    codes, names = pd.factorize(frame["device"], sort=True)
+    energy = integrate(frame["t_s"], frame["power_w"], frame["energy_j"], codes).energy_j
+    return dict(zip(names, map(float, energy), strict=True))
 
 
 def test_a_looping_counter_counts_on_across_each_start_over():
@@ -86,7 +91,18 @@ def test_a_looping_counter_counts_on_across_each_start_over():
     replay = ReplaySensor(trace, loop=True, clock=lambda: now[0])
     # 3 loops and 0.4 s of a fourth: 3 x 200 J + the integral over [0, 0.4] s.
     expected = 3 * 200.0 + (100.0 * 0.4 + 100.0 * 0.4**2)
-    assert _replayed_energy_j(replay, now, 3.4) == pytest.approx(expected, rel=1e-9)
+    assert _replayed_energy_j(replay, now, 3.4)["gpu:0"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_looping_device_with_a_shorter_span_loops_over_its_own():
+    long = pd.DataFrame({"t_s": [0.0, 1.0], "device": "gpu:0", "power_w": 100.0})
+    long["energy_j"] = 100.0 * long["t_s"]
+    short = pd.DataFrame({"t_s": [0.0, 0.25, 0.5], "device": "gpu:1", "power_w": 50.0})
+    short["energy_j"] = 50.0 * short["t_s"]
+    now = [0.0]
+    replay = ReplaySensor(pd.concat([long, short]), loop=True, clock=lambda: now[0])
+    got = _replayed_energy_j(replay, now, 3.4)
+    assert got == pytest.approx({"gpu:0": 340.0, "gpu:1": 170.0}, rel=1e-9)
 
 
 def test_a_device_recorded_as_modelled_replays_as_modelled():

@@ -70,8 +70,9 @@ class ReplaySensor:
     ``measured``).
 
     The trace's position 0 is the moment of creation, or with ``start_on_read`` the first
-    :meth:`read` (a monitor's first reading, at its run's start). With ``loop`` the trace
-    starts over at its end, and an energy counter goes on counting from where it was.
+    :meth:`read` (a monitor's first reading, at its run's start). With ``loop`` each group of
+    devices recorded at the same instants starts over at the end of its own span, and an
+    energy counter goes on counting from where it was.
     ``trace_name`` names the recording in :meth:`describe` (the run's hardware facts).
     """
 
@@ -182,14 +183,17 @@ class ReplaySensor:
         pos = now - self._origin
         if not self._loop and pos > self.duration_s:
             return []
-        loops = 0.0
-        if self._loop and self.duration_s > 0:
-            loops, pos = divmod(pos, self.duration_s)
-        at = pos + self._t0
         source = self._source
         readings = []
         for group in self._groups:
-            if at < group.t[0] or at > group.t[-1]:
+            # Each group loops over its own span: one shorter than the trace's would otherwise
+            # fall silent (and its counter jump a whole pass) until the trace started over.
+            t_first, t_last = group.t[0], group.t[-1]
+            at, loops = pos + self._t0, 0.0
+            if self._loop and at > t_last > t_first:
+                loops, rest = divmod(at - t_first, t_last - t_first)
+                at = t_first + rest
+            if at < t_first or at > t_last:
                 continue
             i, j, f = group.at(at)
             # Written out column by column: this runs for every device on every tick.
@@ -224,9 +228,9 @@ def gpu_replay(
 
     Only the ``gpu:*`` devices are kept (the host's CPU and RAM stay this machine's). The
     trace starts at the sensor's first read (the run's first reading) and starts over when
-    the run outlasts it: power repeats, and an energy counter goes on counting from where it
-    was. ``regular_file`` refuses anything but a regular file (a FIFO or a device would
-    block or never end).
+    the run outlasts it, each GPU over its own span: power repeats, and an energy counter
+    goes on counting from where it was. ``regular_file`` refuses anything but a regular file
+    (a FIFO or a device would block or never end).
 
     Raises:
         InputError: ``path`` is missing, not a neutral trace, or holds no GPU power readings
