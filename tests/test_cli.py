@@ -503,6 +503,15 @@ def test_measure_replay_gpus_samples_the_traces_gpus(tmp_path):
     assert data["energy_j_replayed"] == pytest.approx(
         data["energy_j_by_device"]["gpu:0"] + data["energy_j_by_device"]["gpu:1"]
     )
+    # The three parts: the replayed GPUs are in neither this machine's measured energy nor
+    # the modelled one.
+    host = {d: v["energy_j"] for d, v in data["devices"].items() if v["source"] != "replay"}
+    assert data["energy_j_measured"] + data["energy_j_modelled"] == pytest.approx(
+        sum(host.values())
+    )
+    assert data["energy_j"] == pytest.approx(
+        data["energy_j_measured"] + data["energy_j_replayed"] + data["energy_j_modelled"]
+    )
     assert {"cpu", "ram"} <= set(data["devices"])  # the host stays this machine's
     samples = Store(store).samples(data["run_id"])
     for device, expected in (
@@ -562,6 +571,7 @@ def test_doctor_reports_replayed_gpus(tmp_path):
     assert "replay" in out and "not this machine's hardware" in out and str(trace) in out
     by_name = {d["sensor"]: d for d in json.loads(cli("doctor", "--json", env=env).stdout)}
     assert by_name["replay"]["found"] and by_name["replay"]["devices"] == ["gpu:0", "gpu:1"]
+    assert by_name["replay"]["measured"] is False  # a recording, not this machine's hardware
     assert by_name["replay"]["details"]["gpu:0"] == {"replayed": True, "trace": str(trace)}
     assert not by_name["nvml"]["found"] and "replayed" in by_name["nvml"]["reason"]
     env["JOULECAST_REPLAY_GPUS"] = str(tmp_path / "missing.csv")

@@ -171,20 +171,63 @@ def test_a_replayed_run_is_labelled_as_such(store):
 
     trace = pd.DataFrame({"t_s": [0.0, 60.0], "device": "gpu:0", "power_w": [100.0, 100.0]})
     replay = ReplaySensor(trace, trace_name="t.csv")
-    with joulecast.measure(store=store, sensors=[replay], interval_s=0.01) as run:
-        time.sleep(0.1)
+    # This machine's own devices, one measured and one modelled, as the host sensors read them.
+    host = pd.DataFrame(
+        {
+            "t_s": [0.0, 60.0, 0.0, 60.0],
+            "device": ["cpu:0", "cpu:0", "ram", "ram"],
+            "power_w": [30.0, 30.0, 3.0, 3.0],
+            "measured": [True, True, False, False],
+        }
+    )
+    rapl = ReplaySensor(host, source="rapl")
+    rapl.name = "rapl"  # its hardware facts apart from the replay's
+    with joulecast.measure(store=store, sensors=[replay, rapl], interval_s=0.01) as run:
+        with run.epoch(0):
+            time.sleep(0.1)
+        time.sleep(0.05)
     row = store.run(run.run_id)
     assert row["origin"] == "replay"
     assert row["hardware"]["sensors"]["replay"] == {"gpu:0": {"replayed": True, "trace": "t.csv"}}
     summary = run.summary()
-    assert summary.devices["gpu:0"].replayed and summary.devices["gpu:0"].source == "replay"
-    assert summary.energy_j_replayed == summary.energy_j > 0
-    assert summary.to_dict()["energy_j_replayed"] == summary.energy_j
+    gpu, cpu, ram = (summary.devices[d] for d in ("gpu:0", "cpu:0", "ram"))
+    assert gpu.replayed and gpu.source == "replay" and gpu.origin == "replayed"
+    assert (cpu.origin, ram.origin) == ("measured", "modelled")
+    # Three parts, none counted twice: a replayed GPU is not this machine's measured energy.
+    assert summary.energy_j_replayed == gpu.energy_j > 0
+    assert summary.energy_j_measured == cpu.energy_j > 0
+    assert summary.energy_j_modelled == ram.energy_j > 0
+    assert summary.energy_j == pytest.approx(
+        summary.energy_j_measured + summary.energy_j_replayed + summary.energy_j_modelled
+    )
+    data = summary.to_dict()
+    assert data["energy_j_replayed"] == gpu.energy_j
+    assert data["devices"]["gpu:0"]["origin"] == "replayed"
+    (epoch,) = data["epochs"]
+    assert epoch["energy_j_replayed"] == pytest.approx(epoch["energy_j_by_device"]["gpu:0"])
+    assert epoch["energy_j_measured"] == pytest.approx(epoch["energy_j_by_device"]["cpu:0"])
     assert any(w.startswith("gpu:0: replayed from a recorded trace") for w in summary.warnings)
+    assert not any(w.startswith("no measured power source") for w in summary.warnings)
     console = Console(record=True, width=200)
     print_summary(summary, console)
     text = console.export_text()
-    assert "replayed (replay, trapezoid)" in text and "replayed" in text.split("total")[1]
+    assert "replayed (replay, trapezoid)" in text and "measured (rapl, trapezoid)" in text
+    total = text.split("total")[1]
+    assert (
+        f"measured {cpu.energy_j:,.1f} J + replayed {gpu.energy_j:,.1f} J + modelled "
+        f"{ram.energy_j:,.1f} J" in total
+    )
+
+
+def test_a_run_of_replayed_devices_alone_has_no_measured_energy(store):
+    trace = pd.DataFrame({"t_s": [0.0, 60.0], "device": "gpu:0", "power_w": [100.0, 100.0]})
+    with joulecast.measure(store=store, sensors=[ReplaySensor(trace)], interval_s=0.01) as run:
+        time.sleep(0.05)
+    summary = run.summary()
+    assert summary.energy_j_measured == 0.0 and summary.energy_j_replayed == summary.energy_j
+    assert "no measured power source: every energy figure is replayed or modelled" in (
+        summary.warnings
+    )
 
 
 def test_gpu_replay_keeps_the_gpus_starts_at_the_first_read_and_loops(tmp_path):

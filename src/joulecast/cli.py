@@ -52,8 +52,7 @@ def print_summary(summary: RunSummary, out: Any) -> None:
     for col in ("device", "energy J", "kWh", "mean W", "how"):
         table.add_column(col, justify="left" if col in ("device", "how") else "right")
     for device, d in summary.devices.items():
-        kind = "replayed" if d.replayed else "measured" if d.measured else "modelled"
-        how = f"{kind} ({d.source}, {d.method})"
+        how = f"{d.origin.value} ({d.source}, {d.method})"
         table.add_row(
             device, _fmt(d.energy_j), f"{j_to_kwh(d.energy_j):.6f}", _fmt(d.mean_power_w), how
         )
@@ -63,9 +62,9 @@ def print_summary(summary: RunSummary, out: Any) -> None:
         _fmt(summary.energy_j),
         f"{j_to_kwh(summary.energy_j):.6f}",
         _fmt(summary.mean_power_w),
-        f"measured {_fmt(summary.energy_j_measured)} J + modelled "
-        f"{_fmt(summary.energy_j_modelled)} J"
-        + (f"; replayed {_fmt(summary.energy_j_replayed)} J of it" if replayed else ""),
+        f"measured {_fmt(summary.energy_j_measured)} J + "
+        + (f"replayed {_fmt(summary.energy_j_replayed)} J + " if replayed else "")
+        + f"modelled {_fmt(summary.energy_j_modelled)} J",
         style="bold",
     )
     out.print(table)

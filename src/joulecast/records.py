@@ -12,6 +12,21 @@ from typing import Any
 REPLAY_SOURCE = "replay"
 
 
+class EnergyOrigin(str, enum.Enum):
+    """Where a device's energy comes from: the three parts every total is split into."""
+
+    MEASURED = "measured"  #: read from this machine's hardware (NVML, RAPL, imported traces)
+    REPLAYED = "replayed"  #: a recorded trace played back (a dry run), whatever it marks
+    MODELLED = "modelled"  #: computed from a model (RAM, CPU without RAPL)
+
+    @classmethod
+    def of(cls, source: str, measured: bool) -> EnergyOrigin:
+        """The origin of readings from ``source`` with the ``measured`` flag."""
+        if source == REPLAY_SOURCE:
+            return cls.REPLAYED
+        return cls.MEASURED if measured else cls.MODELLED
+
+
 class RunStatus(str, enum.Enum):
     """Life cycle of a run in the store."""
 

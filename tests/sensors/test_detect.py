@@ -168,7 +168,8 @@ def test_a_replayed_trace_stands_in_for_the_gpus(
     assert fake.calls["nvmlInit"] == 0
     assert [sensor_name(s) for s in sensors] == ["replay", "host"]
     got = reports_by_name(reports)
-    assert got["replay"] == SensorReport("replay", True, ["gpu:0", "gpu:1"], True)
+    # Not measured: the readings are a recording, not this machine's hardware.
+    assert got["replay"] == SensorReport("replay", True, ["gpu:0", "gpu:1"], False)
     assert not got["nvml"].found and got["nvml"].reason == f"GPUs replayed from {trace}"
     assert "JOULECAST_REPLAY_GPUS" in got["nvml"].fix
 

@@ -129,8 +129,9 @@ def detect(
     replayed = False
     if gpus and trace is not None:
         try:
+            # measured False: the trace's readings are not this machine's hardware.
             replayed = attempt(
-                "replay", lambda: gpu_replay(trace, clock=clock, regular_file=not strict)
+                "replay", lambda: gpu_replay(trace, clock=clock, regular_file=not strict), False
             )
         except Exception as exc:
             # Whatever the variable names, a training process measuring itself goes on.
