@@ -19,6 +19,12 @@ from joulecast.traces import import_trace
 from tests.conftest import sine_trace
 
 
+@pytest.fixture(autouse=True)
+def _all_gpus_visible(monkeypatch):
+    """Replayed GPUs follow CUDA_VISIBLE_DEVICES: none set unless a test sets it."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
 def test_interpolates_at_position():
     trace = pd.DataFrame({"t_s": [0.0, 10.0], "device": "gpu:0", "power_w": [100.0, 200.0],
                           "energy_j": [0.0, 1500.0]})
@@ -328,3 +334,33 @@ def test_a_bad_trace_in_the_variable_does_not_stop_the_training(tmp_path):
     assert summary.status == "completed" and len(summary.epochs) == 1
     assert store.run(run_id)["origin"] == "measure"
     assert not any(d.replayed for d in summary.devices.values())
+
+
+THREE_GPUS = "t_s,gpu_index,power_w\n" + "".join(
+    f"{t},{i},{100 * (i + 1)}\n" for i in range(3) for t in (0, 10)
+)
+
+
+@pytest.mark.parametrize(
+    ("visible", "expected"),
+    [
+        ("2,0", {"gpu:0": 300.0, "gpu:1": 100.0}),  # picked and renumbered, as CUDA does
+        ("1, 1", {"gpu:0": 200.0}),
+        ("1,5,0", {"gpu:0": 200.0}),  # no gpu:5: it hides itself and the rest
+        ("1,GPU-8f2c,0", {"gpu:0": 200.0}),  # a trace has no UUIDs
+    ],
+)
+def test_gpu_replay_follows_cuda_visible_devices(tmp_path, monkeypatch, visible, expected):
+    path = tmp_path / "power.csv"
+    path.write_text(THREE_GPUS)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    replay = gpu_replay(path, clock=lambda: 0.0)
+    assert {r.device: r.power_w for r in replay.read()} == expected
+
+
+@pytest.mark.parametrize("visible", ["", "-1", "GPU-8f2c"])
+def test_gpu_replay_with_no_visible_gpu_says_so(tmp_path, visible):
+    path = tmp_path / "power.csv"
+    path.write_text(THREE_GPUS)
+    with pytest.raises(InputError, match="leaves none of the trace's GPUs visible"):
+        gpu_replay(path, visible=visible)

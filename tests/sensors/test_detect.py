@@ -35,6 +35,12 @@ def closing() -> Iterator[list[Sensor]]:
         s.close()
 
 
+@pytest.fixture(autouse=True)
+def _all_gpus_visible(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replayed trace's GPUs follow CUDA_VISIBLE_DEVICES: none set here."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
 @pytest.fixture
 def no_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "empty-bin").mkdir()

@@ -9,6 +9,7 @@ trace's.
 from __future__ import annotations
 
 import bisect
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from joulecast.records import REPLAY_SOURCE, Reading
 
 if TYPE_CHECKING:
     from joulecast.store import Store
+
+log = logging.getLogger(__name__)
 
 _OPTIONAL = ("energy_j", "util_pct", "mem_used_mib", "temp_c")
 
@@ -223,6 +226,7 @@ def gpu_replay(
     *,
     clock: Callable[[], float] = time.monotonic,
     regular_file: bool = False,
+    visible: str | None = None,
 ) -> ReplaySensor:
     """The GPUs of the neutral trace ``path``, replayed in real time: a dry run's GPUs.
 
@@ -232,10 +236,13 @@ def gpu_replay(
     goes on counting from where it was. ``regular_file`` refuses anything but a regular file
     (a FIFO or a device would block or never end).
 
+    The trace's ``gpu:N`` is CUDA device N of the machine replayed; ``visible`` (default
+    ``$CUDA_VISIBLE_DEVICES``) keeps and renumbers them as CUDA would (:func:`visible_gpus`).
+
     Raises:
         InputError: ``path`` is missing, not a neutral trace, or holds no GPU power readings
-            at two instants or more (one line naming the file and what was expected); with
-            ``regular_file``, it is not a regular file.
+            at two instants or more, or none of its GPUs is visible (one line naming the file
+            and what was expected); with ``regular_file``, it is not a regular file.
     """
     from joulecast.traces import read_trace
 
@@ -249,6 +256,46 @@ def gpu_replay(
             f"{path}: no GPU power readings to replay (expected rows of devices gpu:0, "
             f"gpu:1, ... or a gpu_index column; found {quote(found)})"
         )
+    if visible is None:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    numbering = visible_gpus(sorted(gpus["device"].unique()), visible)
+    if not numbering:
+        raise InputError(
+            f"{path}: CUDA_VISIBLE_DEVICES={visible!r} leaves none of the trace's GPUs visible "
+            "(expected indices of its gpu:N devices)"
+        )
+    gpus = gpus[gpus["device"].isin(numbering)].assign(device=lambda f: f["device"].map(numbering))
     if not float(gpus["t_s"].max()) > float(gpus["t_s"].min()):
         raise InputError(f"{path}: the GPU readings span 0 s (expected two instants or more)")
     return ReplaySensor(gpus, loop=True, clock=clock, start_on_read=True, trace_name=str(path))
+
+
+def visible_gpus(devices: list[str], visible: str | None) -> dict[str, str]:
+    """The trace's GPUs a CUDA program would see under ``CUDA_VISIBLE_DEVICES`` = ``visible``,
+    each mapped to its name there: ``gpu:N`` is the trace's CUDA device N.
+
+    As for real GPUs (docs/measurement.md), the entries pick devices in their order and are
+    numbered from 0; an entry that names no device of the trace hides itself and everything
+    after it. Only indices are understood: a trace holds no UUIDs, so a ``GPU-``/``MIG-``
+    entry hides the rest too (with a warning). None (unset): every GPU, as recorded.
+    """
+    from joulecast.sensors._gpus import parse_visible
+
+    entries = parse_visible(visible)
+    if entries is None:
+        return {d: d for d in devices}
+    out: dict[str, str] = {}
+    for entry in entries:
+        device = f"gpu:{int(entry)}" if entry.isascii() and entry.isdigit() else None
+        if device not in devices:
+            uuid = entry.upper().startswith(("GPU-", "MIG-"))
+            unsupported = " (a replayed trace knows GPUs by index only)" if uuid else ""
+            log.warning(
+                "CUDA_VISIBLE_DEVICES entry %r matches no replayed GPU%s; it hides the rest",
+                entry,
+                unsupported,
+            )
+            break
+        if device not in out:
+            out[device] = f"gpu:{len(out)}"
+    return out
