@@ -10,7 +10,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import signal
 import sys
 import time
@@ -119,9 +118,6 @@ def cmd_measure(args: argparse.Namespace) -> int:
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
-    # The variable is read here too (detection alone would warn and fall back) so that a bad
-    # trace stops the command before it starts, as --replay-gpus does.
-    replay = getattr(args, "replay_gpus", None) or os.environ.get(REPLAY_GPUS_ENV) or None
     measured = MeasuredCommand(
         command,
         store=args.store,
@@ -129,7 +125,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         tags=key_values(args.tag, "--tag"),
         interval_s=args.interval,
         gpus=not args.no_gpu,
-        replay_gpus=None if args.no_gpu else replay,
+        replay_gpus=getattr(args, "replay_gpus", None),
         epochs=getattr(args, "epochs", None),
         forecast_method=getattr(args, "forecast_method", "epoch-energy"),
         stable_epoch=getattr(args, "stable_epoch", "auto"),

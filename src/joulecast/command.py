@@ -23,7 +23,7 @@ from joulecast.forecast import AUTO, DEFAULT_WINDOW, LiveForecaster, Method
 from joulecast.inputs import REPLAY_GPUS_ENV, RUN_ENV, STORE_ENV
 from joulecast.monitor import DEFAULT_INTERVAL_S, Monitor
 from joulecast.records import Phase, PhaseKind, RunStatus
-from joulecast.sensors import Sensor, detect
+from joulecast.sensors import Sensor, detect, replay_trace
 from joulecast.store import Store
 
 if TYPE_CHECKING:
@@ -43,9 +43,11 @@ class MeasuredCommand:
     marks, a forecast is made (:class:`joulecast.live.LiveForecast`), stored with the epoch
     unless the command's own live forecast stored one, and printed on stderr (``progress``).
 
-    ``replay_gpus`` (a neutral ``power.csv``) samples the trace's GPUs, replayed in real
-    time, instead of this machine's (:func:`joulecast.sensors.detect`); the command gets it
-    as ``$JOULECAST_REPLAY_GPUS``, so that a run it opens itself replays them too.
+    ``replay_gpus`` (a neutral ``power.csv``; default ``$JOULECAST_REPLAY_GPUS``, see
+    :func:`joulecast.sensors.replay_trace`) samples the trace's GPUs, replayed in real time,
+    instead of this machine's (:func:`joulecast.sensors.detect`); a trace that cannot be
+    replayed stops :meth:`start`. The command gets it as ``$JOULECAST_REPLAY_GPUS``, so that
+    a run it opens itself replays them too.
     """
 
     def __init__(
@@ -109,6 +111,7 @@ class MeasuredCommand:
                 interval_s=self.interval_s,
                 gpus=self.gpus,
                 replay_gpus=self.replay_gpus,
+                strict_replay=True,
             )
             for rep in reports:
                 if not rep.found:
@@ -129,8 +132,9 @@ class MeasuredCommand:
         run_id = monitor.start()
         self._monitor, self.run_id = monitor, run_id
         env = dict(os.environ, **{RUN_ENV: str(run_id), STORE_ENV: str(store.path.resolve())})
-        if self.replay_gpus is not None:
-            env[REPLAY_GPUS_ENV] = str(Path(self.replay_gpus).resolve())
+        replay = replay_trace(self.replay_gpus, gpus=self.gpus)
+        if replay is not None:
+            env[REPLAY_GPUS_ENV] = str(Path(replay[0]).resolve())
         try:
             self._child = subprocess.Popen(self.argv, env=env)
         except OSError as exc:

@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from joulecast.errors import InputError
-from joulecast.sensors import Sensor, SensorReport, detect, detect_sensors, sensor_name
+from joulecast.sensors import (
+    Sensor,
+    SensorReport,
+    detect,
+    detect_sensors,
+    replay_trace,
+    sensor_name,
+)
 from tests.fakes import (
     NVML_ERROR_LIBRARY_NOT_FOUND,
     FakeClock,
@@ -269,3 +276,22 @@ def test_a_fifo_given_is_read(tmp_path: Path, closing: list[Sensor]) -> None:
     writer.join()
     closing += sensors
     assert reports_by_name(reports)["replay"].devices == ["gpu:0", "gpu:1"]
+
+
+def test_the_replay_choice_is_the_argument_else_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert replay_trace() is None
+    monkeypatch.setenv("JOULECAST_REPLAY_GPUS", "named.csv")
+    assert replay_trace() == ("named.csv", True)
+    assert replay_trace(tmp_path / "given.csv") == (str(tmp_path / "given.csv"), False)
+    assert replay_trace(tmp_path / "given.csv", gpus=False) is None
+    assert replay_trace(gpus=False) is None
+
+
+def test_strict_replay_makes_the_variable_raise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JOULECAST_REPLAY_GPUS", str(tmp_path / "no-such.csv"))
+    with pytest.raises(InputError, match=r"no-such\.csv: file not found"):
+        detect(nvml=NO_DRIVER, rapl_root=tmp_path / "none", strict_replay=True)

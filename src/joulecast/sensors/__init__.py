@@ -30,7 +30,7 @@ from joulecast.records import Reading
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Sensor", "SensorReport", "detect", "detect_sensors"]
+__all__ = ["Sensor", "SensorReport", "detect", "detect_sensors", "replay_trace"]
 
 
 @runtime_checkable
@@ -69,6 +69,23 @@ class SensorReport:
     fix: str = ""
 
 
+def replay_trace(
+    replay_gpus: str | os.PathLike[str] | None = None, *, gpus: bool = True
+) -> tuple[str, bool] | None:
+    """The trace whose GPUs detection replays, and whether ``$JOULECAST_REPLAY_GPUS`` named
+    it: ``replay_gpus``, else the variable; None where GPU sensing is off or neither is set.
+
+    The one place the choice is made: :func:`detect` replays it, and ``joulecast measure``
+    passes it on to its command.
+    """
+    if not gpus:
+        return None
+    if replay_gpus is not None:
+        return os.fspath(replay_gpus), False
+    named = os.environ.get(REPLAY_GPUS_ENV)
+    return (named, True) if named else None
+
+
 def sensor_name(sensor: Sensor) -> str:
     """A sensor's ``name``, or its class name."""
     return str(getattr(sensor, "name", type(sensor).__name__))
@@ -85,6 +102,7 @@ def detect(
     nvml: Any = None,
     clock: Callable[[], float] = time.monotonic,
     replay_gpus: str | os.PathLike[str] | None = None,
+    strict_replay: bool = False,
 ) -> tuple[list[Sensor], list[SensorReport]]:
     """Build every sensor that works here; report each source found or not, and why.
 
@@ -93,13 +111,15 @@ def detect(
 
     ``replay_gpus`` (a neutral ``power.csv``; default ``$JOULECAST_REPLAY_GPUS``) replaces
     the GPUs by the trace's, replayed in real time (:func:`~joulecast.sensors.replay.gpu_replay`).
-    A bad trace given here raises; one named by the variable (or anything but a regular
-    file there, such as a FIFO that would block) is reported as a missing ``replay`` source
-    and logged as a warning, and the GPUs are detected as usual: a training process
-    measuring itself must not fail on it.
+    (:func:`replay_trace`). A bad trace given here raises; one named by the variable (or
+    anything but a regular file there, such as a FIFO that would block) is reported as a
+    missing ``replay`` source and logged as a warning, and the GPUs are detected as usual: a
+    training process measuring itself must not fail on it. ``strict_replay`` makes it raise
+    too (``joulecast measure``: a bad trace stops the command before it starts).
 
     Raises:
-        InputError: the ``replay_gpus`` trace cannot be replayed.
+        InputError: the ``replay_gpus`` trace (or with ``strict_replay``, the variable's)
+            cannot be replayed.
     """
     from joulecast.sensors.host import HostSensor
     from joulecast.sensors.nvidia_smi import NvidiaSmiSensor
@@ -124,18 +144,20 @@ def detect(
         reports.append(SensorReport(name, True, sensor.devices(), measured))
         return True
 
-    strict = replay_gpus is not None
-    trace = replay_gpus if strict else os.environ.get(REPLAY_GPUS_ENV) or None
+    choice = replay_trace(replay_gpus, gpus=gpus)
+    trace, from_variable = choice if choice is not None else (None, False)
     replayed = False
-    if gpus and trace is not None:
+    if trace is not None:
         try:
             # measured False: the trace's readings are not this machine's hardware.
             replayed = attempt(
-                "replay", lambda: gpu_replay(trace, clock=clock, regular_file=not strict), False
+                "replay",
+                lambda: gpu_replay(trace, clock=clock, regular_file=from_variable),
+                False,
             )
         except Exception as exc:
             # Whatever the variable names, a training process measuring itself goes on.
-            if strict:
+            if not from_variable or strict_replay:
                 raise
             fix = f"unset {REPLAY_GPUS_ENV} or name a neutral power.csv with GPU rows"
             reports.append(SensorReport("replay", False, reason=str(exc), fix=fix))
