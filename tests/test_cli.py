@@ -3,6 +3,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -526,6 +528,38 @@ def test_measure_replay_gpus_samples_the_traces_gpus(tmp_path):
     assert gpu0["util_pct"].between(10, 90).all() and gpu0["temp_c"].between(40, 80).all()
     runs = json.loads(cli("runs", "--store", store, "--json").stdout)
     assert runs[0]["origin"] == "replay"
+    facts = Store(store).run(data["run_id"])["hardware"]["sensors"]["replay"]
+    assert facts["gpu:0"]["trace"] == str(trace)  # absolute, as the command got it
+
+
+def test_measure_no_gpu_keeps_the_variable_from_the_command(tmp_path):
+    trace = tmp_path / "trace.csv"
+    trace.write_text(DRY_RUN_TRACE)
+    env = dict(os.environ, JOULECAST_REPLAY_GPUS=str(trace))
+    child = "import os; print(os.environ.get('JOULECAST_REPLAY_GPUS'))"
+    store = tmp_path / "s.db"
+    proc = cli("measure", "--store", store, "--no-gpu", "--", sys.executable, "-c", child, env=env)
+    assert proc.stdout.strip() == "None"
+    assert "replay" not in show(store)["hardware"].get("sensors", {})
+
+
+@pytest.mark.skipif(not shutil.which("bash"), reason="needs bash for a process substitution")
+def test_measure_replays_a_process_substitution(tmp_path):
+    trace = tmp_path / "trace.csv"
+    trace.write_text(DRY_RUN_TRACE)
+    store = tmp_path / "s.db"
+    child = "import os; print(os.environ.get('JOULECAST_REPLAY_GPUS'))"
+    line = " ".join(
+        shlex.quote(str(a))
+        for a in [*JOULECAST, "measure", "--store", store, "--replay-gpus"]
+    )
+    line += f" <(cat {shlex.quote(str(trace))}) -- "
+    line += " ".join(shlex.quote(a) for a in [sys.executable, "-c", child])
+    proc = subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "None"  # read once: a pipe is not passed on
+    facts = show(store)["hardware"]["sensors"]["replay"]
+    assert facts["gpu:0"]["trace"].startswith("/dev/fd/")  # its name, not the pipe's target
 
 
 @pytest.mark.parametrize(

@@ -132,9 +132,13 @@ class MeasuredCommand:
         run_id = monitor.start()
         self._monitor, self.run_id = monitor, run_id
         env = dict(os.environ, **{RUN_ENV: str(run_id), STORE_ENV: str(store.path.resolve())})
+        # Only what this process replays reaches the command (nothing under gpus=False), as
+        # an absolute path so that it is found from any folder. A pipe (a process
+        # substitution) is not passed on: it was read here, and resolving its name mangles it.
+        env.pop(REPLAY_GPUS_ENV, None)
         replay = replay_trace(self.replay_gpus, gpus=self.gpus)
-        if replay is not None:
-            env[REPLAY_GPUS_ENV] = str(Path(replay[0]).resolve())
+        if replay is not None and os.path.isfile(replay[0]):
+            env[REPLAY_GPUS_ENV] = os.path.abspath(replay[0])
         try:
             self._child = subprocess.Popen(self.argv, env=env)
         except OSError as exc:

@@ -267,7 +267,9 @@ def gpu_replay(
     gpus = gpus[gpus["device"].isin(numbering)].assign(device=lambda f: f["device"].map(numbering))
     if not float(gpus["t_s"].max()) > float(gpus["t_s"].min()):
         raise InputError(f"{path}: the GPU readings span 0 s (expected two instants or more)")
-    return ReplaySensor(gpus, loop=True, clock=clock, start_on_read=True, trace_name=str(path))
+    # The run's hardware facts name the file from anywhere (a pipe keeps the name it had).
+    name = os.path.abspath(path) if os.path.isfile(path) else os.fspath(path)
+    return ReplaySensor(gpus, loop=True, clock=clock, start_on_read=True, trace_name=name)
 
 
 def visible_gpus(devices: list[str], visible: str | None) -> dict[str, str]:
