@@ -231,6 +231,17 @@ def test_a_replayed_run_is_labelled_as_such(store):
     )
 
 
+@pytest.mark.parametrize(("source", "origin"), [("replay", "replay"), ("nvml", "measure")])
+def test_the_runs_origin_and_its_devices_labels_follow_one_flag(store, source, origin):
+    trace = pd.DataFrame({"t_s": [0.0, 60.0], "device": "gpu:0", "power_w": [100.0, 100.0]})
+    replay = ReplaySensor(trace, source=source)  # another source: a simulation of hardware
+    with joulecast.measure(store=store, sensors=[replay], interval_s=0.01) as run:
+        time.sleep(0.05)
+    device = run.summary().devices["gpu:0"]
+    assert replay.replayed is device.replayed is (source == "replay")
+    assert store.run(run.run_id)["origin"] == origin
+
+
 def test_a_run_of_replayed_devices_alone_has_no_measured_energy(store):
     trace = pd.DataFrame({"t_s": [0.0, 60.0], "device": "gpu:0", "power_w": [100.0, 100.0]})
     with joulecast.measure(store=store, sensors=[ReplaySensor(trace)], interval_s=0.01) as run:

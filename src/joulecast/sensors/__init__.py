@@ -38,10 +38,10 @@ class Sensor(Protocol):
     """A source of readings. ``read`` raises :class:`~joulecast.errors.SensorError` on failure.
 
     Optional extras the monitor uses when present: ``name`` (str), ``describe()`` (static
-    facts per device) and ``replayed`` (True: the readings are a recording played back, and
-    the run's origin is ``replay``). A sensor may return nothing new for a call (it keeps its
-    own pace); a device silent for longer than the monitor's gap threshold is recorded as a
-    gap.
+    facts per device) and ``replayed`` (True: the readings are a recording played back, with
+    source ``replay``, and the run's origin is ``replay``). A sensor may return nothing new
+    for a call (it keeps its own pace); a device silent for longer than the monitor's gap
+    threshold is recorded as a gap.
     """
 
     def devices(self) -> list[str]:

@@ -80,8 +80,6 @@ class ReplaySensor:
     """
 
     name = "replay"
-    #: A sensor extra: the readings are a recording played back, not this machine's hardware.
-    replayed = True
 
     def __init__(
         self,
@@ -134,6 +132,13 @@ class ReplaySensor:
         return cls(samples[samples["power_w"].notna()], **kwargs)
 
     @property
+    def replayed(self) -> bool:
+        """A sensor extra: the readings are a recording played back, not this machine's
+        hardware. True unless ``source`` names another source (a simulation of hardware):
+        the one flag from which the run's origin and its devices' labels both follow."""
+        return self._source == REPLAY_SOURCE
+
+    @property
     def origin_s(self) -> float | None:
         """The monotonic time at which the replay started (trace position 0); None until the
         first read of a replay that starts there."""
@@ -172,8 +177,8 @@ class ReplaySensor:
         return list(self._devices)
 
     def describe(self) -> dict[str, dict[str, Any]]:
-        """Per device: that it is replayed, and the trace it comes from (where named)."""
-        return {d: {"replayed": True, "trace": self.trace_name} for d in self._devices}
+        """Per device: whether it is replayed, and the trace it comes from (where named)."""
+        return {d: {"replayed": self.replayed, "trace": self.trace_name} for d in self._devices}
 
     def read(self) -> list[Reading]:
         """Each device's values interpolated at the current position; nothing past the end.
