@@ -8,13 +8,13 @@ trace's.
 
 from __future__ import annotations
 
-import bisect
 import logging
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
 import pandas as pd
 
 from joulecast.errors import InputError
@@ -28,19 +28,27 @@ log = logging.getLogger(__name__)
 
 _OPTIONAL = ("energy_j", "util_pct", "mem_used_mib", "temp_c")
 
-_Column = list[float] | None
+class _Device(NamedTuple):
+    name: str
+    measured: bool
+    #: One row per instant: power_w, then each of _OPTIONAL (NaN where ``has`` is False).
+    values: np.ndarray
+    has: tuple[bool, ...]  #: per column of _OPTIONAL: the device has it at every instant
+    counter_pass_j: float  #: what its energy counter counts over the whole span (0 without)
 
 
 class _Group:
-    """Devices sampled at the same instants: one bisect per read serves them all."""
+    """Devices sampled at the same instants: one search per read serves them all.
+
+    Columns are numpy arrays (8 bytes a value), not lists of Python floats (32), so that a
+    long trace costs what its numbers do.
+    """
 
     __slots__ = ("devices", "t")
 
-    def __init__(self, t: list[float]) -> None:
+    def __init__(self, t: np.ndarray) -> None:
         self.t = t
-        # Per device: its name, whether it was measured, its power and each of _OPTIONAL as
-        # plain lists (None where the device lacks the column or any of its values).
-        self.devices: list[tuple[str, bool, list[float], _Column, _Column, _Column, _Column]] = []
+        self.devices: list[_Device] = []
 
     def add(self, device: str, frame: pd.DataFrame) -> None:
         """Add ``device``'s columns (its ``t_s`` is this group's).
@@ -48,23 +56,23 @@ class _Group:
         A device replays as measured unless its trace marks a row modelled (``measured``
         False), as the energy of a stored run counts it.
         """
-        energy, util, mem, temp = (
-            frame[c].astype(float).tolist()
-            if c in frame.columns and bool(frame[c].notna().all())
-            else None
-            for c in _OPTIONAL
-        )
-        power = frame["power_w"].astype(float).tolist()
+        has = tuple(c in frame.columns and bool(frame[c].notna().all()) for c in _OPTIONAL)
+        values = np.full((len(frame), 1 + len(_OPTIONAL)), np.nan)
+        values[:, 0] = frame["power_w"].to_numpy(float)
+        for k, c in enumerate(_OPTIONAL, start=1):
+            if has[k - 1]:
+                values[:, k] = frame[c].to_numpy(float)
+        counter_pass_j = float(values[-1, 1] - values[0, 1]) if has[0] else 0.0
         measured = "measured" not in frame.columns or bool(frame["measured"].astype(bool).all())
-        self.devices.append((device, measured, power, energy, util, mem, temp))
+        self.devices.append(_Device(device, measured, values, has, counter_pass_j))
 
     def at(self, pos: float) -> tuple[int, int, float]:
         """Rows ``i`` and ``j`` around ``pos`` (inside the span) and the weight of row ``j``."""
         t = self.t
-        i = bisect.bisect_right(t, pos) - 1
+        i = int(np.searchsorted(t, pos, side="right")) - 1
         if i >= len(t) - 1:
             return len(t) - 1, len(t) - 1, 0.0
-        t0, t1 = t[i], t[i + 1]
+        t0, t1 = float(t[i]), float(t[i + 1])
         return i, i + 1, (pos - t0) / (t1 - t0) if t1 > t0 else 0.0
 
 
@@ -100,12 +108,12 @@ class ReplaySensor:
         if trace.empty:
             raise InputError("replay trace: no samples")
         frame = trace.dropna(subset=["power_w"]).sort_values(["device", "t_s"], kind="stable")
-        groups: dict[tuple[float, ...], _Group] = {}
+        groups: dict[bytes, _Group] = {}
         for device, rows in frame.groupby("device", sort=True):
-            t = rows["t_s"].astype(float).tolist()
-            groups.setdefault(tuple(t), _Group(t)).add(str(device), rows)
+            t = rows["t_s"].to_numpy(float)
+            groups.setdefault(t.tobytes(), _Group(t)).add(str(device), rows)
         self._groups = list(groups.values())
-        self._devices = [d[0] for g in self._groups for d in g.devices]
+        self._devices = [d.name for g in self._groups for d in g.devices]
         self._t0 = float(frame["t_s"].min())
         self._t_end = float(frame["t_s"].max())
         self._speed = float(speed)
@@ -196,7 +204,7 @@ class ReplaySensor:
         for group in self._groups:
             # Each group loops over its own span: one shorter than the trace's would otherwise
             # fall silent (and its counter jump a whole pass) until the trace started over.
-            t_first, t_last = group.t[0], group.t[-1]
+            t_first, t_last = float(group.t[0]), float(group.t[-1])
             at, loops = pos + self._t0, 0.0
             if self._loop and at > t_last > t_first:
                 loops, rest = divmod(at - t_first, t_last - t_first)
@@ -204,20 +212,22 @@ class ReplaySensor:
             if at < t_first or at > t_last:
                 continue
             i, j, f = group.at(at)
-            # Written out column by column: this runs for every device on every tick.
-            for device, measured, p, e, u, m, c in group.devices:
+            for d in group.devices:
+                power, energy, *rest = (d.values[i] + (d.values[j] - d.values[i]) * f).tolist()
+                # A counter goes on counting across each start-over, as hardware's.
+                energy += loops * d.counter_pass_j
+                util, mem, temp = (v if ok else None for v, ok in zip(rest, d.has[1:], strict=True))
                 readings.append(
                     Reading(
                         now,
-                        device,
-                        p[i] + (p[j] - p[i]) * f,
+                        d.name,
+                        power,
                         source,
-                        measured,
-                        # A counter goes on counting across each start-over, as hardware's.
-                        None if e is None else e[i] + (e[j] - e[i]) * f + loops * (e[-1] - e[0]),
-                        None if u is None else u[i] + (u[j] - u[i]) * f,
-                        None if m is None else m[i] + (m[j] - m[i]) * f,
-                        None if c is None else c[i] + (c[j] - c[i]) * f,
+                        d.measured,
+                        energy if d.has[0] else None,
+                        util,
+                        mem,
+                        temp,
                     )
                 )
         return readings
