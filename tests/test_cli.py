@@ -473,7 +473,8 @@ DRY_RUN_TRACE = (
 )
 
 
-def test_measure_replay_gpus_samples_the_traces_gpus(tmp_path):
+def test_measure_replay_gpus_samples_the_traces_gpus(tmp_path, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)  # every GPU of the trace
     store = tmp_path / "s.db"
     trace = tmp_path / "trace.csv"
     trace.write_text(DRY_RUN_TRACE)
@@ -597,7 +598,8 @@ def test_measure_replay_gpus_and_no_gpu_exclude_each_other(tmp_path):
     assert info.value.code == 2
 
 
-def test_doctor_reports_replayed_gpus(tmp_path):
+def test_doctor_reports_replayed_gpus(tmp_path, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)  # every GPU of the trace
     trace = tmp_path / "trace.csv"
     trace.write_text(DRY_RUN_TRACE)
     env = dict(os.environ, JOULECAST_REPLAY_GPUS=str(trace))
