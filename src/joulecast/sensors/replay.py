@@ -28,7 +28,10 @@ log = logging.getLogger(__name__)
 
 _OPTIONAL = ("energy_j", "util_pct", "mem_used_mib", "temp_c")
 
+
 class _Device(NamedTuple):
+    """One replayed device's columns."""
+
     name: str
     measured: bool
     #: One row per instant: power_w, then each of _OPTIONAL (NaN where ``has`` is False).
@@ -83,8 +86,8 @@ class ReplaySensor:
     The trace's position 0 is the moment of creation, or with ``start_on_read`` the first
     :meth:`read` (a monitor's first reading, at its run's start). With ``loop`` each group of
     devices recorded at the same instants starts over at the end of its own span, and an
-    energy counter goes on counting from where it was.
-    ``trace_name`` names the recording in :meth:`describe` (the run's hardware facts).
+    energy counter goes on counting from where it was. ``trace_name`` names the recording in
+    :meth:`describe` (the run's hardware facts).
     """
 
     name = "replay"
