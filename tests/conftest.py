@@ -22,8 +22,9 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No test inherits a run to join or a store from the environment."""
+    """No test inherits a run to join, a store or a trace to replay from the environment."""
     monkeypatch.delenv("JOULECAST_RUN_ID", raising=False)
+    monkeypatch.delenv("JOULECAST_REPLAY_GPUS", raising=False)
     monkeypatch.setenv("JOULECAST_STORE", str(tmp_path / "default.db"))
 
 

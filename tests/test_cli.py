@@ -3,6 +3,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -459,3 +461,156 @@ def test_demo_runs_end_to_end(tmp_path):
         and len(data["epochs"]) == 2
         and data["epochs"][0]["samples"] == 32768
     )
+
+
+# A 600 s trace: gpu:0's power rises linearly (its trapezoid integral over any readings is
+# exact), gpu:1 has an energy counter at a steady 50 W. Its energy over the readings
+# from trace second 0 to D: 100 D + 0.25 D^2 and 50 D.
+DRY_RUN_TRACE = (
+    "t_s,gpu_index,power_w,energy_j,util_pct,mem_used_mib,temp_c\n"
+    "0,0,100,,10,1000,40\n600,0,400,,90,9000,80\n"
+    "0,1,50,0,5,500,35\n600,1,50,30000,5,500,35\n"
+)
+
+
+def test_measure_replay_gpus_samples_the_traces_gpus(tmp_path, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)  # every GPU of the trace
+    store = tmp_path / "s.db"
+    trace = tmp_path / "trace.csv"
+    trace.write_text(DRY_RUN_TRACE)
+    child = "import os, time; print(os.environ['JOULECAST_REPLAY_GPUS']); time.sleep(1)"
+    proc = cli(
+        "measure",
+        "--store",
+        store,
+        "--replay-gpus",
+        "trace.csv",
+        "--",
+        sys.executable,
+        "-c",
+        child,
+        cwd=tmp_path,
+    )
+    assert proc.stdout.strip() == str(trace)  # absolute: found from any folder
+    assert (
+        "replayed (replay, trapezoid)" in proc.stderr
+        and "replayed from a recorded trace" in proc.stderr
+    )
+    data = show(store)
+    replayed = {d: v for d, v in data["devices"].items() if v["source"] == "replay"}
+    assert set(replayed) == {"gpu:0", "gpu:1"}
+    assert {replayed[d]["method"] for d in replayed} == {"trapezoid", "counter"}
+    assert any(
+        w.startswith("gpu:0, gpu:1: replayed from a recorded trace") for w in data["warnings"]
+    )
+    assert data["energy_j_replayed"] == pytest.approx(
+        data["energy_j_by_device"]["gpu:0"] + data["energy_j_by_device"]["gpu:1"]
+    )
+    # The three parts: the replayed GPUs are in neither this machine's measured energy nor
+    # the modelled one.
+    host = {d: v["energy_j"] for d, v in data["devices"].items() if v["source"] != "replay"}
+    assert data["energy_j_measured"] + data["energy_j_modelled"] == pytest.approx(
+        sum(host.values())
+    )
+    assert data["energy_j"] == pytest.approx(
+        data["energy_j_measured"] + data["energy_j_replayed"] + data["energy_j_modelled"]
+    )
+    assert {"cpu", "ram"} <= set(data["devices"])  # the host stays this machine's
+    samples = Store(store).samples(data["run_id"])
+    for device, expected in (
+        ("gpu:0", lambda span: 100 * span + 0.25 * span**2),
+        ("gpu:1", lambda span: 50 * span),
+    ):
+        t = samples.loc[samples["device"] == device, "t_s"]
+        span = t.max() - t.min()  # the trace plays from the run's first reading
+        assert 0.9 < span < 60
+        assert data["energy_j_by_device"][device] == pytest.approx(expected(span), rel=1e-6)
+    gpu0 = samples[samples["device"] == "gpu:0"]
+    assert gpu0["util_pct"].between(10, 90).all() and gpu0["temp_c"].between(40, 80).all()
+    runs = json.loads(cli("runs", "--store", store, "--json").stdout)
+    assert runs[0]["origin"] == "replay"
+    facts = Store(store).run(data["run_id"])["hardware"]["sensors"]["replay"]
+    assert facts["gpu:0"]["trace"] == str(trace)  # absolute, as the command got it
+
+
+def test_measure_no_gpu_keeps_the_variable_from_the_command(tmp_path):
+    trace = tmp_path / "trace.csv"
+    trace.write_text(DRY_RUN_TRACE)
+    env = dict(os.environ, JOULECAST_REPLAY_GPUS=str(trace))
+    child = "import os; print(os.environ.get('JOULECAST_REPLAY_GPUS'))"
+    store = tmp_path / "s.db"
+    proc = cli("measure", "--store", store, "--no-gpu", "--", sys.executable, "-c", child, env=env)
+    assert proc.stdout.strip() == "None"
+    assert "replay" not in show(store)["hardware"].get("sensors", {})
+
+
+@pytest.mark.skipif(not shutil.which("bash"), reason="needs bash for a process substitution")
+def test_measure_replays_a_process_substitution(tmp_path):
+    trace = tmp_path / "trace.csv"
+    trace.write_text(DRY_RUN_TRACE)
+    store = tmp_path / "s.db"
+    child = "import os; print(os.environ.get('JOULECAST_REPLAY_GPUS'))"
+    line = " ".join(
+        shlex.quote(str(a))
+        for a in [*JOULECAST, "measure", "--store", store, "--replay-gpus"]
+    )
+    line += f" <(cat {shlex.quote(str(trace))}) -- "
+    line += " ".join(shlex.quote(a) for a in [sys.executable, "-c", child])
+    proc = subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "None"  # read once: a pipe is not passed on
+    facts = show(store)["hardware"]["sensors"]["replay"]
+    assert facts["gpu:0"]["trace"].startswith("/dev/fd/")  # its name, not the pipe's target
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (None, "file not found"),
+        ("t_s,device,power_w\n0,cpu:0,30\n1,cpu:0,30\n", "no GPU power readings to replay"),
+        ("t_s,gpu,power_w\n0,0,100\n", "line 1: missing column 'gpu_index' or 'device'"),
+    ],
+)
+@pytest.mark.parametrize("how", ["option", "variable"])
+def test_measure_bad_replay_trace_exit_2_one_line(
+    tmp_path, monkeypatch, capsys, text, message, how
+):
+    trace = tmp_path / "trace.csv"
+    if text is not None:
+        trace.write_text(text)
+    store = tmp_path / "s.db"
+    args = ["measure", "--store", str(store), "--", sys.executable, "-c", "raise SystemExit(3)"]
+    if how == "option":
+        args[1:1] = ["--replay-gpus", str(trace)]
+    else:
+        monkeypatch.setenv("JOULECAST_REPLAY_GPUS", str(trace))
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"joulecast: error: {trace}: ") and message in err and err.count("\n") == 1
+    )
+    assert not store.exists()
+
+
+def test_measure_replay_gpus_and_no_gpu_exclude_each_other(tmp_path):
+    with pytest.raises(SystemExit) as info:
+        main(["measure", "--no-gpu", "--replay-gpus", str(tmp_path / "t.csv"), "--", "true"])
+    assert info.value.code == 2
+
+
+def test_doctor_reports_replayed_gpus(tmp_path, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)  # every GPU of the trace
+    trace = tmp_path / "trace.csv"
+    trace.write_text(DRY_RUN_TRACE)
+    env = dict(os.environ, JOULECAST_REPLAY_GPUS=str(trace))
+    out = cli("doctor", env=env).stdout
+    assert "replay" in out and "not this machine's hardware" in out and str(trace) in out
+    by_name = {d["sensor"]: d for d in json.loads(cli("doctor", "--json", env=env).stdout)}
+    assert by_name["replay"]["found"] and by_name["replay"]["devices"] == ["gpu:0", "gpu:1"]
+    assert by_name["replay"]["measured"] is False  # a recording, not this machine's hardware
+    assert by_name["replay"]["details"]["gpu:0"] == {"replayed": True, "trace": str(trace)}
+    assert not by_name["nvml"]["found"] and "replayed" in by_name["nvml"]["reason"]
+    env["JOULECAST_REPLAY_GPUS"] = str(tmp_path / "missing.csv")
+    by_name = {d["sensor"]: d for d in json.loads(cli("doctor", "--json", env=env).stdout)}
+    assert not by_name["replay"]["found"] and "file not found" in by_name["replay"]["reason"]
+    assert "nvml" in by_name and by_name["replay"]["fix"]

@@ -101,6 +101,8 @@ BAD_POWER = [
     ("t_s,gpu_index,power_w\n0,0,100\n2,0,100\n1,0,100\n", "line 4: t_s 1 goes backwards"),
     ("t_s,gpu_index,power_w\n0,0,100\n,0,100\n", "line 3: column 't_s' is empty"),
     ("t_s,gpu_index,power_w\n0,x,100\n", "line 2: column 'gpu_index': 'x' is not a GPU index"),
+    # Digits that str.isdigit() accepts and int() does not.
+    ("t_s,gpu_index,power_w\n0,\u00b2,100\n", "column 'gpu_index': '\u00b2' is not a GPU index"),
     ("t_s,gpu_index,power_w\n0,0,-5\n", "line 2: column 'power_w': -5 is negative"),
     ("t_s,gpu_index,power_w\n0,0,inf\n", "is not finite"),
     ('t_s,gpu_index,power_w\n0,0,"100\n', "malformed CSV"),
@@ -122,9 +124,12 @@ BAD_PHASES = [
     ("index,start_s\n0,1\n", "missing column 'end_s'"),
     ("index,start_s,end_s\n0,5,1\n", "line 2: end 1 is before start 5"),
     ("index,start_s,end_s\nx,0,1\n", "line 2: column 'index': 'x' is not an integer"),
+    ("index,start_s,end_s\n--1,0,1\n", "line 2: column 'index': '--1' is not an integer"),
+    ("index,start_s,end_s\n\u00b2,0,1\n", "line 2: column 'index': '\u00b2' is not an integer"),
     ("index,start_s,end_s,kind\n0,0,1,batch\n", "column 'kind': 'batch' (expected epoch, step or test)"),
     ("index,start_s,end_s\n0,0,1\n0,1,2\n", "line 3: epoch 0 appears twice"),
     ("index,start_s,end_s,samples\n0,0,1,1.5\n", "column 'samples': '1.5' is not a whole number"),
+    ("index,start_s,end_s,samples\n0,0,1,\u00b2\n", "column 'samples': '\u00b2' is not a whole"),
 ]
 
 

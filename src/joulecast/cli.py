@@ -19,7 +19,7 @@ from typing import Any
 
 from joulecast.energy import RunSummary, j_to_kwh, summarize
 from joulecast.errors import InputError, JoulecastError
-from joulecast.inputs import key_values
+from joulecast.inputs import REPLAY_GPUS_ENV, key_values
 from joulecast.outputs import print_json as _print_json
 from joulecast.outputs import write_atomic
 from joulecast.store import Store
@@ -51,17 +51,19 @@ def print_summary(summary: RunSummary, out: Any) -> None:
     for col in ("device", "energy J", "kWh", "mean W", "how"):
         table.add_column(col, justify="left" if col in ("device", "how") else "right")
     for device, d in summary.devices.items():
-        how = f"{'measured' if d.measured else 'modelled'} ({d.source}, {d.method})"
+        how = f"{d.origin.value} ({d.source}, {d.method})"
         table.add_row(
             device, _fmt(d.energy_j), f"{j_to_kwh(d.energy_j):.6f}", _fmt(d.mean_power_w), how
         )
+    replayed = any(d.replayed for d in summary.devices.values())
     table.add_row(
         "total",
         _fmt(summary.energy_j),
         f"{j_to_kwh(summary.energy_j):.6f}",
         _fmt(summary.mean_power_w),
-        f"measured {_fmt(summary.energy_j_measured)} J + modelled "
-        f"{_fmt(summary.energy_j_modelled)} J",
+        f"measured {_fmt(summary.energy_j_measured)} J + "
+        + (f"replayed {_fmt(summary.energy_j_replayed)} J + " if replayed else "")
+        + f"modelled {_fmt(summary.energy_j_modelled)} J",
         style="bold",
     )
     out.print(table)
@@ -123,6 +125,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         tags=key_values(args.tag, "--tag"),
         interval_s=args.interval,
         gpus=not args.no_gpu,
+        replay_gpus=getattr(args, "replay_gpus", None),
         epochs=getattr(args, "epochs", None),
         forecast_method=getattr(args, "forecast_method", "epoch-energy"),
         stable_epoch=getattr(args, "stable_epoch", "auto"),
@@ -246,6 +249,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     for r in reports:
         if r.found:
             kind = "measured" if r.measured else "modelled power / measured load"
+            if r.name == "replay":
+                kind = "replayed from a recorded trace, not this machine's hardware"
             out.print(f"[green]found[/green]   {r.name:<11} {', '.join(r.devices)}  ({kind})")
             for device, info in details.get(r.name, {}).items():
                 facts = ", ".join(f"{k}={v}" for k, v in info.items() if v is not None)
@@ -542,7 +547,14 @@ def register(verbs: Verbs) -> None:
     p.add_argument("--interval", type=_positive_interval, default=0.1, help="seconds (0.1)")
     p.add_argument("--name", help="run name (default: the command)")
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--no-gpu", action="store_true", help="do not sample GPUs")
+    gpu = p.add_mutually_exclusive_group()
+    gpu.add_argument("--no-gpu", action="store_true", help="do not sample GPUs")
+    gpu.add_argument(
+        "--replay-gpus",
+        metavar="TRACE",
+        help="dry run: sample the GPUs of a recorded power.csv, replayed in real time, instead "
+        f"of this machine's (default: ${REPLAY_GPUS_ENV})",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no summary at the end")
     p.add_argument(
         "--epochs",

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from joulecast.errors import InputError, JoulecastError
 from joulecast.forecast import AUTO, DEFAULT_WINDOW, LiveForecaster, Method
-from joulecast.inputs import RUN_ENV, STORE_ENV
+from joulecast.inputs import REPLAY_GPUS_ENV, RUN_ENV, STORE_ENV
 from joulecast.monitor import DEFAULT_INTERVAL_S, Monitor
 from joulecast.records import Phase, PhaseKind, RunStatus
-from joulecast.sensors import Sensor, detect
+from joulecast.sensors import Sensor, detect, replay_trace
 from joulecast.store import Store
 
 if TYPE_CHECKING:
@@ -42,6 +42,12 @@ class MeasuredCommand:
     ``epochs`` (the planned number) turns on the live forecast: after each epoch the command
     marks, a forecast is made (:class:`joulecast.live.LiveForecast`), stored with the epoch
     unless the command's own live forecast stored one, and printed on stderr (``progress``).
+
+    ``replay_gpus`` (a neutral ``power.csv``; default ``$JOULECAST_REPLAY_GPUS``, see
+    :func:`joulecast.sensors.replay_trace`) samples the trace's GPUs, replayed in real time,
+    instead of this machine's (:func:`joulecast.sensors.detect`); a trace that cannot be
+    replayed stops :meth:`start`. The command gets it as ``$JOULECAST_REPLAY_GPUS``, so that
+    a run it opens itself replays them too.
     """
 
     def __init__(
@@ -54,6 +60,7 @@ class MeasuredCommand:
         interval_s: float = DEFAULT_INTERVAL_S,
         gpus: bool = True,
         sensors: Sequence[Sensor] | None = None,
+        replay_gpus: str | os.PathLike[str] | None = None,
         epochs: int | None = None,
         forecast_method: Method | str = Method.EPOCH_ENERGY,
         stable_epoch: int | str = AUTO,
@@ -73,6 +80,7 @@ class MeasuredCommand:
         self.interval_s = interval_s
         self.gpus = gpus
         self.sensors = sensors
+        self.replay_gpus = replay_gpus
         self.epochs = epochs
         self.forecast_method = Method(forecast_method)
         self.stable_epoch = stable_epoch
@@ -91,25 +99,46 @@ class MeasuredCommand:
         """Open the run, start sampling and the command; return the run id.
 
         Raises:
-            InputError: the command cannot be started (the run is removed again).
+            InputError: the command cannot be started (the run is removed again), or the
+                ``replay_gpus`` trace cannot be replayed (no run is opened).
         """
-        store = self._store_arg if isinstance(self._store_arg, Store) else Store(self._store_arg)
-        self.store = store
+        # Sensors before the store: a trace that cannot be replayed leaves no store file behind.
         sensors = self.sensors
         if sensors is None:
             found, reports = detect(
-                pid=os.getpid(), include_root=False, interval_s=self.interval_s, gpus=self.gpus
+                pid=os.getpid(),
+                include_root=False,
+                interval_s=self.interval_s,
+                gpus=self.gpus,
+                replay_gpus=self.replay_gpus,
+                strict_replay=True,
             )
             for rep in reports:
                 if not rep.found:
                     log.info("sensor %s not used: %s", rep.name, rep.reason)
             sensors = found
+        store = self._store_arg
+        if not isinstance(store, Store):
+            try:
+                store = Store(store)
+            except JoulecastError:
+                for sensor in sensors if self.sensors is None else ():
+                    sensor.close()
+                raise
+        self.store = store
         monitor = Monitor(
             sensors, store, interval_s=self.interval_s, name=self.name, tags=self.tags
         )
         run_id = monitor.start()
         self._monitor, self.run_id = monitor, run_id
         env = dict(os.environ, **{RUN_ENV: str(run_id), STORE_ENV: str(store.path.resolve())})
+        # Only what this process replays reaches the command (nothing under gpus=False), as
+        # an absolute path so that it is found from any folder. A pipe (a process
+        # substitution) is not passed on: it was read here, and resolving its name mangles it.
+        env.pop(REPLAY_GPUS_ENV, None)
+        replay = replay_trace(self.replay_gpus, gpus=self.gpus)
+        if replay is not None and os.path.isfile(replay[0]):
+            env[REPLAY_GPUS_ENV] = os.path.abspath(replay[0])
         try:
             self._child = subprocess.Popen(self.argv, env=env)
         except OSError as exc:
@@ -219,9 +248,9 @@ def measure_command(argv: Sequence[str], **options: Any) -> RunSummary:
     """Run ``argv`` as a child process under measurement and return the run's summary.
 
     ``options`` are the keyword arguments of :class:`MeasuredCommand` (``store``, ``name``,
-    ``tags``, ``interval_s``, ``gpus``, ``sensors``, ``epochs``, ``forecast_method``,
-    ``stable_epoch``, ``window``, ``progress``). The summary's ``status``, ``exit_code`` and
-    ``signal`` give the command's outcome.
+    ``tags``, ``interval_s``, ``gpus``, ``sensors``, ``replay_gpus``, ``epochs``,
+    ``forecast_method``, ``stable_epoch``, ``window``, ``progress``). The summary's
+    ``status``, ``exit_code`` and ``signal`` give the command's outcome.
 
     Raises:
         InputError: ``argv`` is empty or cannot be started.

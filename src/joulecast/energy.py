@@ -4,8 +4,9 @@ Each device gets a cumulative-energy curve E(t). With a counter, E is the counte
 linearly between samples (an interval where the counter went backwards, as after a driver
 reload, is integrated from power instead). Without one, E is the exact integral of the
 piecewise-linear power through the samples, so the energy of any window [a, b] is
-E(b) - E(a) and the phases of a run add up to its total. Modelled devices (``measured`` False)
-are summed apart from measured ones.
+E(b) - E(a) and the phases of a run add up to its total. Measured devices (this machine's
+hardware), replayed ones (source ``replay``, a recorded trace) and modelled ones (``measured``
+False) are summed apart (:class:`~joulecast.records.EnergyOrigin`).
 
 :func:`integrate` is the one implementation of that rule, over arrays holding many devices (of
 many runs) at once; :class:`EnergyCurve` and :func:`phase_table` count energy through it. A
@@ -23,6 +24,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+
+from joulecast.records import EnergyOrigin
 
 J_PER_KWH = 3.6e6
 
@@ -280,7 +283,10 @@ def phase_table(samples: pd.DataFrame, phases: pd.DataFrame) -> pd.DataFrame:
     cs = curves(samples)
     return _phase_frame(
         frame,
-        {d: (c.at(end) - c.at(start), c.measured) for d, c in cs.items()},
+        {
+            d: (c.at(end) - c.at(start), EnergyOrigin.of(c.source, c.measured))
+            for d, c in cs.items()
+        },
     )
 
 
@@ -294,7 +300,11 @@ def stored_phase_table(store: Any, run_id: int, phases: pd.DataFrame) -> pd.Data
     at = store.energy_at(run_id, np.concatenate([start, end]))
     n = len(frame)
     return _phase_frame(
-        frame, {d: (e[n:] - e[:n], states[d].measured) for d, e in sorted(at.items())}
+        frame,
+        {
+            d: (e[n:] - e[:n], EnergyOrigin.of(states[d].source, states[d].measured))
+            for d, e in sorted(at.items())
+        },
     )
 
 
@@ -356,23 +366,25 @@ def stored_power_span(
     return min(s.power_t0_s for s in powered), max(s.power_t_s for s in powered)
 
 
-def _phase_frame(phases: pd.DataFrame, energy: dict[str, tuple[np.ndarray, bool]]) -> pd.DataFrame:
-    """The phase table of ``phases`` given each device's energy in each phase (and whether
-    the device is measured)."""
+def _phase_frame(
+    phases: pd.DataFrame, energy: dict[str, tuple[np.ndarray, EnergyOrigin]]
+) -> pd.DataFrame:
+    """The phase table of ``phases`` given each device's energy in each phase (and where it
+    comes from)."""
     frame = phases.copy()
     start = frame["start_s"].to_numpy(float)
     end = frame["end_s"].to_numpy(float)
     frame["duration_s"] = end - start
     total = np.zeros(len(frame))
-    measured = np.zeros(len(frame))
-    for device, (e, is_measured) in energy.items():
+    part = {origin: np.zeros(len(frame)) for origin in EnergyOrigin}
+    for device, (e, origin) in energy.items():
         e = np.where(np.isnan(end), np.nan, e)
         frame[f"energy_j[{device}]"] = e
         total = total + e
-        if is_measured:
-            measured = measured + e
+        part[origin] = part[origin] + e
     frame["energy_j"] = total
-    frame["energy_j_measured"] = measured if energy else np.nan
+    frame["energy_j_measured"] = part[EnergyOrigin.MEASURED] if energy else np.nan
+    frame["energy_j_replayed"] = part[EnergyOrigin.REPLAYED] if energy else np.nan
     with np.errstate(divide="ignore", invalid="ignore"):
         frame["mean_power_w"] = total / frame["duration_s"].to_numpy(float)
         n = frame["samples"].astype("Float64").to_numpy(dtype=float, na_value=np.nan)
@@ -399,6 +411,17 @@ class DeviceTotal:
     samples: int
     rate_hz: float | None = None
 
+    @property
+    def origin(self) -> EnergyOrigin:
+        """Where the energy comes from: this machine's hardware, a replayed trace or a model."""
+        return EnergyOrigin.of(self.source, self.measured)
+
+    @property
+    def replayed(self) -> bool:
+        """True where the readings are a recorded trace played back (a dry run), not this
+        machine's hardware."""
+        return self.origin is EnergyOrigin.REPLAYED
+
 
 @dataclass
 class RunSummary:
@@ -422,18 +445,26 @@ class RunSummary:
 
     @property
     def energy_j(self) -> float:
-        """Total energy, measured and modelled devices together."""
+        """Total energy: the measured, replayed and modelled parts together."""
         return sum((d.energy_j for d in self.devices.values()), 0.0)
+
+    def _part_j(self, origin: EnergyOrigin) -> float:
+        return sum((d.energy_j for d in self.devices.values() if d.origin is origin), 0.0)
 
     @property
     def energy_j_measured(self) -> float:
-        """Energy of devices read from hardware counters or power sensors."""
-        return sum((d.energy_j for d in self.devices.values() if d.measured), 0.0)
+        """Energy of devices read from this machine's hardware counters or power sensors."""
+        return self._part_j(EnergyOrigin.MEASURED)
+
+    @property
+    def energy_j_replayed(self) -> float:
+        """Energy of devices replayed from a recorded trace (a dry run), not this machine's."""
+        return self._part_j(EnergyOrigin.REPLAYED)
 
     @property
     def energy_j_modelled(self) -> float:
         """Energy of devices whose power comes from a model (RAM, CPU without RAPL)."""
-        return sum((d.energy_j for d in self.devices.values() if not d.measured), 0.0)
+        return self._part_j(EnergyOrigin.MODELLED)
 
     @property
     def mean_power_w(self) -> float:
@@ -460,6 +491,7 @@ class RunSummary:
                     "duration_s": _num(row["duration_s"]),
                     "energy_j": _num(row["energy_j"]),
                     "energy_j_measured": _num(row["energy_j_measured"]),
+                    "energy_j_replayed": _num(row["energy_j_replayed"]),
                     "energy_j_by_device": {c[9:-1]: _num(row[c]) for c in device_cols},
                     "mean_power_w": _num(row["mean_power_w"]),
                     "samples": None if pd.isna(row["samples"]) else int(row["samples"]),
@@ -479,6 +511,7 @@ class RunSummary:
             "energy_kwh": j_to_kwh(self.energy_j),
             "energy_j_measured": self.energy_j_measured,
             "energy_j_modelled": self.energy_j_modelled,
+            "energy_j_replayed": self.energy_j_replayed,
             "energy_j_by_device": {d: v.energy_j for d, v in self.devices.items()},
             "mean_power_w": _num(self.mean_power_w),
             "samples_processed": self.samples_processed,
@@ -490,6 +523,7 @@ class RunSummary:
                     "method": v.method,
                     "source": v.source,
                     "measured": v.measured,
+                    "origin": v.origin.value,
                     "samples": v.samples,
                     "rate_hz": v.rate_hz,
                 }
@@ -541,8 +575,15 @@ def summarize(store: Any, run_id: int) -> RunSummary:
     warnings: list[str] = []
     if not devices:
         warnings.append("no power readings were recorded")
-    elif not any(d.measured for d in devices.values()):
-        warnings.append("no measured power source: every energy figure is modelled")
+    replayed = [d for d, total in devices.items() if total.replayed]
+    if devices and not any(d.origin is EnergyOrigin.MEASURED for d in devices.values()):
+        kind = "replayed or modelled" if replayed else "modelled"
+        warnings.append(f"no measured power source: every energy figure is {kind}")
+    if replayed:
+        warnings.append(
+            f"{', '.join(replayed)}: replayed from a recorded trace (a dry run), "
+            "not read from this machine's hardware"
+        )
     for device, frame in gaps.groupby("device", sort=True):
         ends = frame["end_s"].fillna(duration)
         lost = float((ends - frame["start_s"]).sum())

@@ -7,6 +7,9 @@ Every environment variable joulecast reads or sets is named here, once:
   :func:`joulecast.measure` then joins that run instead of opening one.
 - ``JOULECAST_GPUS`` (:data:`GPUS_ENV`): a user CSV that extends the GPU catalogue.
 - ``JOULECAST_CPU_TDP_W`` (:data:`CPU_TDP_ENV`): the CPU TDP of the modelled CPU power.
+- ``JOULECAST_REPLAY_GPUS`` (:data:`REPLAY_GPUS_ENV`): a neutral ``power.csv`` whose GPUs
+  sensor detection replays instead of this machine's (a dry run); ``joulecast measure
+  --replay-gpus`` sets it for its command.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ STORE_ENV = "JOULECAST_STORE"
 RUN_ENV = "JOULECAST_RUN_ID"
 GPUS_ENV = "JOULECAST_GPUS"
 CPU_TDP_ENV = "JOULECAST_CPU_TDP_W"
+REPLAY_GPUS_ENV = "JOULECAST_REPLAY_GPUS"
 
 _UNIT_S = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*([dhms])")

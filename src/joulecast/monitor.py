@@ -162,10 +162,12 @@ class Monitor:
                     if dev.startswith("gpu:") and info.get("name")
                 }
             )
+            replayed = any(getattr(s, "replayed", False) for s in self.sensors)
             self.run_id = self.store.create_run(
                 name=self.name,
                 tags=self.tags,
                 hardware=hardware,
+                origin="replay" if replayed else "measure",
                 start_mono_s=self.t0,
                 interval_s=self.interval_s,
             )

@@ -7,6 +7,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+#: The ``source`` of readings played back from a recorded trace (``sensors/replay.py``): a
+#: recording, not this machine's hardware, whatever their ``measured`` flag says.
+REPLAY_SOURCE = "replay"
+
+
+class EnergyOrigin(str, enum.Enum):
+    """Where a device's energy comes from: the three parts every total is split into."""
+
+    MEASURED = "measured"  #: read from this machine's hardware (NVML, RAPL, imported traces)
+    REPLAYED = "replayed"  #: a recorded trace played back (a dry run), whatever it marks
+    MODELLED = "modelled"  #: computed from a model (RAM, CPU without RAPL)
+
+    @classmethod
+    def of(cls, source: str, measured: bool) -> EnergyOrigin:
+        """The origin of readings from ``source`` with the ``measured`` flag."""
+        if source == REPLAY_SOURCE:
+            return cls.REPLAYED
+        return cls.MEASURED if measured else cls.MODELLED
+
 
 class RunStatus(str, enum.Enum):
     """Life cycle of a run in the store."""

@@ -59,6 +59,12 @@ def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
             raise InputError(f"{path}: not UTF-8 text ({exc.reason})") from exc
 
 
+def _is_whole(text: str) -> bool:
+    """Whether ``text`` is a whole number int() reads: ASCII digits only (``str.isdigit``
+    alone accepts digits such as ``²`` that int() rejects)."""
+    return text.isascii() and text.isdigit()
+
+
 def _number(
     path: Path, line: int, column: str, text: str, *, required: bool, shown: str | None = None
 ) -> float | None:
@@ -162,7 +168,7 @@ def _trace_records(path: Path) -> Iterator[tuple[Any, ...]]:
                 raise InputError(f"{path}: line {line}: column 'device' is empty")
         else:
             text = fields[pos["gpu_index"]]
-            if not text.isdigit():
+            if not _is_whole(text):
                 raise InputError(
                     f"{path}: line {line}: column 'gpu_index': {text!r} is not a GPU index "
                     "(expected 0, 1, ...)"
@@ -217,7 +223,7 @@ def read_phases(
                 f"{path}: line {line}: expected {len(header)} fields, got {len(fields)}"
             )
         text = fields[pos["index"]]
-        if not text.lstrip("-").isdigit():
+        if not _is_whole(text.removeprefix("-")):
             raise InputError(f"{path}: line {line}: column 'index': {text!r} is not an integer")
         index = int(text)
         kind_text = fields[pos["kind"]].lower() if "kind" in pos else "epoch"
@@ -240,7 +246,7 @@ def read_phases(
             raise InputError(f"{path}: line {line}: end {end:g} is before start {start:g}")
         samples = None
         if "samples" in pos and fields[pos["samples"]]:
-            if not fields[pos["samples"]].isdigit():
+            if not _is_whole(fields[pos["samples"]]):
                 raise InputError(
                     f"{path}: line {line}: column 'samples': {fields[pos['samples']]!r} "
                     "is not a whole number"

@@ -32,6 +32,7 @@ from joulecast.energy import summarize
 from joulecast.errors import InputError
 from joulecast.offline.store_table import TAG_FEATURES, run_row, runs_table
 from joulecast.records import Phase, PhaseKind, Reading
+from joulecast.sensors.replay import ReplaySensor
 from joulecast.store import Store
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -82,10 +83,11 @@ def expected_row(store: Store, run_id: int) -> dict[str, float]:
     gpu_ram = gpus + [d.device for d in devices if d.device == "ram"]
     per_epoch = sum(epochs[f"energy_j[{d}]"] for d in gpu_ram)
     epoch_mean = float(np.mean(per_epoch)) if gpu_ram and len(epochs) else math.nan
-    measured = [d.energy_j for d in devices if d.measured]
+    measured = [d.energy_j for d in devices if d.measured and not d.replayed]
     return {
         "energy_j": s.energy_j if s.devices else math.nan,
         "energy_j_measured": sum(measured) if measured else math.nan,
+        "energy_j_replayed": s.energy_j_replayed if s.devices else math.nan,
         "energy_j_gpu": sum(gpu) if gpu else math.nan,
         "epochs": len(epochs),
         "images": s.samples_processed if s.samples_processed is not None else math.nan,
@@ -271,6 +273,25 @@ def test_measured_runs_match_summarize(store: Store) -> None:
     assert math.isnan(second["f1"]) and pd.isna(second["architecture"])
 
 
+def test_a_replayed_run_says_so_and_keeps_its_replayed_energy_apart(store: Store) -> None:
+    trace = pd.DataFrame({"t_s": [0.0, 60.0], "device": "gpu:0", "power_w": [100.0, 100.0]})
+    with joulecast.measure(
+        store=store, sensors=[ReplaySensor(trace), WavySensor()], interval_s=0.01
+    ) as run:
+        time.sleep(0.1)
+    with joulecast.measure(store=store, sensors=[WavySensor()], interval_s=0.01):
+        time.sleep(0.05)
+    table = run_table(store)
+    assert list(table["origin"]) == ["replay", "measure"]
+    assert_matches_summarize(store, table)
+    replayed, measured = table.iloc[0], table.iloc[1]
+    summary = summarize(store, run.run_id)
+    assert summary.energy_j_replayed > 0
+    assert replayed["energy_j_replayed"] == pytest.approx(summary.energy_j_replayed)
+    assert replayed["energy_j_measured"] == pytest.approx(summary.energy_j_measured)
+    assert measured["energy_j_replayed"] == 0.0
+
+
 def test_imported_runs_with_awkward_samples_match_summarize(store: Store) -> None:
     counter_reset = frame(
         [
@@ -389,6 +410,7 @@ def test_study_and_run_id_filters(synthetic, tmp_path: Path) -> None:
     text = [
         "name",
         "status",
+        "origin",
         "study",
         "study_key",
         "architecture",

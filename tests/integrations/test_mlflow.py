@@ -88,6 +88,27 @@ def test_log_run_after_the_fact(tmp_path, tracking):
     assert phases["kind"].tolist() == ["epoch", "epoch"]
 
 
+def test_a_replayed_run_logs_its_replayed_energy_apart(tmp_path, tracking):
+    from joulecast.sensors.replay import ReplaySensor
+
+    path = tmp_path / "runs.db"
+    trace = pd.DataFrame({"t_s": [0.0, 60.0], "device": "gpu:0", "power_w": [100.0, 100.0]})
+    with joulecast.measure(store=path, sensors=[ReplaySensor(trace)], interval_s=0.02) as run:
+        time.sleep(0.1)
+    data = tracking.get_run(log_run(path, run.run_id)).data
+    summary = joulecast.summarize(joulecast.open_store(path), run.run_id)
+    assert summary.energy_j > 0
+    assert data.metrics["energy_j_replayed"] == pytest.approx(summary.energy_j)
+    assert data.metrics["energy_j_measured"] == 0.0
+    assert data.tags["joulecast.replayed"] == "gpu:0"
+
+
+def test_a_measured_run_logs_no_replayed_energy(tmp_path, tracking):
+    path = tmp_path / "runs.db"
+    data = tracking.get_run(log_run(path, _measured_run(path, epochs=1))).data
+    assert "energy_j_replayed" not in data.metrics and "joulecast.replayed" not in data.tags
+
+
 def test_log_run_into_the_active_run_leaves_it_open(tmp_path, tracking):
     path = tmp_path / "runs.db"
     run_id = _measured_run(path)

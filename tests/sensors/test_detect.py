@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from joulecast.sensors import Sensor, SensorReport, detect, detect_sensors, sensor_name
+from joulecast.errors import InputError
+from joulecast.sensors import (
+    Sensor,
+    SensorReport,
+    detect,
+    detect_sensors,
+    replay_trace,
+    sensor_name,
+)
 from tests.fakes import (
     NVML_ERROR_LIBRARY_NOT_FOUND,
     FakeClock,
@@ -29,6 +40,12 @@ def closing() -> Iterator[list[Sensor]]:
     yield made
     for s in made:
         s.close()
+
+
+@pytest.fixture(autouse=True)
+def _all_gpus_visible(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replayed trace's GPUs follow CUDA_VISIBLE_DEVICES: none set here."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
 
 
 @pytest.fixture
@@ -144,3 +161,137 @@ def test_detect_sensors_returns_the_sensors_only(tmp_path: Path, closing: list[S
     closing += sensors
     assert [sensor_name(s) for s in sensors] == ["rapl", "host"]
     assert all(isinstance(s, Sensor) for s in sensors)
+
+
+TRACE = "t_s,gpu_index,power_w\n0,0,100\n10,0,200\n0,1,50\n10,1,50\n"
+
+
+@pytest.mark.parametrize("how", ["argument", "variable"])
+def test_a_replayed_trace_stands_in_for_the_gpus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, closing: list[Sensor], how: str
+) -> None:
+    trace = tmp_path / "power.csv"
+    trace.write_text(TRACE)
+    fake = FakeNvml([a100()])
+    if how == "variable":
+        monkeypatch.setenv("JOULECAST_REPLAY_GPUS", str(trace))
+    replay = trace if how == "argument" else None
+    sensors, reports = detect(nvml=fake, rapl_root=tmp_path / "none", replay_gpus=replay)
+    closing += sensors
+    assert fake.calls["nvmlInit"] == 0
+    assert [sensor_name(s) for s in sensors] == ["replay", "host"]
+    got = reports_by_name(reports)
+    # Not measured: the readings are a recording, not this machine's hardware.
+    assert got["replay"] == SensorReport("replay", True, ["gpu:0", "gpu:1"], False)
+    assert not got["nvml"].found and got["nvml"].reason == f"GPUs replayed from {trace}"
+    assert "JOULECAST_REPLAY_GPUS" in got["nvml"].fix
+
+
+def test_gpus_switched_off_replay_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, closing: list[Sensor]
+) -> None:
+    trace = tmp_path / "power.csv"
+    trace.write_text(TRACE)
+    monkeypatch.setenv("JOULECAST_REPLAY_GPUS", str(trace))
+    sensors, reports = detect(gpus=False, rapl_root=tmp_path / "none")
+    closing += sensors
+    assert [sensor_name(s) for s in sensors] == ["host"]
+    assert "replay" not in reports_by_name(reports)
+
+
+def test_a_bad_trace_given_raises(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"no-such\.csv: file not found"):
+        detect(nvml=NO_DRIVER, replay_gpus=tmp_path / "no-such.csv")
+
+
+def test_a_bad_trace_in_the_variable_warns_and_detects_as_usual(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    clock: FakeClock,
+    closing: list[Sensor],
+) -> None:
+    monkeypatch.setenv("JOULECAST_REPLAY_GPUS", str(tmp_path / "no-such.csv"))
+    fake = FakeNvml([a100()], clock=clock)
+    with caplog.at_level(logging.WARNING, logger="joulecast"):
+        sensors, reports = detect(nvml=fake, rapl_root=tmp_path / "none", clock=clock)
+    closing += sensors
+    assert [sensor_name(s) for s in sensors] == ["nvml", "host"]
+    got = reports_by_name(reports)
+    assert not got["replay"].found and "no-such.csv: file not found" in got["replay"].reason
+    assert got["nvml"].found
+    assert "JOULECAST_REPLAY_GPUS not used, GPUs detected as usual" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param("t_s,gpu_index,power_w\n0,\u00b2,100\n1,\u00b2,100\n", id="odd-digit"),
+        pytest.param("fifo", id="fifo"),
+        pytest.param("error", id="unexpected-error"),
+    ],
+)
+def test_nothing_the_variable_names_stops_detection(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    clock: FakeClock,
+    closing: list[Sensor],
+    bad: str,
+) -> None:
+    trace = tmp_path / "power.csv"
+    if bad == "fifo":
+        os.mkfifo(trace)  # opening it to read would block until a writer comes
+    elif bad == "error":
+        trace.write_text(TRACE)
+
+        def broken(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("unexpected")
+
+        monkeypatch.setattr("joulecast.sensors.replay.gpu_replay", broken)
+    else:
+        trace.write_text(bad)
+    monkeypatch.setenv("JOULECAST_REPLAY_GPUS", str(trace))
+    fake = FakeNvml([a100()], clock=clock)
+    with caplog.at_level(logging.WARNING, logger="joulecast"):
+        sensors, reports = detect(nvml=fake, rapl_root=tmp_path / "none", clock=clock)
+    closing += sensors
+    assert [sensor_name(s) for s in sensors] == ["nvml", "host"]
+    assert not reports_by_name(reports)["replay"].found
+    assert "JOULECAST_REPLAY_GPUS not used, GPUs detected as usual" in caplog.text
+
+
+def test_a_fifo_given_is_read(tmp_path: Path, closing: list[Sensor]) -> None:
+    # On the command line a pipe is the user's choice (a process substitution, say).
+    fifo = tmp_path / "power.csv"
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        with open(fifo, "w") as fh:
+            fh.write(TRACE)
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    sensors, reports = detect(nvml=NO_DRIVER, rapl_root=tmp_path / "none", replay_gpus=fifo)
+    writer.join()
+    closing += sensors
+    assert reports_by_name(reports)["replay"].devices == ["gpu:0", "gpu:1"]
+
+
+def test_the_replay_choice_is_the_argument_else_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert replay_trace() is None
+    monkeypatch.setenv("JOULECAST_REPLAY_GPUS", "named.csv")
+    assert replay_trace() == ("named.csv", True)
+    assert replay_trace(tmp_path / "given.csv") == (str(tmp_path / "given.csv"), False)
+    assert replay_trace(tmp_path / "given.csv", gpus=False) is None
+    assert replay_trace(gpus=False) is None
+
+
+def test_strict_replay_makes_the_variable_raise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JOULECAST_REPLAY_GPUS", str(tmp_path / "no-such.csv"))
+    with pytest.raises(InputError, match=r"no-such\.csv: file not found"):
+        detect(nvml=NO_DRIVER, rapl_root=tmp_path / "none", strict_replay=True)

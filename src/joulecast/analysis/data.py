@@ -29,7 +29,7 @@ import pandas as pd
 
 import joulecast.ledger as ledger
 from joulecast.errors import InputError
-from joulecast.records import Phase, PhaseKind, RunStatus
+from joulecast.records import EnergyOrigin, Phase, PhaseKind, RunStatus
 from joulecast.store import SAMPLE_COLUMNS, Store
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,8 @@ COLUMNS: dict[str, str] = {
     "run_id": "the run's id in the store",
     "name": "the run's name",
     "status": "completed, failed, interrupted or running",
+    "origin": "how the run was recorded: measure, replay (GPUs replayed from a recorded trace, "
+    "a dry run), import or synthetic",
     "study": "tag 'study'",
     "study_key": "tag 'study_key' (the planned run's key)",
     "repetition": "tag 'repetition'",
@@ -62,8 +64,12 @@ COLUMNS: dict[str, str] = {
     "images": "sum of the samples of the epoch phases; NaN if none was recorded",
     "duration_s": "the run's duration; else its last sample's time; else NaN",
     "train_duration_s": "sum of the durations of the finished epochs; NaN if none",
-    "energy_j": "energy of every device, measured and modelled; NaN if no device had power",
-    "energy_j_measured": "energy of the measured devices; NaN if none was measured",
+    "energy_j": "energy of every device, measured, replayed and modelled; NaN if no device "
+    "had power",
+    "energy_j_measured": "energy of the devices read from the run's machine's hardware; NaN if "
+    "none was measured",
+    "energy_j_replayed": "energy of the devices replayed from a recorded trace (source replay); "
+    "0 if none was replayed; NaN if no device had power",
     "energy_j_gpu": "energy of the gpu:* devices; NaN if none had power",
     "avg_power_w": "energy_j_gpu / duration_s",
     "gpu_util_pct": "mean utilisation over the samples of the gpu:* devices",
@@ -145,9 +151,9 @@ _Bounds = Mapping[int, tuple[np.ndarray, np.ndarray]]  # per run: its finished e
 def _run_figures(
     store: Store, run_id: int, bounds: tuple[np.ndarray, np.ndarray] | None
 ) -> dict[str, float]:
-    """One run's energy (all, measured, GPU, GPU + RAM, mean per finished epoch of GPU + RAM),
-    last sample time, sample spacing and GPU utilisation (of every GPU, of the GPUs with
-    energy), from its energy aggregates."""
+    """One run's energy (all, measured, replayed, GPU, GPU + RAM, mean per finished epoch of
+    GPU + RAM), last sample time, sample spacing and GPU utilisation (of every GPU, of the
+    GPUs with energy), from its energy aggregates."""
     states = store.device_energy(run_id)
     if not states:
         return {}
@@ -158,6 +164,9 @@ def _run_figures(
         values = [s.energy_j for d, s in known.items() if keep(d, s)]
         return float(sum(values)) if values else math.nan
 
+    def origin(state: ledger.DeviceState) -> EnergyOrigin:
+        return EnergyOrigin.of(state.source, state.measured)
+
     def util(of: Mapping[str, ledger.DeviceState]) -> float:
         rows = sum(s.util_rows for s in of.values())
         return sum(s.util_sum for s in of.values()) / rows if rows else math.nan
@@ -165,7 +174,13 @@ def _run_figures(
     spacing = [(s.t_last_s - s.t_first_s) / (s.rows - 1) for s in states.values() if s.rows >= 2]
     out = {
         "energy_j": total(lambda d, s: True),
-        "energy_j_measured": total(lambda d, s: s.measured),
+        "energy_j_measured": total(lambda d, s: origin(s) is EnergyOrigin.MEASURED),
+        # 0, not NaN, where none was replayed: every run but a dry run's.
+        "energy_j_replayed": float(
+            sum(s.energy_j for s in known.values() if origin(s) is EnergyOrigin.REPLAYED)
+        )
+        if known
+        else math.nan,
         "energy_j_gpu": total(lambda d, s: d.startswith("gpu:")),
         "energy_j_gpu_ram": total(lambda d, s: d.startswith("gpu:") or d == "ram"),
         "t_max": max(s.t_last_s for s in states.values()),
@@ -191,6 +206,7 @@ def _sample_figures(store: Store, ids: list[int], epochs: _Bounds) -> pd.DataFra
         "gpu_util_pct_metered",
         "energy_j",
         "energy_j_measured",
+        "energy_j_replayed",
         "energy_j_gpu",
         "energy_j_gpu_ram",
         "t_max",
@@ -265,7 +281,7 @@ def _gpu_name(run: Mapping[str, Any]) -> str | None:
 
 def _empty_table() -> pd.DataFrame:
     table = pd.DataFrame({col: pd.Series(dtype=float) for col in COLUMNS})
-    for col in ("name", "status", "tags", "hardware", "gpu", *_TEXT_TAGS):
+    for col in ("name", "status", "origin", "tags", "hardware", "gpu", *_TEXT_TAGS):
         table[col] = table[col].astype(object)
     table["run_id"] = table["run_id"].astype(np.int64)
     table["epochs"] = table["epochs"].astype(np.int64)
@@ -306,6 +322,7 @@ def run_table(
     table = pd.DataFrame({"run_id": np.array(ids, dtype=np.int64)})
     table["name"] = pd.Series([run["name"] for run in runs], dtype=object)
     table["status"] = pd.Series([run["status"] for run in runs], dtype=object)
+    table["origin"] = pd.Series([run["origin"] for run in runs], dtype=object)
     tags = [run["tags"] for run in runs]
     for col, key in _TEXT_TAGS.items():
         table[col] = pd.Series([t.get(key) for t in tags], dtype=object)
@@ -319,7 +336,7 @@ def run_table(
     stored = pd.Series([run["duration_s"] for run in runs], dtype=float)
     table["duration_s"] = stored.fillna(pd.Series(samples["t_max"].to_numpy(float)))
     table["train_duration_s"] = phases["train_duration_s"].to_numpy(float)
-    for col in ("energy_j", "energy_j_measured", "energy_j_gpu"):
+    for col in ("energy_j", "energy_j_measured", "energy_j_replayed", "energy_j_gpu"):
         table[col] = samples[col].to_numpy(float)
     table["avg_power_w"] = _ratio(table["energy_j_gpu"], table["duration_s"])
     for col in ("gpu_util_pct", "energy_j_gpu_ram", "epoch_energy_j_gpu_ram"):

@@ -9,7 +9,9 @@ Two ways:
 Metrics: ``epoch_energy_j``, ``epoch_mean_power_w``, ``epoch_j_per_sample`` and
 ``epoch_duration_s`` with ``step`` = the epoch index; totals ``energy_j``,
 ``energy_j_measured``, ``energy_j_modelled``, ``duration_s``, ``mean_power_w`` and
-``j_per_sample``. Tags ``joulecast.run_id``, ``joulecast.store`` and ``joulecast.status``.
+``j_per_sample``, and ``energy_j_replayed`` for a run with devices replayed from a recorded
+trace (a dry run). Tags ``joulecast.run_id``, ``joulecast.store`` and ``joulecast.status``,
+and ``joulecast.replayed`` (the replayed devices) for such a run.
 Artifacts under ``joulecast/``: ``run-ID-power.parquet`` and ``run-ID-phases.parquet`` (the
 neutral trace format, readable by ``joulecast import trace``).
 
@@ -100,17 +102,26 @@ def _epoch_metrics(epochs: pd.DataFrame) -> list[Metric]:
     return out
 
 
+def _replayed(summary: RunSummary) -> list[str]:
+    return [d for d, total in summary.devices.items() if total.replayed]
+
+
 def _total_metrics(summary: RunSummary) -> list[Metric]:
-    out = [_metric(key, getattr(summary, key)) for key in TOTAL_METRICS]
+    keys = (*TOTAL_METRICS, "energy_j_replayed") if _replayed(summary) else TOTAL_METRICS
+    out = [_metric(key, getattr(summary, key)) for key in keys]
     return [m for m in out if m is not None]
 
 
 def _tags(summary: RunSummary, store: Store) -> list[RunTag]:
-    return [
+    tags = [
         RunTag("joulecast.run_id", str(summary.run_id)),
         RunTag("joulecast.store", str(Path(store.path).resolve())),
         RunTag("joulecast.status", summary.status),
     ]
+    replayed = _replayed(summary)
+    if replayed:
+        tags.append(RunTag("joulecast.replayed", ", ".join(replayed)))
+    return tags
 
 
 def _log_trace(client: MlflowClient, mlflow_run_id: str, store: Store, run_id: int) -> None:

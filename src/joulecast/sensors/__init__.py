@@ -2,6 +2,9 @@
 
 :func:`detect` tries them in this order and keeps what works:
 
+0. ``replay``: the GPUs of a recorded trace instead of this machine's, when one is given
+   or named by ``$JOULECAST_REPLAY_GPUS`` (a dry run; ``nvml`` and ``nvidia-smi`` are then
+   not tried);
 1. ``nvml``: NVIDIA GPUs through nvidia-ml-py;
 2. ``nvidia-smi``: only when NVML could not start but the binary exists;
 3. ``rapl``: CPU package and DRAM counters through /sys/class/powercap;
@@ -14,6 +17,7 @@ Every call builds new sensor objects; nothing is detected at import.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,20 +25,23 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from joulecast.errors import SensorError, SensorUnavailable
+from joulecast.inputs import REPLAY_GPUS_ENV
 from joulecast.records import Reading
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Sensor", "SensorReport", "detect", "detect_sensors"]
+__all__ = ["Sensor", "SensorReport", "detect", "detect_sensors", "replay_trace"]
 
 
 @runtime_checkable
 class Sensor(Protocol):
     """A source of readings. ``read`` raises :class:`~joulecast.errors.SensorError` on failure.
 
-    Optional extras the monitor uses when present: ``name`` (str) and ``describe()`` (static
-    facts per device). A sensor may return nothing new for a call (it keeps its own pace); a
-    device silent for longer than the monitor's gap threshold is recorded as a gap.
+    Optional extras the monitor uses when present: ``name`` (str), ``describe()`` (static
+    facts per device) and ``replayed`` (True: the readings are a recording played back, with
+    source ``replay``, and the run's origin is ``replay``). A sensor may return nothing new
+    for a call (it keeps its own pace); a device silent for longer than the monitor's gap
+    threshold is recorded as a gap.
     """
 
     def devices(self) -> list[str]:
@@ -62,6 +69,23 @@ class SensorReport:
     fix: str = ""
 
 
+def replay_trace(
+    replay_gpus: str | os.PathLike[str] | None = None, *, gpus: bool = True
+) -> tuple[str, bool] | None:
+    """The trace whose GPUs detection replays, and whether ``$JOULECAST_REPLAY_GPUS`` named
+    it: ``replay_gpus``, else the variable; None where GPU sensing is off or neither is set.
+
+    The one place the choice is made: :func:`detect` replays it, and ``joulecast measure``
+    passes it on to its command.
+    """
+    if not gpus:
+        return None
+    if replay_gpus is not None:
+        return os.fspath(replay_gpus), False
+    named = os.environ.get(REPLAY_GPUS_ENV)
+    return (named, True) if named else None
+
+
 def sensor_name(sensor: Sensor) -> str:
     """A sensor's ``name``, or its class name."""
     return str(getattr(sensor, "name", type(sensor).__name__))
@@ -77,16 +101,31 @@ def detect(
     rapl_root: Path | str | None = None,
     nvml: Any = None,
     clock: Callable[[], float] = time.monotonic,
+    replay_gpus: str | os.PathLike[str] | None = None,
+    strict_replay: bool = False,
 ) -> tuple[list[Sensor], list[SensorReport]]:
     """Build every sensor that works here; report each source found or not, and why.
 
     ``pid``/``include_root`` choose the process tree the host sensor follows (default: this
     process and its children). ``nvml`` replaces the ``pynvml`` module (for tests).
+
+    ``replay_gpus`` (a neutral ``power.csv``; default ``$JOULECAST_REPLAY_GPUS``) replaces
+    the GPUs by the trace's, replayed in real time (:func:`~joulecast.sensors.replay.gpu_replay`).
+    (:func:`replay_trace`). A bad trace given here raises; one named by the variable (or
+    anything but a regular file there, such as a FIFO that would block) is reported as a
+    missing ``replay`` source and logged as a warning, and the GPUs are detected as usual: a
+    training process measuring itself must not fail on it. ``strict_replay`` makes it raise
+    too (``joulecast measure``: a bad trace stops the command before it starts).
+
+    Raises:
+        InputError: the ``replay_gpus`` trace (or with ``strict_replay``, the variable's)
+            cannot be replayed.
     """
     from joulecast.sensors.host import HostSensor
     from joulecast.sensors.nvidia_smi import NvidiaSmiSensor
     from joulecast.sensors.nvml import NvmlSensor
     from joulecast.sensors.rapl import POWERCAP_ROOT, RaplSensor
+    from joulecast.sensors.replay import gpu_replay
 
     sensors: list[Sensor] = []
     reports: list[SensorReport] = []
@@ -105,7 +144,28 @@ def detect(
         reports.append(SensorReport(name, True, sensor.devices(), measured))
         return True
 
-    if gpus:
+    choice = replay_trace(replay_gpus, gpus=gpus)
+    trace, from_variable = choice if choice is not None else (None, False)
+    replayed = False
+    if trace is not None:
+        try:
+            # measured False: the trace's readings are not this machine's hardware.
+            replayed = attempt(
+                "replay",
+                lambda: gpu_replay(trace, clock=clock, regular_file=from_variable),
+                False,
+            )
+        except Exception as exc:
+            # Whatever the variable names, a training process measuring itself goes on.
+            if not from_variable or strict_replay:
+                raise
+            fix = f"unset {REPLAY_GPUS_ENV} or name a neutral power.csv with GPU rows"
+            reports.append(SensorReport("replay", False, reason=str(exc), fix=fix))
+            log.warning("%s not used, GPUs detected as usual: %s", REPLAY_GPUS_ENV, exc)
+    if gpus and replayed:
+        fix = f"unset {REPLAY_GPUS_ENV} (or leave out --replay-gpus) to read this machine's GPUs"
+        reports.append(SensorReport("nvml", False, reason=f"GPUs replayed from {trace}", fix=fix))
+    elif gpus:
         if not attempt("nvml", lambda: NvmlSensor(nvml=nvml, clock=clock)):
             attempt("nvidia-smi", lambda: NvidiaSmiSensor(interval_s=interval_s, clock=clock))
     else:
