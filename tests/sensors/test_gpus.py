@@ -66,6 +66,16 @@ def test_indices_are_cuda_indices_under_each_order() -> None:
     assert names(select_visible(MIXED, "3,0", "PCI_BUS_ID")) == ["A40", "Tesla T4"]
 
 
+def test_odd_entries_hide_the_rest_without_raising() -> None:
+    # A digit of another script, a doubled minus sign, a negative index: no GPU from there on.
+    assert names(select_visible(MIXED, "0,²,1", "FASTEST_FIRST")) == ["RTX A6000"]
+    assert select_visible(MIXED, "--1") == [] and select_visible(MIXED, "-1,0") == []
+    from joulecast.sensors.replay import visible_gpus
+
+    assert visible_gpus(["gpu:0", "gpu:1"], "1,²,0") == {"gpu:1": "gpu:0"}
+    assert visible_gpus(["gpu:0"], "--1") == {}
+
+
 def test_environment_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
     assert names(select_visible(MIXED)) == ["A40"]

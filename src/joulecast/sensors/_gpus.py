@@ -48,6 +48,13 @@ def parse_visible(value: str | None) -> list[str] | None:
     return [e.strip() for e in value.split(",") if e.strip()]
 
 
+def visible_index(entry: str) -> int | None:
+    """The device index a ``CUDA_VISIBLE_DEVICES`` entry names (ASCII digits, maybe after a
+    minus sign); None for a UUID or anything else (a digit of another script included)."""
+    digits = entry[1:] if entry.startswith("-") else entry
+    return int(entry) if digits.isascii() and digits.isdigit() else None
+
+
 def select_visible(
     gpus: list[GpuId],
     visible: str | None = None,
@@ -72,8 +79,8 @@ def select_visible(
     for entry in entries:
         gpu: GpuId | None = None
         mig = False
-        if entry.lstrip("-").isdigit():
-            index = int(entry)
+        index = visible_index(entry)
+        if index is not None:
             gpu = ordered[index] if 0 <= index < len(ordered) else None
         elif entry.upper().startswith("MIG-"):
             parent = (mig_parents or {}).get(entry)

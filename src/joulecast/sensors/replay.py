@@ -299,14 +299,15 @@ def visible_gpus(devices: list[str], visible: str | None) -> dict[str, str]:
     after it. Only indices are understood: a trace holds no UUIDs, so a ``GPU-``/``MIG-``
     entry hides the rest too (with a warning). None (unset): every GPU, as recorded.
     """
-    from joulecast.sensors._gpus import parse_visible
+    from joulecast.sensors._gpus import parse_visible, visible_index
 
     entries = parse_visible(visible)
     if entries is None:
         return {d: d for d in devices}
     out: dict[str, str] = {}
     for entry in entries:
-        device = f"gpu:{int(entry)}" if entry.isascii() and entry.isdigit() else None
+        index = visible_index(entry)
+        device = f"gpu:{index}" if index is not None and index >= 0 else None
         if device not in devices:
             uuid = entry.upper().startswith(("GPU-", "MIG-"))
             unsupported = " (a replayed trace knows GPUs by index only)" if uuid else ""
