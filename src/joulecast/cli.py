@@ -328,7 +328,7 @@ def _positive_int(text: str) -> int:
 
 
 def _count_arg(text: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of at least 0")
     return int(text)
 
@@ -336,7 +336,7 @@ def _count_arg(text: str) -> int:
 def _stable_epoch_arg(text: str) -> int | str:
     if text == "auto":
         return text
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise argparse.ArgumentTypeError(f"{text!r}: expected an epoch number or 'auto'")
     return int(text)
 

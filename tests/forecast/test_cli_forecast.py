@@ -102,6 +102,8 @@ def test_forecast_cli_answers_from_the_second_epoch(imported):
         "forecast", run_id, "--store", store, "--after", 2, "--stable-epoch", 10, check=False
     )
     assert proc.returncode == 2 and "needs at least 11 epochs" in proc.stderr
+    odd = cli("forecast", run_id, "--store", store, "--stable-epoch", "²", check=False)
+    assert odd.returncode == 2 and "'²': expected an epoch number or 'auto'" in odd.stderr
 
 
 def test_forecast_cli_power_with_the_true_duration(imported):
