@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -352,3 +353,40 @@ def test_iter_samples_in_chunks_match_samples(store):
     assert list(store.iter_samples(ids[2])) == []  # a run without samples
     with pytest.raises(InputError, match="chunk_rows: got 0"):
         store.iter_samples(run_id, chunk_rows=0)
+
+
+_MOUNTS = """\
+/dev/sda1 / ext4 rw,relatime 0 0
+server:/export/home /home nfs4 rw,relatime 0 0
+/dev/sdb1 /home/local\\040disk xfs rw 0 0
+lustre@o2ib:/scratch /scratch lustre rw 0 0
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "network"),
+    [
+        ("/tmp/joulecast.db", False),
+        ("/home/ana/joulecast.db", True),
+        ("/home/local disk/joulecast.db", False),
+        ("/scratch/job/shards/a.db", True),
+        ("/homework/joulecast.db", False),
+    ],
+)
+def test_network_file_system_follows_the_longest_mount_point(path: str, network: bool) -> None:
+    from joulecast.store import network_file_system
+
+    assert network_file_system(path, _MOUNTS) is network
+
+
+def test_a_store_on_a_network_file_system_uses_the_rollback_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import joulecast.store as store_module
+
+    monkeypatch.setattr(store_module, "network_file_system", lambda path: True)
+    with Store(tmp_path / "nfs.db") as store:
+        assert store.query("PRAGMA journal_mode")[0]["journal_mode"] == "delete"
+    monkeypatch.setattr(store_module, "network_file_system", lambda path: False)
+    with Store(tmp_path / "local.db") as store:
+        assert store.query("PRAGMA journal_mode")[0]["journal_mode"] == "wal"

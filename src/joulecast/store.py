@@ -158,6 +158,55 @@ SAMPLE_CHUNK_ROWS = 100_000
 _READS_PER_ROW = 2
 
 
+# File systems on which SQLite's WAL must not be used (its shared memory is per host).
+_NETWORK_FS = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "lustre",
+        "gpfs",
+        "beegfs",
+        "fuse.beegfs",
+        "panfs",
+        "ceph",
+        "fuse.ceph",
+        "glusterfs",
+        "fuse.glusterfs",
+        "9p",
+        "afs",
+        "fuse.sshfs",
+        "wekafs",
+    }
+)
+
+
+def network_file_system(path: str | os.PathLike[str], mounts: str | None = None) -> bool:
+    """Whether ``path`` lies on a network file system (NFS, Lustre, GPFS, BeeGFS, CIFS...).
+
+    ``mounts`` is the text of ``/proc/mounts`` (read when None; False where it cannot be).
+    """
+    if mounts is None:
+        try:
+            with open("/proc/mounts", encoding="utf-8", errors="replace") as fh:
+                mounts = fh.read()
+        except OSError:
+            return False
+    target = os.path.realpath(os.path.abspath(os.fspath(path)))
+    best, best_fs = "", ""
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, best_fs = point, fields[2].lower()
+    return best_fs in _NETWORK_FS or best_fs.startswith("nfs")
+
+
 def default_store_path() -> Path:
     """The store used when none is named: ``$JOULECAST_STORE`` or ``./joulecast.db``."""
     return Path(os.environ.get(STORE_ENV) or DEFAULT_STORE)
@@ -276,9 +325,13 @@ class Store:
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
             self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode.lower() != "wal":
-                log.warning("%s: WAL journal not available (got %s)", self.path, mode)
+            # WAL's shared memory works only among processes of one host: on a network file
+            # system (a node shard read by another node, a store on a cluster's home) the
+            # rollback journal, whose locks the file system carries, is used instead.
+            want = "delete" if network_file_system(self.path) else "wal"
+            mode = self._conn.execute(f"PRAGMA journal_mode = {want}").fetchone()[0]
+            if mode.lower() != want:
+                log.warning("%s: %s journal not available (got %s)", self.path, want, mode)
             self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.execute("PRAGMA foreign_keys = ON")
             self._migrate()
