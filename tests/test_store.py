@@ -390,3 +390,12 @@ def test_a_store_on_a_network_file_system_uses_the_rollback_journal(
     monkeypatch.setattr(store_module, "network_file_system", lambda path: False)
     with Store(tmp_path / "local.db") as store:
         assert store.query("PRAGMA journal_mode")[0]["journal_mode"] == "wal"
+
+
+def test_a_run_can_be_given_its_uid_once(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db") as store:
+        run_id = store.create_run(name="node", uid="job-7/node1")
+        assert store.run(run_id)["uid"] == "job-7/node1"
+        with pytest.raises(StoreError, match="job-7/node1"):
+            store.create_run(name="again", uid="job-7/node1")
+        assert len(store.runs()) == 1

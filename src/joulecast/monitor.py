@@ -75,8 +75,9 @@ class Monitor:
     """Samples ``sensors`` every ``interval_s`` into a run of ``store``.
 
     ``run_id`` joins an existing run (another process samples it): this monitor then only
-    writes phase marks. ``clock`` stamps readings and phases (monotonic seconds); scheduling
-    always follows the real monotonic clock.
+    writes phase marks. ``uid`` names a new run across stores (default: a random one).
+    ``clock`` stamps readings and phases (monotonic seconds); scheduling always follows the
+    real monotonic clock.
     """
 
     def __init__(
@@ -91,6 +92,7 @@ class Monitor:
         clock: Callable[[], float] = time.monotonic,
         flush_interval_s: float = FLUSH_INTERVAL_S,
         gap_after_s: float | None = None,
+        uid: str | None = None,
     ) -> None:
         if not (isinstance(interval_s, (int, float)) and math.isfinite(interval_s)) or (
             interval_s < MIN_INTERVAL_S
@@ -102,6 +104,7 @@ class Monitor:
         self.name = name
         self.tags = dict(tags or {})
         self.run_id = run_id
+        self.uid = uid
         self.joined = run_id is not None
         self._clock = clock
         self._flush_interval_s = flush_interval_s
@@ -170,6 +173,7 @@ class Monitor:
                 origin="replay" if replayed else "measure",
                 start_mono_s=self.t0,
                 interval_s=self.interval_s,
+                uid=self.uid,
             )
         self._started_mono = time.monotonic()
         self.running = True

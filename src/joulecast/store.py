@@ -528,11 +528,25 @@ class Store:
         start_mono_s: float | None = None,
         interval_s: float | None = None,
         status: RunStatus = RunStatus.RUNNING,
+        uid: str | None = None,
     ) -> int:
-        """Insert a run owned by this process and return its id."""
+        """Insert a run owned by this process and return its id.
+
+        ``uid`` names the run across stores (a node's run of a distributed job); default a
+        new random one.
+
+        Raises:
+            StoreError: a run with ``uid`` is already in the store.
+        """
         with self._write() as conn:
+            if (
+                uid is not None
+                and conn.execute("SELECT 1 FROM runs WHERE uid = ?", (uid,)).fetchone()
+            ):
+                raise StoreError(f"{self.path}: a run with uid {uid!r} is already there")
             return self._insert_run(
                 conn,
+                uid=uid,
                 name=name,
                 tags=tags,
                 hardware=hardware,
@@ -555,6 +569,7 @@ class Store:
         start_mono_s: float | None,
         interval_s: float | None,
         status: RunStatus,
+        uid: str | None = None,
     ) -> int:
         pid = os.getpid()
         now = time.time()
@@ -563,7 +578,7 @@ class Store:
             " started_at, start_mono_s, interval_s, heartbeat_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                uuid.uuid4().hex,
+                uid if uid is not None else uuid.uuid4().hex,
                 name,
                 _json(dict(tags or {})),
                 socket.gethostname(),
