@@ -10,6 +10,11 @@ Every environment variable joulecast reads or sets is named here, once:
 - ``JOULECAST_REPLAY_GPUS`` (:data:`REPLAY_GPUS_ENV`): a neutral ``power.csv`` whose GPUs
   sensor detection replays instead of this machine's (a dry run); ``joulecast measure
   --replay-gpus`` sets it for its command.
+- ``JOULECAST_RUN_UID`` (:data:`RUN_UID_ENV`): the identity a distributed job's nodes share
+  (default: SLURM's or torchrun's job id).
+- ``JOULECAST_SHARD_DIR`` (:data:`SHARD_DIR_ENV`): the folder of a multi-node job's node
+  shards (default: ``<store>.shards`` beside the store).
+- ``JOULECAST_NODE`` (:data:`NODE_ENV`): this node's name in a job (default: the host name).
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ RUN_ENV = "JOULECAST_RUN_ID"
 GPUS_ENV = "JOULECAST_GPUS"
 CPU_TDP_ENV = "JOULECAST_CPU_TDP_W"
 REPLAY_GPUS_ENV = "JOULECAST_REPLAY_GPUS"
+RUN_UID_ENV = "JOULECAST_RUN_UID"
+SHARD_DIR_ENV = "JOULECAST_SHARD_DIR"
+NODE_ENV = "JOULECAST_NODE"
 
 _UNIT_S = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*([dhms])")

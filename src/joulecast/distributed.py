@@ -1,0 +1,197 @@
+"""Where this process stands in a distributed job: its ranks, its node, the job's identity.
+
+A distributed job is one run. Each node has one sampler, the node's local rank 0 (or the
+``joulecast measure`` process that wraps the node's ranks); the other ranks mark nothing.
+When the job spans several nodes (or a shard folder is named), each node writes its run to a
+node shard, ``<folder>/<job>.<node rank>.<node>.db``, under a run ``uid`` derived from the
+job's identity; :func:`joulecast.jobs.merge_job_shards` joins the shards into one run.
+
+The launchers' variables are read as they set them: torchrun (``RANK``, ``LOCAL_RANK``,
+``WORLD_SIZE``, ``GROUP_RANK``, ``GROUP_WORLD_SIZE``, ``TORCHELASTIC_RUN_ID``) before SLURM
+(``SLURM_PROCID``, ``SLURM_LOCALID``, ``SLURM_NTASKS``, ``SLURM_NODEID``, ``SLURM_NNODES``,
+``SLURM_JOB_ID``, ``SLURM_STEP_ID``): under ``srun torchrun`` the ranks are torchrun's.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from joulecast.errors import InputError
+from joulecast.inputs import NODE_ENV, RUN_UID_ENV, SHARD_DIR_ENV
+
+__all__ = [
+    "Job",
+    "current_job",
+    "node_device",
+    "shard_folder",
+]
+
+# Characters kept from a job id or node name in a shard's file name.
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+# torchrun's run id when none is given (--rdzv-id): shared by every job, so no identity.
+_NO_ID = "none"
+_MAX_RANK = 1 << 24
+
+
+@dataclass(frozen=True)
+class Job:
+    """This process's place in a job (a single process is a job of one).
+
+    Attributes:
+        rank: global rank.
+        local_rank: rank on this node; 0 samples the node.
+        world_size: processes in the job.
+        node_rank: this node's index in the job.
+        nodes: nodes in the job (1 when the launcher does not say).
+        uid: the job's identity shared by its nodes, or None when there is none.
+        node: this node's name (``$JOULECAST_NODE``, else the host name).
+        launcher: ``"torchrun"``, ``"slurm"`` or ``"none"``.
+    """
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    node_rank: int = 0
+    nodes: int = 1
+    uid: str | None = None
+    node: str = ""
+    launcher: str = "none"
+
+    @property
+    def distributed(self) -> bool:
+        """True when the job has more than one process."""
+        return self.world_size > 1
+
+    @property
+    def samples_node(self) -> bool:
+        """True for the process that samples this node (its local rank 0)."""
+        return self.local_rank == 0
+
+    @property
+    def leader(self) -> bool:
+        """True for global rank 0: it marks the job's phases and decides on early stopping."""
+        return self.rank == 0
+
+    @property
+    def multinode(self) -> bool:
+        """True when the job spans more than one node."""
+        return self.nodes > 1
+
+    def node_run_uid(self) -> str:
+        """The ``uid`` of this node's run in its shard (the job's uid, the node's rank)."""
+        if self.uid is None:
+            raise InputError("this job has no identity: set JOULECAST_RUN_UID (or --run-uid)")
+        return f"{self.uid}/node{self.node_rank}"
+
+    def shard_path(self, folder: str | os.PathLike[str]) -> Path:
+        """This node's shard file in ``folder``."""
+        uid = _SAFE.sub("_", self.uid or "job").strip("._") or "job"
+        node = _SAFE.sub("_", self.node).strip("._") or "node"
+        return Path(folder) / f"{uid}.{self.node_rank}.{node}.db"
+
+    def tags(self) -> dict[str, str]:
+        """The tags a node's run carries: what the merge needs to join it with the others."""
+        tags = {
+            "job_node": self.node,
+            "job_node_rank": str(self.node_rank),
+            "job_nodes": str(self.nodes),
+            "job_world_size": str(self.world_size),
+            "job_launcher": self.launcher,
+        }
+        if self.uid is not None:
+            tags["job"] = self.uid
+        return tags
+
+
+def _int(env: Mapping[str, str], *names: str) -> int | None:
+    """The first of ``names`` set in ``env`` as a plain whole number (ASCII digits)."""
+    for name in names:
+        text = env.get(name, "").strip()
+        if text:
+            if text.isascii() and text.isdigit() and len(text) <= 8 and int(text) < _MAX_RANK:
+                return int(text)
+            raise InputError(f"{name}={text[:40]!r}: expected a whole number (a rank or count)")
+    return None
+
+
+def _slurm_nodes(env: Mapping[str, str]) -> int | None:
+    return _int(env, "SLURM_STEP_NUM_NODES", "SLURM_NNODES", "SLURM_JOB_NUM_NODES")
+
+
+def current_job(
+    env: Mapping[str, str] | None = None, *, uid: str | None = None, node: str | None = None
+) -> Job:
+    """This process's :class:`Job`, from the launchers' variables in ``env`` (default: ours).
+
+    ``uid`` (else ``$JOULECAST_RUN_UID``, else ``SLURM_JOB_ID.SLURM_STEP_ID``, else
+    ``TORCHELASTIC_RUN_ID`` unless it is torchrun's default ``none``) names the job; a
+    restarted torchrun attempt (``TORCHELASTIC_RESTART_COUNT``) is a job of its own.
+
+    Raises:
+        InputError: a launcher variable is not a whole number.
+    """
+    env = os.environ if env is None else env
+    node_name = node or env.get(NODE_ENV) or socket.gethostname()
+    torchrun = "LOCAL_RANK" in env and "RANK" in env
+    slurm = "SLURM_PROCID" in env or "SLURM_JOB_ID" in env
+    if torchrun:
+        launcher = "torchrun"
+        rank = _int(env, "RANK") or 0
+        local_rank = _int(env, "LOCAL_RANK") or 0
+        world = _int(env, "WORLD_SIZE") or 1
+        node_rank = _int(env, "GROUP_RANK", "SLURM_NODEID") or 0
+        nodes = _int(env, "GROUP_WORLD_SIZE") or (_slurm_nodes(env) if slurm else None) or 1
+    elif slurm:
+        launcher = "slurm"
+        rank = _int(env, "SLURM_PROCID") or 0
+        local_rank = _int(env, "SLURM_LOCALID") or 0
+        world = _int(env, "SLURM_STEP_NUM_TASKS", "SLURM_NTASKS") or 1
+        node_rank = _int(env, "SLURM_NODEID") or 0
+        nodes = _slurm_nodes(env) or 1
+    else:
+        launcher, rank, local_rank, world, node_rank, nodes = "none", 0, 0, 1, 0, 1
+    job_uid = uid or env.get(RUN_UID_ENV) or None
+    if job_uid is None and env.get("SLURM_JOB_ID"):
+        step = env.get("SLURM_STEP_ID")
+        job_uid = f"slurm-{env['SLURM_JOB_ID']}" + (f".{step}" if step else "")
+    if job_uid is None and torchrun:
+        elastic = env.get("TORCHELASTIC_RUN_ID", _NO_ID)
+        if elastic and elastic != _NO_ID:
+            restart = env.get("TORCHELASTIC_RESTART_COUNT", "0")
+            job_uid = f"torchrun-{elastic}" + (f".r{restart}" if restart not in ("", "0") else "")
+    if job_uid is not None and not job_uid.isprintable():
+        raise InputError(f"run uid {job_uid[:40]!r}: expected printable text")
+    return Job(
+        rank=rank,
+        local_rank=local_rank,
+        world_size=max(world, rank + 1),
+        node_rank=node_rank,
+        nodes=max(nodes, node_rank + 1),
+        uid=job_uid,
+        node=node_name,
+        launcher=launcher,
+    )
+
+
+def shard_folder(
+    store_path: str | os.PathLike[str], folder: str | os.PathLike[str] | None = None
+) -> Path:
+    """Where node shards go: ``folder``, else ``$JOULECAST_SHARD_DIR``, else ``<store>.shards``
+    beside the store (what ``joulecast collect`` reads by default)."""
+    chosen = folder or os.environ.get(SHARD_DIR_ENV)
+    if chosen:
+        return Path(chosen)
+    path = Path(store_path)
+    return path.with_name(path.stem + ".shards")
+
+
+def node_device(device: str, node: str) -> str:
+    """A node's device named for the whole job: ``gpu:0`` on ``n1`` is ``gpu:n1:0``, ``ram``
+    is ``ram:n1``."""
+    kind, sep, rest = device.partition(":")
+    return f"{kind}:{node}:{rest}" if sep else f"{device}:{node}"
