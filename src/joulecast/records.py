@@ -44,6 +44,12 @@ class PhaseKind(str, enum.Enum):
     TEST = "test"  # evaluation on the test split after training; metrics hold its scores
 
 
+def device_kind(device: str) -> str:
+    """What a device is: ``"gpu"`` for ``gpu:0`` and a job's ``gpu:node1:0``, ``"ram"`` for
+    ``ram`` and ``ram:node1``."""
+    return device.partition(":")[0]
+
+
 @dataclass(frozen=True, slots=True, init=False)
 class Reading:
     """One reading of one device at one instant.

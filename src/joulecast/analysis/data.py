@@ -29,7 +29,7 @@ import pandas as pd
 
 import joulecast.ledger as ledger
 from joulecast.errors import InputError
-from joulecast.records import EnergyOrigin, Phase, PhaseKind, RunStatus
+from joulecast.records import EnergyOrigin, Phase, PhaseKind, RunStatus, device_kind
 from joulecast.store import SAMPLE_COLUMNS, Store
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ def _run_figures(
     if not states:
         return {}
     known = {d: s for d, s in states.items() if not math.isnan(s.energy_j)}
-    gpus = {d: s for d, s in states.items() if d.startswith("gpu:")}
+    gpus = {d: s for d, s in states.items() if device_kind(d) == "gpu"}
 
     def total(keep: Callable[[str, ledger.DeviceState], bool]) -> float:
         values = [s.energy_j for d, s in known.items() if keep(d, s)]
@@ -181,18 +181,18 @@ def _run_figures(
         )
         if known
         else math.nan,
-        "energy_j_gpu": total(lambda d, s: d.startswith("gpu:")),
-        "energy_j_gpu_ram": total(lambda d, s: d.startswith("gpu:") or d == "ram"),
+        "energy_j_gpu": total(lambda d, s: device_kind(d) == "gpu"),
+        "energy_j_gpu_ram": total(lambda d, s: device_kind(d) in ("gpu", "ram")),
         "t_max": max(s.t_last_s for s in states.values()),
         "spacing_s": min(spacing) if spacing else math.nan,
         "gpu_util_pct": util(gpus),
         "gpu_util_pct_metered": util({d: s for d, s in gpus.items() if d in known}),
     }
-    if bounds is not None and any(d.startswith("gpu:") or d == "ram" for d in known):
+    if bounds is not None and any(device_kind(d) in ("gpu", "ram") for d in known):
         at = store.energy_at(run_id, np.concatenate(bounds))
         n = len(bounds[0])
         per_epoch = sum(
-            e[n:] - e[:n] for d, e in sorted(at.items()) if d.startswith("gpu:") or d == "ram"
+            e[n:] - e[:n] for d, e in sorted(at.items()) if device_kind(d) in ("gpu", "ram")
         )
         out["epoch_energy_j_gpu_ram"] = float(np.mean(per_epoch))
     return out
