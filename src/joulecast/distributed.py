@@ -14,6 +14,7 @@ The launchers' variables are read as they set them: torchrun (``RANK``, ``LOCAL_
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
@@ -24,10 +25,13 @@ from pathlib import Path
 from joulecast.errors import InputError
 from joulecast.inputs import NODE_ENV, RUN_UID_ENV, SHARD_DIR_ENV
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "Job",
     "current_job",
     "node_device",
+    "node_store",
     "shard_folder",
 ]
 
@@ -101,6 +105,7 @@ class Job:
             "job_node_rank": str(self.node_rank),
             "job_nodes": str(self.nodes),
             "job_world_size": str(self.world_size),
+            "job_rank": str(self.rank),
             "job_launcher": self.launcher,
         }
         if self.uid is not None:
@@ -130,7 +135,8 @@ def current_job(
 
     ``uid`` (else ``$JOULECAST_RUN_UID``, else ``SLURM_JOB_ID.SLURM_STEP_ID``, else
     ``TORCHELASTIC_RUN_ID`` unless it is torchrun's default ``none``) names the job; a
-    restarted torchrun attempt (``TORCHELASTIC_RESTART_COUNT``) is a job of its own.
+    restarted torchrun attempt (``TORCHELASTIC_RESTART_COUNT``) or requeued SLURM job
+    (``SLURM_RESTART_COUNT``) is a job of its own.
 
     Raises:
         InputError: a launcher variable is not a whole number.
@@ -159,6 +165,9 @@ def current_job(
     if job_uid is None and env.get("SLURM_JOB_ID"):
         step = env.get("SLURM_STEP_ID")
         job_uid = f"slurm-{env['SLURM_JOB_ID']}" + (f".{step}" if step else "")
+    if job_uid is not None and not uid and not env.get(RUN_UID_ENV):
+        requeued = env.get("SLURM_RESTART_COUNT", "0")
+        job_uid += f".r{requeued}" if requeued not in ("", "0") else ""
     if job_uid is None and torchrun:
         elastic = env.get("TORCHELASTIC_RUN_ID", _NO_ID)
         if elastic and elastic != _NO_ID:
@@ -188,6 +197,36 @@ def shard_folder(
         return Path(chosen)
     path = Path(store_path)
     return path.with_name(path.stem + ".shards")
+
+
+def node_store(
+    job: Job, store_path: str | os.PathLike[str], folder: str | os.PathLike[str] | None = None
+) -> tuple[Path, str | None]:
+    """The store file this node's sampler writes, and its run's uid (None: a random one).
+
+    A job over several nodes, or a distributed one whose shard ``folder`` is named (here or
+    by ``$JOULECAST_SHARD_DIR``), writes to its node shard (:meth:`Job.shard_path`, the
+    folder made if missing) under :meth:`Job.node_run_uid`; anything else to ``store_path``.
+    A multi-node job without an identity cannot be joined: each node's run stays its own,
+    with a warning.
+    """
+    named = folder is not None or bool(os.environ.get(SHARD_DIR_ENV))
+    if not (job.multinode or (named and job.distributed)):
+        return Path(store_path), None
+    if job.uid is None:
+        log.warning(
+            "a job over %d nodes has no identity (set JOULECAST_RUN_UID or --run-uid, torchrun"
+            " --rdzv-id, or run under SLURM): each node's run stays its own, in %s",
+            job.nodes,
+            store_path,
+        )
+        return Path(store_path), None
+    shards = shard_folder(store_path, folder)
+    try:
+        shards.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{shards}: cannot make the shard folder ({exc.strerror})") from exc
+    return job.shard_path(shards), job.node_run_uid()
 
 
 def node_device(device: str, node: str) -> str:

@@ -82,11 +82,15 @@ class LiveForecast:
         """True once epoch ``index`` has been forecast from."""
         return index in self._seen
 
-    def after_epoch(self, phase: Phase, *, overwrite: bool = True) -> Forecast | None:
+    def after_epoch(
+        self, phase: Phase, *, overwrite: bool = True, energy_j: float | None = None
+    ) -> Forecast | None:
         """Forecast after the finished epoch ``phase``, from the readings in the store.
 
         ``overwrite`` False keeps a forecast already stored with the epoch (the training's
-        own, when this process only watches it). Returns None (and logs why) when no forecast
+        own, when this process only watches it). ``energy_j`` replaces the epoch's energy in
+        the store (a distributed job's, summed over its nodes); the stabilizing epoch is still
+        found in this run's power. Returns None (and logs why) when no forecast
         can be made; a failing forecast never raises into the training.
         """
         if phase.end_s is None or phase.index in self._seen:
@@ -104,7 +108,7 @@ class LiveForecast:
                     "start_s": float(row["start_s"].iloc[0]),
                     "end_s": float(row["end_s"].iloc[0]),
                     "duration_s": float(row["duration_s"].iloc[0]),
-                    "energy_j": float(row["energy_j"].iloc[0]),
+                    "energy_j": float(row["energy_j"].iloc[0] if energy_j is None else energy_j),
                     "metrics": dict(phase.metrics),
                 }
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import math
 import os
 import sys
 import time
@@ -14,6 +15,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from joulecast.distributed import Job, current_job, node_store
+from joulecast.errors import JoulecastError
 from joulecast.forecast import (
     AUTO,
     DEFAULT_WINDOW,
@@ -70,8 +73,14 @@ class Run:
     """A run being measured (or joined): marks phases and reads back energy."""
 
     def __init__(
-        self, monitor: Monitor, *, owns_store: bool = False, sync: bool | None = None
+        self,
+        monitor: Monitor,
+        *,
+        owns_store: bool = False,
+        sync: bool | None = None,
+        job: Job | None = None,
     ) -> None:
+        self.job = job if job is not None else Job()
         self._monitor = monitor
         self._owns_store = owns_store
         self.sync = sync
@@ -80,8 +89,15 @@ class Run:
         # this process joined it.
         self._began_s = monitor.now_s() if monitor.joined else 0.0
         self._live: LiveForecast | None = None
+        self._stop_reason: str | None = None
         assert monitor.run_id is not None
         self.run_id: int = monitor.run_id
+
+    @property
+    def measuring(self) -> bool:
+        """True where this process marks the run (False: a job's other ranks, see
+        :class:`PassiveRun`)."""
+        return True
 
     @property
     def store(self) -> Store:
@@ -148,13 +164,20 @@ class Run:
         samples: int | None = None,
         metrics: dict[str, Any] | None = None,
         sync: bool | None = None,
-    ) -> None:
-        """Close an epoch or step opened with :meth:`begin` (after synchronizing the device)."""
+        forecast: bool = True,
+    ) -> Phase | None:
+        """Close an epoch or step opened with :meth:`begin` (after synchronizing the device).
+
+        A closed epoch is forecast from (:meth:`live_forecast`) unless ``forecast`` is False
+        (the caller then calls :meth:`forecast_epoch`). Returns the phase as recorded.
+        """
         self._sync_device(sync)
         phase = self._monitor.end_phase(PhaseKind(kind), index, samples=samples, metrics=metrics)
         if phase.kind is PhaseKind.EPOCH:
             self._last_epoch_end = phase.end_s
-            self._after_epoch(phase)
+            if forecast:
+                self.forecast_epoch(phase)
+        return phase
 
     def mark_epoch(self, index: int, *, samples: int | None = None, **metrics: Any) -> None:
         """Record that epoch ``index`` ends now; it began where the previous epoch ended.
@@ -167,7 +190,7 @@ class Run:
             PhaseKind.EPOCH, index, samples=samples, metrics=metrics, start_s=start
         )
         self._last_epoch_end = phase.end_s
-        self._after_epoch(phase)
+        self.forecast_epoch(phase)
 
     # -- live forecast ---------------------------------------------------------------------
 
@@ -211,9 +234,22 @@ class Run:
         return self._live.last if self._live is not None else None
 
     @property
+    def forecasting(self) -> bool:
+        """True once :meth:`live_forecast` is on."""
+        return self._live is not None
+
+    @property
     def stop_reason(self) -> str | None:
-        """Why the energy budget of :meth:`live_forecast` says stop; None until it does."""
+        """Why the energy budget of :meth:`live_forecast` says stop (or :meth:`request_stop`
+        was told); None until then."""
+        if self._stop_reason is not None:
+            return self._stop_reason
         return self._live.stop_reason if self._live is not None else None
+
+    def request_stop(self, reason: str) -> None:
+        """Say that training should stop (:attr:`should_stop`): a job's rank 0 decided so."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
 
     @property
     def should_stop(self) -> bool:
@@ -232,11 +268,25 @@ class Run:
             self._monitor.flush()
         return epoch_table(self.store, self.run_id, indices)
 
-    def _after_epoch(self, phase: Phase) -> None:
+    def forecast_epoch(self, phase: Phase, *, energy_j: float | None = None) -> Forecast | None:
+        """Forecast after the finished epoch ``phase`` (with :meth:`live_forecast` on).
+
+        ``energy_j`` is the epoch's energy where it is not this run's own: a distributed
+        job's, summed over its nodes. Waits for the readings up to the epoch's end first.
+        """
         if self._live is None or phase.end_s is None:
-            return
+            return None
         self._monitor.wait_for_readings(phase.end_s)
-        self._live.after_epoch(phase)
+        return self._live.after_epoch(phase, energy_j=energy_j)
+
+    def epoch_energy_j(self, phase: Phase) -> float:
+        """The energy of the finished epoch ``phase`` in this run (NaN when not stored),
+        once the readings up to its end are stored."""
+        if phase.end_s is None:
+            return math.nan
+        self._monitor.wait_for_readings(phase.end_s)
+        table = self.epoch_table([phase.index])
+        return float(table["energy_j"].iloc[0]) if not table.empty else math.nan
 
     # -- reading back ----------------------------------------------------------------------
 
@@ -296,6 +346,148 @@ class Run:
         return f"<Run {self.run_id} {state} store={str(self._monitor.store.path)!r}>"
 
 
+class PassiveRun(Run):
+    """The run as the other ranks of a distributed job hold it: they sample nothing (their
+    node's local rank 0 does) and mark nothing (rank 0 marks the job's phases).
+
+    Marking is accepted and ignored, so the same training code runs on every rank.
+    :attr:`should_stop` follows what the job's rank 0 decided (the integrations pass it on).
+    Reading the run back works where this rank joined a run (under ``joulecast measure``);
+    elsewhere it raises :class:`~joulecast.errors.JoulecastError` naming where the run is.
+    """
+
+    def __init__(
+        self,
+        job: Job,
+        *,
+        joined: tuple[int, Path] | None = None,
+        sync: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.job = job
+        self.sync = sync
+        self.run_id = joined[0] if joined is not None else -1
+        self._joined = joined
+        self._store: Store | None = None
+        self._clock = clock
+        self._t0 = clock()
+        self._ended_s: float | None = None
+        self._live = None
+        self._wants_forecast = False
+        self._stop_reason = None
+        self._last_epoch_end = None
+
+    @property
+    def measuring(self) -> bool:
+        """False: this rank marks nothing."""
+        return False
+
+    @property
+    def store(self) -> Store:
+        """The joined run's store.
+
+        Raises:
+            JoulecastError: this rank joined no run.
+        """
+        if self._joined is None:
+            raise JoulecastError(
+                f"rank {self.job.rank} measures nothing: the run is written by local rank 0 of"
+                f" node {self.job.node} (and the job's by rank 0)"
+            )
+        if self._store is None or self._store.closed:
+            self._store = Store(self._joined[1])
+        return self._store
+
+    @property
+    def joined(self) -> bool:
+        """True when this rank runs under ``joulecast measure`` (it can read the run)."""
+        return self._joined is not None
+
+    @property
+    def active(self) -> bool:
+        """True until :meth:`stop`."""
+        return self._ended_s is None
+
+    def begin(self, kind: PhaseKind | str, index: int, *, sync: bool | None = None) -> None:
+        """Ignored: rank 0 marks the job's phases."""
+        PhaseKind(kind)
+
+    def end(
+        self,
+        kind: PhaseKind | str,
+        index: int,
+        *,
+        samples: int | None = None,
+        metrics: dict[str, Any] | None = None,
+        sync: bool | None = None,
+        forecast: bool = True,
+    ) -> Phase | None:
+        """Ignored: rank 0 marks the job's phases."""
+        PhaseKind(kind)
+        return None
+
+    def mark_epoch(self, index: int, *, samples: int | None = None, **metrics: Any) -> None:
+        """Ignored: rank 0 marks the job's phases."""
+
+    def live_forecast(self, total_epochs: int, **options: Any) -> None:
+        """Noted only: rank 0 forecasts the job; this rank learns its decision."""
+        self._wants_forecast = True
+
+    @property
+    def forecasting(self) -> bool:
+        """True once :meth:`live_forecast` was asked for (on rank 0 it runs)."""
+        return self._wants_forecast
+
+    def forecast_epoch(self, phase: Phase, *, energy_j: float | None = None) -> Forecast | None:
+        """None: rank 0 forecasts."""
+        return None
+
+    def epoch_energy_j(self, phase: Phase) -> float:
+        """NaN: this rank samples nothing."""
+        return math.nan
+
+    def epoch_table(self, indices: list[int]) -> pd.DataFrame:
+        """The joined run's per-epoch table for ``indices`` (see :meth:`Run.epoch_table`)."""
+        from joulecast.live import epoch_table
+
+        return epoch_table(self.store, self.run_id, indices)
+
+    def summary(self) -> RunSummary:
+        """The joined run's summary (see :meth:`Run.summary`)."""
+        from joulecast.energy import summarize
+
+        return summarize(self.store, self.run_id)
+
+    @property
+    def duration_s(self) -> float:
+        """Seconds since this rank started (to its stop)."""
+        end = self._ended_s if self._ended_s is not None else self._clock()
+        return end - self._t0
+
+    def stop(
+        self,
+        status: RunStatus | str = RunStatus.COMPLETED,
+        *,
+        exit_code: int | None = None,
+        signal: str | None = None,
+    ) -> None:
+        """Stop: nothing is recorded from this rank."""
+        RunStatus(status)
+        if self._ended_s is None:
+            self._ended_s = self._clock()
+        self.close()
+
+    def close(self) -> None:
+        """Close the joined run's store if it was opened here."""
+        if self._ended_s is None:
+            self._ended_s = self._clock()
+        if self._store is not None and not self._store.closed:
+            self._store.close()
+
+    def __repr__(self) -> str:
+        return f"<PassiveRun rank {self.job.rank} of {self.job.world_size} on {self.job.node}>"
+
+
 class measure(contextlib.ContextDecorator):
     """Measure the energy of a block, a function, or a span between ``start()`` and ``stop()``.
 
@@ -308,6 +500,16 @@ class measure(contextlib.ContextDecorator):
     ``sync`` says whether to wait for queued GPU work at every phase boundary and at the end
     (:func:`sync_device`): None (the default) does when PyTorch has initialized CUDA, so work
     queued in one epoch is not charged to the next; False never waits.
+
+    In a distributed job (torchrun, SLURM; :func:`joulecast.distributed.current_job`), with
+    ``per_node`` (the default) only each node's local rank 0 samples, the GPUs, CPUs and RAM
+    of its node; the other ranks get a :class:`PassiveRun`. A job over several nodes writes
+    each node's run to a node shard in ``shard_dir`` (default ``$JOULECAST_SHARD_DIR`` or
+    ``<store>.shards``) under the job's identity (``run_uid``, default
+    ``$JOULECAST_RUN_UID`` or the launcher's job id); ``joulecast collect`` merges them into
+    one run. ``per_node=False`` makes every process sample on its own, as a single process.
+    ``job`` gives the process's place in the job where the caller knows it better than the
+    environment does (a framework's trainer).
     """
 
     def __init__(
@@ -321,7 +523,15 @@ class measure(contextlib.ContextDecorator):
         clock: Callable[[], float] = time.monotonic,
         join: bool = True,
         sync: bool | None = None,
+        per_node: bool = True,
+        run_uid: str | None = None,
+        shard_dir: str | os.PathLike[str] | None = None,
+        job: Job | None = None,
     ) -> None:
+        self.job = job
+        self.per_node = per_node
+        self.run_uid = run_uid
+        self.shard_dir = shard_dir
         self.name = name
         self.sync = sync
         self.store = store
@@ -332,10 +542,25 @@ class measure(contextlib.ContextDecorator):
         self.join = join
         self.run: Run | None = None
 
-    def _open_store(self) -> tuple[Store, bool]:
+    def _job(self) -> Job:
+        if self.job is not None:
+            return self.job
+        try:
+            return current_job(uid=self.run_uid)
+        except JoulecastError as exc:  # a launcher's odd variable must not stop the training
+            log.warning("%s; measuring this process as a job of its own", exc)
+            return Job()
+
+    def _open_store(self, job: Job) -> tuple[Store, bool, str | None]:
+        """The store this process samples into, whether it opened it, the run's uid."""
         if isinstance(self.store, Store):
-            return self.store, False
-        return Store(self.store), True
+            return self.store, False, None
+        if not (self.per_node and job.distributed):
+            return Store(self.store), True, None
+        path, uid = node_store(
+            job, self.store if self.store is not None else default_store_path(), self.shard_dir
+        )
+        return Store(path), True, uid
 
     def _join_target(self) -> tuple[int, Path] | None:
         run_id = os.environ.get(RUN_ENV)
@@ -349,17 +574,30 @@ class measure(contextlib.ContextDecorator):
         return int(run_id), env_store
 
     def start(self) -> Run:
-        """Begin measuring and return the :class:`Run`."""
+        """Begin measuring and return the :class:`Run` (a :class:`PassiveRun` on a job's ranks
+        that do not sample, see the class docstring)."""
+        job = self._job()
         target = self._join_target()
+        if self.per_node and job.distributed and not job.samples_node:
+            self.run = PassiveRun(job, joined=target, sync=self.sync, clock=self.clock)
+            log.info("rank %d of %d: its node's local rank 0 measures", job.rank, job.world_size)
+            return self.run
         if target is not None and self.sensors is None:
             run_id, path = target
             store = self.store if isinstance(self.store, Store) else Store(path)
             monitor = Monitor([], store, run_id=run_id, clock=self.clock)
             monitor.start()
-            run = Run(monitor, owns_store=not isinstance(self.store, Store), sync=self.sync)
+            run = Run(
+                monitor, owns_store=not isinstance(self.store, Store), sync=self.sync, job=job
+            )
+            if job.distributed:  # the node's run learns which ranks and node it holds
+                try:
+                    store.update_run(run_id, tags=job.tags())
+                except JoulecastError as exc:
+                    log.warning("run %d: could not tag it with the job's ranks: %s", run_id, exc)
             log.info("joined run %d in %s", run_id, path)
         else:
-            store, owns = self._open_store()
+            store, owns, uid = self._open_store(job)
             sensors = (
                 list(self.sensors)
                 if self.sensors is not None
@@ -370,11 +608,12 @@ class measure(contextlib.ContextDecorator):
                 store,
                 interval_s=self.interval_s,
                 name=self.name,
-                tags=self.tags,
+                tags={**(self.tags or {}), **(job.tags() if job.distributed else {})},
                 clock=self.clock,
+                uid=uid,
             )
             monitor.start()
-            run = Run(monitor, owns_store=owns, sync=self.sync)
+            run = Run(monitor, owns_store=owns, sync=self.sync, job=job)
         self.run = run
         return run
 

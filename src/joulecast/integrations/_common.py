@@ -9,13 +9,17 @@ import itertools
 import logging
 import math
 import os
+import sys
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Union
 
+from joulecast.distributed import Job, current_job
+from joulecast.errors import JoulecastError
 from joulecast.forecast import EnergyBudget
 from joulecast.monitor import DEFAULT_INTERVAL_S
-from joulecast.records import PhaseKind, RunStatus
+from joulecast.records import Phase, PhaseKind, RunStatus
 from joulecast.run import Run, measure
 from joulecast.store import Store
 
@@ -101,6 +105,68 @@ def resolve_mlflow(value: MlflowArg) -> MlflowLogger | None:
     return value
 
 
+def _process_group() -> Any:
+    """``torch.distributed`` where the training initialized it with two or more processes."""
+    dist = getattr(sys.modules.get("torch"), "distributed", None)
+    try:
+        if dist is None or not dist.is_available() or not dist.is_initialized():
+            return None
+        return dist if dist.get_world_size() > 1 else None
+    except Exception:  # an odd process group state: act as a single process
+        return None
+
+
+def framework_job(
+    *,
+    rank: int,
+    local_rank: int,
+    world_size: int,
+    node_rank: int | None = None,
+    nodes: int | None = None,
+) -> Job:
+    """The :class:`~joulecast.distributed.Job` a framework's trainer describes, with the
+    job's identity and node name (and the nodes, where not given) from the environment."""
+    try:
+        found = current_job()
+    except JoulecastError as exc:  # an odd launcher variable: the trainer's ranks still hold
+        log.warning("%s", exc)
+        found = Job()
+    node_rank = found.node_rank if node_rank is None else max(int(node_rank), 0)
+    nodes = found.nodes if nodes is None else int(nodes)
+    return replace(
+        found,
+        rank=max(int(rank), 0),
+        local_rank=max(int(local_rank), 0),
+        world_size=max(int(world_size), int(rank) + 1, 1),
+        node_rank=node_rank,
+        nodes=max(nodes, node_rank + 1, 1),
+    )
+
+
+def job_sum(values: Sequence[float]) -> list[float] | None:
+    """``values`` summed over the job's processes (``torch.distributed.all_reduce``).
+
+    Every process of the job must call it at the same point of the training, as the
+    integrations do at each epoch's end. None outside a process group of two or more, or
+    when the collective fails (logged; the caller keeps its own figures).
+    """
+    dist = _process_group()
+    if dist is None:
+        return None
+    import torch
+
+    try:
+        # NCCL reduces only GPU tensors; every other backend takes them on the CPU.
+        on_gpu = str(dist.get_backend()) == "nccl"
+        device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else None
+        tensor = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
+        dist.all_reduce(tensor)
+        return [float(v) for v in tensor.cpu().tolist()]
+    except Exception as exc:  # measuring must not stop the training
+        log.warning("summing over the job's processes failed (%s): own figures kept", exc)
+        return None
+
+
 class Session:
     """One training measured by an integration: the run, who owns it, the open epoch.
 
@@ -120,7 +186,9 @@ class Session:
         sync: bool | None = None,
         forecast: bool | Mapping[str, Any] = False,
         budget: EnergyBudget | None = None,
+        job: Job | None = None,
     ) -> None:
+        self.job = job
         self.name = name
         self.forecast = forecast
         self.budget = budget
@@ -143,10 +211,15 @@ class Session:
         """
         if self.run is None or (self.owns_run and not self.run.active):
             self.run = measure(
-                self.name, store=self.store, interval_s=self.interval_s, sync=self.sync
+                self.name,
+                store=self.store,
+                interval_s=self.interval_s,
+                sync=self.sync,
+                job=self.job,
             ).start()
             self.owns_run = True
-            log.info("measuring %r as run %d", self.name, self.run.run_id)
+            if self.run.measuring:
+                log.info("measuring %r as run %d", self.name, self.run.run_id)
         self._used = _epochs_marked.setdefault(self.run, set())
         try:
             self._used.update(
@@ -158,6 +231,8 @@ class Session:
         if (self.forecast or self.budget is not None) and total_epochs:
             options = dict(self.forecast) if isinstance(self.forecast, Mapping) else {}
             self.run.live_forecast(int(total_epochs), budget=self.budget, **options)
+        if self.mlflow is not None and not (self.run.measuring and self.run.job.leader):
+            self.mlflow = None  # the job's rank 0 logs the job
         if self.mlflow is not None:
             try:
                 self.mlflow.start(self.run)
@@ -209,19 +284,66 @@ class Session:
         *,
         samples: int | None = None,
         metrics: Mapping[str, Any] | None = None,
+        together: bool = True,
     ) -> None:
-        """Close an epoch or step (after syncing the device); log a closed epoch to MLflow."""
+        """Close an epoch or step (after syncing the device); log a closed epoch to MLflow.
+
+        In a distributed job every process calls it at the same point (``together``; False
+        where one process alone ends it, on an exception: nothing is summed then). An
+        epoch's samples are then summed over the job's processes; a step's are its batch
+        times the job's processes (the global batch, for batches of one size). With a live
+        forecast, rank 0 forecasts from the job's energy (summed over its nodes) and every
+        process learns whether to stop.
+        """
         assert self.run is not None
-        self.run.end(kind, index, samples=samples, metrics=dict(metrics or {}), sync=self.sync)
-        if kind is PhaseKind.EPOCH:
-            self.open_epoch = None
-            if self.mlflow is not None:
-                try:
-                    self.mlflow.log_epoch(self.run, index)
-                except Exception as exc:
-                    log.warning("MLflow: logging epoch %d failed: %s", index, exc)
-        else:
+        run = self.run
+        if kind is not PhaseKind.EPOCH:
+            if samples is not None and run.job.distributed:
+                samples *= run.job.world_size
+            run.end(kind, index, samples=samples, metrics=dict(metrics or {}), sync=self.sync)
             self.open_step = None
+            return
+        summed = None
+        if run.job.distributed and together:
+            summed = job_sum([samples or 0, samples is not None, run.forecasting])
+        if summed is not None:
+            samples = int(summed[0]) if summed[1] else None
+        phase = run.end(
+            kind,
+            index,
+            samples=samples,
+            metrics=dict(metrics or {}),
+            sync=self.sync,
+            forecast=summed is None,
+        )
+        self.open_epoch = None
+        if summed is not None and summed[2]:
+            self._forecast_job(phase)
+        if self.mlflow is not None:
+            try:
+                self.mlflow.log_epoch(run, index)
+            except Exception as exc:
+                log.warning("MLflow: logging epoch %d failed: %s", index, exc)
+
+    def _forecast_job(self, phase: Phase | None) -> None:
+        """Rank 0 forecasts after ``phase`` from the job's energy; every process learns
+        whether to stop. Every process of the job calls it."""
+        assert self.run is not None
+        run, job = self.run, self.run.job
+        energy_j: float | None = None
+        if job.multinode:
+            mine = run.epoch_energy_j(phase) if phase is not None and run.measuring else 0.0
+            missing = 1.0 if math.isnan(mine) else 0.0
+            nodes = job_sum([0.0 if missing else mine, missing])
+            if nodes is not None and not nodes[1]:
+                energy_j = nodes[0]
+            elif nodes is not None:
+                log.warning("a node's epoch energy is missing: the forecast uses rank 0's node")
+        if job.leader and phase is not None:
+            run.forecast_epoch(phase, energy_j=energy_j)
+        stop = job_sum([1.0 if job.leader and run.should_stop else 0.0])
+        if stop is not None and stop[0] > 0 and not run.should_stop:
+            run.request_stop("rank 0 of the job stopped on its energy budget")
 
     @property
     def stop_requested(self) -> bool:

@@ -16,8 +16,10 @@ last value of each number the Trainer logged during it (``loss``, ``learning_rat
 ``grad_norm``, ``eval_*``...).
 
 Samples per epoch: ``samples_per_epoch`` when given; else optimizer steps x batch size x
-processes x gradient accumulation, capped at the training set's length when it has one. In
-multi-process training only the main process measures.
+processes x gradient accumulation, capped at the training set's length when it has one (the
+job's figure, from the main process). In multi-process training the callback runs on every
+process: each node's local rank 0 samples its node, the main process marks the epochs, and the
+live forecast and energy budget use the job's energy (see docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -37,7 +39,13 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from joulecast.forecast import EnergyBudget
-from joulecast.integrations._common import MlflowArg, Session, StoreLike, float_metrics
+from joulecast.integrations._common import (
+    MlflowArg,
+    Session,
+    StoreLike,
+    float_metrics,
+    framework_job,
+)
 from joulecast.monitor import DEFAULT_INTERVAL_S
 from joulecast.records import PhaseKind, RunStatus
 from joulecast.run import Run
@@ -106,8 +114,12 @@ class JoulecastTrainerCallback(TrainerCallback):
     # -- trainer events ------------------------------------------------------------------------
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if not state.is_world_process_zero:
-            return
+        if int(args.world_size) > 1:
+            self._session.job = framework_job(
+                rank=args.process_index,
+                local_rank=args.local_process_index,
+                world_size=args.world_size,
+            )
         self._session.start(total_epochs=math.ceil(args.num_train_epochs or 0) or None)
         self._measuring = True
 
@@ -162,6 +174,10 @@ class JoulecastTrainerCallback(TrainerCallback):
         )
 
     def _samples(self, args: Any, state: Any, loader: Any) -> int | None:
+        # The job's samples (the global batch per step), given by rank 0 alone: summed over
+        # the processes at the epoch's end, the others' count nothing.
+        if not state.is_world_process_zero:
+            return None
         if self.samples_per_epoch is not None:
             return self.samples_per_epoch
         if not self._steps:

@@ -16,8 +16,13 @@ training ends, marked failed when the trainer stops on an exception.
 An epoch ends where the next one starts (or training ends), so it includes its validation
 and end-of-epoch work such as checkpoints; its metrics are ``trainer.callback_metrics`` at
 that moment, as floats. Samples: the first dimension of the first tensor of each training
-batch, times the number of processes. With ``steps=True`` each batch is also marked as a
-step. In multi-process training only global rank zero measures.
+batch. With ``steps=True`` each batch is also marked as a step.
+
+In multi-process training (DDP, FSDP; one or several nodes) the callback runs on every
+process, as Lightning calls it: each node's local rank 0 samples its node, global rank 0 marks
+the epochs, an epoch's samples are summed over the processes (a step's are its batch times
+the processes), and the live forecast and energy budget use the job's energy (see
+docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from joulecast.integrations._common import (
     StoreLike,
     batch_size,
     float_metrics,
+    framework_job,
     next_step,
 )
 from joulecast.monitor import DEFAULT_INTERVAL_S
@@ -111,8 +117,14 @@ class JoulecastCallback(pl.Callback):
     # -- lightning hooks -----------------------------------------------------------------------
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        if not trainer.is_global_zero:
-            return
+        if int(trainer.world_size) > 1:
+            self._session.job = framework_job(
+                rank=trainer.global_rank,
+                local_rank=trainer.local_rank,
+                world_size=trainer.world_size,
+                node_rank=trainer.node_rank,
+                nodes=trainer.num_nodes,
+            )
         max_epochs = trainer.max_epochs if (trainer.max_epochs or 0) > 0 else None
         self._session.start(total_epochs=max_epochs)
         self._measuring = True
@@ -141,7 +153,6 @@ class JoulecastCallback(pl.Callback):
             return
         n = batch_size(batch)
         if n is not None:
-            n *= max(int(trainer.world_size), 1)
             self._samples += n
         if self.steps and self._session.open_step == self._step:
             self._session.end(PhaseKind.STEP, self._step, samples=n)
@@ -156,7 +167,7 @@ class JoulecastCallback(pl.Callback):
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         if not self._measuring:
             return
-        self._close_epoch(trainer)
+        self._close_epoch(trainer, together=False)
         self._measuring = False
         if isinstance(exception, KeyboardInterrupt):
             self._session.finish(RunStatus.INTERRUPTED, signal="SIGINT")
@@ -165,7 +176,7 @@ class JoulecastCallback(pl.Callback):
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _close_epoch(self, trainer: Any) -> None:
+    def _close_epoch(self, trainer: Any, *, together: bool = True) -> None:
         index = self._session.open_epoch
         if index is None:
             return
@@ -174,4 +185,5 @@ class JoulecastCallback(pl.Callback):
             index,
             samples=self._samples or None,
             metrics=float_metrics(dict(trainer.callback_metrics)),
+            together=together,
         )
