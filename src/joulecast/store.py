@@ -1022,9 +1022,7 @@ class Store:
     def delete_run(self, run_id: int) -> None:
         """Remove a run with its samples, phases and gaps."""
         with self._write() as conn:
-            for table in ("samples", "device_energy", "phases", "gaps"):
-                conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
-            conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+            _delete_run(conn, run_id)
 
     # -- bulk reads: many runs at once ------------------------------------------------------
 
@@ -1060,6 +1058,13 @@ class Store:
         frame["start_s"] = frame["start_s"].astype(float)
         frame["end_s"] = frame["end_s"].astype(float)
         return frame
+
+
+def _delete_run(conn: sqlite3.Connection, run_id: int) -> None:
+    """Remove a run and its rows, in the caller's transaction."""
+    for table in ("samples", "device_energy", "phases", "gaps"):
+        conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+    conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
 
 
 def _samples_query(
