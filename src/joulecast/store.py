@@ -842,21 +842,34 @@ class Store:
         hardware: Mapping[str, Any] | None = None,
         origin: str = "import",
         started_at: float | None = None,
+        uid: str | None = None,
+        replace: bool = False,
+        status: RunStatus = RunStatus.COMPLETED,
+        gaps: Sequence[Gap] = (),
+        duration_s: float | None = None,
     ) -> int:
         """Write a whole recorded run in one transaction; on any error nothing is written.
 
         ``samples`` holds the sample columns: one frame, or frames taken one after another
         (the chunks of a long trace: memory holds one at a time). A device whose rows go back
         in time, within a frame or from one frame to the next, has its energy aggregates
-        computed once, after the last frame.
+        computed once, after the last frame. ``uid`` names the run (default: a random one);
+        with ``replace``, a run already holding it is removed in the same transaction.
+        ``duration_s`` defaults to the last sample or phase end.
 
         Raises:
             InputError: A frame lacks sample columns.
+            StoreError: A run with ``uid`` is already there (without ``replace``).
         """
         import pandas as pd
 
         frames = [samples] if isinstance(samples, pd.DataFrame) else samples
         with self._write() as conn:
+            held = conn.execute("SELECT id FROM runs WHERE uid = ?", (uid,)).fetchone()
+            if held is not None and not replace:
+                raise StoreError(f"{self.path}: a run with uid {uid!r} is already there")
+            if held is not None:
+                _delete_run(conn, int(held[0]))
             run_id = self._insert_run(
                 conn,
                 name=name,
@@ -866,7 +879,8 @@ class Store:
                 started_at=started_at,
                 start_mono_s=None,
                 interval_s=None,
-                status=RunStatus.COMPLETED,
+                status=status,
+                uid=uid,
             )
             last_s: float | None = None
             unsettled: set[str] = set()
@@ -884,9 +898,16 @@ class Store:
             if unsettled:
                 ledger.settle(conn, run_id, sorted(unsettled))
             self._upsert_phases(conn, run_id, phases)
+            if gaps:
+                conn.executemany(
+                    "INSERT INTO gaps VALUES (?, ?, ?, ?, ?)",
+                    [(run_id, g.device, g.start_s, g.end_s, g.reason) for g in gaps],
+                )
             duration = last_s if last_s is not None else 0.0
             if phases:
                 duration = max(duration, max((p.end_s or p.start_s) for p in phases))
+            if duration_s is not None:
+                duration = duration_s
             conn.execute(
                 "UPDATE runs SET ended_at = started_at + ?, duration_s = ? WHERE id = ?",
                 (duration, duration, run_id),
