@@ -7,6 +7,7 @@ line on stderr and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -146,6 +147,30 @@ def cmd_measure(args: argparse.Namespace) -> int:
 
 
 _FORWARDED = (signal.SIGINT, signal.SIGTERM)
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    """Merge the node shards of distributed jobs into the store, one run per job."""
+    from joulecast.distributed import shard_folder
+    from joulecast.jobs import merge_jobs
+
+    store = store_of(args)
+    paths = args.shards or [shard_folder(store.path)]
+    results = merge_jobs(store, paths, partial=args.partial)
+    if args.json:
+        _print_json([dataclasses.asdict(r) for r in results])
+        return 0
+    out = console()
+    if not results:
+        out.print(f"no distributed job's node runs in {', '.join(map(str, paths))}")
+    for r in results:
+        where = f"run {r.run_id}" if r.run_id is not None else "not merged"
+        out.print(
+            f"job {r.job}: {r.outcome} ({where}; {r.nodes} of {r.nodes_expected} node(s),"
+            f" {len(r.devices)} device(s), {r.status or 'status unknown'})",
+            markup=False,
+        )
+    return 0
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -576,6 +601,19 @@ def register(verbs: Verbs) -> None:
         help="first stable epoch, or 'auto': found in the run (auto)",
     )
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+
+    p = verbs.add("collect", cmd_collect, "merge distributed jobs' node shards into one run each")
+    p.add_argument(
+        "shards",
+        nargs="*",
+        metavar="PATH",
+        help="node shard files or folders (default: STORE.shards beside the store)",
+    )
+    p.add_argument(
+        "--partial",
+        action="store_true",
+        help="merge a job even when some of its nodes' shards are missing",
+    )
 
     verbs.add("runs", cmd_runs, "list runs")
 

@@ -1,0 +1,328 @@
+"""Merge a distributed job's node shards into one run: what ``joulecast collect`` does.
+
+Each node of a multi-node job writes its own run to a node shard
+(:func:`joulecast.distributed.node_store`), tagged with the job's identity (``job``), the
+node's name and rank, and the rank it holds. :func:`merge_jobs` gathers the node runs of
+every job found in the shards and writes each job as one run of the target store, whose
+``uid`` is the job's identity:
+
+- every node's devices, named for the job (``gpu:<node>:<index>``, ``ram:<node>``), so no
+  device is counted twice and the energy is summed across nodes;
+- the phases (epochs, steps) of the node that holds global rank 0;
+- one time base: each node's times are shifted by its start's distance from the job's first
+  start (the nodes' wall clocks, which a cluster keeps in step);
+- the worst status of its nodes (failed, then interrupted, then completed).
+
+A job is merged once all its nodes' runs are found and none is still running (its process
+alive, or on another host writing within :data:`joulecast.store.STALE_HEARTBEAT_S`); until
+then it is reported and left for a later merge, as the study shard merge does. Merging is
+idempotent: a job already merged from the same node runs, in the same state, is left as it
+is; one whose shards changed (a node that ended since, or a shard found later with
+``partial``) is written again in place, in one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from joulecast.distributed import node_device
+from joulecast.errors import InputError
+from joulecast.records import Gap, Phase, PhaseKind, RunStatus
+from joulecast.store import Store
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+__all__ = ["JobMerge", "merge_jobs", "shard_files"]
+
+Outcome = Literal["merged", "updated", "unchanged", "running", "incomplete"]
+# The tags that describe one node's run, not the job's.
+_NODE_TAGS = ("job_node", "job_node_rank", "job_rank")
+_WORST = (RunStatus.FAILED, RunStatus.INTERRUPTED, RunStatus.COMPLETED)
+
+
+@dataclass(frozen=True)
+class JobMerge:
+    """What merging one job did.
+
+    Attributes:
+        job: the job's identity (the merged run's ``uid``).
+        outcome: ``merged`` (new), ``updated`` (written again: its shards changed),
+            ``unchanged``, ``running`` (a node still runs: not merged now) or
+            ``incomplete`` (nodes' shards missing: not merged without ``partial``).
+        run_id: the merged run in the target (None when not merged).
+        nodes: the node runs found.
+        nodes_expected: the nodes the job had.
+        devices: the merged run's devices.
+        status: the merged run's status (or the job's, as far as found).
+    """
+
+    job: str
+    outcome: Outcome
+    run_id: int | None
+    nodes: int
+    nodes_expected: int
+    devices: list[str] = field(default_factory=list)
+    status: str = ""
+
+
+@dataclass(frozen=True)
+class _NodeRun:
+    path: Path
+    run_id: int
+    row: dict[str, Any]
+    rows: int
+    phases: int
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return dict(self.row["tags"])
+
+    def tag_int(self, key: str, default: int) -> int:
+        text = str(self.tags.get(key, ""))
+        return int(text) if text.isascii() and text.isdigit() and len(text) < 9 else default
+
+
+def shard_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """The store files named: files as they are, folders' ``*.db`` files by name.
+
+    Raises:
+        InputError: a path does not exist.
+    """
+    out: list[Path] = []
+    for item in paths:
+        path = Path(item)
+        if path.is_dir():
+            out.extend(sorted(p for p in path.glob("*.db") if p.is_file()))
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise InputError(f"{path}: no such shard file or folder")
+    return out
+
+
+def merge_jobs(
+    target: Store, shards: Iterable[str | os.PathLike[str]], *, partial: bool = False
+) -> list[JobMerge]:
+    """Merge every job found in ``shards`` (files or folders) into ``target``, one run each.
+
+    ``partial`` merges a job even when some of its nodes' shards are missing (never while a
+    node runs). A shard that is the target itself is passed over.
+
+    Raises:
+        InputError: a shard does not exist.
+        StoreError: a shard is not a joulecast store or cannot be read.
+    """
+    found: dict[str, list[_NodeRun]] = {}
+    for path in shard_files(shards):
+        if _same_file(path, target.path):
+            log.warning("%s: is the target store itself; not merged into itself", path)
+            continue
+        for node in _node_runs(path):
+            found.setdefault(str(node.tags["job"]), []).append(node)
+    return [_merge_job(target, job, nodes, partial) for job, nodes in sorted(found.items())]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _node_runs(path: Path) -> list[_NodeRun]:
+    """The runs of ``path`` that belong to a job, with what the merge needs of them."""
+    # Opened as a store: an older schema is migrated, the runs of dead processes marked.
+    with Store(path) as shard:
+        out: list[_NodeRun] = []
+        for row in shard.query("SELECT id FROM runs ORDER BY id"):
+            run = shard.run(int(row["id"]))
+            if not run["tags"].get("job"):
+                continue
+            states = shard.device_energy(int(row["id"]))
+            phases = shard.query(
+                "SELECT COUNT(*) AS n FROM phases WHERE run_id = ?", (int(row["id"]),)
+            )
+            out.append(
+                _NodeRun(
+                    path=path,
+                    run_id=int(row["id"]),
+                    row=run,
+                    rows=sum(s.rows for s in states.values()),
+                    phases=int(phases[0]["n"]),
+                )
+            )
+    return out
+
+
+def _names(nodes: list[_NodeRun]) -> list[str]:
+    """Each node run's name in the job: its node's, made unique by its rank where shared."""
+    names = [str(n.tags.get("job_node") or n.row["host"] or "node") for n in nodes]
+    if len(set(names)) == len(names):
+        return names
+    ranked = [
+        f"{name}.{n.tag_int('job_node_rank', i)}"
+        for i, (name, n) in enumerate(zip(names, nodes, strict=True))
+    ]
+    if len(set(ranked)) == len(ranked):
+        return ranked
+    return [f"{name}.{i}" for i, name in enumerate(names)]
+
+
+def _leader(nodes: list[_NodeRun]) -> _NodeRun:
+    """The node run holding global rank 0 (else the lowest node rank)."""
+    for node in nodes:
+        if node.tags.get("job_rank") == "0":
+            return node
+    return min(nodes, key=lambda n: n.tag_int("job_node_rank", 1 << 30))
+
+
+def _signature(nodes: list[_NodeRun]) -> str:
+    state = sorted(
+        (str(n.row["uid"]), str(n.row["status"]), n.rows, n.phases, n.row["duration_s"])
+        for n in nodes
+    )
+    return hashlib.sha256(json.dumps(state, default=str).encode()).hexdigest()[:16]
+
+
+def _merge_job(target: Store, job: str, nodes: list[_NodeRun], partial: bool) -> JobMerge:
+    nodes = sorted(nodes, key=lambda n: (n.tag_int("job_node_rank", 0), str(n.row["uid"])))
+    expected = max(n.tag_int("job_nodes", 1) for n in nodes)
+    statuses = [RunStatus(n.row["status"]) for n in nodes]
+    if RunStatus.RUNNING in statuses:
+        log.warning(
+            "job %s: %d of %d node run(s) still running; not merged now",
+            job,
+            statuses.count(RunStatus.RUNNING),
+            len(nodes),
+        )
+        return JobMerge(job, "running", None, len(nodes), expected, status="running")
+    if len(nodes) < expected and not partial:
+        log.warning(
+            "job %s: the shards of %d of %d nodes found; not merged (merge what is there with"
+            " partial / --partial)",
+            job,
+            len(nodes),
+            expected,
+        )
+        return JobMerge(job, "incomplete", None, len(nodes), expected)
+    status = next(s for s in _WORST if s in statuses)
+    signature = _signature(nodes)
+    held = target.query("SELECT id, tags FROM runs WHERE uid = ?", (job,))
+    if held and json.loads(held[0]["tags"] or "{}").get("job_shards") == signature:
+        run_id = int(held[0]["id"])
+        devices = sorted(target.device_energy(run_id))
+        return JobMerge(job, "unchanged", run_id, len(nodes), expected, devices, status.value)
+    names = _names(nodes)
+    start = min(float(n.row["started_at"]) for n in nodes)
+    offsets = [float(n.row["started_at"]) - start for n in nodes]
+    leader = _leader(nodes)
+    lead = nodes.index(leader)
+    ends = [off + float(n.row["duration_s"] or 0.0) for off, n in zip(offsets, nodes, strict=True)]
+    tags = {k: v for k, v in leader.tags.items() if k not in _NODE_TAGS}
+    tags.update(
+        job=job,
+        job_nodes=str(expected),
+        job_nodes_found=str(len(nodes)),
+        job_node_names=",".join(names),
+        job_shards=signature,
+    )
+    hardware = dict(leader.row["hardware"])
+    hardware["gpu_models"] = sorted(
+        {str(m) for n in nodes for m in (n.row["hardware"].get("gpu_models") or [])}
+    )
+    hardware["nodes"] = {
+        name: {k: n.row["hardware"].get(k) for k in ("hostname", "cpu_model", "gpu_models")}
+        for name, n in zip(names, nodes, strict=True)
+    }
+    origins = {str(n.row["origin"]) for n in nodes}
+    run_id = target.import_run(
+        samples=_samples(nodes, names, offsets),
+        phases=_phases(leader, offsets[lead]),
+        gaps=[
+            g
+            for n, name, off in zip(nodes, names, offsets, strict=True)
+            for g in _gaps(n, name, off)
+        ],
+        name=leader.row["name"],
+        tags=tags,
+        hardware=hardware,
+        origin="replay" if "replay" in origins else str(leader.row["origin"]),
+        started_at=start,
+        uid=job,
+        replace=True,
+        status=status,
+        duration_s=max(ends),
+    )
+    outcome: Outcome = "updated" if held else "merged"
+    devices = sorted(target.device_energy(run_id))
+    log.info(
+        "job %s: %s as run %d (%d node(s), %d device(s))",
+        job,
+        outcome,
+        run_id,
+        len(nodes),
+        len(devices),
+    )
+    return JobMerge(job, outcome, run_id, len(nodes), expected, devices, status.value)
+
+
+def _samples(
+    nodes: list[_NodeRun], names: list[str], offsets: list[float]
+) -> Iterator[pd.DataFrame]:
+    """Every node run's samples on the job's time base, devices named for the job."""
+    for node, name, offset in zip(nodes, names, offsets, strict=True):
+        with Store(node.path) as shard:
+            for frame in shard.iter_samples(node.run_id):
+                frame["t_s"] = frame["t_s"] + offset
+                frame["device"] = [node_device(str(d), name) for d in frame["device"]]
+                yield frame
+
+
+def _phases(node: _NodeRun, offset: float) -> list[Phase]:
+    with Store(node.path) as shard:
+        frame = shard.phases(node.run_id)
+    out = []
+    for row in frame.itertuples(index=False):
+        end = None if _missing(row.end_s) else float(row.end_s) + offset
+        samples = None if _missing(row.samples) else int(row.samples)
+        out.append(
+            Phase(
+                PhaseKind(row.kind),
+                int(row.index),
+                float(row.start_s) + offset,
+                end,
+                samples,
+                dict(row.metrics),
+            )
+        )
+    return out
+
+
+def _missing(value: Any) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(value))
+
+
+def _gaps(node: _NodeRun, name: str, offset: float) -> list[Gap]:
+    with Store(node.path) as shard:
+        frame = shard.gaps(node.run_id)
+    return [
+        Gap(
+            node_device(str(row.device), name),
+            float(row.start_s) + offset,
+            None if _missing(row.end_s) else float(row.end_s) + offset,
+            str(row.reason),
+        )
+        for row in frame.itertuples(index=False)
+    ]
