@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from joulecast.distributed import Job, current_job, node_device, shard_folder
 from joulecast.errors import InputError
+from joulecast.store import Store
 
 
 def test_a_plain_process_is_a_job_of_one() -> None:
@@ -88,3 +93,88 @@ def test_shard_paths_and_device_names(tmp_path: Path, monkeypatch: pytest.Monkey
     assert job.shard_path(tmp_path).parent == tmp_path
     assert node_device("gpu:0", "n1") == "gpu:n1:0"
     assert node_device("ram", "n1") == "ram:n1"
+
+
+def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "JOULECAST_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "joulecast", *args],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_measure_per_node_runs_other_ranks_unmeasured(tmp_path: Path) -> None:
+    store = tmp_path / "s.db"
+    slurm = {"SLURM_JOB_ID": "5", "SLURM_PROCID": "1", "SLURM_LOCALID": "1", "SLURM_NTASKS": "2"}
+    code = "import os, sys; print(os.environ.get('JOULECAST_RUN_ID')); sys.exit(3)"
+    proc = _cli(
+        [
+            "measure",
+            "--per-node",
+            "--store",
+            str(store),
+            "--no-gpu",
+            "--",
+            sys.executable,
+            "-c",
+            code,
+        ],
+        slurm,
+    )
+    assert proc.returncode == 3 and proc.stdout.strip() == "None"
+    assert not store.exists() and not (tmp_path / "s.shards").exists()
+    # Local rank 0 samples: with a job id and one node, into the store, tagged with the job.
+    proc = _cli(
+        [
+            "measure",
+            "--per-node",
+            "--store",
+            str(store),
+            "--no-gpu",
+            "-q",
+            "--",
+            sys.executable,
+            "-c",
+            code,
+        ],
+        {**slurm, "SLURM_PROCID": "0", "SLURM_LOCALID": "0"},
+    )
+    assert proc.returncode == 3, proc.stderr
+    with Store(store) as s:
+        (run,) = [s.run(int(i)) for i in s.runs()["id"]]
+    assert run["tags"]["job"] == "slurm-5" and run["tags"]["job_rank"] == "0"
+
+
+def test_measure_with_a_run_uid_writes_a_node_shard_that_collect_merges(tmp_path: Path) -> None:
+    store, shards = tmp_path / "s.db", tmp_path / "shards"
+    proc = _cli(
+        [
+            "measure",
+            "--store",
+            str(store),
+            "--run-uid",
+            "exp 1",
+            "--shard-dir",
+            str(shards),
+            "--no-gpu",
+            "-q",
+            "--",
+            sys.executable,
+            "-c",
+            "import os; print(os.environ['JOULECAST_STORE'])",
+        ],
+        {"JOULECAST_NODE": "nodeA"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    shard = shards / "exp_1.0.nodeA.db"
+    assert proc.stdout.strip() == str(shard.resolve())
+    with Store(shard) as s:
+        assert [r["uid"] for r in s.query("SELECT uid FROM runs")] == ["exp 1/node0"]
+    proc = _cli(["collect", str(shards), "--store", str(store), "--json"], {})
+    assert proc.returncode == 0, proc.stderr
+    (merged,) = json.loads(proc.stdout)
+    assert merged["job"] == "exp 1" and merged["outcome"] == "merged"
+    assert {d.split(":")[1] for d in merged["devices"]} == {"nodeA"}

@@ -20,7 +20,7 @@ from typing import Any
 
 from joulecast.energy import RunSummary, j_to_kwh, summarize
 from joulecast.errors import InputError, JoulecastError
-from joulecast.inputs import REPLAY_GPUS_ENV, key_values
+from joulecast.inputs import REPLAY_GPUS_ENV, RUN_UID_ENV, SHARD_DIR_ENV, key_values
 from joulecast.outputs import print_json as _print_json
 from joulecast.outputs import write_atomic
 from joulecast.store import Store
@@ -114,11 +114,14 @@ def print_summary(summary: RunSummary, out: Any) -> None:
 
 def cmd_measure(args: argparse.Namespace) -> int:
     """Run a command as a child, sampling until it exits; exit with its exit code."""
-    from joulecast.command import MeasuredCommand
+    from joulecast.command import MeasuredCommand, pass_through
+    from joulecast.distributed import current_job
 
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
+    if args.per_node and not current_job(uid=args.run_uid).samples_node:
+        pass_through(command)  # another rank of this node: its local rank 0 samples
     measured = MeasuredCommand(
         command,
         store=args.store,
@@ -131,6 +134,8 @@ def cmd_measure(args: argparse.Namespace) -> int:
         forecast_method=getattr(args, "forecast_method", "epoch-energy"),
         stable_epoch=getattr(args, "stable_epoch", "auto"),
         window=getattr(args, "window", 5),
+        run_uid=args.run_uid,
+        shard_dir=args.shard_dir,
     )
     measured.start()
     forward = {s: signal.signal(s, lambda n, _f: measured.send_signal(n)) for s in _FORWARDED}
@@ -599,6 +604,24 @@ def register(verbs: Verbs) -> None:
         type=_stable_epoch_arg,
         default="auto",
         help="first stable epoch, or 'auto': found in the run (auto)",
+    )
+    job = p.add_argument_group("distributed jobs (docs/distributed.md)")
+    job.add_argument(
+        "--per-node",
+        action="store_true",
+        help="one measuring process per node: on a rank that is not its node's local rank 0"
+        " (SLURM_LOCALID, LOCAL_RANK), run the command unmeasured",
+    )
+    job.add_argument(
+        "--run-uid",
+        metavar="UID",
+        help="the job's identity, shared by its nodes: the node's run goes to its node shard"
+        f" (default ${RUN_UID_ENV}, SLURM's job id)",
+    )
+    job.add_argument(
+        "--shard-dir",
+        metavar="DIR",
+        help=f"folder of the node shards (default ${SHARD_DIR_ENV}, else STORE.shards)",
     )
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
 

@@ -18,13 +18,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from joulecast.distributed import current_job, node_store
 from joulecast.errors import InputError, JoulecastError
 from joulecast.forecast import AUTO, DEFAULT_WINDOW, LiveForecaster, Method
 from joulecast.inputs import REPLAY_GPUS_ENV, RUN_ENV, STORE_ENV
 from joulecast.monitor import DEFAULT_INTERVAL_S, Monitor
 from joulecast.records import Phase, PhaseKind, RunStatus
 from joulecast.sensors import Sensor, detect, replay_trace
-from joulecast.store import Store
+from joulecast.store import Store, default_store_path
 
 if TYPE_CHECKING:
     from joulecast.energy import RunSummary
@@ -48,6 +49,11 @@ class MeasuredCommand:
     instead of this machine's (:func:`joulecast.sensors.detect`); a trace that cannot be
     replayed stops :meth:`start`. The command gets it as ``$JOULECAST_REPLAY_GPUS``, so that
     a run it opens itself replays them too.
+
+    In a distributed job this process samples its node for the ranks it launches (or runs
+    beside, see :func:`pass_through`). Named by ``run_uid`` (or ``$JOULECAST_RUN_UID``), or
+    spanning nodes under SLURM, the node's run goes to its node shard in ``shard_dir``
+    (:func:`joulecast.distributed.node_store`); ``joulecast collect`` merges the job's shards.
     """
 
     def __init__(
@@ -66,6 +72,8 @@ class MeasuredCommand:
         stable_epoch: int | str = AUTO,
         window: int = DEFAULT_WINDOW,
         progress: bool = True,
+        run_uid: str | None = None,
+        shard_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.argv = [str(a) for a in argv]
         if not self.argv:
@@ -86,6 +94,8 @@ class MeasuredCommand:
         self.stable_epoch = stable_epoch
         self.window = window
         self.progress = progress
+        self.run_uid = run_uid
+        self.shard_dir = shard_dir
         self.store: Store | None = None
         self.run_id: int | None = None
         self.live: LiveForecast | None = None
@@ -118,16 +128,22 @@ class MeasuredCommand:
                     log.info("sensor %s not used: %s", rep.name, rep.reason)
             sensors = found
         store = self._store_arg
+        job = current_job(uid=self.run_uid)
+        uid = None
         if not isinstance(store, Store):
             try:
-                store = Store(store)
+                path, uid = node_store(
+                    job, store if store is not None else default_store_path(), self.shard_dir
+                )
+                store = Store(path)
             except JoulecastError:
                 for sensor in sensors if self.sensors is None else ():
                     sensor.close()
                 raise
         self.store = store
+        tags = {**self.tags, **(job.tags() if uid is not None or job.distributed else {})}
         monitor = Monitor(
-            sensors, store, interval_s=self.interval_s, name=self.name, tags=self.tags
+            sensors, store, interval_s=self.interval_s, name=self.name, tags=tags, uid=uid
         )
         run_id = monitor.start()
         self._monitor, self.run_id = monitor, run_id
@@ -244,12 +260,31 @@ class MeasuredCommand:
             log.warning("live forecast failed: %s", exc)
 
 
+def pass_through(argv: Sequence[str]) -> None:
+    """Replace this process by the command, unmeasured: what ``joulecast measure --per-node``
+    does on a job's ranks that are not their node's local rank 0 (that one samples the node).
+
+    Raises:
+        InputError: the command cannot be started.
+    """
+    args = [str(a) for a in argv]
+    if not args:
+        raise InputError(
+            "measure: no command given (usage: joulecast measure [options] -- CMD ...)"
+        )
+    try:
+        os.execvp(args[0], args)
+    except OSError as exc:
+        raise InputError(f"measure: cannot run {args[0]!r}: {exc.strerror}") from exc
+
+
 def measure_command(argv: Sequence[str], **options: Any) -> RunSummary:
     """Run ``argv`` as a child process under measurement and return the run's summary.
 
     ``options`` are the keyword arguments of :class:`MeasuredCommand` (``store``, ``name``,
     ``tags``, ``interval_s``, ``gpus``, ``sensors``, ``replay_gpus``, ``epochs``,
-    ``forecast_method``, ``stable_epoch``, ``window``, ``progress``). The summary's
+    ``forecast_method``, ``stable_epoch``, ``window``, ``progress``, ``run_uid``,
+    ``shard_dir``). The summary's
     ``status``, ``exit_code`` and ``signal`` give the command's outcome.
 
     Raises:

@@ -55,6 +55,7 @@ class Job:
         uid: the job's identity shared by its nodes, or None when there is none.
         node: this node's name (``$JOULECAST_NODE``, else the host name).
         launcher: ``"torchrun"``, ``"slurm"`` or ``"none"``.
+        uid_given: the identity was given (``uid``, ``$JOULECAST_RUN_UID``), not a launcher's.
     """
 
     rank: int = 0
@@ -65,6 +66,7 @@ class Job:
     uid: str | None = None
     node: str = ""
     launcher: str = "none"
+    uid_given: bool = False
 
     @property
     def distributed(self) -> bool:
@@ -162,10 +164,11 @@ def current_job(
     else:
         launcher, rank, local_rank, world, node_rank, nodes = "none", 0, 0, 1, 0, 1
     job_uid = uid or env.get(RUN_UID_ENV) or None
+    given = job_uid is not None
     if job_uid is None and env.get("SLURM_JOB_ID"):
         step = env.get("SLURM_STEP_ID")
         job_uid = f"slurm-{env['SLURM_JOB_ID']}" + (f".{step}" if step else "")
-    if job_uid is not None and not uid and not env.get(RUN_UID_ENV):
+    if job_uid is not None and not given:
         requeued = env.get("SLURM_RESTART_COUNT", "0")
         job_uid += f".r{requeued}" if requeued not in ("", "0") else ""
     if job_uid is None and torchrun:
@@ -184,6 +187,7 @@ def current_job(
         uid=job_uid,
         node=node_name,
         launcher=launcher,
+        uid_given=given,
     )
 
 
@@ -204,14 +208,14 @@ def node_store(
 ) -> tuple[Path, str | None]:
     """The store file this node's sampler writes, and its run's uid (None: a random one).
 
-    A job over several nodes, or a distributed one whose shard ``folder`` is named (here or
-    by ``$JOULECAST_SHARD_DIR``), writes to its node shard (:meth:`Job.shard_path`, the
-    folder made if missing) under :meth:`Job.node_run_uid`; anything else to ``store_path``.
-    A multi-node job without an identity cannot be joined: each node's run stays its own,
-    with a warning.
+    A job over several nodes, or one whose identity or shard ``folder`` is named (``--run-uid``
+    or ``$JOULECAST_RUN_UID``; here or ``$JOULECAST_SHARD_DIR``), writes to its node shard
+    (:meth:`Job.shard_path`, the folder made if missing) under :meth:`Job.node_run_uid`;
+    anything else to ``store_path``. A multi-node job without an identity cannot be joined:
+    each node's run stays its own, with a warning.
     """
-    named = folder is not None or bool(os.environ.get(SHARD_DIR_ENV))
-    if not (job.multinode or (named and job.distributed)):
+    named = folder is not None or bool(os.environ.get(SHARD_DIR_ENV)) or job.uid_given
+    if not (job.multinode or (named and (job.distributed or job.uid_given))):
         return Path(store_path), None
     if job.uid is None:
         log.warning(

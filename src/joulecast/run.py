@@ -555,7 +555,7 @@ class measure(contextlib.ContextDecorator):
         """The store this process samples into, whether it opened it, the run's uid."""
         if isinstance(self.store, Store):
             return self.store, False, None
-        if not (self.per_node and job.distributed):
+        if not (self.per_node and (job.distributed or job.uid_given)):
             return Store(self.store), True, None
         path, uid = node_store(
             job, self.store if self.store is not None else default_store_path(), self.shard_dir
