@@ -1,0 +1,103 @@
+"""A small DDP training (gloo, CPU) measured by joulecast: run by torchrun in the tests.
+
+Usage: ddp_job.py epochs|budget|lightning STORE (budget: an energy budget of 1 J, which
+the job's first epoch exceeds)
+Every rank runs the same code, as a user's script does: ``joulecast.measure()`` with
+``epochs()``, or the Lightning callback; joulecast decides which process samples its node.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+import joulecast
+
+SAMPLES = 96
+BATCH = 8
+EPOCHS = 3
+STEP_S = 0.2
+
+
+def dataset() -> TensorDataset:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(SAMPLES, 16, generator=generator)
+    return TensorDataset(x, (x.sum(dim=1, keepdim=True) > 0).float())
+
+
+def with_epochs(store: str, budget_j: float | None = None) -> None:
+    from torch.nn.parallel import DistributedDataParallel
+
+    from joulecast.integrations.torch import epochs
+
+    dist.init_process_group("gloo")
+    model = DistributedDataParallel(nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 1)))
+    data = dataset()
+    sampler = DistributedSampler(data, shuffle=True, seed=0)
+    loader = DataLoader(data, batch_size=BATCH, sampler=sampler)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    done = 0
+    with joulecast.measure("ddp-epochs", store=store, interval_s=0.05) as run:
+        budget = joulecast.EnergyBudget(budget_j=budget_j) if budget_j is not None else None
+        run.live_forecast(EPOCHS, progress=False, budget=budget)
+        for epoch in epochs(run, EPOCHS):
+            sampler.set_epoch(epoch.index)
+            for x, y in epoch.steps(loader):
+                optimizer.zero_grad()
+                loss = nn.functional.binary_cross_entropy_with_logits(model(x), y)
+                loss.backward()
+                optimizer.step()
+                time.sleep(STEP_S)  # epochs long enough for their boundaries not to matter
+            epoch.log(loss=loss)
+            done = epoch.index + 1
+    print(
+        f"rank {dist.get_rank()}: {type(run).__name__} stop={run.should_stop} epochs={done}",
+        flush=True,
+    )
+    dist.barrier()  # no rank tears down gloo while another still talks to it
+    dist.destroy_process_group()
+
+
+def with_lightning(store: str) -> None:
+    import lightning.pytorch as pl
+
+    from joulecast.integrations.lightning import JoulecastCallback
+
+    class Model(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 1))
+
+        def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
+            x, y = batch
+            return nn.functional.binary_cross_entropy_with_logits(self.net(x), y)
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=int(os.environ["LOCAL_WORLD_SIZE"]),
+        num_nodes=int(os.environ["GROUP_WORLD_SIZE"]),
+        strategy="ddp",
+        max_epochs=EPOCHS,
+        callbacks=[JoulecastCallback("ddp-lightning", store=store, interval_s=0.05)],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(Model(), DataLoader(dataset(), batch_size=BATCH))
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "budget":
+        with_epochs(sys.argv[2], budget_j=1.0)
+    else:
+        {"epochs": with_epochs, "lightning": with_lightning}[sys.argv[1]](sys.argv[2])
