@@ -178,3 +178,13 @@ def test_measure_with_a_run_uid_writes_a_node_shard_that_collect_merges(tmp_path
     (merged,) = json.loads(proc.stdout)
     assert merged["job"] == "exp 1" and merged["outcome"] == "merged"
     assert {d.split(":")[1] for d in merged["devices"]} == {"nodeA"}
+
+
+def test_a_node_without_a_launcher_is_told_its_rank() -> None:
+    job = current_job(
+        {"JOULECAST_NODE_RANK": "1", "JOULECAST_NODES": "2", "JOULECAST_RUN_UID": "j"}
+    )
+    assert (job.node_rank, job.nodes, job.uid, job.uid_given) == (1, 2, "j", True)
+    assert job.multinode and job.samples_node and job.node_run_uid() == "j/node1"
+    with pytest.raises(InputError, match="JOULECAST_NODES"):
+        current_job({"JOULECAST_NODES": "two"})

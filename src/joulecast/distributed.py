@@ -10,6 +10,8 @@ The launchers' variables are read as they set them: torchrun (``RANK``, ``LOCAL_
 ``WORLD_SIZE``, ``GROUP_RANK``, ``GROUP_WORLD_SIZE``, ``TORCHELASTIC_RUN_ID``) before SLURM
 (``SLURM_PROCID``, ``SLURM_LOCALID``, ``SLURM_NTASKS``, ``SLURM_NODEID``, ``SLURM_NNODES``,
 ``SLURM_JOB_ID``, ``SLURM_STEP_ID``): under ``srun torchrun`` the ranks are torchrun's.
+``$JOULECAST_NODE_RANK`` and ``$JOULECAST_NODES`` give the node's rank and the job's nodes
+where no launcher does (a simulated node of a study, a launcher of one's own).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from joulecast.errors import InputError
-from joulecast.inputs import NODE_ENV, RUN_UID_ENV, SHARD_DIR_ENV
+from joulecast.inputs import NODE_ENV, NODE_RANK_ENV, NODES_ENV, RUN_UID_ENV, SHARD_DIR_ENV
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +165,10 @@ def current_job(
         nodes = _slurm_nodes(env) or 1
     else:
         launcher, rank, local_rank, world, node_rank, nodes = "none", 0, 0, 1, 0, 1
+    # Where no launcher tells the node (a simulated node, a launcher of one's own), these do.
+    told_rank, told_nodes = _int(env, NODE_RANK_ENV), _int(env, NODES_ENV)
+    node_rank = told_rank if told_rank is not None else node_rank
+    nodes = told_nodes if told_nodes is not None else nodes
     job_uid = uid or env.get(RUN_UID_ENV) or None
     given = job_uid is not None
     if job_uid is None and env.get("SLURM_JOB_ID"):

@@ -15,6 +15,8 @@ Every environment variable joulecast reads or sets is named here, once:
 - ``JOULECAST_SHARD_DIR`` (:data:`SHARD_DIR_ENV`): the folder of a multi-node job's node
   shards (default: ``<store>.shards`` beside the store).
 - ``JOULECAST_NODE`` (:data:`NODE_ENV`): this node's name in a job (default: the host name).
+- ``JOULECAST_NODE_RANK`` (:data:`NODE_RANK_ENV`) and ``JOULECAST_NODES`` (:data:`NODES_ENV`):
+  this node's rank and the job's nodes, where no launcher (torchrun, SLURM) says.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ REPLAY_GPUS_ENV = "JOULECAST_REPLAY_GPUS"
 RUN_UID_ENV = "JOULECAST_RUN_UID"
 SHARD_DIR_ENV = "JOULECAST_SHARD_DIR"
 NODE_ENV = "JOULECAST_NODE"
+NODE_RANK_ENV = "JOULECAST_NODE_RANK"
+NODES_ENV = "JOULECAST_NODES"
 
 _UNIT_S = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*([dhms])")

@@ -241,8 +241,9 @@ def test_live_forecast_is_logged(tmp_path, tracking):
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile("sgd", "mse")
     logger = MlflowLogger()
-    cb = JoulecastCallback("forecast", store=tmp_path / "runs.db", batch_size=16, mlflow=logger,
-                           forecast=True)
+    cb = JoulecastCallback(
+        "forecast", store=tmp_path / "runs.db", batch_size=16, mlflow=logger, forecast=True
+    )
     model.fit(x, x[:, :1], batch_size=16, epochs=3, verbose=0, callbacks=[cb])
     history = tracking.get_metric_history(logger.mlflow_run_id, "forecast_total_j")
     assert [m.step for m in history] == [0, 1, 2]
