@@ -167,3 +167,16 @@ def test_collect_merges_the_shards_beside_the_store(
     err = capsys.readouterr().err
     assert "nowhere" in err and "Traceback" not in err
     assert not os.path.exists(tmp_path / "nowhere")
+
+
+def test_show_names_the_nodes_of_a_merged_job(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    node_shard(tmp_path / "shards", "n0", 0, rank=0)
+    node_shard(tmp_path / "shards", "n1", 1, rank=1)
+    store = str(tmp_path / "runs.db")
+    assert main(["collect", str(tmp_path / "shards"), "--store", store]) == 0
+    capsys.readouterr()
+    assert main(["show", "last", "--store", store]) == 0
+    out = capsys.readouterr().out
+    assert f"job {JOB}: 2 node(s) (n0, n1)" in out and "gpu:n1:1" in out

@@ -48,6 +48,13 @@ def print_summary(summary: RunSummary, out: Any) -> None:
         f"[bold]run {summary.run_id}[/bold] {summary.name or ''}  {status}  "
         f"{summary.duration_s:,.1f} s"
     )
+    if summary.tags.get("job_node_names"):  # merged from a distributed job's node shards
+        names = summary.tags["job_node_names"].split(",")
+        out.print(
+            f"job {summary.tags.get('job', '?')}: {len(names)} node(s) ({', '.join(names)}),"
+            " every node's devices, rank 0's epochs",
+            markup=False,
+        )
     table = Table(title="energy by device", title_justify="left")
     for col in ("device", "energy J", "kWh", "mean W", "how"):
         table.add_column(col, justify="left" if col in ("device", "how") else "right")
