@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from joulecast.distributed import Job, current_job, node_device, shard_folder
+from joulecast.distributed import Job, current_job, node_device, node_gpus, shard_folder
 from joulecast.errors import InputError
 from joulecast.store import Store
 
@@ -188,3 +188,36 @@ def test_a_node_without_a_launcher_is_told_its_rank() -> None:
     assert job.multinode and job.samples_node and job.node_run_uid() == "j/node1"
     with pytest.raises(InputError, match="JOULECAST_NODES"):
         current_job({"JOULECAST_NODES": "two"})
+
+
+def test_a_slurm_node_sampler_reads_every_gpu_of_its_tasks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pandas as pd
+
+    import joulecast
+
+    trace = tmp_path / "gpus.csv"
+    pd.DataFrame(
+        [{"t_s": t, "gpu_index": g, "power_w": 100.0 + g} for t in (0.0, 60.0) for g in range(4)]
+    ).to_csv(trace, index=False)
+    for name in list(os.environ):
+        if name.startswith(("SLURM_", "JOULECAST_")) or name in ("RANK", "LOCAL_RANK"):
+            monkeypatch.delenv(name)
+    # Task 0 of two on this node sees only its own GPU; SLURM gave the step GPUs 1 and 3.
+    slurm = {"SLURM_JOB_ID": "8", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NTASKS": "2"}
+    for name, value in {
+        **slurm,
+        "SLURM_STEP_GPUS": "1,3",
+        "CUDA_VISIBLE_DEVICES": "1",
+        "JOULECAST_REPLAY_GPUS": str(trace),
+    }.items():
+        monkeypatch.setenv(name, value)
+    with joulecast.measure("task0", store=tmp_path / "s.db", interval_s=0.05) as run:
+        pass
+    devices = run.summary().devices
+    assert sorted(d for d in devices if d.startswith("gpu:")) == ["gpu:0", "gpu:1"]
+    assert devices["gpu:0"].mean_power_w == pytest.approx(101.0)
+    assert devices["gpu:1"].mean_power_w == pytest.approx(103.0)
+    assert node_gpus(current_job(slurm), {"SLURM_JOB_GPUS": "0,x"}) == (None, None)
+    assert node_gpus(current_job({}), {"SLURM_STEP_GPUS": "0,1"}) == (None, None)

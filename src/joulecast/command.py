@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from joulecast.distributed import current_job, node_store
+from joulecast.distributed import current_job, node_gpus, node_store
 from joulecast.errors import InputError, JoulecastError
 from joulecast.forecast import AUTO, DEFAULT_WINDOW, LiveForecaster, Method
 from joulecast.inputs import REPLAY_GPUS_ENV, RUN_ENV, STORE_ENV
@@ -113,8 +113,10 @@ class MeasuredCommand:
                 ``replay_gpus`` trace cannot be replayed (no run is opened).
         """
         # Sensors before the store: a trace that cannot be replayed leaves no store file behind.
+        job = current_job(uid=self.run_uid)
         sensors = self.sensors
         if sensors is None:
+            visible, order = node_gpus(job)
             found, reports = detect(
                 pid=os.getpid(),
                 include_root=False,
@@ -122,13 +124,14 @@ class MeasuredCommand:
                 gpus=self.gpus,
                 replay_gpus=self.replay_gpus,
                 strict_replay=True,
+                visible_gpus=visible,
+                gpu_order=order,
             )
             for rep in reports:
                 if not rep.found:
                     log.info("sensor %s not used: %s", rep.name, rep.reason)
             sensors = found
         store = self._store_arg
-        job = current_job(uid=self.run_uid)
         uid = None
         if not isinstance(store, Store):
             try:

@@ -33,6 +33,7 @@ __all__ = [
     "Job",
     "current_job",
     "node_device",
+    "node_gpus",
     "node_store",
     "shard_folder",
 ]
@@ -237,6 +238,25 @@ def node_store(
     except OSError as exc:
         raise InputError(f"{shards}: cannot make the shard folder ({exc.strerror})") from exc
     return job.shard_path(shards), job.node_run_uid()
+
+
+def node_gpus(job: Job, env: Mapping[str, str] | None = None) -> tuple[str | None, str | None]:
+    """The GPUs a node's sampler reads, as ``CUDA_VISIBLE_DEVICES`` and ``CUDA_DEVICE_ORDER``
+    values: under SLURM, those of the node's tasks together (``SLURM_STEP_GPUS``, else
+    ``SLURM_JOB_GPUS``: SLURM's GPU ids, in PCI bus order as NVML numbers them), since each
+    task may see only its own through ``CUDA_VISIBLE_DEVICES``; ``(None, None)`` elsewhere
+    (under torchrun the node's ranks see the same GPUs as its sampler)."""
+    env = os.environ if env is None else env
+    if not job.distributed:
+        return None, None
+    ids = env.get("SLURM_STEP_GPUS") or env.get("SLURM_JOB_GPUS")
+    if not ids:
+        return None, None
+    entries = [e.strip() for e in ids.split(",")]
+    if not all(e.isascii() and e.isdigit() and len(e) < 6 for e in entries):
+        log.warning("SLURM's GPU ids %r are not plain indices: sampling the visible GPUs", ids[:80])
+        return None, None
+    return ",".join(entries), "PCI_BUS_ID"
 
 
 def node_device(device: str, node: str) -> str:

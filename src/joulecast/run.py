@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from joulecast.distributed import Job, current_job, node_store
+from joulecast.distributed import Job, current_job, node_gpus, node_store
 from joulecast.errors import JoulecastError
 from joulecast.forecast import (
     AUTO,
@@ -598,10 +598,16 @@ class measure(contextlib.ContextDecorator):
             log.info("joined run %d in %s", run_id, path)
         else:
             store, owns, uid = self._open_store(job)
+            visible, order = node_gpus(job)
             sensors = (
                 list(self.sensors)
                 if self.sensors is not None
-                else detect_sensors(interval_s=self.interval_s, clock=self.clock)
+                else detect_sensors(
+                    interval_s=self.interval_s,
+                    clock=self.clock,
+                    visible_gpus=visible,
+                    gpu_order=order,
+                )
             )
             monitor = Monitor(
                 sensors,

@@ -103,11 +103,15 @@ def detect(
     clock: Callable[[], float] = time.monotonic,
     replay_gpus: str | os.PathLike[str] | None = None,
     strict_replay: bool = False,
+    visible_gpus: str | None = None,
+    gpu_order: str | None = None,
 ) -> tuple[list[Sensor], list[SensorReport]]:
     """Build every sensor that works here; report each source found or not, and why.
 
     ``pid``/``include_root`` choose the process tree the host sensor follows (default: this
     process and its children). ``nvml`` replaces the ``pynvml`` module (for tests).
+    ``visible_gpus`` and ``gpu_order`` replace ``CUDA_VISIBLE_DEVICES`` and
+    ``CUDA_DEVICE_ORDER`` for choosing the GPUs (a node's sampler takes all its ranks' GPUs).
 
     ``replay_gpus`` (a neutral ``power.csv``; default ``$JOULECAST_REPLAY_GPUS``) replaces
     the GPUs by the trace's, replayed in real time (:func:`~joulecast.sensors.replay.gpu_replay`).
@@ -152,7 +156,9 @@ def detect(
             # measured False: the trace's readings are not this machine's hardware.
             replayed = attempt(
                 "replay",
-                lambda: gpu_replay(trace, clock=clock, regular_file=from_variable),
+                lambda: gpu_replay(
+                    trace, clock=clock, regular_file=from_variable, visible=visible_gpus
+                ),
                 False,
             )
         except Exception as exc:
@@ -166,8 +172,16 @@ def detect(
         fix = f"unset {REPLAY_GPUS_ENV} (or leave out --replay-gpus) to read this machine's GPUs"
         reports.append(SensorReport("nvml", False, reason=f"GPUs replayed from {trace}", fix=fix))
     elif gpus:
-        if not attempt("nvml", lambda: NvmlSensor(nvml=nvml, clock=clock)):
-            attempt("nvidia-smi", lambda: NvidiaSmiSensor(interval_s=interval_s, clock=clock))
+        if not attempt(
+            "nvml",
+            lambda: NvmlSensor(nvml=nvml, clock=clock, visible=visible_gpus, order=gpu_order),
+        ):
+            attempt(
+                "nvidia-smi",
+                lambda: NvidiaSmiSensor(
+                    interval_s=interval_s, clock=clock, visible=visible_gpus, order=gpu_order
+                ),
+            )
     else:
         reports.append(SensorReport("nvml", False, reason="GPU sensing switched off"))
     have_rapl = False
