@@ -127,7 +127,8 @@ def cmd_measure(args: argparse.Namespace) -> int:
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
-    if args.per_node and not current_job(uid=args.run_uid).samples_node:
+    run_uid = getattr(args, "run_uid", None)
+    if getattr(args, "per_node", False) and not current_job(uid=run_uid).samples_node:
         pass_through(command)  # another rank of this node: its local rank 0 samples
     measured = MeasuredCommand(
         command,
@@ -141,8 +142,8 @@ def cmd_measure(args: argparse.Namespace) -> int:
         forecast_method=getattr(args, "forecast_method", "epoch-energy"),
         stable_epoch=getattr(args, "stable_epoch", "auto"),
         window=getattr(args, "window", 5),
-        run_uid=args.run_uid,
-        shard_dir=args.shard_dir,
+        run_uid=run_uid,
+        shard_dir=getattr(args, "shard_dir", None),
     )
     measured.start()
     forward = {s: signal.signal(s, lambda n, _f: measured.send_signal(n)) for s in _FORWARDED}
