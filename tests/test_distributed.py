@@ -221,3 +221,13 @@ def test_a_slurm_node_sampler_reads_every_gpu_of_its_tasks(
     assert devices["gpu:1"].mean_power_w == pytest.approx(103.0)
     assert node_gpus(current_job(slurm), {"SLURM_JOB_GPUS": "0,x"}) == (None, None)
     assert node_gpus(current_job({}), {"SLURM_STEP_GPUS": "0,1"}) == (None, None)
+
+
+def test_a_wrapping_process_holds_no_rank_and_a_joining_rank_keeps_the_job() -> None:
+    wrapper = current_job({}, uid="exp", node="n0")
+    assert "job_rank" not in wrapper.tags() and wrapper.tags()["job"] == "exp"
+    rank = current_job(
+        {"RANK": "2", "LOCAL_RANK": "0", "GROUP_RANK": "1", "TORCHELASTIC_RUN_ID": "x"}
+    )
+    assert rank.rank_tags()["job_rank"] == "2" and rank.rank_tags()["job_node_rank"] == "1"
+    assert "job" not in rank.rank_tags() and "job_node" not in rank.rank_tags()

@@ -110,12 +110,18 @@ class Job:
             "job_node_rank": str(self.node_rank),
             "job_nodes": str(self.nodes),
             "job_world_size": str(self.world_size),
-            "job_rank": str(self.rank),
             "job_launcher": self.launcher,
         }
+        if self.launcher != "none":  # a process that wraps the ranks holds none of them
+            tags["job_rank"] = str(self.rank)
         if self.uid is not None:
             tags["job"] = self.uid
         return tags
+
+    def rank_tags(self) -> dict[str, str]:
+        """What a rank that joins its node's run (under ``joulecast measure``) adds to its
+        tags: its ranks, not the job's identity or node name, which the sampler chose."""
+        return {k: v for k, v in self.tags().items() if k not in ("job", "job_node")}
 
 
 def _int(env: Mapping[str, str], *names: str) -> int | None:

@@ -592,7 +592,7 @@ class measure(contextlib.ContextDecorator):
             )
             if job.distributed:  # the node's run learns which ranks and node it holds
                 try:
-                    store.update_run(run_id, tags=job.tags())
+                    store.update_run(run_id, tags=job.rank_tags())
                 except JoulecastError as exc:
                     log.warning("run %d: could not tag it with the job's ranks: %s", run_id, exc)
             log.info("joined run %d in %s", run_id, path)
