@@ -1,6 +1,7 @@
 """A small DDP training (gloo, CPU) measured by joulecast: run by torchrun in the tests.
 
-Usage: ddp_job.py epochs|budget|lightning STORE (budget: an energy budget of 1 J, which
+Usage: ddp_job.py epochs|budget|lightning STORE (``-``: the default store, the one that
+``joulecast measure`` passes on) (budget: an energy budget of 1 J, which
 the job's first epoch exceeds)
 Every rank runs the same code, as a user's script does: ``joulecast.measure()`` with
 ``epochs()``, or the Lightning callback; joulecast decides which process samples its node.
@@ -31,7 +32,7 @@ def dataset() -> TensorDataset:
     return TensorDataset(x, (x.sum(dim=1, keepdim=True) > 0).float())
 
 
-def with_epochs(store: str, budget_j: float | None = None) -> None:
+def with_epochs(store: str | None, budget_j: float | None = None) -> None:
     from torch.nn.parallel import DistributedDataParallel
 
     from joulecast.integrations.torch import epochs
@@ -64,7 +65,7 @@ def with_epochs(store: str, budget_j: float | None = None) -> None:
     dist.destroy_process_group()
 
 
-def with_lightning(store: str) -> None:
+def with_lightning(store: str | None) -> None:
     import lightning.pytorch as pl
 
     from joulecast.integrations.lightning import JoulecastCallback
@@ -97,7 +98,8 @@ def with_lightning(store: str) -> None:
 
 
 if __name__ == "__main__":
+    store = None if sys.argv[2] == "-" else sys.argv[2]
     if sys.argv[1] == "budget":
-        with_epochs(sys.argv[2], budget_j=1.0)
+        with_epochs(store, budget_j=1.0)
     else:
-        {"epochs": with_epochs, "lightning": with_lightning}[sys.argv[1]](sys.argv[2])
+        {"epochs": with_epochs, "lightning": with_lightning}[sys.argv[1]](store)

@@ -49,8 +49,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _run_job(mode: str, store: Path, node_env: list[dict[str, str]]) -> list[str]:
-    """Both "nodes" of the job, each a torchrun with two processes; their output."""
+def _run_job(
+    mode: str,
+    store: Path | str,
+    node_env: list[dict[str, str]],
+    wrap: list[list[str]] | None = None,
+) -> list[str]:
+    """Both "nodes" of the job, each a torchrun with two processes (after the node's ``wrap``
+    command, such as ``joulecast measure ... --``); their output."""
     port = _free_port()
     base = {
         k: v
@@ -62,6 +68,7 @@ def _run_job(mode: str, store: Path, node_env: list[dict[str, str]]) -> list[str
     procs = [
         subprocess.Popen(
             [
+                *(wrap[node] if wrap else []),
                 sys.executable,
                 "-m",
                 "torch.distributed.run",
@@ -96,11 +103,16 @@ def _run_job(mode: str, store: Path, node_env: list[dict[str, str]]) -> list[str
     return outputs
 
 
-def _check_merged(target: Store, shards: list[Path], traces: list[dict[int, np.ndarray]]) -> int:
+def _check_merged(
+    target: Store,
+    shards: list[Path],
+    traces: list[dict[int, np.ndarray]],
+    job: str = "torchrun-job-a",
+) -> int:
     """The job merged from ``shards`` (one per node, in node order): its run id."""
     (result,) = merge_jobs(target, shards)
     assert result.outcome == "merged" and result.nodes == 2
-    assert result.job == "torchrun-job-a"
+    assert result.job == job
     gpus = [d for d in result.devices if d.startswith("gpu:")]
     assert len(gpus) == 4 == len(set(gpus))
     expected_j = 0.0
@@ -178,6 +190,41 @@ def test_rank_zero_stops_the_whole_job_on_its_energy_budget(tmp_path: Path) -> N
         epochs = target.phases(result.run_id, "epoch")
         assert list(epochs["index"]) == [0]
         assert "exceeds the budget" in epochs["metrics"][0]["early_stop"]
+
+
+def test_joulecast_measure_around_torchrun_on_each_node(tmp_path: Path) -> None:
+    traces, wraps, env = [], [], []
+    for node in (0, 1):
+        trace = tmp_path / f"node{node}.csv"
+        traces.append(_trace(trace, scale=1.0 if node == 0 else 0.5))
+        wraps.append(
+            [
+                sys.executable,
+                "-m",
+                "joulecast",
+                "measure",
+                "-q",
+                "--interval",
+                "0.05",
+                "--replay-gpus",
+                str(trace),
+                "--run-uid",
+                "wrapped",
+                "--shard-dir",
+                str(tmp_path / f"shards{node}"),
+                "--store",
+                str(tmp_path / "store.db"),
+                "--",
+            ]
+        )
+        env.append({"JOULECAST_NODE": f"node{node}"})
+    lines = "".join(_run_job("epochs", "-", env, wraps))
+    # The ranks joined their node's run: local rank 0 marks, the other is passive.
+    for rank, kind in ((0, "Run"), (1, "PassiveRun"), (2, "Run"), (3, "PassiveRun")):
+        assert f"rank {rank}: {kind} stop=False epochs={EPOCHS}" in lines
+    shards = [tmp_path / f"shards{node}" / f"wrapped.0.node{node}.db" for node in (0, 1)]
+    with Store(tmp_path / "job.db") as target:
+        _check_merged(target, shards, traces, job="wrapped")
 
 
 def test_a_two_node_lightning_job_needs_no_hints(tmp_path: Path) -> None:
