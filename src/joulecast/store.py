@@ -1081,9 +1081,45 @@ class Store:
         return frame
 
 
+# The tables of a run's rows, each keyed to its run by ``run_id``.
+RUN_TABLES = ("samples", "device_energy", "phases", "gaps")
+
+
+def _columns(conn: sqlite3.Connection, schema: str, table: str) -> list[str]:
+    return [row[1] for row in conn.execute(f"PRAGMA {schema}.table_info({table})")]
+
+
+def _shared_columns(conn: sqlite3.Connection, schema: str, table: str, key: str) -> str:
+    """The columns of ``table`` in both ``main`` and ``schema``, in main's order, less ``key``."""
+    theirs = set(_columns(conn, schema, table))
+    return ", ".join(f'"{c}"' for c in _columns(conn, "main", table) if c != key and c in theirs)
+
+
+def copy_attached_run(conn: sqlite3.Connection, schema: str, run_id: int) -> int:
+    """Copy run ``run_id`` of the attached store ``schema`` into ``main`` under a new id, with
+    its samples (and their energy aggregates), device aggregates, phases and gaps, in the
+    caller's transaction; every column both files have comes across as it is. Returns the
+    new id."""
+    run_cols = _shared_columns(conn, schema, "runs", "id")
+    cur = conn.execute(
+        f"INSERT INTO main.runs ({run_cols}) SELECT {run_cols} FROM {schema}.runs WHERE id = ?",
+        (run_id,),
+    )
+    assert cur.lastrowid is not None
+    new_id = int(cur.lastrowid)
+    for table in RUN_TABLES:
+        cols = _shared_columns(conn, schema, table, "run_id")
+        conn.execute(
+            f"INSERT INTO main.{table} (run_id, {cols}) SELECT ?, {cols} FROM {schema}.{table}"
+            " WHERE run_id = ? ORDER BY rowid",
+            (new_id, run_id),
+        )
+    return new_id
+
+
 def _delete_run(conn: sqlite3.Connection, run_id: int) -> None:
     """Remove a run and its rows, in the caller's transaction."""
-    for table in ("samples", "device_energy", "phases", "gaps"):
+    for table in RUN_TABLES:
         conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
     conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
 

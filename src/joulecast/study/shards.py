@@ -25,13 +25,11 @@ from typing import Literal
 
 from joulecast.errors import InputError, StoreError
 from joulecast.records import RunStatus
-from joulecast.store import SCHEMA_VERSION, Store, connect_readonly
+from joulecast.store import SCHEMA_VERSION, Store, connect_readonly, copy_attached_run
 
 log = logging.getLogger(__name__)
 
 _ALIAS = "joulecast_shard"
-# The tables copied, each child table keyed to its run by ``run_id``.
-_CHILD_TABLES = ("samples", "device_energy", "phases", "gaps")
 # A store of any version has these; the ones added later come with the migration on open.
 _REQUIRED_TABLES = frozenset({"runs", "samples", "phases", "gaps"})
 
@@ -167,31 +165,15 @@ def _check_shard(path: Path) -> bool:
     return True
 
 
-def _columns(target: Store, schema: str, table: str) -> list[str]:
-    return [row["name"] for row in target.query(f"PRAGMA {schema}.table_info({table})")]
-
-
-def _shared_columns(target: Store, table: str, key: str) -> list[str]:
-    """The columns of ``table`` present in both files, in the target's order, less ``key``."""
-    theirs = set(_columns(target, _ALIAS, table))
-    return [c for c in _columns(target, "main", table) if c != key and c in theirs]
-
-
-def _names(columns: list[str]) -> str:
-    return ", ".join(f'"{c}"' for c in columns)
-
-
 def _copy_runs(target: Store, path: Path) -> MergeResult:
     merged: list[tuple[str, int, int]] = []
     skipped = running = 0
     with target.attached(path, _ALIAS):
-        run_cols = _names(_shared_columns(target, "runs", "id"))
-        child_cols = {t: _names(_shared_columns(target, t, "run_id")) for t in _CHILD_TABLES}
         ids = [r["id"] for r in target.query(f"SELECT id FROM {_ALIAS}.runs ORDER BY id")]
         for old_id in ids:
             try:
                 with target.transaction() as w:
-                    outcome = _copy_run(w, int(old_id), run_cols, child_cols)
+                    outcome = _copy_run(w, int(old_id))
             except sqlite3.Error as exc:
                 raise StoreError(
                     f"{path}: copying run {old_id} into {target.path} failed ({exc})"
@@ -211,9 +193,7 @@ def _copy_runs(target: Store, path: Path) -> MergeResult:
     return MergeResult(merged=merged, skipped=skipped, shards=1, running=running)
 
 
-def _copy_run(
-    w: sqlite3.Connection, old_id: int, run_cols: str, child_cols: dict[str, str]
-) -> int | Literal["present", "running", "gone"]:
+def _copy_run(w: sqlite3.Connection, old_id: int) -> int | Literal["present", "running", "gone"]:
     """Copy one run inside the caller's transaction: its new id, or why it was not copied."""
     row = w.execute(f"SELECT uid, status FROM {_ALIAS}.runs WHERE id = ?", (old_id,)).fetchone()
     if row is None:  # deleted from the shard since it was listed
@@ -223,16 +203,4 @@ def _copy_run(
         return "present"
     if status == RunStatus.RUNNING.value:
         return "running"
-    cur = w.execute(
-        f"INSERT INTO main.runs ({run_cols}) SELECT {run_cols} FROM {_ALIAS}.runs WHERE id = ?",
-        (old_id,),
-    )
-    assert cur.lastrowid is not None
-    new_id = int(cur.lastrowid)
-    for table, cols in child_cols.items():
-        w.execute(
-            f"INSERT INTO main.{table} (run_id, {cols}) SELECT ?, {cols} FROM {_ALIAS}.{table}"
-            " WHERE run_id = ? ORDER BY rowid",
-            (new_id, old_id),
-        )
-    return new_id
+    return copy_attached_run(w, _ALIAS, old_id)
