@@ -27,24 +27,24 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator
+import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+import joulecast.ledger as ledger
 from joulecast.distributed import node_device
 from joulecast.errors import InputError
-from joulecast.records import Gap, Phase, PhaseKind, RunStatus
-from joulecast.store import Store
-
-if TYPE_CHECKING:
-    import pandas as pd
+from joulecast.records import RunStatus
+from joulecast.store import Store, copy_attached_run, delete_run_rows
 
 log = logging.getLogger(__name__)
 
 __all__ = ["JobMerge", "merge_jobs", "shard_files"]
 
 Outcome = Literal["merged", "updated", "unchanged", "running", "incomplete"]
+_STAGE, _NODE = "joulecast_staged", "joulecast_node"
 # The tags that describe one node's run, not the job's.
 _NODE_TAGS = ("job_node", "job_node_rank", "job_rank")
 _WORST = (RunStatus.FAILED, RunStatus.INTERRUPTED, RunStatus.COMPLETED)
@@ -226,7 +226,6 @@ def _merge_job(target: Store, job: str, nodes: list[_NodeRun], partial: bool) ->
     start = min(float(n.row["started_at"]) for n in nodes)
     offsets = [float(n.row["started_at"]) - start for n in nodes]
     leader = _leader(nodes)
-    lead = nodes.index(leader)
     ends = [off + float(n.row["duration_s"] or 0.0) for off, n in zip(offsets, nodes, strict=True)]
     tags = {k: v for k, v in leader.tags.items() if k not in _NODE_TAGS}
     tags.update(
@@ -245,24 +244,33 @@ def _merge_job(target: Store, job: str, nodes: list[_NodeRun], partial: bool) ->
         for name, n in zip(names, nodes, strict=True)
     }
     origins = {str(n.row["origin"]) for n in nodes}
-    run_id = target.import_run(
-        samples=_samples(nodes, names, offsets),
-        phases=_phases(leader, offsets[lead]),
-        gaps=[
-            g
-            for n, name, off in zip(nodes, names, offsets, strict=True)
-            for g in _gaps(n, name, off)
-        ],
-        name=leader.row["name"],
-        tags=tags,
-        hardware=hardware,
-        origin="replay" if "replay" in origins else str(leader.row["origin"]),
-        started_at=start,
-        uid=job,
-        replace=True,
-        status=status,
-        duration_s=max(ends),
-    )
+    # Built in a staging file next to the target, node by node (a file can be attached only
+    # outside a transaction, and only a few at once), then copied into the target in one
+    # transaction: a reader never sees half a job, whatever the number of nodes.
+    with tempfile.TemporaryDirectory(dir=target.path.parent, prefix=".joulecast-merge-") as tmp:
+        with Store(Path(tmp) / "job.db") as stage:
+            staged = stage.create_run(
+                name=leader.row["name"],
+                tags=tags,
+                hardware=hardware,
+                origin="replay" if "replay" in origins else str(leader.row["origin"]),
+                started_at=start,
+                interval_s=leader.row["interval_s"],
+                status=status,
+                uid=job,
+            )
+            for node, name, offset in zip(nodes, names, offsets, strict=True):
+                _stage_node(stage, staged, node, name, offset, phases=node is leader)
+            with stage.transaction() as w:
+                w.execute(
+                    "UPDATE runs SET duration_s = ?, ended_at = started_at + ?, pid = NULL"
+                    " WHERE id = ?",
+                    (max(ends), max(ends), staged),
+                )
+        with target.attached(Path(tmp) / "job.db", _STAGE), target.transaction() as w:
+            for old in w.execute("SELECT id FROM main.runs WHERE uid = ?", (job,)).fetchall():
+                delete_run_rows(w, int(old[0]))
+            run_id = copy_attached_run(w, _STAGE, staged)
     outcome: Outcome = "updated" if held else "merged"
     devices = sorted(target.device_energy(run_id))
     log.info(
@@ -276,53 +284,33 @@ def _merge_job(target: Store, job: str, nodes: list[_NodeRun], partial: bool) ->
     return JobMerge(job, outcome, run_id, len(nodes), expected, devices, status.value)
 
 
-def _samples(
-    nodes: list[_NodeRun], names: list[str], offsets: list[float]
-) -> Iterator[pd.DataFrame]:
-    """Every node run's samples on the job's time base, devices named for the job."""
-    for node, name, offset in zip(nodes, names, offsets, strict=True):
-        with Store(node.path) as shard:
-            for frame in shard.iter_samples(node.run_id):
-                frame["t_s"] = frame["t_s"] + offset
-                frame["device"] = [node_device(str(d), name) for d in frame["device"]]
-                yield frame
-
-
-def _phases(node: _NodeRun, offset: float) -> list[Phase]:
-    with Store(node.path) as shard:
-        frame = shard.phases(node.run_id)
-    out = []
-    for row in frame.itertuples(index=False):
-        end = None if _missing(row.end_s) else float(row.end_s) + offset
-        samples = None if _missing(row.samples) else int(row.samples)
-        out.append(
-            Phase(
-                PhaseKind(row.kind),
-                int(row.index),
-                float(row.start_s) + offset,
-                end,
-                samples,
-                dict(row.metrics),
+def _stage_node(
+    stage: Store, staged: int, node: _NodeRun, name: str, offset: float, *, phases: bool
+) -> None:
+    """Copy one node run into the staged run: samples, aggregates and gaps on the job's time
+    base with its devices named for the job; its phases too for the leader's."""
+    # Opened as a store while attached, so that its WAL is readable.
+    with Store(node.path) as shard, stage.attached(node.path, _NODE):
+        devices = {d: node_device(d, name) for d in shard.device_energy(node.run_id)}
+        gap_devices = {
+            str(r["device"])
+            for r in shard.query(
+                "SELECT DISTINCT device FROM gaps WHERE run_id = ?", (node.run_id,)
             )
-        )
-    return out
-
-
-def _missing(value: Any) -> bool:
-    import pandas as pd
-
-    return bool(pd.isna(value))
-
-
-def _gaps(node: _NodeRun, name: str, offset: float) -> list[Gap]:
-    with Store(node.path) as shard:
-        frame = shard.gaps(node.run_id)
-    return [
-        Gap(
-            node_device(str(row.device), name),
-            float(row.start_s) + offset,
-            None if _missing(row.end_s) else float(row.end_s) + offset,
-            str(row.reason),
-        )
-        for row in frame.itertuples(index=False)
-    ]
+        }
+        with stage.transaction() as w:
+            ledger.copy_shifted(w, _NODE, node.run_id, staged, offset_s=offset, devices=devices)
+            for device in sorted(gap_devices):
+                w.execute(
+                    f"INSERT INTO main.gaps (run_id, device, start_s, end_s, reason)"
+                    f" SELECT ?, ?, start_s + ?, end_s + ?, reason FROM {_NODE}.gaps"
+                    " WHERE run_id = ? AND device = ? ORDER BY rowid",
+                    (staged, node_device(device, name), offset, offset, node.run_id, device),
+                )
+            if phases:
+                w.execute(
+                    "INSERT INTO main.phases (run_id, kind, idx, start_s, end_s, samples, metrics)"
+                    f" SELECT ?, kind, idx, start_s + ?, end_s + ?, samples, metrics"
+                    f" FROM {_NODE}.phases WHERE run_id = ?",
+                    (staged, offset, offset, node.run_id),
+                )

@@ -62,6 +62,11 @@ _STATE_COLUMNS = (
     "util_sum",
 )
 
+# The columns of a device's state that are times (a copy to another time base shifts them).
+_TIME_COLUMNS = frozenset(
+    {"t_first_s", "t_last_s", "power_t0_s", "power_t_s", "counter_t0_s", "counter_t_s"}
+)
+
 SCHEMA = """
 ALTER TABLE samples ADD COLUMN trap_j REAL;
 ALTER TABLE samples ADD COLUMN ctr_j REAL;
@@ -337,6 +342,50 @@ def append(
         settle(conn, run_id, resettle)
         return []
     return resettle
+
+
+def copy_shifted(
+    conn: sqlite3.Connection,
+    schema: str,
+    run_id: int,
+    new_id: int,
+    *,
+    offset_s: float,
+    devices: Mapping[str, str],
+) -> None:
+    """Copy run ``run_id``'s samples and device aggregates from the attached store ``schema``
+    into ``main``'s run ``new_id``, their times shifted by ``offset_s`` and each device
+    renamed as ``devices`` says (a device not named there is not copied); in the caller's
+    transaction, inside SQLite.
+
+    The cumulative energy on each row and the device totals hold as they are: shifting a
+    device's times, or renaming it, changes none of its energy.
+    """
+    if not devices:
+        return
+    names = list(devices)
+    case = "CASE device " + " ".join("WHEN ? THEN ?" for _ in names) + " END"
+    pairs = [value for name in names for value in (name, devices[name])]
+    marks = ", ".join("?" * len(names))
+    columns = ("t_s", "device", *SAMPLE_COLUMNS[2:], "trap_j", "ctr_j")
+    picked = ", ".join("t_s + ?" if c == "t_s" else case if c == "device" else c for c in columns)
+    conn.execute(
+        f"INSERT INTO main.samples (run_id, {', '.join(columns)})"
+        f" SELECT ?, {picked} FROM {schema}.samples WHERE run_id = ? AND device IN ({marks})"
+        " ORDER BY rowid",
+        (new_id, offset_s, *pairs, run_id, *names),
+    )
+    state = ("device", *_STATE_COLUMNS)
+    picked = ", ".join(
+        case if c == "device" else f"{c} + ?" if c in _TIME_COLUMNS else c for c in state
+    )
+    shifts = [offset_s] * len(_TIME_COLUMNS)
+    conn.execute(
+        f"INSERT INTO main.device_energy (run_id, {', '.join(state)})"
+        f" SELECT ?, {picked} FROM {schema}.device_energy WHERE run_id = ? AND device IN"
+        f" ({marks})",
+        (new_id, *pairs, *shifts, run_id, *names),
+    )
 
 
 def load_states(

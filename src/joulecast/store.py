@@ -869,7 +869,7 @@ class Store:
             if held is not None and not replace:
                 raise StoreError(f"{self.path}: a run with uid {uid!r} is already there")
             if held is not None:
-                _delete_run(conn, int(held[0]))
+                delete_run_rows(conn, int(held[0]))
             run_id = self._insert_run(
                 conn,
                 name=name,
@@ -1043,7 +1043,7 @@ class Store:
     def delete_run(self, run_id: int) -> None:
         """Remove a run with its samples, phases and gaps."""
         with self._write() as conn:
-            _delete_run(conn, run_id)
+            delete_run_rows(conn, run_id)
 
     # -- bulk reads: many runs at once ------------------------------------------------------
 
@@ -1117,7 +1117,7 @@ def copy_attached_run(conn: sqlite3.Connection, schema: str, run_id: int) -> int
     return new_id
 
 
-def _delete_run(conn: sqlite3.Connection, run_id: int) -> None:
+def delete_run_rows(conn: sqlite3.Connection, run_id: int) -> None:
     """Remove a run and its rows, in the caller's transaction."""
     for table in RUN_TABLES:
         conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
