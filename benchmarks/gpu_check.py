@@ -7,7 +7,9 @@ exports each run as a gzipped neutral trace (power.csv.gz + phases.csv) for test
 
     PYTHONPATH=src python3 benchmarks/gpu_check.py --out OUTDIR [--quick] [--device cuda]
 
-Prints one JSON line per run and writes OUTDIR/gpu_check.json.
+Prints one JSON line per run and writes OUTDIR/gpu_check.json. ``--ddp`` also runs a
+two-process DDP job (torchrun, gloo, both ranks on the first GPU) and prints its run's GPU
+energy beside the NVML total-energy counter that nvidia-smi reads before and after it.
 """
 
 from __future__ import annotations
@@ -92,12 +94,72 @@ def export(store_path: Path, run_id: int, out: Path, label: str) -> list[str]:
     return [power_path.name, phases_path.name]
 
 
+def smi_energy_j() -> dict[str, float] | None:
+    """Each GPU's total-energy counter (J) as nvidia-smi reads it; None without nvidia-smi."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index,total_energy_consumption",
+             "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    counters = {}
+    for line in out.strip().splitlines():
+        index, _, mj = line.partition(",")
+        try:
+            counters[f"gpu:{int(index)}"] = float(mj) / 1e3
+        except ValueError:
+            continue
+    return counters
+
+
+def ddp_check(args: argparse.Namespace, store_path: Path) -> dict:
+    """A 2-process DDP job under torchrun, measured from inside; its run beside nvidia-smi."""
+    import joulecast
+
+    epochs, steps = (3, 5) if args.quick else (6, 40)
+    env = {**os.environ, "JOULECAST_STORE": str(store_path), "CUDA_VISIBLE_DEVICES":
+           os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]}
+    before = smi_energy_j()
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+         str(HERE / "gpu_train.py"), "--device", args.device, "--epochs", str(epochs),
+         "--steps", str(steps), "--batch", "64", "--size", "128", "--width", "64"],
+        capture_output=True, text=True, env=env,
+    )
+    wall_s = time.monotonic() - t0
+    after = smi_energy_j()
+    if proc.returncode != 0:
+        return {"config": "ddp-2", "error": proc.stdout[-1500:] + proc.stderr[-1500:]}
+    store = joulecast.open_store(store_path)
+    run_id = store.resolve("last")
+    summary = joulecast.summarize(store, run_id)
+    gpu_j = {d: t.energy_j for d, t in summary.devices.items() if d.startswith("gpu:")}
+    smi_j = ({d: after[d] - before[d] for d in after if d in before}
+             if before and after else None)
+    return {
+        "config": "ddp-2",
+        "run_id": run_id,
+        "wall_s": wall_s,
+        "duration_s": summary.duration_s,
+        "tags": summary.tags,
+        "epochs": summary.epochs[["index", "samples", "energy_j"]].to_dict("records"),
+        "run_gpu_j": gpu_j,
+        "nvidia_smi_counter_j": smi_j,
+        "note": "nvidia-smi's delta spans the whole torchrun (start-up included), the run only"
+                " its measured span",
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-check-out")))
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--quick", action="store_true", help="only the first configuration, short")
     parser.add_argument("--interval", default="0.01")
+    parser.add_argument("--ddp", action="store_true", help="also a 2-process DDP job")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     store_path = args.out / "gpu_check.db"
@@ -124,6 +186,10 @@ def main() -> int:
         results.append(result)
         print(json.dumps({k: result[k] for k in ("config", "wall_s", "duration_s", "gpus")},
                          default=str), flush=True)
+    if args.ddp:
+        result = ddp_check(args, args.out / "gpu_check_ddp.db")
+        print(json.dumps(result, default=str), flush=True)
+        results.append(result)
     (args.out / "gpu_check.json").write_text(json.dumps(results, indent=1, default=str))
     return 0 if results else 1
 

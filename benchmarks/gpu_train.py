@@ -4,11 +4,16 @@ Used by gpu_check.py to record real GPU traces; runs on the CPU too (``--device 
 is generated on the device, so no download and no input pipeline in the way.
 
     python benchmarks/gpu_train.py --device cuda --epochs 10 --batch 64 --size 128 --width 64
+
+Under torchrun (``WORLD_SIZE`` > 1) it trains with DistributedDataParallel over gloo (several
+ranks may then share one GPU) and marks epochs with :func:`joulecast.integrations.torch.epochs`,
+so each epoch's samples are the job's.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -57,6 +62,9 @@ def main() -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.randn(args.batch, 3, args.size, args.size, device=device)
     y = torch.randint(0, args.classes, (args.batch,), device=device)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        ddp(model, opt, x, y, args)
+        return
     with joulecast.measure(name="gpu_train") as run:
         for epoch in range(args.epochs):
             t0 = time.perf_counter()
@@ -72,6 +80,28 @@ def main() -> None:
                                   width=args.width)
             print(f"epoch {epoch}: {time.perf_counter() - t0:.2f} s loss {loss.item():.3f}",
                   flush=True)
+
+
+def ddp(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+        args: argparse.Namespace) -> None:
+    """The same training on every rank of a torchrun job, measured once per node."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from joulecast.integrations.torch import epochs
+
+    dist.init_process_group("gloo")  # NCCL refuses two ranks on one GPU
+    net = DistributedDataParallel(model)
+    with joulecast.measure(name="gpu_train_ddp") as run:
+        for epoch in epochs(run, args.epochs):
+            for _ in epoch.steps(range(args.steps), count=lambda _: args.batch):
+                loss = nn.functional.cross_entropy(net(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()  # type: ignore[no-untyped-call]
+                opt.step()
+            epoch.log(loss=loss.item())
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 if __name__ == "__main__":
