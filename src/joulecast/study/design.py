@@ -507,6 +507,22 @@ def _check_builtin_names(
                     f"{where}: {table}.{name}: unknown parameter of the {BUILTIN} workload: "
                     f"expected one of {', '.join(valid)}"
                 )
+    for field_name, name, value in _field_values(fixed, factors, combinations, explicit):
+        if name in declared:
+            try:
+                declared[name].check(value)
+            except InputError as exc:
+                raise InputError(f"{where}: {field_name}: {exc}") from exc
+
+
+def _field_values(
+    fixed: Mapping[str, Any],
+    factors: Mapping[str, list[Any]],
+    combinations: Sequence[Mapping[str, Any]],
+    explicit: bool,
+) -> list[tuple[str, str, Any]]:
+    """Every value the file gives, as ``(field, name, value)``: ``fixed.lr``, then each level
+    (``factors.lr[1]``) or, for explicit combinations, each one's (``combinations[2].lr``)."""
     values = [(f"fixed.{name}", name, value) for name, value in fixed.items()]
     if explicit:
         values += [
@@ -520,12 +536,7 @@ def _check_builtin_names(
             for name, levels in factors.items()
             for j, level in enumerate(levels)
         ]
-    for field_name, name, value in values:
-        if name in declared:
-            try:
-                declared[name].check(value)
-            except InputError as exc:
-                raise InputError(f"{where}: {field_name}: {exc}") from exc
+    return values
 
 
 def _check_placeholders(command: Sequence[str], names: set[str], where: str) -> None:
