@@ -16,7 +16,7 @@ from joulecast.store import Store
 from joulecast.study.design import load_study, plan
 from joulecast.study.runner import Runner, _worst
 from joulecast.study.state import StudyState
-from tests.study.test_runner import FAKE, status
+from tests.study.test_runner import FAKE, cli, status
 from tests.test_jobs import node_shard
 
 # The node of rank {fail_rank} exits 3 before training; the others train (2 epochs of 0.1 s).
@@ -96,6 +96,9 @@ def test_submitit_local_study_with_two_simulated_nodes_has_one_run_per_job(tmp_p
     # Each node's output goes to its own log.
     log = tmp_path / "s-nodes" / "logs" / f"{two['key']}-a1.node1.log"
     assert f"trained with seed {two['seed']}" in log.read_text()
+    # Collecting again adds nothing: the one-node shard is there, the jobs merged already.
+    out = json.loads(cli("study", "collect", file, "--store", store, "--json").stdout)
+    assert (out["merged"], out["skipped"], out["jobs_merged"], out["jobs_left"]) == (0, 1, 0, 0)
 
 
 def test_the_local_executor_refuses_a_run_over_several_nodes(tmp_path):
@@ -135,6 +138,22 @@ def test_a_node_without_a_shard_is_named_and_the_rest_merged(tmp_path):
         state.claim(planned.position)
         outcome = runner._record(store, state, planned, 0, False, "", time.monotonic(), note)
         assert outcome.status == "failed" and outcome.error.startswith(note)
+
+
+def test_study_collect_merges_each_job_folder_into_one_run(tmp_path):
+    file = nodes_study(tmp_path, [(2, -1)])
+    store = tmp_path / "s.db"
+    shards = tmp_path / "s-nodes" / "shards"
+    node_shard(shards / "c000-r00-a1-x", "n0", 0, rank=0, job="j1")
+    node_shard(shards / "c000-r00-a1-x", "n1", 1, rank=1, job="j1")
+    node_shard(shards / "c000-r00-a2-y", "n0", 0, rank=0, job="j2")
+    out = json.loads(cli("study", "collect", file, "--store", store, "--json").stdout)
+    assert (out["shards"], out["jobs_merged"], out["jobs_left"]) == (0, 1, 1)
+    with Store(store) as s:
+        (run,) = s.runs().itertuples()
+        assert run.tags["job"] == "j1" and run.tags["job_nodes_found"] == "2"
+    text = cli("study", "collect", file, "--store", store).stdout
+    assert "0 multi-node job(s) merged, 1 left" in text
 
 
 class FakeExecutor:

@@ -587,7 +587,7 @@ class Runner:
         if mine.outcome == "running":
             return (
                 f"a node's run in {folder} still looks running: not merged "
-                "(joulecast collect --partial merges it later)"
+                "(joulecast study collect merges it once it has ended)"
             )
         if mine.outcome == "incomplete":
             missing = _missing_nodes(folder, uid, nodes)
