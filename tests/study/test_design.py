@@ -628,5 +628,70 @@ def test_slurm(tmp_path):
     refused(tmp_path, TINY + "\n[slurm]\ntime = '1h'\ntime_min = 60\n", "slurm.time")
 
 
+def test_job_size_fixed_in_slurm_or_fixed_and_overridden_by_a_factor(tmp_path):
+    study = study_from(
+        tmp_path,
+        TINY.replace("[factors]", "[factors]\nnodes = [1, 2]")
+        + "\n[slurm]\nnodes = 3\ngpus_per_node = 4\n",
+    )
+    assert study.slurm["nodes"] == 3 and study.slurm["gpus_per_node"] == 4
+    sizes = {run.factors["nodes"]: run.job_size(study) for run in plan(study)}
+    assert sizes == {1: (1, 4), 2: (2, 4)}
+    run = plan(study)[0]
+    assert "nodes" not in run.params
+    assert "--nodes" not in argv(study, run)
+    # a run's gpus_per_node factor overrides [slurm]; [fixed] gives the job's size too
+    study = study_from(
+        tmp_path,
+        TINY.replace("[factors]", "[factors]\ngpus_per_node = [0, 2]").replace(
+            "[fixed]", "[fixed]\nnodes = 2"
+        ),
+    )
+    assert {run.job_size(study) for run in plan(study)} == {(2, 0), (2, 2)}
+    # without any: one node, one GPU, and no nodes key in [slurm] (an unchanged study digest)
+    study = study_from(tmp_path, TINY)
+    assert "nodes" not in study.slurm
+    assert {run.job_size(study) for run in plan(study)} == {(1, 1)}
+
+
+@pytest.mark.parametrize(
+    ("where", "text", "fragments"),
+    [
+        ("factor", "[factors]\nnodes = [1, 0]", ("factors.nodes[1]: 0", "integer >= 1")),
+        ("factor", "[factors]\nnodes = [1.5]", ("factors.nodes[0]: 1.5", "integer >= 1")),
+        ("factor", "[factors]\ngpus_per_node = [-1]", ("factors.gpus_per_node[0]: -1", ">= 0")),
+        ("fixed", "[fixed]\nnodes = true", ("fixed.nodes: True", "integer >= 1")),
+        ("slurm", "[slurm]\nnodes = '2'", ("slurm.nodes: '2'", "integer >= 1")),
+        ("slurm", "[slurm]\nnodes = 0", ("slurm.nodes: 0", "integer >= 1")),
+        ("both", "[slurm]\nnodes = 2", ("slurm.nodes: also in [fixed]",)),
+    ],
+)
+def test_job_size_refused(tmp_path, where, text, fragments):
+    if where == "slurm":
+        body = TINY + "\n" + text + "\n"
+    elif where == "both":
+        body = TINY.replace("[fixed]", "[fixed]\nnodes = 2") + "\n" + text + "\n"
+    else:
+        body = TINY.replace(text.split("\n")[0], text)
+    refused(tmp_path, body, *fragments)
+
+
+def test_job_size_in_explicit_combinations(tmp_path):
+    text = """
+[study]
+workload = "command"
+command = ["torchrun", "--nnodes", "{nodes}", "train.py"]
+
+[[combinations]]
+nodes = 2
+
+[[combinations]]
+nodes = "two"
+"""
+    refused(tmp_path, text, "combinations[1].nodes: 'two'", "integer >= 1")
+    study = study_from(tmp_path, text.replace('"two"', "1"))
+    assert [argv(study, r)[2] for r in plan(study) if r.repetition == 0] == ["2", "1"]
+
+
 def test_environment_is_a_name(tmp_path):
     refused(tmp_path, TINY.replace("[factors]", "[factors]\nenvironment = [1]"), "environment 1")

@@ -276,7 +276,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    """Merge the study's store shards into the store and record the runs they hold."""
+    """Merge the study's store shards into the store and record the runs they hold.
+
+    The shards are the folder's store files (one per single-node job) and the node shards in
+    its subfolders (one subfolder per multi-node job, merged into one run each).
+    """
+    from joulecast.jobs import merge_jobs
     from joulecast.store import Store
     from joulecast.study.runner import find_run, study_folder
     from joulecast.study.shards import merge_shards, shard_paths
@@ -288,10 +293,12 @@ def cmd_collect(args: argparse.Namespace) -> int:
     if args.shards:
         folder = Path(args.shards)
     paths = shard_paths(folder) if folder.is_dir() else []
-    if not paths:
+    jobs = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    if not paths and not jobs:
         raise InputError(f"{folder}: no store shards to collect")
     with Store(store_path) as store:
         result = merge_shards(store, paths)
+        merges = merge_jobs(store, jobs) if jobs else []
         state = StudyState.find(store, study.name)
         recorded = 0
         if state is not None:
@@ -307,14 +314,22 @@ def cmd_collect(args: argparse.Namespace) -> int:
         "shards": result.shards,
         "merged": len(result.merged),
         "skipped": result.skipped,
+        "jobs_merged": sum(m.outcome in ("merged", "updated") for m in merges),
+        "jobs_left": sum(m.outcome in ("running", "incomplete") for m in merges),
         "recorded": recorded,
     }
     if args.json:
         print_json(data)
         return 0
+    jobs_text = ""
+    if merges:
+        jobs_text = (
+            f"; {data['jobs_merged']} multi-node job(s) merged, {data['jobs_left']} left"
+            " (a node still running or without a shard)"
+        )
     console().print(
         f"{result.shards} shard(s): {len(result.merged)} run(s) merged, {result.skipped} "
-        f"already in the store; {recorded} planned run(s) recorded as completed"
+        f"already in the store{jobs_text}; {recorded} planned run(s) recorded as completed"
     )
     return 0
 

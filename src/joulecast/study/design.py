@@ -24,13 +24,16 @@ study's seed, as del Rey et al. (2024) scheduled theirs::
 
     # or, instead of [factors]:  [[combinations]]  arch = "resnet50"  batch_size = 32
 
-    [slurm]                       # partition, account, time (or time_min), gpus_per_node,
-    partition = "gpu"             # cpus_per_task, mem_gb, extra = { ... }
+    [slurm]                       # partition, account, time (or time_min), nodes,
+    partition = "gpu"             # gpus_per_node, cpus_per_task, mem_gb, extra = { ... }
 
 The factors ``environment`` and ``ram_gb`` (:data:`LABEL_FACTORS`) are never passed to the
-workload: the first labels where a run belongs, the second is the RAM to allocate. A ``seed``
-among the fixed parameters or factors gives every run that seed (the paper's fixed seeds);
-otherwise each run gets its own, derived from the study's seed, its combination and repetition.
+workload: the first labels where a run belongs, the second is the RAM to allocate. Nor are
+``nodes`` and ``gpus_per_node`` (:data:`JOB_FACTORS`), the size of a run's job, given once in
+``[slurm]`` (or ``[fixed]``) or as factors (a ``command`` workload's placeholders, like any).
+A ``seed`` among the fixed parameters or factors gives every run that seed (the paper's fixed
+seeds); otherwise each run gets its own, derived from the study's seed, its combination and
+repetition.
 
 Nothing here imports Keras or PyTorch: the built-in workload's settings are checked by the same
 code the workload runs before it imports them.
@@ -64,6 +67,13 @@ BUILTIN = "joulecast"
 LABEL_FACTORS: tuple[str, ...] = ("environment", "ram_gb")
 """Factors not passed to the workload: a label, and the RAM allocation (SLURM ``--mem``, tag)."""
 
+JOB_FACTORS: tuple[str, ...] = ("nodes", "gpus_per_node")
+"""Factors that size a run's job (SLURM ``--nodes``, ``--gpus-per-node``); not passed to the
+built-in workload. :meth:`PlannedRun.job_size` resolves them."""
+
+# The fewest of each: a job runs on a node; a job on CPUs only asks for no GPU.
+_JOB_MINIMUM = {"nodes": 1, "gpus_per_node": 0}
+
 WORKLOADS: tuple[str, ...] = (BUILTIN, "command")
 ORDERS: tuple[str, ...] = ("random", "sequential")
 
@@ -73,7 +83,9 @@ _TABLES: dict[str, str] = {
     "fixed": "the workload's parameters",
     "factors": "factor = [levels]",
     "combinations": "a list of tables of factor values",
-    "slurm": "partition, account, time, time_min, gpus_per_node, cpus_per_task, mem_gb, extra",
+    "slurm": (
+        "partition, account, time, time_min, nodes, gpus_per_node, cpus_per_task, mem_gb, extra"
+    ),
 }
 
 
@@ -99,7 +111,8 @@ class Study:
         cooldown_s: Pause between runs, in seconds.
         timeout_s: Limit of each run in seconds; None: none.
         slurm: ``partition``, ``account``, ``time_min``, ``gpus_per_node``, ``cpus_per_task``,
-            ``mem_gb`` (None: take each run's ``ram_gb``), ``extra`` (further sbatch options).
+            ``mem_gb`` (None: take each run's ``ram_gb``), ``extra`` (further sbatch options),
+            and ``nodes`` where the file gives it.
     """
 
     name: str
@@ -169,6 +182,15 @@ class PlannedRun:
         tags.update({k: _text(v) for k, v in self.factors.items()})
         return tags
 
+    def job_size(self, study: Study) -> tuple[int, int]:
+        """The nodes of this run's job and the GPUs it asks for on each.
+
+        A factor overrides the study's fixed value (``[slurm]`` or ``[fixed]``); without
+        either, one node and ``[slurm]``'s default of one GPU.
+        """
+        values = {**study.slurm, **study.fixed, **self.factors}
+        return int(values.get("nodes", 1)), int(values.get("gpus_per_node", 1))
+
 
 # -- loading -----------------------------------------------------------------------------------
 
@@ -217,6 +239,7 @@ def load_study(path: str | os.PathLike[str]) -> Study:
     factors, combinations = _design(data, fixed, where)
     slurm = _slurm(_table(data, "slurm", where), fixed, where)
 
+    _check_job_sizes(_field_values(fixed, factors, combinations, "combinations" in data), where)
     names = set(fixed) | set(factors)
     if workload == BUILTIN:
         _check_builtin_names(fixed, factors, combinations, "combinations" in data, where)
@@ -454,9 +477,14 @@ def _slurm(table: Mapping[str, Any], fixed: Mapping[str, Any], where: str) -> di
                 "expected a positive number of minutes"
             )
         out["time_min"] = float(table["time_min"])
-    for key in ("gpus_per_node", "cpus_per_task"):
+    for key in JOB_FACTORS:
+        if key in table and key in fixed:
+            raise InputError(
+                f"{where}: slurm.{key}: also in [fixed]: expected the job's size in one of them"
+            )
+    for key in ("nodes", "gpus_per_node", "cpus_per_task"):
         if key in table:
-            out[key] = _int(table[key], f"slurm.{key}", where, minimum=0 if "gpu" in key else 1)
+            out[key] = _int(table[key], f"slurm.{key}", where, minimum=_JOB_MINIMUM.get(key, 1))
     if "mem_gb" in table:
         if not is_number(table["mem_gb"], positive=True):
             raise InputError(
@@ -486,8 +514,9 @@ def _builtin() -> dict[str, Param]:
 
 
 def workload_parameters() -> tuple[str, ...]:
-    """Names a built-in study may use: the workload's parameters, then :data:`LABEL_FACTORS`."""
-    return (*_builtin(), *LABEL_FACTORS)
+    """Names a built-in study may use: the workload's parameters, then :data:`JOB_FACTORS`
+    and :data:`LABEL_FACTORS`."""
+    return (*_builtin(), *JOB_FACTORS, *LABEL_FACTORS)
 
 
 def _check_builtin_names(
@@ -507,6 +536,22 @@ def _check_builtin_names(
                     f"{where}: {table}.{name}: unknown parameter of the {BUILTIN} workload: "
                     f"expected one of {', '.join(valid)}"
                 )
+    for field_name, name, value in _field_values(fixed, factors, combinations, explicit):
+        if name in declared:
+            try:
+                declared[name].check(value)
+            except InputError as exc:
+                raise InputError(f"{where}: {field_name}: {exc}") from exc
+
+
+def _field_values(
+    fixed: Mapping[str, Any],
+    factors: Mapping[str, list[Any]],
+    combinations: Sequence[Mapping[str, Any]],
+    explicit: bool,
+) -> list[tuple[str, str, Any]]:
+    """Every value the file gives, as ``(field, name, value)``: ``fixed.lr``, then each level
+    (``factors.lr[1]``) or, for explicit combinations, each one's (``combinations[2].lr``)."""
     values = [(f"fixed.{name}", name, value) for name, value in fixed.items()]
     if explicit:
         values += [
@@ -520,12 +565,15 @@ def _check_builtin_names(
             for name, levels in factors.items()
             for j, level in enumerate(levels)
         ]
+    return values
+
+
+def _check_job_sizes(values: Sequence[tuple[str, str, Any]], where: str) -> None:
+    """Refuse a ``nodes`` or ``gpus_per_node`` among ``values`` (:func:`_field_values`) that is
+    not a whole number of at least :data:`_JOB_MINIMUM`."""
     for field_name, name, value in values:
-        if name in declared:
-            try:
-                declared[name].check(value)
-            except InputError as exc:
-                raise InputError(f"{where}: {field_name}: {exc}") from exc
+        if name in JOB_FACTORS:
+            _int(value, field_name, where, minimum=_JOB_MINIMUM[name])
 
 
 def _check_placeholders(command: Sequence[str], names: set[str], where: str) -> None:
@@ -674,7 +722,7 @@ def _diff(old: Any, new: Any, path: str, out: list[str]) -> None:
 
 def _params(fixed: Mapping[str, Any], combo: Mapping[str, Any]) -> dict[str, Any]:
     merged = {**fixed, **combo}
-    return {k: v for k, v in merged.items() if k not in LABEL_FACTORS}
+    return {k: v for k, v in merged.items() if k not in (*LABEL_FACTORS, *JOB_FACTORS)}
 
 
 def _int(value: Any, field_name: str, where: str, *, minimum: int) -> int:

@@ -12,6 +12,12 @@ and carries on: completed runs are never redone, the run in flight is retried on
 Executors: ``local`` runs each run as a child process here; ``slurm`` submits each run as a job
 through submitit (``submitit-local`` does the same on this machine, for tests), each writing its
 own store shard under the study folder, merged into the store as it finishes.
+
+A run whose job spans several nodes (:meth:`~joulecast.study.design.PlannedRun.job_size`) is
+one measuring task per node, each writing its node's run to a node shard in a folder of its
+own under the study folder; :func:`joulecast.jobs.merge_jobs` joins them into one run of the
+store once the job ends. ``submitit-local`` simulates the nodes as tasks of one local job
+(:func:`run_node`): every simulated node samples the same machine.
 """
 
 from __future__ import annotations
@@ -23,16 +29,19 @@ import logging
 import math
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from joulecast.errors import InputError, StoreError
+from joulecast.inputs import NODE_ENV, NODE_RANK_ENV, NODES_ENV
 from joulecast.store import Store
 from joulecast.study.design import PlannedRun, Study, argv, plan
 from joulecast.study.state import StudyState
@@ -90,9 +99,19 @@ def _last_lines(text: str, n: int = 6) -> str:
 
 
 def measured_argv(
-    study: Study, run: PlannedRun, store_path: Path, interval_s: float
+    study: Study,
+    run: PlannedRun,
+    store_path: Path,
+    interval_s: float,
+    *,
+    run_uid: str | None = None,
+    shard_dir: Path | None = None,
 ) -> list[str]:
-    """The command that runs ``run`` under ``joulecast measure`` into ``store_path``."""
+    """The command that runs ``run`` under ``joulecast measure`` into ``store_path``.
+
+    With ``run_uid`` and ``shard_dir`` it is one node's part of a multi-node job: the node's
+    run goes to its node shard in ``shard_dir`` (``joulecast measure --run-uid --shard-dir``).
+    """
     cmd = [
         sys.executable,
         "-m",
@@ -108,6 +127,10 @@ def measured_argv(
     ]
     for key, value in run.tags(study).items():
         cmd += ["--tag", f"{key}={value}"]
+    if run_uid is not None:
+        cmd += ["--run-uid", run_uid]
+    if shard_dir is not None:
+        cmd += ["--shard-dir", str(shard_dir)]
     return [*cmd, "--", *argv(study, run)]
 
 
@@ -116,16 +139,20 @@ def execute(
     log_path: Path,
     timeout_s: float | None,
     on_start: Callable[[int], None] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> tuple[int, bool, str]:
     """Run ``cmd`` in its own process group, output to ``log_path``; kill it at the timeout.
 
     ``on_start`` gets the child's pid (its process group) once it runs. Any exception while
-    waiting (Ctrl-C, a signal) stops the group before it propagates. Returns the exit status,
-    whether it timed out, and the end of its output.
+    waiting (Ctrl-C, a signal) stops the group before it propagates. ``env``: the child's
+    environment (default: this process's). Returns the exit status, whether it timed out, and
+    the end of its output.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as out:
-        child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        child = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
         timed_out = False
         try:
             if on_start is not None:
@@ -140,6 +167,46 @@ def execute(
             child.wait()
             raise
     return returncode, timed_out, _tail(log_path)
+
+
+def run_node(
+    cmd: list[str], log_path: Path, timeout_s: float | None, simulated_nodes: int = 0
+) -> tuple[int, bool, str]:
+    """One node's task of a multi-node job, run by submitit: :func:`execute` of ``cmd``, its
+    output to the node's own log beside ``log_path`` (``<stem>.node<rank>.log``).
+
+    On SLURM (one task per node) the command finds its node's rank and the job's nodes in
+    SLURM's variables. With ``simulated_nodes`` this task is one of that many simulated nodes
+    of one machine, the tasks of one local job: the command is told its node's rank, the
+    node count and a name of its own (``<host>-node<rank>``) through ``$JOULECAST_NODE_RANK``,
+    ``$JOULECAST_NODES`` and ``$JOULECAST_NODE``. A simulation only: every simulated node
+    samples the same machine, so the job's energy counts it once per node.
+    """
+    import submitit
+
+    rank = submitit.JobEnvironment().global_rank
+    env = None
+    if simulated_nodes:
+        env = {
+            **os.environ,
+            NODE_RANK_ENV: str(rank),
+            NODES_ENV: str(simulated_nodes),
+            NODE_ENV: f"{socket.gethostname()}-node{rank}",
+        }
+    node_log = log_path.with_name(f"{log_path.stem}.node{rank}{log_path.suffix}")
+    return execute(cmd, node_log, timeout_s, env=env)
+
+
+def _worst(results: list[tuple[int, bool, str]]) -> tuple[int, bool, str]:
+    """The end of a multi-node job from its nodes' ends: the first node that failed on its own
+    (the others often fail or hang after it), else the first that timed out, else node 0."""
+    for k, (returncode, timed_out, tail) in enumerate(results):
+        if returncode != 0 and not timed_out:
+            return returncode, False, f"{tail}\n(node {k} of {len(results)})"
+    for k, (returncode, timed_out, tail) in enumerate(results):
+        if timed_out:
+            return returncode, True, f"{tail}\n(node {k} of {len(results)})"
+    return results[0]
 
 
 def _kill_group(pgid: int, child: subprocess.Popen[bytes] | None = None) -> None:
@@ -294,6 +361,15 @@ class Runner:
         for key in self.only:
             if key not in study.factors and not any(key in c for c in study.combinations):
                 raise InputError(f"--only {key}: not a factor of study {study.name!r}")
+        if executor == "local":
+            for run in plan(study):
+                nodes = run.job_size(study)[0]
+                if nodes > 1 and self._selected(run):
+                    raise InputError(
+                        f"study {study.name!r}: run {run.key} asks for nodes = {nodes}, and the"
+                        " local executor runs one node: use --executor slurm (or submitit-local,"
+                        " which simulates the nodes on this machine)"
+                    )
 
     def run(self) -> dict[str, int]:
         """Run every planned run still to do; returns the study's counts by status.
@@ -444,32 +520,83 @@ class Runner:
         executor = self._executor()
         shards = self.folder / "shards"
         shards.mkdir(parents=True, exist_ok=True)
+        # The job size _executor asked for; a run of another size asks for its own.
+        size = (1, int(self.study.slurm.get("gpus_per_node", 1)))
         for i, run in enumerate(todo):
             if i and self.study.cooldown_s > 0:
                 time.sleep(self.study.cooldown_s)
             attempt = state.claim(run.position)
             shard = shards / f"{run.key}-a{attempt}.db"
-            cmd = measured_argv(self.study, run, shard, self.interval_s)
             log_path = self.folder / "logs" / f"{run.key}-a{attempt}.log"
+            if run.job_size(self.study) != size:
+                size = run.job_size(self.study)
+                executor.update_parameters(**self._job_parameters(*size))
+            nodes = size[0]
             mem = run.factors.get("ram_gb") or self.study.slurm.get("mem_gb")
             if mem and self.executor == "slurm":
                 executor.update_parameters(mem_gb=float(mem))
             start = time.monotonic()
-            job = executor.submit(execute, cmd, log_path, self.study.timeout_s)
+            if nodes == 1:
+                cmd = measured_argv(self.study, run, shard, self.interval_s)
+                job = executor.submit(execute, cmd, log_path, self.study.timeout_s)
+            else:
+                # A folder and an identity of this job's own: a job stopped with its runner
+                # leaves its shards out of the next attempt's merge, which reuses the number.
+                token = uuid.uuid4().hex[:8]
+                uid = f"{self.study.name}/{run.key}-a{attempt}-{token}"
+                folder = shards / f"{run.key}-a{attempt}-{token}"
+                cmd = measured_argv(
+                    self.study, run, shard, self.interval_s, run_uid=uid, shard_dir=folder
+                )
+                simulated = nodes if self.executor == "submitit-local" else 0
+                job = executor.submit(run_node, cmd, log_path, self.study.timeout_s, simulated)
             state.set_job(run.position, f"{self.executor}:{job.job_id}")
             try:
-                returncode, timed_out, tail = job.result()
-            except Exception as exc:  # the job itself failed (scheduler, node)
-                returncode, timed_out, tail = 1, False, f"job {job.job_id} failed: {exc}"
+                results = _task_results(job, nodes)
             except BaseException:
                 with contextlib.suppress(Exception):
                     job.cancel()
                 state.release(run.position)
                 raise
-            if shard.exists():
-                merge_shard(store, shard)
-            outcome = self._record(store, state, run, returncode, timed_out, tail, start)
+            note = None
+            if nodes == 1:
+                returncode, timed_out, tail = results[0]
+                if shard.exists():
+                    merge_shard(store, shard)
+            else:
+                returncode, timed_out, tail = _worst(results)
+                note = self._merge_job(store, folder, uid, nodes)
+            outcome = self._record(store, state, run, returncode, timed_out, tail, start, note)
             self._report(run, outcome, progress, len(todo) - i - 1, store)
+
+    def _job_parameters(self, nodes: int, gpus_per_node: int) -> dict[str, int]:
+        """submitit's parameters for a job of ``nodes`` nodes, one measuring task on each."""
+        if self.executor == "slurm":
+            return {"nodes": nodes, "tasks_per_node": 1, "gpus_per_node": gpus_per_node}
+        # submitit's local executor runs one node: each simulated node is a task of it.
+        return {"tasks_per_node": nodes}
+
+    def _merge_job(self, store: Store, folder: Path, uid: str, nodes: int) -> str | None:
+        """Merge a multi-node job's node shards into one run of ``store``; what is amiss."""
+        from joulecast.jobs import merge_jobs
+
+        merges = merge_jobs(store, [folder]) if folder.is_dir() else []
+        mine = next((m for m in merges if m.job == uid), None)
+        if mine is None:
+            return f"no node of the job left a shard in {folder}"
+        if mine.outcome == "running":
+            return (
+                f"a node's run in {folder} still looks running: not merged "
+                "(joulecast study collect merges it once it has ended)"
+            )
+        if mine.outcome == "incomplete":
+            missing = _missing_nodes(folder, uid, nodes)
+            merge_jobs(store, [folder], partial=True)
+            return (
+                f"node(s) {', '.join(map(str, missing))} of {nodes} left no shard: the run holds"
+                " the other nodes' energy only"
+            )
+        return None
 
     # -- shared --------------------------------------------------------------------------
 
@@ -482,11 +609,16 @@ class Runner:
         timed_out: bool,
         tail: str,
         start: float,
+        note: str | None = None,
     ) -> Outcome:
+        """Record how ``run`` ended; ``note``: what makes its measurement incomplete, if any."""
         status, error = classify(returncode, tail, timed_out)
         run_id = find_run(store, self.study.name, run.key)
         if status == "completed" and run_id is None:
             status, error = "failed", "exited 0 but no measured run was found in the store"
+        if note is not None:
+            status = "failed" if status == "completed" else status
+            error = note if error is None else f"{note}; {error}"
         state.finish(run.position, status, run_id=run_id, error=error)
         return Outcome(status, run_id, error, time.monotonic() - start)
 
@@ -527,6 +659,33 @@ class Runner:
         returncode, _, tail = execute(cmd, self.folder / "logs" / "warmup.log", seconds + 120)
         if returncode != 0:
             self.echo(f"warm-up failed, going on without it: {_last_lines(tail, 2)}")
+
+
+def _task_results(job: Any, tasks: int) -> list[tuple[int, bool, str]]:
+    """Each task's :func:`execute` result; a task that failed itself (scheduler, node) as exit
+    status 1 with the reason."""
+    out = []
+    for task in [job] if tasks == 1 else [job.task(k) for k in range(tasks)]:
+        try:
+            out.append(task.result())
+        except Exception as exc:  # the job itself failed (scheduler, node)
+            out.append((1, False, f"job {job.job_id} failed: {exc}"))
+    return out
+
+
+def _missing_nodes(folder: Path, uid: str, nodes: int) -> list[int]:
+    """The node ranks of job ``uid`` below ``nodes`` without a run in ``folder``'s shards."""
+    from joulecast.jobs import shard_files
+
+    found = set()
+    for path in shard_files([folder]):
+        with Store(path) as shard:
+            found |= {
+                str(tags.get("job_node_rank"))
+                for tags in shard.runs()["tags"]
+                if tags.get("job") == uid
+            }
+    return [k for k in range(nodes) if str(k) not in found]
 
 
 class Stopped(KeyboardInterrupt):
