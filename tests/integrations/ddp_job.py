@@ -1,8 +1,8 @@
 """A small DDP training (gloo, CPU) measured by joulecast: run by torchrun in the tests.
 
-Usage: ddp_job.py epochs|budget|lightning STORE (``-``: the default store, the one that
+Usage: ddp_job.py epochs|budget|fail|lightning STORE (``-``: the default store, the one that
 ``joulecast measure`` passes on) (budget: an energy budget of 1 J, which
-the job's first epoch exceeds)
+the job's first epoch exceeds; fail: rank 1 raises in its second epoch)
 Every rank runs the same code, as a user's script does: ``joulecast.measure()`` with
 ``epochs()``, or the Lightning callback; joulecast decides which process samples its node.
 """
@@ -32,7 +32,7 @@ def dataset() -> TensorDataset:
     return TensorDataset(x, (x.sum(dim=1, keepdim=True) > 0).float())
 
 
-def with_epochs(store: str | None, budget_j: float | None = None) -> None:
+def with_epochs(store: str | None, budget_j: float | None = None, fail: bool = False) -> None:
     from torch.nn.parallel import DistributedDataParallel
 
     from joulecast.integrations.torch import epochs
@@ -50,6 +50,8 @@ def with_epochs(store: str | None, budget_j: float | None = None) -> None:
         for epoch in epochs(run, EPOCHS):
             sampler.set_epoch(epoch.index)
             for x, y in epoch.steps(loader):
+                if fail and epoch.index == 1 and dist.get_rank() == 1:
+                    raise RuntimeError("simulated failure on rank 1")
                 optimizer.zero_grad()
                 loss = nn.functional.binary_cross_entropy_with_logits(model(x), y)
                 loss.backward()
@@ -101,5 +103,7 @@ if __name__ == "__main__":
     store = None if sys.argv[2] == "-" else sys.argv[2]
     if sys.argv[1] == "budget":
         with_epochs(store, budget_j=1.0)
+    elif sys.argv[1] == "fail":
+        with_epochs(store, fail=True)
     else:
         {"epochs": with_epochs, "lightning": with_lightning}[sys.argv[1]](store)

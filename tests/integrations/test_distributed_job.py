@@ -227,6 +227,38 @@ def test_joulecast_measure_around_torchrun_on_each_node(tmp_path: Path) -> None:
         _check_merged(target, shards, traces, job="wrapped")
 
 
+def test_a_rank_that_fails_mid_epoch_shows_its_own_error(tmp_path: Path) -> None:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("JOULECAST_", "SLURM_", "TORCHELASTIC_"))
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            str(SCRIPT),
+            "fail",
+            str(tmp_path / "store.db"),
+        ],
+        env={**env, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    # The training's own error, not a collective that joulecast started while unwinding.
+    assert "simulated failure on rank 1" in output
+    assert "mismatch" not in output
+    with Store(tmp_path / "store.db") as store:
+        (run,) = [store.run(int(i)) for i in store.runs()["id"]]
+    assert run["status"] in ("failed", "interrupted")
+
+
 def test_a_two_node_lightning_job_needs_no_hints(tmp_path: Path) -> None:
     pytest.importorskip("lightning")
     traces, env = [], []

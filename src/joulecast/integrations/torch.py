@@ -118,6 +118,10 @@ def epochs(
     the run's last epoch (``Epoch.index`` says which), with a warning. When the run's energy
     budget (:meth:`joulecast.Run.live_forecast`) says stop, no more epochs are handed out.
 
+    In a distributed job every process runs the same loop: an epoch's counted samples are
+    summed over the processes at its end (docs/distributed.md); an epoch left by an exception
+    or a ``break`` keeps this process's own count.
+
     Args:
         run: the run to mark (from :func:`joulecast.measure`).
         n_epochs: the epoch count to reach; with ``start`` (resuming), ``n_epochs - start``
@@ -146,14 +150,19 @@ def _epochs(
         for index in indices:
             epoch = Epoch(run, index, samples_per_epoch, sync=sync)
             epoch.index = session.begin(PhaseKind.EPOCH, index)
+            # An epoch left by an exception or a break ends on this process alone: the
+            # others are elsewhere, so nothing is summed with them (it would hang or fail).
+            together = False
             try:
                 yield epoch
+                together = True
             finally:
                 session.end(
                     PhaseKind.EPOCH,
                     epoch.index,
                     samples=epoch.samples_processed,
                     metrics=_epoch_metrics(epoch.metrics),
+                    together=together,
                 )
             if run.should_stop:  # the energy budget of run.live_forecast() says stop
                 log.warning("stopping after epoch %d: %s", epoch.index, run.stop_reason)
