@@ -95,6 +95,14 @@ class Epoch:
         return f"<Epoch {self.index} samples={self.samples_processed}>"
 
 
+def _samples(run: Run, epoch: Epoch) -> int | None:
+    """What this process adds to the epoch's samples: those it counted, or ``samples`` (the
+    job's, as ``samples_per_epoch``) from rank 0 alone."""
+    if epoch.samples is not None and run.job.distributed and not run.job.leader:
+        return None
+    return epoch.samples_processed
+
+
 def _epoch_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     text = {k: v for k, v in metrics.items() if isinstance(v, str)}
     return {**text, **float_metrics(metrics)}
@@ -127,7 +135,8 @@ def epochs(
         n_epochs: the epoch count to reach; with ``start`` (resuming), ``n_epochs - start``
             epochs are handed out, as Keras's ``epochs``/``initial_epoch``.
         start: the first epoch's index.
-        samples_per_epoch: samples each epoch processes, when known in advance.
+        samples_per_epoch: samples each epoch processes, when known in advance (in a
+            distributed job, the job's: all processes together).
         sync: wait for CUDA at each boundary (None: when CUDA is in use).
         mlflow: an :class:`~joulecast.integrations.mlflow.MlflowLogger` (or True for a
             default one) that logs each epoch and, after the last, the totals so far.
@@ -160,7 +169,7 @@ def _epochs(
                 session.end(
                     PhaseKind.EPOCH,
                     epoch.index,
-                    samples=epoch.samples_processed,
+                    samples=_samples(run, epoch),
                     metrics=_epoch_metrics(epoch.metrics),
                     together=together,
                 )
