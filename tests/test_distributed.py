@@ -231,3 +231,49 @@ def test_a_wrapping_process_holds_no_rank_and_a_joining_rank_keeps_the_job() -> 
     )
     assert rank.rank_tags()["job_rank"] == "2" and rank.rank_tags()["job_node_rank"] == "1"
     assert "job" not in rank.rank_tags() and "job_node" not in rank.rank_tags()
+
+
+def test_a_store_error_in_the_job_forecast_never_skips_a_collective(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    import joulecast
+    import joulecast.live
+    from joulecast.errors import StoreError
+    from joulecast.integrations import _common
+    from joulecast.records import PhaseKind
+
+    calls: list[list[float]] = []
+
+    def four_processes(values: list[float]) -> list[float]:  # all_reduce over 4 processes
+        calls.append(list(values))
+        return [v * 4 for v in values]
+
+    def locked(*args: object, **kwargs: object) -> None:
+        raise StoreError("j.db: database is locked")
+
+    monkeypatch.setattr(_common, "job_sum", four_processes)
+    for leader in (False, True):
+        calls.clear()
+        job = Job(
+            rank=0 if leader else 2,
+            world_size=4,
+            node_rank=0 if leader else 1,
+            nodes=2,
+            uid=f"fx{leader}",
+            node="n1",
+        )
+        with joulecast.measure(
+            "x", store=tmp_path / "j.db", shard_dir=tmp_path / "sh", job=job, interval_s=0.05
+        ) as run:
+            run.live_forecast(3, progress=False)
+            session = _common.Session(run=run)
+            session.start()
+            session.begin(PhaseKind.EPOCH, 0)
+            time.sleep(0.1)
+            with monkeypatch.context() as patch:
+                patch.setattr(joulecast.live, "epoch_table", locked)
+                session.end(PhaseKind.EPOCH, 0, samples=8)
+        # Samples, the nodes' energy, the stop decision: the same three on every process.
+        assert len(calls) == 3

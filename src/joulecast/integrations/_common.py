@@ -332,7 +332,11 @@ class Session:
         run, job = self.run, self.run.job
         energy_j: float | None = None
         if job.multinode:
-            mine = run.epoch_energy_j(phase) if phase is not None and run.measuring else 0.0
+            try:
+                mine = run.epoch_energy_j(phase) if phase is not None and run.measuring else 0.0
+            except Exception as exc:  # every process must still reach the same collectives
+                log.warning("epoch energy of this node not read: %s", exc)
+                mine = math.nan
             missing = 1.0 if math.isnan(mine) else 0.0
             nodes = job_sum([0.0 if missing else mine, missing])
             if nodes is not None and not nodes[1]:
@@ -340,7 +344,10 @@ class Session:
             elif nodes is not None:
                 log.warning("a node's epoch energy is missing: the forecast uses rank 0's node")
         if job.leader and phase is not None:
-            run.forecast_epoch(phase, energy_j=energy_j)
+            try:
+                run.forecast_epoch(phase, energy_j=energy_j)
+            except Exception as exc:  # as above: the stop decision below is awaited
+                log.warning("no forecast after epoch %d: %s", phase.index, exc)
         stop = job_sum([1.0 if job.leader and run.should_stop else 0.0])
         if stop is not None and stop[0] > 0 and not run.should_stop:
             run.request_stop("rank 0 of the job stopped on its energy budget")
