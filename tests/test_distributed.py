@@ -277,3 +277,41 @@ def test_a_store_error_in_the_job_forecast_never_skips_a_collective(
                 session.end(PhaseKind.EPOCH, 0, samples=8)
         # Samples, the nodes' energy, the stop decision: the same three on every process.
         assert len(calls) == 3
+
+
+def test_a_job_run_again_under_its_identity_is_its_next_attempt(tmp_path: Path) -> None:
+    import joulecast
+
+    job = Job(rank=0, world_size=4, node_rank=0, nodes=2, uid="fixed", node="n0")
+    uids = []
+    for _ in range(3):  # e.g. a training block, then an evaluation block, in one script
+        with joulecast.measure(
+            "x", store=tmp_path / "s.db", shard_dir=tmp_path / "sh", job=job, sensors=[]
+        ) as run:
+            uids.append(run.store.run(run.run_id)["uid"])
+            tags = run.store.run(run.run_id)["tags"]
+    assert uids == ["fixed/node0", "fixed.2/node0", "fixed.3/node0"]
+    assert tags["job"] == "fixed.3"
+    for _ in range(2):
+        proc = _cli(
+            [
+                "measure",
+                "--run-uid",
+                "cli",
+                "--shard-dir",
+                str(tmp_path / "cli"),
+                "--no-gpu",
+                "-q",
+                "--store",
+                str(tmp_path / "s.db"),
+                "--",
+                sys.executable,
+                "-c",
+                "pass",
+            ],
+            {"JOULECAST_NODE": "n0"},
+        )
+        assert proc.returncode == 0, proc.stderr
+    assert "attempt 2, job cli.2" in proc.stderr
+    proc = _cli(["collect", str(tmp_path / "cli"), "--store", str(tmp_path / "m.db"), "--json"], {})
+    assert sorted(r["job"] for r in json.loads(proc.stdout)) == ["cli", "cli.2"]

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from joulecast.distributed import current_job, node_gpus, node_store
+from joulecast.distributed import current_job, next_attempt, node_gpus, node_store
 from joulecast.errors import InputError, JoulecastError
 from joulecast.forecast import AUTO, DEFAULT_WINDOW, LiveForecaster, Method
 from joulecast.inputs import REPLAY_GPUS_ENV, RUN_ENV, STORE_ENV
@@ -139,6 +139,9 @@ class MeasuredCommand:
                     job, store if store is not None else default_store_path(), self.shard_dir
                 )
                 store = Store(path)
+                if uid is not None:
+                    job = next_attempt(job, store)
+                    uid = job.node_run_uid()
             except JoulecastError:
                 for sensor in sensors if self.sensors is None else ():
                     sensor.close()

@@ -21,11 +21,15 @@ import os
 import re
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from joulecast.errors import InputError
 from joulecast.inputs import NODE_ENV, NODE_RANK_ENV, NODES_ENV, RUN_UID_ENV, SHARD_DIR_ENV
+
+if TYPE_CHECKING:
+    from joulecast.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,7 @@ __all__ = [
     "current_job",
     "node_device",
     "node_gpus",
+    "next_attempt",
     "node_store",
     "shard_folder",
 ]
@@ -244,6 +249,28 @@ def node_store(
     except OSError as exc:
         raise InputError(f"{shards}: cannot make the shard folder ({exc.strerror})") from exc
     return job.shard_path(shards), job.node_run_uid()
+
+
+def next_attempt(job: Job, store: Store) -> Job:
+    """``job``, or its next attempt where its node's run is already in ``store`` (the node's
+    shard): a job run again under the same identity (a fixed ``--rdzv-id`` or
+    ``JOULECAST_RUN_UID``, a second ``measure()`` block in one script) becomes ``<uid>.2``,
+    ``<uid>.3``... Each node looks at its own shard, so the nodes agree."""
+    if job.uid is None:
+        return job
+    attempt, candidate = 1, job
+    while store.query("SELECT 1 FROM runs WHERE uid = ?", (candidate.node_run_uid(),)):
+        attempt += 1
+        candidate = replace(job, uid=f"{job.uid}.{attempt}")
+    if attempt > 1:
+        log.warning(
+            "job %s already ran into %s: this is its attempt %d, job %s",
+            job.uid,
+            store.path,
+            attempt,
+            candidate.uid,
+        )
+    return candidate
 
 
 def node_gpus(job: Job, env: Mapping[str, str] | None = None) -> tuple[str | None, str | None]:

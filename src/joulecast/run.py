@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from joulecast.distributed import Job, current_job, node_gpus, node_store
+from joulecast.distributed import Job, current_job, next_attempt, node_gpus, node_store
 from joulecast.errors import JoulecastError
 from joulecast.forecast import (
     AUTO,
@@ -551,16 +551,21 @@ class measure(contextlib.ContextDecorator):
             log.warning("%s; measuring this process as a job of its own", exc)
             return Job()
 
-    def _open_store(self, job: Job) -> tuple[Store, bool, str | None]:
-        """The store this process samples into, whether it opened it, the run's uid."""
+    def _open_store(self, job: Job) -> tuple[Store, bool, str | None, Job]:
+        """The store this process samples into, whether it opened it, the run's uid (None:
+        a random one) and the job (its next attempt where the shard has run it already)."""
         if isinstance(self.store, Store):
-            return self.store, False, None
+            return self.store, False, None, job
         if not (self.per_node and (job.distributed or job.uid_given)):
-            return Store(self.store), True, None
+            return Store(self.store), True, None, job
         path, uid = node_store(
             job, self.store if self.store is not None else default_store_path(), self.shard_dir
         )
-        return Store(path), True, uid
+        store = Store(path)
+        if uid is None:
+            return store, True, None, job
+        attempt = next_attempt(job, store)
+        return store, True, attempt.node_run_uid(), attempt
 
     def _join_target(self) -> tuple[int, Path] | None:
         run_id = os.environ.get(RUN_ENV)
@@ -597,7 +602,7 @@ class measure(contextlib.ContextDecorator):
                     log.warning("run %d: could not tag it with the job's ranks: %s", run_id, exc)
             log.info("joined run %d in %s", run_id, path)
         else:
-            store, owns, uid = self._open_store(job)
+            store, owns, uid, job = self._open_store(job)
             visible, order = node_gpus(job)
             sensors = (
                 list(self.sensors)
