@@ -207,6 +207,49 @@ def network_file_system(path: str | os.PathLike[str], mounts: str | None = None)
     return best_fs in _NETWORK_FS or best_fs.startswith("nfs")
 
 
+# A store of any version has these; the ones added later come with the migration on open.
+_CORE_TABLES = frozenset({"runs", "samples", "phases", "gaps"})
+
+
+def check_store_file(path: str | os.PathLike[str]) -> bool:
+    """Raise unless ``path`` is a joulecast store this joulecast can read; False if empty.
+
+    The file is only read here (opened read-only): nothing is written to a bad file, as
+    opening it as a :class:`Store` would (its schema).
+
+    Raises:
+        InputError: ``path`` is not a file.
+        StoreError: ``path`` is not a joulecast store, or has a newer schema.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such store shard")
+    try:
+        conn = connect_readonly(path)
+        try:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            tables = {
+                row[0]
+                for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: not a joulecast store ({exc})") from exc
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path}: schema version {version} is newer than this joulecast understands "
+            f"({SCHEMA_VERSION}); upgrade joulecast to merge it"
+        )
+    if version == 0 and not tables:
+        return False
+    missing = sorted(_CORE_TABLES - tables)
+    if version == 0 or missing:
+        what = f"tables {', '.join(missing)} missing" if missing else "no schema version"
+        raise StoreError(f"{path}: not a joulecast store ({what})")
+    return True
+
+
 def default_store_path() -> Path:
     """The store used when none is named: ``$JOULECAST_STORE`` or ``./joulecast.db``."""
     return Path(os.environ.get(STORE_ENV) or DEFAULT_STORE)

@@ -25,13 +25,11 @@ from typing import Literal
 
 from joulecast.errors import InputError, StoreError
 from joulecast.records import RunStatus
-from joulecast.store import SCHEMA_VERSION, Store, connect_readonly, copy_attached_run
+from joulecast.store import Store, check_store_file, copy_attached_run
 
 log = logging.getLogger(__name__)
 
 _ALIAS = "joulecast_shard"
-# A store of any version has these; the ones added later come with the migration on open.
-_REQUIRED_TABLES = frozenset({"runs", "samples", "phases", "gaps"})
 
 
 @dataclass(frozen=True)
@@ -80,7 +78,7 @@ def merge_shards(target: Store, shards: Iterable[str | os.PathLike[str]]) -> Mer
         if _same_file(path, target.path):
             log.warning("%s: is the target store itself; not merged into itself", path)
             continue
-        _check_shard(path)
+        check_store_file(path)
         paths.append(path)
     merged: list[tuple[str, int, int]] = []
     skipped = running = 0
@@ -107,7 +105,7 @@ def merge_shard(target: Store, shard: str | os.PathLike[str]) -> MergeResult:
     path = Path(shard)
     if _same_file(path, target.path):
         raise InputError(f"{path}: is the target store itself; cannot merge a store into itself")
-    if not _check_shard(path):
+    if not check_store_file(path):
         log.warning("%s: an empty database, not yet a store; nothing to merge", path)
         return MergeResult(shards=1)
     # Opening it as a store migrates an older schema and marks interrupted the runs whose
@@ -130,39 +128,6 @@ def _same_file(a: Path, b: Path) -> bool:
         return a.exists() and b.exists() and os.path.samefile(a, b)
     except OSError:
         return False
-
-
-def _check_shard(path: Path) -> bool:
-    """Raise unless ``path`` is a joulecast store this joulecast can read; False if empty.
-
-    The file is only read here (opened read-only): nothing is written to a bad shard.
-    """
-    if not path.is_file():
-        raise InputError(f"{path}: no such store shard")
-    try:
-        conn = connect_readonly(path)
-        try:
-            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-            tables = {
-                row[0]
-                for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            }
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        raise StoreError(f"{path}: not a joulecast store ({exc})") from exc
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"{path}: schema version {version} is newer than this joulecast understands "
-            f"({SCHEMA_VERSION}); upgrade joulecast to merge it"
-        )
-    if version == 0 and not tables:
-        return False
-    missing = sorted(_REQUIRED_TABLES - tables)
-    if version == 0 or missing:
-        what = f"tables {', '.join(missing)} missing" if missing else "no schema version"
-        raise StoreError(f"{path}: not a joulecast store ({what})")
-    return True
 
 
 def _copy_runs(target: Store, path: Path) -> MergeResult:
