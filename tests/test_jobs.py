@@ -180,3 +180,36 @@ def test_show_names_the_nodes_of_a_merged_job(
     assert main(["show", "last", "--store", store]) == 0
     out = capsys.readouterr().out
     assert f"job {JOB}: 2 node(s) (n0, n1)" in out and "gpu:n1:1" in out
+
+
+def test_files_that_are_no_node_shards_are_passed_over_untouched(tmp_path: Path) -> None:
+    import sqlite3
+
+    shards = tmp_path / "shards"
+    node_shard(shards, "n0", 0, rank=0)
+    node_shard(shards, "n1", 1, rank=1)
+    foreign = shards / "users.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE users (name TEXT)")
+    conn.close()
+    (shards / "garbage.db").write_bytes(b"not a database at all" * 100)
+    before = foreign.read_bytes()
+    # A store that already holds the merged job, lying among the shards.
+    with Store(shards / "merged.db") as merged:
+        (first,) = merge_jobs(merged, [shards])
+    assert first.outcome == "merged"
+    with Store(tmp_path / "other.db") as target:
+        (result,) = merge_jobs(target, [shards])
+        assert (result.outcome, result.nodes) == ("merged", 2)
+        assert len(result.devices) == 6
+    assert foreign.read_bytes() == before
+
+
+def test_a_node_found_twice_is_a_conflict_not_a_double_count(tmp_path: Path) -> None:
+    node_shard(tmp_path / "day1", "n0", 0, rank=0)
+    node_shard(tmp_path / "day1", "n1", 1, rank=1)
+    node_shard(tmp_path / "day2", "n0", 0, rank=0)
+    with Store(tmp_path / "job.db") as target:
+        (result,) = merge_jobs(target, [tmp_path / "day1", tmp_path / "day2"])
+        assert result.outcome == "conflict" and result.run_id is None
+        assert len(target.runs()) == 0

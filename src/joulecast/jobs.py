@@ -35,15 +35,15 @@ from typing import Any, Literal
 
 import joulecast.ledger as ledger
 from joulecast.distributed import node_device
-from joulecast.errors import InputError
+from joulecast.errors import InputError, StoreError
 from joulecast.records import RunStatus
-from joulecast.store import Store, copy_attached_run, delete_run_rows
+from joulecast.store import Store, check_store_file, copy_attached_run, delete_run_rows
 
 log = logging.getLogger(__name__)
 
 __all__ = ["JobMerge", "merge_jobs", "shard_files"]
 
-Outcome = Literal["merged", "updated", "unchanged", "running", "incomplete"]
+Outcome = Literal["merged", "updated", "unchanged", "running", "incomplete", "conflict"]
 _STAGE, _NODE = "joulecast_staged", "joulecast_node"
 # The tags that describe one node's run, not the job's.
 _NODE_TAGS = ("job_node", "job_node_rank", "job_rank")
@@ -57,8 +57,10 @@ class JobMerge:
     Attributes:
         job: the job's identity (the merged run's ``uid``).
         outcome: ``merged`` (new), ``updated`` (written again: its shards changed),
-            ``unchanged``, ``running`` (a node still runs: not merged now) or
-            ``incomplete`` (nodes' shards missing: not merged without ``partial``).
+            ``unchanged``, ``running`` (a node still runs: not merged now),
+            ``incomplete`` (nodes' shards missing: not merged without ``partial``) or
+            ``conflict`` (a node's run found twice, e.g. two copies of the job's shards:
+            not merged).
         run_id: the merged run in the target (None when not merged).
         nodes: the node runs found.
         nodes_expected: the nodes the job had.
@@ -116,16 +118,22 @@ def merge_jobs(
     """Merge every job found in ``shards`` (files or folders) into ``target``, one run each.
 
     ``partial`` merges a job even when some of its nodes' shards are missing (never while a
-    node runs). A shard that is the target itself is passed over.
+    node runs). A shard that is the target itself, or a file that is no joulecast store, is
+    passed over with a warning; runs merged from shards before are no nodes.
 
     Raises:
         InputError: a shard does not exist.
-        StoreError: a shard is not a joulecast store or cannot be read.
     """
     found: dict[str, list[_NodeRun]] = {}
     for path in shard_files(shards):
         if _same_file(path, target.path):
             log.warning("%s: is the target store itself; not merged into itself", path)
+            continue
+        try:  # looked at read-only first: nothing is written into a file that is no store
+            if not check_store_file(path):
+                continue
+        except StoreError as exc:
+            log.warning("%s; passed over", exc)
             continue
         for node in _node_runs(path):
             found.setdefault(str(node.tags["job"]), []).append(node)
@@ -146,7 +154,8 @@ def _node_runs(path: Path) -> list[_NodeRun]:
         out: list[_NodeRun] = []
         for row in shard.query("SELECT id FROM runs ORDER BY id"):
             run = shard.run(int(row["id"]))
-            if not run["tags"].get("job"):
+            # A job's merged run (it has the shards' signature) is no node of it.
+            if not run["tags"].get("job") or "job_shards" in run["tags"]:
                 continue
             states = shard.device_energy(int(row["id"]))
             phases = shard.query(
@@ -164,9 +173,13 @@ def _node_runs(path: Path) -> list[_NodeRun]:
     return out
 
 
+def _names_as_tagged(nodes: list[_NodeRun]) -> list[str]:
+    return [str(n.tags.get("job_node") or n.row["host"] or "node") for n in nodes]
+
+
 def _names(nodes: list[_NodeRun]) -> list[str]:
     """Each node run's name in the job: its node's, made unique by its rank where shared."""
-    names = [str(n.tags.get("job_node") or n.row["host"] or "node") for n in nodes]
+    names = _names_as_tagged(nodes)
     if len(set(names)) == len(names):
         return names
     ranked = [
@@ -215,6 +228,21 @@ def _merge_job(target: Store, job: str, nodes: list[_NodeRun], partial: bool) ->
             expected,
         )
         return JobMerge(job, "incomplete", None, len(nodes), expected)
+    seen: dict[tuple[int, str], Path] = {}
+    for node, name in zip(nodes, _names_as_tagged(nodes), strict=True):
+        key = (node.tag_int("job_node_rank", -1), name)
+        if key in seen:
+            log.warning(
+                "job %s: node %s (rank %d) is in both %s and %s: not merged (collect each"
+                " copy of the job into a store of its own)",
+                job,
+                name,
+                key[0],
+                seen[key],
+                node.path,
+            )
+            return JobMerge(job, "conflict", None, len(nodes), expected, status="conflict")
+        seen[key] = node.path
     status = next(s for s in _WORST if s in statuses)
     signature = _signature(nodes)
     held = target.query("SELECT id, tags FROM runs WHERE uid = ?", (job,))
