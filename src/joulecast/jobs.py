@@ -338,7 +338,9 @@ def _stage_node(
             if phases:
                 w.execute(
                     "INSERT INTO main.phases (run_id, kind, idx, start_s, end_s, samples, metrics)"
-                    f" SELECT ?, kind, idx, start_s + ?, end_s + ?, samples, metrics"
+                    # A node's run keeps the job's samples in its metrics (see _common.Session).
+                    " SELECT ?, kind, idx, start_s + ?, end_s + ?,"
+                    " COALESCE(samples, json_extract(metrics, '$.job_samples')), metrics"
                     f" FROM {_NODE}.phases WHERE run_id = ?",
                     (staged, offset, offset, node.run_id),
                 )

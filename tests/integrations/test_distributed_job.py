@@ -123,6 +123,11 @@ def _check_merged(
             states = s.device_energy(int(row["id"]))
             node_names.append(s.run(int(row["id"]))["tags"]["job_node"])
         assert sorted(d for d in states if d.startswith("gpu:")) == ["gpu:0", "gpu:1"]
+        with Store(shard) as s:
+            marked = s.phases(int(row["id"]), "epoch")
+        if len(marked):  # a node's run: one node's energy, so the job's samples wait aside
+            assert marked["samples"].isna().all()
+            assert [m["job_samples"] for m in marked["metrics"]] == [SAMPLES] * EPOCHS
         for g in (0, 1):
             state = states[f"gpu:{g}"]
             expected_j += _integral(trace[g], state.t_first_s, state.t_last_s)

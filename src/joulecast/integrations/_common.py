@@ -306,13 +306,18 @@ class Session:
         summed = None
         if run.job.distributed and together:
             summed = job_sum([samples or 0, samples is not None, run.forecasting])
+        stored = dict(metrics or {})
         if summed is not None:
             samples = int(summed[0]) if summed[1] else None
+            if run.job.multinode and samples is not None:
+                # A node's run holds one node's energy: the job's samples wait in its metrics
+                # for the merge (joulecast collect), so no J/sample mixes the two.
+                stored["job_samples"], samples = samples, None
         phase = run.end(
             kind,
             index,
             samples=samples,
-            metrics=dict(metrics or {}),
+            metrics=stored,
             sync=self.sync,
             forecast=summed is None,
         )
