@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -315,3 +316,17 @@ def test_a_job_run_again_under_its_identity_is_its_next_attempt(tmp_path: Path) 
     assert "attempt 2, job cli.2" in proc.stderr
     proc = _cli(["collect", str(tmp_path / "cli"), "--store", str(tmp_path / "m.db"), "--json"], {})
     assert sorted(r["job"] for r in json.loads(proc.stdout)) == ["cli", "cli.2"]
+
+
+def test_a_passive_rank_reads_nothing_but_never_fails_a_summary_line() -> None:
+    from joulecast.errors import JoulecastError
+    from joulecast.run import PassiveRun
+
+    run = PassiveRun(Job(rank=1, local_rank=1, world_size=2, node="n0"))
+    run.begin("epoch", 0)
+    assert run.end("epoch", 0, samples=8) is None
+    assert math.isnan(run.energy_j) and run.epochs.empty and "j_per_sample" in run.epochs
+    with pytest.raises(JoulecastError, match="local rank 0 of node n0"):
+        run.summary()
+    run.stop()
+    assert not run.active

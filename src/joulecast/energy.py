@@ -366,6 +366,21 @@ def stored_power_span(
     return min(s.power_t0_s for s in powered), max(s.power_t_s for s in powered)
 
 
+def empty_phase_table() -> pd.DataFrame:
+    """A phase table (:func:`phase_table`'s columns) without phases."""
+    import pandas as pd
+
+    columns: dict[str, list[object]] = {
+        "kind": [],
+        "index": [],
+        "start_s": [],
+        "end_s": [],
+        "samples": [],
+        "metrics": [],
+    }
+    return _phase_frame(pd.DataFrame(columns).astype({"samples": "Int64"}), {})
+
+
 def _phase_frame(
     phases: pd.DataFrame, energy: dict[str, tuple[np.ndarray, EnergyOrigin]]
 ) -> pd.DataFrame:

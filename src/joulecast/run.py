@@ -353,7 +353,8 @@ class PassiveRun(Run):
     Marking is accepted and ignored, so the same training code runs on every rank.
     :attr:`should_stop` follows what the job's rank 0 decided (the integrations pass it on).
     Reading the run back works where this rank joined a run (under ``joulecast measure``);
-    elsewhere it raises :class:`~joulecast.errors.JoulecastError` naming where the run is.
+    elsewhere :attr:`energy_j` is NaN and :attr:`epochs` has no rows, and :meth:`summary`
+    and :attr:`store` raise :class:`~joulecast.errors.JoulecastError` naming where the run is.
     """
 
     def __init__(
@@ -453,10 +454,28 @@ class PassiveRun(Run):
         return epoch_table(self.store, self.run_id, indices)
 
     def summary(self) -> RunSummary:
-        """The joined run's summary (see :meth:`Run.summary`)."""
+        """The joined run's summary (see :meth:`Run.summary`).
+
+        Raises:
+            JoulecastError: this rank joined no run.
+        """
         from joulecast.energy import summarize
 
         return summarize(self.store, self.run_id)
+
+    @property
+    def energy_j(self) -> float:
+        """The joined run's energy; NaN on a rank that joined none (it measures nothing)."""
+        return self.summary().energy_j if self._joined is not None else math.nan
+
+    @property
+    def epochs(self) -> pd.DataFrame:
+        """The joined run's epochs; on a rank that joined none, the table without rows."""
+        if self._joined is not None:
+            return self.summary().epochs
+        from joulecast.energy import empty_phase_table
+
+        return empty_phase_table()
 
     @property
     def duration_s(self) -> float:
