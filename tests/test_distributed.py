@@ -330,3 +330,27 @@ def test_a_passive_rank_reads_nothing_but_never_fails_a_summary_line() -> None:
         run.summary()
     run.stop()
     assert not run.active
+
+
+def test_an_odd_job_identity_is_refused_but_never_costs_the_ranks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import joulecast
+    from joulecast.run import PassiveRun
+
+    with pytest.raises(InputError, match="at most 200"):
+        current_job({}, uid="x" * 201)
+    with pytest.raises(InputError, match="printable"):
+        current_job({"JOULECAST_RUN_UID": "a\nb"})
+    long_name = Job(uid="u" * 200, node="n" * 300).shard_path(tmp_path).name
+    assert len(long_name) < 200 and long_name.endswith(".db")
+    assert Job(uid="u" * 200).shard_path(tmp_path) != Job(uid="u" * 199 + "v").shard_path(tmp_path)
+    monkeypatch.setenv("JOULECAST_RUN_UID", "a\nb")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with joulecast.measure("x", store=tmp_path / "s.db") as run:
+        assert isinstance(run, PassiveRun)  # still one sampler per node
+    proc = _cli(["measure", "--run-uid", "y" * 300, "--", sys.executable, "-c", "pass"], {})
+    assert proc.returncode == 2 and "at most 200" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -16,6 +16,7 @@ where no launcher does (a simulated node of a study, a launcher of one's own).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -48,6 +49,11 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 # torchrun's run id when none is given (--rdzv-id): shared by every job, so no identity.
 _NO_ID = "none"
 _MAX_RANK = 1 << 24
+#: The longest job identity taken.
+MAX_UID_CHARS = 200
+# The longest part of a shard's file name taken from the job or the node (a name stays
+# under the file systems' 255 bytes); a longer one is cut and a digest of it added.
+_NAME_PART = 80
 
 
 @dataclass(frozen=True)
@@ -104,8 +110,8 @@ class Job:
 
     def shard_path(self, folder: str | os.PathLike[str]) -> Path:
         """This node's shard file in ``folder``."""
-        uid = _SAFE.sub("_", self.uid or "job").strip("._") or "job"
-        node = _SAFE.sub("_", self.node).strip("._") or "node"
+        uid = _file_part(self.uid or "job", "job")
+        node = _file_part(self.node, "node")
         return Path(folder) / f"{uid}.{self.node_rank}.{node}.db"
 
     def tags(self) -> dict[str, str]:
@@ -127,6 +133,16 @@ class Job:
         """What a rank that joins its node's run (under ``joulecast measure``) adds to its
         tags: its ranks, not the job's identity or node name, which the sampler chose."""
         return {k: v for k, v in self.tags().items() if k not in ("job", "job_node")}
+
+
+def _file_part(text: str, default: str) -> str:
+    """``text`` made safe for a file name: other characters as ``_``, cut at
+    :data:`_NAME_PART` characters with a digest of the whole where longer."""
+    safe = _SAFE.sub("_", text).strip("._") or default
+    if len(safe) <= _NAME_PART:
+        return safe
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{safe[:_NAME_PART]}-{digest}"
 
 
 def _int(env: Mapping[str, str], *names: str) -> int | None:
@@ -194,8 +210,11 @@ def current_job(
         if elastic and elastic != _NO_ID:
             restart = env.get("TORCHELASTIC_RESTART_COUNT", "0")
             job_uid = f"torchrun-{elastic}" + (f".r{restart}" if restart not in ("", "0") else "")
-    if job_uid is not None and not job_uid.isprintable():
-        raise InputError(f"run uid {job_uid[:40]!r}: expected printable text")
+    if job_uid is not None and not (job_uid.isprintable() and len(job_uid) <= MAX_UID_CHARS):
+        raise InputError(
+            f"run uid {job_uid[:40]!r}: expected printable text of at most {MAX_UID_CHARS}"
+            " characters"
+        )
     return Job(
         rank=rank,
         local_rank=local_rank,

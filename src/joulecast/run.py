@@ -25,7 +25,7 @@ from joulecast.forecast import (
     LiveForecaster,
     Method,
 )
-from joulecast.inputs import RUN_ENV, STORE_ENV
+from joulecast.inputs import RUN_ENV, RUN_UID_ENV, STORE_ENV
 from joulecast.monitor import DEFAULT_INTERVAL_S, Monitor
 from joulecast.records import Phase, PhaseKind, RunStatus
 from joulecast.sensors import Sensor, detect_sensors
@@ -566,9 +566,14 @@ class measure(contextlib.ContextDecorator):
             return self.job
         try:
             return current_job(uid=self.run_uid)
-        except JoulecastError as exc:  # a launcher's odd variable must not stop the training
-            log.warning("%s; measuring this process as a job of its own", exc)
-            return Job()
+        except JoulecastError as exc:  # an odd variable must not stop the training
+            try:  # the ranks still hold without the identity: one sampler per node stays
+                job = current_job({k: v for k, v in os.environ.items() if k != RUN_UID_ENV})
+                log.warning("%s; %s ignored", exc, RUN_UID_ENV)
+                return job
+            except JoulecastError:
+                log.warning("%s; measuring this process as a job of its own", exc)
+                return Job()
 
     def _open_store(self, job: Job) -> tuple[Store, bool, str | None, Job]:
         """The store this process samples into, whether it opened it, the run's uid (None:
