@@ -354,3 +354,15 @@ def test_an_odd_job_identity_is_refused_but_never_costs_the_ranks(
     proc = _cli(["measure", "--run-uid", "y" * 300, "--", sys.executable, "-c", "pass"], {})
     assert proc.returncode == 2 and "at most 200" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_launchers_that_say_less_still_give_the_node() -> None:
+    # DeepSpeed's launcher: CROSS_RANK / CROSS_SIZE for the node, LOCAL_SIZE per node.
+    deepspeed = {"RANK": "5", "LOCAL_RANK": "1", "WORLD_SIZE": "8", "LOCAL_SIZE": "4"}
+    job = current_job(deepspeed)
+    assert (job.node_rank, job.nodes, job.multinode) == (1, 2, True)
+    job = current_job({**deepspeed, "CROSS_RANK": "0", "CROSS_SIZE": "3"})
+    assert (job.node_rank, job.nodes) == (0, 3)
+    # Only the processes per node.
+    job = current_job({"RANK": "2", "LOCAL_RANK": "0", "WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2"})
+    assert (job.node_rank, job.nodes, job.samples_node) == (1, 2, True)

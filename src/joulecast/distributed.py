@@ -11,7 +11,9 @@ The launchers' variables are read as they set them: torchrun (``RANK``, ``LOCAL_
 (``SLURM_PROCID``, ``SLURM_LOCALID``, ``SLURM_NTASKS``, ``SLURM_NODEID``, ``SLURM_NNODES``,
 ``SLURM_JOB_ID``, ``SLURM_STEP_ID``): under ``srun torchrun`` the ranks are torchrun's.
 ``$JOULECAST_NODE_RANK`` and ``$JOULECAST_NODES`` give the node's rank and the job's nodes
-where no launcher does (a simulated node of a study, a launcher of one's own).
+where no launcher does (a simulated node of a study, a launcher of one's own). Without any
+of these, a ``torch.distributed`` process group the training already initialized gives the
+ranks (``torch.multiprocessing.spawn``: one machine, so local rank = rank).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import logging
 import os
 import re
 import socket
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -68,7 +71,9 @@ class Job:
         nodes: nodes in the job (1 when the launcher does not say).
         uid: the job's identity shared by its nodes, or None when there is none.
         node: this node's name (``$JOULECAST_NODE``, else the host name).
-        launcher: ``"torchrun"``, ``"slurm"`` or ``"none"``.
+        launcher: ``"torchrun"`` (torchrun's variables, or DeepSpeed's and the like),
+            ``"slurm"``, ``"torch.distributed"`` (an initialized process group alone) or
+            ``"none"``.
         uid_given: the identity was given (``uid``, ``$JOULECAST_RUN_UID``), not a launcher's.
     """
 
@@ -156,6 +161,19 @@ def _int(env: Mapping[str, str], *names: str) -> int | None:
     return None
 
 
+def _process_group() -> tuple[int, int] | None:
+    """(rank, world size) of the training's initialized ``torch.distributed`` process group
+    of two or more processes, when nothing in the environment says."""
+    dist = getattr(sys.modules.get("torch"), "distributed", None)
+    try:
+        if dist is None or not dist.is_available() or not dist.is_initialized():
+            return None
+        rank, world = int(dist.get_rank()), int(dist.get_world_size())
+    except Exception:  # a process group in an odd state: a process of its own
+        return None
+    return (rank, world) if world > 1 else None
+
+
 def _slurm_nodes(env: Mapping[str, str]) -> int | None:
     return _int(env, "SLURM_STEP_NUM_NODES", "SLURM_NNODES", "SLURM_JOB_NUM_NODES")
 
@@ -182,8 +200,19 @@ def current_job(
         rank = _int(env, "RANK") or 0
         local_rank = _int(env, "LOCAL_RANK") or 0
         world = _int(env, "WORLD_SIZE") or 1
-        node_rank = _int(env, "GROUP_RANK", "SLURM_NODEID") or 0
-        nodes = _int(env, "GROUP_WORLD_SIZE") or (_slurm_nodes(env) if slurm else None) or 1
+        # torchrun says GROUP_*, DeepSpeed's launcher CROSS_*; else the processes per node
+        # (LOCAL_WORLD_SIZE, DeepSpeed's LOCAL_SIZE) tell the node, else SLURM.
+        per_node = _int(env, "LOCAL_WORLD_SIZE", "LOCAL_SIZE")
+        node_rank = _int(env, "GROUP_RANK", "CROSS_RANK")
+        nodes = _int(env, "GROUP_WORLD_SIZE", "CROSS_SIZE")
+        if node_rank is None and per_node:
+            node_rank = rank // per_node
+        if nodes is None and per_node:
+            nodes = -(-world // per_node)
+        if node_rank is None:
+            node_rank = (_int(env, "SLURM_NODEID") if slurm else None) or 0
+        if nodes is None:
+            nodes = (_slurm_nodes(env) if slurm else None) or 1
     elif slurm:
         launcher = "slurm"
         rank = _int(env, "SLURM_PROCID") or 0
@@ -193,6 +222,10 @@ def current_job(
         nodes = _slurm_nodes(env) or 1
     else:
         launcher, rank, local_rank, world, node_rank, nodes = "none", 0, 0, 1, 0, 1
+        group = _process_group()
+        if group is not None:  # torch.multiprocessing.spawn and the like: one machine
+            launcher, (rank, world) = "torch.distributed", group
+            local_rank = rank
     # Where no launcher tells the node (a simulated node, a launcher of one's own), these do.
     told_rank, told_nodes = _int(env, NODE_RANK_ENV), _int(env, NODES_ENV)
     node_rank = told_rank if told_rank is not None else node_rank

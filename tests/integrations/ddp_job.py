@@ -1,8 +1,9 @@
 """A small DDP training (gloo, CPU) measured by joulecast: run by torchrun in the tests.
 
-Usage: ddp_job.py epochs|budget|fail|lightning STORE (``-``: the default store, the one that
+Usage: ddp_job.py epochs|budget|fail|spawn|lightning STORE (``-``: the default store, the one that
 ``joulecast measure`` passes on) (budget: an energy budget of 1 J, which
-the job's first epoch exceeds; fail: rank 1 raises in its second epoch)
+the job's first epoch exceeds; fail: rank 1 raises in its second epoch; spawn: two processes
+started by torch.multiprocessing.spawn, without a launcher's variables; MASTER_PORT set)
 Every rank runs the same code, as a user's script does: ``joulecast.measure()`` with
 ``epochs()``, or the Lightning callback; joulecast decides which process samples its node.
 """
@@ -37,7 +38,8 @@ def with_epochs(store: str | None, budget_j: float | None = None, fail: bool = F
 
     from joulecast.integrations.torch import epochs
 
-    dist.init_process_group("gloo")
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
     model = DistributedDataParallel(nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 1)))
     data = dataset()
     sampler = DistributedSampler(data, shuffle=True, seed=0)
@@ -99,10 +101,19 @@ def with_lightning(store: str | None) -> None:
     trainer.fit(Model(), DataLoader(dataset(), batch_size=BATCH))
 
 
+def spawned(rank: int, store: str | None) -> None:
+    """A process of ``torch.multiprocessing.spawn``: its rank is only what it is handed."""
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    with_epochs(store)
+
+
 if __name__ == "__main__":
     store = None if sys.argv[2] == "-" else sys.argv[2]
     if sys.argv[1] == "budget":
         with_epochs(store, budget_j=1.0)
+    elif sys.argv[1] == "spawn":
+        torch.multiprocessing.spawn(spawned, args=(store,), nprocs=2)
     elif sys.argv[1] == "fail":
         with_epochs(store, fail=True)
     else:

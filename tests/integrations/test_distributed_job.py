@@ -264,6 +264,34 @@ def test_a_rank_that_fails_mid_epoch_shows_its_own_error(tmp_path: Path) -> None
     assert run["status"] in ("failed", "interrupted")
 
 
+def test_processes_of_torch_multiprocessing_spawn_sample_once(tmp_path: Path) -> None:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("JOULECAST_", "SLURM_", "TORCHELASTIC_"))
+        and k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE")
+    }
+    trace = tmp_path / "gpus.csv"
+    _trace(trace, scale=1.0)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "spawn", str(tmp_path / "store.db")],
+        env={
+            **env,
+            "OMP_NUM_THREADS": "1",
+            "MASTER_PORT": str(_free_port()),
+            "JOULECAST_REPLAY_GPUS": str(trace),
+        },
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rank 0: Run stop=False" in proc.stdout and "rank 1: PassiveRun" in proc.stdout
+    with Store(tmp_path / "store.db") as store:
+        (run_id,) = [int(i) for i in store.runs()["id"]]  # one sampler
+        assert list(store.phases(run_id, "epoch")["samples"]) == [SAMPLES] * EPOCHS
+
+
 def test_a_two_node_lightning_job_needs_no_hints(tmp_path: Path) -> None:
     pytest.importorskip("lightning")
     traces, env = [], []
