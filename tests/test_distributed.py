@@ -366,3 +366,21 @@ def test_launchers_that_say_less_still_give_the_node() -> None:
     # Only the processes per node.
     job = current_job({"RANK": "2", "LOCAL_RANK": "0", "WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2"})
     assert (job.node_rank, job.nodes, job.samples_node) == (1, 2, True)
+
+
+def test_a_wrapper_reads_the_node_from_the_torchrun_it_launches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from joulecast.distributed import launched_job
+
+    monkeypatch.delenv("JOULECAST_NODE_RANK", raising=False)
+    wrapper = current_job({}, uid="exp", node="n1")
+    line = ["torchrun", "--nnodes=2", "--nproc-per-node", "4", "--node-rank", "1", "train.py"]
+    job = launched_job(wrapper, line)
+    assert (job.node_rank, job.nodes, job.node_run_uid()) == (1, 2, "exp/node1")
+    module = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "3", "--node_rank=2"]
+    assert launched_job(wrapper, module).node_rank == 2
+    # Elastic node counts and a rank torchrun assigns itself: nothing to read.
+    assert launched_job(wrapper, ["torchrun", "--nnodes=1:4", "t.py"]) == wrapper
+    assert launched_job(wrapper, ["torchrun", "--nnodes=2", "t.py"]).node_rank == 0
+    assert launched_job(wrapper, ["python", "train.py", "--nnodes=2"]) == wrapper

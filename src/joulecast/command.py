@@ -18,7 +18,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from joulecast.distributed import current_job, next_attempt, node_gpus, node_store
+from joulecast.distributed import (
+    current_job,
+    launched_job,
+    next_attempt,
+    node_gpus,
+    node_store,
+)
 from joulecast.errors import InputError, JoulecastError
 from joulecast.forecast import AUTO, DEFAULT_WINDOW, LiveForecaster, Method
 from joulecast.inputs import REPLAY_GPUS_ENV, RUN_ENV, STORE_ENV
@@ -113,7 +119,7 @@ class MeasuredCommand:
                 ``replay_gpus`` trace cannot be replayed (no run is opened).
         """
         # Sensors before the store: a trace that cannot be replayed leaves no store file behind.
-        job = current_job(uid=self.run_uid)
+        job = launched_job(current_job(uid=self.run_uid), self.argv)
         sensors = self.sensors
         if sensors is None:
             visible, order = node_gpus(job)

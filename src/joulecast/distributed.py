@@ -19,12 +19,13 @@ ranks (``torch.multiprocessing.spawn``: one machine, so local rank = rank).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 import re
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,6 +43,7 @@ __all__ = [
     "current_job",
     "node_device",
     "node_gpus",
+    "launched_job",
     "next_attempt",
     "node_store",
     "shard_folder",
@@ -258,6 +260,48 @@ def current_job(
         node=node_name,
         launcher=launcher,
         uid_given=given,
+    )
+
+
+def launched_job(job: Job, argv: Sequence[str]) -> Job:
+    """``job`` of a process that wraps ``argv`` (``joulecast measure -- torchrun ...``), with the
+    node's rank and the job's nodes that torchrun's ``--node-rank`` and ``--nnodes`` give,
+    where neither the environment nor ``$JOULECAST_NODE_RANK`` did."""
+    if job.launcher != "none" or NODE_RANK_ENV in os.environ or not _runs_torchrun(argv):
+        return job
+    options: dict[str, str] = {}
+    args = list(argv)
+    for i, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        if name in ("--nnodes", "--node-rank", "--node_rank"):
+            given = value if eq else (args[i + 1] if i + 1 < len(args) else "")
+            options[name.replace("_", "-")] = given
+    low, _, high = options.get("--nnodes", "").partition(":")
+    nodes_text = low if not high or high == low else ""
+    rank_text = options.get("--node-rank", "")
+    if not (nodes_text.isascii() and nodes_text.isdigit()):
+        return job
+    nodes = int(nodes_text)
+    node_rank = int(rank_text) if rank_text.isascii() and rank_text.isdigit() else None
+    if node_rank is None:
+        if nodes > 1:
+            log.warning(
+                "torchrun assigns this node its rank itself: set %s to name this node's run",
+                NODE_RANK_ENV,
+            )
+        return replace(job, nodes=max(nodes, 1))
+    return replace(job, node_rank=node_rank, nodes=max(nodes, node_rank + 1, 1))
+
+
+def _runs_torchrun(argv: Sequence[str]) -> bool:
+    """Whether ``argv`` starts torchrun (``torchrun`` or ``python -m torch.distributed.run``)."""
+    head = list(argv[:3])
+    return bool(head) and (
+        os.path.basename(head[0]) == "torchrun"
+        or any(
+            a == "-m" and b in ("torch.distributed.run", "torch.distributed.launch")
+            for a, b in itertools.pairwise(head)
+        )
     )
 
 

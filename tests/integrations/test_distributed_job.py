@@ -227,7 +227,7 @@ def test_joulecast_measure_around_torchrun_on_each_node(tmp_path: Path) -> None:
     # The ranks joined their node's run: local rank 0 marks, the other is passive.
     for rank, kind in ((0, "Run"), (1, "PassiveRun"), (2, "Run"), (3, "PassiveRun")):
         assert f"rank {rank}: {kind} stop=False epochs={EPOCHS}" in lines
-    shards = [tmp_path / f"shards{node}" / f"wrapped.0.node{node}.db" for node in (0, 1)]
+    shards = [tmp_path / f"shards{node}" / f"wrapped.{node}.node{node}.db" for node in (0, 1)]
     with Store(tmp_path / "job.db") as target:
         _check_merged(target, shards, traces, job="wrapped")
 
