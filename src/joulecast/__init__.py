@@ -15,6 +15,7 @@ from joulecast._version import __version__
 if typing.TYPE_CHECKING:
     from joulecast import forecast
     from joulecast.command import MeasuredCommand, measure_command
+    from joulecast.distributed import Job, current_job
     from joulecast.energy import J_PER_KWH, RunSummary, j_to_kwh, summarize
     from joulecast.errors import (
         InputError,
@@ -24,12 +25,13 @@ if typing.TYPE_CHECKING:
         StoreError,
     )
     from joulecast.forecast import EnergyBudget, Forecast, LiveForecaster, forecast_energy
+    from joulecast.jobs import merge_jobs
     from joulecast.monitor import Monitor
     from joulecast.offline.catalogue import lookup as lookup_gpu
     from joulecast.offline.estimate import estimate_training as estimate
     from joulecast.offline.models import OfflineEstimator
-    from joulecast.records import Gap, Phase, PhaseKind, Reading, RunStatus
-    from joulecast.run import Run, measure
+    from joulecast.records import EnergyOrigin, Gap, Phase, PhaseKind, Reading, RunStatus
+    from joulecast.run import PassiveRun, Run, measure
     from joulecast.sensors import Sensor, SensorReport, detect, detect_sensors
     from joulecast.store import Store, open_store
     from joulecast.traces import export_run, import_nvidia_smi, import_trace, read_trace
@@ -41,15 +43,18 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 # pays for pandas, and offline estimation's scikit-learn is loaded only when asked for.
 _LAZY: dict[str, tuple[str, str | None]] = {
     "EnergyBudget": ("joulecast.forecast", "EnergyBudget"),
+    "EnergyOrigin": ("joulecast.records", "EnergyOrigin"),
     "Forecast": ("joulecast.forecast", "Forecast"),
     "Gap": ("joulecast.records", "Gap"),
     "InputError": ("joulecast.errors", "InputError"),
     "J_PER_KWH": ("joulecast.energy", "J_PER_KWH"),
+    "Job": ("joulecast.distributed", "Job"),
     "JoulecastError": ("joulecast.errors", "JoulecastError"),
     "LiveForecaster": ("joulecast.forecast", "LiveForecaster"),
     "MeasuredCommand": ("joulecast.command", "MeasuredCommand"),
     "Monitor": ("joulecast.monitor", "Monitor"),
     "OfflineEstimator": ("joulecast.offline.models", "OfflineEstimator"),
+    "PassiveRun": ("joulecast.run", "PassiveRun"),
     "Phase": ("joulecast.records", "Phase"),
     "PhaseKind": ("joulecast.records", "PhaseKind"),
     "Reading": ("joulecast.records", "Reading"),
@@ -62,6 +67,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "SensorUnavailable": ("joulecast.errors", "SensorUnavailable"),
     "Store": ("joulecast.store", "Store"),
     "StoreError": ("joulecast.errors", "StoreError"),
+    "current_job": ("joulecast.distributed", "current_job"),
     "detect": ("joulecast.sensors", "detect"),
     "detect_sensors": ("joulecast.sensors", "detect_sensors"),
     "estimate": ("joulecast.offline.estimate", "estimate_training"),
@@ -75,6 +81,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "lookup_gpu": ("joulecast.offline.catalogue", "lookup"),
     "measure": ("joulecast.run", "measure"),
     "measure_command": ("joulecast.command", "measure_command"),
+    "merge_jobs": ("joulecast.jobs", "merge_jobs"),
     "open_store": ("joulecast.store", "open_store"),
     "read_trace": ("joulecast.traces", "read_trace"),
     "summarize": ("joulecast.energy", "summarize"),
@@ -100,15 +107,18 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "EnergyBudget",
+    "EnergyOrigin",
     "Forecast",
     "Gap",
     "InputError",
     "J_PER_KWH",
+    "Job",
     "JoulecastError",
     "LiveForecaster",
     "MeasuredCommand",
     "Monitor",
     "OfflineEstimator",
+    "PassiveRun",
     "Phase",
     "PhaseKind",
     "Reading",
@@ -122,6 +132,7 @@ __all__ = [
     "Store",
     "StoreError",
     "__version__",
+    "current_job",
     "detect",
     "detect_sensors",
     "estimate",
@@ -134,6 +145,7 @@ __all__ = [
     "lookup_gpu",
     "measure",
     "measure_command",
+    "merge_jobs",
     "open_store",
     "read_trace",
     "summarize",
