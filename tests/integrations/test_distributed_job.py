@@ -134,6 +134,7 @@ def _check_merged(
         assert sum(1 for d in result.devices if d.startswith("ram:")) == 2, node
     merged = target.device_energy(result.run_id)
     gpu_j = sum(merged[d].energy_j for d in gpus)
+    print(f"merged GPU energy {gpu_j:.2f} J, traces' integral {expected_j:.2f} J")
     assert gpu_j == pytest.approx(expected_j, rel=0.005)
     epochs = target.phases(result.run_id, "epoch")
     assert list(epochs["index"]) == list(range(EPOCHS))
