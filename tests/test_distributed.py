@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from joulecast.distributed import Job, current_job, node_device, node_gpus, shard_folder
-from joulecast.errors import InputError
+from joulecast.errors import InputError, JoulecastWarning
 from joulecast.store import Store
 
 
@@ -285,10 +286,17 @@ def test_a_job_run_again_under_its_identity_is_its_next_attempt(tmp_path: Path) 
 
     job = Job(rank=0, world_size=4, node_rank=0, nodes=2, uid="fixed", node="n0")
     uids = []
-    for _ in range(3):  # e.g. a training block, then an evaluation block, in one script
-        with joulecast.measure(
-            "x", store=tmp_path / "s.db", shard_dir=tmp_path / "sh", job=job, sensors=[]
-        ) as run:
+    for attempt in range(3):  # e.g. a training block, then an evaluation block, in one script
+        with (
+            (
+                pytest.warns(JoulecastWarning, match=f"attempt {attempt + 1}")
+                if attempt
+                else contextlib.nullcontext()
+            ),
+            joulecast.measure(
+                "x", store=tmp_path / "s.db", shard_dir=tmp_path / "sh", job=job, sensors=[]
+            ) as run,
+        ):
             uids.append(run.store.run(run.run_id)["uid"])
             tags = run.store.run(run.run_id)["tags"]
     assert uids == ["fixed/node0", "fixed.2/node0", "fixed.3/node0"]
@@ -349,7 +357,10 @@ def test_an_odd_job_identity_is_refused_but_never_costs_the_ranks(
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with joulecast.measure("x", store=tmp_path / "s.db") as run:
+    with (
+        pytest.warns(JoulecastWarning, match="JOULECAST_RUN_UID ignored"),
+        joulecast.measure("x", store=tmp_path / "s.db") as run,
+    ):
         assert isinstance(run, PassiveRun)  # still one sampler per node
     proc = _cli(["measure", "--run-uid", "y" * 300, "--", sys.executable, "-c", "pass"], {})
     assert proc.returncode == 2 and "at most 200" in proc.stderr
@@ -382,5 +393,6 @@ def test_a_wrapper_reads_the_node_from_the_torchrun_it_launches(
     assert launched_job(wrapper, module).node_rank == 2
     # Elastic node counts and a rank torchrun assigns itself: nothing to read.
     assert launched_job(wrapper, ["torchrun", "--nnodes=1:4", "t.py"]) == wrapper
-    assert launched_job(wrapper, ["torchrun", "--nnodes=2", "t.py"]).node_rank == 0
+    with pytest.warns(JoulecastWarning, match="JOULECAST_NODE_RANK"):
+        assert launched_job(wrapper, ["torchrun", "--nnodes=2", "t.py"]).node_rank == 0
     assert launched_job(wrapper, ["python", "train.py", "--nnodes=2"]) == wrapper

@@ -20,6 +20,7 @@ if typing.TYPE_CHECKING:
     from joulecast.errors import (
         InputError,
         JoulecastError,
+        JoulecastWarning,
         SensorError,
         SensorUnavailable,
         StoreError,
@@ -50,6 +51,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "J_PER_KWH": ("joulecast.energy", "J_PER_KWH"),
     "Job": ("joulecast.distributed", "Job"),
     "JoulecastError": ("joulecast.errors", "JoulecastError"),
+    "JoulecastWarning": ("joulecast.errors", "JoulecastWarning"),
     "LiveForecaster": ("joulecast.forecast", "LiveForecaster"),
     "MeasuredCommand": ("joulecast.command", "MeasuredCommand"),
     "Monitor": ("joulecast.monitor", "Monitor"),
@@ -114,6 +116,7 @@ __all__ = [
     "J_PER_KWH",
     "Job",
     "JoulecastError",
+    "JoulecastWarning",
     "LiveForecaster",
     "MeasuredCommand",
     "Monitor",

@@ -14,12 +14,13 @@ import math
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from joulecast.energy import RunSummary, j_to_kwh, summarize
-from joulecast.errors import InputError, JoulecastError
+from joulecast.errors import InputError, JoulecastError, JoulecastWarning
 from joulecast.inputs import REPLAY_GPUS_ENV, RUN_UID_ENV, SHARD_DIR_ENV, key_values
 from joulecast.outputs import print_json as _print_json
 from joulecast.outputs import write_atomic
@@ -750,6 +751,24 @@ def register(verbs: Verbs) -> None:
     p.add_argument("--interval", type=_positive_interval, default=0.1)
 
 
+_PYTHON_SHOWWARNING = warnings.showwarning
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """joulecast's own warnings as one line, as its log's; others as Python shows them."""
+    if issubclass(category, JoulecastWarning):
+        print(f"joulecast: WARNING: {message}", file=sys.stderr)
+    else:
+        _PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``joulecast`` command."""
     parser = build_parser()
@@ -758,6 +777,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="joulecast: %(levelname)s: %(message)s",
     )
+    warnings.showwarning = _show_warning
     try:
         return int(args.fn(args))
     except JoulecastError as exc:

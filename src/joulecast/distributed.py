@@ -25,12 +25,13 @@ import os
 import re
 import socket
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from joulecast.errors import InputError
+from joulecast.errors import InputError, JoulecastWarning
 from joulecast.inputs import NODE_ENV, NODE_RANK_ENV, NODES_ENV, RUN_UID_ENV, SHARD_DIR_ENV
 
 if TYPE_CHECKING:
@@ -140,6 +141,12 @@ class Job:
         """What a rank that joins its node's run (under ``joulecast measure``) adds to its
         tags: its ranks, not the job's identity or node name, which the sampler chose."""
         return {k: v for k, v in self.tags().items() if k not in ("job", "job_node")}
+
+
+def warn(message: str) -> None:
+    """Warn the user (:class:`~joulecast.errors.JoulecastWarning`): shown by Python even where
+    logging is not set up, and by the CLI as one line."""
+    warnings.warn(message, JoulecastWarning, stacklevel=3)
 
 
 def _file_part(text: str, default: str) -> str:
@@ -285,9 +292,9 @@ def launched_job(job: Job, argv: Sequence[str]) -> Job:
     node_rank = int(rank_text) if rank_text.isascii() and rank_text.isdigit() else None
     if node_rank is None:
         if nodes > 1:
-            log.warning(
-                "torchrun assigns this node its rank itself: set %s to name this node's run",
-                NODE_RANK_ENV,
+            warn(
+                f"torchrun assigns this node its rank itself: set {NODE_RANK_ENV} to name"
+                " this node's run"
             )
         return replace(job, nodes=max(nodes, 1))
     return replace(job, node_rank=node_rank, nodes=max(nodes, node_rank + 1, 1))
@@ -332,11 +339,10 @@ def node_store(
     if not (job.multinode or (named and (job.distributed or job.uid_given))):
         return Path(store_path), None
     if job.uid is None:
-        log.warning(
-            "a job over %d nodes has no identity (set JOULECAST_RUN_UID or --run-uid, torchrun"
-            " --rdzv-id, or run under SLURM): each node's run stays its own, in %s",
-            job.nodes,
-            store_path,
+        warn(
+            f"a job over {job.nodes} nodes has no identity (set JOULECAST_RUN_UID or --run-uid,"
+            f" torchrun --rdzv-id, or run under SLURM): each node's run stays its own, in"
+            f" {store_path}"
         )
         return Path(store_path), None
     shards = shard_folder(store_path, folder)
@@ -359,12 +365,9 @@ def next_attempt(job: Job, store: Store) -> Job:
         attempt += 1
         candidate = replace(job, uid=f"{job.uid}.{attempt}")
     if attempt > 1:
-        log.warning(
-            "job %s already ran into %s: this is its attempt %d, job %s",
-            job.uid,
-            store.path,
-            attempt,
-            candidate.uid,
+        warn(
+            f"job {job.uid} already ran into {store.path}: this is its attempt {attempt},"
+            f" job {candidate.uid}"
         )
     return candidate
 

@@ -7,6 +7,8 @@
     ├── SensorError           a sensor could not be read (the monitor records a gap)
     │   └── SensorUnavailable a sensor cannot be used on this machine at all
     └── StoreError            the run store cannot be opened, read or written
+
+    JoulecastWarning          what a training's user must see even without logging set up
 """
 
 from __future__ import annotations
@@ -34,3 +36,8 @@ class SensorUnavailable(SensorError):
 
 class StoreError(JoulecastError):
     """The run store could not be opened, read or written."""
+
+
+class JoulecastWarning(UserWarning):
+    """Something a user must see even where logging is not set up (a training script): how a
+    distributed job's runs will be named and joined, an odd variable that was ignored."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from joulecast.distributed import Job, current_job, next_attempt, node_gpus, node_store
+from joulecast.distributed import Job, current_job, next_attempt, node_gpus, node_store, warn
 from joulecast.errors import JoulecastError
 from joulecast.forecast import (
     AUTO,
@@ -569,10 +569,10 @@ class measure(contextlib.ContextDecorator):
         except JoulecastError as exc:  # an odd variable must not stop the training
             try:  # the ranks still hold without the identity: one sampler per node stays
                 job = current_job({k: v for k, v in os.environ.items() if k != RUN_UID_ENV})
-                log.warning("%s; %s ignored", exc, RUN_UID_ENV)
+                warn(f"{exc}; {RUN_UID_ENV} ignored")
                 return job
             except JoulecastError:
-                log.warning("%s; measuring this process as a job of its own", exc)
+                warn(f"{exc}; measuring this process as a job of its own")
                 return Job()
 
     def _open_store(self, job: Job) -> tuple[Store, bool, str | None, Job]:
