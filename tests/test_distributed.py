@@ -350,6 +350,10 @@ def test_an_odd_job_identity_is_refused_but_never_costs_the_ranks(
         current_job({}, uid="x" * 201)
     with pytest.raises(InputError, match="printable"):
         current_job({"JOULECAST_RUN_UID": "a\nb"})
+    with pytest.raises(InputError, match="empty"):
+        current_job({}, uid=" ")
+    with pytest.raises(InputError, match="rank 5 of a job of 2"):
+        current_job({"RANK": "5", "LOCAL_RANK": "0", "WORLD_SIZE": "2"})
     long_name = Job(uid="u" * 200, node="n" * 300).shard_path(tmp_path).name
     assert len(long_name) < 200 and long_name.endswith(".db")
     assert Job(uid="u" * 200).shard_path(tmp_path) != Job(uid="u" * 199 + "v").shard_path(tmp_path)

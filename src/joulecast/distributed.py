@@ -239,6 +239,8 @@ def current_job(
     told_rank, told_nodes = _int(env, NODE_RANK_ENV), _int(env, NODES_ENV)
     node_rank = told_rank if told_rank is not None else node_rank
     nodes = told_nodes if told_nodes is not None else nodes
+    if uid is not None and not uid.strip():
+        raise InputError("run uid: expected text, got an empty one")
     job_uid = uid or env.get(RUN_UID_ENV) or None
     given = job_uid is not None
     if job_uid is None and env.get("SLURM_JOB_ID"):
@@ -257,6 +259,8 @@ def current_job(
             f"run uid {job_uid[:40]!r}: expected printable text of at most {MAX_UID_CHARS}"
             " characters"
         )
+    if rank >= world > 1:
+        raise InputError(f"rank {rank} of a job of {world} processes: expected a rank below it")
     return Job(
         rank=rank,
         local_rank=local_rank,
