@@ -299,8 +299,8 @@ def test_a_job_run_again_under_its_identity_is_its_next_attempt(tmp_path: Path) 
         ):
             uids.append(run.store.run(run.run_id)["uid"])
             tags = run.store.run(run.run_id)["tags"]
-    assert uids == ["fixed/node0", "fixed.2/node0", "fixed.3/node0"]
-    assert tags["job"] == "fixed.3"
+    assert uids == ["fixed/node0", "fixed@2/node0", "fixed@3/node0"]
+    assert tags["job"] == "fixed@3"
     for _ in range(2):
         proc = _cli(
             [
@@ -321,9 +321,9 @@ def test_a_job_run_again_under_its_identity_is_its_next_attempt(tmp_path: Path) 
             {"JOULECAST_NODE": "n0"},
         )
         assert proc.returncode == 0, proc.stderr
-    assert "attempt 2, job cli.2" in proc.stderr
+    assert "attempt 2, job cli@2" in proc.stderr
     proc = _cli(["collect", str(tmp_path / "cli"), "--store", str(tmp_path / "m.db"), "--json"], {})
-    assert sorted(r["job"] for r in json.loads(proc.stdout)) == ["cli", "cli.2"]
+    assert sorted(r["job"] for r in json.loads(proc.stdout)) == ["cli", "cli@2"]
 
 
 def test_a_passive_rank_reads_nothing_but_never_fails_a_summary_line() -> None:

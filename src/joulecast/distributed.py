@@ -55,6 +55,8 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 # torchrun's run id when none is given (--rdzv-id): shared by every job, so no identity.
 _NO_ID = "none"
 _MAX_RANK = 1 << 24
+#: Between a job's identity and its attempt's number (``exp@2``).
+ATTEMPT_MARK = "@"
 #: The longest job identity taken.
 MAX_UID_CHARS = 200
 # The longest part of a shard's file name taken from the job or the node (a name stays
@@ -360,14 +362,15 @@ def node_store(
 def next_attempt(job: Job, store: Store) -> Job:
     """``job``, or its next attempt where its node's run is already in ``store`` (the node's
     shard): a job run again under the same identity (a fixed ``--rdzv-id`` or
-    ``JOULECAST_RUN_UID``, a second ``measure()`` block in one script) becomes ``<uid>.2``,
-    ``<uid>.3``... Each node looks at its own shard, so the nodes agree."""
+    ``JOULECAST_RUN_UID``, a second ``measure()`` block in one script) becomes ``<uid>@2``,
+    ``<uid>@3``... Each node looks at its own shard, so the nodes agree where their shards
+    have the same history (the merge refuses node runs that do not overlap in time)."""
     if job.uid is None:
         return job
     attempt, candidate = 1, job
     while store.query("SELECT 1 FROM runs WHERE uid = ?", (candidate.node_run_uid(),)):
         attempt += 1
-        candidate = replace(job, uid=f"{job.uid}.{attempt}")
+        candidate = replace(job, uid=f"{job.uid}{ATTEMPT_MARK}{attempt}")
     if attempt > 1:
         warn(
             f"job {job.uid} already ran into {store.path}: this is its attempt {attempt},"

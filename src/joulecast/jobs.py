@@ -45,6 +45,8 @@ __all__ = ["JobMerge", "merge_jobs", "shard_files"]
 
 Outcome = Literal["merged", "updated", "unchanged", "running", "incomplete", "conflict"]
 _STAGE, _NODE = "joulecast_staged", "joulecast_node"
+# How far apart the nodes' clocks may be: the runs of one job overlap in time within it.
+_SKEW_S = 1.0
 # The tags that describe one node's run, not the job's.
 _NODE_TAGS = ("job_node", "job_node_rank", "job_rank")
 _WORST = (RunStatus.FAILED, RunStatus.INTERRUPTED, RunStatus.COMPLETED)
@@ -59,8 +61,8 @@ class JobMerge:
         outcome: ``merged`` (new), ``updated`` (written again: its shards changed),
             ``unchanged``, ``running`` (a node still runs: not merged now),
             ``incomplete`` (nodes' shards missing: not merged without ``partial``) or
-            ``conflict`` (a node's run found twice, e.g. two copies of the job's shards:
-            not merged).
+            ``conflict`` (a node's run found twice, e.g. two copies of the job's shards, or
+            node runs that do not overlap in time: not merged).
         run_id: the merged run in the target (None when not merged).
         nodes: the node runs found.
         nodes_expected: the nodes the job had.
@@ -243,6 +245,15 @@ def _merge_job(target: Store, job: str, nodes: list[_NodeRun], partial: bool) ->
             )
             return JobMerge(job, "conflict", None, len(nodes), expected, status="conflict")
         seen[key] = node.path
+    starts = [float(n.row["started_at"]) for n in nodes]
+    stops = [t + float(n.row["duration_s"] or 0.0) for t, n in zip(starts, nodes, strict=True)]
+    if max(starts) > min(stops) + _SKEW_S:
+        log.warning(
+            "job %s: its node runs do not overlap in time (a node's run of another attempt?):"
+            " not merged",
+            job,
+        )
+        return JobMerge(job, "conflict", None, len(nodes), expected, status="conflict")
     status = next(s for s in _WORST if s in statuses)
     signature = _signature(nodes)
     held = target.query("SELECT id, tags FROM runs WHERE uid = ?", (job,))
