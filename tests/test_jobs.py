@@ -135,6 +135,11 @@ def test_a_job_missing_a_node_waits_unless_partial(tmp_path: Path) -> None:
         (merged,) = merge_jobs(target, [shards], partial=True)
         assert merged.outcome == "merged"
         assert target.run(merged.run_id)["tags"]["job_nodes_found"] == "2"
+        # Two nodes' energy over the job's samples would be too low a J/sample: none is given.
+        summary = summarize(target, merged.run_id)
+        assert summary.samples_processed is None
+        assert summary.epochs["j_per_sample"].isna().all()
+        assert any("merged from 2 of the job's 3 nodes" in w for w in summary.warnings)
 
 
 def test_nodes_sharing_a_name_stay_apart(tmp_path: Path) -> None:
@@ -213,3 +218,18 @@ def test_a_node_found_twice_is_a_conflict_not_a_double_count(tmp_path: Path) -> 
         (result,) = merge_jobs(target, [tmp_path / "day1", tmp_path / "day2"])
         assert result.outcome == "conflict" and result.run_id is None
         assert len(target.runs()) == 0
+
+
+def test_node_runs_that_do_not_overlap_in_time_are_no_one_job(tmp_path: Path) -> None:
+    node_shard(tmp_path / "a", "n0", 0, rank=0)
+    node_shard(tmp_path / "b", "n1", 1, rank=1, delay_s=120.0)  # another attempt's node
+    with Store(tmp_path / "job.db") as target:
+        (result,) = merge_jobs(target, [tmp_path / "a", tmp_path / "b"])
+        assert result.outcome == "conflict"
+
+
+def test_a_node_run_says_it_holds_one_node(tmp_path: Path) -> None:
+    path = node_shard(tmp_path / "shards", "n1", 1, rank=1)
+    with Store(path) as shard:
+        summary = summarize(shard, 1)
+    assert any("one node's run of a job over 2 nodes" in w for w in summary.warnings)

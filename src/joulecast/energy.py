@@ -618,6 +618,17 @@ def summarize(store: Any, run_id: int) -> RunSummary:
     missed = row["quality"].get("missed_deadlines", 0)
     if missed:
         warnings.append(f"sampler missed {missed} deadline(s)")
+    tags = row["tags"]
+    if tags.get("job_nodes_found", tags.get("job_nodes")) != tags.get("job_nodes"):
+        warnings.append(
+            f"merged from {tags['job_nodes_found']} of the job's {tags['job_nodes']} nodes:"
+            " its energy is theirs only, and it has no J/sample"
+        )
+    elif "job_nodes" in tags and "job_shards" not in tags and tags["job_nodes"] != "1":
+        warnings.append(
+            f"one node's run of a job over {tags['job_nodes']} nodes: its energy is this"
+            " node's; 'joulecast collect' merges the job"
+        )
     return RunSummary(
         run_id=run_id,
         name=row["name"],

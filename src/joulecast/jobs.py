@@ -299,7 +299,9 @@ def _merge_job(target: Store, job: str, nodes: list[_NodeRun], partial: bool) ->
                 uid=job,
             )
             for node, name, offset in zip(nodes, names, offsets, strict=True):
-                _stage_node(stage, staged, node, name, offset, phases=node is leader)
+                # A job merged without all its nodes has only their energy: no J/sample.
+                whole = len(nodes) >= expected
+                _stage_node(stage, staged, node, name, offset, phases=node is leader, samples=whole)
             with stage.transaction() as w:
                 w.execute(
                     "UPDATE runs SET duration_s = ?, ended_at = started_at + ?, pid = NULL"
@@ -324,10 +326,18 @@ def _merge_job(target: Store, job: str, nodes: list[_NodeRun], partial: bool) ->
 
 
 def _stage_node(
-    stage: Store, staged: int, node: _NodeRun, name: str, offset: float, *, phases: bool
+    stage: Store,
+    staged: int,
+    node: _NodeRun,
+    name: str,
+    offset: float,
+    *,
+    phases: bool,
+    samples: bool,
 ) -> None:
     """Copy one node run into the staged run: samples, aggregates and gaps on the job's time
-    base with its devices named for the job; its phases too for the leader's."""
+    base with its devices named for the job; its phases too for the leader's (with the
+    job's samples processed unless ``samples`` is False)."""
     # Opened as a store while attached, so that its WAL is readable.
     with Store(node.path) as shard, stage.attached(node.path, _NODE):
         devices = {d: node_device(d, name) for d in shard.device_energy(node.run_id)}
@@ -350,8 +360,8 @@ def _stage_node(
                 w.execute(
                     "INSERT INTO main.phases (run_id, kind, idx, start_s, end_s, samples, metrics)"
                     # A node's run keeps the job's samples in its metrics (see _common.Session).
-                    " SELECT ?, kind, idx, start_s + ?, end_s + ?,"
-                    " COALESCE(samples, json_extract(metrics, '$.job_samples')), metrics"
+                    " SELECT ?, kind, idx, start_s + ?, end_s + ?, CASE WHEN ? THEN"
+                    " COALESCE(samples, json_extract(metrics, '$.job_samples')) END, metrics"
                     f" FROM {_NODE}.phases WHERE run_id = ?",
-                    (staged, offset, offset, node.run_id),
+                    (staged, offset, offset, int(samples), node.run_id),
                 )
