@@ -233,3 +233,43 @@ def test_a_node_run_says_it_holds_one_node(tmp_path: Path) -> None:
     with Store(path) as shard:
         summary = summarize(shard, 1)
     assert any("one node's run of a job over 2 nodes" in w for w in summary.warnings)
+
+
+def test_two_jobs_under_one_identity_are_a_conflict(tmp_path: Path) -> None:
+    # Two concurrent two-node jobs started with the same identity on four hosts.
+    for node, name in enumerate(("a", "b")):
+        node_shard(tmp_path / "shards", name, node, rank=2 * node)
+    for node, name in enumerate(("c", "d")):
+        node_shard(tmp_path / "shards", name, node, rank=2 * node, delay_s=0.5)
+    with Store(tmp_path / "job.db") as target:
+        (result,) = merge_jobs(target, [tmp_path / "shards"])
+        assert result.outcome == "conflict"
+
+
+def test_a_merged_job_of_another_time_is_never_replaced(tmp_path: Path) -> None:
+    node_shard(tmp_path / "day1", "n0", 0, rank=0)
+    node_shard(tmp_path / "day1", "n1", 1, rank=1)
+    node_shard(tmp_path / "day2", "n0", 0, rank=0, delay_s=86400.0, power_w=300.0)
+    node_shard(tmp_path / "day2", "n1", 1, rank=1, delay_s=86400.0, power_w=300.0)
+    with Store(tmp_path / "job.db") as target:
+        (first,) = merge_jobs(target, [tmp_path / "day1"])
+        energy_j = summarize(target, first.run_id).energy_j
+        (second,) = merge_jobs(target, [tmp_path / "day2"])
+        assert second.outcome == "conflict"
+        assert summarize(target, first.run_id).energy_j == energy_j
+
+
+def test_a_damaged_shard_fails_its_job_only(tmp_path: Path) -> None:
+    shards = tmp_path / "shards"
+    node_shard(shards, "n0", 0, rank=0, job="good")
+    node_shard(shards, "n1", 1, rank=1, job="good")
+    bad = node_shard(shards, "n0", 0, rank=0, job="bad", seconds=3000)
+    node_shard(shards, "n1", 1, rank=1, job="bad")
+    with open(bad, "r+b") as fh:  # pages of samples overwritten
+        fh.seek(200_000)
+        fh.write(b"\xff" * 200_000)
+    with Store(tmp_path / "job.db") as target:
+        results = {r.job: r.outcome for r in merge_jobs(target, [shards, shards / bad.name])}
+    assert results["good"] == "merged"
+    assert results["bad"] == "failed"
+    bad.unlink()  # damaged on purpose: not a store for the aggregate check that ends a test

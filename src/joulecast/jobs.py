@@ -26,7 +26,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
+import sqlite3
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -43,7 +45,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["JobMerge", "merge_jobs", "shard_files"]
 
-Outcome = Literal["merged", "updated", "unchanged", "running", "incomplete", "conflict"]
+Outcome = Literal["merged", "updated", "unchanged", "running", "incomplete", "conflict", "failed"]
 _STAGE, _NODE = "joulecast_staged", "joulecast_node"
 # How far apart the nodes' clocks may be: the runs of one job overlap in time within it.
 _SKEW_S = 1.0
@@ -61,8 +63,9 @@ class JobMerge:
         outcome: ``merged`` (new), ``updated`` (written again: its shards changed),
             ``unchanged``, ``running`` (a node still runs: not merged now),
             ``incomplete`` (nodes' shards missing: not merged without ``partial``) or
-            ``conflict`` (a node's run found twice, e.g. two copies of the job's shards, or
-            node runs that do not overlap in time: not merged).
+            ``conflict`` (a node rank found twice, more nodes than the job had, node runs
+            that do not overlap in time, or another run under this identity in the target:
+            not merged) or ``failed`` (a shard could not be read through: not merged).
         run_id: the merged run in the target (None when not merged).
         nodes: the node runs found.
         nodes_expected: the nodes the job had.
@@ -86,6 +89,7 @@ class _NodeRun:
     row: dict[str, Any]
     rows: int
     phases: int
+    energy_j: float
 
     @property
     def tags(self) -> dict[str, str]:
@@ -102,16 +106,18 @@ def shard_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     Raises:
         InputError: a path does not exist.
     """
-    out: list[Path] = []
+    out: dict[Path, Path] = {}  # each file once, however it is named
     for item in paths:
         path = Path(item)
         if path.is_dir():
-            out.extend(sorted(p for p in path.glob("*.db") if p.is_file()))
+            found = sorted(p for p in path.glob("*.db") if p.is_file())
         elif path.is_file():
-            out.append(path)
+            found = [path]
         else:
             raise InputError(f"{path}: no such shard file or folder")
-    return out
+        for file in found:
+            out.setdefault(file.resolve(), file)
+    return list(out.values())
 
 
 def merge_jobs(
@@ -134,12 +140,24 @@ def merge_jobs(
         try:  # looked at read-only first: nothing is written into a file that is no store
             if not check_store_file(path):
                 continue
-        except StoreError as exc:
-            log.warning("%s; passed over", exc)
+            runs = _node_runs(path)
+        except (StoreError, sqlite3.Error) as exc:
+            log.warning("%s: cannot be read (%s); passed over", path, exc)
             continue
-        for node in _node_runs(path):
+        for node in runs:
             found.setdefault(str(node.tags["job"]), []).append(node)
-    return [_merge_job(target, job, nodes, partial) for job, nodes in sorted(found.items())]
+    return [_merge_or_fail(target, job, nodes, partial) for job, nodes in sorted(found.items())]
+
+
+def _merge_or_fail(target: Store, job: str, nodes: list[_NodeRun], partial: bool) -> JobMerge:
+    """:func:`_merge_job`, or ``failed`` where a shard cannot be read through (a damaged
+    page): the other jobs are merged all the same, and nothing of this one is written."""
+    try:
+        return _merge_job(target, job, nodes, partial)
+    except (StoreError, sqlite3.Error) as exc:
+        log.warning("job %s: not merged: %s", job, exc)
+        expected = max(n.tag_int("job_nodes", 1) for n in nodes)
+        return JobMerge(job, "failed", None, len(nodes), expected, status="failed")
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -169,6 +187,7 @@ def _node_runs(path: Path) -> list[_NodeRun]:
                     run_id=int(row["id"]),
                     row=run,
                     rows=sum(s.rows for s in states.values()),
+                    energy_j=sum(s.energy_j for s in states.values() if not math.isnan(s.energy_j)),
                     phases=int(phases[0]["n"]),
                 )
             )
@@ -201,9 +220,49 @@ def _leader(nodes: list[_NodeRun]) -> _NodeRun:
     return min(nodes, key=lambda n: n.tag_int("job_node_rank", 1 << 30))
 
 
+def _conflict(nodes: list[_NodeRun], expected: int) -> str | None:
+    """Why ``nodes`` cannot be one job's node runs; None when they can."""
+    ranks: dict[int, Path] = {}
+    for node in nodes:
+        rank = node.tag_int("job_node_rank", -1)
+        if rank in ranks:
+            return (
+                f"node rank {rank} is in both {ranks[rank]} and {node.path} (two copies of the"
+                " job, or two jobs under one identity: collect each into a store of its own)"
+            )
+        ranks[rank] = node.path
+    if len(nodes) > expected:
+        return f"{len(nodes)} node runs for a job of {expected} nodes"
+    starts = [float(n.row["started_at"]) for n in nodes]
+    spans = [(t, float(n.row["duration_s"] or 0.0)) for t, n in zip(starts, nodes, strict=True)]
+    if not _overlap(spans):
+        return "its node runs do not overlap in time (a node's run of another attempt?)"
+    return None
+
+
+def _span(nodes: list[_NodeRun]) -> tuple[float, float]:
+    """(start, duration) of the node runs together."""
+    start = min(float(n.row["started_at"]) for n in nodes)
+    end = max(float(n.row["started_at"]) + float(n.row["duration_s"] or 0.0) for n in nodes)
+    return start, end - start
+
+
+def _overlap(spans: list[tuple[float, float]]) -> bool:
+    """Whether every (start, duration) shares a moment with every other, within _SKEW_S."""
+    return max(t for t, _ in spans) <= min(t + d for t, d in spans) + _SKEW_S
+
+
 def _signature(nodes: list[_NodeRun]) -> str:
     state = sorted(
-        (str(n.row["uid"]), str(n.row["status"]), n.rows, n.phases, n.row["duration_s"])
+        (
+            str(n.row["uid"]),
+            str(n.row["status"]),
+            n.rows,
+            n.phases,
+            n.row["duration_s"],
+            n.row["started_at"],
+            round(n.energy_j, 6),
+        )
         for n in nodes
     )
     return hashlib.sha256(json.dumps(state, default=str).encode()).hexdigest()[:16]
@@ -230,33 +289,24 @@ def _merge_job(target: Store, job: str, nodes: list[_NodeRun], partial: bool) ->
             expected,
         )
         return JobMerge(job, "incomplete", None, len(nodes), expected)
-    seen: dict[tuple[int, str], Path] = {}
-    for node, name in zip(nodes, _names_as_tagged(nodes), strict=True):
-        key = (node.tag_int("job_node_rank", -1), name)
-        if key in seen:
-            log.warning(
-                "job %s: node %s (rank %d) is in both %s and %s: not merged (collect each"
-                " copy of the job into a store of its own)",
-                job,
-                name,
-                key[0],
-                seen[key],
-                node.path,
-            )
-            return JobMerge(job, "conflict", None, len(nodes), expected, status="conflict")
-        seen[key] = node.path
-    starts = [float(n.row["started_at"]) for n in nodes]
-    stops = [t + float(n.row["duration_s"] or 0.0) for t, n in zip(starts, nodes, strict=True)]
-    if max(starts) > min(stops) + _SKEW_S:
-        log.warning(
-            "job %s: its node runs do not overlap in time (a node's run of another attempt?):"
-            " not merged",
-            job,
-        )
+    clash = _conflict(nodes, expected)
+    if clash is not None:
+        log.warning("job %s: %s: not merged", job, clash)
         return JobMerge(job, "conflict", None, len(nodes), expected, status="conflict")
     status = next(s for s in _WORST if s in statuses)
     signature = _signature(nodes)
-    held = target.query("SELECT id, tags FROM runs WHERE uid = ?", (job,))
+    held = target.query("SELECT id, tags, started_at, duration_s FROM runs WHERE uid = ?", (job,))
+    if held and not _overlap(
+        [(float(held[0]["started_at"]), float(held[0]["duration_s"] or 0.0)), _span(nodes)]
+    ):
+        log.warning(
+            "job %s: run %d in %s is another run under this identity (another time): not"
+            " merged (collect into another store)",
+            job,
+            int(held[0]["id"]),
+            target.path,
+        )
+        return JobMerge(job, "conflict", None, len(nodes), expected, status="conflict")
     if held and json.loads(held[0]["tags"] or "{}").get("job_shards") == signature:
         run_id = int(held[0]["id"])
         devices = sorted(target.device_energy(run_id))

@@ -315,7 +315,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         "merged": len(result.merged),
         "skipped": result.skipped,
         "jobs_merged": sum(m.outcome in ("merged", "updated") for m in merges),
-        "jobs_left": sum(m.outcome in ("running", "incomplete") for m in merges),
+        "jobs_left": sum(m.outcome not in ("merged", "updated", "unchanged") for m in merges),
         "recorded": recorded,
     }
     if args.json:

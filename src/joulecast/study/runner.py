@@ -589,6 +589,8 @@ class Runner:
                 f"a node's run in {folder} still looks running: not merged "
                 "(joulecast study collect merges it once it has ended)"
             )
+        if mine.outcome in ("conflict", "failed"):
+            return f"the node shards in {folder} could not be merged ({mine.outcome}; see the log)"
         if mine.outcome == "incomplete":
             missing = _missing_nodes(folder, uid, nodes)
             merge_jobs(store, [folder], partial=True)
