@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from joulecast.distributed import Job, current_job, node_device, node_gpus, shard_folder
@@ -195,8 +196,6 @@ def test_a_node_without_a_launcher_is_told_its_rank() -> None:
 def test_a_slurm_node_sampler_reads_every_gpu_of_its_tasks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pandas as pd
-
     import joulecast
 
     trace = tmp_path / "gpus.csv"
@@ -400,3 +399,25 @@ def test_a_wrapper_reads_the_node_from_the_torchrun_it_launches(
     with pytest.warns(JoulecastWarning, match="JOULECAST_NODE_RANK"):
         assert launched_job(wrapper, ["torchrun", "--nnodes=2", "t.py"]).node_rank == 0
     assert launched_job(wrapper, ["python", "train.py", "--nnodes=2"]) == wrapper
+
+
+def test_no_j_per_sample_mixes_one_process_or_node_with_the_job(tmp_path: Path) -> None:
+    import joulecast
+    from joulecast.integrations._common import Session
+    from joulecast.records import PhaseKind
+
+    job = Job(rank=0, world_size=4, node_rank=0, nodes=2, uid="mix", node="n0")
+    with joulecast.measure(
+        "x", store=tmp_path / "s.db", shard_dir=tmp_path / "sh", job=job, sensors=[]
+    ) as run:
+        session = Session(run=run)
+        session.start()
+        session.begin(PhaseKind.EPOCH, 0)
+        session.begin(PhaseKind.STEP, 0)
+        session.end(PhaseKind.STEP, 0, samples=8)  # the global batch, one node's energy
+        session.end(PhaseKind.EPOCH, 0, samples=24, together=False)  # left by a break
+    phases = run.store.phases(run.run_id)
+    step = phases[phases["kind"] == "step"].iloc[0]
+    epoch = phases[phases["kind"] == "epoch"].iloc[0]
+    assert pd.isna(step["samples"]) and step["metrics"]["job_samples"] == 32
+    assert pd.isna(epoch["samples"]) and epoch["metrics"]["rank_samples"] == 24

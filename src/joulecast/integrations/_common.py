@@ -167,6 +167,17 @@ def job_sum(values: Sequence[float]) -> list[float] | None:
         return None
 
 
+def _job_samples(run: Run, samples: int | None, metrics: dict[str, Any]) -> int | None:
+    """The samples a phase of ``run`` stores for the job's ``samples``: all of them, except in
+    a node's run of a multi-node job, which holds one node's energy: there they wait in
+    ``metrics["job_samples"]`` for the merge (``joulecast collect``), so that no J/sample mixes
+    one node's energy with the job's samples."""
+    if run.job.multinode and samples is not None:
+        metrics["job_samples"] = samples
+        return None
+    return samples
+
+
 class Session:
     """One training measured by an integration: the run, who owns it, the open epoch.
 
@@ -297,22 +308,23 @@ class Session:
         """
         assert self.run is not None
         run = self.run
+        stored = dict(metrics or {})
         if kind is not PhaseKind.EPOCH:
             if samples is not None and run.job.distributed:
                 samples *= run.job.world_size
-            run.end(kind, index, samples=samples, metrics=dict(metrics or {}), sync=self.sync)
+                samples = _job_samples(run, samples, stored)
+            run.end(kind, index, samples=samples, metrics=stored, sync=self.sync)
             self.open_step = None
             return
         summed = None
         if run.job.distributed and together:
             summed = job_sum([samples or 0, samples is not None, run.forecasting])
-        stored = dict(metrics or {})
         if summed is not None:
-            samples = int(summed[0]) if summed[1] else None
-            if run.job.multinode and samples is not None:
-                # A node's run holds one node's energy: the job's samples wait in its metrics
-                # for the merge (joulecast collect), so no J/sample mixes the two.
-                stored["job_samples"], samples = samples, None
+            samples = _job_samples(run, int(summed[0]) if summed[1] else None, stored)
+        elif run.job.distributed and samples is not None:
+            # Ended on this process alone (an exception, a break): its own count is not the
+            # job's, so no J/sample is made of it.
+            stored["rank_samples"], samples = samples, None
         phase = run.end(
             kind,
             index,
