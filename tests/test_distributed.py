@@ -349,6 +349,8 @@ def test_an_odd_job_identity_is_refused_but_never_costs_the_ranks(
         current_job({}, uid="x" * 201)
     with pytest.raises(InputError, match="printable"):
         current_job({"JOULECAST_RUN_UID": "a\nb"})
+    with pytest.raises(InputError, match="kept for a job's attempts"):
+        current_job({}, uid="exp@2")
     with pytest.raises(InputError, match="empty"):
         current_job({}, uid=" ")
     with pytest.raises(InputError, match="rank 5 of a job of 2"):
@@ -395,7 +397,15 @@ def test_a_wrapper_reads_the_node_from_the_torchrun_it_launches(
     module = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "3", "--node_rank=2"]
     assert launched_job(wrapper, module).node_rank == 2
     # Elastic node counts and a rank torchrun assigns itself: nothing to read.
-    assert launched_job(wrapper, ["torchrun", "--nnodes=1:4", "t.py"]) == wrapper
+    with pytest.warns(JoulecastWarning, match="elastic"):
+        assert launched_job(wrapper, ["torchrun", "--nnodes=1:4", "t.py"]) == wrapper
+    # The script's own options are not torchrun's; launchers before torchrun are skipped.
+    script = ["torchrun", "--nnodes", "2", "--node-rank=1", "train.py", "--node-rank", "0"]
+    assert launched_job(wrapper, script).node_rank == 1
+    uv = ["uv", "run", "torchrun", "--standalone", "--nnodes=2", "--node_rank", "1", "t.py"]
+    assert launched_job(wrapper, uv).node_rank == 1
+    unbuffered = ["python", "-u", "-m", "torch.distributed.run", "--nnodes=2", "--node-rank=1"]
+    assert launched_job(wrapper, unbuffered).node_rank == 1
     with pytest.warns(JoulecastWarning, match="JOULECAST_NODE_RANK"):
         assert launched_job(wrapper, ["torchrun", "--nnodes=2", "t.py"]).node_rank == 0
     assert launched_job(wrapper, ["python", "train.py", "--nnodes=2"]) == wrapper

@@ -19,7 +19,6 @@ ranks (``torch.multiprocessing.spawn``: one machine, so local rank = rank).
 from __future__ import annotations
 
 import hashlib
-import itertools
 import logging
 import os
 import re
@@ -148,7 +147,10 @@ class Job:
 def warn(message: str) -> None:
     """Warn the user (:class:`~joulecast.errors.JoulecastWarning`): shown by Python even where
     logging is not set up, and by the CLI as one line."""
-    warnings.warn(message, JoulecastWarning, stacklevel=3)
+    try:
+        warnings.warn(message, JoulecastWarning, stacklevel=3)
+    except Warning:  # warnings made errors (-W error) must not stop a training either
+        log.warning("%s", message)
 
 
 def _file_part(text: str, default: str) -> str:
@@ -256,6 +258,11 @@ def current_job(
         if elastic and elastic != _NO_ID:
             restart = env.get("TORCHELASTIC_RESTART_COUNT", "0")
             job_uid = f"torchrun-{elastic}" + (f".r{restart}" if restart not in ("", "0") else "")
+    if given and job_uid is not None and ATTEMPT_MARK in job_uid:
+        raise InputError(
+            f"run uid {job_uid[:40]!r}: {ATTEMPT_MARK!r} is kept for a job's attempts"
+            f" (<uid>{ATTEMPT_MARK}2, ...)"
+        )
     if job_uid is not None and not (job_uid.isprintable() and len(job_uid) <= MAX_UID_CHARS):
         raise InputError(
             f"run uid {job_uid[:40]!r}: expected printable text of at most {MAX_UID_CHARS}"
@@ -279,22 +286,31 @@ def current_job(
 def launched_job(job: Job, argv: Sequence[str]) -> Job:
     """``job`` of a process that wraps ``argv`` (``joulecast measure -- torchrun ...``), with the
     node's rank and the job's nodes that torchrun's ``--node-rank`` and ``--nnodes`` give,
-    where neither the environment nor ``$JOULECAST_NODE_RANK`` did."""
-    if job.launcher != "none" or NODE_RANK_ENV in os.environ or not _runs_torchrun(argv):
+    where neither the environment nor ``$JOULECAST_NODE_RANK`` did. Only torchrun's own
+    options are read (those before the training script)."""
+    start = _torchrun_at(argv)
+    if job.launcher != "none" or NODE_RANK_ENV in os.environ or start is None:
         return job
     options: dict[str, str] = {}
-    args = list(argv)
-    for i, arg in enumerate(args):
-        name, eq, value = arg.partition("=")
-        if name in ("--nnodes", "--node-rank", "--node_rank"):
-            given = value if eq else (args[i + 1] if i + 1 < len(args) else "")
-            options[name.replace("_", "-")] = given
+    args = list(argv[start:])
+    i = 0
+    while i < len(args) and args[i].startswith("-"):  # the first positional is the script
+        name, eq, value = args[i].partition("=")
+        takes_value = not eq and name not in _TORCHRUN_FLAGS
+        if name.replace("_", "-") in ("--nnodes", "--node-rank"):
+            options[name.replace("_", "-")] = value if eq else (args[i + 1 : i + 2] or [""])[0]
+        i += 2 if takes_value else 1
     low, _, high = options.get("--nnodes", "").partition(":")
-    nodes_text = low if not high or high == low else ""
     rank_text = options.get("--node-rank", "")
-    if not (nodes_text.isascii() and nodes_text.isdigit()):
+    if high and high != low:
+        warn(
+            f"torchrun --nnodes={low}:{high} is elastic: set {NODE_RANK_ENV} and {NODES_ENV} to"
+            " name this node's run"
+        )
         return job
-    nodes = int(nodes_text)
+    if not (low.isascii() and low.isdigit()):
+        return job
+    nodes = int(low)
     node_rank = int(rank_text) if rank_text.isascii() and rank_text.isdigit() else None
     if node_rank is None:
         if nodes > 1:
@@ -306,16 +322,25 @@ def launched_job(job: Job, argv: Sequence[str]) -> Job:
     return replace(job, node_rank=node_rank, nodes=max(nodes, node_rank + 1, 1))
 
 
-def _runs_torchrun(argv: Sequence[str]) -> bool:
-    """Whether ``argv`` starts torchrun (``torchrun`` or ``python -m torch.distributed.run``)."""
-    head = list(argv[:3])
-    return bool(head) and (
-        os.path.basename(head[0]) == "torchrun"
-        or any(
-            a == "-m" and b in ("torch.distributed.run", "torch.distributed.launch")
-            for a, b in itertools.pairwise(head)
-        )
-    )
+# torchrun's options that take no value.
+_TORCHRUN_FLAGS = frozenset(
+    {"--standalone", "--no-python", "--no_python", "--run-path", "--run_path", "-m", "--module"}
+)
+
+
+def _torchrun_at(argv: Sequence[str]) -> int | None:
+    """Where torchrun's own options begin in ``argv`` (``torchrun``, ``uv run torchrun``,
+    ``python [-u ...] -m torch.distributed.run``); None where it starts no torchrun."""
+    head = list(argv[:8])
+    for i, arg in enumerate(head):
+        if os.path.basename(arg) == "torchrun":
+            return i + 1
+        if arg == "-m" and i + 1 < len(head):
+            module = head[i + 1]
+            return (
+                i + 2 if module in ("torch.distributed.run", "torch.distributed.launch") else None
+            )
+    return None
 
 
 def shard_folder(
