@@ -191,6 +191,8 @@ def test_a_node_without_a_launcher_is_told_its_rank() -> None:
     assert job.multinode and job.samples_node and job.node_run_uid() == "j/node1"
     with pytest.raises(InputError, match="JOULECAST_NODES"):
         current_job({"JOULECAST_NODES": "two"})
+    with pytest.raises(InputError, match="below the node count"):
+        current_job({"JOULECAST_NODE_RANK": "5", "JOULECAST_NODES": "2"})
 
 
 def test_a_slurm_node_sampler_reads_every_gpu_of_its_tasks(

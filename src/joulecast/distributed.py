@@ -241,6 +241,11 @@ def current_job(
             local_rank = rank
     # Where no launcher tells the node (a simulated node, a launcher of one's own), these do.
     told_rank, told_nodes = _int(env, NODE_RANK_ENV), _int(env, NODES_ENV)
+    if told_rank is not None and told_nodes is not None and told_rank >= told_nodes:
+        raise InputError(
+            f"{NODE_RANK_ENV}={told_rank} with {NODES_ENV}={told_nodes}: expected a node rank"
+            " below the node count"
+        )
     node_rank = told_rank if told_rank is not None else node_rank
     nodes = told_nodes if told_nodes is not None else nodes
     if uid is not None and not uid.strip():
