@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from joulecast.cli import main
+from joulecast.records import RunStatus
 from joulecast.store import Store
 
 JOULECAST = [sys.executable, "-m", "joulecast"]
@@ -614,3 +615,21 @@ def test_doctor_reports_replayed_gpus(tmp_path, monkeypatch):
     by_name = {d["sensor"]: d for d in json.loads(cli("doctor", "--json", env=env).stdout)}
     assert not by_name["replay"]["found"] and "file not found" in by_name["replay"]["reason"]
     assert "nvml" in by_name and by_name["replay"]["fix"]
+
+
+def test_a_reader_that_stops_early_gets_one_line_not_a_traceback(tmp_path):
+    store = tmp_path / "many.db"
+    with Store(store) as s:
+        for i in range(3000):
+            s.create_run(name=f"run {i}", tags={"note": "x" * 100}, status=RunStatus.COMPLETED)
+    proc = subprocess.Popen(
+        [*JOULECAST, "runs", "--json", "--store", str(store)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout.read(10)  # then the reader goes away, as `| head -c 10` does
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 2
+    assert "Traceback" not in err and err.count("\n") == 1 and "output closed" in err
+

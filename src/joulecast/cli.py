@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -782,6 +783,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.fn(args))
     except JoulecastError as exc:
         print(f"joulecast: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader went away (`| head`): what is left unwritten goes nowhere, quietly,
+        # and so does Python's own flush of stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        print("joulecast: error: output closed before it was all written", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
