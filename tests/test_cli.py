@@ -633,3 +633,18 @@ def test_a_reader_that_stops_early_gets_one_line_not_a_traceback(tmp_path):
     assert proc.wait(timeout=120) == 2
     assert "Traceback" not in err and err.count("\n") == 1 and "output closed" in err
 
+
+def test_the_slurm_executor_without_slurm_is_one_line(tmp_path, monkeypatch):
+    import shutil
+
+    from joulecast.errors import InputError
+    from joulecast.study import runner
+
+    if shutil.which("srun"):
+        pytest.skip("srun is on PATH here")
+    monkeypatch.setattr(runner.Runner, "__init__", lambda self: None)
+    bare = runner.Runner()
+    bare.executor, bare.folder = "slurm", tmp_path
+    pytest.importorskip("submitit")
+    with pytest.raises(InputError, match="no srun on PATH"):
+        bare._executor()

@@ -28,6 +28,7 @@ import fcntl
 import logging
 import math
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -491,6 +492,11 @@ class Runner:
                 "the slurm executor needs submitit: pip install 'joulecast[slurm]'"
             ) from exc
         cluster = "local" if self.executor == "submitit-local" else "slurm"
+        if cluster == "slurm" and shutil.which("srun") is None:
+            raise InputError(
+                "--executor slurm: no srun on PATH (not on a SLURM cluster?); run the study"
+                " here with --executor local, or from a SLURM login node"
+            )
         executor = submitit.AutoExecutor(folder=self.folder / "submitit", cluster=cluster)
         slurm = dict(self.study.slurm)
         params: dict[str, Any] = {"name": f"joulecast-{_safe(self.study.name)}"}
