@@ -552,8 +552,7 @@ def test_measure_replays_a_process_substitution(tmp_path):
     store = tmp_path / "s.db"
     child = "import os; print(os.environ.get('JOULECAST_REPLAY_GPUS'))"
     line = " ".join(
-        shlex.quote(str(a))
-        for a in [*JOULECAST, "measure", "--store", store, "--replay-gpus"]
+        shlex.quote(str(a)) for a in [*JOULECAST, "measure", "--store", store, "--replay-gpus"]
     )
     line += f" <(cat {shlex.quote(str(trace))}) -- "
     line += " ".join(shlex.quote(a) for a in [sys.executable, "-c", child])
@@ -648,3 +647,40 @@ def test_the_slurm_executor_without_slurm_is_one_line(tmp_path, monkeypatch):
     pytest.importorskip("submitit")
     with pytest.raises(InputError, match="no srun on PATH"):
         bare._executor()
+
+
+@pytest.mark.parametrize(
+    "name", ["[/]", "[link=file:///etc/passwd]x", "\x1b[31mred\x1b[0m", "a[bold]b"]
+)
+def test_a_name_prints_as_written_and_never_drives_the_terminal(tmp_path, name):
+    store = str(tmp_path / "s.db")
+    code = "import sys; sys.exit(3)"
+    proc = subprocess.run(
+        [
+            *JOULECAST,
+            "measure",
+            "--store",
+            store,
+            "--no-gpu",
+            "--name",
+            name,
+            "--",
+            sys.executable,
+            "-c",
+            code,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 3, proc.stderr  # the child's exit code, whatever the name
+    assert "Traceback" not in proc.stderr and "\x1b" not in proc.stderr
+    listed = subprocess.run(
+        [*JOULECAST, "runs", "--store", store],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "300"},
+    )
+    assert listed.returncode == 0 and "\x1b" not in listed.stdout
+    assert name.replace("\x1b", "?") in listed.stdout

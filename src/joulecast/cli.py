@@ -26,7 +26,7 @@ from joulecast.inputs import REPLAY_GPUS_ENV, RUN_UID_ENV, SHARD_DIR_ENV, key_va
 from joulecast.outputs import print_json as _print_json
 from joulecast.outputs import write_atomic
 from joulecast.store import Store
-from joulecast.verbs import Verbs, console, store_of
+from joulecast.verbs import Verbs, console, shown, store_of
 
 log = logging.getLogger("joulecast")
 
@@ -47,15 +47,16 @@ def print_summary(summary: RunSummary, out: Any) -> None:
     elif summary.exit_code not in (None, 0):
         status += f" (exit {summary.exit_code})"
     out.print(
-        f"[bold]run {summary.run_id}[/bold] {summary.name or ''}  {status}  "
+        f"[bold]run {summary.run_id}[/bold] {shown(summary.name or '')}  {status}  "
         f"{summary.duration_s:,.1f} s"
     )
     if summary.tags.get("job_node_names"):  # merged from a distributed job's node shards
         names = summary.tags["job_node_names"].split(",")
         out.print(
-            f"job {summary.tags.get('job', '?')}: {len(names)} node(s) ({', '.join(names)}),"
-            " every node's devices, rank 0's epochs",
-            markup=False,
+            shown(
+                f"job {summary.tags.get('job', '?')}: {len(names)} node(s) ({', '.join(names)}),"
+                " every node's devices, rank 0's epochs"
+            )
         )
     table = Table(title="energy by device", title_justify="left")
     for col in ("device", "energy J", "kWh", "mean W", "how"):
@@ -63,7 +64,11 @@ def print_summary(summary: RunSummary, out: Any) -> None:
     for device, d in summary.devices.items():
         how = f"{d.origin.value} ({d.source}, {d.method})"
         table.add_row(
-            device, _fmt(d.energy_j), f"{j_to_kwh(d.energy_j):.6f}", _fmt(d.mean_power_w), how
+            shown(device),
+            _fmt(d.energy_j),
+            f"{j_to_kwh(d.energy_j):.6f}",
+            _fmt(d.mean_power_w),
+            shown(how),
         )
     replayed = any(d.replayed for d in summary.devices.values())
     table.add_row(
@@ -101,7 +106,7 @@ def print_summary(summary: RunSummary, out: Any) -> None:
         )
         out.print(
             f"test split: {summary.test['samples'] or '-'} samples, "
-            f"{_fmt(summary.test['energy_j'])} J; {scores}"
+            f"{_fmt(summary.test['energy_j'])} J; {shown(scores)}"
         )
     q = summary.quality
     if q.get("ticks"):
@@ -110,12 +115,12 @@ def print_summary(summary: RunSummary, out: Any) -> None:
             for d, v in summary.devices.items()
         )
         out.print(
-            f"sampling: asked {_fmt(1 / q['interval_s'])} Hz, stored {stored or 'nothing'}; "
+            f"sampling: asked {_fmt(1 / q['interval_s'])} Hz, stored {shown(stored or 'nothing')}; "
             f"{q['ticks']} ticks at {_fmt(q.get('achieved_hz'))} Hz, "
             f"{q.get('missed_deadlines', 0)} missed"
         )
     for warning in summary.warnings:
-        out.print(f"[yellow]warning:[/yellow] {warning}")
+        out.print(f"[yellow]warning:[/yellow] {shown(warning)}")
 
 
 # -- verbs ---------------------------------------------------------------------------------
@@ -177,13 +182,14 @@ def cmd_collect(args: argparse.Namespace) -> int:
         return 0
     out = console()
     if not results:
-        out.print(f"no distributed job's node runs in {', '.join(map(str, paths))}")
+        out.print(shown(f"no distributed job's node runs in {', '.join(map(str, paths))}"))
     for r in results:
         where = f"run {r.run_id}" if r.run_id is not None else "not merged"
         out.print(
-            f"job {r.job}: {r.outcome} ({where}; {r.nodes} of {r.nodes_expected} node(s),"
-            f" {len(r.devices)} device(s), {r.status or 'status unknown'})",
-            markup=False,
+            shown(
+                f"job {r.job}: {r.outcome} ({where}; {r.nodes} of {r.nodes_expected} node(s),"
+                f" {len(r.devices)} device(s), {r.status or 'status unknown'})"
+            )
         )
     return 0
 
@@ -204,14 +210,14 @@ def cmd_runs(args: argparse.Namespace) -> int:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["started_at"]))
         table.add_row(
             str(row["id"]),
-            str(row["name"] or ""),
-            row["status"],
-            row["origin"],
+            shown(row["name"] or ""),
+            shown(row["status"]),
+            shown(row["origin"]),
             started,
             _fmt(row["duration_s"]),
             str(row["epochs"]),
             _fmt(j_to_kwh(row["energy_j"]), 4),
-            " ".join(f"{k}={v}" for k, v in row["tags"].items()),
+            shown(" ".join(f"{k}={v}" for k, v in row["tags"].items())),
         )
     console().print(table)
     return 0
@@ -291,14 +297,15 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             kind = "measured" if r.measured else "modelled power / measured load"
             if r.name == "replay":
                 kind = "replayed from a recorded trace, not this machine's hardware"
-            out.print(f"[green]found[/green]   {r.name:<11} {', '.join(r.devices)}  ({kind})")
+            found = shown(f"{r.name:<11} {', '.join(r.devices)}  ({kind})")
+            out.print(f"[green]found[/green]   {found}")
             for device, info in details.get(r.name, {}).items():
                 facts = ", ".join(f"{k}={v}" for k, v in info.items() if v is not None)
-                out.print(f"            {device}: {facts}")
+                out.print(shown(f"            {device}: {facts}"))
         else:
-            out.print(f"[red]missing[/red] {r.name:<11} {r.reason}")
+            out.print(f"[red]missing[/red] {shown(f'{r.name:<11} {r.reason}')}")
             if r.fix:
-                out.print(f"            fix: {r.fix}")
+                out.print(f"            fix: {shown(r.fix)}")
     return 0
 
 

@@ -10,6 +10,7 @@ and prints (a rich table through :func:`console`, or JSON through
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -50,6 +51,18 @@ class Verbs:
         sub-verb chosen."""
         parser = self._subparsers.add_parser(name, help=help_text, description=help_text)
         return Verbs(parser.add_subparsers(dest=dest, required=True, metavar="VERB"))
+
+
+# C0 and C1 control characters and DEL: a terminal would act on them (escape sequences).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def shown(value: object) -> str:
+    """Text from a user (a name, a tag, a factor value, a path) as a console prints it:
+    control characters as ``?``, rich markup escaped so that it prints as written."""
+    from rich.markup import escape
+
+    return escape(_CONTROL.sub("?", str(value)))
 
 
 def console(stderr: bool = False) -> Any:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from joulecast.errors import InputError
 from joulecast.outputs import print_json
-from joulecast.verbs import Verbs, console, store_of
+from joulecast.verbs import Verbs, console, shown, store_of
 
 
 def _group_by(values: list[str]) -> list[str]:
@@ -37,9 +37,9 @@ def cmd_report(args: argparse.Namespace) -> int:
             write_html(report, output)
         written = write_tables(report, args.tables) if args.tables else []
     out = console()
-    out.print(f"report: {output} ({len(report.sections)} sections)")
+    out.print(shown(f"report: {output} ({len(report.sections)} sections)"))
     if written:
-        out.print(f"tables: {len(written)} CSV files in {args.tables}")
+        out.print(shown(f"tables: {len(written)} CSV files in {args.tables}"))
     return 0
 
 
@@ -55,11 +55,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if not data["runs"]:
         out.print("no runs to analyse")
         return 0
-    out.print(data["cleaning"])
+    out.print(shown(data["cleaning"]))
     for c in data["comparisons"]:
-        out.print(f"- {c['summary']}")
+        out.print(shown(f"- {c['summary']}"))
     for t in data["tradeoffs"][:10]:
-        out.print(f"- {t['text']}")
+        out.print(shown(f"- {t['text']}"))
     return 0
 
 

@@ -14,7 +14,7 @@ from joulecast.energy import J_PER_KWH
 from joulecast.errors import InputError
 from joulecast.inputs import parse_duration
 from joulecast.outputs import print_json, write_atomic
-from joulecast.verbs import Verbs, console, store_of
+from joulecast.verbs import Verbs, console, shown, store_of
 
 
 def _positive_number(text: str) -> float:
@@ -92,7 +92,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         return 0
     out = console()
     for note in result.notes:
-        out.print(f"[dim]{note}[/dim]")
+        out.print(f"[dim]{shown(note)}[/dim]")
     from rich.table import Table
 
     table = Table(title="estimated energy of the whole training (modelled, not measured)")
@@ -108,14 +108,14 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     out.print(table)
     for e in result.estimates:
         how = "; ".join(x for x in (e.basis, e.note) if x)
-        out.print(f"  {e.method}: {how}")
+        out.print(shown(f"  {e.method}: {how}"))
     if result.duration_estimated and result.duration_s is not None:
         out.print(
             f"duration: {result.duration_s / 3600:,.2f} h, from the offline models "
             "(give --duration for the power-based estimate)"
         )
     for warning in result.warnings:
-        out.print(f"[yellow]warning: {warning}: an extrapolation, trust it less[/yellow]")
+        out.print(f"[yellow]warning: {shown(warning)}: an extrapolation, trust it less[/yellow]")
     return 0
 
 
@@ -131,14 +131,14 @@ def _print_batch(rows: list[dict[str, Any]], out: Any) -> None:
             _num(r["avg_power_w"], 1),
             _num(r["epoch_energy_j"], 1e3),
             _num(r.get("energy_j"), 1e3),
-            r.get("energy_method", "-"),
+            shown(r.get("energy_method", "-")),
             _num(r.get("mlco2_j"), 1e3),
             _num(r.get("green_algorithms_j"), 1e3),
         )
     out.print(table)
     for r in rows:
         for warning in r["warnings"]:
-            out.print(f"[yellow]row {r['row']}: warning: {warning}[/yellow]")
+            out.print(f"[yellow]row {r['row']}: warning: {shown(warning)}[/yellow]")
 
 
 def _num(value: float | None, scale: float) -> str:
@@ -183,8 +183,8 @@ def cmd_fit_offline(args: argparse.Namespace) -> int:
         print_json({"model": str(output), **estimator.to_dict()["models"]})
         return 0
     out = console()
-    out.print(estimator.card())
-    out.print(f"saved: {output}")
+    out.print(shown(estimator.card()))
+    out.print(shown(f"saved: {output}"))
     return 0
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from joulecast.errors import InputError
 from joulecast.inputs import key_values
 from joulecast.outputs import print_json
-from joulecast.verbs import Handler, Verbs, console
+from joulecast.verbs import Handler, Verbs, console, shown
 
 
 def _store_path(args: argparse.Namespace) -> Path:
@@ -57,16 +57,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return 0
     out = console()
     out.print(
-        f"study {study.name}: {len(study.combinations)} combinations x {study.repetitions} "
-        f"repetitions = {len(planned)} runs ({data['remaining']} to do), order fixed by seed "
-        f"{study.seed}"
+        shown(
+            f"study {study.name}: {len(study.combinations)} combinations x {study.repetitions} "
+            f"repetitions = {len(planned)} runs ({data['remaining']} to do), order fixed by seed "
+            f"{study.seed}"
+        )
     )
     for note in expected["notes"]:
-        out.print(note)
+        out.print(shown(note))
     limit = len(planned) if args.all else min(len(planned), 20)
     for r in planned[:limit]:
         factors = " ".join(f"{k}={v}" for k, v in r.factors.items())
-        out.print(f"  {r.position + 1:4d}  {r.key}  seed {r.seed}  {factors}")
+        out.print(shown(f"  {r.position + 1:4d}  {r.key}  seed {r.seed}  {factors}"))
     if limit < len(planned):
         out.print(f"  ... {len(planned) - limit} more (--all to list them)")
     return 0
@@ -265,13 +267,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     out = console()
     out.print(
-        f"study {study.name}: {data['completed']} completed, {data['oom']} out of memory, "
+        f"study {shown(study.name)}: {data['completed']} completed, {data['oom']} out of memory, "
         f"{data['timeout']} timed out, {data['failed']} failed, {data['running']} running, "
         f"{data['remaining']} to do, of {data['planned']}"
     )
     for r in data["runs"]:
         if r["status"] not in ("completed", "planned"):
-            out.print(f"  {r['key']}: {r['status']} {r['error'] or ''}"[:300])
+            out.print(shown(f"  {r['key']}: {r['status']} {r['error'] or ''}"[:300]))
     return 0
 
 
