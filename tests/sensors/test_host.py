@@ -122,15 +122,39 @@ def test_ram_power_is_rss_gb_times_0375_and_labelled_modelled() -> None:
     assert got["process"].util_pct is None  # no interval yet
 
 
-def test_util_over_a_busy_child(tree: Tree) -> None:
+def stop(pid: int) -> None:
+    """Stop ``pid`` and wait until it is stopped (SIGSTOP is delivered asynchronously)."""
+    proc = psutil.Process(pid)
+    proc.suspend()
+    deadline = time.monotonic() + 30
+    while proc.status() != psutil.STATUS_STOPPED and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
+def busy_while_stopped(pid: int, cpu_s: float = 0.15, timeout_s: float = 120.0) -> float:
+    """Let the stopped busy process ``pid`` run until it has used ``cpu_s`` of CPU time, then
+    stop it again; the CPU seconds it used. However loaded the machine, the time it took does
+    not matter: the tests pass that CPU time as the wall time of a fake clock."""
+    proc = psutil.Process(pid)
+    start = sum(proc.cpu_times()[:2])
+    proc.resume()
+    deadline = time.monotonic() + timeout_s
+    while sum(proc.cpu_times()[:2]) - start < cpu_s and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop(pid)
+    return sum(proc.cpu_times()[:2]) - start
+
+
+def test_util_over_a_busy_child(tree: Tree, clock: FakeClock) -> None:
     child = tree.start(BUSY)
-    s = HostSensor(tree.pid, include_root=False, min_interval_s=0.0)
+    stop(child.pid)
+    s = HostSensor(tree.pid, include_root=False, min_interval_s=0.0, clock=clock)
     first = by_device(s.read())
     assert first["process"].util_pct is None
-    time.sleep(0.25)
+    clock.advance(busy_while_stopped(child.pid))  # as long as it was busy: one core's worth
     got = by_device(s.read())
     # one core busy = 100 %; the test process itself is not counted
-    assert 40.0 < got["process"].util_pct < 110.0  # type: ignore[operator]
+    assert got["process"].util_pct == pytest.approx(100.0, abs=5.0)
     child_rss = psutil.Process(child.pid).memory_info().rss
     assert got["process"].mem_used_mib == pytest.approx(child_rss / 2**20, rel=0.2)
     assert "cpu" not in got  # not modelled unless asked
@@ -144,16 +168,17 @@ def test_idle_child_is_near_zero(tree: Tree) -> None:
     assert by_device(s.read())["process"].util_pct < 10.0  # type: ignore[operator]
 
 
-def test_modelled_cpu_power_is_tdp_times_core_share(tree: Tree) -> None:
-    tree.start(BUSY)
+def test_modelled_cpu_power_is_tdp_times_core_share(tree: Tree, clock: FakeClock) -> None:
+    child = tree.start(BUSY)
+    stop(child.pid)
     s = HostSensor(tree.pid, include_root=False, model_cpu=True, tdp_w=120.0,
-                   min_interval_s=0.0)
+                   min_interval_s=0.0, clock=clock)
     assert s.devices() == ["process", "ram", "cpu"]
     assert "cpu" not in by_device(s.read())  # needs an interval
-    time.sleep(0.25)
+    clock.advance(busy_while_stopped(child.pid))
     got = by_device(s.read())
     cpu, util = got["cpu"], got["process"].util_pct
-    assert util is not None and util > 40.0
+    assert util == pytest.approx(100.0, abs=5.0)
     cores = psutil.cpu_count(logical=True)
     assert cpu.power_w == pytest.approx(120.0 * min(1.0, util / (100.0 * cores)))
     assert (cpu.measured, cpu.source, cpu.util_pct) == (False, "tdp-model", util)
