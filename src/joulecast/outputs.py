@@ -41,10 +41,12 @@ def write_atomic(path: Path, write: Callable[[str], object]) -> None:
     file, and the rename replaces a link at ``path`` instead of writing through it.
 
     Raises:
-        InputError: ``path``'s folder does not exist.
+        InputError: ``path``'s folder does not exist, or ``path`` is a folder.
     """
     if not path.parent.is_dir():
         raise InputError(f"{path}: folder {path.parent} does not exist")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; expected the name of the file to write")
     tmp = _new_file(path)
     try:
         write(str(tmp))

@@ -150,7 +150,9 @@ def execute(
     the end of its output.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "wb") as out:
+    with os.fdopen(
+        _open_no_link(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666), "wb"
+    ) as out:
         child = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
         )
@@ -254,11 +256,26 @@ def find_run(store: Store, study: str, key: str) -> int | None:
     return int(rows[0]["id"]) if rows else None
 
 
+def _open_no_link(path: Path, flags: int, mode: int) -> int:
+    """``os.open`` that refuses a symbolic link at ``path`` (in a shared folder, a link planted
+    there would make this process truncate or lock the file it points to).
+
+    Raises:
+        InputError: ``path`` is a symbolic link.
+    """
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError(f"{path}: is a symbolic link; not followed") from exc
+        raise
+
+
 @contextlib.contextmanager
 def study_lock(store_path: Path, name: str) -> Iterator[None]:
     """Hold the one-runner-per-study lock; InputError if another runner holds it."""
     lock_path = store_path.with_name(f"{store_path.name}.study-{_safe(name)}.lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_no_link(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
