@@ -399,3 +399,11 @@ def test_a_run_can_be_given_its_uid_once(tmp_path: Path) -> None:
         with pytest.raises(StoreError, match="job-7/node1"):
             store.create_run(name="again", uid="job-7/node1")
         assert len(store.runs()) == 1
+
+
+@pytest.mark.parametrize("ref", ["9" * 23, "9" * 5000, "²", "٣", "-1", "1e3"])
+def test_a_run_reference_that_is_no_id_is_named_in_one_line(tmp_path: Path, ref: str) -> None:
+    with Store(tmp_path / "s.db") as store:
+        store.create_run(name="a")
+        with pytest.raises(InputError, match="no run"):
+            store.resolve(ref)

@@ -716,14 +716,18 @@ class Store:
             if rows[0]["id"] is None:
                 raise InputError(f"{self.path}: the store has no runs")
             return int(rows[0]["id"])
-        if text.isdigit():
-            rows = self._query("SELECT id FROM runs WHERE id = ?", (int(text),))
+        if text.isascii() and text.isdigit():
+            # An id SQLite cannot hold is no run's id (and a name may not be all digits).
+            wide = len(text) > 18
+            rows = [] if wide else self._query("SELECT id FROM runs WHERE id = ?", (int(text),))
         else:
             rows = self._query(
                 "SELECT id FROM runs WHERE name = ? OR uid LIKE ? ORDER BY id", (text, text + "%")
             )
         if not rows:
-            raise InputError(f"{self.path}: no run {text!r} (expected an id, a name or 'last')")
+            raise InputError(
+                f"{self.path}: no run {text[:60]!r} (expected an id, a name or 'last')"
+            )
         if len(rows) > 1:
             ids = ", ".join(str(r["id"]) for r in rows)
             raise InputError(f"{self.path}: run {text!r} is ambiguous (ids {ids}); give an id")
