@@ -28,7 +28,6 @@ import fcntl
 import logging
 import math
 import os
-import shutil
 import signal
 import socket
 import sqlite3
@@ -509,12 +508,13 @@ class Runner:
                 "the slurm executor needs submitit: pip install 'joulecast[slurm]'"
             ) from exc
         cluster = "local" if self.executor == "submitit-local" else "slurm"
-        if cluster == "slurm" and shutil.which("srun") is None:
+        try:
+            executor = submitit.AutoExecutor(folder=self.folder / "submitit", cluster=cluster)
+        except RuntimeError as exc:  # submitit's "Could not detect srun"
             raise InputError(
-                "--executor slurm: no srun on PATH (not on a SLURM cluster?); run the study"
-                " here with --executor local, or from a SLURM login node"
-            )
-        executor = submitit.AutoExecutor(folder=self.folder / "submitit", cluster=cluster)
+                f"--executor {self.executor}: {exc} (no srun on PATH: not on a SLURM cluster?);"
+                " run the study here with --executor local, or from a SLURM login node"
+            ) from exc
         slurm = dict(self.study.slurm)
         params: dict[str, Any] = {"name": f"joulecast-{_safe(self.study.name)}"}
         if self.study.timeout_s:
