@@ -131,10 +131,12 @@ def stop(pid: int) -> None:
         time.sleep(0.001)
 
 
-def busy_while_stopped(pid: int, cpu_s: float = 0.15, timeout_s: float = 120.0) -> float:
+def busy_while_stopped(pid: int, cpu_s: float = 0.3, timeout_s: float = 120.0) -> float:
     """Let the stopped busy process ``pid`` run until it has used ``cpu_s`` of CPU time, then
     stop it again; the CPU seconds it used. However loaded the machine, the time it took does
-    not matter: the tests pass that CPU time as the wall time of a fake clock."""
+    not matter: the tests pass that CPU time as the wall time of a fake clock. (CPU times
+    count in clock ticks of 10 ms: the sensor's reading may differ from this one by a tick or
+    two, hence the tests' 10 % margin.)"""
     proc = psutil.Process(pid)
     start = sum(proc.cpu_times()[:2])
     proc.resume()
@@ -154,7 +156,7 @@ def test_util_over_a_busy_child(tree: Tree, clock: FakeClock) -> None:
     clock.advance(busy_while_stopped(child.pid))  # as long as it was busy: one core's worth
     got = by_device(s.read())
     # one core busy = 100 %; the test process itself is not counted
-    assert got["process"].util_pct == pytest.approx(100.0, abs=5.0)
+    assert got["process"].util_pct == pytest.approx(100.0, abs=10.0)
     child_rss = psutil.Process(child.pid).memory_info().rss
     assert got["process"].mem_used_mib == pytest.approx(child_rss / 2**20, rel=0.2)
     assert "cpu" not in got  # not modelled unless asked
@@ -178,7 +180,7 @@ def test_modelled_cpu_power_is_tdp_times_core_share(tree: Tree, clock: FakeClock
     clock.advance(busy_while_stopped(child.pid))
     got = by_device(s.read())
     cpu, util = got["cpu"], got["process"].util_pct
-    assert util == pytest.approx(100.0, abs=5.0)
+    assert util == pytest.approx(100.0, abs=10.0)
     cores = psutil.cpu_count(logical=True)
     assert cpu.power_w == pytest.approx(120.0 * min(1.0, util / (100.0 * cores)))
     assert (cpu.measured, cpu.source, cpu.util_pct) == (False, "tdp-model", util)
