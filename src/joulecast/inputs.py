@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from joulecast.errors import InputError
 
@@ -38,24 +39,120 @@ NODE_ENV = "JOULECAST_NODE"
 NODE_RANK_ENV = "JOULECAST_NODE_RANK"
 NODES_ENV = "JOULECAST_NODES"
 
+#: The largest index, count or whole number joulecast reads (a signed 64-bit SQLite integer
+#: holds 18 digits; no GPU, epoch or repetition count comes near).
+MAX_WHOLE = 10**15
+#: The longest duration joulecast reads (a warm-up, cooldown, interval or planned run): 10 years.
+MAX_DURATION_S = 10 * 365.25 * 86400.0
+_WHOLE = re.compile(r"[+-]?[0-9]{1,18}")
+_DECIMAL = re.compile(
+    r"[+-]?(?:[0-9]{1,300}(?:\.[0-9]{0,300})?|\.[0-9]{1,300})(?:[eE][+-]?[0-9]{1,4})?"
+)
+
 _UNIT_S = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
-_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*([dhms])")
-_PLAIN = re.compile(r"\d+(?:\.\d+)?|\.\d+")
+_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*([dhms])", re.ASCII)
+_PLAIN = re.compile(r"\d+(?:\.\d+)?|\.\d+", re.ASCII)
 
 
-def parse_duration(text: str) -> float:
+def whole(value: object, what: str, *, lo: int = 0, hi: int = MAX_WHOLE) -> int:
+    """``value`` (an int, or text of ASCII digits with an optional sign) as an int in
+    [``lo``, ``hi``]; ``what`` names it in the error (the file and field, or the option).
+
+    Raises:
+        InputError: not such a number, or out of range.
+    """
+    expected = f"expected a whole number from {lo} to {hi}"
+    if isinstance(value, bool):
+        raise InputError(f"{what}: {quote(value)}: {expected}")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and _WHOLE.fullmatch(value.strip()):
+        number = int(value.strip())
+    else:
+        raise InputError(f"{what}: {quote(value)}: {expected}")
+    if not lo <= number <= hi:
+        raise InputError(f"{what}: {quote(value)}: {expected}")
+    return number
+
+
+def finite(
+    value: object, what: str, *, lo: float = -math.inf, hi: float = math.inf, above: bool = False
+) -> float:
+    """``value`` (an int, a float, or text of an ASCII decimal number) as a finite float in
+    [``lo``, ``hi``] (above ``lo`` with ``above``); ``what`` names it in the error.
+
+    Raises:
+        InputError: not such a number, not finite, or out of range.
+    """
+    expected = "expected a finite number" + _range(lo, hi, above)
+    number: float
+    if isinstance(value, bool):
+        raise InputError(f"{what}: {quote(value)}: {expected}")
+    if isinstance(value, (int, float)):
+        number = float(value) if isinstance(value, float) or abs(value) < 10**300 else math.inf
+    elif isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
+        number = float(value.strip())
+    else:
+        raise InputError(f"{what}: {quote(value)}: {expected}")
+    if not math.isfinite(number) or number < lo or number > hi or (above and number == lo):
+        raise InputError(f"{what}: {quote(value)}: {expected}")
+    return number
+
+
+def _range(lo: float, hi: float, above: bool) -> str:
+    low = f"above {lo:g}" if above else f"from {lo:g}"
+    if hi == math.inf:
+        return "" if lo == -math.inf else f" {low}"
+    return f" at most {hi:g}" if lo == -math.inf else f" {low} to {hi:g}"
+
+
+def whole_arg(lo: int = 0, hi: int = MAX_WHOLE) -> Callable[[str], int]:
+    """An argparse ``type`` reading a whole number in [``lo``, ``hi``] (see :func:`whole`)."""
+    return _as_arg(lambda text: whole(text, "value", lo=lo, hi=hi))
+
+
+def finite_arg(
+    lo: float = -math.inf, hi: float = math.inf, *, above: bool = False
+) -> Callable[[str], float]:
+    """An argparse ``type`` reading a finite number in [``lo``, ``hi``] (see :func:`finite`)."""
+    return _as_arg(lambda text: finite(text, "value", lo=lo, hi=hi, above=above))
+
+
+def _as_arg(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    import argparse
+
+    def parse_arg(text: str) -> Any:
+        try:
+            return parse(text)
+        except InputError as exc:
+            # argparse names the option; the message keeps the value and what was expected.
+            raise argparse.ArgumentTypeError(str(exc).removeprefix("value: ")) from None
+
+    return parse_arg
+
+
+def parse_duration(text: str, *, max_s: float = MAX_DURATION_S) -> float:
     """Seconds in a duration such as ``"2h"``, ``"90m"``, ``"1h30m"``, ``"45s"``, ``"1.5h"``.
 
     A plain number (``"3600"``) is seconds. Units ``d``, ``h``, ``m``, ``s`` (case-insensitive),
     each at most once and in that order; spaces between parts are allowed.
 
     Raises:
-        InputError: The text is not such a duration.
+        InputError: The text is not such a duration, or it is longer than ``max_s``.
     """
     if not isinstance(text, str):
-        raise InputError(f"duration {text!r}: expected a string such as '1h30m'")
+        raise InputError(f"duration {quote(text)}: expected a string such as '1h30m'")
+    seconds = _duration_s(text)
+    if not seconds <= max_s:
+        raise InputError(f"duration {quote(text)}: expected at most {max_s:.0f} s")
+    return seconds
+
+
+def _duration_s(text: str) -> float:
     cleaned = text.strip().lower()
     expected = "expected e.g. '2h', '90m', '1h30m', '45s', '1.5h' or seconds '3600'"
+    if len(cleaned) > 100:
+        raise InputError(f"duration {quote(text)}: {expected}")
     if _PLAIN.fullmatch(cleaned):
         return float(cleaned)
     parts = list(_PART.finditer(cleaned))
