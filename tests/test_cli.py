@@ -452,6 +452,30 @@ def test_bad_tag_and_interval(tmp_path, capsys):
     assert info.value.code == 2
 
 
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["forecast", "last", "--after", "-3"], "argument --after: '-3': expected a whole number"),
+        (["forecast", "last", "--after", "\u00b2"], "'\u00b2': expected a whole number from 1"),
+        (["forecast", "last", "--window", "--5"], "argument --window: expected one argument"),
+        (["stability", "--m", "2"], "argument --m: '2': expected a whole number from 3"),
+        (["flops", "vgg16", "--input-size", "100000"], "'100000': expected a whole number"),
+        (["forecast-eval", "--seed", "9" * 30], "argument --seed: '999"),
+        (["forecast-eval", "--stable-epoch", "9" * 5000], "argument --stable-epoch: '999"),
+        (["demo", "--interval", "nan"], "'nan': expected a finite number from 0.001 to 3600"),
+        (["measure", "--interval", "1e308", "--", "true"], "'1e308': expected a finite number"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_bad_arguments_are_one_line(argv, named, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert err.count("\n") == 1 and named in err and err.rstrip().endswith("-h)")
+    assert len(err) < 400
+
+
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path):
     proc = cli("demo", "--epochs", "2", "--store", tmp_path / "d.db")

@@ -22,11 +22,20 @@ from typing import Any
 
 from joulecast.energy import RunSummary, j_to_kwh, summarize
 from joulecast.errors import InputError, JoulecastError, JoulecastWarning
-from joulecast.inputs import REPLAY_GPUS_ENV, RUN_UID_ENV, SHARD_DIR_ENV, key_values
+from joulecast.inputs import (
+    MAX_EPOCHS,
+    MAX_INPUT_SIZE,
+    REPLAY_GPUS_ENV,
+    RUN_UID_ENV,
+    SHARD_DIR_ENV,
+    finite_arg,
+    key_values,
+    whole_arg,
+)
 from joulecast.outputs import print_json as _print_json
 from joulecast.outputs import write_atomic
 from joulecast.store import Store
-from joulecast.verbs import Verbs, console, shown, store_of
+from joulecast.verbs import Parser, Verbs, console, shown, store_of
 
 log = logging.getLogger("joulecast")
 
@@ -358,34 +367,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 # -- parser --------------------------------------------------------------------------------
 
 
-def _positive_interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not (math.isfinite(value) and value >= 0.001):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected at least 0.001 s")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of at least 1")
-    return int(text)
-
-
-def _count_arg(text: str) -> int:
-    if not (text.isascii() and text.isdigit()):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of at least 0")
-    return int(text)
+#: Sampling intervals a user may ask for, in seconds.
+_INTERVAL_ARG = finite_arg(0.001, 3600.0)
+#: Epoch counts and epoch numbers a user may give.
+_EPOCHS_ARG = whole_arg(1, MAX_EPOCHS)
+_EPOCH_ARG = whole_arg(0, MAX_EPOCHS)
+#: FLUSS's subsequence length and window, in points of the resampled series.
+_POINTS_MAX = 100_000
 
 
 def _stable_epoch_arg(text: str) -> int | str:
-    if text == "auto":
-        return text
-    if not (text.isascii() and text.isdigit()):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected an epoch number or 'auto'")
-    return int(text)
+    return text if text == "auto" else _EPOCH_ARG(text)
 
 
 def _write_csv(path: Path, frame: Any) -> None:
@@ -572,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``joulecast`` command."""
     from joulecast._version import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="joulecast", description="Measure, forecast and estimate the energy of DL training."
     )
     parser.add_argument("--version", action="version", version=f"joulecast {__version__}")
@@ -591,7 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
 def register(verbs: Verbs) -> None:
     """Add the measurement, run and forecasting verbs."""
     p = verbs.add("measure", cmd_measure, "run a command and measure its energy", json=False)
-    p.add_argument("--interval", type=_positive_interval, default=0.1, help="seconds (0.1)")
+    p.add_argument("--interval", type=_INTERVAL_ARG, default=0.1, help="seconds (0.1)")
     p.add_argument("--name", help="run name (default: the command)")
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
     gpu = p.add_mutually_exclusive_group()
@@ -605,7 +597,7 @@ def register(verbs: Verbs) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no summary at the end")
     p.add_argument(
         "--epochs",
-        type=_positive_int,
+        type=_EPOCHS_ARG,
         metavar="N",
         help="planned epochs: print a live forecast of the total energy as epochs end",
     )
@@ -615,7 +607,7 @@ def register(verbs: Verbs) -> None:
         default="epoch-energy",
         help="live forecast method (epoch-energy)",
     )
-    p.add_argument("--window", type=_positive_int, default=5, help="stable epochs averaged (5)")
+    p.add_argument("--window", type=_EPOCHS_ARG, default=5, help="stable epochs averaged (5)")
     p.add_argument(
         "--stable-epoch",
         type=_stable_epoch_arg,
@@ -685,8 +677,12 @@ def register(verbs: Verbs) -> None:
     p.add_argument(
         "arch", help="mobilenet_v2, nasnet_mobile, resnet50, xception, vgg16 or inception_v3"
     )
-    p.add_argument("--input-size", type=int, default=128, help="pixels (128)")
-    p.add_argument("--classes", type=int, default=10, help="outputs of the Dense head (10)")
+    p.add_argument(
+        "--input-size", type=whole_arg(1, MAX_INPUT_SIZE), default=128, help="pixels (128)"
+    )
+    p.add_argument(
+        "--classes", type=whole_arg(1, 100_000), default=10, help="outputs of the Dense head (10)"
+    )
 
     from joulecast.study.workloads.train import add_arguments
 
@@ -695,12 +691,12 @@ def register(verbs: Verbs) -> None:
 
     p = verbs.add("forecast", cmd_forecast, "forecast a run's total energy from its first epochs")
     p.add_argument("run", help="run id, name, or 'last'")
-    p.add_argument("--after", type=int, help="use only the first K epochs (default: all)")
+    p.add_argument("--after", type=_EPOCHS_ARG, help="use only the first K epochs (default: all)")
     p.add_argument(
         "--method", choices=["epoch-energy", "power", "first-epoch"], default="epoch-energy"
     )
-    p.add_argument("--total-epochs", type=int, help="planned epochs (default: the run's)")
-    p.add_argument("--window", type=int, default=5, help="stable epochs averaged (5)")
+    p.add_argument("--total-epochs", type=_EPOCHS_ARG, help="planned epochs (default: the run's)")
+    p.add_argument("--window", type=_EPOCHS_ARG, default=5, help="stable epochs averaged (5)")
     p.add_argument(
         "--stable-epoch",
         type=_stable_epoch_arg,
@@ -718,8 +714,12 @@ def register(verbs: Verbs) -> None:
     p.add_argument("runs", nargs="*", help="run ids, names, or 'last'")
     p.add_argument("--all", action="store_true", help="every completed run in the store")
     p.add_argument("--group-by", metavar="TAG", help="share stable by epoch per value of a tag")
-    p.add_argument("--m", type=int, default=10, help="subsequence length, points (10)")
-    p.add_argument("--L", type=int, default=10, help="FLUSS window, points (10)")
+    p.add_argument(
+        "--m", type=whole_arg(3, _POINTS_MAX), default=10, help="subsequence length, points (10)"
+    )
+    p.add_argument(
+        "--L", type=whole_arg(1, _POINTS_MAX), default=10, help="FLUSS window, points (10)"
+    )
     p.add_argument(
         "--normalize",
         action="store_true",
@@ -734,16 +734,18 @@ def register(verbs: Verbs) -> None:
     p = verbs.add("forecast-eval", cmd_forecast_eval, "forecast errors over finished runs")
     p.add_argument("runs", nargs="*", help="run ids or names")
     p.add_argument("--all", action="store_true", help="every completed run in the store")
-    p.add_argument("--max-window", type=_positive_int, default=20, help="sweep w = 1..N (20)")
+    p.add_argument("--max-window", type=_EPOCHS_ARG, default=20, help="sweep w = 1..N (20)")
     p.add_argument(
-        "--max-stable", type=_count_arg, default=20, help="sweep stabilizing epoch 0..N (20)"
+        "--max-stable", type=_EPOCH_ARG, default=20, help="sweep stabilizing epoch 0..N (20)"
     )
-    p.add_argument("--window", type=_positive_int, default=5, help="chosen window (5)")
-    p.add_argument("--stable-epoch", type=_count_arg, default=10, help="chosen stable epoch (10)")
+    p.add_argument("--window", type=_EPOCHS_ARG, default=5, help="chosen window (5)")
+    p.add_argument("--stable-epoch", type=_EPOCH_ARG, default=10, help="chosen stable epoch (10)")
     p.add_argument(
         "--random-start", action="store_true", help="start each window at a random stable epoch"
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of --random-start (0)")
+    p.add_argument(
+        "--seed", type=whole_arg(0, 2**32 - 1), default=0, help="seed of --random-start (0)"
+    )
     p.add_argument(
         "--duration",
         choices=["projected", "true"],
@@ -755,8 +757,8 @@ def register(verbs: Verbs) -> None:
     p.add_argument("--plot", metavar="PNG", help="save RMSE vs w and vs stable epoch (Fig. 10)")
 
     p = verbs.add("demo", cmd_demo, "measure a small CPU training end to end", json=False)
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--interval", type=_positive_interval, default=0.1)
+    p.add_argument("--epochs", type=_EPOCHS_ARG, default=3)
+    p.add_argument("--interval", type=_INTERVAL_ARG, default=0.1)
 
 
 _PYTHON_SHOWWARNING = warnings.showwarning

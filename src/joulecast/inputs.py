@@ -42,6 +42,11 @@ NODES_ENV = "JOULECAST_NODES"
 #: The largest index, count or whole number joulecast reads (a signed 64-bit SQLite integer
 #: holds 18 digits; no GPU, epoch or repetition count comes near).
 MAX_WHOLE = 10**15
+#: The most epochs a training, a forecast or a sweep may name.
+MAX_EPOCHS = 1_000_000
+#: The largest square input side, in pixels, of a built-in architecture (a forward pass at
+#: larger sides allocates gigabytes).
+MAX_INPUT_SIZE = 1024
 #: The longest duration joulecast reads (a warm-up, cooldown, interval or planned run): 10 years.
 MAX_DURATION_S = 10 * 365.25 * 86400.0
 _WHOLE = re.compile(r"[+-]?[0-9]{1,18}")

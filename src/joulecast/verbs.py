@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from joulecast.store import Store
 
@@ -21,10 +21,18 @@ Handler = Callable[[argparse.Namespace], int]
 STORE_HELP = "run store file (default: $JOULECAST_STORE or ./joulecast.db)"
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose error is one line naming the argument, the value and where to
+    read the usage (argparse's own prints the usage block first); exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {_CONTROL.sub('?', message)} (see {self.prog} -h)\n")
+
+
 class Verbs:
     """Adds verbs (subcommands) to one level of the ``joulecast`` parser."""
 
-    def __init__(self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    def __init__(self, subparsers: argparse._SubParsersAction[Parser]) -> None:
         self._subparsers = subparsers
 
     def add(

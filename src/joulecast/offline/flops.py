@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from joulecast.errors import InputError
+from joulecast.inputs import MAX_INPUT_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -170,12 +171,17 @@ def min_input_size(name: str) -> int:
     return ARCHITECTURES[name]
 
 
-def check_input_size(name: str, input_size: int) -> None:
-    """Raise :class:`InputError` when ``input_size`` is below the architecture's minimum."""
+def check_input_size(name: str, input_size: int, *, built: bool = True) -> None:
+    """Raise :class:`InputError` when ``input_size`` is below the architecture's minimum or,
+    where the model is ``built``, above :data:`~joulecast.inputs.MAX_INPUT_SIZE`."""
     minimum = min_input_size(name)
     if input_size < minimum:
         raise InputError(
             f"input size {input_size} is too small for {name}: expected at least {minimum}"
+        )
+    if built and input_size > MAX_INPUT_SIZE:
+        raise InputError(
+            f"input size {input_size} is too large for {name}: expected at most {MAX_INPUT_SIZE}"
         )
 
 
@@ -309,7 +315,7 @@ def known_gflops(name: str, height: int, width: int | None = None) -> tuple[floa
         InputError: unknown architecture, or an input below its minimum.
     """
     width = height if width is None else width
-    check_input_size(name, min(height, width))
+    check_input_size(name, min(height, width), built=False)
     rows = _gflops_table()[name]
     area = float(height * width)
     sizes = np.array([s * s for s, _ in rows], dtype=float)
