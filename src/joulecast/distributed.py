@@ -31,7 +31,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from joulecast.errors import InputError, JoulecastWarning
-from joulecast.inputs import NODE_ENV, NODE_RANK_ENV, NODES_ENV, RUN_UID_ENV, SHARD_DIR_ENV
+from joulecast.inputs import (
+    NODE_ENV,
+    NODE_RANK_ENV,
+    NODES_ENV,
+    RUN_UID_ENV,
+    SHARD_DIR_ENV,
+    whole,
+)
 
 if TYPE_CHECKING:
     from joulecast.store import Store
@@ -168,9 +175,7 @@ def _int(env: Mapping[str, str], *names: str) -> int | None:
     for name in names:
         text = env.get(name, "").strip()
         if text:
-            if text.isascii() and text.isdigit() and len(text) <= 8 and int(text) < _MAX_RANK:
-                return int(text)
-            raise InputError(f"{name}={text[:40]!r}: expected a whole number (a rank or count)")
+            return whole(text, name, hi=_MAX_RANK)
     return None
 
 

@@ -321,7 +321,8 @@ def test_cpu_tdp_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SensorUnavailable) as info:
         HostSensor(model_cpu=True)
     assert "JOULECAST_CPU_TDP_W" in info.value.fix
-    monkeypatch.setenv("JOULECAST_CPU_TDP_W", "-5")
-    with pytest.raises(SensorUnavailable, match="positive"):
-        cpu_tdp_w()
+    for text in ("-5", "0", "1e308", "inf", "nan", "\u0668\u0665"):
+        monkeypatch.setenv("JOULECAST_CPU_TDP_W", text)
+        with pytest.raises(SensorUnavailable, match="expected a finite number above 0 to 2000"):
+            cpu_tdp_w()
     assert HostSensor(model_cpu=False).devices() == ["process", "ram"]  # TDP not needed

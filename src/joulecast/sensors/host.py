@@ -19,14 +19,16 @@ from collections.abc import Callable
 
 import psutil
 
-from joulecast.errors import SensorError, SensorUnavailable
-from joulecast.inputs import CPU_TDP_ENV
+from joulecast.errors import InputError, SensorError, SensorUnavailable
+from joulecast.inputs import CPU_TDP_ENV, finite
 from joulecast.records import Reading
 
 log = logging.getLogger(__name__)
 
 RAM_W_PER_GB = 0.375
 DEFAULT_CPU_TDP_W = 85.0
+#: The largest CPU TDP a user may set (the largest server CPUs are about 500 W per socket).
+MAX_CPU_TDP_W = 2000.0
 _BYTES_PER_GB = 1e9
 _BYTES_PER_MIB = 2.0**20
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -37,14 +39,9 @@ def cpu_tdp_w() -> float:
     text = os.environ.get(CPU_TDP_ENV)
     if text:
         try:
-            value = float(text)
-        except ValueError:
-            raise SensorUnavailable(
-                f"{CPU_TDP_ENV}={text!r} is not a number", fix=f"set {CPU_TDP_ENV} to watts"
-            ) from None
-        if value <= 0:
-            raise SensorUnavailable(f"{CPU_TDP_ENV}={text!r} must be positive")
-        return value
+            return finite(text, CPU_TDP_ENV, lo=0.0, hi=MAX_CPU_TDP_W, above=True)
+        except InputError as exc:
+            raise SensorUnavailable(str(exc), fix=f"set {CPU_TDP_ENV} to watts") from None
     return DEFAULT_CPU_TDP_W
 
 
