@@ -50,6 +50,44 @@ def device_kind(device: str) -> str:
     return device.partition(":")[0]
 
 
+#: The largest ``t_s`` (either sign) of a reading or phase read from a file: a Unix time up to
+#: the year 2286, or centuries of run time, while a float still tells such times apart by µs.
+MAX_T_S = 1e10
+#: The largest GPU index (``gpu_index``, nvidia-smi's ``index``): far more GPUs than a node holds.
+MAX_GPU_INDEX = 1023
+#: Utilisation in % of one core, summed over a process's cores (up to 4096 of them).
+_CORES_PCT = 100.0 * 4096
+
+#: The physical range of each kind of device's power (W) and utilisation (%) readings, far
+#: above the largest device of the kind (GPU boards draw up to about 1.2 kW, CPU packages
+#: 500 W, a server's memory a few hundred W): a value beyond it is a wrong unit (mW for W) or
+#: a corrupt file, never a measurement. Kinds not named here (a process, a node) take "other".
+DEVICE_RANGES: dict[str, tuple[float, float]] = {
+    "gpu": (5_000.0, 100.0),
+    "cpu": (2_000.0, _CORES_PCT),
+    "dram": (1_000.0, 100.0),
+    "ram": (2_000.0, 100.0),
+    "other": (100_000.0, _CORES_PCT),
+}
+#: The range of each other sample column: counters from 0, memory up to 1 PiB, temperatures
+#: of working silicon.
+_COLUMN_RANGES: dict[str, tuple[float, float]] = {
+    "t_s": (-MAX_T_S, MAX_T_S),
+    "energy_j": (0.0, 1e18),
+    "mem_used_mib": (0.0, 2.0**30),
+    "temp_c": (-100.0, 250.0),
+}
+
+
+def reading_range(column: str, device: str) -> tuple[float, float]:
+    """The lowest and highest value of the sample column ``column`` (``t_s``, ``power_w``,
+    ``energy_j``, ``util_pct``, ``mem_used_mib`` or ``temp_c``) for ``device``."""
+    if column in _COLUMN_RANGES:
+        return _COLUMN_RANGES[column]
+    power_w, util_pct = DEVICE_RANGES.get(device_kind(device), DEVICE_RANGES["other"])
+    return 0.0, {"power_w": power_w, "util_pct": util_pct}[column]
+
+
 @dataclass(frozen=True, slots=True, init=False)
 class Reading:
     """One reading of one device at one instant.

@@ -1,0 +1,129 @@
+"""Hostile trace, phase and nvidia-smi files, each through the ``joulecast import`` command:
+exit 2, one line naming the file, line, column and value, and no run written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from joulecast.cli import main
+from joulecast.inputs import quote
+from joulecast.store import Store
+
+GOOD_POWER = "t_s,gpu_index,power_w\n0,0,100\n10,0,100\n"
+DIGITS_30 = "9" * 30
+DIGITS_5000 = "9" * 5000
+
+# (header, cell, column): a power.csv of one data line, ``cell`` in ``column``.
+BAD_POWER_CELLS = (
+    [
+        ("t_s,gpu_index,power_w", "0,{},100", "gpu_index", value)
+        for value in ("\u00b2", "--5", DIGITS_30, DIGITS_5000, "-1", "1024", "1.0", "\u0663", "0x1")
+    ]
+    + [
+        ("t_s,gpu_index,power_w", "0,0,{}", "power_w", value)
+        for value in ("1e308", "1e400", "inf", "nan", "-5", "5001", "1_000", "0x10", "1e3000")
+    ]
+    + [
+        ("t_s,device,power_w", "0,cpu:0,{}", "power_w", "2001"),
+        ("t_s,device,power_w", "0,ram,{}", "power_w", "2001"),
+        ("t_s,device,power_w", "0,node,{}", "power_w", "1e6"),
+        ("t_s,gpu_index,power_w", "{},0,100", "t_s", "1e300"),
+        ("t_s,gpu_index,power_w", "{},0,100", "t_s", "-1e11"),
+        ("t_s,gpu_index,power_w", "{},0,100", "t_s", "nan"),
+        ("t_s,gpu_index,power_w,util_pct", "0,0,100,{}", "util_pct", "101"),
+        ("t_s,gpu_index,power_w,util_pct", "0,0,100,{}", "util_pct", "-1"),
+        ("t_s,gpu_index,power_w,mem_used_mib", "0,0,100,{}", "mem_used_mib", "1e20"),
+        ("t_s,gpu_index,power_w,temp_c", "0,0,100,{}", "temp_c", "1000"),
+        ("t_s,gpu_index,power_w,energy_j", "0,0,100,{}", "energy_j", "-1"),
+        ("t_s,gpu_index,power_w,energy_j", "0,0,100,{}", "energy_j", "1e19"),
+    ]
+)
+
+BAD_PHASE_CELLS = [
+    ("index,start_s,end_s", "{},0,1", "index", value)
+    for value in ("\u00b2", "--5", DIGITS_30, DIGITS_5000, "1e3")
+] + [
+    ("index,start_s,end_s", "0,{},1", "start_s", "1e300"),
+    ("index,start_s,end_s", "0,0,{}", "end_s", "nan"),
+    ("index,start_s,end_s,samples", "0,0,1,{}", "samples", "-1"),
+    ("index,start_s,end_s,samples", "0,0,1,{}", "samples", DIGITS_30),
+]
+
+SMI_HEADER = "timestamp, index, power.draw [W]"
+SMI_FIRST = "2024/03/01 10:00:00.000, 0, 100 W"
+BAD_SMI_CELLS = [
+    (SMI_HEADER, "2024/03/01 10:00:00.000, {}, 100 W", "index", value)
+    for value in ("\u00b2", DIGITS_30, DIGITS_5000, "-1")
+] + [
+    (SMI_HEADER, "2024/03/01 10:00:00.000, 0, {} W", "power.draw", "1e308"),
+    (SMI_HEADER, "2024/03/01 10:00:00.000, 0, {} W", "power.draw", "nan"),
+]
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    """A store holding one good run."""
+    path = tmp_path / "s.db"
+    good = tmp_path / "good.csv"
+    good.write_text(GOOD_POWER)
+    assert main(["import", "trace", "--power", str(good), "--store", str(path)]) == 0
+    return path
+
+
+def refused(capsys: pytest.CaptureFixture[str], db: Path, argv: list[str]) -> str:
+    """The one line ``joulecast`` prints refusing ``argv`` (exit 2, no run written)."""
+    capsys.readouterr()
+    assert main([*argv, "--store", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("joulecast: error: ")
+    assert "Traceback" not in err
+    with Store(db) as store:
+        assert len(store.runs()) == 1
+    return err
+
+
+def test_bad_power_cells(capsys, tmp_path, db):
+    for header, line, column, value in BAD_POWER_CELLS:
+        path = tmp_path / "power.csv"
+        path.write_text(f"{header}\n{line.format(value)}\n")
+        err = refused(capsys, db, ["import", "trace", "--power", str(path)])
+        assert f"{path}: line 2: column {column!r}" in err, (value, err)
+        assert quote(value) in err, (value, err)
+
+
+def test_bad_phase_cells(capsys, tmp_path, db):
+    power = tmp_path / "power.csv"
+    power.write_text(GOOD_POWER)
+    for header, line, column, value in BAD_PHASE_CELLS:
+        path = tmp_path / "phases.csv"
+        path.write_text(f"{header}\n{line.format(value)}\n")
+        err = refused(capsys, db, ["import", "trace", "--power", str(power), "--phases", str(path)])
+        assert f"{path}: line 2: column {column!r}: {quote(value)}: expected" in err, err
+
+
+def test_bad_nvidia_smi_cells(capsys, tmp_path, db):
+    for header, line, column, value in BAD_SMI_CELLS:
+        path = tmp_path / "smi.csv"
+        path.write_text(f"{header}\n{SMI_FIRST}\n{line.format(value)}\n")
+        err = refused(capsys, db, ["import", "nvidia-smi", str(path)])
+        assert f"{path}: line 3: column {column!r}" in err, (value, err)
+        assert quote(value) in err, (value, err)
+
+
+def test_a_log_spanning_more_than_the_time_bound(capsys, tmp_path, db):
+    path = tmp_path / "smi.csv"
+    path.write_text(f"{SMI_HEADER}\n{SMI_FIRST}\n9999/03/01 10:00:00.000, 0, 100 W\n")
+    err = refused(capsys, db, ["import", "nvidia-smi", str(path)])
+    assert f"{path}: line 3: column 'timestamp': '9999/03/01 10:00:00.000' is " in err
+
+
+def test_values_at_the_bounds_import(tmp_path, db):
+    path = tmp_path / "power.csv"
+    path.write_text(
+        "t_s,device,power_w,util_pct,energy_j,temp_c\n"
+        "-1e10,gpu:0,0,0,0,-100\n1e10,gpu:0,5000,100,1e18,250\n"
+        "0,cpu:0,2000,409600,,\n1,cpu:0,0,,,\n"
+    )
+    assert main(["import", "trace", "--power", str(path), "--store", str(db)]) == 0
