@@ -3,6 +3,7 @@ exit 2, one line naming the file, line, column and value, and no run written."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,23 @@ def test_values_at_the_bounds_import(tmp_path, db):
         "0,cpu:0,2000,409600,,\n1,cpu:0,0,,,\n"
     )
     assert main(["import", "trace", "--power", str(path), "--store", str(db)]) == 0
+
+
+@pytest.mark.parametrize("tz", ["UTC", "America/New_York"])
+def test_a_log_from_year_1(capsys, monkeypatch, tmp_path, db, tz):
+    monkeypatch.setenv("TZ", tz)
+    time.tzset()
+    try:
+        path = tmp_path / "smi.csv"
+        path.write_text(f"{SMI_HEADER}\n0001/01/01 00:00:00.000, 0, 100 W\n")
+        err = refused(capsys, db, ["import", "nvidia-smi", str(path)])
+        assert f"{path}: line 2: '0001/01/01 00:00:00.000' is before 1970" in err
+        log = tmp_path / "log.csv"
+        log.write_text(f"{SMI_HEADER}\n{SMI_FIRST}\n2024/03/01 10:00:01.000, 0, 100 W\n")
+        phases = tmp_path / "phases.csv"
+        phases.write_text("index,start_time,end_time\n0,0001/01/01 00:00:00,2024/03/01 10:00:01\n")
+        err = refused(capsys, db, ["import", "nvidia-smi", str(log), "--phases", str(phases)])
+        assert f"{phases}: line 2: '0001/01/01 00:00:00' is before 1970" in err
+    finally:
+        monkeypatch.undo()
+        time.tzset()

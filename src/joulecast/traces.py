@@ -303,12 +303,23 @@ _SMI_COLUMNS = {
 _SMI_IDS = ("index", "uuid", "pci.bus_id")
 
 
+#: The earliest timestamp of a log: its first becomes the run's start as a Unix time, which
+#: 0001/01/01 moved by a local time zone (to year 0) cannot be.
+_EARLIEST = datetime(1970, 1, 1)
+
+
 def _timestamp(path: Path, line: int, text: str) -> datetime:
     for fmt in _TS_FORMATS:
         try:
-            return datetime.strptime(text, fmt)
+            ts = datetime.strptime(text, fmt)
         except ValueError:
             continue
+        if ts < _EARLIEST:
+            raise InputError(
+                f"{path}: line {line}: {text!r} is before 1970 (expected a timestamp from "
+                "1970/01/01 00:00:00 on)"
+            )
+        return ts
     raise InputError(
         f"{path}: line {line}: {text!r} is not a timestamp (expected YYYY/MM/DD HH:MM:SS.mmm)"
     )
