@@ -3,6 +3,10 @@ exit 2, one line naming the file, line, column and value, and no run written."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -148,3 +152,62 @@ def test_a_log_from_year_1(capsys, monkeypatch, tmp_path, db, tz):
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+@pytest.mark.parametrize("kind", ["trace", "phases", "nvidia-smi"])
+def test_a_line_past_the_cap_is_refused_before_it_is_read_whole(
+    capsys, monkeypatch, tmp_path, db, kind
+):
+    monkeypatch.setattr("joulecast.inputs.MAX_LINE_CHARS", 1000)
+    path = tmp_path / "long.csv"
+    with path.open("w") as fh:
+        header = {"trace": "t_s,gpu_index,power_w", "phases": "index,start_s,end_s"}
+        fh.write(header.get(kind, SMI_HEADER) + "\n")
+        fh.write("0," + "1" * 3_000_000 + "\n")
+    good = tmp_path / "power.csv"
+    good.write_text(GOOD_POWER)
+    argv = {
+        "trace": ["import", "trace", "--power", str(path)],
+        "phases": ["import", "trace", "--power", str(good), "--phases", str(path)],
+        "nvidia-smi": ["import", "nvidia-smi", str(path)],
+    }[kind]
+    err = refused(capsys, db, argv)
+    assert f"{path}: line 2: longer than the limit of 1000 characters" in err
+
+
+def test_dev_zero_is_refused_at_the_cap(tmp_path, db):
+    proc = subprocess.run(
+        [sys.executable, "-m", "joulecast", "import", "trace", "--power", "/dev/zero"],
+        env={**os.environ, "JOULECAST_STORE": str(db)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "joulecast: error: /dev/zero: line 1: longer than the limit of 1048576 characters "
+        "(1 MiB of ASCII)\n"
+    )
+    with Store(db) as store:
+        assert len(store.runs()) == 1
+
+
+def test_a_fifo_of_one_endless_line_is_refused_at_the_cap(capsys, monkeypatch, tmp_path, db):
+    monkeypatch.setattr("joulecast.inputs.MAX_LINE_CHARS", 1000)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+
+    def endless() -> None:
+        try:
+            with fifo.open("w") as fh:
+                while True:
+                    fh.write("1" * 4096)
+        except BrokenPipeError:
+            pass  # the reader stopped: what is expected
+
+    writer = threading.Thread(target=endless, daemon=True)
+    writer.start()
+    err = refused(capsys, db, ["import", "trace", "--power", str(fifo)])
+    assert f"{fifo}: line 1: longer than the limit of 1000 characters" in err
+    writer.join(timeout=10)
+    assert not writer.is_alive()

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from joulecast.errors import InputError
-from joulecast.inputs import MAX_WHOLE, finite, whole
+from joulecast.inputs import MAX_WHOLE, capped_lines, finite, whole
 from joulecast.outputs import write_atomic
 from joulecast.records import MAX_GPU_INDEX, MAX_T_S, Phase, PhaseKind, reading_range
 from joulecast.store import SAMPLE_CHUNK_ROWS, SAMPLE_COLUMNS, Store, sample_frame
@@ -40,7 +40,8 @@ _FALSE = {"0", "false", "no", "n", "f"}
 
 
 def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
-    """(line number, fields) for each non-blank line, header included."""
+    """(line number, fields) for each non-blank line, header included; lines are read up to
+    :data:`joulecast.inputs.MAX_LINE_CHARS` characters each."""
     try:
         fh = open(path, newline="", encoding="utf-8-sig")  # noqa: SIM115 - closed below
     except FileNotFoundError:
@@ -48,7 +49,7 @@ def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from exc
     with fh:
-        reader = csv.reader(fh, skipinitialspace=True, strict=True)
+        reader = csv.reader(capped_lines(fh, str(path)), skipinitialspace=True, strict=True)
         try:
             for fields in reader:
                 if fields and any(f.strip() for f in fields):
