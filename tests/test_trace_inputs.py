@@ -1,5 +1,6 @@
 """Hostile trace, phase and nvidia-smi files, each through the ``joulecast import`` command:
-exit 2, one line naming the file, line, column and value, and no run written."""
+exit 2, one line naming the file, line, column and value, and no run written; phases that
+reach past their trace clipped with a warning."""
 
 from __future__ import annotations
 
@@ -211,3 +212,82 @@ def test_a_fifo_of_one_endless_line_is_refused_at_the_cap(capsys, monkeypatch, t
     assert f"{fifo}: line 1: longer than the limit of 1000 characters" in err
     writer.join(timeout=10)
     assert not writer.is_alive()
+
+
+# -- phases against the trace and each other -------------------------------------------------
+
+TRACE_0_100 = "t_s,gpu_index,power_w\n" + "".join(f"{t},0,{100 + t % 2}\n" for t in range(101))
+
+
+def import_with_phases(tmp_path: Path, db: Path, phases: str) -> tuple[int, Path]:
+    power, path = tmp_path / "power.csv", tmp_path / "phases.csv"
+    power.write_text(TRACE_0_100)
+    path.write_text(phases)
+    argv = ["import", "trace", "--power", str(power), "--phases", str(path), "--store", str(db)]
+    return main(argv), path
+
+
+@pytest.mark.parametrize(
+    ("phases", "message"),
+    [
+        (
+            "index,start_s,end_s\n0,0,50\n1,50,100\n2,100,200\n",
+            "epoch 2 (100 s to 200 s) lies outside the readings (0 s to 100 s): "
+            "expected a phase that overlaps them",
+        ),
+        (
+            "index,start_s,end_s\n0,-50,-1\n",
+            "epoch 0 (-50 s to -1 s) lies outside the readings (0 s to 100 s)",
+        ),
+        (
+            "index,start_s,end_s\n0,0,60\n1,50,100\n",
+            "line 3: epoch 1 (50 s to 100 s) overlaps epoch 0 (0 s to 60 s) on line 2: "
+            "expected phases of one kind one after another (steps may nest in epochs)",
+        ),
+        (
+            "index,start_s,end_s,kind\n0,0,100,epoch\n0,0,10,step\n1,5,20,step\n",
+            "line 4: step 1 (5 s to 20 s) overlaps step 0 (0 s to 10 s) on line 3",
+        ),
+    ],
+)
+def test_phases_outside_the_trace_or_overlapping_are_refused(capsys, tmp_path, db, phases, message):
+    capsys.readouterr()
+    code, path = import_with_phases(tmp_path, db, phases)
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err
+    assert err.count("\n") == 1 and err.startswith(f"joulecast: error: {path}: ")
+    with Store(db) as store:
+        assert len(store.runs()) == 1
+
+
+def test_phases_reaching_past_the_trace_are_clipped_with_a_warning(capsys, tmp_path, db):
+    capsys.readouterr()
+    code, path = import_with_phases(tmp_path, db, "index,start_s,end_s\n0,-20,50\n1,50,200\n")
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert err == (
+        f"joulecast: WARNING: {path}: epoch 0 (-20 s to 50 s), epoch 1 (50 s to 200 s) reach "
+        "past the readings (0 s to 100 s): clipped to them\n"
+    )
+    with Store(db) as store:
+        run_id = int(out)
+        assert store.run(run_id)["duration_s"] == 100.0  # not stretched to 200 s
+        from joulecast.energy import summarize
+
+        summary = summarize(store, run_id)
+    epochs = summary.epochs
+    assert epochs["start_s"].tolist() == [0.0, 50.0] and epochs["end_s"].tolist() == [50.0, 100.0]
+    # The mean power of an epoch is the device's, not diluted by time without readings.
+    assert epochs["mean_power_w"].tolist() == pytest.approx([100.5, 100.5], abs=0.02)
+    assert epochs["energy_j"].sum() == pytest.approx(summary.energy_j)
+
+
+def test_steps_nest_in_epochs(capsys, tmp_path, db):
+    capsys.readouterr()
+    code, _ = import_with_phases(
+        tmp_path,
+        db,
+        "index,start_s,end_s,kind\n0,0,50,epoch\n1,50,100,epoch\n"
+        "0,0,10,step\n1,10,60,step\n0,100,100,test\n",
+    )
+    assert code == 0 and capsys.readouterr().err == ""

@@ -34,7 +34,7 @@ import joulecast.ledger as ledger
 from joulecast._version import __version__
 from joulecast.errors import InputError, StoreError
 from joulecast.inputs import STORE_ENV
-from joulecast.records import Gap, Phase, Reading, RunStatus
+from joulecast.records import Gap, Phase, Reading, RunStatus, check_overlaps, fit_phases
 
 if TYPE_CHECKING:
     import numpy as np
@@ -894,6 +894,7 @@ class Store:
         status: RunStatus = RunStatus.COMPLETED,
         gaps: Sequence[Gap] = (),
         duration_s: float | None = None,
+        phases_from: str = "phases",
     ) -> int:
         """Write a whole recorded run in one transaction; on any error nothing is written.
 
@@ -904,8 +905,14 @@ class Store:
         with ``replace``, a run already holding it is removed in the same transaction.
         ``duration_s`` defaults to the last sample or phase end.
 
+        ``phases`` are checked against the samples' span of time
+        (:func:`~joulecast.records.fit_phases`; ``phases_from`` names them in messages): one
+        reaching past it is clipped to it with a :class:`~joulecast.errors.JoulecastWarning`.
+        Without samples they are checked against each other only.
+
         Raises:
-            InputError: A frame lacks sample columns.
+            InputError: A frame lacks sample columns, a phase lies outside the samples' span,
+                or two phases of one kind overlap.
             StoreError: A run with ``uid`` is already there (without ``replace``).
         """
         import pandas as pd
@@ -929,6 +936,7 @@ class Store:
                 status=status,
                 uid=uid,
             )
+            first_s: float | None = None
             last_s: float | None = None
             unsettled: set[str] = set()
             for frame in frames:
@@ -936,7 +944,8 @@ class Store:
                 if missing:
                     raise InputError(f"samples frame lacks columns {missing}")
                 if len(frame):
-                    latest = float(frame["t_s"].max())
+                    earliest, latest = float(frame["t_s"].min()), float(frame["t_s"].max())
+                    first_s = earliest if first_s is None else min(first_s, earliest)
                     last_s = latest if last_s is None else max(last_s, latest)
                 cells = frame.loc[:, list(SAMPLE_COLUMNS)].astype(object)
                 cells = cells.where(pd.notna(cells), None)
@@ -944,6 +953,10 @@ class Store:
                 unsettled.update(ledger.append(conn, run_id, rows, defer=True))
             if unsettled:
                 ledger.settle(conn, run_id, sorted(unsettled))
+            if first_s is not None and last_s is not None:
+                phases = fit_phases(phases, first_s, last_s, phases_from)
+            else:
+                check_overlaps(phases, phases_from)
             self._upsert_phases(conn, run_id, phases)
             if gaps:
                 conn.executemany(

@@ -28,7 +28,15 @@ import pandas as pd
 from joulecast.errors import InputError
 from joulecast.inputs import MAX_WHOLE, capped_lines, finite, whole
 from joulecast.outputs import write_atomic
-from joulecast.records import MAX_GPU_INDEX, MAX_T_S, Phase, PhaseKind, reading_range
+from joulecast.records import (
+    MAX_GPU_INDEX,
+    MAX_T_S,
+    Phase,
+    PhaseKind,
+    overlap_message,
+    overlapping,
+    reading_range,
+)
 from joulecast.store import SAMPLE_CHUNK_ROWS, SAMPLE_COLUMNS, Store, sample_frame
 
 POWER_REQUIRED = ("t_s", "power_w")
@@ -209,7 +217,13 @@ def _trace_records(path: Path) -> Iterator[tuple[Any, ...]]:
 def read_phases(
     path: str | os.PathLike[str], *, time_origin: datetime | None = None
 ) -> list[Phase]:
-    """Parse a ``phases.csv``; with ``time_origin``, ``start_time``/``end_time`` timestamps too."""
+    """Parse a ``phases.csv``; with ``time_origin``, ``start_time``/``end_time`` timestamps too.
+
+    Raises:
+        InputError: The file is missing or not such a file, a line is wrong, or two phases of
+            one kind overlap (:func:`joulecast.records.overlapping`): one line naming the file
+            and line.
+    """
     path = Path(path)
     rows = _rows(path)
     expected = "index, start_s, end_s"
@@ -221,7 +235,7 @@ def read_phases(
             raise InputError(f"{path}: line 1: missing column {col!r} (expected {expected})")
     pos = {name: i for i, name in enumerate(header)}
     phases: list[Phase] = []
-    seen: set[tuple[str, int]] = set()
+    lines: dict[tuple[str, int], int] = {}  # where each phase is
     for line, fields in rows:
         if len(fields) != len(header):
             raise InputError(
@@ -248,12 +262,17 @@ def read_phases(
         samples = None
         if "samples" in pos and fields[pos["samples"]]:
             samples = whole(fields[pos["samples"]], _cell(path, line, "samples"))
-        if (kind.value, index) in seen:
+        if (kind.value, index) in lines:
             raise InputError(f"{path}: line {line}: {kind.value} {index} appears twice")
-        seen.add((kind.value, index))
+        lines[kind.value, index] = line
         phases.append(Phase(kind, index, start, end, samples))
     if not phases:
         raise InputError(f"{path}: no data rows after the header")
+    found = overlapping(phases)
+    if found is not None:
+        first, second = (lines[p.kind.value, p.index] for p in found)
+        message = overlap_message(*found, where_first=f" on line {first}")
+        raise InputError(f"{path}: line {second}: {message}")
     return phases
 
 
@@ -269,13 +288,17 @@ def import_trace(
     """Import a neutral trace (and its phases) as a completed run; returns the run id.
 
     ``power`` is read ``chunk_rows`` lines at a time into one write transaction: memory does
-    not grow with its length, and a bad line anywhere leaves no run.
+    not grow with its length, and a bad line anywhere leaves no run. Phases reaching past the
+    trace's span of time are clipped to it with a :class:`~joulecast.errors.JoulecastWarning`;
+    one wholly outside it, or two of one kind that overlap, are refused
+    (:meth:`Store.import_run`).
     """
     samples = iter_trace(power, chunk_rows=chunk_rows)
     marks = read_phases(phases) if phases is not None else []
     return store.import_run(
         samples=samples,
         phases=marks,
+        phases_from=str(phases),
         name=name or Path(power).stem,
         tags=tags,
         hardware={"imported_from": str(power)},
@@ -472,6 +495,7 @@ def import_nvidia_smi(
     return store.import_run(
         samples=samples,
         phases=marks,
+        phases_from=str(phases),
         name=name or Path(log_path).stem,
         tags=tags,
         hardware={"imported_from": str(log_path)},
