@@ -364,6 +364,27 @@ def test_import_run_without_samples_checks_phases_against_each_other(store):
     assert len(store.runs()) == 1
 
 
+def test_write_phases_checks_them_against_the_runs_phases_and_samples(store):
+    run_id = store.import_run(samples=_trace_0_10(), phases=[Phase(PhaseKind.EPOCH, 0, 0.0, 5.0)])
+    with pytest.raises(InputError, match=r"^run \d+: epoch 1 \(4 s to 8 s\) overlaps epoch 0 \("):
+        store.write_phases(run_id, [Phase(PhaseKind.EPOCH, 1, 4.0, 8.0)])
+    with pytest.raises(InputError, match=r"^run \d+: test 0 \(20 s to 30 s\) lies outside"):
+        store.write_phases(run_id, [Phase(PhaseKind.TEST, 0, 20.0, 30.0)])
+    with pytest.warns(JoulecastWarning, match=r"^run \d+: test 0 \(8 s to 30 s\) reaches past"):
+        store.write_phases(run_id, [Phase(PhaseKind.TEST, 0, 8.0, 30.0)])
+    store.write_phases(run_id, [Phase(PhaseKind.EPOCH, 0, 1.0, 6.0, 3)])  # replaces epoch 0
+    store.write_phases(run_id, [Phase(PhaseKind.STEP, 0, 4.0, 8.0)])  # steps nest in epochs
+    phases = store.phases(run_id)
+    assert phases[["kind", "index", "start_s", "end_s"]].values.tolist() == [
+        ["epoch", 0, 1.0, 6.0],
+        ["step", 0, 4.0, 8.0],
+        ["test", 0, 8.0, 10.0],
+    ]
+    running = store.create_run()  # its samples are still to come: only overlaps are checked
+    store.write_phases(running, [Phase(PhaseKind.EPOCH, 0, 0.0, 60.0)])
+    assert store.phases(running)["end_s"].tolist() == [60.0]
+
+
 def test_add_phase_metrics_keeps_what_others_wrote(store):
     run_id = store.create_run(name="m")
     store.write_phases(run_id, [Phase(PhaseKind.EPOCH, 0, 0.0, 1.0, 10, {"loss": 0.5})])

@@ -34,7 +34,15 @@ import joulecast.ledger as ledger
 from joulecast._version import __version__
 from joulecast.errors import InputError, StoreError
 from joulecast.inputs import STORE_ENV
-from joulecast.records import Gap, Phase, Reading, RunStatus, check_overlaps, fit_phases
+from joulecast.records import (
+    Gap,
+    Phase,
+    PhaseKind,
+    Reading,
+    RunStatus,
+    check_overlaps,
+    fit_phases,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -846,8 +854,37 @@ class Store:
             )
 
     def write_phases(self, run_id: int, phases: Sequence[Phase]) -> None:
-        """Insert or replace phases (matched on kind and index)."""
+        """Insert or replace phases (matched on kind and index).
+
+        They are checked against the run's other phases and, once the run has ended, against
+        its samples' span of time, as :meth:`import_run` checks phases (a phase reaching past
+        it is clipped with a :class:`~joulecast.errors.JoulecastWarning`).
+
+        Raises:
+            InputError: A phase overlaps another of its kind, or lies outside the samples of
+                an ended run.
+        """
+        if not phases:
+            return
         with self._write() as conn:
+            what = f"run {run_id}"
+            keys = {(p.kind.value, p.index) for p in phases}
+            kinds = sorted({kind for kind, _ in keys})
+            rows = conn.execute(
+                "SELECT kind, idx, start_s, end_s FROM phases WHERE run_id = ?"
+                f" AND kind IN ({', '.join('?' * len(kinds))})",
+                (run_id, *kinds),
+            )
+            kept = [Phase(PhaseKind(k), i, s, e) for k, i, s, e in rows if (k, i) not in keys]
+            check_overlaps([*kept, *phases], what)
+            status = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+            first_s, last_s = conn.execute(
+                "SELECT (SELECT MIN(t_s) FROM samples WHERE run_id = ?),"
+                " (SELECT MAX(t_s) FROM samples WHERE run_id = ?)",
+                (run_id, run_id),
+            ).fetchone()
+            if status is not None and status[0] != RunStatus.RUNNING.value and last_s is not None:
+                phases = fit_phases(phases, first_s, last_s, what)
             self._upsert_phases(conn, run_id, phases)
 
     def add_phase_metrics(
