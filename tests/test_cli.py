@@ -381,9 +381,9 @@ def test_bad_import_exit_2_one_line(tmp_path):
     bad.write_text("t_s,gpu_index,power_w\n0,0,100\n1,0,oops\n")
     proc = cli("import", "trace", "--power", bad, "--store", store, check=False)
     assert proc.returncode == 2
-    assert (
-        proc.stderr.strip()
-        == f"joulecast: error: {bad}: line 3: column 'power_w': 'oops' is not a number"
+    assert proc.stderr.strip() == (
+        f"joulecast: error: {bad}: line 3: column 'power_w' of gpu:0: 'oops': "
+        "expected a finite number from 0 to 5000"
     )
     assert Store(store).runs().empty
 

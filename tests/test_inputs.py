@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import io
 
 import pytest
 
 from joulecast.errors import InputError
-from joulecast.inputs import finite, finite_arg, parse_duration, whole, whole_arg
+from joulecast.inputs import (
+    capped_lines,
+    finite,
+    finite_arg,
+    parse_duration,
+    whole,
+    whole_arg,
+)
 
 
 @pytest.mark.parametrize(
@@ -94,3 +102,20 @@ def test_argument_types_keep_the_value_and_the_range():
     ):
         finite_arg(0, above=True)("nan")
     assert whole_arg(1, 5)("5") == 5
+
+
+def test_capped_lines_keep_lines_up_to_the_limit_with_their_ends():
+    text = "a" * 8 + "\r\n" + "b" * 8 + "\n" + "c" * 8 + "\r" + "d" * 8
+    lines = list(capped_lines(io.StringIO(text, newline=""), "f.csv", max_chars=8))
+    assert lines == ["a" * 8 + "\r\n", "b" * 8 + "\n", "c" * 8 + "\r", "d" * 8]
+
+
+@pytest.mark.parametrize(
+    ("text", "line"), [("a" * 9, 1), ("ok\n" + "a" * 9 + "\r\n", 2), ("ok\n" + "a" * 100, 2)]
+)
+def test_capped_lines_refuse_a_longer_line_having_read_the_limit_only(text, line):
+    fh = io.StringIO(text, newline="")
+    message = f"^f.csv: line {line}: longer than the limit of 8 characters"
+    with pytest.raises(InputError, match=message):
+        list(capped_lines(fh, "f.csv", max_chars=8))
+    assert fh.tell() <= text.index("a") + 8 + 2  # the limit and a line end, no further

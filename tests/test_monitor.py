@@ -214,6 +214,42 @@ def test_end_without_begin_is_an_error(store):
         monitor.stop()
 
 
+def test_phases_of_one_kind_may_not_overlap_steps_nest_in_epochs(store):
+    monitor = Monitor([ConstantSensor()], store, interval_s=0.01)
+    monitor.begin_phase(PhaseKind.EPOCH, 0, start_s=0.0)
+    monitor.begin_phase(PhaseKind.STEP, 0, start_s=0.0)
+    monitor.end_phase(PhaseKind.STEP, 0, end_s=1.0)
+    monitor.begin_phase(PhaseKind.STEP, 1, start_s=1.0)
+    with pytest.raises(InputError) as info:
+        monitor.begin_phase(PhaseKind.EPOCH, 1, start_s=1.5)
+    assert str(info.value) == (
+        "epoch 1 (1.5 s to open) overlaps epoch 0 (0 s to open): expected phases of one kind "
+        "one after another (steps may nest in epochs)"
+    )
+    monitor.end_phase(PhaseKind.STEP, 1, end_s=2.0)
+    with pytest.raises(InputError, match=r"^step 1 \(1 s to 2 s\) overlaps step 2 \(0\.5 s to open"):
+        monitor.begin_phase(PhaseKind.STEP, 2, start_s=0.5)  # before step 1 ended
+    monitor.end_phase(PhaseKind.EPOCH, 0, end_s=2.0)
+    with pytest.raises(InputError, match=r"^epoch 1 \(1\.9 s to 3 s\) overlaps epoch 0 \(0 s to 2 s\)"):
+        monitor.end_phase(PhaseKind.EPOCH, 1, start_s=1.9, end_s=3.0)
+    monitor.end_phase(PhaseKind.EPOCH, 1, start_s=2.0, end_s=3.0)  # where epoch 0 ended
+    monitor.begin_phase(PhaseKind.EPOCH, 2, start_s=3.0)
+    monitor.begin_phase(PhaseKind.EPOCH, 2, start_s=3.5)  # begun again: the same phase
+
+
+def test_an_epoch_begun_while_another_is_open_is_refused_and_nothing_overlaps(store):
+    with joulecast.measure(store=store, sensors=[ConstantSensor()], interval_s=0.01) as run:
+        run.begin("epoch", 0)
+        with pytest.raises(InputError, match=r"^epoch 1 \(.* overlaps epoch 0 \("):
+            run.begin("epoch", 1)
+        run.end("epoch", 0)
+        with pytest.raises(InputError, match=r"^epoch 1 \(.* overlaps epoch 2 \("), run.epoch(1):
+            run.mark_epoch(2)  # epoch 2 starts where epoch 0 ended: before epoch 1 began
+    epochs = store.phases(run.run_id, "epoch")
+    assert epochs["index"].tolist() == [0, 1]
+    assert epochs["start_s"].iloc[1] >= epochs["end_s"].iloc[0]
+
+
 def test_unended_phase_closed_at_stop(store):
     run = joulecast.measure(store=store, sensors=[ConstantSensor()], interval_s=0.01).start()
     run.begin("epoch", 0)

@@ -131,6 +131,18 @@ def test_a_device_recorded_as_modelled_replays_as_modelled():
     [
         (pd.DataFrame({"t_s": [0.0], "power_w": [1.0]}), "missing column 'device'"),
         (pd.DataFrame({"t_s": [], "device": [], "power_w": []}), "no samples"),
+        (
+            pd.DataFrame({"t_s": [0.0, 1.0], "device": "gpu:0", "power_w": [1.0, 1e308]}),
+            "^replay trace: gpu:0: power_w: 1e\\+308: expected a finite number from 0 to 5000$",
+        ),
+        (
+            pd.DataFrame({"t_s": [0.0, np.inf], "device": "ram", "power_w": [1.0, 1.0]}),
+            "^replay trace: ram: t_s: inf: expected a finite number from -1e\\+10 to 1e\\+10$",
+        ),
+        (
+            pd.DataFrame({"t_s": [0.0, 1.0], "device": "cpu:0", "power_w": [1.0, -1.0]}),
+            "power_w: -1.0: expected a finite number from 0 to 2000",
+        ),
     ],
 )
 def test_bad_trace(frame, message):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from joulecast.errors import InputError, StoreError
+from joulecast.errors import InputError, JoulecastWarning, StoreError
 from joulecast.records import Phase, PhaseKind, Reading, RunStatus
 from joulecast.store import SCHEMA_VERSION, Store, connect_readonly, default_store_path
 from tests.store_formats import old_store
@@ -317,6 +317,72 @@ def test_phases_of_runs_match_phases(store):
     tests = store.phases_of_runs(ids, kinds=["test"])
     assert set(tests["kind"]) == {"test"} and tests["metrics"].iloc[0] == {"f1": 0.5}
     assert store.phases_of_runs([]).empty
+
+
+def _trace_0_10():
+    from joulecast.store import sample_frame
+
+    return sample_frame([(t, "gpu:0", 100.0, None, None, None, None, "x", True) for t in range(11)])
+
+
+def test_import_run_clips_phases_reaching_past_the_samples_with_a_warning(store):
+    phases = [Phase(PhaseKind.EPOCH, 0, -5.0, 5.0), Phase(PhaseKind.EPOCH, 1, 5.0, 20.0)]
+    with pytest.warns(JoulecastWarning, match=r"^phases: epoch 0 \(-5 s to 5 s\), epoch 1 "):
+        run_id = store.import_run(samples=_trace_0_10(), phases=phases)
+    stored = store.phases(run_id)
+    assert stored["start_s"].tolist() == [0.0, 5.0] and stored["end_s"].tolist() == [5.0, 10.0]
+    assert store.run(run_id)["duration_s"] == 10.0
+
+
+@pytest.mark.parametrize(
+    ("phases", "message"),
+    [
+        (
+            [Phase(PhaseKind.EPOCH, 0, 0.0, 5.0), Phase(PhaseKind.EPOCH, 1, 20.0, 30.0)],
+            r"^p\.csv: epoch 1 \(20 s to 30 s\) lies outside the readings \(0 s to 10 s\)",
+        ),
+        (
+            [Phase(PhaseKind.EPOCH, 0, 0.0, 6.0), Phase(PhaseKind.EPOCH, 1, 5.0, 10.0)],
+            r"^p\.csv: epoch 1 \(5 s to 10 s\) overlaps epoch 0 \(0 s to 6 s\)",
+        ),
+    ],
+)
+def test_import_run_refuses_phases_outside_the_samples_or_overlapping(store, phases, message):
+    with pytest.raises(InputError, match=message):
+        store.import_run(samples=_trace_0_10(), phases=phases, phases_from="p.csv")
+    assert store.runs().empty
+
+
+def test_import_run_without_samples_checks_phases_against_each_other(store):
+    """A run whose samples come later (the synthetic study writes them with SQL)."""
+    apart = [Phase(PhaseKind.EPOCH, 0, 0.0, 5.0), Phase(PhaseKind.EPOCH, 1, 20.0, 30.0)]
+    run_id = store.import_run(samples=_trace_0_10().iloc[:0], phases=apart)
+    assert store.phases(run_id)["end_s"].tolist() == [5.0, 30.0]
+    overlapping = [Phase(PhaseKind.STEP, 0, 0.0, 5.0), Phase(PhaseKind.STEP, 1, 4.0, 30.0)]
+    with pytest.raises(InputError, match=r"^phases: step 1 \(4 s to 30 s\) overlaps step 0"):
+        store.import_run(samples=_trace_0_10().iloc[:0], phases=overlapping)
+    assert len(store.runs()) == 1
+
+
+def test_write_phases_checks_them_against_the_runs_phases_and_samples(store):
+    run_id = store.import_run(samples=_trace_0_10(), phases=[Phase(PhaseKind.EPOCH, 0, 0.0, 5.0)])
+    with pytest.raises(InputError, match=r"^run \d+: epoch 1 \(4 s to 8 s\) overlaps epoch 0 \("):
+        store.write_phases(run_id, [Phase(PhaseKind.EPOCH, 1, 4.0, 8.0)])
+    with pytest.raises(InputError, match=r"^run \d+: test 0 \(20 s to 30 s\) lies outside"):
+        store.write_phases(run_id, [Phase(PhaseKind.TEST, 0, 20.0, 30.0)])
+    with pytest.warns(JoulecastWarning, match=r"^run \d+: test 0 \(8 s to 30 s\) reaches past"):
+        store.write_phases(run_id, [Phase(PhaseKind.TEST, 0, 8.0, 30.0)])
+    store.write_phases(run_id, [Phase(PhaseKind.EPOCH, 0, 1.0, 6.0, 3)])  # replaces epoch 0
+    store.write_phases(run_id, [Phase(PhaseKind.STEP, 0, 4.0, 8.0)])  # steps nest in epochs
+    phases = store.phases(run_id)
+    assert phases[["kind", "index", "start_s", "end_s"]].values.tolist() == [
+        ["epoch", 0, 1.0, 6.0],
+        ["step", 0, 4.0, 8.0],
+        ["test", 0, 8.0, 10.0],
+    ]
+    running = store.create_run()  # its samples are still to come: only overlaps are checked
+    store.write_phases(running, [Phase(PhaseKind.EPOCH, 0, 0.0, 60.0)])
+    assert store.phases(running)["end_s"].tolist() == [60.0]
 
 
 def test_add_phase_metrics_keeps_what_others_wrote(store):

@@ -21,6 +21,11 @@ from joulecast.traces import (
     read_trace,
 )
 
+POWER_RANGE = "expected a finite number from 0 to 5000"
+GPU_RANGE = "expected a whole number from 0 to 1023"
+INDEX_RANGE = "expected a whole number from -1000000000000000 to 1000000000000000"
+SAMPLES_RANGE = "expected a whole number from 0 to 1000000000000000"
+
 
 def write(path: Path, text: str) -> Path:
     path.write_text(text)
@@ -95,16 +100,16 @@ BAD_POWER = [
     ("t_s,gpu_index,power_w\n", "no data rows"),
     (
         "t_s,gpu_index,power_w\n0,0,100\n1,0,abc\n",
-        "line 3: column 'power_w': 'abc' is not a number",
+        f"line 3: column 'power_w' of gpu:0: 'abc': {POWER_RANGE}",
     ),
     ("t_s,gpu_index,power_w\n0,0,100\n1,0\n", "line 3: expected 3 fields, got 2"),
     ("t_s,gpu_index,power_w\n0,0,100\n2,0,100\n1,0,100\n", "line 4: t_s 1 goes backwards"),
     ("t_s,gpu_index,power_w\n0,0,100\n,0,100\n", "line 3: column 't_s' is empty"),
-    ("t_s,gpu_index,power_w\n0,x,100\n", "line 2: column 'gpu_index': 'x' is not a GPU index"),
+    ("t_s,gpu_index,power_w\n0,x,100\n", f"line 2: column 'gpu_index': 'x': {GPU_RANGE}"),
     # Digits that str.isdigit() accepts and int() does not.
-    ("t_s,gpu_index,power_w\n0,\u00b2,100\n", "column 'gpu_index': '\u00b2' is not a GPU index"),
-    ("t_s,gpu_index,power_w\n0,0,-5\n", "line 2: column 'power_w': -5 is negative"),
-    ("t_s,gpu_index,power_w\n0,0,inf\n", "is not finite"),
+    ("t_s,gpu_index,power_w\n0,\u00b2,100\n", f"column 'gpu_index': '\u00b2': {GPU_RANGE}"),
+    ("t_s,gpu_index,power_w\n0,0,-5\n", f"line 2: column 'power_w' of gpu:0: '-5': {POWER_RANGE}"),
+    ("t_s,gpu_index,power_w\n0,0,inf\n", f"line 2: column 'power_w' of gpu:0: 'inf': {POWER_RANGE}"),
     ('t_s,gpu_index,power_w\n0,0,"100\n', "malformed CSV"),
 ]
 
@@ -123,13 +128,13 @@ def test_bad_power_csv(store, tmp_path, text, message):
 BAD_PHASES = [
     ("index,start_s\n0,1\n", "missing column 'end_s'"),
     ("index,start_s,end_s\n0,5,1\n", "line 2: end 1 is before start 5"),
-    ("index,start_s,end_s\nx,0,1\n", "line 2: column 'index': 'x' is not an integer"),
-    ("index,start_s,end_s\n--1,0,1\n", "line 2: column 'index': '--1' is not an integer"),
-    ("index,start_s,end_s\n\u00b2,0,1\n", "line 2: column 'index': '\u00b2' is not an integer"),
+    ("index,start_s,end_s\nx,0,1\n", f"line 2: column 'index': 'x': {INDEX_RANGE}"),
+    ("index,start_s,end_s\n--1,0,1\n", f"line 2: column 'index': '--1': {INDEX_RANGE}"),
+    ("index,start_s,end_s\n\u00b2,0,1\n", f"line 2: column 'index': '\u00b2': {INDEX_RANGE}"),
     ("index,start_s,end_s,kind\n0,0,1,batch\n", "column 'kind': 'batch' (expected epoch, step or test)"),
     ("index,start_s,end_s\n0,0,1\n0,1,2\n", "line 3: epoch 0 appears twice"),
-    ("index,start_s,end_s,samples\n0,0,1,1.5\n", "column 'samples': '1.5' is not a whole number"),
-    ("index,start_s,end_s,samples\n0,0,1,\u00b2\n", "column 'samples': '\u00b2' is not a whole"),
+    ("index,start_s,end_s,samples\n0,0,1,1.5\n", f"column 'samples': '1.5': {SAMPLES_RANGE}"),
+    ("index,start_s,end_s,samples\n0,0,1,\u00b2\n", f"column 'samples': '\u00b2': {SAMPLES_RANGE}"),
 ]
 
 
@@ -208,7 +213,7 @@ BAD_SMI = [
     ),
     (
         "timestamp, index, power.draw [W]\n2024/03/01 10:00:00.000, 0, lots W\n",
-        "line 2: column 'power.draw': 'lots W' is not a number",
+        f"line 2: column 'power.draw' of gpu:0: 'lots': {POWER_RANGE}",
     ),
     (
         "timestamp, index, power.draw [W]\n2024/03/01 10:00:01.000, 0, 1 W\n2024/03/01 10:00:00.000, 0, 1 W\n",
@@ -302,7 +307,7 @@ def test_a_bad_line_in_a_later_chunk_writes_no_run(store, tmp_path):
     path = write(tmp_path / "p.csv", "\n".join(lines) + "\n")
     with pytest.raises(InputError) as info:
         import_trace(store, path, chunk_rows=4)
-    assert str(info.value) == f"{path}: line 16: column 'power_w': 'oops' is not a number"
+    assert str(info.value) == f"{path}: line 16: column 'power_w' of gpu:0: 'oops': {POWER_RANGE}"
     no_power = write(tmp_path / "n.csv", "t_s,gpu_index,power_w\n" + "0,0,\n" * 9)
     with pytest.raises(InputError, match="no power_w values in any row"):
         import_trace(store, no_power, chunk_rows=4)
@@ -327,5 +332,5 @@ def test_nvidia_smi_in_chunks(store, tmp_path):
     bad = write(tmp_path / "bad.csv", SMI_UNITS.replace("300.00 W", "lots W"))
     with pytest.raises(InputError) as info:
         import_nvidia_smi(store, bad, chunk_rows=1)  # line 4: in the third chunk
-    assert str(info.value) == f"{bad}: line 4: column 'power.draw': 'lots W' is not a number"
+    assert str(info.value) == f"{bad}: line 4: column 'power.draw' of gpu:0: 'lots': {POWER_RANGE}"
     assert len(store.runs()) == 2

@@ -24,13 +24,12 @@ import os
 import re
 import socket
 import sys
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from joulecast.errors import InputError, JoulecastWarning
+from joulecast.errors import InputError, warn
 from joulecast.inputs import (
     NODE_ENV,
     NODE_RANK_ENV,
@@ -149,15 +148,6 @@ class Job:
         """What a rank that joins its node's run (under ``joulecast measure``) adds to its
         tags: its ranks, not the job's identity or node name, which the sampler chose."""
         return {k: v for k, v in self.tags().items() if k not in ("job", "job_node")}
-
-
-def warn(message: str) -> None:
-    """Warn the user (:class:`~joulecast.errors.JoulecastWarning`): shown by Python even where
-    logging is not set up, and by the CLI as one line."""
-    try:
-        warnings.warn(message, JoulecastWarning, stacklevel=3)
-    except Warning:  # warnings made errors (-W error) must not stop a training either
-        log.warning("%s", message)
 
 
 def _file_part(text: str, default: str) -> str:

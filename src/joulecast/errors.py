@@ -13,6 +13,11 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
+
+log = logging.getLogger(__name__)
+
 
 class JoulecastError(Exception):
     """Base class of every error joulecast raises on purpose."""
@@ -41,3 +46,12 @@ class StoreError(JoulecastError):
 class JoulecastWarning(UserWarning):
     """Something a user must see even where logging is not set up (a training script): how a
     distributed job's runs will be named and joined, an odd variable that was ignored."""
+
+
+def warn(message: str) -> None:
+    """Warn the user (:class:`JoulecastWarning`): shown by Python even where logging is not set
+    up, and by the CLI as one line."""
+    try:
+        warnings.warn(message, JoulecastWarning, stacklevel=3)
+    except Warning:  # warnings made errors (-W error) must not stop a training either
+        log.warning("%s", message)

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO, Any
 
 from joulecast.errors import InputError
 
@@ -49,6 +49,8 @@ MAX_EPOCHS = 1_000_000
 MAX_INPUT_SIZE = 1024
 #: The longest duration joulecast reads (a warm-up, cooldown, interval or planned run): 10 years.
 MAX_DURATION_S = 10 * 365.25 * 86400.0
+#: The longest line read from a text file, in characters: 1 MiB of ASCII, far past any CSV row.
+MAX_LINE_CHARS = 1 << 20
 _WHOLE = re.compile(r"[+-]?[0-9]{1,18}")
 _DECIMAL = re.compile(
     r"[+-]?(?:[0-9]{1,300}(?:\.[0-9]{0,300})?|\.[0-9]{1,300})(?:[eE][+-]?[0-9]{1,4})?"
@@ -184,6 +186,26 @@ def key_values(items: Sequence[str], option: str, shape: str = "KEY=VALUE") -> d
             raise InputError(f"{option} {item!r}: expected {shape}")
         out[key] = value
     return out
+
+
+def capped_lines(fh: IO[str], what: str, *, max_chars: int | None = None) -> Iterator[str]:
+    """The lines of the text file ``fh``, line ends kept, none read past ``max_chars``
+    characters (default :data:`MAX_LINE_CHARS`): a file of one endless line (``/dev/zero``, a
+    FIFO) is refused once that much is read, never held whole; ``what`` names the file.
+
+    Raises:
+        InputError: a line is longer than ``max_chars``.
+    """
+    limit = MAX_LINE_CHARS if max_chars is None else max_chars
+    number = 0
+    while line := fh.readline(limit + 2):  # the line and a "\r\n" at most
+        number += 1
+        if len(line.rstrip("\r\n")) > limit:
+            raise InputError(
+                f"{what}: line {number}: longer than the limit of {limit} characters "
+                f"({limit / 2**20:g} MiB of ASCII)"
+            )
+        yield line
 
 
 def is_number(value: object, *, positive: bool = False) -> bool:

@@ -24,7 +24,15 @@ from typing import Any
 import psutil
 
 from joulecast.errors import InputError, JoulecastError
-from joulecast.records import Gap, Phase, PhaseKind, Reading, RunStatus
+from joulecast.records import (
+    Gap,
+    Phase,
+    PhaseKind,
+    Reading,
+    RunStatus,
+    overlap_message,
+    overlapping,
+)
 from joulecast.sensors import Sensor, sensor_name
 from joulecast.store import Store
 
@@ -114,6 +122,10 @@ class Monitor:
         self._flush_lock = threading.Lock()
         self._buffer: list[Reading] = []
         self._phases: dict[tuple[str, int], Phase] = {}
+        # What a new phase may not overlap: the open phases, and per kind the ended phase that
+        # ends last (ended phases leave _phases once written; steps may be many between two).
+        self._open: dict[tuple[str, int], Phase] = {}
+        self._last_ended: dict[str, Phase] = {}
         self._closed_gaps: list[Gap] = []
         self._open_gaps: dict[str, Gap] = {}
         self._last_seen: dict[str, float] = {}
@@ -253,10 +265,17 @@ class Monitor:
         return self._clock() - self.t0
 
     def begin_phase(self, kind: PhaseKind, index: int, *, start_s: float | None = None) -> None:
-        """Open phase ``kind``/``index`` now (or at ``start_s``)."""
+        """Open phase ``kind``/``index`` now (or at ``start_s``).
+
+        Raises:
+            InputError: Another phase of the kind is open, or ended after ``start_s``:
+                phases of one kind follow one another (steps may nest in epochs).
+        """
         start = self.now_s() if start_s is None else start_s
+        phase = Phase(kind, index, start)
         with self._lock:
-            self._phases[(kind.value, index)] = Phase(kind, index, start)
+            self._check_overlap(phase)
+            self._phases[(kind.value, index)] = self._open[(kind.value, index)] = phase
 
     def end_phase(
         self,
@@ -286,8 +305,25 @@ class Monitor:
             )
             if phase.end_s is not None and phase.end_s < phase.start_s:
                 raise InputError(f"{kind.value} {index}: end {end} s is before its start")
+            self._check_overlap(phase)
             self._phases[(kind.value, index)] = phase
+            self._open.pop((kind.value, index), None)
+            last = self._last_ended.get(kind.value)
+            if last is None or last.end_s is None or end >= last.end_s:
+                self._last_ended[kind.value] = phase
         return phase
+
+    def _check_overlap(self, phase: Phase) -> None:
+        """Refuse ``phase`` where it overlaps an open phase of its kind or the last one ended
+        (:func:`~joulecast.records.overlapping`); the caller holds the lock."""
+        others = [
+            p
+            for p in (*self._open.values(), self._last_ended.get(phase.kind.value))
+            if p is not None and p.kind is phase.kind and p.index != phase.index
+        ]
+        found = overlapping([*others, phase])
+        if found is not None:
+            raise InputError(overlap_message(*found))
 
     # -- sampling --------------------------------------------------------------------------
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from joulecast.distributed import Job, current_job, next_attempt, node_gpus, node_store, warn
-from joulecast.errors import JoulecastError
+from joulecast.distributed import Job, current_job, next_attempt, node_gpus, node_store
+from joulecast.errors import JoulecastError, warn
 from joulecast.forecast import (
     AUTO,
     DEFAULT_WINDOW,

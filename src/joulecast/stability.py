@@ -59,6 +59,8 @@ MIN_POINTS_PER_EPOCH = 8
 SETTLE_K = 3.0
 SETTLE_REL = 0.02
 SETTLE_MIN_AFTER = 3
+# The most cells a grid may have: 80 MB a column, and far past what the O(n^2) profile can take.
+MAX_GRID_CELLS = 10**7
 
 
 @dataclass(frozen=True)
@@ -120,8 +122,15 @@ def choose_resolution(
 
 
 def resample(t_s: np.ndarray, power_w: np.ndarray, step_s: float) -> tuple[np.ndarray, np.ndarray]:
-    """Mean power per bin of ``step_s`` (bins without samples are interpolated)."""
+    """Mean power per bin of ``step_s`` (bins without samples are interpolated).
+
+    Raises:
+        InputError: The times span more than :data:`MAX_GRID_CELLS` bins, or overflow.
+    """
     t0 = float(t_s[0])
+    reason = _grid_problem(t0, float(t_s[-1]), step_s)
+    if reason:
+        raise InputError(reason)
     bins = np.floor((t_s - t0) / step_s).astype(np.int64)
     n = int(bins[-1]) + 1
     sums = np.bincount(bins, weights=power_w, minlength=n)
@@ -235,6 +244,18 @@ def fluss_devices(powered: dict[str, bool]) -> list[str]:
     return measured or sorted(powered)
 
 
+def _grid_problem(start_s: float, end_s: float, step_s: float) -> str:
+    """Why no grid of ``step_s`` can span ``[start_s, end_s]`` (empty when one can)."""
+    with np.errstate(all="ignore"):
+        cells = (np.float64(end_s) - np.float64(start_s)) / np.float64(step_s)
+    if np.isfinite(cells) and step_s > 0 and cells <= MAX_GRID_CELLS:
+        return ""
+    return (
+        f"power readings from {start_s:g} to {end_s:g} s: expected finite times that a grid of "
+        f"{step_s:g} s covers in at most {MAX_GRID_CELLS} cells"
+    )
+
+
 def _grid_edges(start_s: float, end_s: float, step_s: float) -> np.ndarray:
     """Edges of the cells of ``step_s`` from ``start_s`` that fit in ``[start_s, end_s]``
     (one cell at least)."""
@@ -263,6 +284,12 @@ def _segment(
     step = resolution_s or choose_resolution(
         t1 - t0, ends - starts if len(ends) else None, max_points=max_points
     )
+    reason = _grid_problem(t0, t1, step)
+    if reason:
+        # A stored run whose times overflow (written before they were bounded) has no answer,
+        # as a run too short has none.
+        empty = np.array([])
+        return Stability(None, None, step, m, L, normalize, empty, empty, empty, reason)
     edges = _grid_edges(t0, t1, step)
     grid_t = edges[:-1] + step / 2
     grid_p = np.zeros(len(grid_t))

@@ -34,7 +34,15 @@ import joulecast.ledger as ledger
 from joulecast._version import __version__
 from joulecast.errors import InputError, StoreError
 from joulecast.inputs import STORE_ENV
-from joulecast.records import Gap, Phase, Reading, RunStatus
+from joulecast.records import (
+    Gap,
+    Phase,
+    PhaseKind,
+    Reading,
+    RunStatus,
+    check_overlaps,
+    fit_phases,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -846,8 +854,37 @@ class Store:
             )
 
     def write_phases(self, run_id: int, phases: Sequence[Phase]) -> None:
-        """Insert or replace phases (matched on kind and index)."""
+        """Insert or replace phases (matched on kind and index).
+
+        They are checked against the run's other phases and, once the run has ended, against
+        its samples' span of time, as :meth:`import_run` checks phases (a phase reaching past
+        it is clipped with a :class:`~joulecast.errors.JoulecastWarning`).
+
+        Raises:
+            InputError: A phase overlaps another of its kind, or lies outside the samples of
+                an ended run.
+        """
+        if not phases:
+            return
         with self._write() as conn:
+            what = f"run {run_id}"
+            keys = {(p.kind.value, p.index) for p in phases}
+            kinds = sorted({kind for kind, _ in keys})
+            rows = conn.execute(
+                "SELECT kind, idx, start_s, end_s FROM phases WHERE run_id = ?"
+                f" AND kind IN ({', '.join('?' * len(kinds))})",
+                (run_id, *kinds),
+            )
+            kept = [Phase(PhaseKind(k), i, s, e) for k, i, s, e in rows if (k, i) not in keys]
+            check_overlaps([*kept, *phases], what)
+            status = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+            first_s, last_s = conn.execute(
+                "SELECT (SELECT MIN(t_s) FROM samples WHERE run_id = ?),"
+                " (SELECT MAX(t_s) FROM samples WHERE run_id = ?)",
+                (run_id, run_id),
+            ).fetchone()
+            if status is not None and status[0] != RunStatus.RUNNING.value and last_s is not None:
+                phases = fit_phases(phases, first_s, last_s, what)
             self._upsert_phases(conn, run_id, phases)
 
     def add_phase_metrics(
@@ -894,6 +931,7 @@ class Store:
         status: RunStatus = RunStatus.COMPLETED,
         gaps: Sequence[Gap] = (),
         duration_s: float | None = None,
+        phases_from: str = "phases",
     ) -> int:
         """Write a whole recorded run in one transaction; on any error nothing is written.
 
@@ -904,8 +942,14 @@ class Store:
         with ``replace``, a run already holding it is removed in the same transaction.
         ``duration_s`` defaults to the last sample or phase end.
 
+        ``phases`` are checked against the samples' span of time
+        (:func:`~joulecast.records.fit_phases`; ``phases_from`` names them in messages): one
+        reaching past it is clipped to it with a :class:`~joulecast.errors.JoulecastWarning`.
+        Without samples they are checked against each other only.
+
         Raises:
-            InputError: A frame lacks sample columns.
+            InputError: A frame lacks sample columns, a phase lies outside the samples' span,
+                or two phases of one kind overlap.
             StoreError: A run with ``uid`` is already there (without ``replace``).
         """
         import pandas as pd
@@ -929,6 +973,7 @@ class Store:
                 status=status,
                 uid=uid,
             )
+            first_s: float | None = None
             last_s: float | None = None
             unsettled: set[str] = set()
             for frame in frames:
@@ -936,7 +981,8 @@ class Store:
                 if missing:
                     raise InputError(f"samples frame lacks columns {missing}")
                 if len(frame):
-                    latest = float(frame["t_s"].max())
+                    earliest, latest = float(frame["t_s"].min()), float(frame["t_s"].max())
+                    first_s = earliest if first_s is None else min(first_s, earliest)
                     last_s = latest if last_s is None else max(last_s, latest)
                 cells = frame.loc[:, list(SAMPLE_COLUMNS)].astype(object)
                 cells = cells.where(pd.notna(cells), None)
@@ -944,6 +990,10 @@ class Store:
                 unsettled.update(ledger.append(conn, run_id, rows, defer=True))
             if unsettled:
                 ledger.settle(conn, run_id, sorted(unsettled))
+            if first_s is not None and last_s is not None:
+                phases = fit_phases(phases, first_s, last_s, phases_from)
+            else:
+                check_overlaps(phases, phases_from)
             self._upsert_phases(conn, run_id, phases)
             if gaps:
                 conn.executemany(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,8 +26,17 @@ from typing import Any, Literal
 import pandas as pd
 
 from joulecast.errors import InputError
+from joulecast.inputs import MAX_WHOLE, capped_lines, finite, whole
 from joulecast.outputs import write_atomic
-from joulecast.records import Phase, PhaseKind
+from joulecast.records import (
+    MAX_GPU_INDEX,
+    MAX_T_S,
+    Phase,
+    PhaseKind,
+    overlap_message,
+    overlapping,
+    reading_range,
+)
 from joulecast.store import SAMPLE_CHUNK_ROWS, SAMPLE_COLUMNS, Store, sample_frame
 
 POWER_REQUIRED = ("t_s", "power_w")
@@ -40,7 +48,8 @@ _FALSE = {"0", "false", "no", "n", "f"}
 
 
 def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
-    """(line number, fields) for each non-blank line, header included."""
+    """(line number, fields) for each non-blank line, header included; lines are read up to
+    :data:`joulecast.inputs.MAX_LINE_CHARS` characters each."""
     try:
         fh = open(path, newline="", encoding="utf-8-sig")  # noqa: SIM115 - closed below
     except FileNotFoundError:
@@ -48,7 +57,7 @@ def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from exc
     with fh:
-        reader = csv.reader(fh, skipinitialspace=True, strict=True)
+        reader = csv.reader(capped_lines(fh, str(path)), skipinitialspace=True, strict=True)
         try:
             for fields in reader:
                 if fields and any(f.strip() for f in fields):
@@ -59,30 +68,40 @@ def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
             raise InputError(f"{path}: not UTF-8 text ({exc.reason})") from exc
 
 
-def _is_whole(text: str) -> bool:
-    """Whether ``text`` is a whole number int() reads: ASCII digits only (``str.isdigit``
-    alone accepts digits such as ``²`` that int() rejects)."""
-    return text.isascii() and text.isdigit()
+def _cell(path: Path, line: int, column: str) -> str:
+    """Where a cell is, for an error message: the file, the line and the column."""
+    return f"{path}: line {line}: column {column!r}"
 
 
-def _number(
-    path: Path, line: int, column: str, text: str, *, required: bool, shown: str | None = None
+def _value(
+    path: Path,
+    line: int,
+    column: str,
+    text: str,
+    device: str,
+    *,
+    required: bool = False,
+    name: str | None = None,
 ) -> float | None:
-    """``text`` as a finite float; ``shown`` is the cell as written, for the error message."""
-    shown = text if shown is None else shown
+    """``text``, a cell of the sample column ``column`` (named ``name`` in the file), as a
+    float in the physical range of ``device``'s readings (:func:`reading_range`); None for an
+    empty cell unless ``required``."""
+    name = column if name is None else name
     if text == "":
         if required:
-            raise InputError(f"{path}: line {line}: column {column!r} is empty, expected a number")
+            raise InputError(f"{_cell(path, line, name)} is empty, expected a number")
         return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise InputError(
-            f"{path}: line {line}: column {column!r}: {shown!r} is not a number"
-        ) from None
-    if not math.isfinite(value):
-        raise InputError(f"{path}: line {line}: column {column!r}: {shown!r} is not finite")
-    return value
+    lo, hi = reading_range(column, device)
+    # Power and utilisation are bounded per kind of device: the message says which device.
+    of = f" of {device}" if column in ("power_w", "util_pct") else ""
+    return finite(text, _cell(path, line, name) + of, lo=lo, hi=hi)
+
+
+def _seconds(path: Path, line: int, column: str, text: str) -> float:
+    """``text``, a time in seconds, as a float within :data:`MAX_T_S` of 0."""
+    if text == "":
+        raise InputError(f"{_cell(path, line, column)} is empty, expected a number")
+    return finite(text, _cell(path, line, column), lo=-MAX_T_S, hi=MAX_T_S)
 
 
 def _header(path: Path, rows: Iterator[tuple[int, list[str]]], expected: str) -> list[str]:
@@ -168,13 +187,9 @@ def _trace_records(path: Path) -> Iterator[tuple[Any, ...]]:
                 raise InputError(f"{path}: line {line}: column 'device' is empty")
         else:
             text = fields[pos["gpu_index"]]
-            if not _is_whole(text):
-                raise InputError(
-                    f"{path}: line {line}: column 'gpu_index': {text!r} is not a GPU index "
-                    "(expected 0, 1, ...)"
-                )
-            device = f"gpu:{int(text)}"
-        t = _number(path, line, "t_s", fields[pos["t_s"]], required=True)
+            index = whole(text, _cell(path, line, "gpu_index"), hi=MAX_GPU_INDEX)
+            device = f"gpu:{index}"
+        t = _value(path, line, "t_s", fields[pos["t_s"]], device, required=True)
         assert t is not None
         if device in last_t and t < last_t[device]:
             raise InputError(
@@ -182,11 +197,9 @@ def _trace_records(path: Path) -> Iterator[tuple[Any, ...]]:
                 f"for {device}); expected non-decreasing times"
             )
         last_t[device] = t
-        power = _number(path, line, "power_w", fields[pos["power_w"]], required=False)
-        if power is not None and power < 0:
-            raise InputError(f"{path}: line {line}: column 'power_w': {power:g} is negative")
+        power = _value(path, line, "power_w", fields[pos["power_w"]], device)
         extra = [
-            _number(path, line, c, fields[pos[c]], required=False) if c in pos else None
+            _value(path, line, c, fields[pos[c]], device) if c in pos else None
             for c in OPTIONAL_NUMERIC
         ]
         source = fields[pos["source"]] if "source" in pos and fields[pos["source"]] else "import"
@@ -204,7 +217,13 @@ def _trace_records(path: Path) -> Iterator[tuple[Any, ...]]:
 def read_phases(
     path: str | os.PathLike[str], *, time_origin: datetime | None = None
 ) -> list[Phase]:
-    """Parse a ``phases.csv``; with ``time_origin``, ``start_time``/``end_time`` timestamps too."""
+    """Parse a ``phases.csv``; with ``time_origin``, ``start_time``/``end_time`` timestamps too.
+
+    Raises:
+        InputError: The file is missing or not such a file, a line is wrong, or two phases of
+            one kind overlap (:func:`joulecast.records.overlapping`): one line naming the file
+            and line.
+    """
     path = Path(path)
     rows = _rows(path)
     expected = "index, start_s, end_s"
@@ -216,16 +235,14 @@ def read_phases(
             raise InputError(f"{path}: line 1: missing column {col!r} (expected {expected})")
     pos = {name: i for i, name in enumerate(header)}
     phases: list[Phase] = []
-    seen: set[tuple[str, int]] = set()
+    lines: dict[tuple[str, int], int] = {}  # where each phase is
     for line, fields in rows:
         if len(fields) != len(header):
             raise InputError(
                 f"{path}: line {line}: expected {len(header)} fields, got {len(fields)}"
             )
-        text = fields[pos["index"]]
-        if not _is_whole(text.removeprefix("-")):
-            raise InputError(f"{path}: line {line}: column 'index': {text!r} is not an integer")
-        index = int(text)
+        where = _cell(path, line, "index")
+        index = whole(fields[pos["index"]], where, lo=-MAX_WHOLE, hi=MAX_WHOLE)
         kind_text = fields[pos["kind"]].lower() if "kind" in pos else "epoch"
         try:
             kind = PhaseKind(kind_text or "epoch")
@@ -235,29 +252,27 @@ def read_phases(
             ) from None
         if timed:
             assert time_origin is not None
-            start = (
-                _timestamp(path, line, fields[pos["start_time"]]) - time_origin
-            ).total_seconds()
-            end = (_timestamp(path, line, fields[pos["end_time"]]) - time_origin).total_seconds()
+            start = _since(path, line, "start_time", fields[pos["start_time"]], time_origin)
+            end = _since(path, line, "end_time", fields[pos["end_time"]], time_origin)
         else:
-            start = _number(path, line, "start_s", fields[pos["start_s"]], required=True)  # type: ignore[assignment]
-            end = _number(path, line, "end_s", fields[pos["end_s"]], required=True)  # type: ignore[assignment]
+            start = _seconds(path, line, "start_s", fields[pos["start_s"]])
+            end = _seconds(path, line, "end_s", fields[pos["end_s"]])
         if end < start:
             raise InputError(f"{path}: line {line}: end {end:g} is before start {start:g}")
         samples = None
         if "samples" in pos and fields[pos["samples"]]:
-            if not _is_whole(fields[pos["samples"]]):
-                raise InputError(
-                    f"{path}: line {line}: column 'samples': {fields[pos['samples']]!r} "
-                    "is not a whole number"
-                )
-            samples = int(fields[pos["samples"]])
-        if (kind.value, index) in seen:
+            samples = whole(fields[pos["samples"]], _cell(path, line, "samples"))
+        if (kind.value, index) in lines:
             raise InputError(f"{path}: line {line}: {kind.value} {index} appears twice")
-        seen.add((kind.value, index))
-        phases.append(Phase(kind, index, float(start), float(end), samples))
+        lines[kind.value, index] = line
+        phases.append(Phase(kind, index, start, end, samples))
     if not phases:
         raise InputError(f"{path}: no data rows after the header")
+    found = overlapping(phases)
+    if found is not None:
+        first, second = (lines[p.kind.value, p.index] for p in found)
+        message = overlap_message(*found, where_first=f" on line {first}")
+        raise InputError(f"{path}: line {second}: {message}")
     return phases
 
 
@@ -273,13 +288,17 @@ def import_trace(
     """Import a neutral trace (and its phases) as a completed run; returns the run id.
 
     ``power`` is read ``chunk_rows`` lines at a time into one write transaction: memory does
-    not grow with its length, and a bad line anywhere leaves no run.
+    not grow with its length, and a bad line anywhere leaves no run. Phases reaching past the
+    trace's span of time are clipped to it with a :class:`~joulecast.errors.JoulecastWarning`;
+    one wholly outside it, or two of one kind that overlap, are refused
+    (:meth:`Store.import_run`).
     """
     samples = iter_trace(power, chunk_rows=chunk_rows)
     marks = read_phases(phases) if phases is not None else []
     return store.import_run(
         samples=samples,
         phases=marks,
+        phases_from=str(phases),
         name=name or Path(power).stem,
         tags=tags,
         hardware={"imported_from": str(power)},
@@ -308,22 +327,46 @@ _SMI_COLUMNS = {
 _SMI_IDS = ("index", "uuid", "pci.bus_id")
 
 
+#: The earliest timestamp of a log: its first becomes the run's start as a Unix time, which
+#: 0001/01/01 moved by a local time zone (to year 0) cannot be.
+_EARLIEST = datetime(1970, 1, 1)
+
+
 def _timestamp(path: Path, line: int, text: str) -> datetime:
     for fmt in _TS_FORMATS:
         try:
-            return datetime.strptime(text, fmt)
+            ts = datetime.strptime(text, fmt)
         except ValueError:
             continue
+        if ts < _EARLIEST:
+            raise InputError(
+                f"{path}: line {line}: {text!r} is before 1970 (expected a timestamp from "
+                "1970/01/01 00:00:00 on)"
+            )
+        return ts
     raise InputError(
         f"{path}: line {line}: {text!r} is not a timestamp (expected YYYY/MM/DD HH:MM:SS.mmm)"
     )
 
 
-def _smi_value(path: Path, line: int, column: str, text: str) -> float | None:
+def _since(path: Path, line: int, column: str, text: str, origin: datetime) -> float:
+    """Seconds from ``origin`` to the timestamp ``text``, within :data:`MAX_T_S`."""
+    seconds = (_timestamp(path, line, text) - origin).total_seconds()
+    if not -MAX_T_S <= seconds <= MAX_T_S:
+        raise InputError(
+            f"{_cell(path, line, column)}: {text!r} is {seconds:.0f} s from the log's first "
+            f"timestamp, expected at most {MAX_T_S:g} s"
+        )
+    return seconds
+
+
+def _smi_value(
+    path: Path, line: int, column: str, target: str, text: str, device: str
+) -> float | None:
     if text.lower() in _NA or text == "":
         return None
     # "123.45 W", "45 %", "1024 MiB": the number is the first word.
-    return _number(path, line, column, text.split()[0], required=False, shown=text)
+    return _value(path, line, target, text.split()[0], device, name=column)
 
 
 def read_nvidia_smi(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, datetime]:
@@ -401,14 +444,14 @@ def _smi_records(path: Path, origin: _Origin) -> Iterator[tuple[Any, ...]]:
                 raise InputError(f"{path}: line {line}: column {id_col!r} is empty")
         last_ts_text = ts_text
         if key not in devices:
-            devices[key] = (
-                f"gpu:{int(key)}"
-                if id_col in (None, "index") and key.isdigit()
-                else (f"gpu:{len(devices)}")
-            )
+            if id_col == "index":
+                index = whole(key, _cell(path, line, "index"), hi=MAX_GPU_INDEX)
+                devices[key] = f"gpu:{index}"
+            else:
+                devices[key] = f"gpu:{len(devices)}" if id_col else "gpu:0"
         device = devices[key]
         origin.first = first = origin.first or ts
-        t = (ts - first).total_seconds()
+        t = _since(path, line, "timestamp", ts_text, first)
         if device in last_t and t < last_t[device]:
             raise InputError(
                 f"{path}: line {line}: timestamp {ts_text!r} goes backwards for {device}"
@@ -416,11 +459,9 @@ def _smi_records(path: Path, origin: _Origin) -> Iterator[tuple[Any, ...]]:
         last_t[device] = t
         values: dict[str, float | None] = {}
         for column, target in value_cols:
-            value = _smi_value(path, line, column, fields[pos[column]])
+            value = _smi_value(path, line, column, target, fields[pos[column]], device)
             if values.get(target) is None:
                 values[target] = value
-        if values.get("power_w") is not None and values["power_w"] < 0:  # type: ignore[operator]
-            raise InputError(f"{path}: line {line}: power {values['power_w']:g} W is negative")
         yield (
             t,
             device,
@@ -454,6 +495,7 @@ def import_nvidia_smi(
     return store.import_run(
         samples=samples,
         phases=marks,
+        phases_from=str(phases),
         name=name or Path(log_path).stem,
         tags=tags,
         hardware={"imported_from": str(log_path)},

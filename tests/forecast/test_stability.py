@@ -52,6 +52,50 @@ def test_resample_means_per_bin():
     assert values.tolist() == [15.0, 40.0, 55.0, 70.0]  # the empty bin is interpolated
 
 
+def test_resample_refuses_times_that_overflow_the_grid():
+    for t in ([-1.7e308, 1.7e308], [0.0, 1e300], [0.0, np.inf]):
+        with pytest.raises(InputError, match=r"expected finite times that a grid of 0\.5 s"):
+            resample(np.array(t), np.array([1.0, 2.0]), 0.5)
+
+
+def _refuse(constant: str) -> None:
+    raise AssertionError(f"{constant} is not JSON")
+
+
+@pytest.mark.parametrize("t_s", [[-1.7e308, 0.0, 1.7e308], [0.0, 1.0, np.inf], [0.0, 1.0, 1e308]])
+def test_stored_times_that_overflow_give_an_answer(tmp_path, capsys, t_s):
+    """A run stored before times and power were bounded: stability and show --json answer."""
+    import json
+
+    from joulecast.cli import main
+    from joulecast.store import Store, sample_frame
+
+    db = str(tmp_path / "s.db")
+    with Store(db) as store:
+        powers = [1.0, 1e308, 2.0]
+        rows = [
+            (t, "gpu:0", p, None, None, None, None, "x", True)
+            for t, p in zip(t_s, powers, strict=True)
+        ]
+        run_id = str(store.import_run(samples=sample_frame(rows)))
+    try:
+        capsys.readouterr()
+        assert main(["stability", run_id, "--store", db, "--json"]) == 0
+        result = json.loads(capsys.readouterr().out, parse_constant=_refuse)
+        if not np.isfinite(t_s[-1] - t_s[0]):
+            assert result["change_s"] is None
+            assert "expected finite times that a grid" in result["reason"]
+        assert main(["stability", run_id, "--store", db]) == 0
+        capsys.readouterr()
+        assert main(["show", run_id, "--store", db, "--json"]) == 0
+        shown = json.loads(capsys.readouterr().out, parse_constant=_refuse)
+        assert shown["run_id"] == int(run_id)
+    finally:
+        # Its aggregates are inf and NaN, which the check of every test's stores cannot compare.
+        for path in tmp_path.glob("s.db*"):
+            path.unlink()
+
+
 def test_resolution_is_adaptive():
     assert choose_resolution(600.0) == 0.5
     assert choose_resolution(600.0, np.array([2.0, 2.0])) == 0.25  # 8 points per epoch

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from joulecast.errors import InputError
-from joulecast.inputs import quote
-from joulecast.records import REPLAY_SOURCE, Reading
+from joulecast.inputs import finite, quote
+from joulecast.records import REPLAY_SOURCE, Reading, reading_range
 
 if TYPE_CHECKING:
     from joulecast.store import Store
@@ -113,6 +113,7 @@ class ReplaySensor:
         frame = trace.dropna(subset=["power_w"]).sort_values(["device", "t_s"], kind="stable")
         groups: dict[bytes, _Group] = {}
         for device, rows in frame.groupby("device", sort=True):
+            _check_range(str(device), rows)
             t = rows["t_s"].to_numpy(float)
             groups.setdefault(t.tobytes(), _Group(t)).add(str(device), rows)
         self._groups = list(groups.values())
@@ -237,6 +238,17 @@ class ReplaySensor:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def _check_range(device: str, rows: pd.DataFrame) -> None:
+    """Refuse a replayed device's times or power outside their range (a frame or a stored run
+    that no trace file could hold: the reader bounds those)."""
+    for column in ("t_s", "power_w"):
+        lo, hi = reading_range(column, device)
+        values = rows[column].to_numpy(float)
+        bad = ~((values >= lo) & (values <= hi))  # NaN is bad too
+        if bad.any():
+            finite(float(values[bad.argmax()]), f"replay trace: {device}: {column}", lo=lo, hi=hi)
 
 
 def gpu_replay(
