@@ -232,11 +232,15 @@ def test_environment_variable_is_read(tmp_path, monkeypatch):
             "name,architecture,cuda_cores,memory_gb,form_factor\nX,Ampere,1,1,PCIe\n",
             r"missing column\(s\) tdp_w",
         ),
-        (HEADER + "X,,Ampere,many,8,100,PCIe,\n", r"line 2: field 'cuda_cores' is 'many'"),
-        (HEADER + "X,,Ampere,100,8,-5,PCIe,\n", r"line 2: field 'tdp_w' is '-5'"),
-        (HEADER + "X,,Ampere,100,0,50,PCIe,\n", r"line 2: field 'memory_gb' is '0'"),
-        (HEADER + "X,,Ampere,10.5,8,50,PCIe,\n", r"field 'cuda_cores' is '10.5'"),
-        (HEADER + "X,,Ampere,100,8,nan,PCIe,\n", r"field 'tdp_w' is 'nan'"),
+        (HEADER + "X,,Ampere,many,8,100,PCIe,\n", r"line 2: field 'cuda_cores': 'many'"),
+        (HEADER + "X,,Ampere,100,8,-5,PCIe,\n", r"line 2: field 'tdp_w': '-5'"),
+        (HEADER + "X,,Ampere,100,0,50,PCIe,\n", r"line 2: field 'memory_gb': '0'"),
+        (HEADER + "X,,Ampere,10.5,8,50,PCIe,\n", r"field 'cuda_cores': '10.5'"),
+        (HEADER + "X,,Ampere,100,8,nan,PCIe,\n", r"field 'tdp_w': 'nan'"),
+        (HEADER + "X,,Ampere,100,8,1e308,PCIe,\n", r"field 'tdp_w': '1e308': .* to 5000"),
+        (HEADER + "X,,Ampere,\u00b2,8,50,PCIe,\n", r"field 'cuda_cores': '\u00b2'"),
+        (HEADER + f"X,,Ampere,{'9' * 5000},8,50,PCIe,\n", r"field 'cuda_cores': '999"),
+        (HEADER + "X,,Ampere,100,\u0668,50,PCIe,\n", r"field 'memory_gb': '\u0668'"),
         (HEADER + "New GPU,,Ampere,100,8,,PCIe,\n", r"line 2: field 'tdp_w' is empty"),
         (HEADER + ",,Ampere,100,8,50,PCIe,\n", r"line 2: field 'name' is empty"),
         (
@@ -260,3 +264,12 @@ def test_bad_user_file(tmp_path, body, message):
 def test_missing_user_file(tmp_path):
     with pytest.raises(InputError, match="cannot be read"):
         Catalogue.load(tmp_path / "nope.csv")
+
+
+def test_user_file_of_one_endless_line_is_refused(tmp_path):
+    with pytest.raises(InputError, match="/dev/zero"):
+        Catalogue.load("/dev/zero")
+    path = tmp_path / "latin.csv"
+    path.write_bytes(HEADER.encode() + "Caf\xe9,,Ampere,1,1,1,PCIe,\n".encode("latin-1"))
+    with pytest.raises(InputError, match="not UTF-8"):
+        Catalogue.load(path)

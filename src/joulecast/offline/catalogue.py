@@ -28,7 +28,6 @@ import csv
 import difflib
 import functools
 import io
-import math
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -39,7 +38,8 @@ from pathlib import Path
 import pandas as pd
 
 from joulecast.errors import InputError
-from joulecast.inputs import GPUS_ENV
+from joulecast.inputs import GPUS_ENV, capped_lines, finite, whole
+from joulecast.records import DEVICE_RANGES
 
 SHIPPED = "gpus.csv"
 COLUMNS = (
@@ -181,10 +181,14 @@ class Catalogue:
         if extra is None:
             return cls(rows)
         path = Path(extra)
+        what = f"GPU catalogue file {path}"
         try:
-            user_text = path.read_text(encoding="utf-8")
+            with path.open(encoding="utf-8") as fh:
+                user_text = "".join(capped_lines(fh, what))
         except OSError as exc:
-            raise InputError(f"GPU catalogue file {path}: cannot be read ({exc})") from exc
+            raise InputError(f"{what}: cannot be read ({exc.strerror or exc})") from exc
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{what}: not UTF-8 text ({exc.reason})") from exc
         return cls(_merge(cls(rows), _parse(user_text, str(path), user=True)))
 
     def lookup(self, name: str) -> GpuSpec:
@@ -265,15 +269,15 @@ class Catalogue:
         return pd.DataFrame.from_records(records, columns=list(COLUMNS))
 
 
-def _number(raw: str, field: str, where: str, *, integer: bool) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0 or (integer and not value.is_integer()):
-        kind = "a positive whole number" if integer else "a positive number"
-        raise InputError(f"{where}: field '{field}' is {raw!r}: expected {kind}")
-    return value
+#: The largest value of each numeric field a catalogue row may hold (beyond any GPU made).
+_MAX = {"cuda_cores": 1_000_000, "memory_gb": 10_000.0, "tdp_w": DEVICE_RANGES["gpu"][0]}
+
+
+def _number(raw: str, field: str, where: str) -> float:
+    what = f"{where}: field '{field}'"
+    if field == "cuda_cores":
+        return float(whole(raw, what, lo=1, hi=int(_MAX[field])))
+    return finite(raw, what, lo=0.0, hi=_MAX[field], above=True)
 
 
 def _parse(text: str, origin: str, *, user: bool) -> list[_Row]:
@@ -299,10 +303,7 @@ def _parse(text: str, origin: str, *, user: bool) -> list[_Row]:
                 raise InputError(f"{where}: field '{field}' is empty: expected a value")
         if not cells.get("name"):
             raise InputError(f"{where}: field 'name' is empty: expected a GPU name")
-        numbers = {
-            f: _number(cells[f], f, where, integer=f == "cuda_cores") if cells.get(f) else 0.0
-            for f in _NUMERIC
-        }
+        numbers = {f: _number(cells[f], f, where) if cells.get(f) else 0.0 for f in _NUMERIC}
         aliases = tuple(a.strip() for a in cells.get("aliases", "").split(";") if a.strip())
         spec = GpuSpec(
             name=cells["name"],
