@@ -97,8 +97,8 @@ class Study:
         name: Study name (default: the file's stem).
         path: The file it was read from.
         workload: ``"joulecast"`` (the built-in workload) or ``"command"``.
-        command: For ``"command"``: the argv template with ``{name}`` placeholders (factors,
-            fixed parameters, ``{seed}``); ``()`` for the built-in workload.
+        command: For ``"command"``: the argv template with plain ``{name}`` placeholders
+            (factors, fixed parameters, ``{seed}``); ``()`` for the built-in workload.
         factors: Levels of each factor, in file order (for explicit combinations: the values
             each factor takes, in order of first appearance).
         fixed: Parameters every run shares.
@@ -580,19 +580,45 @@ def _check_placeholders(command: Sequence[str], names: set[str], where: str) -> 
     allowed = names | {"seed"}
     for i, part in enumerate(command):
         try:
-            fields = [f for _, f, _, _ in string.Formatter().parse(part) if f is not None]
+            pieces = list(string.Formatter().parse(part))
         except ValueError as exc:
             raise InputError(
-                f"{where}: study.command[{i}]: {part!r}: {exc}: expected {{name}} placeholders "
-                "(write {{ and }} for literal braces)"
+                f"{where}: study.command[{i}]: {quote(part)}: {exc}: expected {{name}} "
+                "placeholders (write {{ and }} for literal braces)"
             ) from exc
-        for name in fields:
-            base = name.split(".")[0].split("[")[0]
-            if base not in allowed:
+        for _, name, spec, conversion in pieces:
+            if name is None:
+                continue
+            written = "{" + name + (f"!{conversion}" if conversion else "")
+            written += (f":{spec}" if spec else "") + "}"
+            # The command's item, then the placeholder where the item holds more than it.
+            field = f"{where}: study.command[{i}]: {quote(part)}"
+            if written != part:
+                field += f": placeholder {quote(written)}"
+            if conversion is not None or spec:
                 raise InputError(
-                    f"{where}: study.command[{i}]: placeholder {{{name}}}: not a factor, a "
-                    f"fixed parameter or seed: expected one of {', '.join(sorted(allowed))}"
+                    f"{field}: expected a plain {{name}}, without !conversion or :format"
                 )
+            if name in allowed:
+                continue
+            if "." in name or "[" in name:
+                raise InputError(
+                    f"{field}: expected a plain {{name}}, without .attribute or [index]"
+                )
+            raise InputError(
+                f"{field}: not a factor, a fixed parameter or seed: "
+                f"expected one of {', '.join(sorted(allowed))}"
+            )
+
+
+def _render(template: str, values: Mapping[str, Any]) -> str:
+    """``template`` with each ``{name}`` replaced by ``str(values[name])`` and ``{{``, ``}}``
+    by a brace: the placeholders a study file's command may hold (no ``str.format`` conversions,
+    format specs, attributes or indices, which load_study refuses)."""
+    return "".join(
+        literal + ("" if name is None else str(values[name]))
+        for literal, name, _, _ in string.Formatter().parse(template)
+    )
 
 
 def check_combinations(study: Study) -> None:
@@ -673,7 +699,7 @@ def argv(study: Study, run: PlannedRun) -> list[str]:
     """
     if study.workload != BUILTIN:
         values = {**study.fixed, **run.factors, "seed": run.seed}
-        return [part.format(**values) for part in study.command]
+        return [_render(part, values) for part in study.command]
     from joulecast.study.workloads.train import TrainConfig
 
     values = {**run.params, "seed": run.seed}

@@ -454,12 +454,12 @@ class Runner:
                 self.echo(f"cooldown {self.study.cooldown_s:g} s")
                 time.sleep(self.study.cooldown_s)
             attempt = state.claim(run.position)
-            cmd = measured_argv(self.study, run, self.store_path, self.interval_s)
-            log_path = self.folder / "logs" / f"{run.key}-a{attempt}.log"
             start = time.monotonic()
             try:
+                cmd = measured_argv(self.study, run, self.store_path, self.interval_s)
+                log_path = self.folder / "logs" / f"{run.key}-a{attempt}.log"
                 returncode, timed_out, tail = self._execute_local(state, run, cmd, log_path)
-            except BaseException:  # stopped, or a full disk: the run goes back to the plan
+            except BaseException:  # stopped, a full disk, any error: back to the plan
                 state.release(run.position)
                 raise
             outcome = self._record(store, state, run, returncode, timed_out, tail, start)
@@ -549,36 +549,39 @@ class Runner:
             if i and self.study.cooldown_s > 0:
                 time.sleep(self.study.cooldown_s)
             attempt = state.claim(run.position)
-            shard = shards / f"{run.key}-a{attempt}.db"
-            log_path = self.folder / "logs" / f"{run.key}-a{attempt}.log"
-            if run.job_size(self.study) != size:
-                size = run.job_size(self.study)
-                executor.update_parameters(**self._job_parameters(*size))
-            nodes = size[0]
-            mem = run.factors.get("ram_gb") or self.study.slurm.get("mem_gb")
-            if mem and self.executor == "slurm":
-                executor.update_parameters(mem_gb=float(mem))
             start = time.monotonic()
-            if nodes == 1:
-                cmd = measured_argv(self.study, run, shard, self.interval_s)
-                job = executor.submit(execute, cmd, log_path, self.study.timeout_s)
-            else:
-                # A folder and an identity of this job's own: a job stopped with its runner
-                # leaves its shards out of the next attempt's merge, which reuses the number.
-                token = uuid.uuid4().hex[:8]
-                uid = f"{self.study.name}/{run.key}-a{attempt}-{token}"
-                folder = shards / f"{run.key}-a{attempt}-{token}"
-                cmd = measured_argv(
-                    self.study, run, shard, self.interval_s, run_uid=uid, shard_dir=folder
-                )
-                simulated = nodes if self.executor == "submitit-local" else 0
-                job = executor.submit(run_node, cmd, log_path, self.study.timeout_s, simulated)
-            state.set_job(run.position, f"{self.executor}:{job.job_id}")
+            job = None
             try:
+                shard = shards / f"{run.key}-a{attempt}.db"
+                log_path = self.folder / "logs" / f"{run.key}-a{attempt}.log"
+                if run.job_size(self.study) != size:
+                    size = run.job_size(self.study)
+                    executor.update_parameters(**self._job_parameters(*size))
+                nodes = size[0]
+                mem = run.factors.get("ram_gb") or self.study.slurm.get("mem_gb")
+                if mem and self.executor == "slurm":
+                    executor.update_parameters(mem_gb=float(mem))
+                if nodes == 1:
+                    cmd = measured_argv(self.study, run, shard, self.interval_s)
+                    job = executor.submit(execute, cmd, log_path, self.study.timeout_s)
+                else:
+                    # A folder and an identity of this job's own: a job stopped with its
+                    # runner leaves its shards out of the next attempt's merge, which reuses
+                    # the number.
+                    token = uuid.uuid4().hex[:8]
+                    uid = f"{self.study.name}/{run.key}-a{attempt}-{token}"
+                    folder = shards / f"{run.key}-a{attempt}-{token}"
+                    cmd = measured_argv(
+                        self.study, run, shard, self.interval_s, run_uid=uid, shard_dir=folder
+                    )
+                    simulated = nodes if self.executor == "submitit-local" else 0
+                    job = executor.submit(run_node, cmd, log_path, self.study.timeout_s, simulated)
+                state.set_job(run.position, f"{self.executor}:{job.job_id}")
                 results = _task_results(job, nodes)
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    job.cancel()
+            except BaseException:  # stopped, a full disk, any error: back to the plan
+                if job is not None:
+                    with contextlib.suppress(Exception):
+                        job.cancel()
                 state.release(run.position)
                 raise
             note = None

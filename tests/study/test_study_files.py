@@ -1,0 +1,142 @@
+"""Malformed and hostile study files: each is refused by every study verb with one line that
+names the file and the field, exit status 2, no traceback, and no run left running."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from joulecast.cli import main
+from joulecast.errors import InputError
+from joulecast.store import Store
+from joulecast.study.design import argv, load_study, plan
+
+VERBS = ("plan", "run", "status", "collect")
+
+COMMAND = """
+[study]
+name = "h"
+workload = "command"
+command = ["echo", "--x={x}", "--seed", "{seed}"]
+repetitions = 1
+warmup = "0s"
+cooldown = "0s"
+
+[factors]
+x = [1, 2]
+"""
+
+
+def command(item: str) -> str:
+    """The command study with ``item`` as its last command item."""
+    return COMMAND.replace('"{seed}"]', f"{item}]")
+
+
+def refused_by_every_verb(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, name: str, *fragments: str
+) -> str:
+    """Write ``text`` as ``name``; every study verb refuses it with one line naming the file
+    and each fragment, exit status 2, and leaves no store behind. Returns the line."""
+    path = tmp_path / name
+    path.write_text(text)
+    store = tmp_path / "s.db"
+    line = ""
+    for verb in VERBS:
+        code = main(["study", verb, str(path), "--store", str(store)])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert "Traceback" not in err and "\x1b" not in err
+        lines = err.splitlines()
+        assert len(lines) == 1, err
+        line = lines[0]
+        assert line.startswith(f"joulecast: error: {path}: "), line
+        for fragment in fragments:
+            assert fragment in line, line
+    assert not store.exists()
+    return line
+
+
+@pytest.mark.parametrize(
+    ("item", "fragments"),
+    [
+        ('"{seed.foo}"', ("study.command[3]", "'{seed.foo}'", ".attribute or [index]")),
+        ('"{seed[0]}"', ("study.command[3]", "'{seed[0]}'", ".attribute or [index]")),
+        ('"{x!z}"', ("study.command[3]", "'{x!z}'", "!conversion or :format")),
+        ('"{x!r}"', ("study.command[3]", "'{x!r}'", "!conversion or :format")),
+        ('"{x:d}"', ("study.command[3]", "'{x:d}'", "!conversion or :format")),
+        ('"{x:>2000000000}"', ("study.command[3]", "'{x:>2000000000}'", ":format")),
+        ('"{x:{seed}}"', ("study.command[3]", "'{x:{seed}}'", ":format")),
+        ('"--a={x:{seed}}"', ("'--a={x:{seed}}'", "placeholder '{x:{seed}}'", ":format")),
+        ('"{y}"', ("study.command[3]", "'{y}'", "not a factor", "seed, x")),
+        ('"{}"', ("study.command[3]", "'{}'", "not a factor")),
+        ('"{0}"', ("study.command[3]", "'{0}'", "not a factor")),
+        ('"{x"', ("study.command[3]", "'{x'", "expected '}'")),
+        ('"x}"', ("study.command[3]", "'x}'", "Single '}'")),
+        ('"{x{y}}"', ("study.command[3]", "'{x{y}}'", "unexpected '{'")),
+        ('"{\\u001b[31m}"', ("study.command[3]", "\\x1b[31m")),
+        ('"{a\\nb}"', ("study.command[3]", "\\n", "not a factor")),
+    ],
+)
+def test_a_bad_command_template_is_refused_by_every_verb(tmp_path, capsys, item, fragments):
+    refused_by_every_verb(tmp_path, capsys, command(item), "h.toml", *fragments)
+
+
+def test_plain_placeholders_and_literal_braces_still_render(tmp_path):
+    path = tmp_path / "h.toml"
+    path.write_text(command('"{{x}}={x}", "{seed}"'))
+    study = load_study(path)
+    run = plan(study)[0]
+    x = run.factors["x"]
+    assert argv(study, run) == ["echo", f"--x={x}", "--seed", f"{{x}}={x}", str(run.seed)]
+
+
+def test_a_run_whose_command_cannot_be_built_goes_back_to_the_plan(tmp_path, monkeypatch):
+    import joulecast.study.runner as runner_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("cannot build the command")
+
+    monkeypatch.setattr(runner_module, "measured_argv", broken)
+    path = tmp_path / "h.toml"
+    path.write_text(COMMAND)
+    study = load_study(path)
+    with pytest.raises(RuntimeError, match="cannot build"):
+        runner_module.Runner(study, tmp_path / "s.db", echo=lambda _: None).run()
+    with Store(tmp_path / "s.db") as store:
+        rows = store.query("SELECT status, attempts FROM study_runs")
+    assert [(r["status"], r["attempts"]) for r in rows] == [("planned", 0), ("planned", 0)]
+
+
+def test_load_study_refuses_with_an_input_error(tmp_path):
+    path = tmp_path / "h.toml"
+    path.write_text(command('"{x!r}"'))
+    with pytest.raises(InputError, match="conversion"):
+        load_study(path)
+
+
+def test_a_job_that_cannot_be_submitted_goes_back_to_the_plan(tmp_path, monkeypatch):
+    submitit = pytest.importorskip("submitit")
+    import joulecast.study.runner as runner_module
+
+    class Refusing:
+        def __init__(self, folder: Path, cluster: str) -> None:
+            pass
+
+        def update_parameters(self, **params: object) -> None:
+            pass
+
+        def submit(self, *args: object) -> None:
+            raise RuntimeError("sbatch: error: invalid partition")
+
+    monkeypatch.setattr(submitit, "AutoExecutor", Refusing)
+    path = tmp_path / "h.toml"
+    path.write_text(COMMAND)
+    runner = runner_module.Runner(
+        load_study(path), tmp_path / "s.db", executor="slurm", echo=lambda _: None
+    )
+    with pytest.raises(RuntimeError, match="invalid partition"):
+        runner.run()
+    with Store(tmp_path / "s.db") as store:
+        rows = store.query("SELECT status, attempts FROM study_runs")
+    assert [(r["status"], r["attempts"]) for r in rows] == [("planned", 0), ("planned", 0)]
