@@ -57,6 +57,7 @@ from typing import Any, Literal
 
 from joulecast.errors import InputError
 from joulecast.inputs import is_number, parse_duration, quote
+from joulecast.study.files import read_tree
 from joulecast.study.params import Param, command_line, from_values, params
 
 log = logging.getLogger(__name__)
@@ -204,7 +205,7 @@ def load_study(path: str | os.PathLike[str]) -> Study:
     """
     file = Path(path)
     where = str(file)
-    data = _read(file, where)
+    data = read_tree(file, where)
     if not isinstance(data, Mapping):
         raise InputError(f"{where}: expected a table with [study] and [factors] at the top")
     for key in data:
@@ -275,39 +276,6 @@ def load_study(path: str | os.PathLike[str]) -> Study:
     )
     check_combinations(result)
     return result
-
-
-def _read(file: Path, where: str) -> Any:
-    try:
-        raw = file.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{where}: cannot read the study file: {exc.strerror or exc}") from exc
-    if file.suffix.lower() in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError as exc:
-            raise InputError(
-                f"{where}: reading YAML study files needs PyYAML: "
-                "pip install 'joulecast[yaml]' (or write the study as TOML)"
-            ) from exc
-        try:
-            return yaml.safe_load(raw.decode("utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            detail = " ".join(str(exc).split())
-            raise InputError(f"{where}: not valid YAML: {detail}") from exc
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        try:
-            import tomli as tomllib
-        except ImportError as exc:
-            raise InputError(
-                f"{where}: reading TOML on Python 3.10 needs tomli: pip install tomli"
-            ) from exc
-    try:
-        return tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{where}: not valid TOML: {exc}") from exc
 
 
 def _known_keys(table: Mapping[str, Any], name: str, where: str) -> None:
