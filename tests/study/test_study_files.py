@@ -34,12 +34,18 @@ def command(item: str) -> str:
 
 
 def refused_by_every_verb(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, name: str, *fragments: str
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    text: str | None,
+    name: str,
+    *fragments: str,
 ) -> str:
-    """Write ``text`` as ``name``; every study verb refuses it with one line naming the file
-    and each fragment, exit status 2, and leaves no store behind. Returns the line."""
+    """Write ``text`` as ``name`` (None: the file is there); every study verb refuses it with
+    one line naming the file and each fragment, exit status 2, and leaves no store behind.
+    Returns the line."""
     path = tmp_path / name
-    path.write_text(text)
+    if text is not None:
+        path.write_text(text)
     store = tmp_path / "s.db"
     line = ""
     for verb in VERBS:
@@ -140,3 +146,70 @@ def test_a_job_that_cannot_be_submitted_goes_back_to_the_plan(tmp_path, monkeypa
     with Store(tmp_path / "s.db") as store:
         rows = store.query("SELECT status, attempts FROM study_runs")
     assert [(r["status"], r["attempts"]) for r in rows] == [("planned", 0), ("planned", 0)]
+
+
+YAML = """
+study:
+  name: h
+  workload: command
+  command: [echo, "{x}"]
+  repetitions: 1
+factors:
+  x: [1, 2]
+"""
+BOMB = "".join(
+    f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}" if i else "lol"] * 9) + "]\n" for i in range(9)
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "fragments"),
+    [
+        ("bomb.yaml", YAML + BOMB, ("line 10", "alias *l0", "written out")),
+        ("alias.yaml", YAML.replace("  x: [1, 2]", "  x: &a [1]\n  y: *a"), ("alias *a",)),
+        ("merge.yaml", YAML + "fixed: &f {a: 1}\nslurm: {<<: *f}\n", ("alias *f",)),
+        ("deep.yaml", YAML.replace("[1, 2]", "[" * 20 + "]" * 20), ("line 8", "nested more")),
+        ("key.yaml", YAML.replace("  x: [1, 2]", "  x: [1]\n  1: [a]"), ("factors: key 1",)),
+        ("null.yaml", YAML.replace("  x: [1, 2]", "  x: [1]\n  ~: [a]"), ("key None", "a name")),
+        ("int.yaml", YAML.replace("[1, 2]", f"[{'9' * 5000}]"), ("line 8", "at most 18 digits")),
+        ("hex.yaml", YAML.replace("[1, 2]", f"[0x{'f' * 60}]"), ("line 8", "at most 18 digits")),
+        ("big.yaml", YAML.replace("[1, 2]", "[1, 10000000000000000]"), ("factors.x[1]",)),
+        ("inf.yaml", YAML.replace("[1, 2]", "[1, .inf]"), ("factors.x[1]: inf", "finite")),
+        ("binary.yaml", YAML.replace("[1, 2]", "[!!binary aGk=]"), ("factors.x[0]: b'hi'",)),
+        ("set.yaml", YAML.replace("[1, 2]", "[!!set {a}]"), ("factors.x[0]: {'a'}",)),
+        ("date.yaml", YAML.replace("[1, 2]", "[2001-01-01]"), ("factors.x[0]: datetime.date",)),
+        ("month.yaml", YAML.replace("[1, 2]", "[2001-13-45]"), ("not valid YAML", "month")),
+        ("tag.yaml", YAML.replace("[1, 2]", "[!!int abc]"), ("not valid YAML", "'abc'")),
+        ("python.yaml", YAML.replace("[1, 2]", "[!!python/name:os.system]"), ("not valid YAML",)),
+        ("deep.toml", COMMAND.replace("[1, 2]", "[" * 3000 + "]" * 3000), ("nested more",)),
+        ("deep17.toml", COMMAND.replace("[1, 2]", "[" * 16 + "]" * 16), ("factors.x[0][0]",)),
+        ("dotted.toml", COMMAND + "a." * 20000 + "b = 1\n", ("line 12", "dotted key of more")),
+        ("header.toml", COMMAND + "[" + "a." * 20000 + "b]\n", ("line 12", "dotted key")),
+        ("inline.toml", COMMAND + "a = " + "{b = " * 40 + "1" + "}" * 40, ("a.b.b.b",)),
+        ("int.toml", COMMAND.replace("[1, 2]", f"[{'9' * 5000}]"), ("line 11", "18 digits")),
+        ("big.toml", COMMAND.replace("[1, 2]", "[-10000000000000001]"), ("factors.x[0]",)),
+        ("nan.toml", COMMAND.replace("[1, 2]", "[1, nan]"), ("factors.x[1]: nan", "finite")),
+        ("inf.toml", COMMAND.replace("[1, 2]", "[1, -inf]"), ("factors.x[1]: -inf", "finite")),
+        ("date.toml", COMMAND.replace("[1, 2]", "[1979-05-27]"), ("factors.x[0]: datetime",)),
+        ("time.toml", COMMAND + "[fixed]\nt = 07:32:00\n", ("fixed.t: datetime.time",)),
+        ("odd key.toml", COMMAND + '[fixed]\n"a\\u001b]b" = nan\n', ("fixed['a\\x1b]b']: nan",)),
+        ("latin1.toml", COMMAND.replace('"h"', '"\xe9"'), ("not UTF-8",)),
+        ("large.toml", COMMAND + "#" * (1 << 20), ("larger than 1024 KiB", "at most 1024 KiB")),
+    ],
+)
+def test_a_study_file_the_readers_refuse(tmp_path, capsys, name, text, fragments):
+    pytest.importorskip("yaml")
+    path = tmp_path / name
+    if name.startswith("latin1"):
+        path.write_bytes(text.encode("latin-1"))
+        refused = refused_by_every_verb(tmp_path, capsys, None, name, *fragments)
+    else:
+        refused = refused_by_every_verb(tmp_path, capsys, text, name, *fragments)
+    assert len(refused) < 400
+
+
+def test_a_yaml_file_without_aliases_reads_as_before(tmp_path):
+    pytest.importorskip("yaml")
+    path = tmp_path / "ok.yaml"
+    path.write_text(YAML.replace("  x: [1, 2]", "  x: &unused [1, 2]"))
+    assert load_study(path).factors == {"x": [1, 2]}

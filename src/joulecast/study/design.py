@@ -35,8 +35,9 @@ A ``seed`` among the fixed parameters or factors gives every run that seed (the 
 seeds); otherwise each run gets its own, derived from the study's seed, its combination and
 repetition.
 
-Nothing here imports Keras or PyTorch: the built-in workload's settings are checked by the same
-code the workload runs before it imports them.
+What a file may hold at all (size, YAML aliases, nesting, keys, values) is checked as it is
+read (:mod:`joulecast.study.files`). Nothing here imports Keras or PyTorch: the built-in
+workload's settings are checked by the same code the workload runs before it imports them.
 """
 
 from __future__ import annotations
