@@ -213,3 +213,27 @@ def test_a_yaml_file_without_aliases_reads_as_before(tmp_path):
     path = tmp_path / "ok.yaml"
     path.write_text(YAML.replace("  x: [1, 2]", "  x: &unused [1, 2]"))
     assert load_study(path).factors == {"x": [1, 2]}
+
+
+# Within a limit the quadratic search of old (minutes) could not meet.
+@pytest.mark.timeout(60)
+def test_repeated_levels_are_found_in_one_pass(tmp_path):
+    many = ", ".join(map(str, range(100_000)))
+    path = tmp_path / "many.toml"
+    path.write_text(COMMAND.replace("[1, 2]", f"[{many}]"))
+    assert len(load_study(path).combinations) == 100_000
+    path.write_text(COMMAND.replace("[1, 2]", f"[{many}, 1.0]"))
+    with pytest.raises(InputError, match=r"factors.x: level 1.0 appears twice"):
+        load_study(path)
+
+
+def test_repeated_combinations_are_found_in_one_pass(tmp_path):
+    path = tmp_path / "many.toml"
+    design = COMMAND.split("[factors]")[0]
+    listed = "".join(f"[[combinations]]\nx = [{i}]\ny = {{a = {i}}}\n" for i in range(2_000))
+    path.write_text(design + listed)
+    study = load_study(path)
+    assert len(study.combinations) == 2_000 and len(study.factors["y"]) == 2_000
+    path.write_text(design + listed + "[[combinations]]\nx = [7.0]\ny = {a = 7}\n")
+    with pytest.raises(InputError, match=r"combinations\[2000\]: repeats combinations\[7\]"):
+        load_study(path)

@@ -348,14 +348,14 @@ def _design(
                 )
             if not levels:
                 raise InputError(f"{where}: {field_name}: empty: expected at least one level")
-            seen: list[Any] = []
+            seen: set[Any] = set()
             for level in levels:
-                if level in seen:
+                if _key(level) in seen:
                     raise InputError(
                         f"{where}: {field_name}: level {quote(level)} appears twice: "
                         "expected distinct levels"
                     )
-                seen.append(level)
+                seen.add(_key(level))
             factors[name] = list(levels)
         combinations = [
             dict(zip(factors, values, strict=True))
@@ -369,6 +369,7 @@ def _design(
             f"{where}: combinations: {quote(listed)}: expected a non-empty list of tables"
         )
     combinations = []
+    first: dict[Any, int] = {}
     keys: list[str] | None = None
     for i, combo in enumerate(listed):
         field_name = f"combinations[{i}]"
@@ -400,18 +401,21 @@ def _design(
                     "expected each name in one of them"
                 )
         ordered = {k: combo[k] for k in keys}
-        if ordered in combinations:
-            first = combinations.index(ordered)
+        if _key(ordered) in first:
             raise InputError(
-                f"{where}: {field_name}: repeats combinations[{first}] ({_describe(ordered)}): "
-                "expected distinct combinations (use repetitions for more runs)"
+                f"{where}: {field_name}: repeats combinations[{first[_key(ordered)]}] "
+                f"({_describe(ordered)}): expected distinct combinations (use repetitions for "
+                "more runs)"
             )
+        first[_key(ordered)] = len(combinations)
         combinations.append(ordered)
     assert keys is not None
     factors = {k: [] for k in keys}
+    values: dict[str, set[Any]] = {k: set() for k in keys}
     for combo in combinations:
         for k, v in combo.items():
-            if v not in factors[k]:
+            if _key(v) not in values[k]:
+                values[k].add(_key(v))
                 factors[k].append(v)
     return factors, combinations
 
@@ -742,6 +746,16 @@ def _duration(value: Any, field_name: str, where: str) -> float:
             "(seconds, or e.g. '10m', '1h30m')"
         )
     return seconds
+
+
+def _key(value: Any) -> Any:
+    """A hashable stand-in for a study file's value, equal where the values are equal (lists
+    and tables compared item by item, ``1 == 1.0``), so repeats are found in one pass."""
+    if isinstance(value, list):
+        return ("list", tuple(_key(v) for v in value))
+    if isinstance(value, Mapping):
+        return ("table", frozenset((k, _key(v)) for k, v in value.items()))
+    return value
 
 
 def _text(value: Any) -> str:
