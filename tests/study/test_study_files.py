@@ -11,6 +11,7 @@ from joulecast.cli import main
 from joulecast.errors import InputError
 from joulecast.store import Store
 from joulecast.study.design import argv, load_study, plan
+from tests.study.test_design import TINY
 
 VERBS = ("plan", "run", "status", "collect")
 
@@ -237,3 +238,58 @@ def test_repeated_combinations_are_found_in_one_pass(tmp_path):
     path.write_text(design + listed + "[[combinations]]\nx = [7.0]\ny = {a = 7}\n")
     with pytest.raises(InputError, match=r"combinations\[2000\]: repeats combinations\[7\]"):
         load_study(path)
+
+
+GRID = "\n".join(f"f{i} = [{', '.join(map(str, range(1000)))}]" for i in range(4))
+
+
+def study(text: str, **changes: str) -> str:
+    """``text`` with each ``key = ...`` line of its [study] table replaced or added."""
+    lines = text.split("\n")
+    for key, value in changes.items():
+        lines = [ln for ln in lines if not ln.startswith(f"{key} = ")]
+        lines.insert(lines.index("[study]") + 1, f"{key} = {value}")
+    return "\n".join(lines)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        (COMMAND.replace("x = [1, 2]", GRID), ("factors: over 100,000 combinations x 1 rep",)),
+        (study(COMMAND, repetitions="1000000000000"), ("study.repetitions: 1000000000000",)),
+        (study(COMMAND, repetitions="50001"), ("factors: 2 combinations x 50,001 repetition",)),
+        (study(COMMAND, repetitions="100001"), ("study.repetitions: 100001", "100000")),
+        (
+            study(COMMAND, repetitions="50001").replace(
+                "[factors]\nx = [1, 2]", "[[combinations]]\nx = 1\n[[combinations]]\nx = 2"
+            ),
+            ("combinations: 2 combinations x 50,001 repetition(s)", "at most 100,000 runs"),
+        ),
+        (study(COMMAND, cooldown='"99999999999999h"'), ("study.cooldown", "at most 315576000 s")),
+        (study(COMMAND, cooldown="1e300"), ("study.cooldown: 1e+300", "0 to 315576000 s")),
+        (study(COMMAND, cooldown="-1"), ("study.cooldown: -1",)),
+        (study(COMMAND, cooldown="true"), ("study.cooldown: True",)),
+        (study(COMMAND, warmup="315576001"), ("study.warmup: 315576001",)),
+        (study(COMMAND, timeout='"3653d"'), ("study.timeout", "'3653d'")),
+        (study(COMMAND, name='"' + "n" * 101 + '"'), ("study.name: 'nnnn", "at most 100")),
+        (study(COMMAND, name='"a\\u001bb"'), ("study.name: 'a\\x1bb'", "control characters")),
+        (study(COMMAND, seed="10000000000000000"), ("study.seed: 10000000000000000",)),
+        (COMMAND + "[slurm]\ntime = '99999d'\n", ("slurm.time", "'99999d'")),
+        (COMMAND + "[slurm]\ntime_min = 1e12\n", ("slurm.time_min: 1000000000000.0",)),
+        (COMMAND + "[slurm]\nnodes = 1000000\n", ("slurm.nodes: 1000000", "at most 10000")),
+        (COMMAND + "[slurm]\ngpus_per_node = 65\n", ("slurm.gpus_per_node: 65", "at most 64")),
+        (COMMAND + "[slurm]\ncpus_per_task = 99999\n", ("slurm.cpus_per_task: 99999",)),
+        (COMMAND + "[slurm]\nmem_gb = 1e12\n", ("slurm.mem_gb: 1000000000000.0",)),
+        (COMMAND.replace("x = [1, 2]", "x = [1]\nnodes = [1, 20000]"), ("factors.nodes[1]",)),
+        (COMMAND.replace("x = [1, 2]", "x = [1]\nram_gb = [1e9]"), ("ram_gb 1000000000.0",)),
+        (TINY.replace("16, 32]", "1000000000000000]"), ("combination 1", "batch size 1000")),
+        (TINY.replace("[1]", "[1, 1000000000]"), ("combination 0", "epochs (1, 1000000000)")),
+        (TINY.replace("input_size = 32", "input_size = 100000"), ("input size 100000",)),
+        (TINY.replace("[fixed]", "[fixed]\nsamples = 100000000"), ("samples 100000000",)),
+        (TINY.replace("[fixed]", "[fixed]\nseed = -1"), ("combination 0", "seed -1")),
+        (TINY.replace("[fixed]", "[fixed]\nseed = 4294967296"), ("seed 4294967296",)),
+    ],
+)
+def test_a_number_out_of_bounds_is_refused_by_every_verb(tmp_path, capsys, text, fragments):
+    refused_by_every_verb(tmp_path, capsys, text, "h.toml", *fragments)

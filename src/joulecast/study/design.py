@@ -46,7 +46,6 @@ import hashlib
 import itertools
 import json
 import logging
-import math
 import os
 import random
 import string
@@ -57,7 +56,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from joulecast.errors import InputError
-from joulecast.inputs import is_number, parse_duration, quote
+from joulecast.inputs import MAX_DURATION_S, MAX_WHOLE, finite, is_number, parse_duration, quote
 from joulecast.study.files import read_tree
 from joulecast.study.params import Param, command_line, from_values, params
 
@@ -75,6 +74,16 @@ built-in workload. :meth:`PlannedRun.job_size` resolves them."""
 
 # The fewest of each: a job runs on a node; a job on CPUs only asks for no GPU.
 _JOB_MINIMUM = {"nodes": 1, "gpus_per_node": 0}
+# The most of each: beyond the largest machines (about 10,000 nodes of at most 16 GPUs).
+_JOB_MAXIMUM = {"nodes": 10_000, "gpus_per_node": 64, "cpus_per_task": 4096}
+
+MAX_RUNS = 100_000
+"""The most runs a study plans (combinations x repetitions): more is refused before anything
+is allocated; split such a design into several studies."""
+MAX_NAME_CHARS = 100
+"""The longest study name (it names the study's lock file and folder)."""
+MAX_MEM_GB = 100_000.0
+"""The largest ``ram_gb`` or ``[slurm] mem_gb``, in GB (100 TB)."""
 
 WORKLOADS: tuple[str, ...] = (BUILTIN, "command")
 ORDERS: tuple[str, ...] = ("random", "sequential")
@@ -216,15 +225,26 @@ def load_study(path: str | os.PathLike[str]) -> Study:
     _known_keys(study, "study", where)
 
     name = study.get("name", file.stem)
-    if not isinstance(name, str) or not name.strip() or "/" in name:
-        raise InputError(f"{where}: study.name: {name!r}: expected a non-empty name without '/'")
+    if (
+        not isinstance(name, str)
+        or not name.strip()
+        or "/" in name
+        or len(name) > MAX_NAME_CHARS
+        or not name.isprintable()
+    ):
+        raise InputError(
+            f"{where}: study.name: {quote(name)}: expected a non-empty name without '/' or "
+            f"control characters, at most {MAX_NAME_CHARS} characters"
+        )
     workload = study.get("workload", BUILTIN)
     if workload not in WORKLOADS:
         raise InputError(
             f"{where}: study.workload: {workload!r}: expected one of {', '.join(WORKLOADS)}"
         )
     command = _command(study, workload, where)
-    repetitions = _int(study.get("repetitions", 30), "study.repetitions", where, minimum=1)
+    repetitions = _int(
+        study.get("repetitions", 30), "study.repetitions", where, minimum=1, maximum=MAX_RUNS
+    )
     seed = _int(study.get("seed", 0), "study.seed", where, minimum=0)
     order = study.get("order", "random")
     if order not in ORDERS:
@@ -238,7 +258,7 @@ def load_study(path: str | os.PathLike[str]) -> Study:
             raise InputError(f"{where}: study.timeout: 0: expected a positive duration")
 
     fixed = dict(_table(data, "fixed", where))
-    factors, combinations = _design(data, fixed, where)
+    factors, combinations = _design(data, fixed, repetitions, where)
     slurm = _slurm(_table(data, "slurm", where), fixed, where)
 
     _check_job_sizes(_field_values(fixed, factors, combinations, "combinations" in data), where)
@@ -254,10 +274,11 @@ def load_study(path: str | os.PathLike[str]) -> Study:
                 f"{where}: combination {i} ({_describe(combo)}): environment "
                 f"{labels['environment']!r}: expected a name"
             )
-        if labels["ram_gb"] is not None and not is_number(labels["ram_gb"], positive=True):
+        ram_gb = labels["ram_gb"]
+        if ram_gb is not None and (not is_number(ram_gb, positive=True) or ram_gb > MAX_MEM_GB):
             raise InputError(
-                f"{where}: combination {i} ({_describe(combo)}): ram_gb {labels['ram_gb']!r}: "
-                "expected a positive number of GB"
+                f"{where}: combination {i} ({_describe(combo)}): ram_gb {ram_gb!r}: "
+                f"expected a positive number of GB, at most {MAX_MEM_GB:g}"
             )
     result = Study(
         name=name,
@@ -320,9 +341,10 @@ def _command(study: Mapping[str, Any], workload: str, where: str) -> tuple[str, 
 
 
 def _design(
-    data: Mapping[str, Any], fixed: dict[str, Any], where: str
+    data: Mapping[str, Any], fixed: dict[str, Any], repetitions: int, where: str
 ) -> tuple[dict[str, list[Any]], list[dict[str, Any]]]:
-    """The factors' levels and the combinations, from [factors] or [[combinations]]."""
+    """The factors' levels and the combinations, from [factors] or [[combinations]]; at most
+    :data:`MAX_RUNS` runs of them, counted before any combination is made."""
     has_factors = "factors" in data
     has_combinations = "combinations" in data
     if has_factors == has_combinations:
@@ -357,6 +379,10 @@ def _design(
                     )
                 seen.add(_key(level))
             factors[name] = list(levels)
+        count = 1
+        for levels in factors.values():
+            count = min(count * len(levels), MAX_RUNS + 1)  # no huge product to print
+        _check_runs(count, repetitions, "factors", where)
         combinations = [
             dict(zip(factors, values, strict=True))
             for values in itertools.product(*factors.values())
@@ -368,6 +394,7 @@ def _design(
         raise InputError(
             f"{where}: combinations: {quote(listed)}: expected a non-empty list of tables"
         )
+    _check_runs(len(listed), repetitions, "combinations", where)
     combinations = []
     first: dict[Any, int] = {}
     keys: list[str] | None = None
@@ -444,10 +471,11 @@ def _slurm(table: Mapping[str, Any], fixed: Mapping[str, Any], where: str) -> di
             raise InputError(f"{where}: slurm.time: 0: expected a positive duration")
         out["time_min"] = seconds / 60.0
     if "time_min" in table:
-        if not is_number(table["time_min"], positive=True):
+        most = MAX_DURATION_S / 60
+        if not is_number(table["time_min"], positive=True) or table["time_min"] > most:
             raise InputError(
                 f"{where}: slurm.time_min: {quote(table['time_min'])}: "
-                "expected a positive number of minutes"
+                f"expected a positive number of minutes, at most {most:.0f}"
             )
         out["time_min"] = float(table["time_min"])
     for key in JOB_FACTORS:
@@ -457,11 +485,18 @@ def _slurm(table: Mapping[str, Any], fixed: Mapping[str, Any], where: str) -> di
             )
     for key in ("nodes", "gpus_per_node", "cpus_per_task"):
         if key in table:
-            out[key] = _int(table[key], f"slurm.{key}", where, minimum=_JOB_MINIMUM.get(key, 1))
+            out[key] = _int(
+                table[key],
+                f"slurm.{key}",
+                where,
+                minimum=_JOB_MINIMUM.get(key, 1),
+                maximum=_JOB_MAXIMUM[key],
+            )
     if "mem_gb" in table:
-        if not is_number(table["mem_gb"], positive=True):
+        if not is_number(table["mem_gb"], positive=True) or table["mem_gb"] > MAX_MEM_GB:
             raise InputError(
-                f"{where}: slurm.mem_gb: {quote(table['mem_gb'])}: expected a positive number"
+                f"{where}: slurm.mem_gb: {quote(table['mem_gb'])}: expected a positive number, "
+                f"at most {MAX_MEM_GB:g}"
             )
         out["mem_gb"] = table["mem_gb"]
     elif "ram_gb" in fixed:
@@ -543,10 +578,10 @@ def _field_values(
 
 def _check_job_sizes(values: Sequence[tuple[str, str, Any]], where: str) -> None:
     """Refuse a ``nodes`` or ``gpus_per_node`` among ``values`` (:func:`_field_values`) that is
-    not a whole number of at least :data:`_JOB_MINIMUM`."""
+    not a whole number from :data:`_JOB_MINIMUM` to :data:`_JOB_MAXIMUM`."""
     for field_name, name, value in values:
         if name in JOB_FACTORS:
-            _int(value, field_name, where, minimum=_JOB_MINIMUM[name])
+            _int(value, field_name, where, minimum=_JOB_MINIMUM[name], maximum=_JOB_MAXIMUM[name])
 
 
 def _check_placeholders(command: Sequence[str], names: set[str], where: str) -> None:
@@ -724,28 +759,43 @@ def _params(fixed: Mapping[str, Any], combo: Mapping[str, Any]) -> dict[str, Any
     return {k: v for k, v in merged.items() if k not in (*LABEL_FACTORS, *JOB_FACTORS)}
 
 
-def _int(value: Any, field_name: str, where: str, *, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise InputError(f"{where}: {field_name}: {quote(value)}: expected an integer >= {minimum}")
+def _int(value: Any, field_name: str, where: str, *, minimum: int, maximum: int = MAX_WHOLE) -> int:
+    """``value``, written as a whole number (not text, not true or false), in range."""
+    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
+        raise InputError(
+            f"{where}: {field_name}: {quote(value)}: expected an integer >= {minimum}, "
+            f"at most {maximum}"
+        )
     return value
 
 
 def _duration(value: Any, field_name: str, where: str) -> float:
-    if isinstance(value, bool):
-        seconds = math.nan
-    elif isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
+    """Seconds of a duration written as text (:func:`~joulecast.inputs.parse_duration`) or as
+    a number of seconds, from 0 to :data:`~joulecast.inputs.MAX_DURATION_S`."""
+    what = f"{where}: {field_name}"
+    if isinstance(value, str):
         try:
-            seconds = parse_duration(value)
+            return parse_duration(value)
         except InputError as exc:
-            raise InputError(f"{where}: {field_name}: {exc}") from exc
-    if not math.isfinite(seconds) or seconds < 0:
+            raise InputError(f"{what}: {exc}") from exc
+    try:
+        return finite(value, what, lo=0.0, hi=MAX_DURATION_S)
+    except InputError as exc:
         raise InputError(
-            f"{where}: {field_name}: {quote(value)}: expected a duration >= 0 "
+            f"{what}: {quote(value)}: expected a duration from 0 to {MAX_DURATION_S:.0f} s "
             "(seconds, or e.g. '10m', '1h30m')"
+        ) from exc
+
+
+def _check_runs(combinations: int, repetitions: int, field_name: str, where: str) -> None:
+    """Refuse more than :data:`MAX_RUNS` runs; ``combinations`` above it means "more"."""
+    if combinations * repetitions > MAX_RUNS:
+        many = f"{combinations:,}" if combinations <= MAX_RUNS else f"over {MAX_RUNS:,}"
+        raise InputError(
+            f"{where}: {field_name}: {many} combinations x {repetitions:,} repetition(s): "
+            f"expected at most {MAX_RUNS:,} runs in a study (split the design into several "
+            "studies)"
         )
-    return seconds
 
 
 def _key(value: Any) -> Any:
