@@ -14,6 +14,7 @@ study's seed, as del Rey et al. (2024) scheduled theirs::
     warmup = "0s"                 # default "10m"; durations: seconds, or "10m", "1h30m"
     cooldown = "0s"               # default "5m"
     timeout = "10m"               # per run; default none
+    max_attempts = 3              # default 3: tries of a run whose runner dies during it
 
     [fixed]                       # parameters of every run
     dataset = "shapes"
@@ -80,6 +81,10 @@ _JOB_MAXIMUM = {"nodes": 10_000, "gpus_per_node": 64, "cpus_per_task": 4096}
 MAX_RUNS = 100_000
 """The most runs a study plans (combinations x repetitions): more is refused before anything
 is allocated; split such a design into several studies."""
+MAX_ATTEMPTS = 3
+"""Default of :attr:`Study.max_attempts`: a run's attempts when its runner dies during them."""
+MAX_ATTEMPTS_LIMIT = 100
+"""The largest ``max_attempts`` taken."""
 MAX_NAME_CHARS = 100
 """The longest study name (it names the study's lock file and folder)."""
 MAX_MEM_GB = 100_000.0
@@ -90,7 +95,9 @@ ORDERS: tuple[str, ...] = ("random", "sequential")
 
 _MODULE = "joulecast.study.workloads"
 _TABLES: dict[str, str] = {
-    "study": "name, workload, command, repetitions, seed, order, warmup, cooldown, timeout",
+    "study": (
+        "name, workload, command, repetitions, seed, order, warmup, cooldown, timeout, max_attempts"
+    ),
     "fixed": "the workload's parameters",
     "factors": "factor = [levels]",
     "combinations": "a list of tables of factor values",
@@ -121,6 +128,9 @@ class Study:
         warmup_s: Warm-up before the first run, in seconds.
         cooldown_s: Pause between runs, in seconds.
         timeout_s: Limit of each run in seconds; None: none.
+        max_attempts: Attempts of a run whose runner dies during them (killed, its machine
+            lost) before the run is recorded ``failed``; a run that fails on its own is not
+            tried again. How often to retry is no part of the design: not in :meth:`to_dict`.
         slurm: ``partition``, ``account``, ``time_min``, ``gpus_per_node``, ``cpus_per_task``,
             ``mem_gb`` (None: take each run's ``ram_gb``), ``extra`` (further sbatch options),
             and ``nodes`` where the file gives it.
@@ -140,11 +150,13 @@ class Study:
     cooldown_s: float = 300.0
     timeout_s: float | None = None
     slurm: dict[str, Any] = field(default_factory=dict)
+    max_attempts: int = MAX_ATTEMPTS
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form of everything that defines the plan (not the path)."""
+        """JSON-ready form of everything that defines the plan (not the path, nor
+        ``max_attempts``: a study's stored plan and digest do not change with it)."""
         out = asdict(self)
-        del out["path"]
+        del out["path"], out["max_attempts"]
         out["command"] = list(self.command)
         return out
 
@@ -249,6 +261,13 @@ def load_study(path: str | os.PathLike[str]) -> Study:
     order = study.get("order", "random")
     if order not in ORDERS:
         raise InputError(f"{where}: study.order: {order!r}: expected one of {', '.join(ORDERS)}")
+    max_attempts = _int(
+        study.get("max_attempts", MAX_ATTEMPTS),
+        "study.max_attempts",
+        where,
+        minimum=1,
+        maximum=MAX_ATTEMPTS_LIMIT,
+    )
     warmup_s = _duration(study.get("warmup", 600.0), "study.warmup", where)
     cooldown_s = _duration(study.get("cooldown", 300.0), "study.cooldown", where)
     timeout_s = None
@@ -295,6 +314,7 @@ def load_study(path: str | os.PathLike[str]) -> Study:
         timeout_s=timeout_s,
         slurm=slurm,
         order=order,
+        max_attempts=max_attempts,
     )
     check_combinations(result)
     return result

@@ -7,7 +7,8 @@ samples and its epochs land in the store like any other measured run. A run's ou
 ``completed``, ``oom`` (out of memory on the GPU or the host), ``timeout`` or ``failed``, with
 the end of its output kept as the error text. Only one runner works on a study at a time (a
 lock file beside the store); a runner killed at any point, even by SIGKILL, can be started again
-and carries on: completed runs are never redone, the run in flight is retried once.
+and carries on: completed runs are never redone, and the run in flight is tried again until it
+has had the study's ``max_attempts`` (a run that fails on its own is not).
 
 Executors: ``local`` runs each run as a child process here; ``slurm`` submits each run as a job
 through submitit (``submitit-local`` does the same on this machine, for tests), each writing its
@@ -41,9 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from joulecast.errors import InputError, StoreError
-from joulecast.inputs import NODE_ENV, NODE_RANK_ENV, NODES_ENV
+from joulecast.inputs import NODE_ENV, NODE_RANK_ENV, NODES_ENV, whole
 from joulecast.store import Store
-from joulecast.study.design import PlannedRun, Study, argv, plan
+from joulecast.study.design import MAX_ATTEMPTS_LIMIT, PlannedRun, Study, argv, plan
 from joulecast.study.state import StudyState
 
 log = logging.getLogger(__name__)
@@ -354,6 +355,9 @@ class Runner:
         executor: ``local``, ``slurm`` or ``submitit-local``.
         interval_s: sampling interval of each run.
         echo: where progress lines go.
+        only: run only the planned runs with these factor values (as text).
+        max_attempts: attempts of a run whose runner dies during them (default: the study's
+            :attr:`~joulecast.study.design.Study.max_attempts`).
     """
 
     def __init__(
@@ -365,9 +369,13 @@ class Runner:
         interval_s: float = 0.1,
         echo: Callable[[str], None] = print,
         only: dict[str, str] | None = None,
+        max_attempts: int | None = None,
     ) -> None:
         if executor not in EXECUTORS:
             raise InputError(f"executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
+        self.max_attempts = study.max_attempts
+        if max_attempts is not None:
+            self.max_attempts = whole(max_attempts, "max_attempts", lo=1, hi=MAX_ATTEMPTS_LIMIT)
         self.study = study
         self.store_path = Path(store_path).resolve()
         self.executor = executor
@@ -411,9 +419,14 @@ class Runner:
                 state = StudyState.open(store, self.study, planned)
                 self._kill_leftovers(state)
                 self._record_finished_leftovers(store, state)
-                again = state.recover()
+                again, given_up = state.recover(self.max_attempts)
                 if again:
                     self.echo(f"in flight when the last runner stopped, tried again: {again}")
+                if given_up:
+                    self.echo(
+                        f"in flight when the runner stopped, {self.max_attempts} times: "
+                        f"recorded failed: {given_up}"
+                    )
                 by_position = {r.position: r for r in planned}
                 runs = state.runs()
                 planned_now = runs.loc[runs["status"] == "planned", "position"]
