@@ -11,6 +11,7 @@ from joulecast.cli import main
 from joulecast.errors import InputError
 from joulecast.store import Store
 from joulecast.study.design import argv, load_study, plan
+from joulecast.study.runner import Runner
 from tests.study.test_design import TINY
 
 VERBS = ("plan", "run", "status", "collect")
@@ -293,3 +294,18 @@ def study(text: str, **changes: str) -> str:
 )
 def test_a_number_out_of_bounds_is_refused_by_every_verb(tmp_path, capsys, text, fragments):
     refused_by_every_verb(tmp_path, capsys, text, "h.toml", *fragments)
+
+
+@pytest.mark.parametrize("interval", ["nan", "inf", "0", "-1", "1e400", "²"])
+def test_study_run_refuses_a_bad_interval_before_any_run(tmp_path, capsys, interval):
+    path = tmp_path / "h.toml"
+    path.write_text(COMMAND)
+    store = tmp_path / "s.db"
+    with pytest.raises(SystemExit) as info:
+        main(["study", "run", str(path), "--store", str(store), f"--interval={interval}"])
+    assert info.value.code == 2
+    assert "--interval" in capsys.readouterr().err
+    assert not store.exists()
+    if interval != "²":
+        with pytest.raises(InputError, match="interval_s"):
+            Runner(load_study(path), store, interval_s=float(interval))

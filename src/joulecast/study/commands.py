@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from joulecast.errors import InputError
-from joulecast.inputs import key_values, whole_arg
+from joulecast.inputs import MAX_DURATION_S, finite_arg, key_values, whole_arg
 from joulecast.outputs import print_json
 from joulecast.verbs import Handler, Verbs, console, shown
 
@@ -343,6 +343,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 def register(verbs: Verbs) -> None:
     """Add ``joulecast study plan|run|status|collect``."""
+    from joulecast.monitor import MIN_INTERVAL_S
     from joulecast.study.design import MAX_ATTEMPTS_LIMIT
 
     study = verbs.group("study", "controlled energy studies", dest="study_verb")
@@ -356,7 +357,12 @@ def register(verbs: Verbs) -> None:
     p.add_argument("--all", action="store_true", help="list every planned run")
     p = add("run", cmd_run, "run the planned runs still to do (resumes where it stopped)")
     p.add_argument("--executor", choices=["local", "slurm", "submitit-local"], default="local")
-    p.add_argument("--interval", type=float, default=0.1, help="sampling interval, s (0.1)")
+    p.add_argument(
+        "--interval",
+        type=finite_arg(MIN_INTERVAL_S, MAX_DURATION_S),
+        default=0.1,
+        help="sampling interval, s (0.1)",
+    )
     p.add_argument(
         "--only",
         action="append",

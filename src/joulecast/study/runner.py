@@ -42,7 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from joulecast.errors import InputError, StoreError
-from joulecast.inputs import NODE_ENV, NODE_RANK_ENV, NODES_ENV, whole
+from joulecast.inputs import MAX_DURATION_S, NODE_ENV, NODE_RANK_ENV, NODES_ENV, finite, whole
+from joulecast.monitor import MIN_INTERVAL_S
 from joulecast.store import Store
 from joulecast.study.design import MAX_ATTEMPTS_LIMIT, PlannedRun, Study, argv, plan
 from joulecast.study.state import StudyState
@@ -353,7 +354,8 @@ class Runner:
         study: the study (from :func:`joulecast.study.design.load_study`).
         store_path: the run store; the plan is stored there too.
         executor: ``local``, ``slurm`` or ``submitit-local``.
-        interval_s: sampling interval of each run.
+        interval_s: sampling interval of each run, at least
+            :data:`~joulecast.monitor.MIN_INTERVAL_S`.
         echo: where progress lines go.
         only: run only the planned runs with these factor values (as text).
         max_attempts: attempts of a run whose runner dies during them (default: the study's
@@ -379,7 +381,7 @@ class Runner:
         self.study = study
         self.store_path = Path(store_path).resolve()
         self.executor = executor
-        self.interval_s = interval_s
+        self.interval_s = finite(interval_s, "interval_s", lo=MIN_INTERVAL_S, hi=MAX_DURATION_S)
         self.echo = echo
         self.folder = study_folder(self.store_path, study)
         self.only = dict(only or {})
