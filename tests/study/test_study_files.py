@@ -194,7 +194,17 @@ BOMB = "".join(
         ("inf.toml", COMMAND.replace("[1, 2]", "[1, -inf]"), ("factors.x[1]: -inf", "finite")),
         ("date.toml", COMMAND.replace("[1, 2]", "[1979-05-27]"), ("factors.x[0]: datetime",)),
         ("time.toml", COMMAND + "[fixed]\nt = 07:32:00\n", ("fixed.t: datetime.time",)),
-        ("odd key.toml", COMMAND + '[fixed]\n"a\\u001b]b" = nan\n', ("fixed['a\\x1b]b']: nan",)),
+        ("odd key.toml", COMMAND + '[fixed]\n"a ]b" = nan\n', ("fixed['a ]b']: nan",)),
+        (
+            "control key.toml",
+            COMMAND + '[fixed]\n"a\\u001b[2Jb" = 1\n',
+            ("fixed: key 'a\\x1b[2Jb'", "without control characters"),
+        ),
+        (
+            "control value.toml",
+            TINY.replace('"nasnet_mobile"', '"\\u001b[2J"'),
+            ("combination 3 (arch=\\x1b[2J, batch_size=8)", "unknown architecture '\\x1b[2J'"),
+        ),
         ("latin1.toml", COMMAND.replace('"h"', '"\xe9"'), ("not UTF-8",)),
         ("large.toml", COMMAND + "#" * (1 << 20), ("larger than 1024 KiB", "at most 1024 KiB")),
     ],

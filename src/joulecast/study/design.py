@@ -835,7 +835,9 @@ def _text(value: Any) -> str:
 
 
 def _describe(combo: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={_text(v)}" for k, v in combo.items())
+    """``k=v, ...`` for a message: one line, control characters escaped."""
+    text = ", ".join(f"{k}={_text(v)}" for k, v in combo.items())
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _json(value: Any) -> str:

@@ -2,10 +2,11 @@
 
 The data is checked as it is read, so that what follows meets plain values only. The file is
 at most :data:`MAX_FILE_BYTES`; YAML aliases are refused (a kilobyte of them expands to
-gigabytes); tables and lists nest at most :data:`MAX_DEPTH` deep; keys are text; values are
-text, true or false, finite numbers, whole numbers of at most 18 digits (see
-:func:`joulecast.inputs.whole`), lists and tables (TOML dates, YAML timestamps, binary and sets
-are refused). Each refusal is one line naming the file and the field (YAML: the line).
+gigabytes); tables and lists nest at most :data:`MAX_DEPTH` deep; keys are text without
+control characters; values are text, true or false, finite numbers, whole numbers of at most 18
+digits (see :func:`joulecast.inputs.whole`), lists and tables (TOML dates, YAML timestamps,
+binary and sets are refused). Each refusal is one line naming the file and the field (YAML: the
+line).
 """
 
 from __future__ import annotations
@@ -162,6 +163,10 @@ def check_tree(data: Any, where: str, field: str = "", depth: int = 0) -> None:
         for key, item in data.items():
             if not isinstance(key, str):
                 raise InputError(f"{where}: {name}: key {quote(key)}: expected a name (text)")
+            if not key.isprintable():  # names are printed in messages, run names and tags
+                raise InputError(
+                    f"{where}: {name}: key {quote(key)}: expected a name without control characters"
+                )
             check_tree(item, where, _join(field, key), depth + 1)
     elif data is None or isinstance(data, (str, bool)):
         return
@@ -178,7 +183,7 @@ def check_tree(data: Any, where: str, field: str = "", depth: int = 0) -> None:
 
 def _join(field: str, key: str) -> str:
     """``field.key``, or ``field['key']`` for a key that would not read as one name."""
-    if key and key.isprintable() and not set(key) & set(" .[]'\""):
+    if key and not set(key) & set(" .[]'\""):
         return f"{field}.{key}" if field else key
     return f"{field}[{key!r}]"
 
