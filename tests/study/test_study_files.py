@@ -319,3 +319,28 @@ def test_study_run_refuses_a_bad_interval_before_any_run(tmp_path, capsys, inter
     if interval != "²":
         with pytest.raises(InputError, match="interval_s"):
             Runner(load_study(path), store, interval_s=float(interval))
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        (
+            COMMAND.replace("[1, 2]", f"[1, {'a' * 200_000!r}]"),
+            ("combination 1 (x=aaa", "...)", "an argument of 200,013 bytes", "100,000"),
+        ),
+        (
+            COMMAND.replace("[1, 2]", f"[1, {'a' * 90_000!r}]").replace(
+                '"--x={x}"', ", ".join(['"{x}"'] * 11)
+            ),
+            ("combination 1", "a command line of 1,170,124 bytes", "at most 1,000,000"),
+        ),
+        (
+            TINY.replace("[fixed]", f"[fixed]\nname = {'n' * 150_000!r}"),
+            ("combination 0", "an argument of 150,000 bytes ('nnnn"),
+        ),
+    ],
+)
+def test_a_command_line_too_long_to_start_is_refused_by_every_verb(
+    tmp_path, capsys, text, fragments
+):
+    refused_by_every_verb(tmp_path, capsys, text, "h.toml", *fragments)

@@ -85,6 +85,11 @@ MAX_ATTEMPTS = 3
 """Default of :attr:`Study.max_attempts`: a run's attempts when its runner dies during them."""
 MAX_ATTEMPTS_LIMIT = 100
 """The largest ``max_attempts`` taken."""
+MAX_ARG_BYTES = 100_000
+"""The longest argument of a run's command line (Linux refuses one over 128 KiB)."""
+MAX_COMMAND_BYTES = 1_000_000
+"""The most bytes of a run's name, tags and command together (Linux refuses a command line
+and environment over about 2 MB)."""
 MAX_NAME_CHARS = 100
 """The longest study name (it names the study's lock file and folder)."""
 MAX_MEM_GB = 100_000.0
@@ -317,6 +322,7 @@ def load_study(path: str | os.PathLike[str]) -> Study:
         max_attempts=max_attempts,
     )
     check_combinations(result)
+    check_command_lines(result)
     return result
 
 
@@ -671,6 +677,46 @@ def check_combinations(study: Study) -> None:
                 raise InputError("dataset 'folder' without dataset_path: expected the image folder")
         except InputError as exc:
             raise InputError(f"{study.path}: combination {i} ({_describe(combo)}): {exc}") from exc
+
+
+def check_command_lines(study: Study) -> None:
+    """Check that each combination's run can be started: its name, tags and command (every
+    value in them) within :data:`MAX_ARG_BYTES` an argument and :data:`MAX_COMMAND_BYTES` in
+    all, the longest seed assumed.
+
+    Raises:
+        InputError: The first combination whose command line is too long to start.
+    """
+    for c, combo in enumerate(study.combinations):
+        run = PlannedRun(
+            position=0,
+            key=f"c{c:03d}-r00",
+            combination=c,
+            repetition=0,
+            seed=2**32 - 1,
+            factors=dict(combo),
+            params=_params(study.fixed, combo),
+        )
+        parts = [
+            run.name(study),
+            *(f"{k}={v}" for k, v in run.tags(study).items()),
+            *argv(study, run),
+        ]
+        sizes = [len(part.encode("utf-8", "surrogatepass")) + 1 for part in parts]
+        described = _describe(combo)
+        described = described if len(described) <= 80 else described[:77] + "..."
+        where = f"{study.path}: combination {c} ({described})"
+        longest = max(range(len(parts)), key=sizes.__getitem__)
+        if sizes[longest] > MAX_ARG_BYTES:
+            raise InputError(
+                f"{where}: an argument of {sizes[longest] - 1:,} bytes ({quote(parts[longest])}):"
+                f" expected at most {MAX_ARG_BYTES:,} (a value or command item too long)"
+            )
+        if sum(sizes) > MAX_COMMAND_BYTES:
+            raise InputError(
+                f"{where}: a command line of {sum(sizes):,} bytes with the run's name and tags: "
+                f"expected at most {MAX_COMMAND_BYTES:,} (values or command items too long)"
+            )
 
 
 # -- planning ------------------------------------------------------------------------------------
