@@ -344,3 +344,30 @@ def test_a_command_line_too_long_to_start_is_refused_by_every_verb(
     tmp_path, capsys, text, fragments
 ):
     refused_by_every_verb(tmp_path, capsys, text, "h.toml", *fragments)
+
+
+@pytest.mark.parametrize(
+    ("failure", "fragment"),
+    [
+        (OSError(11, "Resource temporarily unavailable"), "[Errno 11] Resource temporarily"),
+        (PermissionError(13, "Permission denied", "logs"), "[Errno 13] Permission denied: 'logs'"),
+    ],
+)
+def test_a_run_that_cannot_be_started_stops_the_study_in_one_line(
+    tmp_path, capsys, monkeypatch, failure, fragment
+):
+    import joulecast.study.runner as runner_module
+
+    def refuse(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(runner_module, "execute", refuse)
+    path = tmp_path / "h.toml"
+    path.write_text(COMMAND)
+    store = tmp_path / "s.db"
+    assert main(["study", "run", str(path), "--store", str(store)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and fragment in err and "2 run(s) still planned" in err
+    with Store(store) as opened:
+        rows = opened.query("SELECT status, attempts FROM study_runs")
+    assert [(r["status"], r["attempts"]) for r in rows] == [("planned", 0), ("planned", 0)]

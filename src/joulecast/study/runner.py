@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from joulecast.errors import InputError, StoreError
+from joulecast.errors import InputError, JoulecastError, StoreError
 from joulecast.inputs import MAX_DURATION_S, NODE_ENV, NODE_RANK_ENV, NODES_ENV, finite, whole
 from joulecast.monitor import MIN_INTERVAL_S
 from joulecast.store import Store
@@ -451,6 +451,12 @@ class Runner:
                             f"the disk is full ({exc}): study stopped with "
                             f"{counts['remaining']} run(s) still planned; free space and run "
                             "it again to continue"
+                        ) from exc
+                    if isinstance(exc, OSError):  # a run could not be started or logged
+                        counts = state.counts()
+                        raise JoulecastError(
+                            f"{exc}: study stopped with {counts['remaining']} run(s) still "
+                            "planned; run it again to continue once this is put right"
                         ) from exc
                     raise
             return state.counts()
