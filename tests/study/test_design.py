@@ -695,3 +695,14 @@ nodes = "two"
 
 def test_environment_is_a_name(tmp_path):
     refused(tmp_path, TINY.replace("[factors]", "[factors]\nenvironment = [1]"), "environment 1")
+
+
+def test_max_attempts_is_read_but_no_part_of_the_plan(tmp_path):
+    default = study_from(tmp_path, TINY)
+    assert default.max_attempts == 3
+    five = study_from(tmp_path, TINY.replace("seed = 7", "seed = 7\nmax_attempts = 5"))
+    assert five.max_attempts == 5
+    assert "max_attempts" not in five.to_dict() and five.digest() == default.digest()
+    for value in ("0", "101", "'3'", "true"):
+        text = TINY.replace("seed = 7", f"seed = 7\nmax_attempts = {value}")
+        refused(tmp_path, text, "study.max_attempts", "integer >= 1, at most 100")

@@ -349,3 +349,60 @@ def test_sigterm_stops_the_run_and_puts_it_back_in_the_plan(tmp_path):
     after = status(file, store)
     assert after["running"] == 0 and after["remaining"] == 2
     assert all(r["attempts"] == 0 for r in after["runs"])
+
+
+# Kills the study runner (its parent, `joulecast measure`, runs under it) on its first DEATHS
+# calls, then waits to be stopped; afterwards it ends at once.
+KILL_RUNNER = """
+import os, signal, sys, time
+count_path, deaths = sys.argv[1], int(sys.argv[2])
+calls = int(open(count_path).read()) if os.path.exists(count_path) else 0
+open(count_path, "w").write(str(calls + 1))
+if calls < deaths:
+    with open(f"/proc/{os.getppid()}/stat") as stat:
+        runner = int(stat.read().rsplit(")", 1)[1].split()[1])
+    os.kill(runner, signal.SIGKILL)
+    time.sleep(60)
+"""
+
+
+@pytest.mark.slow
+def test_a_run_whose_runner_dies_is_retried_up_to_max_attempts(tmp_path):
+    script = tmp_path / "kill_runner.py"
+    script.write_text(KILL_RUNNER)
+    file = tmp_path / "dies.toml"
+    file.write_text(
+        "[study]\nname = 'dies'\nworkload = 'command'\n"
+        "command = ['{python}', '{script}', '{count}', '2', '{x}']\n"
+        "repetitions = 1\nseed = 3\nwarmup = '0s'\ncooldown = '0s'\n\n"
+        f"[fixed]\npython = '{sys.executable}'\nscript = '{script}'\n"
+        f"count = '{tmp_path / 'calls'}'\n\n[factors]\nx = [1, 2]\n"
+    )
+    store = tmp_path / "s.db"
+    first = plan(load_study(file))[0].key
+
+    def runner(*extra):
+        return cli("study", "run", file, "--store", store, *extra, check=False)
+
+    def row(key):
+        return next(r for r in status(file, store)["runs"] if r["key"] == key)
+
+    assert runner().returncode == -signal.SIGKILL
+    assert row(first)["status"] == "running"
+    assert runner().returncode == -signal.SIGKILL
+    assert (row(first)["attempts"], row(first)["interrupted"]) == (2, 1)
+    # At most two attempts: the run is given up, the other one runs.
+    done = runner("--max-attempts", "2")
+    assert done.returncode == 0 and "recorded failed" in done.stderr
+    data = status(file, store)
+    assert (data["completed"], data["failed"]) == (1, 1)
+    failed = row(first)
+    assert (failed["status"], failed["attempts"], failed["interrupted"]) == ("failed", 2, 2)
+    assert failed["error"] == "the runner stopped during this run 2 times (max_attempts 2)"
+    # The default of 3 tries it again: the study ends with every run completed.
+    assert runner().returncode == 0
+    data = status(file, store)
+    assert (data["completed"], data["failed"], data["running"]) == (2, 0, 0)
+    assert (row(first)["attempts"], row(first)["interrupted"]) == (3, 2)
+    text = cli("study", "status", file, "--store", store).stdout
+    assert f"{first}: completed (attempt 3, 2 interrupted)" in text

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from joulecast.errors import InputError
-from joulecast.inputs import key_values
+from joulecast.inputs import MAX_DURATION_S, finite_arg, key_values, whole_arg
 from joulecast.outputs import print_json
 from joulecast.verbs import Handler, Verbs, console, shown
 
@@ -211,6 +211,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         interval_s=args.interval,
         echo=lambda line: print(line, file=sys.stderr, flush=True),
         only=key_values(args.only, "--only", "FACTOR=VALUE"),
+        max_attempts=args.max_attempts,
     )
     counts = runner.run()
     if args.json:
@@ -249,6 +250,7 @@ def status_data(store_path: Path, study: Any) -> dict[str, Any]:
                 "run_id": None if r.run_id is None or r.run_id != r.run_id else int(r.run_id),
                 "status": r.status,
                 "attempts": int(r.attempts),
+                "interrupted": int(r.interrupted),
                 "seed": int(r.seed),
                 "error": r.error,
                 **r.factors,
@@ -272,8 +274,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"{data['remaining']} to do, of {data['planned']}"
     )
     for r in data["runs"]:
-        if r["status"] not in ("completed", "planned"):
-            out.print(shown(f"  {r['key']}: {r['status']} {r['error'] or ''}"[:300]))
+        # A run retried after its runner died shows its attempts, even once completed.
+        retried = f" (attempt {r['attempts']}, {r['interrupted']} interrupted)"
+        if r["status"] not in ("completed", "planned") or r["interrupted"]:
+            line = f"  {r['key']}: {r['status']}{retried if r['interrupted'] else ''}"
+            out.print(shown(f"{line} {r['error'] or ''}"[:300]))
     return 0
 
 
@@ -338,6 +343,9 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 def register(verbs: Verbs) -> None:
     """Add ``joulecast study plan|run|status|collect``."""
+    from joulecast.monitor import MIN_INTERVAL_S
+    from joulecast.study.design import MAX_ATTEMPTS_LIMIT
+
     study = verbs.group("study", "controlled energy studies", dest="study_verb")
 
     def add(name: str, fn: Handler, help_text: str) -> argparse.ArgumentParser:
@@ -349,13 +357,25 @@ def register(verbs: Verbs) -> None:
     p.add_argument("--all", action="store_true", help="list every planned run")
     p = add("run", cmd_run, "run the planned runs still to do (resumes where it stopped)")
     p.add_argument("--executor", choices=["local", "slurm", "submitit-local"], default="local")
-    p.add_argument("--interval", type=float, default=0.1, help="sampling interval, s (0.1)")
+    p.add_argument(
+        "--interval",
+        type=finite_arg(MIN_INTERVAL_S, MAX_DURATION_S),
+        default=0.1,
+        help="sampling interval, s (0.1)",
+    )
     p.add_argument(
         "--only",
         action="append",
         default=[],
         metavar="FACTOR=VALUE",
         help="run only the planned runs with this factor value (e.g. environment=cloud)",
+    )
+    p.add_argument(
+        "--max-attempts",
+        type=whole_arg(1, MAX_ATTEMPTS_LIMIT),
+        metavar="N",
+        help="attempts of a run whose runner dies during it (default: the study's max_attempts,"
+        " else 3)",
     )
     add("status", cmd_status, "summarize a study's progress")
     p = add("collect", cmd_collect, "merge a study's store shards into the store")

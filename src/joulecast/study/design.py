@@ -14,6 +14,7 @@ study's seed, as del Rey et al. (2024) scheduled theirs::
     warmup = "0s"                 # default "10m"; durations: seconds, or "10m", "1h30m"
     cooldown = "0s"               # default "5m"
     timeout = "10m"               # per run; default none
+    max_attempts = 3              # default 3: tries of a run whose runner dies during it
 
     [fixed]                       # parameters of every run
     dataset = "shapes"
@@ -35,8 +36,9 @@ A ``seed`` among the fixed parameters or factors gives every run that seed (the 
 seeds); otherwise each run gets its own, derived from the study's seed, its combination and
 repetition.
 
-Nothing here imports Keras or PyTorch: the built-in workload's settings are checked by the same
-code the workload runs before it imports them.
+What a file may hold at all (size, YAML aliases, nesting, keys, values) is checked as it is
+read (:mod:`joulecast.study.files`). Nothing here imports Keras or PyTorch: the built-in
+workload's settings are checked by the same code the workload runs before it imports them.
 """
 
 from __future__ import annotations
@@ -45,7 +47,6 @@ import hashlib
 import itertools
 import json
 import logging
-import math
 import os
 import random
 import string
@@ -56,7 +57,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from joulecast.errors import InputError
-from joulecast.inputs import is_number, parse_duration, quote
+from joulecast.inputs import MAX_DURATION_S, MAX_WHOLE, finite, is_number, parse_duration, quote
+from joulecast.study.files import read_tree
 from joulecast.study.params import Param, command_line, from_values, params
 
 log = logging.getLogger(__name__)
@@ -73,13 +75,34 @@ built-in workload. :meth:`PlannedRun.job_size` resolves them."""
 
 # The fewest of each: a job runs on a node; a job on CPUs only asks for no GPU.
 _JOB_MINIMUM = {"nodes": 1, "gpus_per_node": 0}
+# The most of each: beyond the largest machines (about 10,000 nodes of at most 16 GPUs).
+_JOB_MAXIMUM = {"nodes": 10_000, "gpus_per_node": 64, "cpus_per_task": 4096}
+
+MAX_RUNS = 100_000
+"""The most runs a study plans (combinations x repetitions): more is refused before anything
+is allocated; split such a design into several studies."""
+MAX_ATTEMPTS = 3
+"""Default of :attr:`Study.max_attempts`: a run's attempts when its runner dies during them."""
+MAX_ATTEMPTS_LIMIT = 100
+"""The largest ``max_attempts`` taken."""
+MAX_ARG_BYTES = 100_000
+"""The longest argument of a run's command line (Linux refuses one over 128 KiB)."""
+MAX_COMMAND_BYTES = 1_000_000
+"""The most bytes of a run's name, tags and command together (Linux refuses a command line
+and environment over about 2 MB)."""
+MAX_NAME_CHARS = 100
+"""The longest study name (it names the study's lock file and folder)."""
+MAX_MEM_GB = 100_000.0
+"""The largest ``ram_gb`` or ``[slurm] mem_gb``, in GB (100 TB)."""
 
 WORKLOADS: tuple[str, ...] = (BUILTIN, "command")
 ORDERS: tuple[str, ...] = ("random", "sequential")
 
 _MODULE = "joulecast.study.workloads"
 _TABLES: dict[str, str] = {
-    "study": "name, workload, command, repetitions, seed, order, warmup, cooldown, timeout",
+    "study": (
+        "name, workload, command, repetitions, seed, order, warmup, cooldown, timeout, max_attempts"
+    ),
     "fixed": "the workload's parameters",
     "factors": "factor = [levels]",
     "combinations": "a list of tables of factor values",
@@ -97,8 +120,8 @@ class Study:
         name: Study name (default: the file's stem).
         path: The file it was read from.
         workload: ``"joulecast"`` (the built-in workload) or ``"command"``.
-        command: For ``"command"``: the argv template with ``{name}`` placeholders (factors,
-            fixed parameters, ``{seed}``); ``()`` for the built-in workload.
+        command: For ``"command"``: the argv template with plain ``{name}`` placeholders
+            (factors, fixed parameters, ``{seed}``); ``()`` for the built-in workload.
         factors: Levels of each factor, in file order (for explicit combinations: the values
             each factor takes, in order of first appearance).
         fixed: Parameters every run shares.
@@ -110,6 +133,9 @@ class Study:
         warmup_s: Warm-up before the first run, in seconds.
         cooldown_s: Pause between runs, in seconds.
         timeout_s: Limit of each run in seconds; None: none.
+        max_attempts: Attempts of a run whose runner dies during them (killed, its machine
+            lost) before the run is recorded ``failed``; a run that fails on its own is not
+            tried again. How often to retry is no part of the design: not in :meth:`to_dict`.
         slurm: ``partition``, ``account``, ``time_min``, ``gpus_per_node``, ``cpus_per_task``,
             ``mem_gb`` (None: take each run's ``ram_gb``), ``extra`` (further sbatch options),
             and ``nodes`` where the file gives it.
@@ -129,11 +155,13 @@ class Study:
     cooldown_s: float = 300.0
     timeout_s: float | None = None
     slurm: dict[str, Any] = field(default_factory=dict)
+    max_attempts: int = MAX_ATTEMPTS
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form of everything that defines the plan (not the path)."""
+        """JSON-ready form of everything that defines the plan (not the path, nor
+        ``max_attempts``: a study's stored plan and digest do not change with it)."""
         out = asdict(self)
-        del out["path"]
+        del out["path"], out["max_attempts"]
         out["command"] = list(self.command)
         return out
 
@@ -204,7 +232,7 @@ def load_study(path: str | os.PathLike[str]) -> Study:
     """
     file = Path(path)
     where = str(file)
-    data = _read(file, where)
+    data = read_tree(file, where)
     if not isinstance(data, Mapping):
         raise InputError(f"{where}: expected a table with [study] and [factors] at the top")
     for key in data:
@@ -214,19 +242,37 @@ def load_study(path: str | os.PathLike[str]) -> Study:
     _known_keys(study, "study", where)
 
     name = study.get("name", file.stem)
-    if not isinstance(name, str) or not name.strip() or "/" in name:
-        raise InputError(f"{where}: study.name: {name!r}: expected a non-empty name without '/'")
+    if (
+        not isinstance(name, str)
+        or not name.strip()
+        or "/" in name
+        or len(name) > MAX_NAME_CHARS
+        or not name.isprintable()
+    ):
+        raise InputError(
+            f"{where}: study.name: {quote(name)}: expected a non-empty name without '/' or "
+            f"control characters, at most {MAX_NAME_CHARS} characters"
+        )
     workload = study.get("workload", BUILTIN)
     if workload not in WORKLOADS:
         raise InputError(
             f"{where}: study.workload: {workload!r}: expected one of {', '.join(WORKLOADS)}"
         )
     command = _command(study, workload, where)
-    repetitions = _int(study.get("repetitions", 30), "study.repetitions", where, minimum=1)
+    repetitions = _int(
+        study.get("repetitions", 30), "study.repetitions", where, minimum=1, maximum=MAX_RUNS
+    )
     seed = _int(study.get("seed", 0), "study.seed", where, minimum=0)
     order = study.get("order", "random")
     if order not in ORDERS:
         raise InputError(f"{where}: study.order: {order!r}: expected one of {', '.join(ORDERS)}")
+    max_attempts = _int(
+        study.get("max_attempts", MAX_ATTEMPTS),
+        "study.max_attempts",
+        where,
+        minimum=1,
+        maximum=MAX_ATTEMPTS_LIMIT,
+    )
     warmup_s = _duration(study.get("warmup", 600.0), "study.warmup", where)
     cooldown_s = _duration(study.get("cooldown", 300.0), "study.cooldown", where)
     timeout_s = None
@@ -236,7 +282,7 @@ def load_study(path: str | os.PathLike[str]) -> Study:
             raise InputError(f"{where}: study.timeout: 0: expected a positive duration")
 
     fixed = dict(_table(data, "fixed", where))
-    factors, combinations = _design(data, fixed, where)
+    factors, combinations = _design(data, fixed, repetitions, where)
     slurm = _slurm(_table(data, "slurm", where), fixed, where)
 
     _check_job_sizes(_field_values(fixed, factors, combinations, "combinations" in data), where)
@@ -252,10 +298,11 @@ def load_study(path: str | os.PathLike[str]) -> Study:
                 f"{where}: combination {i} ({_describe(combo)}): environment "
                 f"{labels['environment']!r}: expected a name"
             )
-        if labels["ram_gb"] is not None and not is_number(labels["ram_gb"], positive=True):
+        ram_gb = labels["ram_gb"]
+        if ram_gb is not None and (not is_number(ram_gb, positive=True) or ram_gb > MAX_MEM_GB):
             raise InputError(
-                f"{where}: combination {i} ({_describe(combo)}): ram_gb {labels['ram_gb']!r}: "
-                "expected a positive number of GB"
+                f"{where}: combination {i} ({_describe(combo)}): ram_gb {ram_gb!r}: "
+                f"expected a positive number of GB, at most {MAX_MEM_GB:g}"
             )
     result = Study(
         name=name,
@@ -272,42 +319,11 @@ def load_study(path: str | os.PathLike[str]) -> Study:
         timeout_s=timeout_s,
         slurm=slurm,
         order=order,
+        max_attempts=max_attempts,
     )
     check_combinations(result)
+    check_command_lines(result)
     return result
-
-
-def _read(file: Path, where: str) -> Any:
-    try:
-        raw = file.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{where}: cannot read the study file: {exc.strerror or exc}") from exc
-    if file.suffix.lower() in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError as exc:
-            raise InputError(
-                f"{where}: reading YAML study files needs PyYAML: "
-                "pip install 'joulecast[yaml]' (or write the study as TOML)"
-            ) from exc
-        try:
-            return yaml.safe_load(raw.decode("utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            detail = " ".join(str(exc).split())
-            raise InputError(f"{where}: not valid YAML: {detail}") from exc
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        try:
-            import tomli as tomllib
-        except ImportError as exc:
-            raise InputError(
-                f"{where}: reading TOML on Python 3.10 needs tomli: pip install tomli"
-            ) from exc
-    try:
-        return tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{where}: not valid TOML: {exc}") from exc
 
 
 def _known_keys(table: Mapping[str, Any], name: str, where: str) -> None:
@@ -351,9 +367,10 @@ def _command(study: Mapping[str, Any], workload: str, where: str) -> tuple[str, 
 
 
 def _design(
-    data: Mapping[str, Any], fixed: dict[str, Any], where: str
+    data: Mapping[str, Any], fixed: dict[str, Any], repetitions: int, where: str
 ) -> tuple[dict[str, list[Any]], list[dict[str, Any]]]:
-    """The factors' levels and the combinations, from [factors] or [[combinations]]."""
+    """The factors' levels and the combinations, from [factors] or [[combinations]]; at most
+    :data:`MAX_RUNS` runs of them, counted before any combination is made."""
     has_factors = "factors" in data
     has_combinations = "combinations" in data
     if has_factors == has_combinations:
@@ -379,15 +396,19 @@ def _design(
                 )
             if not levels:
                 raise InputError(f"{where}: {field_name}: empty: expected at least one level")
-            seen: list[Any] = []
+            seen: set[Any] = set()
             for level in levels:
-                if level in seen:
+                if _key(level) in seen:
                     raise InputError(
                         f"{where}: {field_name}: level {quote(level)} appears twice: "
                         "expected distinct levels"
                     )
-                seen.append(level)
+                seen.add(_key(level))
             factors[name] = list(levels)
+        count = 1
+        for levels in factors.values():
+            count = min(count * len(levels), MAX_RUNS + 1)  # no huge product to print
+        _check_runs(count, repetitions, "factors", where)
         combinations = [
             dict(zip(factors, values, strict=True))
             for values in itertools.product(*factors.values())
@@ -399,7 +420,9 @@ def _design(
         raise InputError(
             f"{where}: combinations: {quote(listed)}: expected a non-empty list of tables"
         )
+    _check_runs(len(listed), repetitions, "combinations", where)
     combinations = []
+    first: dict[Any, int] = {}
     keys: list[str] | None = None
     for i, combo in enumerate(listed):
         field_name = f"combinations[{i}]"
@@ -431,18 +454,21 @@ def _design(
                     "expected each name in one of them"
                 )
         ordered = {k: combo[k] for k in keys}
-        if ordered in combinations:
-            first = combinations.index(ordered)
+        if _key(ordered) in first:
             raise InputError(
-                f"{where}: {field_name}: repeats combinations[{first}] ({_describe(ordered)}): "
-                "expected distinct combinations (use repetitions for more runs)"
+                f"{where}: {field_name}: repeats combinations[{first[_key(ordered)]}] "
+                f"({_describe(ordered)}): expected distinct combinations (use repetitions for "
+                "more runs)"
             )
+        first[_key(ordered)] = len(combinations)
         combinations.append(ordered)
     assert keys is not None
     factors = {k: [] for k in keys}
+    values: dict[str, set[Any]] = {k: set() for k in keys}
     for combo in combinations:
         for k, v in combo.items():
-            if v not in factors[k]:
+            if _key(v) not in values[k]:
+                values[k].add(_key(v))
                 factors[k].append(v)
     return factors, combinations
 
@@ -471,10 +497,11 @@ def _slurm(table: Mapping[str, Any], fixed: Mapping[str, Any], where: str) -> di
             raise InputError(f"{where}: slurm.time: 0: expected a positive duration")
         out["time_min"] = seconds / 60.0
     if "time_min" in table:
-        if not is_number(table["time_min"], positive=True):
+        most = MAX_DURATION_S / 60
+        if not is_number(table["time_min"], positive=True) or table["time_min"] > most:
             raise InputError(
                 f"{where}: slurm.time_min: {quote(table['time_min'])}: "
-                "expected a positive number of minutes"
+                f"expected a positive number of minutes, at most {most:.0f}"
             )
         out["time_min"] = float(table["time_min"])
     for key in JOB_FACTORS:
@@ -484,11 +511,18 @@ def _slurm(table: Mapping[str, Any], fixed: Mapping[str, Any], where: str) -> di
             )
     for key in ("nodes", "gpus_per_node", "cpus_per_task"):
         if key in table:
-            out[key] = _int(table[key], f"slurm.{key}", where, minimum=_JOB_MINIMUM.get(key, 1))
+            out[key] = _int(
+                table[key],
+                f"slurm.{key}",
+                where,
+                minimum=_JOB_MINIMUM.get(key, 1),
+                maximum=_JOB_MAXIMUM[key],
+            )
     if "mem_gb" in table:
-        if not is_number(table["mem_gb"], positive=True):
+        if not is_number(table["mem_gb"], positive=True) or table["mem_gb"] > MAX_MEM_GB:
             raise InputError(
-                f"{where}: slurm.mem_gb: {quote(table['mem_gb'])}: expected a positive number"
+                f"{where}: slurm.mem_gb: {quote(table['mem_gb'])}: expected a positive number, "
+                f"at most {MAX_MEM_GB:g}"
             )
         out["mem_gb"] = table["mem_gb"]
     elif "ram_gb" in fixed:
@@ -570,29 +604,55 @@ def _field_values(
 
 def _check_job_sizes(values: Sequence[tuple[str, str, Any]], where: str) -> None:
     """Refuse a ``nodes`` or ``gpus_per_node`` among ``values`` (:func:`_field_values`) that is
-    not a whole number of at least :data:`_JOB_MINIMUM`."""
+    not a whole number from :data:`_JOB_MINIMUM` to :data:`_JOB_MAXIMUM`."""
     for field_name, name, value in values:
         if name in JOB_FACTORS:
-            _int(value, field_name, where, minimum=_JOB_MINIMUM[name])
+            _int(value, field_name, where, minimum=_JOB_MINIMUM[name], maximum=_JOB_MAXIMUM[name])
 
 
 def _check_placeholders(command: Sequence[str], names: set[str], where: str) -> None:
     allowed = names | {"seed"}
     for i, part in enumerate(command):
         try:
-            fields = [f for _, f, _, _ in string.Formatter().parse(part) if f is not None]
+            pieces = list(string.Formatter().parse(part))
         except ValueError as exc:
             raise InputError(
-                f"{where}: study.command[{i}]: {part!r}: {exc}: expected {{name}} placeholders "
-                "(write {{ and }} for literal braces)"
+                f"{where}: study.command[{i}]: {quote(part)}: {exc}: expected {{name}} "
+                "placeholders (write {{ and }} for literal braces)"
             ) from exc
-        for name in fields:
-            base = name.split(".")[0].split("[")[0]
-            if base not in allowed:
+        for _, name, spec, conversion in pieces:
+            if name is None:
+                continue
+            written = "{" + name + (f"!{conversion}" if conversion else "")
+            written += (f":{spec}" if spec else "") + "}"
+            # The command's item, then the placeholder where the item holds more than it.
+            field = f"{where}: study.command[{i}]: {quote(part)}"
+            if written != part:
+                field += f": placeholder {quote(written)}"
+            if conversion is not None or spec:
                 raise InputError(
-                    f"{where}: study.command[{i}]: placeholder {{{name}}}: not a factor, a "
-                    f"fixed parameter or seed: expected one of {', '.join(sorted(allowed))}"
+                    f"{field}: expected a plain {{name}}, without !conversion or :format"
                 )
+            if name in allowed:
+                continue
+            if "." in name or "[" in name:
+                raise InputError(
+                    f"{field}: expected a plain {{name}}, without .attribute or [index]"
+                )
+            raise InputError(
+                f"{field}: not a factor, a fixed parameter or seed: "
+                f"expected one of {', '.join(sorted(allowed))}"
+            )
+
+
+def _render(template: str, values: Mapping[str, Any]) -> str:
+    """``template`` with each ``{name}`` replaced by ``str(values[name])`` and ``{{``, ``}}``
+    by a brace: the placeholders a study file's command may hold (no ``str.format`` conversions,
+    format specs, attributes or indices, which load_study refuses)."""
+    return "".join(
+        literal + ("" if name is None else str(values[name]))
+        for literal, name, _, _ in string.Formatter().parse(template)
+    )
 
 
 def check_combinations(study: Study) -> None:
@@ -617,6 +677,46 @@ def check_combinations(study: Study) -> None:
                 raise InputError("dataset 'folder' without dataset_path: expected the image folder")
         except InputError as exc:
             raise InputError(f"{study.path}: combination {i} ({_describe(combo)}): {exc}") from exc
+
+
+def check_command_lines(study: Study) -> None:
+    """Check that each combination's run can be started: its name, tags and command (every
+    value in them) within :data:`MAX_ARG_BYTES` an argument and :data:`MAX_COMMAND_BYTES` in
+    all, the longest seed assumed.
+
+    Raises:
+        InputError: The first combination whose command line is too long to start.
+    """
+    for c, combo in enumerate(study.combinations):
+        run = PlannedRun(
+            position=0,
+            key=f"c{c:03d}-r00",
+            combination=c,
+            repetition=0,
+            seed=2**32 - 1,
+            factors=dict(combo),
+            params=_params(study.fixed, combo),
+        )
+        parts = [
+            run.name(study),
+            *(f"{k}={v}" for k, v in run.tags(study).items()),
+            *argv(study, run),
+        ]
+        sizes = [len(part.encode("utf-8", "surrogatepass")) + 1 for part in parts]
+        described = _describe(combo)
+        described = described if len(described) <= 80 else described[:77] + "..."
+        where = f"{study.path}: combination {c} ({described})"
+        longest = max(range(len(parts)), key=sizes.__getitem__)
+        if sizes[longest] > MAX_ARG_BYTES:
+            raise InputError(
+                f"{where}: an argument of {sizes[longest] - 1:,} bytes ({quote(parts[longest])}):"
+                f" expected at most {MAX_ARG_BYTES:,} (a value or command item too long)"
+            )
+        if sum(sizes) > MAX_COMMAND_BYTES:
+            raise InputError(
+                f"{where}: a command line of {sum(sizes):,} bytes with the run's name and tags: "
+                f"expected at most {MAX_COMMAND_BYTES:,} (values or command items too long)"
+            )
 
 
 # -- planning ------------------------------------------------------------------------------------
@@ -673,7 +773,7 @@ def argv(study: Study, run: PlannedRun) -> list[str]:
     """
     if study.workload != BUILTIN:
         values = {**study.fixed, **run.factors, "seed": run.seed}
-        return [part.format(**values) for part in study.command]
+        return [_render(part, values) for part in study.command]
     from joulecast.study.workloads.train import TrainConfig
 
     values = {**run.params, "seed": run.seed}
@@ -725,28 +825,53 @@ def _params(fixed: Mapping[str, Any], combo: Mapping[str, Any]) -> dict[str, Any
     return {k: v for k, v in merged.items() if k not in (*LABEL_FACTORS, *JOB_FACTORS)}
 
 
-def _int(value: Any, field_name: str, where: str, *, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise InputError(f"{where}: {field_name}: {quote(value)}: expected an integer >= {minimum}")
+def _int(value: Any, field_name: str, where: str, *, minimum: int, maximum: int = MAX_WHOLE) -> int:
+    """``value``, written as a whole number (not text, not true or false), in range."""
+    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
+        raise InputError(
+            f"{where}: {field_name}: {quote(value)}: expected an integer >= {minimum}, "
+            f"at most {maximum}"
+        )
     return value
 
 
 def _duration(value: Any, field_name: str, where: str) -> float:
-    if isinstance(value, bool):
-        seconds = math.nan
-    elif isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
+    """Seconds of a duration written as text (:func:`~joulecast.inputs.parse_duration`) or as
+    a number of seconds, from 0 to :data:`~joulecast.inputs.MAX_DURATION_S`."""
+    what = f"{where}: {field_name}"
+    if isinstance(value, str):
         try:
-            seconds = parse_duration(value)
+            return parse_duration(value)
         except InputError as exc:
-            raise InputError(f"{where}: {field_name}: {exc}") from exc
-    if not math.isfinite(seconds) or seconds < 0:
+            raise InputError(f"{what}: {exc}") from exc
+    try:
+        return finite(value, what, lo=0.0, hi=MAX_DURATION_S)
+    except InputError as exc:
         raise InputError(
-            f"{where}: {field_name}: {quote(value)}: expected a duration >= 0 "
+            f"{what}: {quote(value)}: expected a duration from 0 to {MAX_DURATION_S:.0f} s "
             "(seconds, or e.g. '10m', '1h30m')"
+        ) from exc
+
+
+def _check_runs(combinations: int, repetitions: int, field_name: str, where: str) -> None:
+    """Refuse more than :data:`MAX_RUNS` runs; ``combinations`` above it means "more"."""
+    if combinations * repetitions > MAX_RUNS:
+        many = f"{combinations:,}" if combinations <= MAX_RUNS else f"over {MAX_RUNS:,}"
+        raise InputError(
+            f"{where}: {field_name}: {many} combinations x {repetitions:,} repetition(s): "
+            f"expected at most {MAX_RUNS:,} runs in a study (split the design into several "
+            "studies)"
         )
-    return seconds
+
+
+def _key(value: Any) -> Any:
+    """A hashable stand-in for a study file's value, equal where the values are equal (lists
+    and tables compared item by item, ``1 == 1.0``), so repeats are found in one pass."""
+    if isinstance(value, list):
+        return ("list", tuple(_key(v) for v in value))
+    if isinstance(value, Mapping):
+        return ("table", frozenset((k, _key(v)) for k, v in value.items()))
+    return value
 
 
 def _text(value: Any) -> str:
@@ -756,7 +881,9 @@ def _text(value: Any) -> str:
 
 
 def _describe(combo: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={_text(v)}" for k, v in combo.items())
+    """``k=v, ...`` for a message: one line, control characters escaped."""
+    text = ", ".join(f"{k}={_text(v)}" for k, v in combo.items())
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _json(value: Any) -> str:

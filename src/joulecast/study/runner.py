@@ -7,7 +7,8 @@ samples and its epochs land in the store like any other measured run. A run's ou
 ``completed``, ``oom`` (out of memory on the GPU or the host), ``timeout`` or ``failed``, with
 the end of its output kept as the error text. Only one runner works on a study at a time (a
 lock file beside the store); a runner killed at any point, even by SIGKILL, can be started again
-and carries on: completed runs are never redone, the run in flight is retried once.
+and carries on: completed runs are never redone, and the run in flight is tried again until it
+has had the study's ``max_attempts`` (a run that fails on its own is not).
 
 Executors: ``local`` runs each run as a child process here; ``slurm`` submits each run as a job
 through submitit (``submitit-local`` does the same on this machine, for tests), each writing its
@@ -40,10 +41,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from joulecast.errors import InputError, StoreError
-from joulecast.inputs import NODE_ENV, NODE_RANK_ENV, NODES_ENV
+from joulecast.errors import InputError, JoulecastError, StoreError
+from joulecast.inputs import MAX_DURATION_S, NODE_ENV, NODE_RANK_ENV, NODES_ENV, finite, whole
+from joulecast.monitor import MIN_INTERVAL_S
 from joulecast.store import Store
-from joulecast.study.design import PlannedRun, Study, argv, plan
+from joulecast.study.design import MAX_ATTEMPTS_LIMIT, PlannedRun, Study, argv, plan
 from joulecast.study.state import StudyState
 
 log = logging.getLogger(__name__)
@@ -352,8 +354,12 @@ class Runner:
         study: the study (from :func:`joulecast.study.design.load_study`).
         store_path: the run store; the plan is stored there too.
         executor: ``local``, ``slurm`` or ``submitit-local``.
-        interval_s: sampling interval of each run.
+        interval_s: sampling interval of each run, at least
+            :data:`~joulecast.monitor.MIN_INTERVAL_S`.
         echo: where progress lines go.
+        only: run only the planned runs with these factor values (as text).
+        max_attempts: attempts of a run whose runner dies during them (default: the study's
+            :attr:`~joulecast.study.design.Study.max_attempts`).
     """
 
     def __init__(
@@ -365,13 +371,17 @@ class Runner:
         interval_s: float = 0.1,
         echo: Callable[[str], None] = print,
         only: dict[str, str] | None = None,
+        max_attempts: int | None = None,
     ) -> None:
         if executor not in EXECUTORS:
             raise InputError(f"executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
+        self.max_attempts = study.max_attempts
+        if max_attempts is not None:
+            self.max_attempts = whole(max_attempts, "max_attempts", lo=1, hi=MAX_ATTEMPTS_LIMIT)
         self.study = study
         self.store_path = Path(store_path).resolve()
         self.executor = executor
-        self.interval_s = interval_s
+        self.interval_s = finite(interval_s, "interval_s", lo=MIN_INTERVAL_S, hi=MAX_DURATION_S)
         self.echo = echo
         self.folder = study_folder(self.store_path, study)
         self.only = dict(only or {})
@@ -411,9 +421,14 @@ class Runner:
                 state = StudyState.open(store, self.study, planned)
                 self._kill_leftovers(state)
                 self._record_finished_leftovers(store, state)
-                again = state.recover()
+                again, given_up = state.recover(self.max_attempts)
                 if again:
                     self.echo(f"in flight when the last runner stopped, tried again: {again}")
+                if given_up:
+                    self.echo(
+                        f"in flight when the runner stopped, {self.max_attempts} times: "
+                        f"recorded failed: {given_up}"
+                    )
                 by_position = {r.position: r for r in planned}
                 runs = state.runs()
                 planned_now = runs.loc[runs["status"] == "planned", "position"]
@@ -437,6 +452,12 @@ class Runner:
                             f"{counts['remaining']} run(s) still planned; free space and run "
                             "it again to continue"
                         ) from exc
+                    if isinstance(exc, OSError):  # a run could not be started or logged
+                        counts = state.counts()
+                        raise JoulecastError(
+                            f"{exc}: study stopped with {counts['remaining']} run(s) still "
+                            "planned; run it again to continue once this is put right"
+                        ) from exc
                     raise
             return state.counts()
 
@@ -454,12 +475,12 @@ class Runner:
                 self.echo(f"cooldown {self.study.cooldown_s:g} s")
                 time.sleep(self.study.cooldown_s)
             attempt = state.claim(run.position)
-            cmd = measured_argv(self.study, run, self.store_path, self.interval_s)
-            log_path = self.folder / "logs" / f"{run.key}-a{attempt}.log"
             start = time.monotonic()
             try:
+                cmd = measured_argv(self.study, run, self.store_path, self.interval_s)
+                log_path = self.folder / "logs" / f"{run.key}-a{attempt}.log"
                 returncode, timed_out, tail = self._execute_local(state, run, cmd, log_path)
-            except BaseException:  # stopped, or a full disk: the run goes back to the plan
+            except BaseException:  # stopped, a full disk, any error: back to the plan
                 state.release(run.position)
                 raise
             outcome = self._record(store, state, run, returncode, timed_out, tail, start)
@@ -549,36 +570,39 @@ class Runner:
             if i and self.study.cooldown_s > 0:
                 time.sleep(self.study.cooldown_s)
             attempt = state.claim(run.position)
-            shard = shards / f"{run.key}-a{attempt}.db"
-            log_path = self.folder / "logs" / f"{run.key}-a{attempt}.log"
-            if run.job_size(self.study) != size:
-                size = run.job_size(self.study)
-                executor.update_parameters(**self._job_parameters(*size))
-            nodes = size[0]
-            mem = run.factors.get("ram_gb") or self.study.slurm.get("mem_gb")
-            if mem and self.executor == "slurm":
-                executor.update_parameters(mem_gb=float(mem))
             start = time.monotonic()
-            if nodes == 1:
-                cmd = measured_argv(self.study, run, shard, self.interval_s)
-                job = executor.submit(execute, cmd, log_path, self.study.timeout_s)
-            else:
-                # A folder and an identity of this job's own: a job stopped with its runner
-                # leaves its shards out of the next attempt's merge, which reuses the number.
-                token = uuid.uuid4().hex[:8]
-                uid = f"{self.study.name}/{run.key}-a{attempt}-{token}"
-                folder = shards / f"{run.key}-a{attempt}-{token}"
-                cmd = measured_argv(
-                    self.study, run, shard, self.interval_s, run_uid=uid, shard_dir=folder
-                )
-                simulated = nodes if self.executor == "submitit-local" else 0
-                job = executor.submit(run_node, cmd, log_path, self.study.timeout_s, simulated)
-            state.set_job(run.position, f"{self.executor}:{job.job_id}")
+            job = None
             try:
+                shard = shards / f"{run.key}-a{attempt}.db"
+                log_path = self.folder / "logs" / f"{run.key}-a{attempt}.log"
+                if run.job_size(self.study) != size:
+                    size = run.job_size(self.study)
+                    executor.update_parameters(**self._job_parameters(*size))
+                nodes = size[0]
+                mem = run.factors.get("ram_gb") or self.study.slurm.get("mem_gb")
+                if mem and self.executor == "slurm":
+                    executor.update_parameters(mem_gb=float(mem))
+                if nodes == 1:
+                    cmd = measured_argv(self.study, run, shard, self.interval_s)
+                    job = executor.submit(execute, cmd, log_path, self.study.timeout_s)
+                else:
+                    # A folder and an identity of this job's own: a job stopped with its
+                    # runner leaves its shards out of the next attempt's merge, which reuses
+                    # the number.
+                    token = uuid.uuid4().hex[:8]
+                    uid = f"{self.study.name}/{run.key}-a{attempt}-{token}"
+                    folder = shards / f"{run.key}-a{attempt}-{token}"
+                    cmd = measured_argv(
+                        self.study, run, shard, self.interval_s, run_uid=uid, shard_dir=folder
+                    )
+                    simulated = nodes if self.executor == "submitit-local" else 0
+                    job = executor.submit(run_node, cmd, log_path, self.study.timeout_s, simulated)
+                state.set_job(run.position, f"{self.executor}:{job.job_id}")
                 results = _task_results(job, nodes)
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    job.cancel()
+            except BaseException:  # stopped, a full disk, any error: back to the plan
+                if job is not None:
+                    with contextlib.suppress(Exception):
+                        job.cancel()
                 state.release(run.position)
                 raise
             note = None

@@ -4,9 +4,10 @@ The study package owns these tables: :data:`MIGRATIONS` are their schema, applie
 (component :data:`COMPONENT`) the first time a study uses it.
 
 Each planned run has a status: ``planned``, ``running`` (claimed by a runner), or an outcome:
-``completed``, ``oom``, ``timeout``, ``failed``. A run found ``running`` when a runner starts
-was in flight when the last runner stopped: it is planned again once, and recorded ``failed``
-the second time.
+``completed``, ``oom``, ``timeout``, ``failed``. ``attempts`` counts its claims, ``interrupted``
+those its runner died during (killed, its machine lost): a run found ``running`` when a runner
+starts (:meth:`StudyState.recover`). Such a run is planned again until it has had the study's
+``max_attempts``, then recorded ``failed``; a run that fails on its own is never retried.
 """
 
 from __future__ import annotations
@@ -53,9 +54,21 @@ MIGRATIONS: dict[int, Migration] = {
         UNIQUE (study_id, key)
     );
     """,
+    # Attempts lost to the runner's death, counted apart from the attempts. Before, only such
+    # attempts were retried, so every attempt but a run's last was one, and a run recorded
+    # failed for them was failed for all of its attempts.
+    2: """
+    ALTER TABLE study_runs ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0;
+    UPDATE study_runs SET interrupted = CASE
+        WHEN status = 'planned' THEN attempts
+        WHEN status = 'failed' AND error LIKE 'the runner stopped during this run %' THEN attempts
+        ELSE MAX(0, attempts - 1)
+    END;
+    """,
 }
 OUTCOMES = ("completed", "oom", "timeout", "failed")
-MAX_ATTEMPTS = 2
+# How recover() words a run given up after its runner died during every attempt.
+_GIVEN_UP = "the runner stopped during this run {attempts} times (max_attempts {limit})"
 COLUMNS = [
     "position",
     "key",
@@ -64,6 +77,7 @@ COLUMNS = [
     "seed",
     "status",
     "attempts",
+    "interrupted",
     "run_id",
     "error",
     "started_at",
@@ -161,34 +175,43 @@ class StudyState:
         out["remaining"] = int((runs["status"].isin(["planned", "running"])).sum())
         return out
 
-    def recover(self) -> list[str]:
-        """Plan again the runs left in flight by a stopped runner (once); returns their keys."""
+    def recover(self, max_attempts: int) -> tuple[list[str], list[str]]:
+        """Count the attempt of each run left ``running`` by a stopped runner as interrupted,
+        and plan it again while it has had fewer than ``max_attempts``.
+
+        A run recorded ``failed`` because its runner died during every attempt is planned
+        again too when ``max_attempts`` has grown since. Returns the keys planned again and
+        those recorded ``failed`` now.
+        """
         now = time.time()
+        again: list[str] = []
+        given_up: list[str] = []
         with self.store.transaction() as conn:
             rows = conn.execute(
-                "SELECT position, key, attempts FROM study_runs WHERE study_id = ?"
-                " AND status = 'running'",
+                "SELECT position, key, attempts, interrupted, status FROM study_runs"
+                " WHERE study_id = ? AND (status = 'running' OR (status = 'failed'"
+                " AND attempts > 0 AND interrupted >= attempts))",
                 (self.study_id,),
             ).fetchall()
-            for position, _, attempts in rows:
-                if attempts >= MAX_ATTEMPTS:
+            for position, key, attempts, interrupted, status in rows:
+                if status == "running":
+                    interrupted += 1
+                if attempts < max_attempts:
                     conn.execute(
-                        "UPDATE study_runs SET status = 'failed', ended_at = ?, error = ?"
-                        " WHERE study_id = ? AND position = ?",
-                        (
-                            now,
-                            f"the runner stopped during this run {attempts} times",
-                            self.study_id,
-                            position,
-                        ),
+                        "UPDATE study_runs SET status = 'planned', interrupted = ?, error = NULL,"
+                        " ended_at = NULL WHERE study_id = ? AND position = ?",
+                        (interrupted, self.study_id, position),
                     )
-                else:
+                    again.append(str(key))
+                elif status == "running":
+                    error = _GIVEN_UP.format(attempts=attempts, limit=max_attempts)
                     conn.execute(
-                        "UPDATE study_runs SET status = 'planned' WHERE study_id = ?"
-                        " AND position = ?",
-                        (self.study_id, position),
+                        "UPDATE study_runs SET status = 'failed', interrupted = ?, ended_at = ?,"
+                        " error = ? WHERE study_id = ? AND position = ?",
+                        (interrupted, now, error, self.study_id, position),
                     )
-        return [str(r[1]) for r in rows]
+                    given_up.append(str(key))
+        return again, given_up
 
     def claim(self, position: int, job_id: str | None = None) -> int:
         """Mark a planned run as running; returns its attempt number."""

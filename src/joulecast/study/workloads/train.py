@@ -33,6 +33,14 @@ from joulecast.study.workloads.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
 
+# The largest settings taken (beyond them a run is a typo, not an experiment): image side in
+# pixels, images per batch, epochs of a step, generated images; seeds are numpy's 32 bits.
+MAX_INPUT_SIZE = 8192
+MAX_BATCH_SIZE = 1_000_000
+MAX_EPOCHS = 100_000
+MAX_SAMPLES = 1_000_000
+MAX_SEED = 2**32 - 1
+
 
 def _epochs(values: list[int]) -> tuple[int, int]:
     if len(values) not in (1, 2):
@@ -103,13 +111,19 @@ class TrainConfig:
             raise InputError(
                 f"unknown dataset {self.dataset!r}: expected one of {', '.join(DATASETS)}"
             )
+        if self.input_size > MAX_INPUT_SIZE:
+            raise InputError(f"input size {self.input_size}: expected at most {MAX_INPUT_SIZE}")
         check_input_size(self.arch, self.input_size)
         if self.batch_size < 1:
             raise InputError(f"batch size {self.batch_size}: expected at least 1")
+        if self.batch_size > MAX_BATCH_SIZE:
+            raise InputError(f"batch size {self.batch_size}: expected at most {MAX_BATCH_SIZE}")
         if len(self.epochs) != 2 or min(self.epochs) < 0 or self.epochs[0] < 1:
             raise InputError(
                 f"epochs {tuple(self.epochs)}: expected FROZEN >= 1 and FINE_TUNE >= 0"
             )
+        if max(self.epochs) > MAX_EPOCHS:
+            raise InputError(f"epochs {tuple(self.epochs)}: expected at most {MAX_EPOCHS} each")
         if len(self.learning_rates) != 2 or not all(
             math.isfinite(lr) and lr > 0 for lr in self.learning_rates
         ):
@@ -118,8 +132,10 @@ class TrainConfig:
             )
         if self.weights not in (None, "imagenet"):
             raise InputError(f"weights {self.weights!r}: expected 'imagenet' or None")
-        if self.samples < 1:
-            raise InputError(f"samples {self.samples}: expected at least 1")
+        if not 1 <= self.samples <= MAX_SAMPLES:
+            raise InputError(f"samples {self.samples}: expected 1 to {MAX_SAMPLES}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise InputError(f"seed {self.seed}: expected 0 to {MAX_SEED}")
 
     @property
     def steps(self) -> tuple[int, ...]:
