@@ -46,7 +46,7 @@ MAX_WHOLE = 10**15
 MAX_EPOCHS = 1_000_000
 #: The largest square input side, in pixels, of a built-in architecture (a forward pass at
 #: larger sides allocates gigabytes).
-MAX_INPUT_SIZE = 1024
+MAX_INPUT_SIZE = 2048
 #: The longest duration joulecast reads (a warm-up, cooldown, interval or planned run): 10 years.
 MAX_DURATION_S = 10 * 365.25 * 86400.0
 #: The longest line read from a text file, in characters: 1 MiB of ASCII, far past any CSV row.
