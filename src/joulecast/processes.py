@@ -61,3 +61,15 @@ def spawn(argv: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[bytes
         code = int(failed)
         raise OSError(code, os.strerror(code), args[0])
     return child
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether process group ``pgid`` has a process left (one this process may not signal
+    counts)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
