@@ -7,7 +7,9 @@ installs the handlers; the library never does). The child finds the run in its e
 inside it mark their epochs in this run and leave the sampling to this process.
 
 On Linux the command gets SIGTERM when this process ends, even by SIGKILL
-(:func:`joulecast.processes.spawn`): nothing goes on training unmeasured.
+(:func:`joulecast.processes.spawn`); on any platform, the next process to open the store finds
+this one gone and stops what is left of the command (:meth:`Store.record_command`): nothing
+goes on training unmeasured for long.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from joulecast.errors import InputError, JoulecastError
 from joulecast.forecast import AUTO, DEFAULT_WINDOW, LiveForecaster, Method
 from joulecast.inputs import REPLAY_GPUS_ENV, RUN_ENV, STORE_ENV
 from joulecast.monitor import DEFAULT_INTERVAL_S, Monitor
-from joulecast.processes import spawn
+from joulecast.processes import spawn, started
 from joulecast.records import Phase, PhaseKind, RunStatus
 from joulecast.sensors import Sensor, detect, replay_trace
 from joulecast.store import Store, default_store_path
@@ -180,6 +182,10 @@ class MeasuredCommand:
             monitor.stop(RunStatus.FAILED)
             store.delete_run(run_id)
             raise InputError(f"measure: cannot run {self.argv[0]!r}: {exc.strerror}") from exc
+        try:  # so that a process finding this one gone stops the command (on this host)
+            store.record_command(run_id, started(self._child.pid))
+        except JoulecastError as exc:  # the command runs: measuring it goes on regardless
+            log.warning("run %d: could not record its command's process: %s", run_id, exc)
         if self.epochs is not None:
             from joulecast.live import LiveForecast
 
