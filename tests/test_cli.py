@@ -122,6 +122,28 @@ def test_summary_prints_the_rate_stored_per_device_beside_the_rate_asked(tmp_pat
     )
 
 
+def test_summary_shows_unmeasured_epochs_as_such_never_as_0_j(tmp_path):
+    from rich.console import Console
+
+    from joulecast.cli import print_summary
+    from joulecast.energy import summarize
+    from tests.test_energy import _owner_gone, _sampler_died
+
+    store = Store(tmp_path / "s.db")
+    run = _sampler_died(store, [(0.0, 2.5), (2.5, 5.0), (5.0, 7.5)])
+    _owner_gone(store, run)
+    out = Console(record=True, width=200)
+    print_summary(summarize(store, run), out)
+    store.close()
+    text = out.export_text()
+    rows = {line.split()[1]: line for line in text.splitlines() if line.startswith("│ ")}
+    assert "250.0" in rows["1"] and "2.5000" in rows["1"]  # measured: 250 J, 100 samples
+    cells = [c.strip() for c in rows["2"].split("│")[1:-1]]
+    assert cells == ["2", "5.00", "2.50", "unmeasured", "-", "100", "-"]
+    assert "J per sample processed" not in text
+    assert "warning: epoch 2 (1 of 3) ran outside the run's readings" in text
+
+
 def test_measure_prints_a_live_forecast_per_epoch(tmp_path):
     store = tmp_path / "s.db"
     child = script(tmp_path, CHILD_WITH_EPOCHS)

@@ -694,6 +694,19 @@ class Store:
                 merged = {**row["tags"], **tags}
                 conn.execute("UPDATE runs SET tags = ? WHERE id = ?", (_json(merged), run_id))
 
+    def recording(self, run_id: int) -> bool:
+        """Whether run ``run_id`` is still being recorded: ``running``, and its process alive
+        (on another host, writing within :data:`STALE_HEARTBEAT_S`). False once that process
+        is gone, even before a store opened since marks the run interrupted.
+
+        Raises:
+            InputError: no run has that id.
+        """
+        row = self.run(run_id)
+        if row["status"] != RunStatus.RUNNING.value:
+            return False
+        return _writer_alive(row, socket.gethostname(), time.time())
+
     def record_command(self, run_id: int, process: Started) -> None:
         """Record the command that the run's process runs and measures (``joulecast
         measure``'s child), until :meth:`finish_run`: if the run's process dies first, the
