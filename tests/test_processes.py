@@ -192,6 +192,12 @@ def test_a_group_is_recorded_only_where_the_command_or_this_process_leads_it() -
     assert started(2**22 + 7).started_at is None  # no such process
 
 
+def test_a_platform_without_process_groups_records_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(os, "getpgid")  # as on Windows
+    found = started(os.getpid())
+    assert found.pgid is None and found.started_at == psutil.Process().create_time()
+
+
 def test_opening_the_store_stops_the_command_of_a_run_whose_owner_is_gone(
     tmp_path: Path, left: list[int]
 ) -> None:

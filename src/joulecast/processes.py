@@ -95,11 +95,14 @@ def spawn(argv: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[bytes
 def started(pid: int) -> Started:
     """``pid`` as a run records it; its group only where ``pid`` or this process leads it
     (a group a shell or a runner made for this job), not a group this process merely joined
-    (a script's, whose other processes are none of the command's)."""
+    (a script's, whose other processes are none of the command's). No group where the
+    platform has none (Windows)."""
     try:
         at: float | None = float(psutil.Process(pid).create_time())
     except psutil.Error:
         at = None
+    if not hasattr(os, "getpgid"):
+        return Started(pid, at, None)
     try:
         pgid: int | None = os.getpgid(pid)
     except OSError:
