@@ -122,6 +122,28 @@ def test_summary_prints_the_rate_stored_per_device_beside_the_rate_asked(tmp_pat
     )
 
 
+def test_summary_shows_unmeasured_epochs_as_such_never_as_0_j(tmp_path):
+    from rich.console import Console
+
+    from joulecast.cli import print_summary
+    from joulecast.energy import summarize
+    from tests.test_energy import _owner_gone, _sampler_died
+
+    store = Store(tmp_path / "s.db")
+    run = _sampler_died(store, [(0.0, 2.5), (2.5, 5.0), (5.0, 7.5)])
+    _owner_gone(store, run)
+    out = Console(record=True, width=200)
+    print_summary(summarize(store, run), out)
+    store.close()
+    text = out.export_text()
+    rows = {line.split()[1]: line for line in text.splitlines() if line.startswith("│ ")}
+    assert "250.0" in rows["1"] and "2.5000" in rows["1"]  # measured: 250 J, 100 samples
+    cells = [c.strip() for c in rows["2"].split("│")[1:-1]]
+    assert cells == ["2", "5.00", "2.50", "unmeasured", "-", "100", "-"]
+    assert "J per sample processed" not in text
+    assert "warning: epoch 2 (1 of 3) ran outside the run's readings" in text
+
+
 def test_measure_prints_a_live_forecast_per_epoch(tmp_path):
     store = tmp_path / "s.db"
     child = script(tmp_path, CHILD_WITH_EPOCHS)
@@ -259,6 +281,96 @@ def test_measure_process_killed_leaves_interrupted_run(tmp_path):
     assert data["status"] == "interrupted"
     latest = Store(store).samples(1)["t_s"].max()
     assert latest >= (killed_at - started) - 1.0
+
+
+# Marks 0.1 s epochs; on SIGTERM (its parent-death signal) it trains on for 1 s, then leaves.
+CHILD_OUTLIVING_ITS_SAMPLER = """
+    import os, signal, sys, time
+    import joulecast
+    term = []
+    signal.signal(signal.SIGTERM, lambda *_: term.append(time.monotonic()))
+    print(os.getpid(), flush=True)
+    with joulecast.measure() as run:
+        for i in range(600):  # a minute at most, whatever happens
+            with run.epoch(i, samples=10):
+                time.sleep(0.1)
+            if term and time.monotonic() - term[0] > 1.0:
+                break
+"""
+
+
+def test_sigkill_of_measure_ends_its_command_and_no_epoch_after_it_shows_0_j(tmp_path):
+    store = tmp_path / "s.db"
+    trace = tmp_path / "trace.csv"  # a replayed GPU at 100 W: no hardware needed
+    trace.write_text("t_s,gpu_index,power_w\n0,0,100\n1,0,100\n")
+    child = script(tmp_path, CHILD_OUTLIVING_ITS_SAMPLER)
+    measure = [*JOULECAST, "measure", "--store", str(store), "--interval", "0.05", "-q"]
+    proc = subprocess.Popen(
+        [*measure, "--", sys.executable, str(child)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, JOULECAST_REPLAY_GPUS=str(trace)),
+    )
+    command = None
+    try:
+        assert proc.stdout is not None
+        command = int(proc.stdout.readline())
+        start_s = _measured_past_epoch_0(store)
+        proc.kill()  # joulecast measure alone: its command is not signalled by anyone else
+        killed_s = time.monotonic() - start_s
+        proc.wait(60)
+        # Its parent-death signal ends it: it marks epochs for 1 s more, then leaves.
+        deadline = time.monotonic() + 30
+        while _alive(command):
+            assert time.monotonic() < deadline, "the command outlived joulecast measure"
+            time.sleep(0.05)
+        stderr = proc.stderr.read() if proc.stderr else ""
+    finally:
+        if command is not None and _alive(command):
+            os.kill(command, signal.SIGKILL)
+        proc.kill()
+        proc.wait(60)
+    assert "the process sampling it (joulecast measure) is gone" in stderr
+    data = show(store)  # opening the store notices the dead owner
+    assert data["status"] == "interrupted"
+    assert data["epochs"][0]["energy_j"] > 0 and not data["epochs"][0]["unmeasured"]
+    assert not [e for e in data["epochs"] if e["energy_j"] == 0]  # never 0 J
+    after = [e for e in data["epochs"] if e["start_s"] > killed_s]
+    assert after, "no epoch was marked after the kill"
+    for epoch in after:
+        assert epoch["unmeasured"] and epoch["energy_j"] is None
+        assert epoch["samples"] == 10 and epoch["j_per_sample"] is None
+    assert data["j_per_sample"] is None and data["unmeasured_epochs"]
+    assert any("ran outside the run's readings" in w for w in data["warnings"])
+
+
+def _measured_past_epoch_0(store: Path) -> float:
+    """Wait until ``store`` holds readings past the end of epoch 0 of its run; the run's start
+    on the monotonic clock."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with sqlite3.connect(store) as conn:
+                row = conn.execute(
+                    "SELECT r.start_mono_s, p.end_s, (SELECT MAX(t_s) FROM samples)"
+                    " FROM runs r JOIN phases p ON p.run_id = r.id AND p.idx = 0"
+                ).fetchone()
+        except sqlite3.Error:
+            row = None
+        if row is not None and None not in row and row[2] > row[1] + 0.1:
+            return float(row[0])
+        time.sleep(0.05)
+    raise AssertionError("epoch 0 was never measured")
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def test_sigterm_is_forwarded(tmp_path):

@@ -291,3 +291,75 @@ def test_stored_mean_power_matches_the_samples(store, monkeypatch, ways):
     cells = mean_power(store.samples(run_id), span)
     np.testing.assert_allclose(profile["power_w"][30:], cells["gpu:1"], rtol=1e-9)
     assert stored_power_profile(store, store.create_run(), 30).empty
+
+
+# -- epochs outside the readings (a sampler that died) -------------------------------------------
+
+
+def _sampler_died(store: Store, epochs: list[tuple[float, float]]) -> int:
+    """A run sampled at 10 Hz (100 W) from 0 to 5 s whose command marked ``epochs`` (start,
+    end) of 100 samples each: as after joulecast measure was killed at 5 s."""
+    from joulecast.records import Phase, PhaseKind
+
+    run = store.create_run(name="killed", interval_s=0.1)
+    readings = [Reading(k / 10, "gpu:0", 100.0, "test") for k in range(51)]
+    phases = [Phase(PhaseKind.EPOCH, i, a, b, 100) for i, (a, b) in enumerate(epochs)]
+    store.write_batch(run, readings, phases=phases)
+    return run
+
+
+def _owner_gone(store: Store, run: int) -> None:
+    store.query("UPDATE runs SET pid_started = 1.0 WHERE id = ?", (run,))  # not this process
+
+
+def test_epochs_after_the_readings_are_unmeasured_never_0_j(store: Store) -> None:
+    run = _sampler_died(store, [(k, k + 1) for k in range(10)])
+    # Being recorded (its owner, this process, lives): the readings are on their way.
+    assert summarize(store, run).unmeasured_epochs == []
+    _owner_gone(store, run)
+    summary = summarize(store, run)
+    assert summary.unmeasured_epochs == [5, 6, 7, 8, 9]
+    epochs = summary.epochs
+    assert epochs["energy_j"].iloc[:5].tolist() == pytest.approx([100.0] * 5)
+    for col in ("energy_j", "energy_j[gpu:0]", "energy_j_measured", "mean_power_w"):
+        assert epochs[col].iloc[5:].isna().all(), col
+    assert epochs["j_per_sample"].iloc[5:].isna().all()
+    # The run's energy is what was measured; its samples are not all covered: no J/sample.
+    assert summary.energy_j == pytest.approx(500.0)
+    assert summary.samples_processed == 1000 and summary.j_per_sample is None
+    assert any("epochs 5-9 (5 of 10) ran outside the run's readings" in w for w in summary.warnings)
+    data = summary.to_dict()
+    assert data["unmeasured_epochs"] == [5, 6, 7, 8, 9] and data["j_per_sample"] is None
+    assert [e["unmeasured"] for e in data["epochs"]] == [False] * 5 + [True] * 5
+    assert all(
+        e["energy_j"] is None and e["energy_j_by_device"] == {"gpu:0": None}
+        for e in data["epochs"][5:]
+    )
+    # Marked interrupted since: the same.
+    store.finish_run(run, RunStatus.INTERRUPTED)
+    assert summarize(store, run).unmeasured_epochs == [5, 6, 7, 8, 9]
+
+
+def test_an_epoch_the_sampler_died_in_is_unmeasured_and_a_spacing_is_tolerated(
+    store: Store,
+) -> None:
+    # Within a reading's spacing (0.1 s) of the readings: measured; further out: not.
+    run = _sampler_died(store, [(0.0, 5.05), (4.5, 5.5), (-0.05, 1.0), (-0.2, 1.0)])
+    _owner_gone(store, run)
+    assert summarize(store, run).unmeasured_epochs == [1, 3]
+    table = phase_table(store.samples(run), store.phases(run, "epoch"))  # the same rule
+    assert table["unmeasured"].tolist() == [False, True, False, True]
+    assert table["energy_j"].iloc[0] == pytest.approx(500.0)
+
+
+def test_a_run_without_readings_has_every_ended_epoch_unmeasured(store: Store) -> None:
+    from joulecast.records import Phase, PhaseKind
+
+    run = store.create_run()
+    store.write_phases(
+        run, [Phase(PhaseKind.EPOCH, 0, 0.0, 1.0, 10), Phase(PhaseKind.EPOCH, 1, 1.0)]
+    )
+    store.finish_run(run, RunStatus.COMPLETED)
+    summary = summarize(store, run)
+    assert summary.unmeasured_epochs == [0] and summary.j_per_sample is None
+    assert summary.warnings == ["no power readings were recorded"]

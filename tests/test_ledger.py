@@ -12,7 +12,7 @@ import pytest
 from joulecast import ledger
 from joulecast.energy import curves
 from joulecast.records import Phase, PhaseKind, Reading
-from joulecast.store import SAMPLE_COLUMNS, Store
+from joulecast.store import SAMPLE_COLUMNS, SCHEMA_VERSION, Store
 from tests.ledger_check import mismatches
 from tests.store_formats import old_store
 
@@ -129,7 +129,7 @@ def test_an_older_store_being_recorded_is_not_migrated_under_its_writer(tmp_path
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 2  # left as it was
         conn.execute("UPDATE runs SET status = 'completed'")
     with Store(path) as s:
-        assert s.schema_version == 4
+        assert s.schema_version == SCHEMA_VERSION
 
 
 def test_an_import_in_frames_back_in_time_settles_once(

@@ -73,3 +73,28 @@ def test_auto_live_forecast_asks_fluss_for_20_epochs_and_keeps_its_last_answer(
     # 28 epochs of 1 kJ after two of 0.6 kJ (the step's trapezoid adds 10 J to epoch 2).
     assert results[-1].total_j == pytest.approx(29_210.0)
     assert results[10].low_j <= 29_210.0 <= results[10].high_j
+
+
+def test_an_unmeasured_epoch_is_never_forecast_from(tmp_path):
+    import joulecast.live
+    from joulecast.forecast import LiveForecaster, forecast_run
+    from joulecast.records import Phase, PhaseKind
+    from tests.test_energy import _owner_gone, _sampler_died
+
+    with joulecast.open_store(tmp_path / "s.db") as store:
+        spans = [(k, k + 1) for k in range(8)]
+        run_id = _sampler_died(store, spans)  # readings up to 5 s: epochs 5-7 unmeasured
+        _owner_gone(store, run_id)
+        live = joulecast.live.LiveForecast(
+            lambda: store, run_id, LiveForecaster(8, stable_epoch=1), progress=False
+        )
+        phases = [Phase(PhaseKind.EPOCH, i, a, b, 100) for i, (a, b) in enumerate(spans)]
+        results = [live.after_epoch(p) for p in phases]
+        assert [r is not None for r in results] == [True] * 5 + [False] * 3
+        assert results[4].energy_so_far_j == pytest.approx(500.0)
+        stored = store.phases(run_id, "epoch")["metrics"]
+        assert ["forecast" in m for m in stored] == [True] * 5 + [False] * 3
+        # A stored run's forecast leaves them out, and says so.
+        found = forecast_run(store, run_id)
+        assert found.after == 5 and found.forecast.energy_so_far_j == pytest.approx(500.0)
+        assert "epochs 5-7 are unmeasured" in found.forecast.notes[-1]

@@ -311,6 +311,37 @@ def test_join_writes_phases_into_existing_run(store, monkeypatch):
     assert isinstance(owner.epochs, pd.DataFrame) and owner.epochs["energy_j"].iloc[0] > 0
 
 
+def test_a_joined_run_whose_sampler_is_gone_warns_once_and_marks_on(store, monkeypatch):
+    import warnings
+
+    from joulecast.errors import JoulecastWarning
+
+    run_id = store.create_run(name="owner", start_mono_s=time.monotonic(), interval_s=1.0)
+    store.write_batch(run_id, [Reading(0.0, "gpu:0", 100.0, "test")])
+    # joulecast measure, the run's owner, was killed: no store opened since has marked it.
+    store.query("UPDATE runs SET pid_started = 1.0 WHERE id = ?", (run_id,))
+    monkeypatch.setenv("JOULECAST_RUN_ID", str(run_id))
+    monkeypatch.setenv("JOULECAST_STORE", str(store.path))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with joulecast.measure(store=store) as child:
+            assert child.joined
+            child.live_forecast(3, progress=False)
+            for i in range(3):
+                with child.epoch(i, samples=10):
+                    time.sleep(0.01)
+                assert child.forecast is None  # never from an epoch without energy
+            # No reading will come: not waited for.
+            assert child._monitor.wait_for_readings(child._monitor.now_s(), timeout_s=0.5)
+    gone = [w for w in seen if issubclass(w.category, JoulecastWarning)]
+    assert len(gone) == 1 and "the process sampling it (joulecast measure) is gone" in str(
+        gone[0].message
+    )
+    epochs = store.phases(run_id, "epoch")
+    assert epochs["index"].tolist() == [0, 1, 2] and epochs["samples"].tolist() == [10] * 3
+    assert joulecast.summarize(store, run_id).unmeasured_epochs == [0, 1, 2]
+
+
 def test_unstopped_run_is_stopped_at_exit(tmp_path):
     import subprocess
     import sys

@@ -101,7 +101,7 @@ def print_summary(summary: RunSummary, out: Any) -> None:
                 str(row["index"]),
                 _fmt(row["start_s"], 2),
                 _fmt(row["duration_s"], 2),
-                _fmt(row["energy_j"]),
+                "unmeasured" if row.get("unmeasured") else _fmt(row["energy_j"]),
                 _fmt(row["mean_power_w"]),
                 "-" if samples is None or samples != samples else str(int(samples)),
                 _fmt(row["j_per_sample"], 4),

@@ -5,6 +5,11 @@
 installs the handlers; the library never does). The child finds the run in its environment
 (``JOULECAST_RUN_ID``, ``JOULECAST_STORE``), so ``joulecast.measure()`` and the integrations
 inside it mark their epochs in this run and leave the sampling to this process.
+
+On Linux the command gets SIGTERM when this process ends, even by SIGKILL
+(:func:`joulecast.processes.spawn`); on any platform, the next process to open the store finds
+this one gone and stops what is left of the command (:meth:`Store.record_command`): nothing
+goes on training unmeasured for long.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from joulecast.errors import InputError, JoulecastError
 from joulecast.forecast import AUTO, DEFAULT_WINDOW, LiveForecaster, Method
 from joulecast.inputs import REPLAY_GPUS_ENV, RUN_ENV, STORE_ENV
 from joulecast.monitor import DEFAULT_INTERVAL_S, Monitor
+from joulecast.processes import spawn, started
 from joulecast.records import Phase, PhaseKind, RunStatus
 from joulecast.sensors import Sensor, detect, replay_trace
 from joulecast.store import Store, default_store_path
@@ -114,6 +120,9 @@ class MeasuredCommand:
     def start(self) -> int:
         """Open the run, start sampling and the command; return the run id.
 
+        Call it from a thread that lives until the command ends (the one that calls
+        :meth:`wait`): on Linux the command gets SIGTERM when that thread ends.
+
         Raises:
             InputError: the command cannot be started (the run is removed again), or the
                 ``replay_gpus`` trace cannot be replayed (no run is opened).
@@ -168,11 +177,15 @@ class MeasuredCommand:
         if replay is not None and os.path.isfile(replay[0]):
             env[REPLAY_GPUS_ENV] = os.path.abspath(replay[0])
         try:
-            self._child = subprocess.Popen(self.argv, env=env)
+            self._child = spawn(self.argv, env)
         except OSError as exc:
             monitor.stop(RunStatus.FAILED)
             store.delete_run(run_id)
             raise InputError(f"measure: cannot run {self.argv[0]!r}: {exc.strerror}") from exc
+        try:  # so that a process finding this one gone stops the command (on this host)
+            store.record_command(run_id, started(self._child.pid))
+        except JoulecastError as exc:  # the command runs: measuring it goes on regardless
+            log.warning("run %d: could not record its command's process: %s", run_id, exc)
         if self.epochs is not None:
             from joulecast.live import LiveForecast
 

@@ -18,7 +18,7 @@ stored run is read from the aggregates the store keeps as its samples are writte
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -271,41 +271,90 @@ def _sources(samples: pd.DataFrame) -> np.ndarray | None:
     return samples["source"].to_numpy() if "source" in samples else None
 
 
+def unmeasured_phases(
+    start_s: np.ndarray, end_s: np.ndarray, readings: Collection[tuple[float, float, int]]
+) -> np.ndarray:
+    """Which ended phases ran outside a run's readings: their energy is not known.
+
+    ``readings`` holds, for each device with energy, the times of the first and the last
+    reading its energy is counted from and how many there are. A phase is unmeasured where
+    it starts before the first reading of every device or ends after the last of every
+    device, by more than the longest mean spacing of a device's readings; with no readings,
+    every ended phase is. Outside the readings the energy curves stay flat, so such a phase
+    would show part of its energy, or 0 J: what a command marking epochs after its sampler
+    died (``joulecast measure`` killed) would show.
+    """
+    start = np.asarray(start_s, dtype=float)
+    end = np.asarray(end_s, dtype=float)
+    ended: np.ndarray = ~np.isnan(end)
+    if not readings:
+        return ended
+    first = min(r[0] for r in readings)
+    last = max(r[1] for r in readings)
+    slack = max(((b - a) / (n - 1) for a, b, n in readings if n >= 2), default=0.0)
+    unmeasured: np.ndarray = ended & ((start < first - slack) | (end > last + slack))
+    return unmeasured
+
+
 def phase_table(samples: pd.DataFrame, phases: pd.DataFrame) -> pd.DataFrame:
     """Per-phase duration, energy (total, measured, per device), mean power and J per sample.
 
     ``phases`` has the store's columns (``index``, ``start_s``, ``end_s``, ``samples``, ...);
-    a phase still open (no ``end_s``) gets NaN energy. Per-device columns are ``energy_j[DEV]``.
+    a phase still open (no ``end_s``) gets NaN energy, and so does one outside the samples
+    (:func:`unmeasured_phases`; column ``unmeasured`` True). Per-device columns are
+    ``energy_j[DEV]``.
     """
     frame = phases.reset_index(drop=True)
     start = np.nan_to_num(frame["start_s"].to_numpy(float))
     end = frame["end_s"].to_numpy(float)
     cs = curves(samples)
+    readings = [(float(c.t_s[0]), float(c.t_s[-1]), len(c.t_s)) for c in cs.values()]
     return _phase_frame(
         frame,
         {
             d: (c.at(end) - c.at(start), EnergyOrigin.of(c.source, c.measured))
             for d, c in cs.items()
         },
+        unmeasured_phases(start, end, readings),
     )
 
 
 def stored_phase_table(store: Any, run_id: int, phases: pd.DataFrame) -> pd.DataFrame:
     """:func:`phase_table` of a stored run's ``phases``, from the store's energy aggregates
-    (:meth:`joulecast.store.Store.energy_at`): its cost does not grow with the run's length."""
+    (:meth:`joulecast.store.Store.energy_at`): its cost does not grow with the run's length.
+
+    While the run is being recorded (:meth:`joulecast.store.Store.recording`), a phase that
+    ended after the readings stored so far is not unmeasured: its readings are on their way.
+    """
     frame = phases.reset_index(drop=True)
     start = np.nan_to_num(frame["start_s"].to_numpy(float))
     end = frame["end_s"].to_numpy(float)
     states = store.device_energy(run_id)
     at = store.energy_at(run_id, np.concatenate([start, end]))
     n = len(frame)
+    unmeasured = (
+        np.zeros(n, dtype=bool)
+        if store.recording(run_id)
+        else unmeasured_phases(start, end, stored_readings(states))
+    )
     return _phase_frame(
         frame,
         {
             d: (e[n:] - e[:n], EnergyOrigin.of(states[d].source, states[d].measured))
             for d, e in sorted(at.items())
         },
+        unmeasured,
     )
+
+
+def stored_readings(states: Mapping[str, Any]) -> list[tuple[float, float, int]]:
+    """The ``readings`` of :func:`unmeasured_phases` from a stored run's device aggregates
+    (:meth:`joulecast.store.Store.device_energy`)."""
+    return [
+        (*s.span_s, s.samples)
+        for s in states.values()
+        if not math.isnan(s.energy_j) and s.samples > 0
+    ]
 
 
 def mean_power(samples: pd.DataFrame, edges_s: np.ndarray) -> dict[str, np.ndarray]:
@@ -378,22 +427,28 @@ def empty_phase_table() -> pd.DataFrame:
         "samples": [],
         "metrics": [],
     }
-    return _phase_frame(pd.DataFrame(columns).astype({"samples": "Int64"}), {})
+    return _phase_frame(
+        pd.DataFrame(columns).astype({"samples": "Int64"}), {}, np.zeros(0, dtype=bool)
+    )
 
 
 def _phase_frame(
-    phases: pd.DataFrame, energy: dict[str, tuple[np.ndarray, EnergyOrigin]]
+    phases: pd.DataFrame,
+    energy: dict[str, tuple[np.ndarray, EnergyOrigin]],
+    unmeasured: np.ndarray,
 ) -> pd.DataFrame:
     """The phase table of ``phases`` given each device's energy in each phase (and where it
-    comes from)."""
+    comes from); the ``unmeasured`` phases have no energy."""
     frame = phases.copy()
     start = frame["start_s"].to_numpy(float)
     end = frame["end_s"].to_numpy(float)
     frame["duration_s"] = end - start
+    frame["unmeasured"] = np.asarray(unmeasured, dtype=bool)
+    unknown = np.isnan(end) | frame["unmeasured"].to_numpy(bool)
     total = np.zeros(len(frame))
     part = {origin: np.zeros(len(frame)) for origin in EnergyOrigin}
     for device, (e, origin) in energy.items():
-        e = np.where(np.isnan(end), np.nan, e)
+        e = np.where(unknown, np.nan, e)
         frame[f"energy_j[{device}]"] = e
         total = total + e
         part[origin] = part[origin] + e
@@ -487,9 +542,18 @@ class RunSummary:
         return self.energy_j / self.duration_s if self.duration_s > 0 else math.nan
 
     @property
+    def unmeasured_epochs(self) -> list[int]:
+        """The epochs that ran outside the run's readings (:func:`unmeasured_phases`), as
+        after its sampler died: their energy is unknown (NaN), never 0 J."""
+        if "unmeasured" not in self.epochs.columns:
+            return []
+        return [int(i) for i in self.epochs.loc[self.epochs["unmeasured"], "index"]]
+
+    @property
     def j_per_sample(self) -> float | None:
-        """Energy per training sample processed, where epochs counted them."""
-        if not self.samples_processed:
+        """Energy per training sample processed, where epochs counted them; None where an
+        epoch is unmeasured (the run's energy does not cover its samples)."""
+        if not self.samples_processed or self.unmeasured_epochs:
             return None
         return self.energy_j / self.samples_processed
 
@@ -511,6 +575,7 @@ class RunSummary:
                     "mean_power_w": _num(row["mean_power_w"]),
                     "samples": None if pd.isna(row["samples"]) else int(row["samples"]),
                     "j_per_sample": _num(row["j_per_sample"]),
+                    "unmeasured": bool(row.get("unmeasured", False)),
                     "metrics": row.get("metrics") or {},
                 }
             )
@@ -531,6 +596,7 @@ class RunSummary:
             "mean_power_w": _num(self.mean_power_w),
             "samples_processed": self.samples_processed,
             "j_per_sample": self.j_per_sample,
+            "unmeasured_epochs": self.unmeasured_epochs,
             "devices": {
                 d: {
                     "energy_j": v.energy_j,
@@ -551,6 +617,20 @@ class RunSummary:
             "hardware": self.hardware,
             "test": self.test,
         }
+
+
+def index_ranges(indices: Collection[int]) -> str:
+    """``indices`` as runs of consecutive numbers: ``[1, 2, 3, 5]`` -> ``"1-3, 5"``."""
+    parts: list[str] = []
+    ordered = sorted(indices)
+    k = 0
+    while k < len(ordered):
+        j = k
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        parts.append(str(ordered[k]) if j == k else f"{ordered[k]}-{ordered[j]}")
+        k = j + 1
+    return ", ".join(parts)
 
 
 def _num(value: Any) -> float | None:
@@ -598,6 +678,16 @@ def summarize(store: Any, run_id: int) -> RunSummary:
         warnings.append(
             f"{', '.join(replayed)}: replayed from a recorded trace (a dry run), "
             "not read from this machine's hardware"
+        )
+    unmeasured = epochs.loc[epochs["unmeasured"], "index"].astype(int).tolist()
+    readings = stored_readings(states)
+    if unmeasured and readings:
+        first, last = min(r[0] for r in readings), max(r[1] for r in readings)
+        warnings.append(
+            f"{'epoch' if len(unmeasured) == 1 else 'epochs'} {index_ranges(unmeasured)}"
+            f" ({len(unmeasured)} of {len(epochs)}) ran outside"
+            f" the run's readings ({first:.1f}-{last:.1f} s), as after its sampler stopped:"
+            " unmeasured, without energy, and the run has no J/sample"
         )
     for device, frame in gaps.groupby("device", sort=True):
         ends = frame["end_s"].fillna(duration)

@@ -743,11 +743,19 @@ def plot_sweep(
 
 
 def finished_epochs(store: Store, run_id: int) -> pd.DataFrame:
-    """The per-epoch table of a stored run's finished epochs, in order (0-based rows)."""
+    """The per-epoch table of a stored run's finished epochs, in order (0-based rows); the
+    unmeasured ones (:func:`joulecast.energy.unmeasured_phases`) are left out."""
+    return _finished_and_unmeasured(store, run_id)[0]
+
+
+def _finished_and_unmeasured(store: Store, run_id: int) -> tuple[pd.DataFrame, list[int]]:
+    """:func:`finished_epochs`, and the indices of the epochs left out as unmeasured."""
     from joulecast.energy import summarize
 
     epochs = summarize(store, run_id).epochs
-    return epochs.dropna(subset=["energy_j"]).sort_values("index").reset_index(drop=True)
+    unmeasured = [int(i) for i in epochs.loc[epochs["unmeasured"], "index"]]
+    done = epochs.dropna(subset=["energy_j"]).sort_values("index").reset_index(drop=True)
+    return done, unmeasured
 
 
 def fluss_position(store: Store, run_id: int, epochs: pd.DataFrame) -> tuple[int | None, str]:
@@ -831,13 +839,19 @@ def forecast_run(
     instead of the projected one. A finished run forecast for the epochs it ran is compared
     with its measured total (``true_j``).
 
+    Unmeasured epochs (run outside the run's readings, as after its sampler died) are left
+    out, with a note: ``after`` counts the measured ones.
+
     Raises:
         InputError: the run has no finished epochs, ``after`` is out of range, or the true
             duration is asked of a run that has not finished.
     """
-    epochs = finished_epochs(store, run_id)
+    from joulecast.energy import index_ranges
+
+    epochs, unmeasured = _finished_and_unmeasured(store, run_id)
     if epochs.empty:
-        raise InputError(f"run {run_id} has no finished epochs: nothing to forecast from")
+        left = f" ({len(unmeasured)} unmeasured)" if unmeasured else ""
+        raise InputError(f"run {run_id} has no finished epochs{left}: nothing to forecast from")
     k = after if after is not None else len(epochs)
     if k < 1 or k > len(epochs):
         raise InputError(f"after {k}: the run has {len(epochs)} finished epochs")
@@ -857,6 +871,11 @@ def forecast_run(
     if duration_s is not None and Method(method) is not Method.POWER:
         name = Method(method).value
         result.notes.append(f"the true duration is used by the power method only, not {name}")
+    if unmeasured:
+        result.notes.append(
+            f"epochs {index_ranges(unmeasured)} are unmeasured (they ran outside the run's"
+            " readings): left out"
+        )
     true_j = float(epochs["energy_j"].sum()) if finished else None
     return RunForecast(run_id, result, k, true_j)
 

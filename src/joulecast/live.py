@@ -7,6 +7,7 @@ integrations) and ``joulecast measure --epochs`` (:mod:`joulecast.command`).
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass, field, replace
@@ -91,7 +92,8 @@ class LiveForecast:
         own, when this process only watches it). ``energy_j`` replaces the epoch's energy in
         the store (a distributed job's, summed over its nodes); the stabilizing epoch is still
         found in this run's power. Returns None (and logs why) when no forecast
-        can be made; a failing forecast never raises into the training.
+        can be made (an unmeasured epoch, see :func:`joulecast.energy.unmeasured_phases`, is
+        never forecast from); a failing forecast never raises into the training.
         """
         if phase.end_s is None or phase.index in self._seen:
             return None
@@ -102,13 +104,18 @@ class LiveForecast:
             if row.empty:
                 log.info("epoch %d is not in the store: no forecast after it", phase.index)
                 return None
+            energy = float(row["energy_j"].iloc[0] if energy_j is None else energy_j)
+            if bool(row["unmeasured"].iloc[0]) or math.isnan(energy):
+                # Its energy is unknown (the sampler is gone): forecast from it as 0 J, never.
+                log.info("epoch %d is unmeasured: no forecast after it", phase.index)
+                return None
             self._rows.append(
                 {
                     "index": phase.index,
                     "start_s": float(row["start_s"].iloc[0]),
                     "end_s": float(row["end_s"].iloc[0]),
                     "duration_s": float(row["duration_s"].iloc[0]),
-                    "energy_j": float(row["energy_j"].iloc[0] if energy_j is None else energy_j),
+                    "energy_j": energy,
                     "metrics": dict(phase.metrics),
                 }
             )

@@ -480,10 +480,11 @@ class Monitor:
         final once this returns True: later readings no longer change it. When this monitor
         samples, it waits for the next reading of each of its devices (a device in a gap is
         not waited for) and writes it; when it joined a run sampled by another process, it
-        waits for that process to store them (its writes come every 0.5 s) or to finish the
-        run. Returns False when ``timeout_s`` (default: a few intervals and flushes) passed
-        first, or a device is still silent; the caller goes on with what is stored. A joined
-        monitor stops waiting for a device that timed out until it has readings again.
+        waits for that process to store them (its writes come every 0.5 s), to finish the
+        run, or to be gone (:meth:`joulecast.store.Store.recording`). Returns False when
+        ``timeout_s`` (default: a few intervals and flushes) passed first, or a device is
+        still silent; the caller goes on with what is stored. A joined monitor stops waiting
+        for a device that timed out until it has readings again.
         """
         interval = self.sampling_interval_s
         if timeout_s is None:
@@ -529,7 +530,7 @@ class Monitor:
             stored = set(self.store.samples(self.run_id, start_s=until_s)["device"])
             self._silent -= stored  # readings again: waited for again
             waiting = devices - self._silent - stored
-            if waiting and self.store.run(self.run_id)["status"] != RunStatus.RUNNING.value:
+            if waiting and not self.store.recording(self.run_id):  # no readings will come
                 return set()
         except Exception as exc:  # reading the store must not fail the training's epoch
             log.info("cannot tell whether the readings after %.2f s are stored: %s", until_s, exc)

@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# How often, at most, a run joined under joulecast measure looks whether its sampler lives.
+_SAMPLER_CHECK_S = 1.0
+
 
 def sync_device(enabled: bool | None = None) -> None:
     """Wait for queued CUDA work (where PyTorch is imported and has used CUDA).
@@ -90,6 +93,8 @@ class Run:
         self._began_s = monitor.now_s() if monitor.joined else 0.0
         self._live: LiveForecast | None = None
         self._stop_reason: str | None = None
+        self._sampler_gone = False
+        self._sampler_checked_s = -math.inf
         assert monitor.run_id is not None
         self.run_id: int = monitor.run_id
 
@@ -173,6 +178,7 @@ class Run:
         """
         self._sync_device(sync)
         phase = self._monitor.end_phase(PhaseKind(kind), index, samples=samples, metrics=metrics)
+        self._check_sampler()
         if phase.kind is PhaseKind.EPOCH:
             self._last_epoch_end = phase.end_s
             if forecast:
@@ -190,7 +196,31 @@ class Run:
             PhaseKind.EPOCH, index, samples=samples, metrics=metrics, start_s=start
         )
         self._last_epoch_end = phase.end_s
+        self._check_sampler()
         self.forecast_epoch(phase)
+
+    def _check_sampler(self) -> None:
+        """Joined under ``joulecast measure``: warn once when the process sampling the run
+        is gone (killed). Marking goes on, so the run keeps the training's epochs and
+        metrics; the epochs it did not sample have no energy (they are unmeasured, see
+        :func:`joulecast.energy.unmeasured_phases`), never 0 J."""
+        if not self.joined or self._sampler_gone:
+            return
+        now = time.monotonic()
+        if now - self._sampler_checked_s < _SAMPLER_CHECK_S:
+            return
+        self._sampler_checked_s = now
+        try:
+            recording = self.store.recording(self.run_id)
+        except JoulecastError as exc:  # looking must never stop the training
+            log.info("run %d: cannot tell whether its sampler lives: %s", self.run_id, exc)
+            return
+        if not recording:
+            self._sampler_gone = True
+            warn(
+                f"run {self.run_id}: the process sampling it (joulecast measure) is gone; the"
+                " epochs marked from now on are stored without energy, as unmeasured"
+            )
 
     # -- live forecast ---------------------------------------------------------------------
 
@@ -513,7 +543,9 @@ class measure(contextlib.ContextDecorator):
     ``with joulecast.measure(name="train") as run: ...`` samples every sensor found (or
     ``sensors``) every ``interval_s`` into ``store`` (a path or :class:`Store`; default
     ``$JOULECAST_STORE`` or ./joulecast.db). Under ``joulecast measure`` (``$JOULECAST_RUN_ID``
-    set) it joins the run the CLI opened and only writes phase marks. An exception leaving the
+    set) it joins the run the CLI opened and only writes phase marks; should that process be
+    killed, a :class:`~joulecast.errors.JoulecastWarning` says so once and marking goes on,
+    the epochs it did not sample stored as unmeasured (no energy). An exception leaving the
     block marks the run failed and propagates.
 
     ``sync`` says whether to wait for queued GPU work at every phase boundary and at the end

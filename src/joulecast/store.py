@@ -34,6 +34,7 @@ import joulecast.ledger as ledger
 from joulecast._version import __version__
 from joulecast.errors import InputError, StoreError
 from joulecast.inputs import STORE_ENV
+from joulecast.processes import Started, stop_left_behind
 from joulecast.records import (
     Gap,
     Phase,
@@ -154,6 +155,13 @@ _MIGRATIONS: dict[int, Migration] = {
     );
     """,
     4: _add_ledger,
+    # The command a run's process measures (joulecast measure's child), for as long as it may
+    # run: a process that finds the run's owner gone stops it (joulecast.processes).
+    5: """
+    ALTER TABLE runs ADD COLUMN command_pid INTEGER;
+    ALTER TABLE runs ADD COLUMN command_started REAL;
+    ALTER TABLE runs ADD COLUMN command_pgid INTEGER;
+    """,
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 
@@ -657,12 +665,14 @@ class Store:
         signal: str | None = None,
         quality: Mapping[str, Any] | None = None,
     ) -> None:
-        """Set a run's final status, exit code or signal, duration and quality figures."""
+        """Set a run's final status, exit code or signal, duration and quality figures; its
+        command (:meth:`record_command`) has ended."""
         with self._write() as conn:
             conn.execute(
                 "UPDATE runs SET status = ?, exit_code = ?, signal = ?, ended_at = ?,"
                 " duration_s = COALESCE(?, duration_s), quality = COALESCE(?, quality),"
-                " heartbeat_at = ? WHERE id = ?",
+                " heartbeat_at = ?, command_pid = NULL, command_started = NULL,"
+                " command_pgid = NULL WHERE id = ?",
                 (
                     status.value,
                     exit_code,
@@ -692,17 +702,51 @@ class Store:
                 merged = {**row["tags"], **tags}
                 conn.execute("UPDATE runs SET tags = ? WHERE id = ?", (_json(merged), run_id))
 
+    def recording(self, run_id: int) -> bool:
+        """Whether run ``run_id`` is still being recorded: ``running``, and its process alive
+        (on another host, writing within :data:`STALE_HEARTBEAT_S`). False once that process
+        is gone, even before a store opened since marks the run interrupted.
+
+        Raises:
+            InputError: no run has that id.
+        """
+        row = self.run(run_id)
+        if row["status"] != RunStatus.RUNNING.value:
+            return False
+        return _writer_alive(row, socket.gethostname(), time.time())
+
+    def record_command(self, run_id: int, process: Started) -> None:
+        """Record the command that the run's process runs and measures (``joulecast
+        measure``'s child), until :meth:`finish_run`: if the run's process dies first, the
+        next process to open the store on this host stops it (:meth:`mark_interrupted`)."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE runs SET command_pid = ?, command_started = ?, command_pgid = ?"
+                " WHERE id = ?",
+                (process.pid, process.started_at, process.pgid, run_id),
+            )
+
     def mark_interrupted(self) -> list[int]:
-        """Mark as interrupted the runs left ``running`` by a process that no longer exists."""
+        """Mark as interrupted the runs left ``running`` by a process that no longer exists,
+        and stop the commands those processes left running on this host
+        (:func:`joulecast.processes.stop_left_behind`)."""
         host = socket.gethostname()
         now = time.time()
         dead: list[int] = []
+        left: dict[int, Started] = {}
         for row in self._query(
-            "SELECT id, host, pid, pid_started, heartbeat_at FROM runs WHERE status = ?",
+            "SELECT id, status, host, pid, pid_started, heartbeat_at, command_pid,"
+            " command_started, command_pgid FROM runs WHERE status = ? OR command_pid IS NOT NULL",
             (RunStatus.RUNNING.value,),
         ):
-            if not _writer_alive(row, host, now):
+            if _writer_alive(row, host, now):
+                continue
+            if row["status"] == RunStatus.RUNNING.value:
                 dead.append(row["id"])
+            if row["command_pid"] is not None and row["host"] == host:
+                left[row["id"]] = Started(
+                    row["command_pid"], row["command_started"], row["command_pgid"]
+                )
         if dead:
             with self._write() as conn:
                 for run_id in dead:
@@ -714,6 +758,15 @@ class Store:
                         (RunStatus.INTERRUPTED.value, run_id, RunStatus.RUNNING.value),
                     )
             log.info("%s: marked interrupted: runs %s", self.path, dead)
+        # After the write, so that waiting for a command to end holds no lock on the file.
+        stopped = [run_id for run_id, process in left.items() if stop_left_behind(process)]
+        if stopped:
+            with self._write() as conn:
+                conn.executemany(
+                    "UPDATE runs SET command_pid = NULL, command_started = NULL,"
+                    " command_pgid = NULL WHERE id = ?",
+                    [(run_id,) for run_id in stopped],
+                )
         return dead
 
     def resolve(self, ref: str | int) -> int:

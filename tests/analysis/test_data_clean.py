@@ -391,6 +391,19 @@ def test_device_energy_does_not_rely_on_sample_order(store: Store) -> None:
 # -- empty, filtered, bad input -----------------------------------------------------------------
 
 
+def test_unmeasured_epochs_are_left_out_of_the_epoch_energy_and_void_j_per_image(
+    store: Store,
+) -> None:
+    from tests.test_energy import _owner_gone, _sampler_died
+
+    run = _sampler_died(store, [(k, k + 1) for k in range(8)])  # readings to 5 s: 3 unmeasured
+    _owner_gone(store, run)
+    row = run_table(store).iloc[0]
+    assert row["epoch_energy_j_gpu_ram"] == pytest.approx(100.0)  # the five measured: 100 J
+    assert row["images"] == 800 and math.isnan(row["j_per_image"])
+    assert row["energy_j"] == pytest.approx(500.0)
+
+
 def test_store_without_runs_gives_an_empty_table(store: Store) -> None:
     table = run_table(store)
     assert table.empty and list(table.columns) == list(COLUMNS)

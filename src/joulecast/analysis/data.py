@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 import joulecast.ledger as ledger
+from joulecast.energy import stored_readings, unmeasured_phases
 from joulecast.errors import InputError
 from joulecast.records import EnergyOrigin, Phase, PhaseKind, RunStatus, device_kind
 from joulecast.store import SAMPLE_COLUMNS, Store
@@ -76,10 +77,12 @@ COLUMNS: dict[str, str] = {
     "energy_j_gpu_ram": "energy of the gpu:* and ram devices (the offline estimators' "
     "energy_j); NaN if none had power",
     "epoch_energy_j_gpu_ram": "mean over the finished epochs of the energy of the gpu:* and ram "
-    "devices (the offline estimators' epoch_energy_j); NaN if no finished epoch or no power",
+    "devices (the offline estimators' epoch_energy_j), unmeasured epochs (run outside the "
+    "readings, as after the sampler died) left out; NaN if no measured epoch or no power",
     "gpu_util_pct_metered": "mean utilisation over the samples of the gpu:* devices that had "
     "power, those of energy_j_gpu (the offline estimators' gpu_util_pct)",
-    "j_per_image": "energy_j / images",
+    "j_per_image": "energy_j / images; NaN where an epoch is unmeasured (the energy does not "
+    "cover its images)",
     "s_per_image": "train_duration_s / images",
     "f1": "metric 'f1' of the run's test phase (the last one)",
     "accuracy": "metric 'accuracy' of the run's test phase (the last one)",
@@ -188,13 +191,22 @@ def _run_figures(
         "gpu_util_pct": util(gpus),
         "gpu_util_pct_metered": util({d: s for d, s in gpus.items() if d in known}),
     }
-    if bounds is not None and any(device_kind(d) in ("gpu", "ram") for d in known):
+    if bounds is None:
+        return out
+    # An epoch outside the readings (its sampler died) has no energy: left out, never 0 J.
+    unmeasured = (
+        np.zeros(len(bounds[0]), dtype=bool)
+        if store.recording(run_id)
+        else unmeasured_phases(*bounds, stored_readings(states))
+    )
+    out["unmeasured_epochs"] = float(unmeasured.sum())
+    if any(device_kind(d) in ("gpu", "ram") for d in known) and not unmeasured.all():
         at = store.energy_at(run_id, np.concatenate(bounds))
         n = len(bounds[0])
         per_epoch = sum(
             e[n:] - e[:n] for d, e in sorted(at.items()) if device_kind(d) in ("gpu", "ram")
         )
-        out["epoch_energy_j_gpu_ram"] = float(np.mean(per_epoch))
+        out["epoch_energy_j_gpu_ram"] = float(np.mean(np.asarray(per_epoch)[~unmeasured]))
     return out
 
 
@@ -211,6 +223,7 @@ def _sample_figures(store: Store, ids: list[int], epochs: _Bounds) -> pd.DataFra
         "energy_j_gpu_ram",
         "t_max",
         "spacing_s",
+        "unmeasured_epochs",
     )
     rows = {run_id: _run_figures(store, run_id, epochs.get(run_id)) for run_id in ids}
     out = pd.DataFrame.from_dict(rows, orient="index", columns=list(columns), dtype=float)
@@ -342,7 +355,8 @@ def run_table(
     for col in ("gpu_util_pct", "energy_j_gpu_ram", "epoch_energy_j_gpu_ram"):
         table[col] = samples[col].to_numpy(float)
     table["gpu_util_pct_metered"] = samples["gpu_util_pct_metered"].to_numpy(float)
-    table["j_per_image"] = _ratio(table["energy_j"], table["images"])
+    unmeasured = samples["unmeasured_epochs"].fillna(0).to_numpy(float) > 0
+    table["j_per_image"] = _ratio(table["energy_j"], table["images"]).where(~unmeasured)
     table["s_per_image"] = _ratio(table["train_duration_s"], table["images"])
     table["f1"] = phases["f1"].to_numpy(float)
     table["accuracy"] = phases["accuracy"].to_numpy(float)

@@ -44,6 +44,7 @@ from typing import Any
 from joulecast.errors import InputError, JoulecastError, StoreError
 from joulecast.inputs import MAX_DURATION_S, NODE_ENV, NODE_RANK_ENV, NODES_ENV, finite, whole
 from joulecast.monitor import MIN_INTERVAL_S
+from joulecast.processes import group_alive
 from joulecast.store import Store
 from joulecast.study.design import MAX_ATTEMPTS_LIMIT, PlannedRun, Study, argv, plan
 from joulecast.study.state import StudyState
@@ -221,21 +222,11 @@ def _kill_group(pgid: int, child: subprocess.Popen[bytes] | None = None) -> None
     while time.monotonic() < deadline:
         if child is not None and child.poll() is not None:
             break
-        if child is None and not _group_alive(pgid):
+        if child is None and not group_alive(pgid):
             break
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _tail(path: Path) -> str:
