@@ -327,6 +327,47 @@ def _statements(script: str) -> Iterator[str]:
         yield pending  # incomplete: SQLite says what is wrong with it
 
 
+def _damaged(path: str | os.PathLike[str], problem: object) -> StoreError:
+    """The error of a store whose file SQLite finds damaged (``problem`` says how)."""
+    return StoreError(
+        f"{path}: the store file is damaged ({problem}); nothing is written to it:"
+        f" `joulecast doctor --store {path}` lists the damage; restore the file from a backup"
+    )
+
+
+# SQLite's result codes (sqlite.org/rescode.html); an extended code holds its primary code
+# in its low byte. (Python's sqlite3 has them as names too, but typeshed does not yet.)
+_READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 8, 10, 11, 13, 14, 26
+_READONLY_DBMOVED = _READONLY | 4 << 8
+
+
+def _file_trouble(
+    path: str | os.PathLike[str], exc: sqlite3.Error, *, writing: bool = False
+) -> StoreError | None:
+    """``exc`` as one line naming ``path`` where it says the file itself cannot be used (a
+    full disk, damage, not a database, an I/O error; with ``writing``, a file that cannot be
+    written or opened too); None for an error of a statement, which its caller sees as is."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = None if code is None else code & 0xFF
+    if primary == _FULL:
+        return StoreError(f"{path}: the disk is full ({exc}); free some space and try again")
+    if primary == _CORRUPT or (code is None and type(exc) is sqlite3.DatabaseError):
+        return _damaged(path, exc)  # (ledger raises the bare class for aggregates it lacks)
+    if primary == _NOTADB:
+        return StoreError(f"{path}: not a joulecast store ({exc})")
+    if primary == _IOERR:
+        return StoreError(f"{path}: the file cannot be read or written ({exc})")
+    if writing and code == _READONLY_DBMOVED:
+        return StoreError(f"{path}: the file was moved or deleted while it was open")
+    if writing and primary == _READONLY:
+        return StoreError(
+            f"{path}: cannot write into it: the file or its folder is read-only here ({exc})"
+        )
+    if writing and primary == _CANTOPEN:
+        return StoreError(f"{path}: cannot open it ({exc})")
+    return None
+
+
 def connect_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
     """A plain SQLite connection that can only read ``path``.
 
@@ -358,6 +399,7 @@ class Store:
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path) if path is not None else default_store_path()
         self._lock = threading.RLock()
+        self._attached = 0  # files attached now (see _translated)
         self.closed = False
         if self.path.is_dir():
             raise StoreError(f"{self.path}: is a directory, expected a store file")
@@ -367,19 +409,24 @@ class Store:
             self._conn = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
-            self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            # WAL's shared memory works only among processes of one host: on a network file
-            # system (a node shard read by another node, a store on a cluster's home) the
-            # rollback journal, whose locks the file system carries, is used instead.
-            want = "delete" if network_file_system(self.path) else "wal"
-            mode = self._conn.execute(f"PRAGMA journal_mode = {want}").fetchone()[0]
-            if mode.lower() != want:
-                log.warning("%s: %s journal not available (got %s)", self.path, want, mode)
-            self._conn.execute("PRAGMA synchronous = NORMAL")
-            self._conn.execute("PRAGMA foreign_keys = ON")
-            self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path}: not a joulecast store ({exc})") from exc
+            try:
+                self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+                # WAL's shared memory works only among processes of one host: on a network
+                # file system (a node shard read by another node, a store on a cluster's
+                # home) the rollback journal, whose locks the file system carries, is used.
+                want = "delete" if network_file_system(self.path) else "wal"
+                mode = self._conn.execute(f"PRAGMA journal_mode = {want}").fetchone()[0]
+                if mode.lower() != want:
+                    log.warning("%s: %s journal not available (got %s)", self.path, want, mode)
+                self._conn.execute("PRAGMA synchronous = NORMAL")
+                self._conn.execute("PRAGMA foreign_keys = ON")
+                self._migrate()
+            except BaseException:
+                self._conn.close()
+                raise
+        except sqlite3.Error as exc:
+            trouble = _file_trouble(self.path, exc, writing=True)
+            raise trouble or StoreError(f"{self.path}: not a joulecast store ({exc})") from exc
         self.mark_interrupted()
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -407,19 +454,49 @@ class Store:
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise StoreError(f"{self.path}: cannot start a write ({exc})") from exc
+            except sqlite3.Error as exc:
+                trouble = _file_trouble(self.path, exc, writing=True)
+                raise trouble or StoreError(f"{self.path}: cannot start a write ({exc})") from exc
             try:
-                yield self._conn
+                with self._translated():
+                    yield self._conn
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._rollback()
                 raise
             else:
                 try:
                     self._conn.execute("COMMIT")
-                except sqlite3.OperationalError as exc:
-                    self._conn.execute("ROLLBACK")
-                    raise StoreError(f"{self.path}: commit failed ({exc})") from exc
+                except sqlite3.Error as exc:
+                    self._rollback()
+                    trouble = _file_trouble(self.path, exc, writing=True)
+                    raise trouble or StoreError(f"{self.path}: commit failed ({exc})") from exc
+
+    def _rollback(self) -> None:
+        """Roll back the open transaction, if SQLite has not already: it rolls back by itself
+        on some errors (a full disk), and a ROLLBACK then would hide the error behind "no
+        transaction is active"."""
+        if not self._conn.in_transaction:
+            return
+        try:
+            self._conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:  # the error that led here says more
+            log.warning("%s: rollback failed (%s)", self.path, exc)
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """SQLite errors in the block that say the store's file cannot be used (damage, a full
+        disk...) become one :class:`StoreError` naming it; with another file attached, they
+        are left as they are, since they may be that file's (its caller names it)."""
+        try:
+            yield
+        except Exception as exc:
+            cause = exc if isinstance(exc, sqlite3.Error) else exc.__cause__  # pandas wraps
+            if self._attached or not isinstance(cause, sqlite3.Error):
+                raise
+            trouble = _file_trouble(self.path, cause)
+            if trouble is None:
+                raise
+            raise trouble from exc
 
     def query(
         self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
@@ -436,7 +513,7 @@ class Store:
         Raises:
             sqlite3.Error: the statement is invalid or names a table the file does not have.
         """
-        with self._lock:
+        with self._lock, self._translated():
             cur = self._conn.execute(sql, params)
             if cur.description is None:
                 return []
@@ -475,9 +552,11 @@ class Store:
                 self._conn.execute(f"ATTACH DATABASE ? AS {alias}", (source,))
             except sqlite3.Error as exc:
                 raise StoreError(f"{path}: cannot attach it to {self.path} ({exc})") from exc
+            self._attached += 1
             try:
                 yield
             finally:
+                self._attached -= 1
                 self._conn.execute(f"DETACH DATABASE {alias}")
 
     def _migrate(self) -> None:
@@ -971,7 +1050,7 @@ class Store:
         import pandas as pd
 
         sql, params = _samples_query(run_id, start_s, end_s)
-        with self._lock:
+        with self._lock, self._translated():
             frame = pd.read_sql_query(
                 sql + " ORDER BY device, t_s, rowid", self._conn, params=params
             )
@@ -1055,7 +1134,7 @@ class Store:
 
     def device_energy(self, run_id: int) -> dict[str, ledger.DeviceState]:
         """Each device's energy aggregates, kept as the run's samples were written."""
-        with self._lock:
+        with self._lock, self._translated():
             return ledger.load_states(self._conn, run_id)
 
     def energy_at(
@@ -1078,7 +1157,7 @@ class Store:
         import numpy as np
 
         times = np.asarray(t_s, dtype=float)
-        with self._lock, self._snapshot():
+        with self._lock, self._translated(), self._snapshot():
             states = ledger.load_states(self._conn, run_id)
             rows = sum(s.rows for s in states.values())
             if devices is not None:
@@ -1202,12 +1281,13 @@ def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
         conn = sqlite3.connect(_readonly_uri(path), uri=True, timeout=BUSY_TIMEOUT_S)
         conn.execute("PRAGMA query_only = 1")
     except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path}: cannot be read ({exc})") from exc
+        raise _file_trouble(path, exc) or StoreError(f"{path}: cannot be read ({exc})") from exc
     with closing(conn):
         try:
             yield conn
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{path}: not a readable joulecast store ({exc})") from exc
+            trouble = _file_trouble(path, exc)
+            raise trouble or StoreError(f"{path}: not a readable joulecast store ({exc})") from exc
 
 
 def _sample_chunks(
