@@ -226,28 +226,39 @@ def check_store_file(path: str | os.PathLike[str]) -> bool:
         raise InputError(f"{path}: no such store shard")
     try:
         conn = connect_readonly(path)
-        try:
-            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-            tables = {
-                row[0]
-                for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            }
-        finally:
-            conn.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: not a joulecast store ({exc})") from exc
+    with closing(conn):
+        return _stored_version(conn, path, "upgrade joulecast to merge it") > 0
+
+
+def _stored_version(conn: sqlite3.Connection, path: Path, newer: str) -> int:
+    """The schema version of the store that ``conn`` reads (the file ``path``); 0 for an
+    empty database, not yet a store.
+
+    Raises:
+        StoreError: the file is not a joulecast store, or has a newer schema (``newer`` says
+            what to do then).
+    """
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        tables = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
     except sqlite3.Error as exc:
         raise StoreError(f"{path}: not a joulecast store ({exc})") from exc
     if version > SCHEMA_VERSION:
         raise StoreError(
             f"{path}: schema version {version} is newer than this joulecast understands "
-            f"({SCHEMA_VERSION}); upgrade joulecast to merge it"
+            f"({SCHEMA_VERSION}); {newer}"
         )
     if version == 0 and not tables:
-        return False
+        return 0
     missing = sorted(_CORE_TABLES - tables)
     if version == 0 or missing:
         what = f"tables {', '.join(missing)} missing" if missing else "no schema version"
         raise StoreError(f"{path}: not a joulecast store ({what})")
-    return True
+    return version
 
 
 def default_store_path() -> Path:
@@ -765,15 +776,7 @@ class Store:
 
     def mark_interrupted(self) -> list[int]:
         """Mark as interrupted the runs left ``running`` by a process that no longer exists."""
-        host = socket.gethostname()
-        now = time.time()
-        dead: list[int] = []
-        for row in self._query(
-            "SELECT id, host, pid, pid_started, heartbeat_at FROM runs WHERE status = ?",
-            (RunStatus.RUNNING.value,),
-        ):
-            if not _writer_alive(row, host, now):
-                dead.append(row["id"])
+        dead = self._dead_runs()
         if dead:
             with self._write() as conn:
                 for run_id in dead:
@@ -786,6 +789,19 @@ class Store:
                     )
             log.info("%s: marked interrupted: runs %s", self.path, dead)
         return dead
+
+    def _dead_runs(self) -> list[int]:
+        """The runs left ``running`` by a process that no longer exists."""
+        host = socket.gethostname()
+        now = time.time()
+        return [
+            int(row["id"])
+            for row in self._query(
+                "SELECT id, host, pid, pid_started, heartbeat_at FROM runs WHERE status = ?",
+                (RunStatus.RUNNING.value,),
+            )
+            if not _writer_alive(row, host, now)
+        ]
 
     def resolve(self, ref: str | int) -> int:
         """Turn ``ref`` (an id, ``last``, a uid prefix or a unique name) into a run id."""
