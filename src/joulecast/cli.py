@@ -196,7 +196,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     """List the runs in the store."""
-    frame = store_of(args).runs()
+    frame = store_of(args, read_only=True).runs()
     if args.json:
         _print_json(json.loads(frame.to_json(orient="records")))
         return 0
@@ -225,7 +225,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """Print a run's summary."""
-    store = store_of(args)
+    store = store_of(args, read_only=True)
     summary = summarize(store, store.resolve(args.run))
     if args.json:
         _print_json(summary.to_dict())
@@ -238,7 +238,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Write a run's samples and phases as CSV or Parquet."""
     from joulecast.traces import export_run
 
-    store = store_of(args)
+    store = store_of(args, read_only=True)
     paths = export_run(store, store.resolve(args.run), args.output, format=args.format)
     if args.json:
         _print_json({"files": [str(p) for p in paths]})
@@ -397,7 +397,7 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     """Forecast a run's total energy from its first K epochs; beside the truth if finished."""
     from joulecast.forecast import forecast_run
 
-    store = store_of(args)
+    store = store_of(args, read_only=True)
     found = forecast_run(
         store,
         store.resolve(args.run),
@@ -432,7 +432,7 @@ def cmd_stability(args: argparse.Namespace) -> int:
     """Find when runs' power stabilizes (FLUSS); over several runs, the share stable by epoch n."""
     from joulecast.stability import plot, plot_share, runs_stability
 
-    store = store_of(args)
+    store = store_of(args, read_only=True)
     ids = _run_ids(store, args.runs, args.all, "stability")
     found = runs_stability(
         store, ids, m=args.m, L=args.L, normalize=args.normalize, group_by=args.group_by
@@ -502,7 +502,7 @@ def cmd_forecast_eval(args: argparse.Namespace) -> int:
     """Errors of the forecasting methods over finished runs, swept over w and the stable epoch."""
     from joulecast.forecast import evaluate, finished_epochs, plot_sweep
 
-    store = store_of(args)
+    store = store_of(args, read_only=True)
     ids = _run_ids(store, args.runs, args.all, "forecast-eval")
     tables = {i: t for i in ids if not (t := finished_epochs(store, i)).empty}
     if not tables:

@@ -372,7 +372,8 @@ def _file_trouble(
         return StoreError(f"{path}: the file was moved or deleted while it was open")
     if writing and primary == _READONLY:
         return StoreError(
-            f"{path}: cannot write into it: the file or its folder is read-only here ({exc})"
+            f"{path}: cannot write into it: the file or its folder is read-only here ({exc});"
+            " reading it (runs, show, report...) still works"
         )
     if writing and primary == _CANTOPEN:
         return StoreError(f"{path}: cannot open it ({exc})")
@@ -394,6 +395,46 @@ def _readonly_uri(path: str | os.PathLike[str]) -> str:
     return Path(path).resolve().as_uri() + "?mode=ro"
 
 
+def _reader(path: Path) -> sqlite3.Connection:
+    """A connection that can only read ``path``, an existing file; any thread may use it.
+
+    SQLite reads a file in WAL mode through a shared-memory index (``-shm``) that it makes
+    beside the file. Where it cannot (the folder is read-only here) and no ``-wal`` is there
+    (no write waits to be merged into the file), the file is read as immutable instead.
+
+    Raises:
+        StoreError: the file cannot be read: not a store, damaged, or a ``-wal`` that needs
+            a writable folder to be read.
+    """
+    uri = _readonly_uri(path)
+    for immutable in (False, True):
+        conn = sqlite3.connect(
+            uri + ("&immutable=1" if immutable else ""),
+            uri=True,
+            timeout=BUSY_TIMEOUT_S,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.Error as exc:
+            conn.close()
+            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+            wal = path.with_name(path.name + "-wal")
+            if immutable or code not in (_READONLY, _CANTOPEN):
+                raise _file_trouble(path, exc) or StoreError(
+                    f"{path}: cannot be read ({exc})"
+                ) from exc
+            if wal.exists():
+                raise StoreError(
+                    f"{path}: writes not yet merged into the file wait in {wal.name}, and"
+                    f" reading them needs write access to folder {path.parent} ({exc}): open"
+                    " the store once where that folder can be written to"
+                ) from exc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 @functools.cache
 def _attach_takes_uri() -> bool:
     """Whether ATTACH reads ``file:`` URIs on a connection not opened with ``uri=True``."""
@@ -405,17 +446,32 @@ def _attach_takes_uri() -> bool:
 
 
 class Store:
-    """A run store backed by one SQLite file; safe to share between threads and processes."""
+    """A run store backed by one SQLite file; safe to share between threads and processes.
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    Opened ``read_only``, it only reads the file: a file that cannot be written (a read-only
+    file or folder) can be read, and nothing is written into a damaged one. Missing or empty,
+    the file is an empty store, and is not created. The writes a read needs are made where
+    the file can be written, through a store opened for writing for the moment: an older
+    schema is upgraded (or, where the file cannot be written, refused), and the runs of
+    processes that are gone are marked interrupted (or left as they are).
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str] | None = None, *, read_only: bool = False
+    ) -> None:
         self.path = Path(path) if path is not None else default_store_path()
         self._lock = threading.RLock()
         self._attached = 0  # files attached now (see _translated)
         self.closed = False
+        self.read_only = False  # until the schema is in place (an empty store's, in memory)
         if self.path.is_dir():
             raise StoreError(f"{self.path}: is a directory, expected a store file")
         if not self.path.parent.exists():
             raise StoreError(f"{self.path}: folder {self.path.parent} does not exist")
+        if read_only:
+            self._open_to_read()
+            self.read_only = True
+            return
         try:
             self._conn = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
@@ -440,6 +496,52 @@ class Store:
             raise trouble or StoreError(f"{self.path}: not a joulecast store ({exc})") from exc
         self.mark_interrupted()
 
+    def _open_to_read(self) -> None:
+        """Open the file read-only (see the class's ``read_only``)."""
+        if not (self.path.is_file() and self.path.stat().st_size > 0):
+            self._open_empty()
+            return
+        self._conn = _reader(self.path)
+        try:
+            version = _stored_version(self._conn, self.path, "upgrade joulecast to read it")
+            if version == 0:
+                self._conn.close()
+                self._open_empty()
+            elif version < SCHEMA_VERSION or self._dead_runs():
+                self._conn.close()
+                self._write_for_reading(version)
+                self._conn = _reader(self.path)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _open_empty(self) -> None:
+        """An empty store in memory, for a file that holds none yet."""
+        self._conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        self._migrate()
+
+    def _write_for_reading(self, version: int) -> None:
+        """Upgrade schema ``version`` and mark the runs of processes that are gone, through
+        a store opened for writing for the moment, where the file can be written.
+
+        Raises:
+            StoreError: the schema is older than this joulecast reads, and cannot be upgraded.
+        """
+        if version == SCHEMA_VERSION and not os.access(self.path, os.W_OK):
+            log.info("%s: runs whose process is gone stay 'running' (read-only)", self.path)
+            return  # (an attempt would read the whole file first, to check it)
+        try:
+            Store(self.path).close()
+        except StoreError as exc:
+            why = str(exc).removeprefix(f"{self.path}: ")
+            if version < SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path}: schema version {version} must be upgraded to"
+                    f" {SCHEMA_VERSION} before this joulecast can read it, and that failed:"
+                    f" {why}"
+                ) from exc
+            log.info("%s: runs whose process is gone stay 'running' (%s)", self.path, why)
+
     # -- plumbing ---------------------------------------------------------------------------
 
     # The public part serves extensions: a subsystem that keeps its own tables in the store
@@ -463,13 +565,15 @@ class Store:
                 timeout, or a transaction is already open), or the commit fails.
         """
         with self._lock:
+            if self.read_only:
+                raise StoreError(f"{self.path}: opened read-only: nothing can be written into it")
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 trouble = _file_trouble(self.path, exc, writing=True)
                 raise trouble or StoreError(f"{self.path}: cannot start a write ({exc})") from exc
             try:
-                with self._translated():
+                with self._translated(writing=True):
                     yield self._conn
             except BaseException:
                 self._rollback()
@@ -494,17 +598,18 @@ class Store:
             log.warning("%s: rollback failed (%s)", self.path, exc)
 
     @contextmanager
-    def _translated(self) -> Iterator[None]:
+    def _translated(self, *, writing: bool = False) -> Iterator[None]:
         """SQLite errors in the block that say the store's file cannot be used (damage, a full
-        disk...) become one :class:`StoreError` naming it; with another file attached, they
-        are left as they are, since they may be that file's (its caller names it)."""
+        disk...; ``writing``: a read-only file too) become one :class:`StoreError` naming it;
+        with another file attached, they are left as they are, since they may be that file's
+        (its caller names it)."""
         try:
             yield
         except Exception as exc:
             cause = exc if isinstance(exc, sqlite3.Error) else exc.__cause__  # pandas wraps
             if self._attached or not isinstance(cause, sqlite3.Error):
                 raise
-            trouble = _file_trouble(self.path, cause)
+            trouble = _file_trouble(self.path, cause, writing=writing)
             if trouble is None:
                 raise
             raise trouble from exc
@@ -618,8 +723,15 @@ class Store:
         if not component:
             raise ValueError("component: expected a name")
         newest = _newest(migrations)
-        if self.component_versions().get(component) == newest:
+        found = self.component_versions().get(component)
+        if found == newest:
             return newest
+        if self.read_only:
+            raise StoreError(
+                f"{self.path}: opened read-only, and its {component} tables are "
+                + ("missing" if found is None else f"at version {found}")
+                + f" (this joulecast uses version {newest}): open it once for writing"
+            )
         with self.transaction() as conn:
             row = conn.execute(
                 "SELECT version FROM schema_versions WHERE component = ?", (component,)
@@ -1293,11 +1405,7 @@ def _sample_types(frame: pd.DataFrame) -> pd.DataFrame:
 @contextmanager
 def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
     """A read-only connection of its own, so that a long read never holds up the writers."""
-    try:
-        conn = sqlite3.connect(_readonly_uri(path), uri=True, timeout=BUSY_TIMEOUT_S)
-        conn.execute("PRAGMA query_only = 1")
-    except sqlite3.DatabaseError as exc:
-        raise _file_trouble(path, exc) or StoreError(f"{path}: cannot be read ({exc})") from exc
+    conn = _reader(path)
     with closing(conn):
         try:
             yield conn
@@ -1324,9 +1432,10 @@ def sample_frame(rows: Sequence[Sequence[Any]]) -> pd.DataFrame:
     return _sample_types(pd.DataFrame.from_records(rows, columns=list(SAMPLE_COLUMNS)))
 
 
-def open_store(path: str | os.PathLike[str] | None = None) -> Store:
-    """Open (creating if needed) the store at ``path``, ``$JOULECAST_STORE`` or ./joulecast.db."""
-    return Store(path)
+def open_store(path: str | os.PathLike[str] | None = None, *, read_only: bool = False) -> Store:
+    """Open (creating if needed) the store at ``path``, ``$JOULECAST_STORE`` or ./joulecast.db;
+    ``read_only``: only to read it (see :class:`Store`)."""
+    return Store(path, read_only=read_only)
 
 
 _ID_BATCH = 500  # ids per IN (...) list, under SQLite's bound-parameter limit
