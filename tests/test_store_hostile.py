@@ -335,6 +335,40 @@ def garble(path: Path) -> Path:
     return path
 
 
+def test_a_damaged_store_is_not_opened_for_writing(tmp_path: Path, discard: list[Path]) -> None:
+    path = garble(make_store(tmp_path / "s.db"))
+    discard.append(path)
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match=r"s\.db: the store file is damaged \(.+\); nothing is"):
+        Store(path)
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("verb", ["import", "measure"])
+def test_a_damaged_store_refuses_writes_in_one_line(
+    tmp_path: Path, discard: list[Path], capsys: pytest.CaptureFixture[str], verb: str
+) -> None:
+    path = garble(make_store(tmp_path / "s.db"))
+    discard.append(path)
+    marker = tmp_path / "child-ran"
+    argv = {
+        "import": ["import", "trace", "--power", str(trace(tmp_path))],
+        "measure": [
+            "measure",
+            "--no-gpu",
+            "-q",
+            "--",
+            sys.executable,
+            "-c",
+            f"open({str(marker)!r}, 'w')",
+        ],
+    }[verb]
+    assert cli.main([*argv[:2], "--store", str(path), *argv[2:]]) == 2
+    err = one_line(capsys, path)
+    assert "the store file is damaged" in err and f"joulecast doctor --store {path}" in err
+    assert run_count(path) == 3 and not marker.exists()
+
+
 def test_a_read_that_meets_damage_is_one_line(
     tmp_path: Path, discard: list[Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

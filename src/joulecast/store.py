@@ -472,12 +472,15 @@ class Store:
             self._open_to_read()
             self.read_only = True
             return
+        existed = self.path.is_file() and self.path.stat().st_size > 0
         try:
             self._conn = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
             try:
                 self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+                if existed:
+                    self._refuse_damage()
                 # WAL's shared memory works only among processes of one host: on a network
                 # file system (a node shard read by another node, a store on a cluster's
                 # home) the rollback journal, whose locks the file system carries, is used.
@@ -541,6 +544,20 @@ class Store:
                     f" {why}"
                 ) from exc
             log.info("%s: runs whose process is gone stay 'running' (%s)", self.path, why)
+
+    def _refuse_damage(self) -> None:
+        """Raise unless SQLite's quick check finds the file sound: its pages, b-trees and
+        records (not whether the indexes match their tables). Writing into a damaged file
+        would spread the damage. It reads the whole file: about 0.6 s a million samples
+        (90 MB) on a busy 2-core machine.
+
+        Raises:
+            StoreError: the file is damaged.
+        """
+        found = [str(row[0]) for row in self._conn.execute("PRAGMA quick_check(1)")]
+        if found != ["ok"]:
+            lines = [line for f in found for line in f.splitlines() if not line.startswith("***")]
+            raise _damaged(self.path, "; ".join(lines)[:300])
 
     # -- plumbing ---------------------------------------------------------------------------
 
