@@ -470,9 +470,22 @@ def _settle_chunk(
     chunk: list[tuple[Any, ...]], states: dict[str, DeviceState]
 ) -> list[tuple[int, float | None, float | None]]:
     """Each row's ``(rowid, trap_j, ctr_j)``; rows come by device, then time."""
+    trap, ctr = _cumulated(chunk, states)
+    return list(zip((row[0] for row in chunk), _nullable(trap), _nullable(ctr), strict=True))
+
+
+def _cumulated(
+    chunk: Sequence[Sequence[Any]], states: dict[str, DeviceState]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's running energies ``trap_j`` and ``ctr_j`` (NaN where it has none).
+
+    Rows are ``(rowid, device, t_s, power_w, energy_j, util_pct, source, measured, ...)``
+    and come by device, then time; ``states`` holds each device's state before the chunk,
+    and after it on return.
+    """
     import numpy as np
 
-    rowid, device, t, power, energy, util, source, measured = zip(*chunk, strict=True)
+    _, device, t, power, energy, util, source, measured = list(zip(*chunk, strict=True))[:8]
     t_s = _floats(t)
     columns = (_floats(power), _floats(energy), _floats(util), np.array(measured, dtype=bool))
     names = np.array(device, dtype=object)
@@ -486,7 +499,7 @@ def _settle_chunk(
         trap[rows], ctr[rows], states[name] = cumulate(
             state, t_s[rows], *(c[rows] for c in columns)
         )
-    return list(zip(rowid, _nullable(trap), _nullable(ctr), strict=True))
+    return trap, ctr
 
 
 #: Which cumulative energy to read: ``"energy"``, the device's energy as the kernel counts
