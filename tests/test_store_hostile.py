@@ -11,9 +11,9 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -191,6 +191,8 @@ def test_a_read_only_store_is_listed_shown_and_exported(
         assert len(capsys.readouterr().out.splitlines()) == 2  # power and phases
         assert cli.main(["analyze", "--store", str(path), "--json"]) == 0
         assert json.loads(capsys.readouterr().out)["runs"] == 3
+        assert cli.main(["doctor", "--store", str(path)]) == 0
+        assert capsys.readouterr().out.startswith(f"{path}: ok")
         assert cli.main(["import", "trace", "--store", str(path), "--power", str(trace(out))]) == 2
         err = one_line(capsys, path)
         assert "cannot write into it: the file or its folder is read-only" in err
@@ -421,3 +423,69 @@ def test_an_empty_file_is_a_new_store(tmp_path: Path, capsys: pytest.CaptureFixt
     assert capsys.readouterr().out.strip() == "[]"
     assert cli.main(["import", "trace", "--store", str(path), "--power", str(trace(tmp_path))]) == 0
     assert run_count(path) == 1
+
+
+# -- joulecast doctor --store ----------------------------------------------------------------
+
+
+def doctor(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
+    code = cli.main(["doctor", "--store", *argv, "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_doctor_finds_a_sound_store_sound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = make_store(tmp_path / "s.db")
+    before = path.read_bytes()
+    code, found = doctor(capsys, str(path))
+    assert code == 0 and found["ok"] and found["problems"] == []
+    assert (found["runs"], found["samples"], found["schema_version"]) == (3, 6000, SCHEMA_VERSION)
+    monkeypatch.setenv("JOULECAST_STORE", str(path))  # --store without PATH: the default
+    assert cli.main(["doctor", "--store"]) == 0
+    assert capsys.readouterr().out.startswith(f"{path}: ok (schema version {SCHEMA_VERSION}, 3")
+    assert path.read_bytes() == before
+
+
+def test_doctor_finds_samples_that_no_longer_match_their_aggregates(
+    tmp_path: Path, discard: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = make_store(tmp_path / "s.db")
+    discard.append(path)
+    with closing(sqlite3.connect(path)) as conn, conn:  # a value garbled inside a record
+        conn.execute("UPDATE samples SET power_w = 1e6 WHERE run_id = 2 AND t_s = 50.0")
+    code, found = doctor(capsys, str(path))
+    assert code == 2 and not found["ok"] and found["runs"] == 3
+    assert all(p.startswith("run 2: gpu:0: ") for p in found["problems"]), found["problems"]
+    assert any("trap_j" in p for p in found["problems"])
+    assert any("sample row(s) carry a running energy" in p for p in found["problems"])
+    assert run_count(path) == 3
+
+
+def test_doctor_lists_damage(
+    tmp_path: Path, discard: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = garble(make_store(tmp_path / "s.db"))
+    discard.append(path)
+    assert cli.main(["doctor", "--store", str(path)]) == 2
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{path}: ") and " problem(s) " in lines[0]
+    assert len(lines) > 2 and any("btreeInitPage" in line for line in lines)
+    code, found = doctor(capsys, str(path))
+    assert code == 2 and len(found["problems"]) == len(lines) - 1
+
+
+@pytest.mark.parametrize("spoil", [_not_sqlite, _garbled_header, None])
+def test_doctor_on_what_is_no_store_is_one_line(
+    tmp_path: Path,
+    discard: list[Path],
+    capsys: pytest.CaptureFixture[str],
+    spoil: Callable[[Path], None] | None,
+) -> None:
+    path = tmp_path / "s.db"
+    if spoil is not None:
+        spoil(path)
+        discard.append(path)
+    assert cli.main(["doctor", "--store", str(path)]) == 2
+    err = one_line(capsys, path)
+    assert "not a joulecast store" in err or "no such store file" in err

@@ -25,7 +25,7 @@ from joulecast.errors import InputError, JoulecastError, JoulecastWarning
 from joulecast.inputs import REPLAY_GPUS_ENV, RUN_UID_ENV, SHARD_DIR_ENV, key_values
 from joulecast.outputs import print_json as _print_json
 from joulecast.outputs import write_atomic
-from joulecast.store import Store
+from joulecast.store import Store, default_store_path
 from joulecast.verbs import Verbs, console, shown, store_of
 
 log = logging.getLogger("joulecast")
@@ -266,7 +266,10 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    """Print which sensors work here and how to fix the others."""
+    """Print which sensors work here and how to fix the others; with ``--store``, check a
+    run store through and through instead (exit 2 if anything is wrong)."""
+    if args.store is not None:
+        return _doctor_store(Path(args.store) if args.store else default_store_path(), args.json)
     from joulecast.sensors import detect
 
     sensors, reports = detect()
@@ -307,6 +310,40 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             if r.fix:
                 out.print(f"            fix: {shown(r.fix)}")
     return 0
+
+
+def _doctor_store(path: Path, as_json: bool) -> int:
+    """Check the store at ``path``; print ok or the problems found."""
+    from joulecast.store import check_store
+
+    found = check_store(path)
+    if as_json:
+        _print_json(
+            {
+                "store": str(found.path),
+                "ok": found.ok,
+                "schema_version": found.schema_version,
+                "runs": found.runs,
+                "samples": found.samples,
+                "problems": list(found.problems),
+            }
+        )
+        return 0 if found.ok else 2
+    out = console()
+    samples = "?" if found.samples is None else f"{found.samples:,}"
+    what = f"schema version {found.schema_version}, {found.runs} run(s), {samples} samples"
+    if found.ok:
+        out.print(
+            shown(
+                f"{found.path}: ok ({what}): SQLite's integrity check and the energy"
+                " aggregates agree"
+            )
+        )
+        return 0
+    out.print(shown(f"{found.path}: {len(found.problems)} problem(s) ({what}):"))
+    for problem in found.problems:
+        out.print(shown(f"  {problem}"))
+    return 2
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -679,7 +716,20 @@ def register(verbs: Verbs) -> None:
         p.add_argument("--name")
         p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
 
-    verbs.add("doctor", cmd_doctor, "show which sensors work here and how to fix the rest")
+    p = verbs.add(
+        "doctor",
+        cmd_doctor,
+        "show which sensors work here and how to fix the rest, or check a run store",
+        store=False,
+    )
+    p.add_argument(
+        "--store",
+        nargs="?",
+        const="",
+        metavar="PATH",
+        help="check this run store instead (no PATH: $JOULECAST_STORE or ./joulecast.db):"
+        " SQLite's full integrity check and the energy aggregates against the samples",
+    )
 
     p = verbs.add("flops", cmd_flops, "forward-pass GFLOPs of a built-in architecture")
     p.add_argument(
