@@ -34,7 +34,7 @@ from joulecast.inputs import (
 )
 from joulecast.outputs import print_json as _print_json
 from joulecast.outputs import write_atomic
-from joulecast.store import Store
+from joulecast.store import Store, default_store_path
 from joulecast.verbs import Parser, Verbs, console, shown, store_of
 
 log = logging.getLogger("joulecast")
@@ -205,7 +205,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     """List the runs in the store."""
-    frame = store_of(args).runs()
+    frame = store_of(args, read_only=True).runs()
     if args.json:
         _print_json(json.loads(frame.to_json(orient="records")))
         return 0
@@ -234,7 +234,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """Print a run's summary."""
-    store = store_of(args)
+    store = store_of(args, read_only=True)
     summary = summarize(store, store.resolve(args.run))
     if args.json:
         _print_json(summary.to_dict())
@@ -247,7 +247,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Write a run's samples and phases as CSV or Parquet."""
     from joulecast.traces import export_run
 
-    store = store_of(args)
+    store = store_of(args, read_only=True)
     paths = export_run(store, store.resolve(args.run), args.output, format=args.format)
     if args.json:
         _print_json({"files": [str(p) for p in paths]})
@@ -275,7 +275,10 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    """Print which sensors work here and how to fix the others."""
+    """Print which sensors work here and how to fix the others; with ``--store``, check a
+    run store through and through instead (exit 2 if anything is wrong)."""
+    if args.store is not None:
+        return _doctor_store(Path(args.store) if args.store else default_store_path(), args.json)
     from joulecast.sensors import detect
 
     sensors, reports = detect()
@@ -316,6 +319,40 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             if r.fix:
                 out.print(f"            fix: {shown(r.fix)}")
     return 0
+
+
+def _doctor_store(path: Path, as_json: bool) -> int:
+    """Check the store at ``path``; print ok or the problems found."""
+    from joulecast.store import check_store
+
+    found = check_store(path)
+    if as_json:
+        _print_json(
+            {
+                "store": str(found.path),
+                "ok": found.ok,
+                "schema_version": found.schema_version,
+                "runs": found.runs,
+                "samples": found.samples,
+                "problems": list(found.problems),
+            }
+        )
+        return 0 if found.ok else 2
+    out = console()
+    samples = "?" if found.samples is None else f"{found.samples:,}"
+    what = f"schema version {found.schema_version}, {found.runs} run(s), {samples} samples"
+    if found.ok:
+        out.print(
+            shown(
+                f"{found.path}: ok ({what}): SQLite's integrity check and the energy"
+                " aggregates agree"
+            )
+        )
+        return 0
+    out.print(shown(f"{found.path}: {len(found.problems)} problem(s) ({what}):"))
+    for problem in found.problems:
+        out.print(shown(f"  {problem}"))
+    return 2
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -389,7 +426,7 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     """Forecast a run's total energy from its first K epochs; beside the truth if finished."""
     from joulecast.forecast import forecast_run
 
-    store = store_of(args)
+    store = store_of(args, read_only=True)
     found = forecast_run(
         store,
         store.resolve(args.run),
@@ -424,7 +461,7 @@ def cmd_stability(args: argparse.Namespace) -> int:
     """Find when runs' power stabilizes (FLUSS); over several runs, the share stable by epoch n."""
     from joulecast.stability import plot, plot_share, runs_stability
 
-    store = store_of(args)
+    store = store_of(args, read_only=True)
     ids = _run_ids(store, args.runs, args.all, "stability")
     found = runs_stability(
         store, ids, m=args.m, L=args.L, normalize=args.normalize, group_by=args.group_by
@@ -494,7 +531,7 @@ def cmd_forecast_eval(args: argparse.Namespace) -> int:
     """Errors of the forecasting methods over finished runs, swept over w and the stable epoch."""
     from joulecast.forecast import evaluate, finished_epochs, plot_sweep
 
-    store = store_of(args)
+    store = store_of(args, read_only=True)
     ids = _run_ids(store, args.runs, args.all, "forecast-eval")
     tables = {i: t for i in ids if not (t := finished_epochs(store, i)).empty}
     if not tables:
@@ -671,7 +708,20 @@ def register(verbs: Verbs) -> None:
         p.add_argument("--name")
         p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
 
-    verbs.add("doctor", cmd_doctor, "show which sensors work here and how to fix the rest")
+    p = verbs.add(
+        "doctor",
+        cmd_doctor,
+        "show which sensors work here and how to fix the rest, or check a run store",
+        store=False,
+    )
+    p.add_argument(
+        "--store",
+        nargs="?",
+        const="",
+        metavar="PATH",
+        help="check this run store instead (no PATH: $JOULECAST_STORE or ./joulecast.db):"
+        " SQLite's full integrity check and the energy aggregates against the samples",
+    )
 
     p = verbs.add("flops", cmd_flops, "forward-pass GFLOPs of a built-in architecture")
     p.add_argument(

@@ -169,8 +169,9 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def _node_runs(path: Path) -> list[_NodeRun]:
     """The runs of ``path`` that belong to a job, with what the merge needs of them."""
-    # Opened as a store: an older schema is migrated, the runs of dead processes marked.
-    with Store(path) as shard:
+    # Opened as a store: an older schema is migrated, the runs of dead processes marked
+    # (where the file can be written).
+    with Store(path, read_only=True) as shard:
         out: list[_NodeRun] = []
         for row in shard.query("SELECT id FROM runs ORDER BY id"):
             run = shard.run(int(row["id"]))

@@ -470,9 +470,22 @@ def _settle_chunk(
     chunk: list[tuple[Any, ...]], states: dict[str, DeviceState]
 ) -> list[tuple[int, float | None, float | None]]:
     """Each row's ``(rowid, trap_j, ctr_j)``; rows come by device, then time."""
+    trap, ctr = _cumulated(chunk, states)
+    return list(zip((row[0] for row in chunk), _nullable(trap), _nullable(ctr), strict=True))
+
+
+def _cumulated(
+    chunk: Sequence[Sequence[Any]], states: dict[str, DeviceState]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's running energies ``trap_j`` and ``ctr_j`` (NaN where it has none).
+
+    Rows are ``(rowid, device, t_s, power_w, energy_j, util_pct, source, measured, ...)``
+    and come by device, then time; ``states`` holds each device's state before the chunk,
+    and after it on return.
+    """
     import numpy as np
 
-    rowid, device, t, power, energy, util, source, measured = zip(*chunk, strict=True)
+    _, device, t, power, energy, util, source, measured = list(zip(*chunk, strict=True))[:8]
     t_s = _floats(t)
     columns = (_floats(power), _floats(energy), _floats(util), np.array(measured, dtype=bool))
     names = np.array(device, dtype=object)
@@ -486,7 +499,80 @@ def _settle_chunk(
         trap[rows], ctr[rows], states[name] = cumulate(
             state, t_s[rows], *(c[rows] for c in columns)
         )
-    return list(zip(rowid, _nullable(trap), _nullable(ctr), strict=True))
+    return trap, ctr
+
+
+# The aggregates that are sums: rows written batch by batch add up in another order than one
+# pass over them does, so these agree to a relative 1e-6; the others exactly.
+_SUMS = frozenset({"trap_j", "ctr_j", "util_sum"})
+_REL = 1e-6
+
+
+def _agree(a: Any, b: Any, approx: bool) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if approx:
+        return bool(abs(a - b) <= _REL * max(abs(b), 1.0))
+    return bool(a == b)
+
+
+def _gaps(given: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """How far apart two columns of running energies are, row by row (NaN in both: 0; in
+    one only: infinite)."""
+    import numpy as np
+
+    gap: np.ndarray = np.abs(given - kept)
+    missing = np.isnan(given), np.isnan(kept)
+    gap[missing[0] & missing[1]] = 0.0
+    gap[missing[0] ^ missing[1]] = np.inf
+    return gap
+
+
+def verify(conn: sqlite3.Connection, run_id: int) -> list[str]:
+    """What differs between run ``run_id``'s stored aggregates (each device's state, each
+    sample row's running energies) and the ones its samples give, computed again as
+    :func:`settle` computes them, in chunks; empty where they agree. Only reads.
+
+    Raises:
+        sqlite3.Error: the rows cannot be read.
+    """
+    import numpy as np
+
+    cursor = conn.execute(
+        "SELECT rowid, device, t_s, power_w, energy_j, util_pct, source, measured, trap_j, ctr_j"
+        " FROM samples WHERE run_id = ? ORDER BY device, t_s, rowid",
+        (run_id,),
+    )
+    states: dict[str, DeviceState] = {}
+    worst: dict[str, float] = {}  # each device's largest difference in a row's running energy
+    rows_off: dict[str, int] = {}
+    while chunk := cursor.fetchmany(_SETTLE_CHUNK):
+        trap, ctr = _cumulated(chunk, states)
+        kept_trap, kept_ctr = _floats(row[8] for row in chunk), _floats(row[9] for row in chunk)
+        gap = np.fmax(_gaps(trap, kept_trap), _gaps(ctr, kept_ctr))
+        off = np.flatnonzero(gap > 0.0)
+        names = np.array([chunk[i][1] for i in off], dtype=object)
+        for device in set(names.tolist()):
+            here = gap[off[names == device]]
+            worst[device] = max(worst.get(device, 0.0), float(here.max()))
+            rows_off[device] = rows_off.get(device, 0) + len(here)
+    stored = load_states(conn, run_id)
+    problems: list[str] = []
+    for device in sorted(set(stored) | set(states)):
+        have, want = stored.get(device), states.get(device)
+        if have is None or want is None:
+            problems.append(f"{device}: " + ("no aggregates" if have is None else "no samples"))
+            continue
+        for name in _STATE_COLUMNS:
+            a, b = getattr(have, name), getattr(want, name)
+            if not _agree(a, b, name in _SUMS):
+                problems.append(f"{device}: {name} {a!r} in its aggregates, {b!r} from its samples")
+        if worst.get(device, 0.0) > _REL * max(abs(want.trap_j), abs(want.ctr_j), 1.0):
+            problems.append(
+                f"{device}: {rows_off[device]} sample row(s) carry a running energy that"
+                f" differs from their samples' (by up to {worst[device]:.6g} J)"
+            )
+    return problems
 
 
 #: Which cumulative energy to read: ``"energy"``, the device's energy as the kernel counts

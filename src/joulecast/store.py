@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -59,6 +60,10 @@ STALE_HEARTBEAT_S = 600.0
 Migration: TypeAlias = str | Callable[[sqlite3.Connection], None]
 """One step of a schema: SQL statements (separated by ``;``, triggers allowed), or a function
 that runs on the connection, inside the migration's transaction (to fill a new table, say)."""
+
+
+# The schema version that added the energy aggregates.
+_LEDGER_VERSION = 4
 
 
 def _add_ledger(conn: sqlite3.Connection) -> None:
@@ -154,7 +159,7 @@ _MIGRATIONS: dict[int, Migration] = {
         version INTEGER NOT NULL
     );
     """,
-    4: _add_ledger,
+    _LEDGER_VERSION: _add_ledger,
     # The command a run's process measures (joulecast measure's child), for as long as it may
     # run: a process that finds the run's owner gone stops it (joulecast.processes).
     5: """
@@ -242,28 +247,114 @@ def check_store_file(path: str | os.PathLike[str]) -> bool:
         raise InputError(f"{path}: no such store shard")
     try:
         conn = connect_readonly(path)
-        try:
-            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-            tables = {
-                row[0]
-                for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            }
-        finally:
-            conn.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: not a joulecast store ({exc})") from exc
+    with closing(conn):
+        return _stored_version(conn, path, "upgrade joulecast to merge it") > 0
+
+
+def _stored_version(conn: sqlite3.Connection, path: Path, newer: str) -> int:
+    """The schema version of the store that ``conn`` reads (the file ``path``); 0 for an
+    empty database, not yet a store.
+
+    Raises:
+        StoreError: the file is not a joulecast store, or has a newer schema (``newer`` says
+            what to do then).
+    """
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        tables = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
     except sqlite3.Error as exc:
         raise StoreError(f"{path}: not a joulecast store ({exc})") from exc
     if version > SCHEMA_VERSION:
         raise StoreError(
             f"{path}: schema version {version} is newer than this joulecast understands "
-            f"({SCHEMA_VERSION}); upgrade joulecast to merge it"
+            f"({SCHEMA_VERSION}); {newer}"
         )
     if version == 0 and not tables:
-        return False
+        return 0
     missing = sorted(_CORE_TABLES - tables)
     if version == 0 or missing:
         what = f"tables {', '.join(missing)} missing" if missing else "no schema version"
         raise StoreError(f"{path}: not a joulecast store ({what})")
-    return True
+    return version
+
+
+@dataclass(frozen=True)
+class StoreCheck:
+    """What :func:`check_store` found in a store file."""
+
+    path: Path
+    schema_version: int
+    runs: int
+    samples: int | None  # None where they cannot be counted
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        """Nothing is wrong."""
+        return not self.problems
+
+
+def check_store(path: str | os.PathLike[str]) -> StoreCheck:
+    """Check the store file at ``path`` through and through; it is only read.
+
+    SQLite's full integrity check (every page, b-tree and record, and each index against
+    its table) and its foreign keys, then joulecast's own: each run's energy aggregates
+    against its samples (:func:`joulecast.ledger.verify`). It reads the whole file, some
+    of it more than once: 5 to 10 s a million samples on a busy 2-core machine.
+
+    Raises:
+        InputError: ``path`` is not a file.
+        StoreError: the file cannot be read as a store at all (not a database, another
+            program's, a newer schema, a damaged schema).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such store file")
+    with closing(_reader(path)) as conn:
+        version = _stored_version(conn, path, "upgrade joulecast to check it")
+        problems = _sqlite_problems(conn)
+        ids: list[int] = []
+        samples: int | None = 0
+        if version:
+            try:
+                ids = [int(row[0]) for row in conn.execute("SELECT id FROM runs ORDER BY id")]
+            except sqlite3.Error as exc:
+                problems.append(f"the runs cannot be read ({exc})")
+            try:
+                samples = int(conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
+            except sqlite3.Error:
+                samples = None  # (damage that SQLite's check has named)
+        for run_id in ids if version >= _LEDGER_VERSION else []:
+            try:
+                problems += [f"run {run_id}: {p}" for p in ledger.verify(conn, run_id)]
+            except sqlite3.Error as exc:
+                problems.append(f"run {run_id}: cannot be read ({exc})")
+    return StoreCheck(path, version, len(ids), samples, tuple(problems))
+
+
+def _sqlite_problems(conn: sqlite3.Connection) -> list[str]:
+    """What SQLite's full integrity check and its foreign-key check find, a line each."""
+    problems: list[str] = []
+    try:
+        for (found,) in conn.execute("PRAGMA integrity_check(100)"):
+            if found != "ok":
+                problems += [line for line in found.splitlines() if not line.startswith("***")]
+    except sqlite3.Error as exc:
+        problems.append(f"SQLite's integrity check stopped: {exc}")
+    try:
+        problems += [
+            f"{n} row(s) of {table} name no row of {parent}"
+            for table, parent, n in conn.execute(
+                'SELECT "table", parent, COUNT(*) FROM pragma_foreign_key_check GROUP BY 1, 2'
+            )
+        ]
+    except sqlite3.Error as exc:
+        problems.append(f"SQLite's foreign-key check stopped: {exc}")
+    return problems
 
 
 def default_store_path() -> Path:
@@ -343,6 +434,48 @@ def _statements(script: str) -> Iterator[str]:
         yield pending  # incomplete: SQLite says what is wrong with it
 
 
+def _damaged(path: str | os.PathLike[str], problem: object) -> StoreError:
+    """The error of a store whose file SQLite finds damaged (``problem`` says how)."""
+    return StoreError(
+        f"{path}: the store file is damaged ({problem}); nothing is written to it:"
+        f" `joulecast doctor --store {path}` lists the damage; restore the file from a backup"
+    )
+
+
+# SQLite's result codes (sqlite.org/rescode.html); an extended code holds its primary code
+# in its low byte. (Python's sqlite3 has them as names too, but typeshed does not yet.)
+_READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 8, 10, 11, 13, 14, 26
+_READONLY_DBMOVED = _READONLY | 4 << 8
+
+
+def _file_trouble(
+    path: str | os.PathLike[str], exc: sqlite3.Error, *, writing: bool = False
+) -> StoreError | None:
+    """``exc`` as one line naming ``path`` where it says the file itself cannot be used (a
+    full disk, damage, not a database, an I/O error; with ``writing``, a file that cannot be
+    written or opened too); None for an error of a statement, which its caller sees as is."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = None if code is None else code & 0xFF
+    if primary == _FULL:
+        return StoreError(f"{path}: the disk is full ({exc}); free some space and try again")
+    if primary == _CORRUPT or (code is None and type(exc) is sqlite3.DatabaseError):
+        return _damaged(path, exc)  # (ledger raises the bare class for aggregates it lacks)
+    if primary == _NOTADB:
+        return StoreError(f"{path}: not a joulecast store ({exc})")
+    if primary == _IOERR:
+        return StoreError(f"{path}: the file cannot be read or written ({exc})")
+    if writing and code == _READONLY_DBMOVED:
+        return StoreError(f"{path}: the file was moved or deleted while it was open")
+    if writing and primary == _READONLY:
+        return StoreError(
+            f"{path}: cannot write into it: the file or its folder is read-only here ({exc});"
+            " reading it (runs, show, report...) still works"
+        )
+    if writing and primary == _CANTOPEN:
+        return StoreError(f"{path}: cannot open it ({exc})")
+    return None
+
+
 def connect_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
     """A plain SQLite connection that can only read ``path``.
 
@@ -358,6 +491,46 @@ def _readonly_uri(path: str | os.PathLike[str]) -> str:
     return Path(path).resolve().as_uri() + "?mode=ro"
 
 
+def _reader(path: Path) -> sqlite3.Connection:
+    """A connection that can only read ``path``, an existing file; any thread may use it.
+
+    SQLite reads a file in WAL mode through a shared-memory index (``-shm``) that it makes
+    beside the file. Where it cannot (the folder is read-only here) and no ``-wal`` is there
+    (no write waits to be merged into the file), the file is read as immutable instead.
+
+    Raises:
+        StoreError: the file cannot be read: not a store, damaged, or a ``-wal`` that needs
+            a writable folder to be read.
+    """
+    uri = _readonly_uri(path)
+    for immutable in (False, True):
+        conn = sqlite3.connect(
+            uri + ("&immutable=1" if immutable else ""),
+            uri=True,
+            timeout=BUSY_TIMEOUT_S,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.Error as exc:
+            conn.close()
+            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+            wal = path.with_name(path.name + "-wal")
+            if immutable or code not in (_READONLY, _CANTOPEN):
+                raise _file_trouble(path, exc) or StoreError(
+                    f"{path}: cannot be read ({exc})"
+                ) from exc
+            if wal.exists():
+                raise StoreError(
+                    f"{path}: writes not yet merged into the file wait in {wal.name}, and"
+                    f" reading them needs write access to folder {path.parent} ({exc}): open"
+                    " the store once where that folder can be written to"
+                ) from exc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 @functools.cache
 def _attach_takes_uri() -> bool:
     """Whether ATTACH reads ``file:`` URIs on a connection not opened with ``uri=True``."""
@@ -369,34 +542,118 @@ def _attach_takes_uri() -> bool:
 
 
 class Store:
-    """A run store backed by one SQLite file; safe to share between threads and processes."""
+    """A run store backed by one SQLite file; safe to share between threads and processes.
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    Opened ``read_only``, it only reads the file: a file that cannot be written (a read-only
+    file or folder) can be read, and nothing is written into a damaged one. Missing or empty,
+    the file is an empty store, and is not created. The writes a read needs are made where
+    the file can be written, through a store opened for writing for the moment: an older
+    schema is upgraded (or, where the file cannot be written, refused), and the runs of
+    processes that are gone are marked interrupted (or left as they are).
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str] | None = None, *, read_only: bool = False
+    ) -> None:
         self.path = Path(path) if path is not None else default_store_path()
         self._lock = threading.RLock()
+        self._attached = 0  # files attached now (see _translated)
         self.closed = False
+        self.read_only = False  # until the schema is in place (an empty store's, in memory)
         if self.path.is_dir():
             raise StoreError(f"{self.path}: is a directory, expected a store file")
         if not self.path.parent.exists():
             raise StoreError(f"{self.path}: folder {self.path.parent} does not exist")
+        if read_only:
+            self._open_to_read()
+            self.read_only = True
+            return
+        existed = self.path.is_file() and self.path.stat().st_size > 0
         try:
             self._conn = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
-            self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            # WAL's shared memory works only among processes of one host: on a network file
-            # system (a node shard read by another node, a store on a cluster's home) the
-            # rollback journal, whose locks the file system carries, is used instead.
-            want = "delete" if network_file_system(self.path) else "wal"
-            mode = self._conn.execute(f"PRAGMA journal_mode = {want}").fetchone()[0]
-            if mode.lower() != want:
-                log.warning("%s: %s journal not available (got %s)", self.path, want, mode)
-            self._conn.execute("PRAGMA synchronous = NORMAL")
-            self._conn.execute("PRAGMA foreign_keys = ON")
-            self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path}: not a joulecast store ({exc})") from exc
+            try:
+                self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+                if existed:
+                    self._refuse_damage()
+                # WAL's shared memory works only among processes of one host: on a network
+                # file system (a node shard read by another node, a store on a cluster's
+                # home) the rollback journal, whose locks the file system carries, is used.
+                want = "delete" if network_file_system(self.path) else "wal"
+                mode = self._conn.execute(f"PRAGMA journal_mode = {want}").fetchone()[0]
+                if mode.lower() != want:
+                    log.warning("%s: %s journal not available (got %s)", self.path, want, mode)
+                self._conn.execute("PRAGMA synchronous = NORMAL")
+                self._conn.execute("PRAGMA foreign_keys = ON")
+                self._migrate()
+            except BaseException:
+                self._conn.close()
+                raise
+        except sqlite3.Error as exc:
+            trouble = _file_trouble(self.path, exc, writing=True)
+            raise trouble or StoreError(f"{self.path}: not a joulecast store ({exc})") from exc
         self.mark_interrupted()
+
+    def _open_to_read(self) -> None:
+        """Open the file read-only (see the class's ``read_only``)."""
+        if not (self.path.is_file() and self.path.stat().st_size > 0):
+            self._open_empty()
+            return
+        self._conn = _reader(self.path)
+        try:
+            version = _stored_version(self._conn, self.path, "upgrade joulecast to read it")
+            if version == 0:
+                self._conn.close()
+                self._open_empty()
+            elif version < SCHEMA_VERSION or any(self._left_behind()):
+                self._conn.close()
+                self._write_for_reading(version)
+                self._conn = _reader(self.path)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _open_empty(self) -> None:
+        """An empty store in memory, for a file that holds none yet."""
+        self._conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        self._migrate()
+
+    def _write_for_reading(self, version: int) -> None:
+        """Upgrade schema ``version`` and mark the runs of processes that are gone, through
+        a store opened for writing for the moment, where the file can be written.
+
+        Raises:
+            StoreError: the schema is older than this joulecast reads, and cannot be upgraded.
+        """
+        if version == SCHEMA_VERSION and not os.access(self.path, os.W_OK):
+            log.info("%s: runs whose process is gone stay 'running' (read-only)", self.path)
+            return  # (an attempt would read the whole file first, to check it)
+        try:
+            Store(self.path).close()
+        except StoreError as exc:
+            why = str(exc).removeprefix(f"{self.path}: ")
+            if version < SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path}: schema version {version} must be upgraded to"
+                    f" {SCHEMA_VERSION} before this joulecast can read it, and that failed:"
+                    f" {why}"
+                ) from exc
+            log.info("%s: runs whose process is gone stay 'running' (%s)", self.path, why)
+
+    def _refuse_damage(self) -> None:
+        """Raise unless SQLite's quick check finds the file sound: its pages, b-trees and
+        records (not whether the indexes match their tables). Writing into a damaged file
+        would spread the damage. It reads the whole file: a million samples (90 MB) take
+        0.25 s on a quiet core, 0.6 s on a busy 2-core machine.
+
+        Raises:
+            StoreError: the file is damaged.
+        """
+        found = [str(row[0]) for row in self._conn.execute("PRAGMA quick_check(1)")]
+        if found != ["ok"]:
+            lines = [line for f in found for line in f.splitlines() if not line.startswith("***")]
+            raise _damaged(self.path, "; ".join(lines)[:300])
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -421,21 +678,54 @@ class Store:
                 timeout, or a transaction is already open), or the commit fails.
         """
         with self._lock:
+            if self.read_only:
+                raise StoreError(f"{self.path}: opened read-only: nothing can be written into it")
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise StoreError(f"{self.path}: cannot start a write ({exc})") from exc
+            except sqlite3.Error as exc:
+                trouble = _file_trouble(self.path, exc, writing=True)
+                raise trouble or StoreError(f"{self.path}: cannot start a write ({exc})") from exc
             try:
-                yield self._conn
+                with self._translated(writing=True):
+                    yield self._conn
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._rollback()
                 raise
             else:
                 try:
                     self._conn.execute("COMMIT")
-                except sqlite3.OperationalError as exc:
-                    self._conn.execute("ROLLBACK")
-                    raise StoreError(f"{self.path}: commit failed ({exc})") from exc
+                except sqlite3.Error as exc:
+                    self._rollback()
+                    trouble = _file_trouble(self.path, exc, writing=True)
+                    raise trouble or StoreError(f"{self.path}: commit failed ({exc})") from exc
+
+    def _rollback(self) -> None:
+        """Roll back the open transaction, if SQLite has not already: it rolls back by itself
+        on some errors (a full disk), and a ROLLBACK then would hide the error behind "no
+        transaction is active"."""
+        if not self._conn.in_transaction:
+            return
+        try:
+            self._conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:  # the error that led here says more
+            log.warning("%s: rollback failed (%s)", self.path, exc)
+
+    @contextmanager
+    def _translated(self, *, writing: bool = False) -> Iterator[None]:
+        """SQLite errors in the block that say the store's file cannot be used (damage, a full
+        disk...; ``writing``: a read-only file too) become one :class:`StoreError` naming it;
+        with another file attached, they are left as they are, since they may be that file's
+        (its caller names it)."""
+        try:
+            yield
+        except Exception as exc:
+            cause = exc if isinstance(exc, sqlite3.Error) else exc.__cause__  # pandas wraps
+            if self._attached or not isinstance(cause, sqlite3.Error):
+                raise
+            trouble = _file_trouble(self.path, cause, writing=writing)
+            if trouble is None:
+                raise
+            raise trouble from exc
 
     def query(
         self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
@@ -452,7 +742,7 @@ class Store:
         Raises:
             sqlite3.Error: the statement is invalid or names a table the file does not have.
         """
-        with self._lock:
+        with self._lock, self._translated():
             cur = self._conn.execute(sql, params)
             if cur.description is None:
                 return []
@@ -491,9 +781,11 @@ class Store:
                 self._conn.execute(f"ATTACH DATABASE ? AS {alias}", (source,))
             except sqlite3.Error as exc:
                 raise StoreError(f"{path}: cannot attach it to {self.path} ({exc})") from exc
+            self._attached += 1
             try:
                 yield
             finally:
+                self._attached -= 1
                 self._conn.execute(f"DETACH DATABASE {alias}")
 
     def _migrate(self) -> None:
@@ -544,8 +836,15 @@ class Store:
         if not component:
             raise ValueError("component: expected a name")
         newest = _newest(migrations)
-        if self.component_versions().get(component) == newest:
+        found = self.component_versions().get(component)
+        if found == newest:
             return newest
+        if self.read_only:
+            raise StoreError(
+                f"{self.path}: opened read-only, and its {component} tables are "
+                + ("missing" if found is None else f"at version {found}")
+                + f" (this joulecast uses version {newest}): open it once for writing"
+            )
         with self.transaction() as conn:
             row = conn.execute(
                 "SELECT version FROM schema_versions WHERE component = ?", (component,)
@@ -730,23 +1029,7 @@ class Store:
         """Mark as interrupted the runs left ``running`` by a process that no longer exists,
         and stop the commands those processes left running on this host
         (:func:`joulecast.processes.stop_left_behind`)."""
-        host = socket.gethostname()
-        now = time.time()
-        dead: list[int] = []
-        left: dict[int, Started] = {}
-        for row in self._query(
-            "SELECT id, status, host, pid, pid_started, heartbeat_at, command_pid,"
-            " command_started, command_pgid FROM runs WHERE status = ? OR command_pid IS NOT NULL",
-            (RunStatus.RUNNING.value,),
-        ):
-            if _writer_alive(row, host, now):
-                continue
-            if row["status"] == RunStatus.RUNNING.value:
-                dead.append(row["id"])
-            if row["command_pid"] is not None and row["host"] == host:
-                left[row["id"]] = Started(
-                    row["command_pid"], row["command_started"], row["command_pgid"]
-                )
+        dead, left = self._left_behind()
         if dead:
             with self._write() as conn:
                 for run_id in dead:
@@ -768,6 +1051,28 @@ class Store:
                     [(run_id,) for run_id in stopped],
                 )
         return dead
+
+    def _left_behind(self) -> tuple[list[int], dict[int, Started]]:
+        """The runs left ``running`` by a process that no longer exists, and the commands
+        such processes left on this host (by run)."""
+        host = socket.gethostname()
+        now = time.time()
+        dead: list[int] = []
+        left: dict[int, Started] = {}
+        for row in self._query(
+            "SELECT id, status, host, pid, pid_started, heartbeat_at, command_pid,"
+            " command_started, command_pgid FROM runs WHERE status = ? OR command_pid IS NOT NULL",
+            (RunStatus.RUNNING.value,),
+        ):
+            if _writer_alive(row, host, now):
+                continue
+            if row["status"] == RunStatus.RUNNING.value:
+                dead.append(int(row["id"]))
+            if row["command_pid"] is not None and row["host"] == host:
+                left[int(row["id"])] = Started(
+                    row["command_pid"], row["command_started"], row["command_pgid"]
+                )
+        return dead, left
 
     def resolve(self, ref: str | int) -> int:
         """Turn ``ref`` (an id, ``last``, a uid prefix or a unique name) into a run id."""
@@ -1074,7 +1379,7 @@ class Store:
         import pandas as pd
 
         sql, params = _samples_query(run_id, start_s, end_s)
-        with self._lock:
+        with self._lock, self._translated():
             frame = pd.read_sql_query(
                 sql + " ORDER BY device, t_s, rowid", self._conn, params=params
             )
@@ -1158,7 +1463,7 @@ class Store:
 
     def device_energy(self, run_id: int) -> dict[str, ledger.DeviceState]:
         """Each device's energy aggregates, kept as the run's samples were written."""
-        with self._lock:
+        with self._lock, self._translated():
             return ledger.load_states(self._conn, run_id)
 
     def energy_at(
@@ -1181,7 +1486,7 @@ class Store:
         import numpy as np
 
         times = np.asarray(t_s, dtype=float)
-        with self._lock, self._snapshot():
+        with self._lock, self._translated(), self._snapshot():
             states = ledger.load_states(self._conn, run_id)
             rows = sum(s.rows for s in states.values())
             if devices is not None:
@@ -1301,16 +1606,13 @@ def _sample_types(frame: pd.DataFrame) -> pd.DataFrame:
 @contextmanager
 def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
     """A read-only connection of its own, so that a long read never holds up the writers."""
-    try:
-        conn = sqlite3.connect(_readonly_uri(path), uri=True, timeout=BUSY_TIMEOUT_S)
-        conn.execute("PRAGMA query_only = 1")
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path}: cannot be read ({exc})") from exc
+    conn = _reader(path)
     with closing(conn):
         try:
             yield conn
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{path}: not a readable joulecast store ({exc})") from exc
+            trouble = _file_trouble(path, exc)
+            raise trouble or StoreError(f"{path}: not a readable joulecast store ({exc})") from exc
 
 
 def _sample_chunks(
@@ -1331,9 +1633,10 @@ def sample_frame(rows: Sequence[Sequence[Any]]) -> pd.DataFrame:
     return _sample_types(pd.DataFrame.from_records(rows, columns=list(SAMPLE_COLUMNS)))
 
 
-def open_store(path: str | os.PathLike[str] | None = None) -> Store:
-    """Open (creating if needed) the store at ``path``, ``$JOULECAST_STORE`` or ./joulecast.db."""
-    return Store(path)
+def open_store(path: str | os.PathLike[str] | None = None, *, read_only: bool = False) -> Store:
+    """Open (creating if needed) the store at ``path``, ``$JOULECAST_STORE`` or ./joulecast.db;
+    ``read_only``: only to read it (see :class:`Store`)."""
+    return Store(path, read_only=read_only)
 
 
 _ID_BATCH = 500  # ids per IN (...) list, under SQLite's bound-parameter limit

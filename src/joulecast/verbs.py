@@ -80,7 +80,7 @@ def console(stderr: bool = False) -> Any:
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
-def store_of(args: argparse.Namespace) -> Store:
+def store_of(args: argparse.Namespace, *, read_only: bool = False) -> Store:
     """The store named by a verb's ``--store`` (default: ``$JOULECAST_STORE`` or
-    ./joulecast.db)."""
-    return Store(args.store)
+    ./joulecast.db); ``read_only`` for a verb that only reads it."""
+    return Store(args.store, read_only=read_only)

@@ -26,7 +26,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise InputError(f"{output}: folder {output.parent} does not exist")
     with tempfile.TemporaryDirectory(prefix="joulecast-report-") as figures:
         report = build(
-            store_of(args),
+            store_of(args, read_only=True),
             study=args.study,
             group_by=_group_by(args.group_by),
             figures_dir=Path(figures),
@@ -47,7 +47,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     """Print the key tables of the analysis in the terminal."""
     from joulecast.analysis.report import key_results
 
-    data = key_results(store_of(args), study=args.study, group_by=_group_by(args.group_by))
+    data = key_results(
+        store_of(args, read_only=True), study=args.study, group_by=_group_by(args.group_by)
+    )
     if args.json:
         print_json(data)
         return 0

@@ -119,14 +119,14 @@ _TEXT_TAGS = {
 
 @contextmanager
 def _opened(store: Store | str | Path) -> Iterator[Store]:
-    """``store``, or the store at the path ``store`` (opened for the call)."""
-    path = store.path if isinstance(store, Store) else Path(store)
-    if not path.is_file():
-        raise InputError(f"{path}: no such store file (expected a joulecast store)")
+    """``store``, or the store at the path ``store`` (opened for the call, to read)."""
     if isinstance(store, Store):
         yield store
         return
-    with Store(path) as opened:
+    path = Path(store)
+    if not path.is_file():
+        raise InputError(f"{path}: no such store file (expected a joulecast store)")
+    with Store(path, read_only=True) as opened:
         yield opened
 
 

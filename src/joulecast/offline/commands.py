@@ -155,7 +155,7 @@ def _training_table(args: argparse.Namespace) -> tuple[pd.DataFrame, str]:
     if args.from_store:
         from joulecast.offline.store_table import runs_table
 
-        s = store_of(args)
+        s = store_of(args, read_only=True)
         table, skipped = runs_table(s)
         for why, n in skipped.items():
             print(f"joulecast: {n} run(s) left out: {why}", flush=True)

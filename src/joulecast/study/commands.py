@@ -232,7 +232,7 @@ def status_data(store_path: Path, study: Any) -> dict[str, Any]:
     from joulecast.store import Store
     from joulecast.study.state import StudyState
 
-    with Store(store_path) as store:
+    with Store(store_path, read_only=True) as store:
         state = StudyState.find(store, study.name)
         if state is None:
             raise InputError(

@@ -152,6 +152,8 @@ class StudyState:
     @classmethod
     def find(cls, store: Store, name: str) -> StudyState | None:
         """The stored study called ``name``, if there is one."""
+        if store.read_only and COMPONENT not in store.component_versions():
+            return None  # a store opened to read, in which no study was planned
         store.ensure_schema(COMPONENT, MIGRATIONS)
         rows = store.query("SELECT id FROM studies WHERE name = ?", (name,))
         return cls(store, int(rows[0]["id"]), name) if rows else None
