@@ -99,7 +99,7 @@ def test_unknown_gpu_lists_close_matches():
 
 
 def test_bad_values_are_named():
-    with pytest.raises(InputError, match="ram_gb: -4 is not a positive number"):
+    with pytest.raises(InputError, match="ram_gb: -4: expected a finite number above 0"):
         estimate_training(**{**PLAN, "ram_gb": -4}, epochs=5)
     with pytest.raises(InputError, match="missing arch or gflops"):
         estimate_training(**{**PLAN, "arch": None}, epochs=5)
