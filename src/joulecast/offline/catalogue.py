@@ -28,7 +28,6 @@ import csv
 import difflib
 import functools
 import io
-import math
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -39,7 +38,8 @@ from pathlib import Path
 import pandas as pd
 
 from joulecast.errors import InputError
-from joulecast.inputs import GPUS_ENV
+from joulecast.inputs import GPUS_ENV, finite, quote, read_file, whole
+from joulecast.offline.bounds import COLUMN_MAX
 
 SHIPPED = "gpus.csv"
 COLUMNS = (
@@ -59,6 +59,8 @@ _VENDOR_WORDS = frozenset({"nvidia", "geforce", "tesla", "quadro"})
 _MEM_TYPE = re.compile(r"^(hbm\d*e?|gddr\d+x?)$")
 _MEM_SIZE = re.compile(r"^(\d+)gb$")
 _MAX_CANDIDATES = 6
+#: The largest user catalogue file read (the shipped one of some 50 GPUs has 20 kB).
+MAX_USER_BYTES = 2**20
 
 
 @dataclass(frozen=True)
@@ -170,8 +172,9 @@ class Catalogue:
             extra: Path of the user CSV. When None, ``$JOULECAST_GPUS`` is used if set.
 
         Raises:
-            InputError: The user file is missing or malformed (the message names the file,
-                line and field).
+            InputError: The user file is missing, larger than 1 MiB or malformed, or a number
+                in it is out of the bounds of :data:`~joulecast.offline.bounds.COLUMN_MAX` (the
+                message names the file, line and field).
         """
         text = resources.files("joulecast.offline").joinpath(SHIPPED).read_text(encoding="utf-8")
         rows = _parse(text, f"shipped {SHIPPED}", user=False)
@@ -181,10 +184,13 @@ class Catalogue:
         if extra is None:
             return cls(rows)
         path = Path(extra)
+        data = read_file(path, "a GPU catalogue CSV", max_bytes=MAX_USER_BYTES)
         try:
-            user_text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise InputError(f"GPU catalogue file {path}: cannot be read ({exc})") from exc
+            user_text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(
+                f"GPU catalogue file {path}: not UTF-8 text (byte {exc.start})"
+            ) from None
         return cls(_merge(cls(rows), _parse(user_text, str(path), user=True)))
 
     def lookup(self, name: str) -> GpuSpec:
@@ -266,14 +272,14 @@ class Catalogue:
 
 
 def _number(raw: str, field: str, where: str, *, integer: bool) -> float:
+    hi = COLUMN_MAX[f"gpu_{field}"]
     try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0 or (integer and not value.is_integer()):
-        kind = "a positive whole number" if integer else "a positive number"
-        raise InputError(f"{where}: field '{field}' is {raw!r}: expected {kind}")
-    return value
+        if integer:
+            return float(whole(raw, field, lo=1, hi=int(hi)))
+        return finite(raw, field, lo=0.0, hi=hi, above=True)
+    except InputError:
+        kind = f"a whole number from 1 to {hi:.0f}" if integer else f"a number above 0 to {hi:g}"
+        raise InputError(f"{where}: field '{field}' is {quote(raw)}: expected {kind}") from None
 
 
 def _parse(text: str, origin: str, *, user: bool) -> list[_Row]:
@@ -289,8 +295,14 @@ def _parse(text: str, origin: str, *, user: bool) -> list[_Row]:
         )
     reader.fieldnames = header
     rows: list[_Row] = []
-    for record in reader:
-        where = f"{origin}, line {reader.line_num}"
+    records = []
+    try:
+        for record in reader:
+            records.append((reader.line_num, record))
+    except csv.Error as exc:  # a NUL byte, a field beyond the csv module's limit
+        raise InputError(f"{origin}, line {reader.line_num + 1}: {exc}") from None
+    for line, record in records:
+        where = f"{origin}, line {line}"
         cells = {k: (v or "").strip() for k, v in record.items() if k is not None}
         if not any(cells.values()):
             continue
