@@ -66,3 +66,30 @@ def test_new_file_has_the_umask_permissions(tmp_path):
 def test_missing_folder(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         write_atomic(tmp_path / "no" / "a.csv", lambda tmp: None)
+
+
+@pytest.mark.parametrize("verb", ["report", "fit-offline"])
+def test_a_folder_as_the_output_is_one_line_before_any_work(
+    tmp_path, monkeypatch, capsys, verb
+) -> None:
+    pytest.importorskip("sklearn")
+    from joulecast.analysis import report
+    from joulecast.cli import main
+    from joulecast.offline.models import OfflineEstimator
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the output is checked first")
+
+    monkeypatch.setattr(report, "build", no_work)
+    monkeypatch.setattr(OfflineEstimator, "fit", no_work)
+    root = sorted(os.listdir("/"))
+    store = ["--store", str(tmp_path / "s.db")]
+    data = ["--data", str(tmp_path / "runs.csv")] if verb == "fit-offline" else []
+    for output in (tmp_path, Path("/"), Path(".")):
+        assert main([verb, *store, *data, "-o", str(output)]) == 2
+        err = capsys.readouterr().err
+        assert (
+            err
+            == f"joulecast: error: {output}: is a folder; expected the name of the file to write\n"
+        )
+    assert sorted(os.listdir("/")) == root and os.listdir(tmp_path) == []

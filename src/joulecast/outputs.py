@@ -43,10 +43,7 @@ def write_atomic(path: Path, write: Callable[[str], object]) -> None:
     Raises:
         InputError: ``path``'s folder does not exist, or ``path`` is a folder.
     """
-    if not path.parent.is_dir():
-        raise InputError(f"{path}: folder {path.parent} does not exist")
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder; expected the name of the file to write")
+    check_output(path)
     tmp = _new_file(path)
     try:
         write(str(tmp))
@@ -54,6 +51,19 @@ def write_atomic(path: Path, write: Callable[[str], object]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def check_output(path: Path) -> None:
+    """Refuse ``path`` as a file for :func:`write_atomic` to write: call it before the work
+    that makes the file, so a mistyped output costs no fitting or report first.
+
+    Raises:
+        InputError: ``path``'s folder does not exist, or ``path`` is a folder.
+    """
+    if not path.parent.is_dir():
+        raise InputError(f"{path}: folder {path.parent} does not exist")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; expected the name of the file to write")
 
 
 def _new_file(path: Path) -> Path:

@@ -14,7 +14,7 @@ from joulecast.energy import J_PER_KWH
 from joulecast.errors import InputError
 from joulecast.inputs import finite_arg, parse_duration, whole_arg
 from joulecast.offline.bounds import COLUMN_MAX
-from joulecast.outputs import print_json, write_atomic
+from joulecast.outputs import check_output, print_json, write_atomic
 from joulecast.verbs import Verbs, console, shown, store_of
 
 # Bounds of the Green Algorithms and carbon options: far above any data centre (PUE 1.0-3),
@@ -158,13 +158,12 @@ def cmd_fit_offline(args: argparse.Namespace) -> int:
     from joulecast.offline.features import TARGETS
     from joulecast.offline.models import OfflineEstimator
 
+    output = Path(args.output)
+    check_output(output)
     table, source = _training_table(args)
     targets = [t for t in TARGETS if t in table.columns]
     if not targets:
         raise InputError(f"{source}: no target column ({', '.join(TARGETS)})")
-    output = Path(args.output)
-    if not output.parent.is_dir():
-        raise InputError(f"{output}: folder {output.parent} does not exist")
     estimator = OfflineEstimator(grid=args.grid).fit(
         table, targets, cv=args.cv, seed=args.seed, source=source
     )
