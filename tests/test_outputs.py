@@ -93,3 +93,32 @@ def test_a_folder_as_the_output_is_one_line_before_any_work(
             == f"joulecast: error: {output}: is a folder; expected the name of the file to write\n"
         )
     assert sorted(os.listdir("/")) == root and os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_every_output_file_has_the_umask_permissions(tmp_path, store, umask, mode) -> None:
+    from joulecast.analysis.report import write_html, write_md, write_tables
+    from joulecast.offline.models import default_estimator
+    from joulecast.traces import export_run, import_trace
+    from tests.test_files import _report
+
+    power = tmp_path / "power.csv"
+    power.write_text("t_s,gpu_index,power_w\n0,0,100\n1,0,110\n2,0,120\n")
+    run_id = import_trace(store, power)
+    report = _report(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    old = os.umask(umask)
+    try:
+        written = [
+            *export_run(store, run_id, out),
+            write_html(report, out / "r.html"),
+            write_md(report, out / "r.md"),
+            out / "r_figures" / "box.png",
+            *write_tables(report, out / "tables"),
+        ]
+        default_estimator().save(out / "model.json")
+        written.append(out / "model.json")
+    finally:
+        os.umask(old)
+    assert {p.name: p.stat().st_mode & 0o777 for p in written} == {p.name: mode for p in written}

@@ -10,8 +10,10 @@ section whose data is missing says what is missing instead of failing.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import logging
+import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -510,10 +512,17 @@ def write_html(report: Report, path: str | Path) -> Path:
 
 
 def write_md(report: Report, path: str | Path) -> Path:
-    """Markdown, with the figures copied into ``<name>_figures/`` beside it."""
+    """Markdown, with the figures copied into ``<name>_figures/`` beside it; each file is
+    written whole (:func:`~joulecast.outputs.write_atomic`).
+
+    Raises:
+        InputError: the figure folder is a file or a symbolic link.
+    """
     path = Path(path)
     fig_dir = path.with_name(f"{path.stem}_figures")
-    fig_dir.mkdir(parents=True, exist_ok=True)
+    if fig_dir.is_symlink():  # planted where the figures go, it would take them elsewhere
+        raise InputError(f"{fig_dir}: a symbolic link; expected the report's figure folder")
+    _folder(fig_dir)
     lines = [f"# {report.title}", ""]
     for section in report.sections:
         lines += [f"## {section.title}", ""]
@@ -528,7 +537,7 @@ def write_md(report: Report, path: str | Path) -> Path:
             ]
         for caption, figure in section.figures:
             target = fig_dir / Path(figure).name
-            target.write_bytes(Path(figure).read_bytes())
+            write_atomic(target, functools.partial(shutil.copyfile, figure))
             lines += [f"![{caption}]({fig_dir.name}/{target.name})", ""]
     write_atomic(path, lambda tmp: Path(tmp).write_text("\n".join(lines), encoding="utf-8"))
     return path
@@ -551,16 +560,33 @@ def _plain_md(frame: pd.DataFrame) -> str:
 
 
 def write_tables(report: Report, folder: str | Path) -> list[Path]:
-    """Every table of the report as a CSV file in ``folder``."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    """Every table of the report as a CSV file in ``folder`` (made where missing), each
+    written whole.
+
+    Raises:
+        InputError: ``folder`` is a file.
+    """
+    folder = _folder(Path(folder))
     out = []
     for section in report.sections:
         for caption, frame in section.tables:
             path = folder / f"{_slug(section.title)}--{_slug(caption)}.csv"
-            frame.to_csv(path, index=False)
+            write_atomic(path, functools.partial(frame.to_csv, index=False))
             out.append(path)
     return out
+
+
+def _folder(folder: Path) -> Path:
+    """``folder``, made where missing, to write files in.
+
+    Raises:
+        InputError: ``folder`` is a file.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(f"{folder}: not a folder; expected a folder to write in") from None
+    return folder
 
 
 def key_results(

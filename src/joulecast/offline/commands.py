@@ -14,7 +14,7 @@ from joulecast.energy import J_PER_KWH
 from joulecast.errors import InputError
 from joulecast.inputs import finite_arg, parse_duration, whole_arg
 from joulecast.offline.bounds import COLUMN_MAX
-from joulecast.outputs import check_output, print_json, write_atomic
+from joulecast.outputs import check_output, print_json
 from joulecast.verbs import Verbs, console, shown, store_of
 
 # Bounds of the Green Algorithms and carbon options: far above any data centre (PUE 1.0-3),
@@ -167,7 +167,7 @@ def cmd_fit_offline(args: argparse.Namespace) -> int:
     estimator = OfflineEstimator(grid=args.grid).fit(
         table, targets, cv=args.cv, seed=args.seed, source=source
     )
-    write_atomic(output, estimator.save)
+    estimator.save(output)
     if args.json:
         print_json({"model": str(output), **estimator.to_dict()["models"]})
         return 0

@@ -74,6 +74,7 @@ from joulecast.offline.features import (
     read_runs,
     target_values,
 )
+from joulecast.outputs import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -977,8 +978,14 @@ class OfflineEstimator:
         return self
 
     def save(self, path: str | Path) -> None:
-        """Write the model as one JSON file (specs, training rows, ranges, versions)."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
+        """Write the model as one JSON file (specs, training rows, ranges, versions), whole
+        or not at all (:func:`~joulecast.outputs.write_atomic`).
+
+        Raises:
+            InputError: ``path``'s folder does not exist, or ``path`` is a folder.
+        """
+        text = json.dumps(self.to_dict(), indent=1) + "\n"
+        write_atomic(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
     @classmethod
     def load(cls, path: str | Path) -> OfflineEstimator:
@@ -1150,7 +1157,7 @@ def main(argv: Sequence[str] | None = None, *, echo: Callable[[str], None] = pri
                 for cv in ("random", "grouped")
             }
             card = model_card(estimator, evaluations, attribution=args.attribution)
-            Path(args.card).write_text(card, encoding="utf-8")
+            write_atomic(Path(args.card), lambda tmp: Path(tmp).write_text(card, encoding="utf-8"))
             echo(f"wrote {args.card}")
     except InputError as exc:
         echo(f"error: {exc}")
