@@ -60,7 +60,7 @@ def test_a_file_is_written_whole_through_a_new_name_and_never_into_a_folder(
 def _report(tmp_path: Path) -> Report:
     """A one-section report with a table and a (fake) figure: what the writers need."""
     figure = tmp_path / "made" / "box.png"
-    figure.parent.mkdir()
+    figure.parent.mkdir(exist_ok=True)
     figure.write_bytes(b"\x89PNG not really")
     table = pd.DataFrame({"architecture": ["a", "b"], "j_per_image": [1.0, 2.0]})
     section = Section("Architectures", ["text"], [("J/image", table)], [("J/image", figure)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -10,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from joulecast.errors import InputError
+from joulecast.errors import InputError, JoulecastError, OutputError
 
 
 def print_json(data: Any) -> None:
@@ -42,15 +43,27 @@ def write_atomic(path: Path, write: Callable[[str], object]) -> None:
 
     Raises:
         InputError: ``path``'s folder does not exist, or ``path`` is a folder.
+        OutputError: the file could not be written (a full disk, a folder without write
+            permission): an ``OSError`` raised while writing, named.
     """
     check_output(path)
-    tmp = _new_file(path)
+    try:
+        tmp = _new_file(path)
+    except OSError as exc:
+        raise _unwritten(path, exc) from exc
     try:
         write(str(tmp))
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, JoulecastError):
+            raise _unwritten(path, exc) from exc
         raise
+
+
+def _unwritten(path: Path, exc: OSError) -> OutputError:
+    return OutputError(f"{path}: cannot be written: {exc.strerror or exc}")
 
 
 def check_output(path: Path) -> None:

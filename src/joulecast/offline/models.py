@@ -60,7 +60,7 @@ from sklearn.svm import SVR
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from joulecast.errors import InputError
+from joulecast.errors import InputError, JoulecastError
 from joulecast.inputs import finite, quote, read_file, whole
 from joulecast.offline.bounds import COLUMN_MAX
 from joulecast.offline.features import (
@@ -1159,7 +1159,7 @@ def main(argv: Sequence[str] | None = None, *, echo: Callable[[str], None] = pri
             card = model_card(estimator, evaluations, attribution=args.attribution)
             write_atomic(Path(args.card), lambda tmp: Path(tmp).write_text(card, encoding="utf-8"))
             echo(f"wrote {args.card}")
-    except InputError as exc:
+    except JoulecastError as exc:
         echo(f"error: {exc}")
         return 2
     return 0
