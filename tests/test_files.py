@@ -97,3 +97,22 @@ def test_a_link_planted_as_the_report_figure_folder_is_refused(tmp_path: Path) -
     with pytest.raises(InputError, match="t_figures: not a folder"):
         (tmp_path / "t_figures").write_text("a file")
         write_md(report, tmp_path / "t.md")
+
+
+def test_a_figure_is_written_whole_in_the_format_its_name_says(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from joulecast.stability import plot_share
+
+    shares = {"all": pd.DataFrame({"epoch": [1, 2, 3], "share": [0.2, 0.6, 1.0]})}
+    link, victim = _planted(tmp_path, "share.png")
+    plot_share(shares, str(link))
+    assert victim.read_text() == "precious\n"
+    assert not link.is_symlink() and link.read_bytes().startswith(b"\x89PNG")
+    plot_share(shares, str(tmp_path / "share.svg"))
+    assert b"<svg" in (tmp_path / "share.svg").read_bytes()[:500]
+    plot_share(shares, str(tmp_path / "share"))
+    assert (tmp_path / "share").read_bytes().startswith(b"\x89PNG")
+    with pytest.raises(InputError, match=r"share\.xyz: a \.xyz figure; expected one of .*\.png"):
+        plot_share(shares, str(tmp_path / "share.xyz"))
+    names = ["share", "share.png", "share.svg", "victim.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
