@@ -116,3 +116,20 @@ def test_a_figure_is_written_whole_in_the_format_its_name_says(tmp_path: Path) -
         plot_share(shares, str(tmp_path / "share.xyz"))
     names = ["share", "share.png", "share.svg", "victim.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == names
+
+
+def test_a_link_planted_at_the_temporary_name_is_never_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from joulecast import outputs
+
+    # The other user guessed the random part twice: a link to a file, then a dangling one.
+    tokens = iter(["guessed1", "guessed2", "fresh000"])
+    monkeypatch.setattr(outputs.secrets, "token_hex", lambda n: next(tokens))
+    link, victim = _planted(tmp_path, ".report.html.guessed1")
+    dangling = tmp_path / ".report.html.guessed2"
+    dangling.symlink_to(tmp_path / "created-through-the-link")
+    write_atomic(tmp_path / "report.html", lambda tmp: Path(tmp).write_text("report"))
+    assert victim.read_text() == "precious\n" and link.readlink() == victim
+    assert not (tmp_path / "created-through-the-link").exists()
+    assert (tmp_path / "report.html").read_text() == "report"
