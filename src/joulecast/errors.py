@@ -4,6 +4,7 @@
 
     JoulecastError            anything joulecast reports on purpose
     ├── InputError            a file, field or argument is not what was expected
+    ├── OutputError           a file could not be written (also an OSError)
     ├── SensorError           a sensor could not be read (the monitor records a gap)
     │   └── SensorUnavailable a sensor cannot be used on this machine at all
     └── StoreError            the run store cannot be opened, read or written
@@ -25,6 +26,13 @@ class JoulecastError(Exception):
 
 class InputError(JoulecastError, ValueError):
     """Bad input: the message names the file, line or field, and what was expected."""
+
+
+class OutputError(JoulecastError, OSError):
+    """A file could not be written (a full disk, no permission): the message names it and why.
+
+    Nothing is left half-written: see :func:`joulecast.outputs.write_atomic`.
+    """
 
 
 class SensorError(JoulecastError):

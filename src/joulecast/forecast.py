@@ -713,7 +713,7 @@ def plot_sweep(
 ) -> None:
     """Save the RMSE of each method vs w (window from ``stable_epoch``) and vs the stabilizing
     epoch (at ``window``), as in del Rey et al. Fig. 10, from :func:`evaluate`'s table."""
-    from joulecast._plot import pyplot
+    from joulecast._plot import pyplot, save
 
     plt = pyplot()
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7))
@@ -735,8 +735,10 @@ def plot_sweep(
     runs = int(result["runs"].max()) if len(result) else 0
     top.set_title(f"online forecast error over up to {runs} runs")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        save(fig, path, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 # -- stored runs ----------------------------------------------------------------------------

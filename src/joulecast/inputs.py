@@ -22,6 +22,7 @@ Every environment variable joulecast reads or sets is named here, once:
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
@@ -171,6 +172,29 @@ def _duration_s(text: str) -> float:
     if len(set(units)) != len(units) or units != sorted(units, key=order.index):
         raise InputError(f"duration {text!r}: units must appear once each, in the order d h m s")
     return sum(float(m.group(1)) * _UNIT_S[m.group(2)] for m in parts)
+
+
+def read_file(path: str | os.PathLike[str], what: str, *, max_bytes: int) -> bytes:
+    """The bytes of the file at ``path``, of which there may be at most ``max_bytes``.
+
+    Reads at most one byte more than allowed, so a device or a huge file costs no more than a
+    small one. ``what`` says what the file should be ("a model file"), in errors.
+
+    Raises:
+        InputError: ``path`` is missing, a folder, unreadable or longer than ``max_bytes``.
+    """
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file (expected {what})") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a folder (expected {what})") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read: {exc.strerror} (expected {what})") from None
+    if len(data) > max_bytes:
+        raise InputError(f"{path}: more than {max_bytes:,} bytes, the most {what} may hold")
+    return data
 
 
 def key_values(items: Sequence[str], option: str, shape: str = "KEY=VALUE") -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -10,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from joulecast.errors import InputError
+from joulecast.errors import InputError, JoulecastError, OutputError
 
 
 def print_json(data: Any) -> None:
@@ -42,18 +43,40 @@ def write_atomic(path: Path, write: Callable[[str], object]) -> None:
 
     Raises:
         InputError: ``path``'s folder does not exist, or ``path`` is a folder.
+        OutputError: the file could not be written (a full disk, a folder without write
+            permission): an ``OSError`` raised while writing, named.
+    """
+    check_output(path)
+    try:
+        tmp = _new_file(path)
+    except OSError as exc:
+        raise _unwritten(path, exc) from exc
+    try:
+        write(str(tmp))
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, JoulecastError):
+            raise _unwritten(path, exc) from exc
+        raise
+
+
+def _unwritten(path: Path, exc: OSError) -> OutputError:
+    return OutputError(f"{path}: cannot be written: {exc.strerror or exc}")
+
+
+def check_output(path: Path) -> None:
+    """Refuse ``path`` as a file for :func:`write_atomic` to write: call it before the work
+    that makes the file, so a mistyped output costs no fitting or report first.
+
+    Raises:
+        InputError: ``path``'s folder does not exist, or ``path`` is a folder.
     """
     if not path.parent.is_dir():
         raise InputError(f"{path}: folder {path.parent} does not exist")
     if path.is_dir():
         raise InputError(f"{path}: is a folder; expected the name of the file to write")
-    tmp = _new_file(path)
-    try:
-        write(str(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _new_file(path: Path) -> Path:

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from joulecast._matrix_profile import corrected_arc_curve, matrix_profile
-from joulecast._plot import pyplot
+from joulecast._plot import pyplot, save
 from joulecast.errors import InputError
 
 if TYPE_CHECKING:
@@ -404,8 +404,10 @@ def plot(result: Stability, epochs: pd.DataFrame, path: str) -> None:
     title = f"stabilizing epoch {result.epoch}" if result.epoch is not None else result.reason
     ax1.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        save(fig, path, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def plot_share(shares: dict[str, pd.DataFrame], path: str) -> None:
@@ -421,5 +423,7 @@ def plot_share(shares: dict[str, pd.DataFrame], path: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        save(fig, path, dpi=110)
+    finally:
+        plt.close(fig)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import joulecast
@@ -150,3 +152,62 @@ def test_report_opens_in_headless_chromium(synthetic, tmp_path):
         assert titles == SECTIONS
     finally:
         browser.quit()
+
+
+HOSTILE = {
+    "architecture": "<script>alert(1)</script>",
+    "environment": "<img src=x onerror=alert(2)>",
+    "link": "[click](javascript:alert(3))",
+    "image": "![t](http://tracker.example/p.png)",
+}
+
+
+def _no_markup_survives(page: str, *, markdown: bool) -> None:
+    """No tag of the hostile text is left raw, nor (in Markdown) a link or image it made."""
+    lowered = page.lower()
+    for raw in ("<script", "<img src=x", "onerror=alert(2)>"):
+        assert raw not in lowered, raw
+    if markdown:  # "\\]" is a bracket shown, not the end of a link text
+        assert not re.search(r"(?<!\\)\]\((javascript|http)", page)
+
+
+def test_user_text_is_escaped_in_markdown_and_html(tmp_path):
+    from joulecast.analysis.report import Report, Section
+
+    figure = tmp_path / "box.png"
+    figure.write_bytes(b"\x89PNG")
+    table = pd.DataFrame(
+        {"architecture": list(HOSTILE.values()), HOSTILE["link"]: [1.0, 2.0, 3.0, 4.0]}
+    )
+    section = Section(
+        f"By {HOSTILE['environment']}",
+        [f"J/image differs between {HOSTILE['architecture']} and {HOSTILE['image']}", "1. x | y"],
+        [(f"J/image by {HOSTILE['link']}", table)],
+        [(f"J/image by {HOSTILE['environment']}", figure)],
+    )
+    report = Report(f"joulecast report: {HOSTILE['architecture']}", [section], tmp_path)
+    md = write_md(report, tmp_path / "r (1).md").read_text()
+    _no_markup_survives(md, markdown=True)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in md  # shown as written
+    assert "\\[click\\](javascript:alert(3))" in md and "1\\. x \\| y" in md
+    assert "![J/image by &lt;img src=x onerror=alert(2)&gt;](r%20%281%29_figures/box.png)" in md
+    _no_markup_survives(write_html(report, tmp_path / "r.html").read_text(), markdown=False)
+
+
+@pytest.mark.slow
+def test_tags_and_factor_values_are_escaped_in_a_built_report(tmp_path):
+    pytest.importorskip("matplotlib")
+    store = synthetic_store(
+        tmp_path / "hostile.db", runs_per_group=3, samples_per_run=60, epochs=3, planted=False
+    )
+    names = {"A": HOSTILE["architecture"], "B": HOSTILE["link"], "C": "C"}
+    names |= {"cloud": HOSTILE["environment"], "local": HOSTILE["image"]}
+    for run_id, tags in zip(store.runs()["id"], store.runs()["tags"], strict=True):
+        renamed = {"arch": names[tags["arch"]], "environment": names[tags["environment"]]}
+        store.update_run(int(run_id), tags=renamed)
+    report = build(store, figures_dir=tmp_path / "fig")
+    store.close()
+    md = write_md(report, tmp_path / "r.md").read_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in md
+    _no_markup_survives(md, markdown=True)
+    _no_markup_survives(write_html(report, tmp_path / "r.html").read_text(), markdown=False)

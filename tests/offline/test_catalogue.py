@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from importlib import resources
 
 import pytest
@@ -232,16 +233,27 @@ def test_environment_variable_is_read(tmp_path, monkeypatch):
             "name,architecture,cuda_cores,memory_gb,form_factor\nX,Ampere,1,1,PCIe\n",
             r"missing column\(s\) tdp_w",
         ),
-        (HEADER + "X,,Ampere,many,8,100,PCIe,\n", r"line 2: field 'cuda_cores': 'many'"),
-        (HEADER + "X,,Ampere,100,8,-5,PCIe,\n", r"line 2: field 'tdp_w': '-5'"),
-        (HEADER + "X,,Ampere,100,0,50,PCIe,\n", r"line 2: field 'memory_gb': '0'"),
-        (HEADER + "X,,Ampere,10.5,8,50,PCIe,\n", r"field 'cuda_cores': '10.5'"),
-        (HEADER + "X,,Ampere,100,8,nan,PCIe,\n", r"field 'tdp_w': 'nan'"),
-        (HEADER + "X,,Ampere,100,8,1e308,PCIe,\n", r"field 'tdp_w': '1e308': .* to 5000"),
-        (HEADER + "X,,Ampere,\u00b2,8,50,PCIe,\n", r"field 'cuda_cores': '\u00b2'"),
-        (HEADER + f"X,,Ampere,{'9' * 5000},8,50,PCIe,\n", r"field 'cuda_cores': '999"),
-        (HEADER + "X,,Ampere,100,\u0668,50,PCIe,\n", r"field 'memory_gb': '\u0668'"),
+        (HEADER + "X,,Ampere,many,8,100,PCIe,\n", r"line 2: field 'cuda_cores' is 'many'"),
+        (HEADER + "X,,Ampere,100,8,-5,PCIe,\n", r"line 2: field 'tdp_w' is '-5'"),
+        (HEADER + "X,,Ampere,100,0,50,PCIe,\n", r"line 2: field 'memory_gb' is '0'"),
+        (HEADER + "X,,Ampere,10.5,8,50,PCIe,\n", r"field 'cuda_cores' is '10.5'"),
+        (HEADER + "X,,Ampere,100,8,nan,PCIe,\n", r"field 'tdp_w' is 'nan'"),
         (HEADER + "New GPU,,Ampere,100,8,,PCIe,\n", r"line 2: field 'tdp_w' is empty"),
+        (
+            HEADER + "X,,Ampere,100,8,1e300,PCIe,\n",
+            r"line 2: field 'tdp_w' is '1e300': expected a number above 0 to 5000",
+        ),
+        (
+            HEADER + "X,,Ampere,99999999999999999999,8,100,PCIe,\n",
+            r"field 'cuda_cores' is '9+': expected a whole number from 1 to 1000000",
+        ),
+        (HEADER + "X,,Ampere,100,8,inf,PCIe,\n", r"line 2: field 'tdp_w' is 'inf'"),
+        (HEADER + "X,,Ampere,²,8,100,PCIe,\n", r"line 2: field 'cuda_cores' is '²'"),
+        (HEADER + "X,,Ampere,1e3,8,100,PCIe,\n", r"line 2: field 'cuda_cores' is '1e3'"),
+        (
+            HEADER + 'X,,Ampere,100,8,"' + "9" * 200_000 + '",PCIe,\n',
+            r"line 2: field larger than field limit",
+        ),
         (HEADER + ",,Ampere,100,8,50,PCIe,\n", r"line 2: field 'name' is empty"),
         (
             HEADER + "A,dup,Ampere,1,1,1,PCIe,\nB,dup,Ampere,1,1,1,PCIe,\n",
@@ -262,14 +274,28 @@ def test_bad_user_file(tmp_path, body, message):
 
 
 def test_missing_user_file(tmp_path):
-    with pytest.raises(InputError, match="cannot be read"):
+    with pytest.raises(InputError, match=r"nope\.csv: no such file \(expected a GPU catalogue"):
         Catalogue.load(tmp_path / "nope.csv")
 
 
-def test_user_file_of_one_endless_line_is_refused(tmp_path):
-    with pytest.raises(InputError, match="/dev/zero"):
-        Catalogue.load("/dev/zero")
-    path = tmp_path / "latin.csv"
-    path.write_bytes(HEADER.encode() + "Caf\xe9,,Ampere,1,1,1,PCIe,\n".encode("latin-1"))
-    with pytest.raises(InputError, match="not UTF-8"):
-        Catalogue.load(path)
+def test_a_user_file_that_is_no_text_file_is_one_line(tmp_path, monkeypatch, capsys):
+    from joulecast.cli import main
+
+    def estimate(path):
+        argv = ["estimate", "--gpus", str(path), "--gpu", "RTX 3090", "--gflops", "2.5"]
+        argv += ["--input-size", "128", "--batch-size", "64", "--train-samples", "1000"]
+        assert main([*argv, "--val-samples", "100", "--epochs", "5", "--json"]) == 2
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and str(path) in err
+        return err
+
+    assert "is a folder" in estimate(tmp_path)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(HEADER.encode() + b"Caf\xe9,,Ampere,1,1,1,PCIe,\n")
+    assert f"not UTF-8 text (byte {len(HEADER) + 3})" in estimate(latin)
+    monkeypatch.setattr(cat, "MAX_USER_BYTES", 100)
+    big = tmp_path / "big.csv"
+    big.write_text(HEADER + "X,,Ampere,1,1,1,PCIe,\n" * 10)
+    assert "more than 100 bytes" in estimate(big)
+    if os.path.exists("/dev/zero"):
+        assert "more than 100 bytes" in estimate("/dev/zero")

@@ -99,7 +99,7 @@ def test_unknown_gpu_lists_close_matches():
 
 
 def test_bad_values_are_named():
-    with pytest.raises(InputError, match="ram_gb: -4 is not a positive number"):
+    with pytest.raises(InputError, match="ram_gb: -4: expected a finite number above 0"):
         estimate_training(**{**PLAN, "ram_gb": -4}, epochs=5)
     with pytest.raises(InputError, match="missing arch or gflops"):
         estimate_training(**{**PLAN, "arch": None}, epochs=5)
@@ -349,3 +349,30 @@ def test_estimate_batch_csv_with_a_user_gpu_file_leaves_the_environment_alone(
     assert main(["estimate", "--data", str(data), "--gpus", str(gpus), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["avg_power_w"] > 0
     assert dict(os.environ) == before
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["estimate", "--batch-size", "0"], "'0': expected a whole number from 1 to 1000000000"),
+        (["estimate", "--batch-size", "²"], "'²': expected a whole number"),
+        (["estimate", "--epochs", "1e3"], "'1e3': expected a whole number from 1 to"),
+        (["estimate", "--train-samples", "9" * 30], "expected a whole number from 1 to 1000000"),
+        (["estimate", "--gflops", "inf"], "'inf': expected a finite number above 0 to 1e+09"),
+        (["estimate", "--gflops", "nan"], "'nan': expected a finite number above 0"),
+        (["estimate", "--ram-gb", "1e300"], "'1e300': expected a finite number above 0 to 1e+07"),
+        (["estimate", "--gpu-util", "150"], "'150': expected a finite number above 0 to 100"),
+        (["estimate", "--pue", "1e308"], "'1e308': expected a finite number above 0 to 10"),
+        (["estimate", "--intensity", "-5"], "expected a finite number above 0 to 100000"),
+        (["fit-offline", "-o", "m.json", "--seed", "4294967296"], "from 0 to 4294967295"),
+        (["evaluate-estimators", "--seed", "-1"], "'-1': expected a whole number from 0 to"),
+    ],
+)
+def test_offline_options_are_read_within_their_bounds(capsys, argv, said):
+    from joulecast.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert argv[-2] in err and said in err and "Traceback" not in err

@@ -88,7 +88,8 @@ def test_read_runs_rejects_a_non_positive_or_non_numeric_size(
     df.loc[df.index[4], "batch_size"] = value
     path = write(tmp_path, df)
     with pytest.raises(
-        InputError, match=r"runs\.csv: line 6, column batch_size: .* not a positive"
+        InputError,
+        match=r"runs\.csv: line 6, column batch_size: .*expected a finite number above 0",
     ):
         read_runs(path)
 

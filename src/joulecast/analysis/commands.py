@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from joulecast.errors import InputError
-from joulecast.outputs import print_json
+from joulecast.outputs import check_output, print_json
 from joulecast.verbs import Verbs, console, shown, store_of
 
 
@@ -22,8 +21,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from joulecast.analysis.report import build, write_html, write_md, write_tables
 
     output = Path(args.output)
-    if not output.parent.is_dir():
-        raise InputError(f"{output}: folder {output.parent} does not exist")
+    check_output(output)
     with tempfile.TemporaryDirectory(prefix="joulecast-report-") as figures:
         report = build(
             store_of(args, read_only=True),

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
-from joulecast._plot import pyplot
+from joulecast._plot import pyplot, save
 from joulecast.analysis._frames import group_order, numbers, require_columns
 from joulecast.errors import InputError
 
@@ -132,7 +132,7 @@ def _canvas(
                 ax.set_axisbelow(True)
             yield fig, axes
             fig.tight_layout()
-            fig.savefig(target, dpi=STYLE["dpi"])
+            save(fig, target, dpi=STYLE["dpi"])
         finally:
             plt.close(fig)
 

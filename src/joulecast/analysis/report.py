@@ -10,10 +10,15 @@ section whose data is missing says what is missing instead of failing.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import logging
+import re
+import shutil
 import tempfile
 import time
+import unicodedata
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -510,26 +515,35 @@ def write_html(report: Report, path: str | Path) -> Path:
 
 
 def write_md(report: Report, path: str | Path) -> Path:
-    """Markdown, with the figures copied into ``<name>_figures/`` beside it."""
+    """Markdown, with the figures copied into ``<name>_figures/`` beside it; each file is
+    written whole (:func:`~joulecast.outputs.write_atomic`).
+
+    Raises:
+        InputError: the figure folder is a file or a symbolic link.
+    """
     path = Path(path)
     fig_dir = path.with_name(f"{path.stem}_figures")
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    lines = [f"# {report.title}", ""]
+    if fig_dir.is_symlink():  # planted where the figures go, it would take them elsewhere
+        raise InputError(f"{fig_dir}: a symbolic link; expected the report's figure folder")
+    _folder(fig_dir)
+    lines = [f"# {_md(report.title)}", ""]
     for section in report.sections:
-        lines += [f"## {section.title}", ""]
+        lines += [f"## {_md(section.title)}", ""]
         for p in section.paragraphs:
-            lines += [p, ""]
+            lines += [_md(p), ""]
         for caption, frame in section.tables:
+            table = _md_frame(frame)
             lines += [
-                f"**{caption}**",
+                f"**{_md(caption)}**",
                 "",
-                _fmt_frame(frame).to_markdown(index=False) if _has_tabulate() else _plain_md(frame),
+                table.to_markdown(index=False) if _has_tabulate() else _plain_md(table),
                 "",
             ]
         for caption, figure in section.figures:
             target = fig_dir / Path(figure).name
-            target.write_bytes(Path(figure).read_bytes())
-            lines += [f"![{caption}]({fig_dir.name}/{target.name})", ""]
+            write_atomic(target, functools.partial(shutil.copyfile, figure))
+            link = "/".join(urllib.parse.quote(part) for part in (fig_dir.name, target.name))
+            lines += [f"![{_md(caption)}]({link})", ""]
     write_atomic(path, lambda tmp: Path(tmp).write_text("\n".join(lines), encoding="utf-8"))
     return path
 
@@ -543,24 +557,66 @@ def _has_tabulate() -> bool:
 
 
 def _plain_md(frame: pd.DataFrame) -> str:
-    frame = _fmt_frame(frame)
     head = "| " + " | ".join(map(str, frame.columns)) + " |"
     rule = "|" + "---|" * len(frame.columns)
     body = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([head, rule, *body])
 
 
+# Markdown punctuation that starts markup anywhere in a line (links and images need "[", code
+# "`", emphasis "*" and "_", tables "|", strikethrough "~"), and what starts it at a line's
+# start (headings, lists, setext underlines).
+_MD_INLINE = re.compile(r"([\\`*_\[\]|~])")
+_MD_LINE_START = re.compile(r"^(\d+(?=[.)](?:\s|$))|)([#+=.)-])")
+
+
+def _md(text: object) -> str:
+    """Text from users (tags, run names, factor values) as Markdown that shows it as written.
+
+    ``&``, ``<`` and ``>`` become HTML entities, so no tag (``<script>``, ``<img onerror>``)
+    reaches a renderer; Markdown's own punctuation is escaped with a backslash, so no link,
+    image or emphasis is made; control characters (line breaks among them) become spaces.
+    """
+    plain = "".join(" " if unicodedata.category(c) == "Cc" else c for c in str(text)).strip()
+    escaped = _MD_INLINE.sub(r"\\\1", html.escape(plain, quote=False))
+    return _MD_LINE_START.sub(r"\1\\\2", escaped)
+
+
+def _md_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """A table of the report formatted for Markdown: every header and text cell through _md."""
+    out = _fmt_frame(frame)
+    out.columns = [_md(c) for c in out.columns]
+    return out.map(lambda v: _md(v) if isinstance(v, str) else v)
+
+
 def write_tables(report: Report, folder: str | Path) -> list[Path]:
-    """Every table of the report as a CSV file in ``folder``."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    """Every table of the report as a CSV file in ``folder`` (made where missing), each
+    written whole.
+
+    Raises:
+        InputError: ``folder`` is a file.
+    """
+    folder = _folder(Path(folder))
     out = []
     for section in report.sections:
         for caption, frame in section.tables:
             path = folder / f"{_slug(section.title)}--{_slug(caption)}.csv"
-            frame.to_csv(path, index=False)
+            write_atomic(path, functools.partial(frame.to_csv, index=False))
             out.append(path)
     return out
+
+
+def _folder(folder: Path) -> Path:
+    """``folder``, made where missing, to write files in.
+
+    Raises:
+        InputError: ``folder`` is a file.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(f"{folder}: not a folder; expected a folder to write in") from None
+    return folder
 
 
 def key_results(

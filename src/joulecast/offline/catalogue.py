@@ -38,8 +38,8 @@ from pathlib import Path
 import pandas as pd
 
 from joulecast.errors import InputError
-from joulecast.inputs import GPUS_ENV, capped_lines, finite, whole
-from joulecast.records import DEVICE_RANGES
+from joulecast.inputs import GPUS_ENV, finite, quote, read_file, whole
+from joulecast.offline.bounds import COLUMN_MAX
 
 SHIPPED = "gpus.csv"
 COLUMNS = (
@@ -59,6 +59,8 @@ _VENDOR_WORDS = frozenset({"nvidia", "geforce", "tesla", "quadro"})
 _MEM_TYPE = re.compile(r"^(hbm\d*e?|gddr\d+x?)$")
 _MEM_SIZE = re.compile(r"^(\d+)gb$")
 _MAX_CANDIDATES = 6
+#: The largest user catalogue file read (the shipped one of some 50 GPUs has 20 kB).
+MAX_USER_BYTES = 2**20
 
 
 @dataclass(frozen=True)
@@ -170,8 +172,9 @@ class Catalogue:
             extra: Path of the user CSV. When None, ``$JOULECAST_GPUS`` is used if set.
 
         Raises:
-            InputError: The user file is missing or malformed (the message names the file,
-                line and field).
+            InputError: The user file is missing, larger than 1 MiB or malformed, or a number
+                in it is out of the bounds of :data:`~joulecast.offline.bounds.COLUMN_MAX` (the
+                message names the file, line and field).
         """
         text = resources.files("joulecast.offline").joinpath(SHIPPED).read_text(encoding="utf-8")
         rows = _parse(text, f"shipped {SHIPPED}", user=False)
@@ -181,14 +184,13 @@ class Catalogue:
         if extra is None:
             return cls(rows)
         path = Path(extra)
-        what = f"GPU catalogue file {path}"
+        data = read_file(path, "a GPU catalogue CSV", max_bytes=MAX_USER_BYTES)
         try:
-            with path.open(encoding="utf-8") as fh:
-                user_text = "".join(capped_lines(fh, what))
-        except OSError as exc:
-            raise InputError(f"{what}: cannot be read ({exc.strerror or exc})") from exc
+            user_text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise InputError(f"{what}: not UTF-8 text ({exc.reason})") from exc
+            raise InputError(
+                f"GPU catalogue file {path}: not UTF-8 text (byte {exc.start})"
+            ) from None
         return cls(_merge(cls(rows), _parse(user_text, str(path), user=True)))
 
     def lookup(self, name: str) -> GpuSpec:
@@ -269,15 +271,15 @@ class Catalogue:
         return pd.DataFrame.from_records(records, columns=list(COLUMNS))
 
 
-#: The largest value of each numeric field a catalogue row may hold (beyond any GPU made).
-_MAX = {"cuda_cores": 1_000_000, "memory_gb": 10_000.0, "tdp_w": DEVICE_RANGES["gpu"][0]}
-
-
-def _number(raw: str, field: str, where: str) -> float:
-    what = f"{where}: field '{field}'"
-    if field == "cuda_cores":
-        return float(whole(raw, what, lo=1, hi=int(_MAX[field])))
-    return finite(raw, what, lo=0.0, hi=_MAX[field], above=True)
+def _number(raw: str, field: str, where: str, *, integer: bool) -> float:
+    hi = COLUMN_MAX[f"gpu_{field}"]
+    try:
+        if integer:
+            return float(whole(raw, field, lo=1, hi=int(hi)))
+        return finite(raw, field, lo=0.0, hi=hi, above=True)
+    except InputError:
+        kind = f"a whole number from 1 to {hi:.0f}" if integer else f"a number above 0 to {hi:g}"
+        raise InputError(f"{where}: field '{field}' is {quote(raw)}: expected {kind}") from None
 
 
 def _parse(text: str, origin: str, *, user: bool) -> list[_Row]:
@@ -293,8 +295,14 @@ def _parse(text: str, origin: str, *, user: bool) -> list[_Row]:
         )
     reader.fieldnames = header
     rows: list[_Row] = []
-    for record in reader:
-        where = f"{origin}, line {reader.line_num}"
+    records = []
+    try:
+        for record in reader:
+            records.append((reader.line_num, record))
+    except csv.Error as exc:  # a NUL byte, a field beyond the csv module's limit
+        raise InputError(f"{origin}, line {reader.line_num + 1}: {exc}") from None
+    for line, record in records:
+        where = f"{origin}, line {line}"
         cells = {k: (v or "").strip() for k, v in record.items() if k is not None}
         if not any(cells.values()):
             continue
@@ -303,7 +311,10 @@ def _parse(text: str, origin: str, *, user: bool) -> list[_Row]:
                 raise InputError(f"{where}: field '{field}' is empty: expected a value")
         if not cells.get("name"):
             raise InputError(f"{where}: field 'name' is empty: expected a GPU name")
-        numbers = {f: _number(cells[f], f, where) if cells.get(f) else 0.0 for f in _NUMERIC}
+        numbers = {
+            f: _number(cells[f], f, where, integer=f == "cuda_cores") if cells.get(f) else 0.0
+            for f in _NUMERIC
+        }
         aliases = tuple(a.strip() for a in cells.get("aliases", "").split(";") if a.strip())
         spec = GpuSpec(
             name=cells["name"],

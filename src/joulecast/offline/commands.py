@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,32 +12,22 @@ import pandas as pd
 
 from joulecast.energy import J_PER_KWH
 from joulecast.errors import InputError
-from joulecast.inputs import parse_duration
-from joulecast.outputs import print_json, write_atomic
+from joulecast.inputs import finite_arg, parse_duration, whole_arg
+from joulecast.offline.bounds import COLUMN_MAX
+from joulecast.outputs import check_output, print_json
 from joulecast.verbs import Verbs, console, shown, store_of
 
-
-def _positive_number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number")
-    return value
+# Bounds of the Green Algorithms and carbon options: far above any data centre (PUE 1.0-3),
+# repetition count or grid (some 1,000 gCO2e/kWh at worst).
+MAX_PUE = 10.0
+MAX_PSF = 1e6
+MAX_INTENSITY_G_PER_KWH = 1e5
 
 
-def _positive_whole(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of at least 1")
-    return int(text)
-
-
-def _percent(text: str) -> float:
-    value = _positive_number(text)
-    if value > 100:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a percentage, at most 100")
-    return value
+def _column(name: str, *, whole: bool = True) -> Callable[[str], Any]:
+    """An argparse ``type`` for an option that sets a run-table column, within its bound."""
+    hi = COLUMN_MAX[name]
+    return whole_arg(1, int(hi)) if whole else finite_arg(0.0, hi, above=True)
 
 
 def _duration(text: str) -> float:
@@ -168,17 +158,16 @@ def cmd_fit_offline(args: argparse.Namespace) -> int:
     from joulecast.offline.features import TARGETS
     from joulecast.offline.models import OfflineEstimator
 
+    output = Path(args.output)
+    check_output(output)
     table, source = _training_table(args)
     targets = [t for t in TARGETS if t in table.columns]
     if not targets:
         raise InputError(f"{source}: no target column ({', '.join(TARGETS)})")
-    output = Path(args.output)
-    if not output.parent.is_dir():
-        raise InputError(f"{output}: folder {output.parent} does not exist")
     estimator = OfflineEstimator(grid=args.grid).fit(
         table, targets, cv=args.cv, seed=args.seed, source=source
     )
-    write_atomic(output, estimator.save)
+    estimator.save(output)
     if args.json:
         print_json({"model": str(output), **estimator.to_dict()["models"]})
         return 0
@@ -290,24 +279,44 @@ def register(verbs: Verbs) -> None:
     p.add_argument("--gpu", help='GPU model, e.g. "RTX 3090" or "NVIDIA H100 80GB HBM3"')
     p.add_argument("--gpus", metavar="CSV", help="your own GPU catalogue rows (add or override)")
     p.add_argument("--arch", help="built-in architecture (its GFLOPs come from a shipped table)")
-    p.add_argument("--gflops", type=_positive_number, help="forward-pass GFLOPs of one sample")
-    p.add_argument("--input-size", type=_positive_whole, help="square input side, px")
-    p.add_argument("--input-height", type=_positive_whole)
-    p.add_argument("--input-width", type=_positive_whole)
-    p.add_argument("--batch-size", type=_positive_whole)
-    p.add_argument("--train-samples", type=_positive_whole)
-    p.add_argument("--val-samples", type=_positive_whole)
-    p.add_argument("--epochs", type=_positive_whole, help="planned epochs")
+    p.add_argument(
+        "--gflops", type=_column("gflops", whole=False), help="forward-pass GFLOPs of one sample"
+    )
+    p.add_argument("--input-size", type=_column("input_height"), help="square input side, px")
+    p.add_argument("--input-height", type=_column("input_height"))
+    p.add_argument("--input-width", type=_column("input_width"))
+    p.add_argument("--batch-size", type=_column("batch_size"))
+    p.add_argument("--train-samples", type=_column("train_samples"))
+    p.add_argument("--val-samples", type=_column("val_samples"))
+    p.add_argument("--epochs", type=_column("epochs"), help="planned epochs")
     p.add_argument("--duration", type=_duration, help="planned duration: 2h, 90m, 1h30m, seconds")
     p.add_argument(
-        "--ram-gb", type=_positive_number, help="RAM of the training machine (default: this one's)"
+        "--ram-gb",
+        type=_column("ram_gb", whole=False),
+        help="RAM of the training machine (default: this one's)",
     )
     p.add_argument(
-        "--gpu-util", type=_percent, help="expected GPU usage %% for Green Algorithms (100)"
+        "--gpu-util",
+        type=_column("gpu_util_pct", whole=False),
+        help="expected GPU usage %% for Green Algorithms (100)",
     )
-    p.add_argument("--pue", type=_positive_number, default=1.0, help="Green Algorithms PUE (1)")
-    p.add_argument("--psf", type=_positive_number, default=1.0, help="Green Algorithms PSF (1)")
-    p.add_argument("--intensity", type=_positive_number, help="carbon intensity, gCO2e/kWh")
+    p.add_argument(
+        "--pue",
+        type=finite_arg(0.0, MAX_PUE, above=True),
+        default=1.0,
+        help="Green Algorithms PUE (1)",
+    )
+    p.add_argument(
+        "--psf",
+        type=finite_arg(0.0, MAX_PSF, above=True),
+        default=1.0,
+        help="Green Algorithms PSF (1)",
+    )
+    p.add_argument(
+        "--intensity",
+        type=finite_arg(0.0, MAX_INTENSITY_G_PER_KWH, above=True),
+        help="carbon intensity, gCO2e/kWh",
+    )
     p.add_argument("--model", help="an estimator saved by fit-offline (default: the shipped one)")
     p.add_argument("--data", help="CSV of configurations: estimate every row")
 
@@ -325,7 +334,7 @@ def register(verbs: Verbs) -> None:
         p.add_argument(
             "--grid", choices=["full", "small"], default="full", help="hyperparameter grids"
         )
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=whole_arg(0, 2**32 - 1), default=0)
 
     p = verbs.add(
         "fit-offline",

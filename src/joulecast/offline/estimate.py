@@ -22,11 +22,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from joulecast.energy import J_PER_KWH
 from joulecast.errors import InputError
+from joulecast.inputs import finite
 from joulecast.offline.baselines import carbon_g, green_algorithms_energy_j, mlco2_energy_j
+from joulecast.offline.bounds import COLUMN_MAX
 
 METHODS = ("offline-epoch-energy", "offline-power", "mlco2", "green-algorithms")
 
@@ -89,18 +92,13 @@ class Result:
 
 
 def _number(row: Mapping[str, Any], key: str) -> float | None:
+    """The value of ``key`` above 0 and within its bound, or None where missing (None, NaN)."""
     value = row.get(key)
-    if value is None:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{key}: {value!r} is not a number") from None
-    if math.isnan(number):
-        return None
-    if not math.isfinite(number) or number <= 0:
-        raise InputError(f"{key}: {value!r} is not a positive number")
-    return number
+    return finite(value, key, lo=0.0, hi=COLUMN_MAX[key], above=True)
 
 
 def estimate(
@@ -130,8 +128,6 @@ def estimate(
     epochs = _number(config, "epochs")
     duration = _number(config, "duration_s")
     util_pct = _number(config, "gpu_util_pct")
-    if util_pct is not None and util_pct > 100:
-        raise InputError(f"gpu_util_pct: {util_pct:g} is above 100")
     tdp = float(config["gpu_tdp_w"])
     ram = float(config["ram_gb"])
 

@@ -110,7 +110,7 @@ def _totals(held: pd.DataFrame, predicted: pd.DataFrame) -> pd.DataFrame:
 
 def plot_predicted_vs_true(result: Holdout, path: str) -> None:
     """Save predicted vs measured values of the held-out runs, one panel per target."""
-    from joulecast._plot import pyplot
+    from joulecast._plot import pyplot, save
 
     plt = pyplot()
     frame = result.predictions
@@ -144,8 +144,10 @@ def plot_predicted_vs_true(result: Holdout, path: str) -> None:
             ax.legend(fontsize=8)
     fig.suptitle(f"held-out runs: {result.test_runs} (fitted on {result.train_runs})")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        save(fig, path, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def totals_table(result: Holdout) -> list[dict[str, Any]]:

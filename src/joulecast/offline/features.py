@@ -29,7 +29,9 @@ resolved through :mod:`joulecast.offline.catalogue`.
 
 from __future__ import annotations
 
+import io
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +42,8 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from joulecast.errors import InputError
+from joulecast.inputs import finite, read_file
+from joulecast.offline.bounds import COLUMN_MAX, MAX_TABLE_BYTES, OPTIONAL_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -79,21 +83,31 @@ def read_runs(path: str | Path, *, gpus_file: str | os.PathLike[str] | None = No
         The table, with the ``gpu_*`` columns filled in from the catalogue where needed.
 
     Raises:
-        InputError: the file cannot be read, a column is missing, or a feature or target is not a
-            positive number (the message names the file, line and column).
+        InputError: the file cannot be read or is larger than 64 MiB, a column is missing, or a
+            feature, a target or a value of :data:`~joulecast.offline.bounds.OPTIONAL_COLUMNS`
+            is not a number above 0 and within its bound in
+            :data:`~joulecast.offline.bounds.COLUMN_MAX` (the message names the file, line,
+            column and value).
     """
     path = Path(path)
+    data = read_file(path, "a CSV run table", max_bytes=MAX_TABLE_BYTES)
     try:
-        df = pd.read_csv(path)
-    except FileNotFoundError as exc:
-        raise InputError(f"{path}: no such file (expected a CSV run table)") from exc
+        df = pd.read_csv(io.BytesIO(data))
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not a readable CSV file ({exc})") from exc
+        reason = " ".join(str(exc).split())  # pandas' own message spans lines
+        raise InputError(f"{path}: not a readable CSV file ({reason})") from exc
+    if not isinstance(df.index, pd.RangeIndex):  # pandas took the surplus fields as an index
+        raise InputError(
+            f"{path}: line 2: more fields than the {len(df.columns)} columns of the header"
+        )
     df = resolve_gpus(df, source=str(path), gpus_file=gpus_file)
     feature_frame(df, source=str(path))
     for target in TARGETS:
         if target in df.columns:
             target_values(df, target, source=str(path))
+    for column in OPTIONAL_COLUMNS:
+        if column in df.columns:
+            df[column] = _numbers(df[column], column, str(path), missing_ok=True)
     return df
 
 
@@ -105,26 +119,26 @@ def feature_frame(df: pd.DataFrame, *, source: str = "run table") -> pd.DataFram
         source: what to call the table in error messages (a file name, usually).
 
     Raises:
-        InputError: a column is missing, or a value is not a positive number.
+        InputError: a column is missing, or a value is not a number above 0 within its bound.
     """
     missing = [c for c in RAW_FEATURES if c not in df.columns]
     if missing:
         hint = " (or a gpu column)" if set(missing) <= set(GPU_COLUMNS) else ""
         raise InputError(f"{source}: missing column(s) {', '.join(missing)}{hint}")
-    return pd.DataFrame({c: _positive(df[c], c, source) for c in RAW_FEATURES}, index=df.index)
+    return pd.DataFrame({c: _numbers(df[c], c, source) for c in RAW_FEATURES}, index=df.index)
 
 
 def target_values(df: pd.DataFrame, target: str, *, source: str = "run table") -> np.ndarray:
-    """The values of one target column, checked to be positive numbers.
+    """The values of one target column, checked to be numbers above 0 within their bound.
 
     Raises:
-        InputError: the column is missing or holds a value that is not a positive number.
+        InputError: the column is missing or holds a value that is not such a number.
     """
     if target not in TARGETS:
         raise InputError(f"target {target!r} is not one of {', '.join(TARGETS)}")
     if target not in df.columns:
         raise InputError(f"{source}: missing target column {target}")
-    return np.asarray(_positive(df[target], target, source), dtype=float)
+    return np.asarray(_numbers(df[target], target, source), dtype=float)
 
 
 def configuration_groups(features: pd.DataFrame) -> np.ndarray:
@@ -264,17 +278,26 @@ PHYSICS_FEATURES = [
 ]
 
 
-def _positive(column: pd.Series, name: str, source: str) -> pd.Series:
-    """The column as floats; InputError at the first value that is not a positive number."""
-    values = pd.to_numeric(column, errors="coerce")
-    bad = values.isna() | ~np.isfinite(values) | (values <= 0)
-    if bad.any():
-        pos = int(np.flatnonzero(bad.to_numpy())[0])
-        raw = column.iloc[pos]
-        raise InputError(
-            f"{source}: line {pos + 2}, column {name}: {raw!r} is not a positive number"
-        )
-    return values.astype(float)
+def _numbers(column: pd.Series, name: str, source: str, *, missing_ok: bool = False) -> pd.Series:
+    """The column as floats, each above 0 and at most its bound in :data:`COLUMN_MAX`.
+
+    Empty cells are NaN where ``missing_ok``. Each cell goes through :func:`finite`, so a text
+    cell reads as the input layer reads numbers everywhere else.
+
+    Raises:
+        InputError: at the first other value, naming the line (the header is line 1).
+    """
+    hi = COLUMN_MAX[name]
+    values = []
+    for pos, raw in enumerate(column.tolist()):
+        if missing_ok and (
+            raw is None or raw == "" or (isinstance(raw, float) and math.isnan(raw))
+        ):
+            values.append(np.nan)
+            continue
+        where = f"{source}: line {pos + 2}, column {name}"
+        values.append(finite(raw, where, lo=0.0, hi=hi, above=True))
+    return pd.Series(values, index=column.index, dtype=float)
 
 
 def resolve_gpus(

@@ -26,11 +26,12 @@ import importlib.resources
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -59,8 +60,11 @@ from sklearn.svm import SVR
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from joulecast.errors import InputError
+from joulecast.errors import InputError, JoulecastError
+from joulecast.inputs import finite, quote, read_file, whole
+from joulecast.offline.bounds import COLUMN_MAX
 from joulecast.offline.features import (
+    FEATURE_SETS,
     RAW_FEATURES,
     TARGETS,
     EnergyFeatures,
@@ -70,12 +74,20 @@ from joulecast.offline.features import (
     read_runs,
     target_values,
 )
+from joulecast.outputs import write_atomic
 
 log = logging.getLogger(__name__)
 
 FORMAT = "joulecast-offline-estimator"
 FORMAT_VERSION = 1
 MIN_RUNS = 10
+#: The most runs a model is fitted on: a model file holds them and loading refits on them
+#: (kernel ridge's cost grows with their cube).
+MAX_RUNS = 5000
+#: The most members of a ``mean`` model.
+MAX_MEMBERS = 5
+#: The largest model file joulecast reads (the shipped one, of 556 runs, has 86 kB).
+MAX_MODEL_BYTES = 16 * 2**20
 N_SPLITS = 5
 TEST_SIZE = 0.3
 
@@ -268,6 +280,41 @@ _GBR_GRID: dict[str, list[Any]] = {
     "learning_rate": [0.05, 0.1],
 }
 _GBR_SMALL: dict[str, list[Any]] = {"n_estimators": [50], "max_depth": [2], "learning_rate": [0.1]}
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The values a hyperparameter of a model file may take: a bool, or a whole or finite
+    number from ``lo`` to ``hi`` (above ``lo`` with ``above``)."""
+
+    kind: Literal["bool", "whole", "finite"]
+    lo: float = 0.0
+    hi: float = 0.0
+    above: bool = False
+
+
+_POSITIVE = Bound("finite", 0.0, 1e6, above=True)
+#: The hyperparameters a model file may set, per family, within bounds wide around the grids
+#: searched and narrow enough that loading a file, which refits it on at most
+#: :data:`MAX_RUNS` runs, takes seconds or minutes rather than hours (gradient boosting's cost
+#: grows with its trees and their depth). A ``mean`` has only its ``members``.
+HYPERPARAMETERS: dict[str, dict[str, Bound]] = {
+    "linear": {"positive": Bound("bool")},
+    "ridge": {"alpha": _POSITIVE},
+    "krr": {"alpha": _POSITIVE, "gamma": Bound("finite", 0.0, 1e3, above=True)},
+    "svr": {
+        "C": _POSITIVE,
+        "gamma": Bound("finite", 0.0, 1e3, above=True),
+        "epsilon": Bound("finite", 0.0, 1e6),
+    },
+    "gbr": {
+        "n_estimators": Bound("whole", 1, 500),
+        "max_depth": Bound("whole", 1, 5),
+        "learning_rate": Bound("finite", 0.0, 1.0, above=True),
+    },
+    "tdp": {},
+    "mean": {},
+}
 
 
 def _svr_grid(scale: float) -> dict[str, list[Any]]:
@@ -524,6 +571,207 @@ def evaluate_models(
 
 
 # ---------------------------------------------------------------------------------------------
+# Model files: the schema a file's content is checked against before anything is refitted
+
+_SPEC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+_FIGURES = ("r2", "rmse", "mae", "mape")
+_MAX_CANDIDATES = 100
+
+
+class _At:
+    """A field of a model file (``models.avg_power_w.spec.params.C``), for errors."""
+
+    def __init__(self, source: str, path: str = "") -> None:
+        self.source = source
+        self.path = path
+
+    def __truediv__(self, key: str | int) -> _At:
+        if isinstance(key, int):
+            return _At(self.source, f"{self.path}[{key}]")
+        return _At(self.source, f"{self.path}.{key}" if self.path else key)
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.path}" if self.path else self.source
+
+    def wrong(self, value: Any, expected: str) -> InputError:
+        return InputError(f"{self}: {_shown(value)}: expected {expected}")
+
+
+def _shown(value: Any) -> str:
+    """A value of a model file in an error: containers by their size, text cut short."""
+    if isinstance(value, dict):
+        return f"an object of {len(value)} keys"
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    return quote(value[:80] if isinstance(value, str) else value)
+
+
+def _field(data: dict[str, Any], key: str, at: _At, expected: str) -> Any:
+    if key not in data:
+        raise InputError(f"{at / key}: missing (expected {expected})")
+    return data[key]
+
+
+def _object(value: Any, at: _At, expected: str = "an object") -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise at.wrong(value, expected)
+    return value
+
+
+def _choice(value: Any, at: _At, options: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in options:
+        raise at.wrong(value, f"one of {', '.join(options)}")
+    return value
+
+
+def _bounded(value: Any, at: _At, bound: Bound) -> None:
+    if bound.kind == "bool":
+        if not isinstance(value, bool):
+            raise at.wrong(value, "true or false")
+    elif bound.kind == "whole":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise at.wrong(value, f"a whole number from {bound.lo:.0f} to {bound.hi:.0f}")
+        whole(value, str(at), lo=int(bound.lo), hi=int(bound.hi))
+    else:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise at.wrong(value, "a number")
+        finite(value, str(at), lo=bound.lo, hi=bound.hi, above=bound.above)
+
+
+def _equal(value: Any, at: _At, expected: list[str]) -> None:
+    if value != expected:
+        raise at.wrong(value, f"the list {', '.join(expected)}, in that order")
+
+
+def check_spec(spec: Any, source: str) -> None:
+    """Check one model spec of a model file (name, family, feature set, target transform,
+    hyperparameters within :data:`HYPERPARAMETERS`); ``source`` names it in errors.
+
+    Raises:
+        InputError: naming ``source``, the field, its value and what was expected.
+    """
+    _check_spec(spec, _At(source, "spec"), member=False)
+
+
+def _check_spec(value: Any, at: _At, *, member: bool) -> None:
+    spec = _object(value, at, "a model spec (name, family, features, target_transform, params)")
+    name = _field(spec, "name", at, "a name")
+    if not isinstance(name, str) or not _SPEC_NAME.fullmatch(name) or "__" in name:
+        raise (at / "name").wrong(
+            name, "up to 64 letters, digits and single underscores, starting with a letter"
+        )
+    families = [f for f in HYPERPARAMETERS if not (member and f == "mean")]
+    family = _choice(_field(spec, "family", at, "a model family"), at / "family", families)
+    _choice(_field(spec, "features", at, "a feature set"), at / "features", FEATURE_SETS)
+    transforms = get_args(TargetTransform)
+    _choice(
+        _field(spec, "target_transform", at, "a target transform"),
+        at / "target_transform",
+        transforms,
+    )
+    params = _object(spec.get("params", {}), at / "params")
+    if family == "mean":
+        _check_members(_field(params, "members", at / "params", "the member specs"), at)
+        params = {k: v for k, v in params.items() if k != "members"}
+    allowed = HYPERPARAMETERS[family]
+    for key, param in params.items():
+        if key not in allowed:
+            listed = ", ".join(allowed) or "none"
+            raise (at / "params" / key).wrong(param, f"a {family} hyperparameter ({listed})")
+        _bounded(param, at / "params" / key, allowed[key])
+
+
+def _check_members(members: Any, at: _At) -> None:
+    at = at / "params" / "members"
+    if not isinstance(members, list) or not 1 <= len(members) <= MAX_MEMBERS:
+        raise at.wrong(members, f"a list of 1 to {MAX_MEMBERS} model specs")
+    # VotingRegressor names its members and refuses a name twice or one of its own arguments.
+    taken = set(VotingRegressor([]).get_params(deep=False))
+    for i, member in enumerate(members):
+        _check_spec(member, at / i, member=True)
+        if member["name"] in taken:
+            raise (at / i / "name").wrong(member["name"], "a name no other member has")
+        taken.add(member["name"])
+
+
+def check_model(data: Any, source: str) -> None:
+    """Check the content of a model file against its schema and bounds; nothing is fitted.
+
+    Read before a file is refitted: :data:`HYPERPARAMETERS` bound each model and
+    :data:`MAX_RUNS` the runs it is refitted on, so no file makes loading take hours.
+
+    Raises:
+        InputError: naming ``source``, the field (``models.avg_power_w.spec.params.C``), its
+            value and what was expected.
+    """
+    at = _At(source)
+    top = _object(data, at, "a JSON object (a joulecast offline model)")
+    if top.get("format") != FORMAT:
+        value = _shown(top["format"]) if "format" in top else "missing"
+        raise InputError(
+            f"{at / 'format'}: {value}: not a joulecast offline model (expected {FORMAT!r})"
+        )
+    version = _field(top, "format_version", at, "a whole number")
+    _bounded(version, at / "format_version", Bound("whole", 1, FORMAT_VERSION))
+    _equal(_field(top, "features", at, "the raw features"), at / "features", RAW_FEATURES)
+    models = _object(_field(top, "models", at, "the model of each target"), at / "models")
+    if not models:
+        raise (at / "models").wrong(models, f"a model for some of {', '.join(TARGETS)}")
+    for target, entry in models.items():
+        _choice(target, at / "models", TARGETS)
+        _check_target(entry, at / "models" / target)
+    targets = list(models)
+    _equal(_field(top, "targets", at, "the targets"), at / "targets", targets)
+    columns = [*RAW_FEATURES, *targets]
+    _equal(_field(top, "columns", at, "the row columns"), at / "columns", columns)
+    cv = _field(top, "selection_cv", at, "random or grouped")
+    _choice(cv, at / "selection_cv", get_args(CV))
+    _bounded(_field(top, "seed", at, "a seed"), at / "seed", Bound("whole", 0, 2**32 - 1))
+    n = _field(top, "n_configurations", at, "a count")
+    _bounded(n, at / "n_configurations", Bound("whole", 1, MAX_RUNS))
+    _check_rows(_field(top, "rows", at, "the training rows"), at / "rows", columns)
+    if "versions" in top:
+        _object(top["versions"], at / "versions")
+    if top.get("source") is not None and not isinstance(top["source"], str):
+        raise (at / "source").wrong(top["source"], "text or null")
+    if "fit_seconds" in top:
+        _bounded(top["fit_seconds"], at / "fit_seconds", Bound("finite", 0.0, math.inf))
+    if "n_runs" in top:
+        _bounded(top["n_runs"], at / "n_runs", Bound("whole", MIN_RUNS, MAX_RUNS))
+
+
+def _check_target(value: Any, at: _At) -> None:
+    entry = _object(value, at, "an object with spec and cv")
+    _check_spec(_field(entry, "spec", at, "a model spec"), at / "spec", member=False)
+    cv = _object(_field(entry, "cv", at, "the CV figures"), at / "cv")
+    for figure in _FIGURES:
+        lo = -math.inf if figure == "r2" else 0.0
+        _bounded(
+            _field(cv, figure, at / "cv", "a number"),
+            at / "cv" / figure,
+            Bound("finite", lo, math.inf),
+        )
+    tried = entry.get("candidates", [])
+    if not isinstance(tried, list) or len(tried) > _MAX_CANDIDATES:
+        raise (at / "candidates").wrong(tried, f"a list of at most {_MAX_CANDIDATES} objects")
+    for i, row in enumerate(tried):
+        for key, cell in _object(row, at / "candidates" / i).items():
+            if cell is not None and not isinstance(cell, str):
+                _bounded(cell, at / "candidates" / i / key, Bound("finite", -math.inf, math.inf))
+
+
+def _check_rows(rows: Any, at: _At, columns: list[str]) -> None:
+    if not isinstance(rows, list) or not MIN_RUNS <= len(rows) <= MAX_RUNS:
+        raise at.wrong(rows, f"a list of {MIN_RUNS} to {MAX_RUNS} training rows")
+    bounds = [Bound("finite", 0.0, COLUMN_MAX[c], above=True) for c in columns]
+    for i, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != len(columns):
+            raise (at / i).wrong(row, f"a list of {len(columns)} numbers ({', '.join(columns)})")
+        for j, value in enumerate(row):
+            _bounded(value, _At(at.source, f"{at.path}[{i}][{j}] ({columns[j]})"), bounds[j])
+
+
+# ---------------------------------------------------------------------------------------------
 # The estimator we ship
 
 
@@ -572,6 +820,11 @@ class OfflineEstimator:
         if not targets:
             raise InputError("fit: no targets given (expected some of avg_power_w, epoch_energy_j)")
         features = feature_frame(df)
+        if len(features) > MAX_RUNS:
+            raise InputError(
+                f"fit: {len(features)} runs; at most {MAX_RUNS} (a model file holds the runs it"
+                " was fitted on, and loading it fits them again)"
+            )
         y = {t: target_values(df, t) for t in targets}
         groups = configuration_groups(features)
         _check_size(len(features), len(np.unique(groups)), cv, "fit")
@@ -697,17 +950,10 @@ class OfflineEstimator:
         """Rebuild an estimator by refitting the stored specs on the stored rows.
 
         Raises:
-            InputError: ``data`` is not a joulecast offline model, or a newer format.
+            InputError: ``data`` is not a joulecast offline model, a newer format, or outside
+                the schema and its bounds (see :func:`check_model`).
         """
-        if data.get("format") != FORMAT:
-            raise InputError(f"{source}: not a joulecast offline model (format {FORMAT!r})")
-        version = data.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise InputError(
-                f"{source}: format_version {version!r}; this joulecast reads up to {FORMAT_VERSION}"
-            )
-        if list(data["features"]) != RAW_FEATURES:
-            raise InputError(f"{source}: features {data['features']} differ from {RAW_FEATURES}")
+        check_model(data, source)
         import sklearn
 
         written = data.get("versions", {}).get("scikit-learn")
@@ -732,19 +978,36 @@ class OfflineEstimator:
         return self
 
     def save(self, path: str | Path) -> None:
-        """Write the model as one JSON file (specs, training rows, ranges, versions)."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
+        """Write the model as one JSON file (specs, training rows, ranges, versions), whole
+        or not at all (:func:`~joulecast.outputs.write_atomic`).
+
+        Raises:
+            InputError: ``path``'s folder does not exist, or ``path`` is a folder.
+        """
+        text = json.dumps(self.to_dict(), indent=1) + "\n"
+        write_atomic(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
     @classmethod
     def load(cls, path: str | Path) -> OfflineEstimator:
-        """Read a file :meth:`save` wrote and refit it (deterministic; well under a second)."""
+        """Read a file :meth:`save` wrote, check it (:func:`check_model`) and refit it
+        (deterministic; well under a second for the shipped one).
+
+        Raises:
+            InputError: the file is missing, a folder, larger than :data:`MAX_MODEL_BYTES`,
+                not UTF-8 JSON, or not a model within the schema's bounds.
+        """
         path = Path(path)
+        raw = read_file(path, "a model file", max_bytes=MAX_MODEL_BYTES)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise InputError(f"{path}: no such model file") from exc
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}: not a JSON model file ({exc})") from exc
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise InputError(
+                f"{path}: not UTF-8 text (byte {exc.start}): not a model file"
+            ) from None
+        except RecursionError:
+            raise InputError(f"{path}: JSON nested too deeply: not a model file") from None
+        except ValueError as exc:  # not JSON, or an integer of more digits than Python reads
+            raise InputError(f"{path}: not a JSON model file ({exc})") from None
         return cls.from_dict(data, source=str(path))
 
     def card(self) -> str:
@@ -894,9 +1157,9 @@ def main(argv: Sequence[str] | None = None, *, echo: Callable[[str], None] = pri
                 for cv in ("random", "grouped")
             }
             card = model_card(estimator, evaluations, attribution=args.attribution)
-            Path(args.card).write_text(card, encoding="utf-8")
+            write_atomic(Path(args.card), lambda tmp: Path(tmp).write_text(card, encoding="utf-8"))
             echo(f"wrote {args.card}")
-    except InputError as exc:
+    except JoulecastError as exc:
         echo(f"error: {exc}")
         return 2
     return 0
