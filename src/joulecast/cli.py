@@ -30,6 +30,7 @@ from joulecast.inputs import (
     SHARD_DIR_ENV,
     finite_arg,
     key_values,
+    quote,
     whole_arg,
 )
 from joulecast.outputs import print_json as _print_json
@@ -414,7 +415,14 @@ _POINTS_MAX = 100_000
 
 
 def _stable_epoch_arg(text: str) -> int | str:
-    return text if text == "auto" else _EPOCH_ARG(text)
+    if text == "auto":
+        return text
+    try:
+        return _EPOCH_ARG(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{quote(text)}: expected an epoch number or 'auto' (epochs 0 to {MAX_EPOCHS})"
+        ) from None
 
 
 def _write_csv(path: Path, frame: Any) -> None:

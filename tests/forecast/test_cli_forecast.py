@@ -118,7 +118,7 @@ def test_forecast_cli_power_with_the_true_duration(imported):
     other = json.loads(cli(*args, "--duration", "true", "--json").stdout)
     assert "the true duration is used by the power method only, not epoch-energy" in other["notes"]
     none = cli(*args, "--total-epochs", 0, check=False)
-    assert none.returncode == 2 and "total epochs 0: expected at least 1" in none.stderr
+    assert none.returncode == 2 and "--total-epochs: '0': expected a whole number from 1" in none.stderr
 
 
 def test_forecast_eval_cli(imported):
