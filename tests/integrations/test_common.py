@@ -185,3 +185,22 @@ def test_a_second_training_on_a_shared_run_is_numbered_after_the_first(tmp_path,
         session.end(PhaseKind.EPOCH, 7)
     assert "already has epoch 0" in caplog.text
     assert stored(path, run.run_id)[1]["index"].tolist() == [0, 1, 2, 3, 7]
+
+
+def test_a_passive_rank_numbers_its_epochs_as_the_framework_does(tmp_path):
+    """A job's other rank joins a run whose leader has already marked epoch 0: its own epoch 0
+    stays 0 (it marks nothing, so it must not number after the leader's marks)."""
+    import joulecast
+    from joulecast.distributed import Job
+    from joulecast.run import PassiveRun
+
+    path = tmp_path / "s.db"
+    with joulecast.measure(store=path, interval_s=0.05) as run:
+        run.begin("epoch", 0)
+        run.end("epoch", 0)
+    assert stored(path, run.run_id)[1]["index"].tolist() == [0]  # the leader's mark is in
+    passive = PassiveRun(Job(rank=1, local_rank=1, world_size=2), joined=(run.run_id, path))
+    session = Session(run=passive, sync=False)
+    session.start()
+    assert session.begin(PhaseKind.EPOCH, 0) == 0
+    session.end(PhaseKind.EPOCH, 0, together=False)

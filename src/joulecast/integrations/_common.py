@@ -232,12 +232,15 @@ class Session:
             if self.run.measuring:
                 log.info("measuring %r as run %d", self.name, self.run.run_id)
         self._used = _epochs_marked.setdefault(self.run, set())
-        try:
-            self._used.update(
-                int(i) for i in self.run.store.phases(self.run.run_id, "epoch")["index"]
-            )
-        except Exception as exc:  # reading back is a nicety; the marks go in regardless
-            log.debug("could not read the epochs of run %d: %s", self.run.run_id, exc)
+        # Only a process that marks reads back the run's epochs: a job's other ranks would
+        # read those their leader has marked meanwhile and number their own epochs after them.
+        if self.run.measuring:
+            try:
+                self._used.update(
+                    int(i) for i in self.run.store.phases(self.run.run_id, "epoch")["index"]
+                )
+            except Exception as exc:  # reading back is a nicety; the marks go in regardless
+                log.debug("could not read the epochs of run %d: %s", self.run.run_id, exc)
         self._offset = None
         if (self.forecast or self.budget is not None) and total_epochs:
             options = dict(self.forecast) if isinstance(self.forecast, Mapping) else {}
