@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,3 +85,28 @@ def _aggregates_exact_in_shared_folders(
 
 PYTHON = sys.executable
 ENV_NO_JOIN = {k: v for k, v in os.environ.items() if k != "JOULECAST_RUN_ID"}
+
+
+TINY_STUDY = Path(__file__).resolve().parents[1] / "examples" / "studies" / "tiny.toml"
+
+
+@pytest.fixture(scope="session")
+def _tiny_study_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny example study run to the end once per session (eight Keras runs)."""
+    pytest.importorskip("keras")
+    pytest.importorskip("torch")
+    store = tmp_path_factory.mktemp("tiny-study") / "tiny.db"
+    subprocess.run(
+        [sys.executable, "-m", "joulecast", "study", "run", str(TINY_STUDY), "--store", str(store)],
+        check=True,
+        capture_output=True,
+        timeout=900,
+        env={k: v for k, v in os.environ.items() if not k.startswith("JOULECAST_")},
+    )
+    return store
+
+
+@pytest.fixture
+def tiny_study_store(_tiny_study_once: Path, tmp_path: Path) -> Path:
+    """A copy, in this test's folder, of the store of the tiny example study run to the end."""
+    return Path(shutil.copy(_tiny_study_once, tmp_path / "tiny.db"))

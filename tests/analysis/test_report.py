@@ -8,7 +8,6 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -100,13 +99,10 @@ def test_report_on_an_empty_store_and_missing_data(tmp_path):
 
 
 @pytest.mark.slow
-def test_report_on_the_tiny_example_study(tmp_path):
-    pytest.importorskip("keras")
+@pytest.mark.timeout(900)  # eight Keras runs, made once per session
+def test_report_on_the_tiny_example_study(tiny_study_store, tmp_path):
     pytest.importorskip("matplotlib")
-    root = Path(__file__).resolve().parents[2]
-    store = tmp_path / "tiny.db"
-    cli("study", "run", root / "examples" / "studies" / "tiny.toml", "--store", store)
-    with joulecast.open_store(store) as s:
+    with joulecast.open_store(tiny_study_store) as s:
         report = build(s, study="tiny", figures_dir=tmp_path / "fig")
     assert [x.title for x in report.sections] == SECTIONS
     arch = " ".join(report.sections[1].paragraphs)
