@@ -195,7 +195,38 @@ class _MigHandle:
     uuid: str
 
 
-class FakeNvml:
+class _FakeLibrary:
+    """What the fakes of vendor libraries share: calls counted by function name, and the
+    library's reference count of inits (``init_count``), with ``init_error`` the status an
+    init fails with (None: it succeeds)."""
+
+    def __init__(
+        self,
+        gpus: Iterable[Any],
+        clock: Callable[[], float] | None,
+        init_error: int | None,
+    ) -> None:
+        self.gpus = list(gpus)
+        self.clock = clock if clock is not None else FakeClock()
+        self.init_error = init_error
+        self.init_count = 0
+        self.calls: Counter[str] = Counter()
+
+    def _enter(self, fn: str) -> None:
+        raise NotImplementedError
+
+    def _start(self, fn: str, error: Callable[[int], Exception]) -> None:
+        self.calls[fn] += 1
+        if self.init_error is not None:
+            raise error(self.init_error)
+        self.init_count += 1
+
+    def _stop(self, fn: str) -> None:
+        self._enter(fn)
+        self.init_count -= 1
+
+
+class FakeNvml(_FakeLibrary):
     """The parts of ``pynvml`` that joulecast uses, over a list of :class:`FakeGpu`.
 
     ``init_error`` makes ``nvmlInit`` raise (12: no driver). ``calls`` counts every call by
@@ -222,11 +253,7 @@ class FakeNvml:
         clock: Callable[[], float] | None = None,
         init_error: int | None = None,
     ) -> None:
-        self.gpus = list(gpus)
-        self.clock = clock if clock is not None else FakeClock()
-        self.init_error = init_error
-        self.init_count = 0
-        self.calls: Counter[str] = Counter()
+        super().__init__(gpus, clock, init_error)
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -259,14 +286,10 @@ class FakeNvml:
     # -- library --------------------------------------------------------------------------------
 
     def nvmlInit(self) -> None:
-        self.calls["nvmlInit"] += 1
-        if self.init_error is not None:
-            raise nvml_error(self.init_error)
-        self.init_count += 1
+        self._start("nvmlInit", nvml_error)
 
     def nvmlShutdown(self) -> None:
-        self._enter("nvmlShutdown")
-        self.init_count -= 1
+        self._stop("nvmlShutdown")
 
     def nvmlDeviceGetCount(self) -> int:
         self._enter("nvmlDeviceGetCount")
