@@ -716,6 +716,8 @@ def write_rapl_tree(
     psys: bool = False,
     mmio: bool = False,
     max_energy_range_uj: int = 262_143_328_850,
+    dies: int = 1,
+    mirrored: bool = True,
 ) -> FakeRapl:
     """A /sys/class/powercap look-alike under ``root``.
 
@@ -724,21 +726,29 @@ def write_rapl_tree(
     (7e5 µJ), which overlap the package and must be ignored. Sub-zones also appear at the top
     level as symlinks, as in sysfs. ``psys`` adds a platform zone after the packages; ``mmio`` an
     ``intel-rapl-mmio:0`` duplicate of package 0.
+
+    ``dies`` > 1 gives each package that many zones, ``intel-rapl:(N x dies + D)`` named
+    ``package-N-die-D``: ``mirrored``, they all read the package's counter, as on multi-die
+    AMD CPUs; else die D adds 1e5·D µJ of its own, as Intel's dies have.
     """
     root.mkdir(parents=True, exist_ok=True)
     (root / "intel-rapl").mkdir()
     (root / "intel-rapl" / "enabled").write_text("1\n")
-    for n in range(packages):
-        pkg = root / f"intel-rapl:{n}"
-        _write_zone(pkg, f"package-{n}", 1_000_000 * (n + 1), max_energy_range_uj)
+    for zone in range(packages * dies):
+        n, die = divmod(zone, dies)
+        pkg = root / f"intel-rapl:{zone}"
+        name = f"package-{n}-die-{die}" if dies > 1 else f"package-{n}"
+        energy = 1_000_000 * (n + 1) + (0 if mirrored else 100_000 * die)
+        _write_zone(pkg, name, energy, max_energy_range_uj)
         subs = (["dram"] if dram else []) + ["core", "uncore"]
         for k, name in enumerate(subs):
-            sub = pkg / f"intel-rapl:{n}:{k}"
+            sub = pkg / f"intel-rapl:{zone}:{k}"
             energy = {"dram": 200_000, "core": 500_000, "uncore": 700_000}[name]
             _write_zone(sub, name, energy, max_energy_range_uj)
             (root / sub.name).symlink_to(sub, target_is_directory=True)
     if psys:
-        _write_zone(root / f"intel-rapl:{packages}", "psys", 9_000_000, max_energy_range_uj)
+        zone = packages * dies
+        _write_zone(root / f"intel-rapl:{zone}", "psys", 9_000_000, max_energy_range_uj)
     if mmio:
         _write_zone(root / "intel-rapl-mmio:0", "package-0", 8_000_000, max_energy_range_uj)
     return FakeRapl(root)
