@@ -4,6 +4,10 @@
   functions, constants and error classes :mod:`joulecast.sensors.nvml` uses. Structures
   (field values, PCI info, memory, utilization) are the real ``pynvml`` ctypes structures, so
   units and layouts are the library's own: power in mW, energy in mJ, memory in bytes.
+- :class:`FakeAmdSmi`: a stand-in for the ``amdsmi`` module (ROCm's AMD SMI) with the
+  functions, enums and exceptions :mod:`joulecast.sensors.amd` uses, answering as the real
+  one does: dicts of W, µJ ticks and MiB, ``"N/A"`` for what a GPU lacks, and
+  ``AmdSmiLibraryException(code)`` for errors.
 - :func:`write_rapl_tree`: a powercap sysfs tree (``intel-rapl:N`` zones, µJ counters).
 - :func:`write_fake_nvidia_smi`: an ``nvidia-smi`` executable for a temporary PATH.
 """
@@ -195,7 +199,38 @@ class _MigHandle:
     uuid: str
 
 
-class FakeNvml:
+class _FakeLibrary:
+    """What the fakes of vendor libraries share: calls counted by function name, and the
+    library's reference count of inits (``init_count``), with ``init_error`` the status an
+    init fails with (None: it succeeds)."""
+
+    def __init__(
+        self,
+        gpus: Iterable[Any],
+        clock: Callable[[], float] | None,
+        init_error: int | None,
+    ) -> None:
+        self.gpus = list(gpus)
+        self.clock = clock if clock is not None else FakeClock()
+        self.init_error = init_error
+        self.init_count = 0
+        self.calls: Counter[str] = Counter()
+
+    def _enter(self, fn: str) -> None:
+        raise NotImplementedError
+
+    def _start(self, fn: str, error: Callable[[int], Exception]) -> None:
+        self.calls[fn] += 1
+        if self.init_error is not None:
+            raise error(self.init_error)
+        self.init_count += 1
+
+    def _stop(self, fn: str) -> None:
+        self._enter(fn)
+        self.init_count -= 1
+
+
+class FakeNvml(_FakeLibrary):
     """The parts of ``pynvml`` that joulecast uses, over a list of :class:`FakeGpu`.
 
     ``init_error`` makes ``nvmlInit`` raise (12: no driver). ``calls`` counts every call by
@@ -222,11 +257,7 @@ class FakeNvml:
         clock: Callable[[], float] | None = None,
         init_error: int | None = None,
     ) -> None:
-        self.gpus = list(gpus)
-        self.clock = clock if clock is not None else FakeClock()
-        self.init_error = init_error
-        self.init_count = 0
-        self.calls: Counter[str] = Counter()
+        super().__init__(gpus, clock, init_error)
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -259,14 +290,10 @@ class FakeNvml:
     # -- library --------------------------------------------------------------------------------
 
     def nvmlInit(self) -> None:
-        self.calls["nvmlInit"] += 1
-        if self.init_error is not None:
-            raise nvml_error(self.init_error)
-        self.init_count += 1
+        self._start("nvmlInit", nvml_error)
 
     def nvmlShutdown(self) -> None:
-        self._enter("nvmlShutdown")
-        self.init_count -= 1
+        self._stop("nvmlShutdown")
 
     def nvmlDeviceGetCount(self) -> int:
         self._enter("nvmlDeviceGetCount")
@@ -397,6 +424,261 @@ class FakeNvml:
         return gpu.temperature_c
 
 
+# -- AMD SMI ------------------------------------------------------------------------------------
+
+AMDSMI_STATUS_INVAL = 1
+AMDSMI_STATUS_NOT_SUPPORTED = 2
+AMDSMI_STATUS_NOT_FOUND = 31
+AMDSMI_STATUS_INIT_ERROR = 18
+AMDSMI_STATUS_DRIVER_NOT_LOADED = 34
+
+_AMD_MESSAGES = {
+    AMDSMI_STATUS_INVAL: "AMDSMI_STATUS_INVAL - Invalid parameters",
+    AMDSMI_STATUS_NOT_SUPPORTED: "AMDSMI_STATUS_NOT_SUPPORTED - Feature not supported",
+    AMDSMI_STATUS_INIT_ERROR: "AMDSMI_STATUS_INIT_ERROR - Initialization error",
+    AMDSMI_STATUS_NOT_FOUND: "AMDSMI_STATUS_NOT_FOUND - Device Not found",
+}
+
+
+class AmdSmiException(Exception):
+    """Like ``amdsmi.AmdSmiException``: the base of the library's exceptions."""
+
+
+class AmdSmiLibraryException(AmdSmiException):
+    """Like ``amdsmi.AmdSmiLibraryException``: a status code from the C library."""
+
+    def __init__(self, err_code: int) -> None:
+        err_code = abs(err_code)
+        super().__init__(err_code)
+        self.err_code = err_code
+        self.err_info = _AMD_MESSAGES.get(
+            err_code, "AMDSMI_STATUS_UNKNOWN_ERROR - An unknown error occurred"
+        )
+
+    def __str__(self) -> str:
+        return f"An error occured with code: {self.err_code}({self.err_info})"
+
+    def get_error_code(self) -> int:
+        return self.err_code
+
+
+class _AmdTemperatureType:
+    EDGE = 0
+    HOTSPOT = 1
+    JUNCTION = 1
+    VRAM = 2
+
+
+class _AmdTemperatureMetric:
+    CURRENT = 0
+
+
+#: The keys of ``amdsmi_get_power_info`` by amdsmi version: 5.x (MI200 and older only),
+#: 6.x, and 7.x (which adds ``socket_power``).
+POWER_INFO_KEYS = {
+    "rocm5": ("average_socket_power", "gfx_voltage", "soc_voltage", "mem_voltage", "power_limit"),
+    "rocm6": (
+        "current_socket_power", "average_socket_power", "gfx_voltage", "soc_voltage",
+        "mem_voltage", "power_limit",
+    ),
+    "rocm7": (
+        "socket_power", "current_socket_power", "average_socket_power", "gfx_voltage",
+        "soc_voltage", "mem_voltage", "power_limit",
+    ),
+}
+
+
+@dataclass
+class FakeAmdGpu:
+    """One AMD GPU (a die, or a partition) as AMD SMI sees it. Watts and joules in.
+
+    ``power_w`` fills the keys ``power_keys`` of the power info, whose keys are those of
+    ``api`` (a version of amdsmi); the other keys read "N/A", all of them where ``power_w``
+    is None (a die without power of its own). ``energy_j`` is the accumulated energy, read
+    out as ticks of ``counter_resolution_uj`` under ``energy_key`` (``"energy_accumulator"``,
+    amdsmi 6.2.1 and later; ``"power"`` before), kept in ``counter_bits`` bits (older firmware
+    accumulates in 32); None: no counter. ``fail`` maps a function name to the status code it
+    raises.
+    """
+
+    name: str = "AMD Instinct MI300X"
+    uuid: str = "a1ff74a1-0000-1000-80ad-000000000000"
+    hip_uuid: str = "GPU-a1a1a1a1a1a1a1a1"
+    bdf: str = "0000:0c:00.0"
+    hip_id: int | None = None
+    oam_id: int | str = "N/A"
+    power_w: Value | None = 300.0
+    power_keys: tuple[str, ...] = ("current_socket_power",)
+    api: str = "rocm6"
+    energy_j: Value | None = 0.0
+    counter_resolution_uj: float = 15.259
+    energy_key: str = "energy_accumulator"
+    counter_bits: int = 64
+    power_cap_uw: int | None = 750_000_000
+    vram_total_mib: int = 196_592
+    vram_used_mib: int = 2_048
+    gfx_activity: int | str = 50
+    hotspot_c: int = 45
+    fail: dict[str, int] = field(default_factory=dict)
+    _n_power: int = 0
+    _n_energy: int = 0
+
+
+def mi300x(**kw: Any) -> FakeAmdGpu:
+    """An MI300X: instant power (``current_socket_power``), an energy counter."""
+    return FakeAmdGpu(**kw)
+
+
+def mi250x_gcd(index: int, **kw: Any) -> FakeAmdGpu:
+    """GCD ``index`` of an MI250X in OAM ``index // 2``, as AMD SMI 6 answers: the even GCD
+    reports the package's average power (both dies) and energy; the odd one neither."""
+    even = index % 2 == 0
+    base: dict[str, Any] = dict(
+        name="AMD Instinct MI250X", uuid=f"{index:02x}ff740c-0000-1000-8000-000000000000",
+        hip_uuid=f"GPU-{index:02x}c2c2c2c2c2c2c2", bdf=f"0000:{0x29 + index:02x}:00.0",
+        oam_id=index // 2, power_w=500.0 if even else None, power_keys=("average_socket_power",),
+        energy_j=0.0 if even else None, power_cap_uw=500_000_000 if even else None,
+        vram_total_mib=65_520,
+    )
+    base.update(kw)
+    return FakeAmdGpu(**base)
+
+
+@dataclass(frozen=True)
+class _AmdHandle:
+    index: int
+
+
+class FakeAmdSmi(_FakeLibrary):
+    """The parts of ``amdsmi`` that joulecast uses, over a list of :class:`FakeAmdGpu`.
+
+    ``init_error`` makes ``amdsmi_init`` raise that status. ``enumeration`` False leaves out
+    ``amdsmi_get_gpu_enumeration_info`` (older amdsmi). ``calls`` counts calls by function
+    name; ``init_count`` is amdsmi_init calls minus amdsmi_shut_down calls.
+    """
+
+    AmdSmiException = AmdSmiException
+    AmdSmiLibraryException = AmdSmiLibraryException
+    AmdSmiTemperatureType = _AmdTemperatureType
+    AmdSmiTemperatureMetric = _AmdTemperatureMetric
+
+    def __init__(
+        self,
+        gpus: Iterable[FakeAmdGpu] = (),
+        *,
+        clock: Callable[[], float] | None = None,
+        init_error: int | None = None,
+        enumeration: bool = True,
+    ) -> None:
+        super().__init__(gpus, clock, init_error)
+        if enumeration:
+            self.amdsmi_get_gpu_enumeration_info = self._enumeration_info
+
+    def _enter(self, fn: str) -> None:
+        self.calls[fn] += 1
+        if self.init_count <= 0:
+            raise AmdSmiLibraryException(32)  # AMDSMI_STATUS_NOT_INIT
+
+    def _gpu(self, fn: str, handle: Any) -> FakeAmdGpu:
+        self._enter(fn)
+        if not isinstance(handle, _AmdHandle) or not 0 <= handle.index < len(self.gpus):
+            raise AmdSmiLibraryException(AMDSMI_STATUS_INVAL)
+        gpu = self.gpus[handle.index]
+        if fn in gpu.fail:
+            raise AmdSmiLibraryException(gpu.fail[fn])
+        return gpu
+
+    # -- library --------------------------------------------------------------------------------
+
+    def amdsmi_init(self, flag: int = 2) -> None:
+        self._start("amdsmi_init", AmdSmiLibraryException)
+
+    def amdsmi_shut_down(self) -> None:
+        self._stop("amdsmi_shut_down")
+
+    def amdsmi_get_processor_handles(self) -> list[_AmdHandle]:
+        self._enter("amdsmi_get_processor_handles")
+        return [_AmdHandle(i) for i in range(len(self.gpus))]
+
+    # -- identity -------------------------------------------------------------------------------
+
+    def amdsmi_get_gpu_device_uuid(self, handle: Any) -> str:
+        return self._gpu("amdsmi_get_gpu_device_uuid", handle).uuid
+
+    def amdsmi_get_gpu_device_bdf(self, handle: Any) -> str:
+        return self._gpu("amdsmi_get_gpu_device_bdf", handle).bdf
+
+    def amdsmi_get_gpu_asic_info(self, handle: Any) -> dict[str, Any]:
+        gpu = self._gpu("amdsmi_get_gpu_asic_info", handle)
+        return {
+            "market_name": gpu.name, "vendor_id": "0x1002", "vendor_name": "Advanced Micro Devices Inc. [AMD/ATI]",
+            "subvendor_id": "0x1002", "device_id": "0x74a1", "rev_id": "0x00",
+            "asic_serial": "0x0000000000000000", "oam_id": gpu.oam_id,
+            "num_compute_units": 304, "target_graphics_version": "gfx942",
+        }
+
+    def amdsmi_get_gpu_board_info(self, handle: Any) -> dict[str, Any]:
+        gpu = self._gpu("amdsmi_get_gpu_board_info", handle)
+        return {"model_number": "N/A", "product_serial": "N/A", "fru_id": "N/A",
+                "product_name": gpu.name, "manufacturer_name": "AMD"}
+
+    def _enumeration_info(self, handle: Any) -> dict[str, Any]:
+        gpu = self._gpu("amdsmi_get_gpu_enumeration_info", handle)
+        return {"drm_render": 128 + handle.index, "drm_card": handle.index,
+                "hsa_id": "N/A", "hip_id": gpu.hip_id if gpu.hip_id is not None else "N/A",
+                "hip_uuid": gpu.hip_uuid}
+
+    # -- power ----------------------------------------------------------------------------------
+
+    def amdsmi_get_power_info(self, handle: Any, sensor_ind: int = 0) -> dict[str, Any]:
+        gpu = self._gpu("amdsmi_get_power_info", handle)
+        info: dict[str, Any] = {k: "N/A" for k in POWER_INFO_KEYS[gpu.api]}
+        if gpu.power_w is not None:
+            watts = round(_value(gpu.power_w, gpu._n_power, self.clock()))
+            gpu._n_power += 1
+            for key in gpu.power_keys:
+                info[key] = watts
+        info["gfx_voltage"] = 800
+        info["power_limit"] = (gpu.power_cap_uw or 0) // 1_000_000 or "N/A"
+        return info
+
+    def amdsmi_get_energy_count(self, handle: Any) -> dict[str, Any]:
+        gpu = self._gpu("amdsmi_get_energy_count", handle)
+        if gpu.energy_j is None:
+            raise AmdSmiLibraryException(AMDSMI_STATUS_NOT_SUPPORTED)
+        joules = _value(gpu.energy_j, gpu._n_energy, self.clock())
+        gpu._n_energy += 1
+        ticks = round(joules * 1e6 / gpu.counter_resolution_uj) % (1 << gpu.counter_bits)
+        return {
+            gpu.energy_key: ticks,
+            "counter_resolution": gpu.counter_resolution_uj,
+            "timestamp": int(self.clock() * 1e9),
+        }
+
+    def amdsmi_get_power_cap_info(self, handle: Any) -> dict[str, Any]:
+        gpu = self._gpu("amdsmi_get_power_cap_info", handle)
+        if gpu.power_cap_uw is None:
+            raise AmdSmiLibraryException(AMDSMI_STATUS_NOT_SUPPORTED)
+        return {"power_cap": gpu.power_cap_uw, "default_power_cap": gpu.power_cap_uw,
+                "dpm_cap": 0, "min_power_cap": 0, "max_power_cap": gpu.power_cap_uw}
+
+    # -- load -----------------------------------------------------------------------------------
+
+    def amdsmi_get_gpu_activity(self, handle: Any) -> dict[str, Any]:
+        gpu = self._gpu("amdsmi_get_gpu_activity", handle)
+        return {"gfx_activity": gpu.gfx_activity, "umc_activity": 10, "mm_activity": "N/A"}
+
+    def amdsmi_get_gpu_vram_usage(self, handle: Any) -> dict[str, Any]:
+        gpu = self._gpu("amdsmi_get_gpu_vram_usage", handle)
+        return {"vram_total": gpu.vram_total_mib, "vram_used": gpu.vram_used_mib}
+
+    def amdsmi_get_temp_metric(self, handle: Any, sensor_type: int, metric: int) -> int:
+        gpu = self._gpu("amdsmi_get_temp_metric", handle)
+        if sensor_type != _AmdTemperatureType.HOTSPOT or metric != _AmdTemperatureMetric.CURRENT:
+            raise AmdSmiLibraryException(AMDSMI_STATUS_NOT_SUPPORTED)
+        return gpu.hotspot_c
+
+
 # -- RAPL ---------------------------------------------------------------------------------------
 
 
@@ -434,6 +716,8 @@ def write_rapl_tree(
     psys: bool = False,
     mmio: bool = False,
     max_energy_range_uj: int = 262_143_328_850,
+    dies: int = 1,
+    mirrored: bool = True,
 ) -> FakeRapl:
     """A /sys/class/powercap look-alike under ``root``.
 
@@ -442,21 +726,29 @@ def write_rapl_tree(
     (7e5 µJ), which overlap the package and must be ignored. Sub-zones also appear at the top
     level as symlinks, as in sysfs. ``psys`` adds a platform zone after the packages; ``mmio`` an
     ``intel-rapl-mmio:0`` duplicate of package 0.
+
+    ``dies`` > 1 gives each package that many zones, ``intel-rapl:(N x dies + D)`` named
+    ``package-N-die-D``: ``mirrored``, they all read the package's counter, as on multi-die
+    AMD CPUs; else die D adds 1e5·D µJ of its own, as Intel's dies have.
     """
     root.mkdir(parents=True, exist_ok=True)
     (root / "intel-rapl").mkdir()
     (root / "intel-rapl" / "enabled").write_text("1\n")
-    for n in range(packages):
-        pkg = root / f"intel-rapl:{n}"
-        _write_zone(pkg, f"package-{n}", 1_000_000 * (n + 1), max_energy_range_uj)
+    for zone in range(packages * dies):
+        n, die = divmod(zone, dies)
+        pkg = root / f"intel-rapl:{zone}"
+        name = f"package-{n}-die-{die}" if dies > 1 else f"package-{n}"
+        energy = 1_000_000 * (n + 1) + (0 if mirrored else 100_000 * die)
+        _write_zone(pkg, name, energy, max_energy_range_uj)
         subs = (["dram"] if dram else []) + ["core", "uncore"]
         for k, name in enumerate(subs):
-            sub = pkg / f"intel-rapl:{n}:{k}"
+            sub = pkg / f"intel-rapl:{zone}:{k}"
             energy = {"dram": 200_000, "core": 500_000, "uncore": 700_000}[name]
             _write_zone(sub, name, energy, max_energy_range_uj)
             (root / sub.name).symlink_to(sub, target_is_directory=True)
     if psys:
-        _write_zone(root / f"intel-rapl:{packages}", "psys", 9_000_000, max_energy_range_uj)
+        zone = packages * dies
+        _write_zone(root / f"intel-rapl:{zone}", "psys", 9_000_000, max_energy_range_uj)
     if mmio:
         _write_zone(root / "intel-rapl-mmio:0", "package-0", 8_000_000, max_energy_range_uj)
     return FakeRapl(root)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,10 +22,13 @@ from joulecast.sensors import (
     sensor_name,
 )
 from tests.fakes import (
+    AMDSMI_STATUS_INIT_ERROR,
     NVML_ERROR_LIBRARY_NOT_FOUND,
+    FakeAmdSmi,
     FakeClock,
     FakeNvml,
     a100,
+    mi250x_gcd,
     path_with,
     smi_row,
     write_fake_nvidia_smi,
@@ -48,6 +52,12 @@ def _all_gpus_visible(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _no_amdsmi(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No amdsmi package, whatever this machine has: ``import amdsmi`` raises ImportError."""
+    monkeypatch.setitem(sys.modules, "amdsmi", None)
+
+
 @pytest.fixture
 def no_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "empty-bin").mkdir()
@@ -64,11 +74,13 @@ def test_no_gpu_with_rapl(tmp_path: Path, closing: list[Sensor]) -> None:
     sensors, reports = detect(nvml=NO_DRIVER, rapl_root=rapl.root)
     closing += sensors
     assert [sensor_name(s) for s in sensors] == ["rapl", "host"]
-    assert [r.name for r in reports] == ["nvml", "nvidia-smi", "rapl", "host"]
+    assert [r.name for r in reports] == ["nvml", "amdsmi", "nvidia-smi", "rapl", "host"]
     got = reports_by_name(reports)
     assert not got["nvml"].found
     assert "NVML Shared Library Not Found" in got["nvml"].reason
     assert "driver" in got["nvml"].fix
+    assert (got["amdsmi"].found, got["amdsmi"].reason) == (False, "amdsmi is not installed")
+    assert "amdsmi" in got["amdsmi"].fix
     assert not got["nvidia-smi"].found
     assert "not found on PATH" in got["nvidia-smi"].reason and got["nvidia-smi"].fix
     assert got["rapl"] == SensorReport("rapl", True, ["cpu:0", "dram:0"], True)
@@ -117,6 +129,54 @@ def test_fake_gpu_found_and_nvidia_smi_not_tried(
     assert reports[0] == SensorReport("nvml", True, ["gpu:0"], True)
     (reading,) = sensors[0].read()
     assert (reading.device, reading.power_w) == ("gpu:0", 250.0)
+
+
+def test_amd_gpus_when_nvml_finds_none(
+    tmp_path: Path, clock: FakeClock, closing: list[Sensor]
+) -> None:
+    amd = FakeAmdSmi([mi250x_gcd(0), mi250x_gcd(1)], clock=clock)
+    sensors, reports = detect(
+        nvml=NO_DRIVER, amdsmi=amd, rapl_root=tmp_path / "none", clock=clock
+    )
+    closing += sensors
+    assert [r.name for r in reports] == ["nvml", "amdsmi", "rapl", "host"]  # no nvidia-smi
+    assert reports[1] == SensorReport("amdsmi", True, ["gpu:0", "gpu:1"], True)
+    got = {r.device: r.power_w for r in sensors[0].read()}
+    assert got == {"gpu:0": 500.0, "gpu:1": None}  # the package once
+
+
+def test_amd_sensor_not_tried_where_nvml_finds_gpus(
+    tmp_path: Path, clock: FakeClock, closing: list[Sensor]
+) -> None:
+    amd = FakeAmdSmi([mi250x_gcd(0)], clock=clock)
+    sensors, reports = detect(
+        nvml=FakeNvml([a100()], clock=clock), amdsmi=amd, rapl_root=tmp_path / "none", clock=clock
+    )
+    closing += sensors
+    assert [r.name for r in reports] == ["nvml", "rapl", "host"]
+    assert amd.calls["amdsmi_init"] == 0
+
+
+@pytest.mark.usefixtures("no_smi")
+def test_amd_driver_missing_is_reported_with_a_fix(tmp_path: Path, closing: list[Sensor]) -> None:
+    amd = FakeAmdSmi([], init_error=AMDSMI_STATUS_INIT_ERROR)
+    sensors, reports = detect(nvml=NO_DRIVER, amdsmi=amd, rapl_root=tmp_path / "none")
+    closing += sensors
+    got = reports_by_name(reports)["amdsmi"]
+    assert not got.found and "AMD SMI did not start" in got.reason and "amdgpu" in got.fix
+    assert "nvidia-smi" in reports_by_name(reports)  # tried next
+
+
+def test_the_node_gpus_choose_amd_gpus_too(
+    tmp_path: Path, clock: FakeClock, closing: list[Sensor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HIP_VISIBLE_DEVICES", "0")  # one rank's; the node samples both
+    amd = FakeAmdSmi([mi250x_gcd(0), mi250x_gcd(2, oam_id=1, power_w=450.0)], clock=clock)
+    sensors, _ = detect(
+        nvml=NO_DRIVER, amdsmi=amd, rapl_root=tmp_path / "none", clock=clock, visible_gpus="1,0"
+    )
+    closing += sensors
+    assert {r.device: r.power_w for r in sensors[0].read()} == {"gpu:0": 450.0, "gpu:1": 500.0}
 
 
 def test_nvidia_smi_fallback_when_nvml_fails(
@@ -295,3 +355,26 @@ def test_strict_replay_makes_the_variable_raise(
     monkeypatch.setenv("JOULECAST_REPLAY_GPUS", str(tmp_path / "no-such.csv"))
     with pytest.raises(InputError, match=r"no-such\.csv: file not found"):
         detect(nvml=NO_DRIVER, rapl_root=tmp_path / "none", strict_replay=True)
+
+
+def test_doctor_reports_amd_gpus(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from joulecast import cli
+
+    # `joulecast doctor` imports the vendor modules itself: these stand in for them.
+    monkeypatch.setitem(sys.modules, "pynvml", NO_DRIVER)
+    monkeypatch.setitem(sys.modules, "amdsmi", FakeAmdSmi([mi250x_gcd(0), mi250x_gcd(1)]))
+    assert cli.main(["doctor", "--json"]) == 0
+    found = {d["sensor"]: d for d in json.loads(capsys.readouterr().out)}
+    amd = found["amdsmi"]
+    assert (amd["found"], amd["devices"], amd["measured"]) == (True, ["gpu:0", "gpu:1"], True)
+    assert amd["details"]["gpu:0"]["name"] == "AMD Instinct MI250X"
+    assert amd["details"]["gpu:0"]["package_shared"] is True
+    assert amd["details"]["gpu:1"]["power_counted_in"] == "gpu:0"
+    assert "nvidia-smi" not in found
+    assert cli.main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "amdsmi" in out and "gpu:0, gpu:1" in out and "power_counted_in=gpu:0" in out

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -312,8 +313,10 @@ def test_describe_and_missing_process() -> None:
         HostSensor(2**31 - 2)
 
 
-def test_cpu_tdp_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert cpu_tdp_w() == 85.0
+def test_cpu_tdp_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    unknown = tmp_path / "cpuinfo"
+    unknown.write_text("model name\t: Intel(R) Xeon(R) Processor\nphysical id\t: 0\n")
+    assert cpu_tdp_w(unknown) == 85.0  # a CPU model the table does not know
     monkeypatch.setenv("JOULECAST_CPU_TDP_W", "65")
     assert cpu_tdp_w() == 65.0
     assert HostSensor(model_cpu=True).describe()["cpu"]["tdp_w"] == 65.0

@@ -122,3 +122,80 @@ def test_one_zone_failing_keeps_the_others(tmp_path: Path, clock: FakeClock) -> 
     with pytest.raises(SensorError, match="cpu:0") as info:
         s.read()
     assert not isinstance(info.value, SensorUnavailable)
+
+
+# -- dies of one package: counted once where they mirror one counter -----------------------------
+
+
+def test_two_die_epyc_counts_its_socket_once(tmp_path: Path, clock: FakeClock) -> None:
+    # package-0-die-0 and package-0-die-1 both read the socket's counter.
+    rapl = write_rapl_tree(tmp_path / "powercap", dies=2, dram=False)
+    s = RaplSensor(rapl.root, clock=clock)
+    assert s.devices() == ["cpu:0"]
+    assert s.describe()["cpu:0"]["mirrors"] == [str(rapl.root / "intel-rapl:1")]
+    for zone in ("intel-rapl:0", "intel-rapl:1"):
+        rapl.set_uj(zone, 1_000_000 + 25_000_000)
+    clock.advance(0.5)
+    (cpu,) = s.read()
+    assert (cpu.energy_j, cpu.power_w) == (25.0, 50.0)  # not 50 J, 100 W
+
+
+def test_two_socket_epyc_counts_each_socket_once(tmp_path: Path, clock: FakeClock) -> None:
+    rapl = write_rapl_tree(tmp_path / "powercap", packages=2, dies=4, dram=False)
+    s = RaplSensor(rapl.root, clock=clock)
+    assert s.devices() == ["cpu:0", "cpu:4"]  # the first die of each package
+    assert len(s.describe()["cpu:4"]["mirrors"]) == 3
+    for zone in range(8):
+        rapl.set_uj(f"intel-rapl:{zone}", (1 + zone // 4) * 1_000_000 + 10_000_000)
+    clock.advance(1.0)
+    assert sum(r.energy_j for r in s.read()) == 20.0
+
+
+def test_two_socket_intel_is_summed_even_when_counters_agree(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    # package-0 and package-1 are two sockets by their names, whatever they read.
+    rapl = write_rapl_tree(tmp_path / "powercap", packages=2, dram=True)
+    for zone in ("intel-rapl:0", "intel-rapl:1"):
+        rapl.set_uj(zone, 5_000_000)
+    for zone in ("intel-rapl:0:0", "intel-rapl:1:0"):
+        rapl.set_uj(zone, 300_000)
+    s = RaplSensor(rapl.root, clock=clock)
+    assert s.devices() == ["cpu:0", "dram:0", "cpu:1", "dram:1"]
+    assert all("mirrors" not in facts for facts in s.describe().values())
+    for zone in ("intel-rapl:0", "intel-rapl:1"):
+        rapl.set_uj(zone, 15_000_000)
+    clock.advance(1.0)
+    assert sum(r.energy_j for r in s.read() if r.device.startswith("cpu")) == 20.0
+
+
+def test_dies_with_counters_of_their_own_are_summed(tmp_path: Path) -> None:
+    rapl = write_rapl_tree(tmp_path / "powercap", dies=2, mirrored=False, dram=False)
+    assert RaplSensor(rapl.root).devices() == ["cpu:0", "cpu:1"]  # Intel's multi-die Xeons
+
+
+def test_dies_reading_zero_are_not_taken_for_mirrors(tmp_path: Path) -> None:
+    rapl = write_rapl_tree(tmp_path / "powercap", dies=2, dram=False)
+    for zone in ("intel-rapl:0", "intel-rapl:1"):
+        rapl.set_uj(zone, 0)
+    assert RaplSensor(rapl.root).devices() == ["cpu:0", "cpu:1"]
+
+
+def test_one_read_caught_between_updates_still_finds_mirrors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The socket counter moves every millisecond: one of the reads may see it move between
+    # the two zones; two of three agreeing is enough.
+    rapl = write_rapl_tree(tmp_path / "powercap", dies=2, dram=False)
+    from joulecast.sensors import rapl as rapl_mod
+
+    real = rapl_mod._read_int
+    seen: list[Path] = []
+
+    def read_int(path: Path) -> int:
+        seen.append(path)
+        moved = path.parent.name == "intel-rapl:1" and path.name == "energy_uj" and len(seen) > 4
+        return real(path) + (15 if moved and seen.count(path) == 2 else 0)
+
+    monkeypatch.setattr(rapl_mod, "_read_int", read_int)
+    assert RaplSensor(rapl.root).devices() == ["cpu:0"]

@@ -3,12 +3,13 @@
 :func:`detect` tries them in this order and keeps what works:
 
 0. ``replay``: the GPUs of a recorded trace instead of this machine's, when one is given
-   or named by ``$JOULECAST_REPLAY_GPUS`` (a dry run; ``nvml`` and ``nvidia-smi`` are then
-   not tried);
+   or named by ``$JOULECAST_REPLAY_GPUS`` (a dry run; ``nvml``, ``amdsmi`` and
+   ``nvidia-smi`` are then not tried);
 1. ``nvml``: NVIDIA GPUs through nvidia-ml-py;
-2. ``nvidia-smi``: only when NVML could not start but the binary exists;
-3. ``rapl``: CPU package and DRAM counters through /sys/class/powercap;
-4. ``host``: process-tree load through psutil, modelled RAM power, and modelled CPU power
+2. ``amdsmi``: AMD GPUs through ROCm's AMD SMI, only when NVML found no GPU;
+3. ``nvidia-smi``: only when neither found a GPU but the binary exists;
+4. ``rapl``: CPU package and DRAM counters through /sys/class/powercap;
+5. ``host``: process-tree load through psutil, modelled RAM power, and modelled CPU power
    when RAPL was not readable.
 
 Every call builds new sensor objects; nothing is detected at import.
@@ -100,6 +101,7 @@ def detect(
     interval_s: float = 0.1,
     rapl_root: Path | str | None = None,
     nvml: Any = None,
+    amdsmi: Any = None,
     clock: Callable[[], float] = time.monotonic,
     replay_gpus: str | os.PathLike[str] | None = None,
     strict_replay: bool = False,
@@ -109,9 +111,11 @@ def detect(
     """Build every sensor that works here; report each source found or not, and why.
 
     ``pid``/``include_root`` choose the process tree the host sensor follows (default: this
-    process and its children). ``nvml`` replaces the ``pynvml`` module (for tests).
-    ``visible_gpus`` and ``gpu_order`` replace ``CUDA_VISIBLE_DEVICES`` and
-    ``CUDA_DEVICE_ORDER`` for choosing the GPUs (a node's sampler takes all its ranks' GPUs).
+    process and its children). ``nvml`` and ``amdsmi`` replace the ``pynvml`` and ``amdsmi``
+    modules (for tests). ``visible_gpus`` and ``gpu_order`` replace ``CUDA_VISIBLE_DEVICES``
+    and ``CUDA_DEVICE_ORDER`` for choosing the GPUs (a node's sampler takes all its ranks'
+    GPUs); for AMD GPUs ``visible_gpus`` replaces the ROCm variables
+    (:func:`~joulecast.sensors.amd.select_rocm`).
 
     ``replay_gpus`` (a neutral ``power.csv``; default ``$JOULECAST_REPLAY_GPUS``) replaces
     the GPUs by the trace's, replayed in real time (:func:`~joulecast.sensors.replay.gpu_replay`).
@@ -125,6 +129,7 @@ def detect(
         InputError: the ``replay_gpus`` trace (or with ``strict_replay``, the variable's)
             cannot be replayed.
     """
+    from joulecast.sensors.amd import AmdSmiSensor
     from joulecast.sensors.host import HostSensor
     from joulecast.sensors.nvidia_smi import NvidiaSmiSensor
     from joulecast.sensors.nvml import NvmlSensor
@@ -175,6 +180,8 @@ def detect(
         if not attempt(
             "nvml",
             lambda: NvmlSensor(nvml=nvml, clock=clock, visible=visible_gpus, order=gpu_order),
+        ) and not attempt(
+            "amdsmi", lambda: AmdSmiSensor(amdsmi=amdsmi, clock=clock, visible=visible_gpus)
         ):
             attempt(
                 "nvidia-smi",

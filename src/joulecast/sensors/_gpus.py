@@ -14,6 +14,24 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 
+class Every:
+    """Says when ``period_s`` has passed since it last said so; the first time, at once.
+
+    What a GPU sensor reads less often than power (utilization, memory, temperature).
+    """
+
+    def __init__(self, period_s: float) -> None:
+        self.period_s = period_s
+        self._at = -float("inf")
+
+    def due(self, now: float) -> bool:
+        """Whether the period has passed at ``now``; if so, the next one starts at ``now``."""
+        if now - self._at < self.period_s:
+            return False
+        self._at = now
+        return True
+
+
 @dataclass(frozen=True)
 class GpuId:
     """How one physical GPU is known to NVML / nvidia-smi."""

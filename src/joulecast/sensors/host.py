@@ -6,7 +6,10 @@ Readings (all from the measured process tree: a root process and its descendants
 - ``ram``: RSS x :data:`RAM_W_PER_GB` (0.375 W per decimal GB, the paper's figure, taken from
   CodeCarbon's 3 W per 8 GB); modelled.
 - ``cpu``: TDP x the tree's share of all logical cores; modelled; only when ``model_cpu`` is set,
-  which :func:`joulecast.sensors.detect_sensors` does only where RAPL is not readable.
+  which :func:`joulecast.sensors.detect_sensors` does only where RAPL is not readable. The TDP
+  is the machine's (:func:`cpu_tdp`): ``$JOULECAST_CPU_TDP_W``, else the shipped table's TDP
+  of this CPU model (:mod:`joulecast.sensors.cpu_tdp`) times its sockets, else 85 W; the
+  ``cpu`` facts say which, and the table row's source.
 """
 
 from __future__ import annotations
@@ -16,12 +19,16 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import psutil
 
 from joulecast.errors import InputError, SensorError, SensorUnavailable
 from joulecast.inputs import CPU_TDP_ENV, finite
 from joulecast.records import Reading
+from joulecast.sensors.cpu_tdp import CPUINFO, lookup_cpu_tdp, read_cpuinfo
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +41,56 @@ _BYTES_PER_MIB = 2.0**20
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-def cpu_tdp_w() -> float:
-    """The CPU TDP used for the modelled CPU power: ``$JOULECAST_CPU_TDP_W`` or 85 W per socket."""
+@dataclass(frozen=True)
+class ModelledTdp:
+    """The TDP the modelled CPU power uses, where it came from, and the facts behind it."""
+
+    tdp_w: float
+    tdp_from: str
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def cpu_tdp(cpuinfo: Path | str = CPUINFO) -> ModelledTdp:
+    """The machine's CPU TDP for the modelled CPU power: ``$JOULECAST_CPU_TDP_W``; else the
+    shipped table's TDP of the CPU model ``cpuinfo`` names, times its sockets; else 85 W.
+
+    Raises:
+        SensorUnavailable: the variable is not a number of watts.
+    """
     text = os.environ.get(CPU_TDP_ENV)
     if text:
         try:
-            return finite(text, CPU_TDP_ENV, lo=0.0, hi=MAX_CPU_TDP_W, above=True)
+            return ModelledTdp(
+                finite(text, CPU_TDP_ENV, lo=0.0, hi=MAX_CPU_TDP_W, above=True), CPU_TDP_ENV
+            )
         except InputError as exc:
             raise SensorUnavailable(str(exc), fix=f"set {CPU_TDP_ENV} to watts") from None
-    return DEFAULT_CPU_TDP_W
+    info = read_cpuinfo(cpuinfo)
+    row = lookup_cpu_tdp(info.model) if info.model else None
+    if row is None:
+        unknown = f"CPU model {info.model!r} not in the TDP table" if info.model else "no CPU model"
+        return ModelledTdp(
+            DEFAULT_CPU_TDP_W,
+            f"default ({unknown}); set {CPU_TDP_ENV} to your CPU's TDP",
+            {"cpu_model": info.model or None},
+        )
+    facts = {
+        "cpu_model": info.model,
+        "sockets": info.sockets,
+        "tdp_per_socket_w": row.tdp_w,
+        "tdp_table_model": row.model,
+        "tdp_source": row.source,
+    }
+    return ModelledTdp(
+        row.tdp_w * info.sockets,
+        f"table: {row.model}, {row.tdp_w:g} W x {info.sockets} socket(s), {row.source}",
+        facts,
+    )
+
+
+def cpu_tdp_w(cpuinfo: Path | str = CPUINFO) -> float:
+    """The W of :func:`cpu_tdp`."""
+    return cpu_tdp(cpuinfo).tdp_w
 
 
 def _proc_children_supported() -> bool:
@@ -178,6 +226,7 @@ class HostSensor:
         min_interval_s: float = 0.0,
         tree_refresh_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        cpuinfo: Path | str = CPUINFO,
     ) -> None:
         self._root_pid = pid if pid is not None else os.getpid()
         try:
@@ -186,13 +235,11 @@ class HostSensor:
             raise SensorUnavailable(f"process {self._root_pid} not found") from exc
         self._include_root = include_root
         self._model_cpu = model_cpu
-        self._tdp_w = tdp_w if tdp_w is not None else (cpu_tdp_w() if model_cpu else 0.0)
         if tdp_w is not None:
-            self._tdp_from = "argument"
-        elif os.environ.get(CPU_TDP_ENV):
-            self._tdp_from = CPU_TDP_ENV
+            self._tdp = ModelledTdp(tdp_w, "argument")
         else:
-            self._tdp_from = f"default; set {CPU_TDP_ENV} to your CPU's TDP"
+            self._tdp = cpu_tdp(cpuinfo) if model_cpu else ModelledTdp(0.0, "")
+        self._tdp_w = self._tdp.tdp_w
         self._cores = psutil.cpu_count(logical=True) or 1
         self.min_interval_s = min_interval_s
         self._clock = clock
@@ -221,7 +268,8 @@ class HostSensor:
             facts["cpu"] = {
                 "model": "tdp_w x tree_cpu_share",
                 "tdp_w": self._tdp_w,
-                "tdp_from": self._tdp_from,
+                "tdp_from": self._tdp.tdp_from,
+                **self._tdp.facts,
             }
         return facts
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from joulecast.errors import SensorError, SensorUnavailable
 from joulecast.records import Reading
-from joulecast.sensors._gpus import GpuId, select_visible
+from joulecast.sensors._gpus import Every, GpuId, select_visible
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +110,7 @@ class NvmlSensor:
     ) -> None:
         self._nvml = load_nvml(nvml)
         self._clock = clock
-        self._aux_interval_s = aux_interval_s
-        self._aux_at = -float("inf")
+        self._aux = Every(aux_interval_s)
         try:
             self._gpus = self._discover(visible, order)
         except self._nvml.NVMLError as exc:
@@ -214,9 +213,7 @@ class NvmlSensor:
         """One reading per GPU that answered; lost GPUs are dropped for good."""
         nv = self._nvml
         now = self._clock()
-        aux = now - self._aux_at >= self._aux_interval_s
-        if aux:
-            self._aux_at = now
+        aux = self._aux.due(now)
         readings: list[Reading] = []
         errors: list[str] = []
         for gpu in self._gpus:

@@ -4,14 +4,22 @@ Zones ``intel-rapl:N`` are CPU packages (devices ``cpu:N``); their sub-zones nam
 become ``dram:N``. ``core``/``uncore``/``psys`` are skipped: they overlap the package. Counters
 are in µJ and wrap at ``max_energy_range_uj``; :class:`RaplSensor` unwraps them into a
 cumulative energy since the sensor started.
+
+A package of several dies has one zone per die (``package-0-die-0``, ``package-0-die-1``...).
+On Intel each die has its own counter; on multi-die AMD CPUs (Threadripper, EPYC) every die's
+zone reads the one socket counter, and summing them counts the socket once per die. So zones
+of one package (by their names) whose counters read the same, non-zero value in two of three
+reads taken back to back are one counter: it is counted once, in the first zone, which lists
+the others as ``mirrors``.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from joulecast.errors import SensorError, SensorUnavailable
@@ -34,6 +42,13 @@ class _Zone:
     last_uj: int = 0
     total_uj: int = 0
     last_t: float = 0.0
+    mirrors: list[str] = field(default_factory=list)  # zones reading this one's counter
+
+
+#: A package zone's name: its package and, on a package of several dies, its die.
+_PACKAGE_NAME = re.compile(r"package-(\d+)(?:-die-\d+)?")
+#: Reads of each zone that decide whether zones mirror each other (the first at start).
+_MIRROR_READS = 3
 
 
 def _read_int(path: Path) -> int:
@@ -70,6 +85,18 @@ def find_zones(root: Path = POWERCAP_ROOT) -> list[tuple[str, Path]]:
     return zones
 
 
+def _package_group(zone: _Zone) -> tuple[str, int] | None:
+    """The kind and package number of a zone (a dram zone's from its package's name); None
+    where the name does not say."""
+    folder = zone.energy_file.parent
+    package = folder.parent if zone.device.startswith("dram:") else folder
+    try:
+        match = _PACKAGE_NAME.fullmatch((package / "name").read_text().strip())
+    except OSError:
+        return None
+    return (zone.device.partition(":")[0], int(match.group(1))) if match else None
+
+
 class RaplSensor:
     """Package (and DRAM) energy counters, unwrapped; power from the change between reads."""
 
@@ -93,15 +120,53 @@ class RaplSensor:
             except (OSError, ValueError) as exc:
                 raise SensorUnavailable(f"{energy_file}: unreadable ({exc})") from exc
             self._zones.append(_Zone(device, energy_file, max_range, first, 0, now))
+        self._count_mirrors_once()
+
+    def _count_mirrors_once(self) -> None:
+        """Keep one zone of each set that reads one counter (see the module's docstring)."""
+        groups: dict[tuple[str, int], list[_Zone]] = {}
+        for zone in self._zones:
+            key = _package_group(zone)
+            if key is not None:
+                groups.setdefault(key, []).append(zone)
+        dropped: set[int] = set()
+        for members in groups.values():
+            if len(members) < 2:
+                continue
+            try:
+                rounds = [[z.last_uj for z in members]] + [
+                    [_read_int(z.energy_file) for z in members] for _ in range(_MIRROR_READS - 1)
+                ]
+            except (OSError, ValueError):
+                continue  # unreadable now: each zone is counted, as before
+            for i, keep in enumerate(members):
+                if id(keep) in dropped:
+                    continue
+                for j in range(i + 1, len(members)):
+                    same = sum(r[i] == r[j] != 0 for r in rounds)
+                    if id(members[j]) not in dropped and same >= 2:
+                        dropped.add(id(members[j]))
+                        keep.mirrors.append(str(members[j].energy_file.parent))
+                if keep.mirrors:
+                    log.info(
+                        "RAPL zones %s read the counter of %s: counted once",
+                        ", ".join(keep.mirrors),
+                        keep.energy_file.parent,
+                    )
+        self._zones = [z for z in self._zones if id(z) not in dropped]
 
     def devices(self) -> list[str]:
         """``cpu:N`` per package, ``dram:N`` where the package has a dram zone."""
         return [z.device for z in self._zones]
 
     def describe(self) -> dict[str, dict[str, object]]:
-        """The zone file and counter range of each device."""
+        """The zone file and counter range of each device, and the zones that mirror it."""
         return {
-            z.device: {"zone": str(z.energy_file.parent), "max_energy_range_uj": z.max_range_uj}
+            z.device: {
+                "zone": str(z.energy_file.parent),
+                "max_energy_range_uj": z.max_range_uj,
+                **({"mirrors": list(z.mirrors)} if z.mirrors else {}),
+            }
             for z in self._zones
         }
 
