@@ -266,7 +266,7 @@ def test_measured_runs_match_summarize(store: Store) -> None:
     assert first["val_images"] == 48 and first["images_processed"] == 240
     assert first["j_per_image"] == pytest.approx(first["energy_j"] / 240)
     assert first["j_per_train_image"] == pytest.approx(first["energy_j"] / 192)
-    assert first["s_per_image"] == pytest.approx(first["train_duration_s"] / 192)
+    assert first["s_per_image"] == pytest.approx(first["train_duration_s"] / 240)
     assert first["mean_epoch_s"] == pytest.approx(first["train_duration_s"] / 3)
     assert first["avg_power_w"] == pytest.approx(first["energy_j_gpu"] / first["duration_s"])
     assert first["energy_j_measured"] < first["energy_j"]  # the ram is modelled
@@ -417,6 +417,7 @@ def test_j_per_image_counts_training_and_validation_images(store: Store) -> None
     )  # fmt: skip
     assert row["j_per_image"] == pytest.approx(6000.0 / 375)  # 16 J/image
     assert row["j_per_train_image"] == pytest.approx(6000.0 / 300)  # 20 J per training image
+    assert row["s_per_image"] == pytest.approx(30.0 / 375)  # over the same images as J/image
 
 
 @pytest.mark.parametrize(
@@ -457,6 +458,7 @@ def test_no_j_per_image_without_training_images(store: Store) -> None:
     for run in (zero, uncounted):
         assert math.isnan(rows.loc[run, "j_per_image"])
         assert math.isnan(rows.loc[run, "j_per_train_image"])
+        assert math.isnan(rows.loc[run, "s_per_image"])
 
 
 def test_clean_removes_the_same_runs_by_either_j_per_image(synthetic) -> None:

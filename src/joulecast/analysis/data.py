@@ -8,8 +8,8 @@ columns; a value that cannot be known is NaN.
 Images processed are counted as the paper counts them (section 3.7, "the total number of images
 processed during training"; the replication package's "total seen images"): the training
 images of the finished epochs plus one validation pass per finished epoch, ``epochs`` x the
-run's ``val_samples`` tag. ``j_per_image`` divides by these; ``j_per_train_image``, beside it,
-by the training images alone.
+run's ``val_samples`` tag. ``j_per_image`` and ``s_per_image`` divide by these;
+``j_per_train_image``, beside them, by the training images alone.
 
 Energy is counted per device as :func:`joulecast.energy.summarize` counts it, from the energy
 aggregates the store keeps as samples are written (:mod:`joulecast.ledger`: a device with an
@@ -98,7 +98,9 @@ COLUMNS: dict[str, str] = {
     "cover its images)",
     "j_per_train_image": "energy_j / images (training images only); NaN where an epoch is "
     "unmeasured",
-    "s_per_image": "train_duration_s / images",
+    "s_per_image": "train_duration_s / images_processed (time per image processed, over the "
+    "images j_per_image counts, as the paper's processing time per image); NaN where images "
+    "is not above 0",
     "f1": "metric 'f1' of the run's test phase (the last one)",
     "accuracy": "metric 'accuracy' of the run's test phase (the last one)",
     "interval_s": "the run's sampling interval; for a run the store has none for (an imported "
@@ -389,7 +391,9 @@ def run_table(
         trained & ~unmeasured
     )
     table["j_per_train_image"] = _ratio(table["energy_j"], table["images"]).where(~unmeasured)
-    table["s_per_image"] = _ratio(table["train_duration_s"], table["images"])
+    table["s_per_image"] = _ratio(table["train_duration_s"], table["images_processed"]).where(
+        trained
+    )
     table["f1"] = phases["f1"].to_numpy(float)
     table["accuracy"] = phases["accuracy"].to_numpy(float)
     interval = pd.Series([run["interval_s"] for run in runs], dtype=float)
