@@ -432,6 +432,7 @@ def test_j_per_image_counts_training_and_validation_images(store: Store) -> None
         ("-5", math.nan, math.nan),
         ("inf", math.nan, math.nan),
         ("nan", math.nan, math.nan),
+        ("1e308", math.nan, math.nan),  # 3 epochs overflow to inf, which would read as 0 J/image
     ],
 )
 def test_val_images_follow_the_val_samples_tag(

@@ -72,7 +72,7 @@ COLUMNS: dict[str, str] = {
     "recorded",
     "val_images": "validation images: epochs x val_samples (one validation pass per finished "
     "epoch); 0 where the run has no val_samples tag (no validation is counted, none guessed); "
-    "NaN where the tag is not a number of 0 or more",
+    "NaN where the tag is not a number of 0 or more, or the count overflows",
     "images_processed": "images + val_images, the images processed in training as the paper "
     "counts them",
     "duration_s": "the run's duration; else its last sample's time; else NaN",
@@ -327,11 +327,12 @@ def _val_images(
     tags: Sequence[Mapping[str, Any]], val_samples: pd.Series, epochs: pd.Series
 ) -> pd.Series:
     """Validation images per run: ``epochs`` x ``val_samples``; 0 without the tag; NaN where
-    the tag is there but not a finite number of 0 or more."""
+    the tag is there but not a finite number of 0 or more, or the product overflows."""
     tagged = pd.Series([t.get("val_samples") is not None for t in tags], index=val_samples.index)
-    usable = np.isfinite(val_samples) & (val_samples >= 0)
-    counted = (epochs.astype(float) * val_samples).where(usable)
-    return counted.where(tagged, 0.0)
+    counted = epochs.astype(float) * val_samples
+    # An infinite count would make J/image 0 J, a figure cleaning keeps: unknown instead.
+    usable = (val_samples >= 0) & np.isfinite(counted)
+    return counted.where(usable).where(tagged, 0.0)
 
 
 def run_table(
