@@ -262,8 +262,11 @@ def test_measured_runs_match_summarize(store: Store) -> None:
     assert first["interval_s"] == 0.01  # from the runs table
     assert first["gpu_tdp_w"] == 400.0  # A100 SXM4 40GB, from the recorded gpu_models
     assert first["tags"]["dataset"] == "shapes"
-    assert first["j_per_image"] == pytest.approx(first["energy_j"] / 192)
-    assert first["s_per_image"] == pytest.approx(first["train_duration_s"] / 192)
+    # 3 epochs of 64 training images and one validation pass of 16 (the val_samples tag) each.
+    assert first["val_images"] == 48 and first["images_processed"] == 240
+    assert first["j_per_image"] == pytest.approx(first["energy_j"] / 240)
+    assert first["j_per_train_image"] == pytest.approx(first["energy_j"] / 192)
+    assert first["s_per_image"] == pytest.approx(first["train_duration_s"] / 240)
     assert first["mean_epoch_s"] == pytest.approx(first["train_duration_s"] / 3)
     assert first["avg_power_w"] == pytest.approx(first["energy_j_gpu"] / first["duration_s"])
     assert first["energy_j_measured"] < first["energy_j"]  # the ram is modelled
@@ -388,6 +391,132 @@ def test_device_energy_does_not_rely_on_sample_order(store: Store) -> None:
         assert table.loc[run_id, "energy_j"] == pytest.approx(reference, rel=1e-12)
 
 
+# -- J/image as the paper defines it -------------------------------------------------------------
+
+PAPER_RUNS = Path(joulecast.__file__).parent / "offline" / "data" / "paper_runs_train.csv"
+
+
+def constant_run(
+    store: Store, tags: dict[str, str], *, epochs: int = 3, samples: int | None = 100
+) -> int:
+    """A run of ``epochs`` epochs of 10 s at 200 W on gpu:0: 2,000 J an epoch."""
+    readings = [(10.0 * k, "gpu:0", 200.0, None, 50.0, 1) for k in range(epochs + 1)]
+    phases = [
+        Phase(PhaseKind.EPOCH, k, 10.0 * k, 10.0 * (k + 1), samples=samples) for k in range(epochs)
+    ]
+    return store.import_run(samples=frame(readings), phases=phases, tags=tags)
+
+
+def test_j_per_image_counts_training_and_validation_images(store: Store) -> None:
+    run = constant_run(store, {"arch": "a", "train_samples": "100", "val_samples": "25"})
+    row = rows_of(run_table(store)).loc[run]
+    # 200 W x 30 s = 6,000 J over 3 x 100 training and 3 x 25 validation images.
+    assert row["energy_j"] == pytest.approx(6000.0)
+    assert (row["epochs"], row["images"], row["val_images"], row["images_processed"]) == (
+        3, 300.0, 75.0, 375.0,
+    )  # fmt: skip
+    assert row["j_per_image"] == pytest.approx(6000.0 / 375)  # 16 J/image
+    assert row["j_per_train_image"] == pytest.approx(6000.0 / 300)  # 20 J per training image
+    assert row["s_per_image"] == pytest.approx(30.0 / 375)  # over the same images as J/image
+
+
+@pytest.mark.parametrize(
+    ("val_samples", "val_images", "j_per_image"),
+    [
+        (None, 0.0, 20.0),  # no tag: no validation counted, J/image = J/train image
+        ("0", 0.0, 20.0),
+        ("25", 75.0, 16.0),
+        ("1e3", 3000.0, 6000.0 / 3300),
+        ("abc", math.nan, math.nan),  # there, but not a number: unknown, not guessed
+        ("", math.nan, math.nan),
+        ("-5", math.nan, math.nan),
+        ("inf", math.nan, math.nan),
+        ("nan", math.nan, math.nan),
+        ("1e308", math.nan, math.nan),  # 3 epochs overflow to inf, which would read as 0 J/image
+    ],
+)
+def test_val_images_follow_the_val_samples_tag(
+    store: Store, val_samples: str | None, val_images: float, j_per_image: float
+) -> None:
+    tags = {"arch": "a"} if val_samples is None else {"arch": "a", "val_samples": val_samples}
+    run = constant_run(store, tags)
+    row = rows_of(run_table(store)).loc[run]
+    assert row["j_per_train_image"] == pytest.approx(20.0)
+    for key, want in (("val_images", val_images), ("j_per_image", j_per_image)):
+        assert math.isnan(row[key]) if math.isnan(want) else row[key] == pytest.approx(want)
+    kept, log = clean(run_table(store))
+    assert log.removed(EMPTY) == (() if math.isfinite(j_per_image) else (run,))
+    assert len(kept) == (1 if math.isfinite(j_per_image) else 0)
+
+
+def test_no_j_per_image_without_training_images(store: Store) -> None:
+    """Epochs that trained on nothing are not normalised by their validation images alone."""
+    zero = constant_run(store, {"val_samples": "25"}, samples=0)
+    uncounted = constant_run(store, {"val_samples": "25"}, samples=None)
+    rows = rows_of(run_table(store))
+    assert rows.loc[zero, "images"] == 0 and rows.loc[zero, "val_images"] == 75
+    assert math.isnan(rows.loc[uncounted, "images_processed"])
+    for run in (zero, uncounted):
+        assert math.isnan(rows.loc[run, "j_per_image"])
+        assert math.isnan(rows.loc[run, "j_per_train_image"])
+        assert math.isnan(rows.loc[run, "s_per_image"])
+
+
+def test_clean_removes_the_same_runs_by_either_j_per_image(synthetic) -> None:
+    """Within a group of equal splits the two differ by a constant: the same outliers."""
+    _, table = synthetic
+    kept, log = clean(table)
+    by_train, log_train = clean(table.assign(j_per_image=table["j_per_train_image"]))
+    assert list(kept["run_id"]) == list(by_train["run_id"])
+    assert log.to_frame().equals(log_train.to_frame())
+
+
+def test_the_papers_j_per_image_medians_come_out_of_its_runs(tmp_path: Path) -> None:
+    """Section 4.1: VGG16 0.39 J/image, NASNet Mobile 0.34; section 4.2: MobileNet V2 in Cloud
+    0.14, 31.61% less in Local N, 43.6% less in Local ML; from the shipped runs of the paper."""
+    data = pd.read_csv(PAPER_RUNS)
+    caltech = data[(data["dataset"] == "caltech101") & (data["train_samples"] == 3060)]
+    runs = pd.concat([data[data["dataset"] == "chesslive"], caltech[:1]])
+    with Store(tmp_path / "paper.db") as store:
+        for row in runs.itertuples():
+            # Two epochs of 60 s; the row's mean epoch energy (GPU + RAM) as gpu:0's power.
+            power = row.epoch_energy_j / 60.0
+            constant = frame([(t, "gpu:0", power, None, None, 1) for t in (0.0, 60.0, 120.0)])
+            phases = [
+                Phase(PhaseKind.EPOCH, k, 60.0 * k, 60.0 * (k + 1), samples=row.train_samples)
+                for k in (0, 1)
+            ]
+            tags = {"arch": row.architecture, "dataset": row.dataset,
+                    "environment": row.environment, "batch_size": str(row.batch_size),
+                    "train_samples": str(row.train_samples),
+                    "val_samples": str(row.val_samples)}  # fmt: skip
+            store.import_run(samples=constant, phases=phases, tags=tags)
+        table = run_table(store)
+    kept, _ = clean(table)
+    chess = kept[kept["dataset"] == "chesslive"]
+    medians = chess.groupby(["architecture", "environment"])[["j_per_image", "j_per_train_image"]]
+    paper = medians.median()["j_per_image"]
+    assert round(paper["vgg16", "Cloud"], 2) == 0.39
+    assert round(paper["nasnet_mobile", "Cloud"], 2) == 0.34
+    assert round(paper["mobilenet_v2", "Cloud"], 2) == 0.14
+    local_n = 1 - paper["mobilenet_v2", "Local Normal User"] / paper["mobilenet_v2", "Cloud"]
+    local_ml = 1 - paper["mobilenet_v2", "Local ML Engineer"] / paper["mobilenet_v2", "Cloud"]
+    assert local_n == pytest.approx(0.3161, abs=0.01)
+    assert local_ml == pytest.approx(0.436, abs=0.01)
+    # Training images alone give 0.55 and 0.48: the paper's figures count validation too.
+    train_only = medians.median()["j_per_train_image"]
+    assert round(train_only["vgg16", "Cloud"], 2) == 0.55
+    assert round(train_only["nasnet_mobile", "Cloud"], 2) == 0.48
+    # The factor between the two is (train + validation) / train: 34,010 / 23,807 = 1.4286 on
+    # Chesslive, 9,144 / 3,060 = 2.988 on Caltech101.
+    ratio = kept["j_per_train_image"] / kept["j_per_image"]
+    sizes = (kept["train_samples"] + kept["val_samples"]) / kept["train_samples"]
+    assert ratio.to_numpy() == pytest.approx(sizes.to_numpy(), rel=1e-12)
+    factors = ratio.round(3).groupby(kept["dataset"]).unique()
+    assert sorted(factors["chesslive"]) == [1.429]
+    assert sorted(factors["caltech101"]) == [2.988]
+
+
 # -- empty, filtered, bad input -----------------------------------------------------------------
 
 
@@ -401,6 +530,7 @@ def test_unmeasured_epochs_are_left_out_of_the_epoch_energy_and_void_j_per_image
     row = run_table(store).iloc[0]
     assert row["epoch_energy_j_gpu_ram"] == pytest.approx(100.0)  # the five measured: 100 J
     assert row["images"] == 800 and math.isnan(row["j_per_image"])
+    assert math.isnan(row["j_per_train_image"])
     assert row["energy_j"] == pytest.approx(500.0)
 
 
@@ -462,12 +592,17 @@ def test_synthetic_store_has_its_documented_answers(synthetic) -> None:
     )
     regular = table[planted.isna()]
     assert regular[list(COLUMNS)].drop(columns=["gpu_tdp_w"]).notna().all().all()
-    medians = regular.groupby(["architecture", "environment"])["j_per_image"].median()
+    by_group = regular.groupby(["architecture", "environment"])
+    medians = by_group["j_per_image"].median()
     for env in ("cloud", "local"):
         assert medians["B", env] / medians["A", env] == pytest.approx(0.6, rel=0.03)
         assert medians["C", env] / medians["A", env] == pytest.approx(1.5, rel=0.03)
-    assert medians["A", "cloud"] == pytest.approx(2.0 * 1.03 * 1.015, rel=0.03)
+    # 2,000 training and 500 validation images an epoch: J/image is 2000/2500 of J/train image.
+    assert medians["A", "cloud"] == pytest.approx(2.0 * 1.03 * 1.015 * 0.8, rel=0.03)
     assert medians["A", "local"] / medians["A", "cloud"] == pytest.approx(1.17, rel=0.03)
+    train_medians = by_group["j_per_train_image"].median()
+    assert train_medians["A", "cloud"] == pytest.approx(2.0 * 1.03 * 1.015, rel=0.03)
+    assert (regular["j_per_image"] / regular["j_per_train_image"]).to_numpy() == pytest.approx(0.8)
     f1 = regular.groupby("architecture")["f1"].median()
     assert f1["C"] > f1["A"] > f1["B"]
     assert set(regular["gpu_tdp_w"]) == {400.0, 350.0}

@@ -58,6 +58,19 @@ def test_report_states_the_built_in_difference(synthetic, tmp_path):
     assert "B uses 40" in text or "B uses 39" in text  # 40% less energy per image than A
     cleaning = report.sections[0].paragraphs[0]
     assert "->" in cleaning
+    data = report.sections[0]
+    assert "plus one validation pass per finished epoch" in data.paragraphs[1]
+    assert not any("no val_samples tag" in p for p in data.paragraphs)  # every run has it
+    overview = dict(data.tables)["Runs kept, by group (medians)"]
+    assert list(overview.columns) == [
+        "architecture", "dataset", "environment", "runs", "j_per_image", "j_per_train_image",
+        "s_per_image", "gpu_util_pct", "f1",
+    ]  # fmt: skip
+    # 2,000 training and 500 validation images an epoch: both columns, 0.8 apart.
+    ratio = overview["j_per_image"] / overview["j_per_train_image"]
+    assert ratio.to_numpy() == pytest.approx(0.8)
+    a_cloud = overview.set_index(["architecture", "environment"]).loc[("A", "cloud")]
+    assert a_cloud["j_per_train_image"] == pytest.approx(2.0 * 1.03 * 1.015, rel=0.03)
     html_path = write_html(report, tmp_path / "r.html")
     page = html_path.read_text()
     assert page.count("data:image/png;base64,") >= 8 and "http://" not in page
@@ -96,6 +109,30 @@ def test_report_on_an_empty_store_and_missing_data(tmp_path):
     assert "No run has a 'architecture' tag" in text
     assert "No run has 3 or more finished epochs" in text
     write_html(report, tmp_path / "one.html")
+
+
+def test_report_says_which_runs_count_no_validation_images(tmp_path):
+    pytest.importorskip("matplotlib")
+    from joulecast.records import Phase, PhaseKind
+
+    samples = pd.DataFrame({"t_s": [0.0, 10.0, 20.0], "device": "gpu:0", "power_w": 200.0,
+                            "energy_j": None, "util_pct": None, "mem_used_mib": None,
+                            "temp_c": None, "source": "test", "measured": True})  # fmt: skip
+    phases = [Phase(PhaseKind.EPOCH, k, 10.0 * k, 10.0 * (k + 1), samples=100) for k in (0, 1)]
+    with joulecast.open_store(tmp_path / "s.db") as store:
+        for tags in ({"arch": "a", "val_samples": "25"}, {"arch": "b"}):
+            store.import_run(samples=samples, phases=phases, tags=tags)
+        report = build(store, figures_dir=tmp_path / "f")
+    data = report.sections[0]
+    assert "2 runs -> 2" in data.paragraphs[0]
+    assert data.paragraphs[2] == (
+        "1 of the 2 runs kept carry no val_samples tag: no validation image is counted for "
+        "them, so their J/image is their J per training image."
+    )
+    # 4,000 J over 200 training images, and 50 validation images where the tag says so.
+    overview = dict(data.tables)["Runs kept, by group (medians)"].set_index("architecture")
+    assert overview["j_per_image"].to_dict() == pytest.approx({"a": 16.0, "b": 20.0})
+    assert overview["j_per_train_image"].to_dict() == pytest.approx({"a": 20.0, "b": 20.0})
 
 
 @pytest.mark.slow

@@ -8,7 +8,8 @@ kept:
 
 1. **not completed**: ``status`` is not ``completed`` (failed, interrupted, still running).
 2. **empty values**: ``energy_j``, ``images``, ``duration_s`` or ``j_per_image`` is missing or
-   not finite (``j_per_image`` is missing where ``images`` is 0).
+   not finite (``j_per_image`` is missing where ``images`` is 0, or where the ``val_samples``
+   tag is there but not a number of 0 or more).
 3. **sampled slower than an epoch**: ``interval_s`` is longer than ``mean_epoch_s``: the run
    has fewer samples than epochs, so its per-epoch energy is mostly interpolation. A run whose
    interval or epoch time is unknown is kept.
@@ -19,7 +20,9 @@ kept:
    filtered**, and :attr:`CleaningLog.unchecked_groups` lists it.
 
 The paper's replication package drops outliers of energy; here it is energy per image, the
-quantity the analysis compares, so that runs of different lengths are judged alike.
+quantity the analysis compares, so that runs of different lengths are judged alike. It is the
+paper's J/image (training and validation images); in a group whose runs share their split sizes
+it is the training-only ``j_per_train_image`` times one constant, so the same runs are removed.
 """
 
 from __future__ import annotations

@@ -5,6 +5,12 @@ every status, with the study's factors (from the run's tags), energy normalised 
 processed, time per image, GPU usage and test scores. :data:`COLUMNS` names and describes its
 columns; a value that cannot be known is NaN.
 
+Images processed are counted as the paper counts them (section 3.7, "the total number of images
+processed during training"; the replication package's "total seen images"): the training
+images of the finished epochs plus one validation pass per finished epoch, ``epochs`` x the
+run's ``val_samples`` tag. ``j_per_image`` and ``s_per_image`` divide by these;
+``j_per_train_image``, beside them, by the training images alone.
+
 Energy is counted per device as :func:`joulecast.energy.summarize` counts it, from the energy
 aggregates the store keeps as samples are written (:mod:`joulecast.ledger`: a device with an
 energy counter, two or more readings, is counted from the counter, an interval where it went
@@ -62,7 +68,13 @@ COLUMNS: dict[str, str] = {
     "train_samples": "tag 'train_samples'",
     "val_samples": "tag 'val_samples'",
     "epochs": "number of finished epoch phases (0 if none)",
-    "images": "sum of the samples of the epoch phases; NaN if none was recorded",
+    "images": "training images: the sum of the samples of the epoch phases; NaN if none was "
+    "recorded",
+    "val_images": "validation images: epochs x val_samples (one validation pass per finished "
+    "epoch); 0 where the run has no val_samples tag (no validation is counted, none guessed); "
+    "NaN where the tag is not a number of 0 or more, or the count overflows",
+    "images_processed": "images + val_images, the images processed in training as the paper "
+    "counts them",
     "duration_s": "the run's duration; else its last sample's time; else NaN",
     "train_duration_s": "sum of the durations of the finished epochs; NaN if none",
     "energy_j": "energy of every device, measured, replayed and modelled; NaN if no device "
@@ -81,9 +93,14 @@ COLUMNS: dict[str, str] = {
     "readings, as after the sampler died) left out; NaN if no measured epoch or no power",
     "gpu_util_pct_metered": "mean utilisation over the samples of the gpu:* devices that had "
     "power, those of energy_j_gpu (the offline estimators' gpu_util_pct)",
-    "j_per_image": "energy_j / images; NaN where an epoch is unmeasured (the energy does not "
+    "j_per_image": "energy_j / images_processed (the paper's J/image: training and validation "
+    "images); NaN where images is not above 0 or an epoch is unmeasured (the energy does not "
     "cover its images)",
-    "s_per_image": "train_duration_s / images",
+    "j_per_train_image": "energy_j / images (training images only); NaN where an epoch is "
+    "unmeasured",
+    "s_per_image": "train_duration_s / images_processed (time per image processed, over the "
+    "images j_per_image counts, as the paper's processing time per image); NaN where images "
+    "is not above 0",
     "f1": "metric 'f1' of the run's test phase (the last one)",
     "accuracy": "metric 'accuracy' of the run's test phase (the last one)",
     "interval_s": "the run's sampling interval; for a run the store has none for (an imported "
@@ -306,6 +323,18 @@ def _ratio(num: pd.Series, den: pd.Series) -> pd.Series:
     return num.astype(float) / den.where(den > 0)
 
 
+def _val_images(
+    tags: Sequence[Mapping[str, Any]], val_samples: pd.Series, epochs: pd.Series
+) -> pd.Series:
+    """Validation images per run: ``epochs`` x ``val_samples``; 0 without the tag; NaN where
+    the tag is there but not a finite number of 0 or more, or the product overflows."""
+    tagged = pd.Series([t.get("val_samples") is not None for t in tags], index=val_samples.index)
+    counted = epochs.astype(float) * val_samples
+    # An infinite count would make J/image 0 J, a figure cleaning keeps: unknown instead.
+    usable = (val_samples >= 0) & np.isfinite(counted)
+    return counted.where(usable).where(tagged, 0.0)
+
+
 def run_table(
     store: Store | str | Path, *, study: str | None = None, run_ids: list[int] | None = None
 ) -> pd.DataFrame:
@@ -346,6 +375,8 @@ def run_table(
     phases = phases.reindex(ids)
     table["epochs"] = phases["epochs"].to_numpy(np.int64)
     table["images"] = phases["images"].to_numpy(float)
+    table["val_images"] = _val_images(tags, table["val_samples"], table["epochs"])
+    table["images_processed"] = table["images"] + table["val_images"]
     stored = pd.Series([run["duration_s"] for run in runs], dtype=float)
     table["duration_s"] = stored.fillna(pd.Series(samples["t_max"].to_numpy(float)))
     table["train_duration_s"] = phases["train_duration_s"].to_numpy(float)
@@ -356,8 +387,14 @@ def run_table(
         table[col] = samples[col].to_numpy(float)
     table["gpu_util_pct_metered"] = samples["gpu_util_pct_metered"].to_numpy(float)
     unmeasured = samples["unmeasured_epochs"].fillna(0).to_numpy(float) > 0
-    table["j_per_image"] = _ratio(table["energy_j"], table["images"]).where(~unmeasured)
-    table["s_per_image"] = _ratio(table["train_duration_s"], table["images"])
+    trained = table["images"] > 0
+    table["j_per_image"] = _ratio(table["energy_j"], table["images_processed"]).where(
+        trained & ~unmeasured
+    )
+    table["j_per_train_image"] = _ratio(table["energy_j"], table["images"]).where(~unmeasured)
+    table["s_per_image"] = _ratio(table["train_duration_s"], table["images_processed"]).where(
+        trained
+    )
     table["f1"] = phases["f1"].to_numpy(float)
     table["accuracy"] = phases["accuracy"].to_numpy(float)
     interval = pd.Series([run["interval_s"] for run in runs], dtype=float)
@@ -376,7 +413,8 @@ def run_table(
 
 @dataclass(frozen=True)
 class SyntheticArchitecture:
-    """How a synthetic architecture trains: its GPU power, time per image, FLOPs and F1."""
+    """How a synthetic architecture trains: its GPU power, time per training image, FLOPs and
+    F1."""
 
     gpu_power_w: float
     s_per_image: float
@@ -485,13 +523,15 @@ def synthetic_store(
     The runs are stored in a shuffled order, as a study runs them.
 
     The answers (:data:`SYNTHETIC_ARCHITECTURES`, :data:`SYNTHETIC_ENVIRONMENTS`): median
-    ``j_per_image`` is about 2.09 for A, 1.25 for B (0.6 x A: 40% less), 3.14 for C in
-    ``cloud`` (GPU J/image x 1.03 for the RAM x 1.015 for the test phase), 1.17 times that in
-    ``local``; ``f1`` is 0.85, 0.80, 0.90 (0.01 less in ``local``) +/- 0.01; ``gpu_util_pct``
-    70, 55, 90 (x 1.1 in ``local``); ``gpu_tdp_w`` 400 (A100 SXM4 40GB, ``cloud``) and 350
-    (RTX 3090, ``local``).
-    Energy and time per image vary by +/- 5% each (power by their ratio), spread evenly within
-    a group so that no regular run is an outlier at 1.5 IQR.
+    ``j_per_train_image`` is about 2.09 for A, 1.25 for B (0.6 x A: 40% less), 3.14 for C in
+    ``cloud`` (GPU J per training image x 1.03 for the RAM x 1.015 for the test phase), 1.17
+    times that in ``local``; ``j_per_image`` is 0.8 times these, 1.67, 1.00 and 2.51 in
+    ``cloud`` (the ``val_samples`` tag counts 500 validation images an epoch beside its 2,000
+    training images); ``f1`` is 0.85, 0.80, 0.90 (0.01 less in ``local``) +/- 0.01;
+    ``gpu_util_pct`` 70, 55, 90 (x 1.1 in ``local``); ``gpu_tdp_w`` 400 (A100 SXM4 40GB,
+    ``cloud``) and 350 (RTX 3090, ``local``).
+    Energy and time per training image vary by +/- 5% each (power by their ratio), spread
+    evenly within a group so that no regular run is an outlier at 1.5 IQR.
 
     With ``planted``, five more runs are added, tagged ``planted`` with their role, each in
     its own group (in the order of the groups, architecture-major, wrapping around): two

@@ -83,6 +83,7 @@ STYLE: dict[str, Any] = {
 # Axis labels of the run table's columns; others read as their own name.
 LABELS: dict[str, str] = {
     "j_per_image": "energy per image (J)",
+    "j_per_train_image": "energy per training image (J)",
     "energy_j": "energy (J)",
     "energy_j_measured": "measured energy (J)",
     "energy_j_gpu": "GPU energy (J)",

@@ -101,10 +101,20 @@ def build(
     data.paragraphs.append(str(cleaning))
     data.tables.append(("Cleaning log", cleaning.to_frame()))
     data.paragraphs.append(
-        "Energy is normalised per image processed in training (J/image); processing time per "
-        "image and mean GPU usage likewise. Energy figures include modelled devices where no "
-        "sensor measured them (see each run's summary)."
+        "Energy is normalised per image processed in training, as the paper does (J/image, "
+        "j_per_image): the run's energy over its training images plus one validation pass per "
+        "finished epoch (epochs x the val_samples tag). J per training image (j_per_train_image) "
+        "divides by the training images alone. Processing time per image counts the images "
+        "J/image counts; GPU usage is the mean over the run. Energy figures include modelled "
+        "devices where no sensor measured them (see each run's summary)."
     )
+    # Cleaning removed the runs whose tag is not a count: a missing value here is a missing tag.
+    untagged = int(cleaned["val_samples"].isna().sum())
+    if untagged:
+        data.paragraphs.append(
+            f"{untagged} of the {len(cleaned)} runs kept carry no val_samples tag: no validation "
+            "image is counted for them, so their J/image is their J per training image."
+        )
     overview = _overview(cleaned)
     if not overview.empty:
         data.tables.append(("Runs kept, by group (medians)", overview))
@@ -131,6 +141,7 @@ def _overview(df: pd.DataFrame) -> pd.DataFrame:
     out = grouped.agg(
         runs=("run_id", "count"),
         j_per_image=("j_per_image", "median"),
+        j_per_train_image=("j_per_train_image", "median"),
         s_per_image=("s_per_image", "median"),
         gpu_util_pct=("gpu_util_pct", "median"),
         f1=("f1", "median"),

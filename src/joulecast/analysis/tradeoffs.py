@@ -40,6 +40,7 @@ __all__ = ["Savings", "benefit_label", "cost_label", "pareto_front", "savings_st
 # How a column reads in a sentence; anything else reads as its own name.
 COST_LABELS: dict[str, str] = {
     "j_per_image": "energy per image",
+    "j_per_train_image": "energy per training image",
     "energy_j": "energy",
     "energy_j_measured": "measured energy",
     "energy_j_gpu": "GPU energy",
