@@ -24,6 +24,7 @@ from joulecast.run import Run, measure
 from joulecast.store import Store
 
 if TYPE_CHECKING:
+    from joulecast.integrations._tracking import Tracker
     from joulecast.integrations.mlflow import MlflowLogger
 
 log = logging.getLogger(__name__)
@@ -94,15 +95,16 @@ def next_step(run: Run) -> int:
     return next(counter)
 
 
-def resolve_mlflow(value: MlflowArg) -> MlflowLogger | None:
-    """``True`` → a default :class:`~joulecast.integrations.mlflow.MlflowLogger`."""
-    if value is None or value is False:
-        return None
-    if value is True:
+def resolve_trackers(*, mlflow: MlflowArg = None) -> list[Tracker]:
+    """The trackers an integration logs to: ``True`` → a default one, False or None → none."""
+    out: list[Tracker] = []
+    if mlflow is True:
         from joulecast.integrations.mlflow import MlflowLogger
 
-        return MlflowLogger()
-    return value
+        out.append(MlflowLogger())
+    elif mlflow is not None and mlflow is not False:
+        out.append(mlflow)
+    return out
 
 
 def _process_group() -> Any:
@@ -207,7 +209,7 @@ class Session:
         self.interval_s = interval_s
         self.run: Run | None = run
         self.owns_run = False
-        self.mlflow = resolve_mlflow(mlflow)
+        self.trackers = resolve_trackers(mlflow=mlflow)
         self.sync = sync
         self.open_epoch: int | None = None
         self.open_step: int | None = None
@@ -215,7 +217,7 @@ class Session:
         self._offset: int | None = None
 
     def start(self, total_epochs: int | None = None) -> Run:
-        """Open (or join) the run unless one was given or is still open; start MLflow.
+        """Open (or join) the run unless one was given or is still open; start the trackers.
 
         With ``forecast`` (True, or keyword arguments for :meth:`Run.live_forecast`) or a
         ``budget``, and ``total_epochs`` known, the run forecasts its energy after every epoch.
@@ -245,14 +247,14 @@ class Session:
         if (self.forecast or self.budget is not None) and total_epochs:
             options = dict(self.forecast) if isinstance(self.forecast, Mapping) else {}
             self.run.live_forecast(int(total_epochs), budget=self.budget, **options)
-        if self.mlflow is not None and not (self.run.measuring and self.run.job.leader):
-            self.mlflow = None  # the job's rank 0 logs the job
-        if self.mlflow is not None:
+        if not (self.run.measuring and self.run.job.leader):
+            self.trackers = []  # the job's rank 0 logs the job
+        for tracker in list(self.trackers):
             try:
-                self.mlflow.start(self.run)
+                tracker.start(self.run)
             except Exception as exc:  # experiment tracking must not stop the training
-                log.warning("MLflow: could not start logging (%s); not logging", exc)
-                self.mlflow = None
+                log.warning("%s: could not start logging (%s); not logging", tracker.label, exc)
+                self.trackers.remove(tracker)
         return self.run
 
     def epoch_index(self, index: int) -> int:
@@ -300,7 +302,7 @@ class Session:
         metrics: Mapping[str, Any] | None = None,
         together: bool = True,
     ) -> None:
-        """Close an epoch or step (after syncing the device); log a closed epoch to MLflow.
+        """Close an epoch or step (after syncing the device); log a closed epoch to the trackers.
 
         In a distributed job every process calls it at the same point (``together``; False
         where one process alone ends it, on an exception: nothing is summed then). An
@@ -339,11 +341,11 @@ class Session:
         self.open_epoch = None
         if summed is not None and summed[2]:
             self._forecast_job(phase)
-        if self.mlflow is not None:
+        for tracker in self.trackers:
             try:
-                self.mlflow.log_epoch(run, index)
+                tracker.log_epoch(run, index)
             except Exception as exc:
-                log.warning("MLflow: logging epoch %d failed: %s", index, exc)
+                log.warning("%s: logging epoch %d failed: %s", tracker.label, index, exc)
 
     def _forecast_job(self, phase: Phase | None) -> None:
         """Rank 0 forecasts after ``phase`` from the job's energy; every process learns
@@ -382,12 +384,12 @@ class Session:
         status: RunStatus = RunStatus.COMPLETED,
         *,
         signal: str | None = None,
-        end_mlflow: bool | None = None,
+        end_trackers: bool | None = None,
     ) -> None:
-        """Stop the run if this session opened it, then log the totals to MLflow.
+        """Stop the run if this session opened it, then log the totals to the trackers.
 
-        The MLflow run is ended (if the logger started it) with a run this session opened, or
-        when ``end_mlflow`` says so: a run passed in may have more training to come.
+        A tracker's run is ended (if the tracker started it) with a run this session opened,
+        or when ``end_trackers`` says so: a run passed in may have more training to come.
         """
         run = self.run
         if run is None:
@@ -396,10 +398,9 @@ class Session:
             self.end(PhaseKind.STEP, self.open_step)
         if self.owns_run and run.active:
             run.stop(status, signal=signal)
-        if self.mlflow is not None:
+        end_run = self.owns_run if end_trackers is None else end_trackers
+        for tracker in self.trackers:
             try:
-                self.mlflow.finish(
-                    run, status=status, end_run=self.owns_run if end_mlflow is None else end_mlflow
-                )
+                tracker.finish(run, status=status, end_run=end_run)
             except Exception as exc:
-                log.warning("MLflow: logging the run's totals failed: %s", exc)
+                log.warning("%s: logging the run's totals failed: %s", tracker.label, exc)

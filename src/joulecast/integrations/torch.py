@@ -177,8 +177,8 @@ def _epochs(
                 log.warning("stopping after epoch %d: %s", epoch.index, run.stop_reason)
                 return
     finally:
-        if session.mlflow is not None:
-            session.finish(RunStatus.COMPLETED, end_mlflow=True)
+        if session.trackers:
+            session.finish(RunStatus.COMPLETED, end_trackers=True)
 
 
 def steps(
