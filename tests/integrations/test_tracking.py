@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
@@ -65,6 +66,22 @@ def test_a_tracker_gets_each_epoch_and_the_totals(tmp_path):
     assert rec.tags["joulecast.run_id"] == str(run.run_id)
     assert rec.tags["joulecast.status"] == "running"  # the totals are logged before it stops
     assert rec.closed == []  # a run passed in may have more training to come
+
+
+def test_a_failing_tracker_warns_once_and_is_left_alone(tmp_path, caplog):
+    """Epoch 0 fails: one warning, no more calls for epochs 1 and 2 nor for the totals."""
+    rec = Recorder(fail_from=2)  # the start's tags go through, the first epoch does not
+    caplog.set_level(logging.WARNING)
+    with joulecast.measure(store=tmp_path / "s.db", interval_s=0.02) as run:
+        session = Session(run=run)
+        session.trackers = [rec]
+        _train(session, 3)
+    warnings = [r for r in caplog.records if r.getMessage().startswith("Recorder")]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert "logging epoch 0 failed" in warnings[0].getMessage()
+    assert "tracking server unreachable" in warnings[0].getMessage()
+    assert rec.calls == 2 and session.trackers == []
+    assert run.summary().status == "completed"  # the training went on
 
 
 def test_log_run_closes_a_run_it_started_with_the_runs_status(tmp_path):

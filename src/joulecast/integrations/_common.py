@@ -11,7 +11,7 @@ import math
 import os
 import sys
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Union
 
@@ -249,13 +249,26 @@ class Session:
             self.run.live_forecast(int(total_epochs), budget=self.budget, **options)
         if not (self.run.measuring and self.run.job.leader):
             self.trackers = []  # the job's rank 0 logs the job
+        run = self.run
+        self._to_trackers("starting", lambda tracker: tracker.start(run))
+        return run
+
+    def _to_trackers(self, what: str, call: Callable[[Tracker], object]) -> None:
+        """``call`` each tracker. One that fails is warned about once and not called again by
+        this session: experiment tracking must neither stop the training nor slow it down
+        with a failing call (a tracking server's retries) after every epoch."""
         for tracker in list(self.trackers):
             try:
-                tracker.start(self.run)
-            except Exception as exc:  # experiment tracking must not stop the training
-                log.warning("%s: could not start logging (%s); not logging", tracker.label, exc)
+                call(tracker)
+            except Exception as exc:
+                log.warning(
+                    "%s: %s failed (%s); not logging to %s any more in this training",
+                    tracker.label,
+                    what,
+                    exc,
+                    tracker.label,
+                )
                 self.trackers.remove(tracker)
-        return self.run
 
     def epoch_index(self, index: int) -> int:
         """The run's index for the framework's epoch ``index``.
@@ -341,11 +354,7 @@ class Session:
         self.open_epoch = None
         if summed is not None and summed[2]:
             self._forecast_job(phase)
-        for tracker in self.trackers:
-            try:
-                tracker.log_epoch(run, index)
-            except Exception as exc:
-                log.warning("%s: logging epoch %d failed: %s", tracker.label, index, exc)
+        self._to_trackers(f"logging epoch {index}", lambda tracker: tracker.log_epoch(run, index))
 
     def _forecast_job(self, phase: Phase | None) -> None:
         """Rank 0 forecasts after ``phase`` from the job's energy; every process learns
@@ -399,8 +408,7 @@ class Session:
         if self.owns_run and run.active:
             run.stop(status, signal=signal)
         end_run = self.owns_run if end_trackers is None else end_trackers
-        for tracker in self.trackers:
-            try:
-                tracker.finish(run, status=status, end_run=end_run)
-            except Exception as exc:
-                log.warning("%s: logging the run's totals failed: %s", tracker.label, exc)
+        self._to_trackers(
+            "logging the run's totals",
+            lambda tracker: tracker.finish(run, status=status, end_run=end_run),
+        )
