@@ -122,3 +122,13 @@ def test_epoch_points_skip_missing_values():
         ("epoch_duration_s", 2.0, 3),
         ("forecast_total_j", 50.0, 3),
     }
+
+
+@pytest.mark.parametrize("value", ["yes", 1, object()])
+def test_a_tracker_argument_that_is_no_tracker_is_refused_at_once(value):
+    with pytest.raises(TypeError, match=r"mlflow= takes a MlflowLogger, True or False, not "):
+        Session(mlflow=value)
+
+
+def test_false_and_none_log_nowhere():
+    assert Session(mlflow=False).trackers == [] and Session(mlflow=None).trackers == []

@@ -5,6 +5,7 @@ No framework is imported here; PyTorch is used only when the training already im
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import logging
 import math
@@ -18,13 +19,14 @@ from typing import TYPE_CHECKING, Any, Union
 from joulecast.distributed import Job, current_job
 from joulecast.errors import JoulecastError
 from joulecast.forecast import EnergyBudget
+from joulecast.inputs import quote
+from joulecast.integrations._tracking import Tracker
 from joulecast.monitor import DEFAULT_INTERVAL_S
 from joulecast.records import Phase, PhaseKind, RunStatus
 from joulecast.run import Run, measure
 from joulecast.store import Store
 
 if TYPE_CHECKING:
-    from joulecast.integrations._tracking import Tracker
     from joulecast.integrations.mlflow import MlflowLogger
 
 log = logging.getLogger(__name__)
@@ -95,15 +97,27 @@ def next_step(run: Run) -> int:
     return next(counter)
 
 
-def resolve_trackers(*, mlflow: MlflowArg = None) -> list[Tracker]:
-    """The trackers an integration logs to: ``True`` → a default one, False or None → none."""
-    out: list[Tracker] = []
-    if mlflow is True:
-        from joulecast.integrations.mlflow import MlflowLogger
+# An integration's tracker argument → the module and class of the tracker that True stands for.
+_TRACKERS = {"mlflow": ("joulecast.integrations.mlflow", "MlflowLogger")}
 
-        out.append(MlflowLogger())
-    elif mlflow is not None and mlflow is not False:
-        out.append(mlflow)
+
+def resolve_trackers(*, mlflow: MlflowArg = None) -> list[Tracker]:
+    """The trackers an integration logs to: ``True`` → a default one, False or None → none.
+
+    Raises:
+        TypeError: an argument is neither a tracker of the :mod:`joulecast.integrations`
+            modules nor a bool (it would otherwise fail only once training starts).
+    """
+    out: list[Tracker] = []
+    for argument, value in (("mlflow", mlflow),):
+        module, name = _TRACKERS[argument]
+        if value is True:
+            value = getattr(importlib.import_module(module), name)()
+        if value is None or value is False:
+            continue
+        if not isinstance(value, Tracker):
+            raise TypeError(f"{argument}= takes a {name}, True or False, not {quote(value)}")
+        out.append(value)
     return out
 
 
