@@ -19,6 +19,7 @@ OPTIONAL = {
     "pytorch_lightning",
     "torch",
     "transformers",
+    "wandb",
 }
 
 

@@ -10,7 +10,9 @@ import pytest
 import joulecast
 from joulecast.integrations._common import Session
 from joulecast.integrations._tracking import Point, Tracker, epoch_points, number
-from joulecast.records import PhaseKind, RunStatus
+from joulecast.records import RunStatus
+
+from .helpers import train
 
 
 class Recorder(Tracker):
@@ -40,14 +42,6 @@ class Recorder(Tracker):
         self.closed.append(status)
 
 
-def _train(session: Session, epochs: int) -> None:
-    session.start()
-    for i in range(epochs):
-        index = session.begin(PhaseKind.EPOCH, i)
-        session.end(PhaseKind.EPOCH, index, samples=10)
-    session.finish()
-
-
 def test_number_keeps_finite_numbers_only():
     assert number(2) == 2.0 and number("3.5") == 3.5
     assert number(None) is None and number("x") is None
@@ -59,7 +53,7 @@ def test_a_tracker_gets_each_epoch_and_the_totals(tmp_path):
     with joulecast.measure(store=tmp_path / "s.db", interval_s=0.02) as run:
         session = Session(run=run)
         session.trackers = [rec]
-        _train(session, 2)
+        train(session, 2)
     steps = {p.step for p in rec.points if p.key == "epoch_energy_j"}
     assert steps == {0, 1}
     assert {p.key for p in rec.points if p.step is None} >= {"energy_j", "duration_s"}
@@ -75,7 +69,7 @@ def test_a_failing_tracker_warns_once_and_is_left_alone(tmp_path, caplog):
     with joulecast.measure(store=tmp_path / "s.db", interval_s=0.02) as run:
         session = Session(run=run)
         session.trackers = [rec]
-        _train(session, 3)
+        train(session, 3)
     warnings = [r for r in caplog.records if r.getMessage().startswith("Recorder")]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     assert "logging epoch 0 failed" in warnings[0].getMessage()

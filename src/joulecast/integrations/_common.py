@@ -28,11 +28,13 @@ from joulecast.store import Store
 
 if TYPE_CHECKING:
     from joulecast.integrations.mlflow import MlflowLogger
+    from joulecast.integrations.wandb import WandbLogger
 
 log = logging.getLogger(__name__)
 
 StoreLike = Union[Store, str, "os.PathLike[str]", None]
 MlflowArg = Union["MlflowLogger", bool, None]
+WandbArg = Union["WandbLogger", bool, None]
 
 
 def batch_size(batch: Any) -> int | None:
@@ -98,10 +100,13 @@ def next_step(run: Run) -> int:
 
 
 # An integration's tracker argument → the module and class of the tracker that True stands for.
-_TRACKERS = {"mlflow": ("joulecast.integrations.mlflow", "MlflowLogger")}
+_TRACKERS = {
+    "mlflow": ("joulecast.integrations.mlflow", "MlflowLogger"),
+    "wandb": ("joulecast.integrations.wandb", "WandbLogger"),
+}
 
 
-def resolve_trackers(*, mlflow: MlflowArg = None) -> list[Tracker]:
+def resolve_trackers(*, mlflow: MlflowArg = None, wandb: WandbArg = None) -> list[Tracker]:
     """The trackers an integration logs to: ``True`` → a default one, False or None → none.
 
     Raises:
@@ -109,7 +114,7 @@ def resolve_trackers(*, mlflow: MlflowArg = None) -> list[Tracker]:
             modules nor a bool (it would otherwise fail only once training starts).
     """
     out: list[Tracker] = []
-    for argument, value in (("mlflow", mlflow),):
+    for argument, value in (("mlflow", mlflow), ("wandb", wandb)):
         module, name = _TRACKERS[argument]
         if value is True:
             value = getattr(importlib.import_module(module), name)()
@@ -210,6 +215,7 @@ class Session:
         interval_s: float = DEFAULT_INTERVAL_S,
         run: Run | None = None,
         mlflow: MlflowArg = None,
+        wandb: WandbArg = None,
         sync: bool | None = None,
         forecast: bool | Mapping[str, Any] = False,
         budget: EnergyBudget | None = None,
@@ -223,7 +229,7 @@ class Session:
         self.interval_s = interval_s
         self.run: Run | None = run
         self.owns_run = False
-        self.trackers = resolve_trackers(mlflow=mlflow)
+        self.trackers = resolve_trackers(mlflow=mlflow, wandb=wandb)
         self.sync = sync
         self.open_epoch: int | None = None
         self.open_step: int | None = None

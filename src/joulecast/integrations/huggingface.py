@@ -43,6 +43,7 @@ from joulecast.integrations._common import (
     MlflowArg,
     Session,
     StoreLike,
+    WandbArg,
     float_metrics,
     framework_job,
 )
@@ -71,6 +72,8 @@ class JoulecastTrainerCallback(TrainerCallback):
         sync: wait for CUDA at each epoch boundary (None: when CUDA is in use).
         mlflow: an :class:`~joulecast.integrations.mlflow.MlflowLogger`, or True for a
             default one: logs each epoch, and the totals when training ends.
+        wandb: a :class:`~joulecast.integrations.wandb.WandbLogger`, or True for a
+            default one: logs each epoch to W&B, and the totals when training ends.
         forecast: forecast the total energy after every epoch (True, or keyword arguments
             of :meth:`joulecast.Run.live_forecast`).
         budget: an :class:`~joulecast.EnergyBudget`: training stops at the start of the
@@ -87,6 +90,7 @@ class JoulecastTrainerCallback(TrainerCallback):
         samples_per_epoch: int | None = None,
         sync: bool | None = None,
         mlflow: MlflowArg = None,
+        wandb: WandbArg = None,
         forecast: bool | dict[str, Any] = False,
         budget: EnergyBudget | None = None,
     ) -> None:
@@ -98,6 +102,7 @@ class JoulecastTrainerCallback(TrainerCallback):
             interval_s=interval_s,
             run=run,
             mlflow=mlflow,
+            wandb=wandb,
             sync=sync,
             forecast=forecast,
             budget=budget,

@@ -46,6 +46,7 @@ from joulecast.integrations._common import (
     MlflowArg,
     Session,
     StoreLike,
+    WandbArg,
     batch_size,
     float_metrics,
     framework_job,
@@ -73,6 +74,8 @@ class JoulecastCallback(pl.Callback):
         sync: wait for CUDA at each boundary (None: when CUDA is in use).
         mlflow: an :class:`~joulecast.integrations.mlflow.MlflowLogger`, or True for a
             default one: logs each epoch, and the totals when training ends.
+        wandb: a :class:`~joulecast.integrations.wandb.WandbLogger`, or True for a
+            default one: logs each epoch to W&B, and the totals when training ends.
         forecast: forecast the total energy after every epoch (True, or keyword arguments
             of :meth:`joulecast.Run.live_forecast`).
         budget: an :class:`~joulecast.EnergyBudget`: training stops at the start of the
@@ -89,6 +92,7 @@ class JoulecastCallback(pl.Callback):
         steps: bool = False,
         sync: bool | None = None,
         mlflow: MlflowArg = None,
+        wandb: WandbArg = None,
         forecast: bool | dict[str, Any] = False,
         budget: EnergyBudget | None = None,
     ) -> None:
@@ -101,6 +105,7 @@ class JoulecastCallback(pl.Callback):
             interval_s=interval_s,
             run=run,
             mlflow=mlflow,
+            wandb=wandb,
             sync=sync,
             forecast=forecast,
             budget=budget,

@@ -35,6 +35,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from joulecast.integrations._common import (
     MlflowArg,
     Session,
+    WandbArg,
     batch_size,
     float_metrics,
     next_step,
@@ -116,6 +117,7 @@ def epochs(
     samples_per_epoch: int | None = None,
     sync: bool | None = None,
     mlflow: MlflowArg = None,
+    wandb: WandbArg = None,
 ) -> Iterator[Epoch]:
     """Hand out epochs ``start`` .. ``n_epochs - 1``, each marked as an epoch of ``run``.
 
@@ -140,21 +142,19 @@ def epochs(
         sync: wait for CUDA at each boundary (None: when CUDA is in use).
         mlflow: an :class:`~joulecast.integrations.mlflow.MlflowLogger` (or True for a
             default one) that logs each epoch and, after the last, the totals so far.
+        wandb: a :class:`~joulecast.integrations.wandb.WandbLogger` (or True for a
+            default one) that logs each epoch to W&B and, after the last, the totals.
     """
     if n_epochs < start:
         raise ValueError(f"n_epochs ({n_epochs}) must be at least start ({start})")
-    return _epochs(run, range(start, n_epochs), samples_per_epoch, sync, mlflow)
+    session = Session(run=run, mlflow=mlflow, wandb=wandb, sync=sync)
+    return _epochs(session, range(start, n_epochs), samples_per_epoch, sync)
 
 
 def _epochs(
-    run: Run,
-    indices: range,
-    samples_per_epoch: int | None,
-    sync: bool | None,
-    mlflow: MlflowArg,
+    session: Session, indices: range, samples_per_epoch: int | None, sync: bool | None
 ) -> Iterator[Epoch]:
-    session = Session(run=run, mlflow=mlflow, sync=sync)
-    session.start()
+    run = session.start()
     try:
         for index in indices:
             epoch = Epoch(run, index, samples_per_epoch, sync=sync)
