@@ -5,7 +5,6 @@ No framework is imported here; PyTorch is used only when the training already im
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import logging
 import math
@@ -14,27 +13,20 @@ import sys
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any, Union
 
 from joulecast.distributed import Job, current_job
 from joulecast.errors import JoulecastError
 from joulecast.forecast import EnergyBudget
-from joulecast.inputs import quote
-from joulecast.integrations._tracking import Tracker
+from joulecast.integrations._tracking import MlflowArg, Tracker, WandbArg, resolve_trackers
 from joulecast.monitor import DEFAULT_INTERVAL_S
 from joulecast.records import Phase, PhaseKind, RunStatus
 from joulecast.run import Run, measure
 from joulecast.store import Store
 
-if TYPE_CHECKING:
-    from joulecast.integrations.mlflow import MlflowLogger
-    from joulecast.integrations.wandb import WandbLogger
-
 log = logging.getLogger(__name__)
 
 StoreLike = Union[Store, str, "os.PathLike[str]", None]
-MlflowArg = Union["MlflowLogger", bool, None]
-WandbArg = Union["WandbLogger", bool, None]
 
 
 def batch_size(batch: Any) -> int | None:
@@ -97,33 +89,6 @@ def next_step(run: Run) -> int:
     if counter is None:
         counter = _step_counters[run] = itertools.count()
     return next(counter)
-
-
-# An integration's tracker argument → the module and class of the tracker that True stands for.
-_TRACKERS = {
-    "mlflow": ("joulecast.integrations.mlflow", "MlflowLogger"),
-    "wandb": ("joulecast.integrations.wandb", "WandbLogger"),
-}
-
-
-def resolve_trackers(*, mlflow: MlflowArg = None, wandb: WandbArg = None) -> list[Tracker]:
-    """The trackers an integration logs to: ``True`` → a default one, False or None → none.
-
-    Raises:
-        TypeError: an argument is neither a tracker of the :mod:`joulecast.integrations`
-            modules nor a bool (it would otherwise fail only once training starts).
-    """
-    out: list[Tracker] = []
-    for argument, value in (("mlflow", mlflow), ("wandb", wandb)):
-        module, name = _TRACKERS[argument]
-        if value is True:
-            value = getattr(importlib.import_module(module), name)()
-        if value is None or value is False:
-            continue
-        if not isinstance(value, Tracker):
-            raise TypeError(f"{argument}= takes a {name}, True or False, not {quote(value)}")
-        out.append(value)
-    return out
 
 
 def _process_group() -> Any:

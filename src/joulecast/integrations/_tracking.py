@@ -4,7 +4,8 @@ What is logged, and under which key, is decided here once: :func:`epoch_points` 
 ``step`` = the epoch's index), :func:`total_points` (the run's totals) and :func:`run_tags`.
 A key added to :data:`EPOCH_METRICS`, :data:`FORECAST_KEYS` or :data:`TOTAL_METRICS` reaches
 every tracker. Each tracker's module only says how to open its run, write points and tags,
-and close it (:class:`Tracker`).
+and close it (:class:`Tracker`); :func:`resolve_trackers` turns an integration's tracker
+arguments (``mlflow=``...) into trackers.
 
 No tracker is imported here.
 """
@@ -12,24 +13,32 @@ No tracker is imported here.
 from __future__ import annotations
 
 import abc
+import importlib
 import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Union
 
+from joulecast.inputs import quote
 from joulecast.records import RunStatus
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from joulecast.energy import RunSummary
+    from joulecast.integrations.mlflow import MlflowLogger
+    from joulecast.integrations.wandb import WandbLogger
     from joulecast.run import Run
     from joulecast.store import Store
 
 log = logging.getLogger(__name__)
+
+# What an integration's tracker argument takes: the tracker, True for a default one, or none.
+MlflowArg = Union["MlflowLogger", bool, None]
+WandbArg = Union["WandbLogger", bool, None]
 
 # Key → column of the per-epoch table (RunSummary.epochs, Run.epoch_table).
 EPOCH_METRICS = {
@@ -230,3 +239,30 @@ class Tracker(abc.ABC):
         finally:
             if opened:
                 st.close()
+
+
+# An integration's tracker argument → the module and class of the tracker that True stands for.
+_TRACKERS = {
+    "mlflow": ("joulecast.integrations.mlflow", "MlflowLogger"),
+    "wandb": ("joulecast.integrations.wandb", "WandbLogger"),
+}
+
+
+def resolve_trackers(*, mlflow: MlflowArg = None, wandb: WandbArg = None) -> list[Tracker]:
+    """The trackers an integration logs to: ``True`` → a default one, False or None → none.
+
+    Raises:
+        TypeError: an argument is neither a tracker of the :mod:`joulecast.integrations`
+            modules nor a bool (it would otherwise fail only once training starts).
+    """
+    out: list[Tracker] = []
+    for argument, value in (("mlflow", mlflow), ("wandb", wandb)):
+        module, name = _TRACKERS[argument]
+        if value is True:
+            value = getattr(importlib.import_module(module), name)()
+        if value is None or value is False:
+            continue
+        if not isinstance(value, Tracker):
+            raise TypeError(f"{argument}= takes a {name}, True or False, not {quote(value)}")
+        out.append(value)
+    return out

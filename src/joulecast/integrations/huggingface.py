@@ -40,13 +40,12 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from joulecast.forecast import EnergyBudget
 from joulecast.integrations._common import (
-    MlflowArg,
     Session,
     StoreLike,
-    WandbArg,
     float_metrics,
     framework_job,
 )
+from joulecast.integrations._tracking import MlflowArg, WandbArg
 from joulecast.monitor import DEFAULT_INTERVAL_S
 from joulecast.records import PhaseKind, RunStatus
 from joulecast.run import Run

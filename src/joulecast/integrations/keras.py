@@ -37,13 +37,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from joulecast.forecast import EnergyBudget
-from joulecast.integrations._common import (
-    MlflowArg,
-    Session,
-    StoreLike,
-    WandbArg,
-    float_metrics,
-)
+from joulecast.integrations._common import Session, StoreLike, float_metrics
+from joulecast.integrations._tracking import MlflowArg, WandbArg
 from joulecast.monitor import DEFAULT_INTERVAL_S
 from joulecast.records import PhaseKind, RunStatus
 from joulecast.run import Run

@@ -43,15 +43,14 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 from joulecast.forecast import EnergyBudget
 from joulecast.integrations._common import (
-    MlflowArg,
     Session,
     StoreLike,
-    WandbArg,
     batch_size,
     float_metrics,
     framework_job,
     next_step,
 )
+from joulecast.integrations._tracking import MlflowArg, WandbArg
 from joulecast.monitor import DEFAULT_INTERVAL_S
 from joulecast.records import PhaseKind, RunStatus
 from joulecast.run import Run

@@ -33,13 +33,12 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from joulecast.integrations._common import (
-    MlflowArg,
     Session,
-    WandbArg,
     batch_size,
     float_metrics,
     next_step,
 )
+from joulecast.integrations._tracking import MlflowArg, WandbArg
 from joulecast.records import PhaseKind, RunStatus
 from joulecast.run import Run
 
