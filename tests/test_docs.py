@@ -17,6 +17,7 @@ OPTIONAL = {
     "mlflow",
     "pyarrow",
     "pytorch_lightning",
+    "tensorboard",
     "torch",
     "transformers",
     "wandb",

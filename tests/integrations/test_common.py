@@ -63,7 +63,7 @@ def test_package_imports_nothing_heavy():
     code = (
         "import sys\n"
         "import joulecast.integrations\n"
-        "heavy = {'torch', 'keras', 'lightning', 'pytorch_lightning', 'transformers', 'mlflow', 'wandb'}\n"
+        "heavy = {'torch', 'keras', 'lightning', 'pytorch_lightning', 'transformers', 'mlflow', 'wandb', 'tensorboard'}\n"
         "assert not heavy & set(sys.modules), heavy & set(sys.modules)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -78,6 +78,7 @@ def test_package_imports_nothing_heavy():
         ("keras", ["keras"], "keras"),
         ("mlflow", ["mlflow"], "mlflow"),
         ("wandb", ["wandb"], "wandb"),
+        ("tensorboard", ["tensorboard"], "tensorboard"),
     ],
 )
 def test_missing_framework_names_the_extra(module, hidden, extra):

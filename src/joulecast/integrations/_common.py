@@ -18,7 +18,13 @@ from typing import Any, Union
 from joulecast.distributed import Job, current_job
 from joulecast.errors import JoulecastError
 from joulecast.forecast import EnergyBudget
-from joulecast.integrations._tracking import MlflowArg, Tracker, WandbArg, resolve_trackers
+from joulecast.integrations._tracking import (
+    MlflowArg,
+    TensorBoardArg,
+    Tracker,
+    WandbArg,
+    resolve_trackers,
+)
 from joulecast.monitor import DEFAULT_INTERVAL_S
 from joulecast.records import Phase, PhaseKind, RunStatus
 from joulecast.run import Run, measure
@@ -181,6 +187,7 @@ class Session:
         run: Run | None = None,
         mlflow: MlflowArg = None,
         wandb: WandbArg = None,
+        tensorboard: TensorBoardArg = None,
         sync: bool | None = None,
         forecast: bool | Mapping[str, Any] = False,
         budget: EnergyBudget | None = None,
@@ -194,7 +201,7 @@ class Session:
         self.interval_s = interval_s
         self.run: Run | None = run
         self.owns_run = False
-        self.trackers = resolve_trackers(mlflow=mlflow, wandb=wandb)
+        self.trackers = resolve_trackers(mlflow=mlflow, wandb=wandb, tensorboard=tensorboard)
         self.sync = sync
         self.open_epoch: int | None = None
         self.open_step: int | None = None

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from joulecast.energy import RunSummary
     from joulecast.integrations.mlflow import MlflowLogger
+    from joulecast.integrations.tensorboard import TensorBoardLogger
     from joulecast.integrations.wandb import WandbLogger
     from joulecast.run import Run
     from joulecast.store import Store
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 # What an integration's tracker argument takes: the tracker, True for a default one, or none.
 MlflowArg = Union["MlflowLogger", bool, None]
 WandbArg = Union["WandbLogger", bool, None]
+TensorBoardArg = Union["TensorBoardLogger", bool, None]
 
 # Key → column of the per-epoch table (RunSummary.epochs, Run.epoch_table).
 EPOCH_METRICS = {
@@ -245,10 +247,13 @@ class Tracker(abc.ABC):
 _TRACKERS = {
     "mlflow": ("joulecast.integrations.mlflow", "MlflowLogger"),
     "wandb": ("joulecast.integrations.wandb", "WandbLogger"),
+    "tensorboard": ("joulecast.integrations.tensorboard", "TensorBoardLogger"),
 }
 
 
-def resolve_trackers(*, mlflow: MlflowArg = None, wandb: WandbArg = None) -> list[Tracker]:
+def resolve_trackers(
+    *, mlflow: MlflowArg = None, wandb: WandbArg = None, tensorboard: TensorBoardArg = None
+) -> list[Tracker]:
     """The trackers an integration logs to: ``True`` → a default one, False or None → none.
 
     Raises:
@@ -256,7 +261,7 @@ def resolve_trackers(*, mlflow: MlflowArg = None, wandb: WandbArg = None) -> lis
             modules nor a bool (it would otherwise fail only once training starts).
     """
     out: list[Tracker] = []
-    for argument, value in (("mlflow", mlflow), ("wandb", wandb)):
+    for argument, value in (("mlflow", mlflow), ("wandb", wandb), ("tensorboard", tensorboard)):
         module, name = _TRACKERS[argument]
         if value is True:
             value = getattr(importlib.import_module(module), name)()

@@ -50,7 +50,7 @@ from joulecast.integrations._common import (
     framework_job,
     next_step,
 )
-from joulecast.integrations._tracking import MlflowArg, WandbArg
+from joulecast.integrations._tracking import MlflowArg, TensorBoardArg, WandbArg
 from joulecast.monitor import DEFAULT_INTERVAL_S
 from joulecast.records import PhaseKind, RunStatus
 from joulecast.run import Run
@@ -75,6 +75,9 @@ class JoulecastCallback(pl.Callback):
             default one: logs each epoch, and the totals when training ends.
         wandb: a :class:`~joulecast.integrations.wandb.WandbLogger`, or True for a
             default one: logs each epoch to W&B, and the totals when training ends.
+        tensorboard: a :class:`~joulecast.integrations.tensorboard.TensorBoardLogger`, or
+            True for a default one: logs each epoch to TensorBoard event files, and the
+            totals when training ends.
         forecast: forecast the total energy after every epoch (True, or keyword arguments
             of :meth:`joulecast.Run.live_forecast`).
         budget: an :class:`~joulecast.EnergyBudget`: training stops at the start of the
@@ -92,6 +95,7 @@ class JoulecastCallback(pl.Callback):
         sync: bool | None = None,
         mlflow: MlflowArg = None,
         wandb: WandbArg = None,
+        tensorboard: TensorBoardArg = None,
         forecast: bool | dict[str, Any] = False,
         budget: EnergyBudget | None = None,
     ) -> None:
@@ -105,6 +109,7 @@ class JoulecastCallback(pl.Callback):
             run=run,
             mlflow=mlflow,
             wandb=wandb,
+            tensorboard=tensorboard,
             sync=sync,
             forecast=forecast,
             budget=budget,

@@ -38,7 +38,7 @@ from joulecast.integrations._common import (
     float_metrics,
     next_step,
 )
-from joulecast.integrations._tracking import MlflowArg, WandbArg
+from joulecast.integrations._tracking import MlflowArg, TensorBoardArg, WandbArg
 from joulecast.records import PhaseKind, RunStatus
 from joulecast.run import Run
 
@@ -117,6 +117,7 @@ def epochs(
     sync: bool | None = None,
     mlflow: MlflowArg = None,
     wandb: WandbArg = None,
+    tensorboard: TensorBoardArg = None,
 ) -> Iterator[Epoch]:
     """Hand out epochs ``start`` .. ``n_epochs - 1``, each marked as an epoch of ``run``.
 
@@ -143,10 +144,13 @@ def epochs(
             default one) that logs each epoch and, after the last, the totals so far.
         wandb: a :class:`~joulecast.integrations.wandb.WandbLogger` (or True for a
             default one) that logs each epoch to W&B and, after the last, the totals.
+        tensorboard: a :class:`~joulecast.integrations.tensorboard.TensorBoardLogger` (or
+            True for a default one) that logs each epoch to TensorBoard event files and,
+            after the last, the totals.
     """
     if n_epochs < start:
         raise ValueError(f"n_epochs ({n_epochs}) must be at least start ({start})")
-    session = Session(run=run, mlflow=mlflow, wandb=wandb, sync=sync)
+    session = Session(run=run, mlflow=mlflow, wandb=wandb, tensorboard=tensorboard, sync=sync)
     return _epochs(session, range(start, n_epochs), samples_per_epoch, sync)
 
 
