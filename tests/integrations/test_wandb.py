@@ -25,24 +25,7 @@ EPOCH_KEYS = {"epoch_energy_j", "epoch_mean_power_w", "epoch_j_per_sample", "epo
 TOTALS = {"energy_j", "energy_j_measured", "energy_j_modelled", "duration_s", "mean_power_w"}
 
 
-@pytest.fixture(autouse=True)
-def offline(tmp_path, monkeypatch):
-    """W&B offline, quiet, with every file it writes under the test's folder."""
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    for variable, folder in (
-        ("WANDB_DIR", "wandb-runs"),
-        ("WANDB_CONFIG_DIR", "wandb-config"),
-        ("WANDB_CACHE_DIR", "wandb-cache"),
-        ("WANDB_DATA_DIR", "wandb-data"),
-    ):
-        (tmp_path / folder).mkdir()
-        monkeypatch.setenv(variable, str(tmp_path / folder))
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.chdir(tmp_path)
-    yield
-    if wandb.run is not None:
-        wandb.run.finish()
+pytestmark = pytest.mark.usefixtures("wandb_offline")
 
 
 class Logged:
