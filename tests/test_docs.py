@@ -17,8 +17,10 @@ OPTIONAL = {
     "mlflow",
     "pyarrow",
     "pytorch_lightning",
+    "tensorboard",
     "torch",
     "transformers",
+    "wandb",
 }
 
 

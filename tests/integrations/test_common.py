@@ -63,7 +63,7 @@ def test_package_imports_nothing_heavy():
     code = (
         "import sys\n"
         "import joulecast.integrations\n"
-        "heavy = {'torch', 'keras', 'lightning', 'pytorch_lightning', 'transformers', 'mlflow'}\n"
+        "heavy = {'torch', 'keras', 'lightning', 'pytorch_lightning', 'transformers', 'mlflow', 'wandb', 'tensorboard'}\n"
         "assert not heavy & set(sys.modules), heavy & set(sys.modules)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -77,6 +77,8 @@ def test_package_imports_nothing_heavy():
         ("huggingface", ["transformers"], "huggingface"),
         ("keras", ["keras"], "keras"),
         ("mlflow", ["mlflow"], "mlflow"),
+        ("wandb", ["wandb"], "wandb"),
+        ("tensorboard", ["tensorboard"], "tensorboard"),
     ],
 )
 def test_missing_framework_names_the_extra(module, hidden, extra):

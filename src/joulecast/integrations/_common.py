@@ -11,25 +11,28 @@ import math
 import os
 import sys
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any, Union
 
 from joulecast.distributed import Job, current_job
 from joulecast.errors import JoulecastError
 from joulecast.forecast import EnergyBudget
+from joulecast.integrations._tracking import (
+    MlflowArg,
+    TensorBoardArg,
+    Tracker,
+    WandbArg,
+    resolve_trackers,
+)
 from joulecast.monitor import DEFAULT_INTERVAL_S
 from joulecast.records import Phase, PhaseKind, RunStatus
 from joulecast.run import Run, measure
 from joulecast.store import Store
 
-if TYPE_CHECKING:
-    from joulecast.integrations.mlflow import MlflowLogger
-
 log = logging.getLogger(__name__)
 
 StoreLike = Union[Store, str, "os.PathLike[str]", None]
-MlflowArg = Union["MlflowLogger", bool, None]
 
 
 def batch_size(batch: Any) -> int | None:
@@ -92,17 +95,6 @@ def next_step(run: Run) -> int:
     if counter is None:
         counter = _step_counters[run] = itertools.count()
     return next(counter)
-
-
-def resolve_mlflow(value: MlflowArg) -> MlflowLogger | None:
-    """``True`` → a default :class:`~joulecast.integrations.mlflow.MlflowLogger`."""
-    if value is None or value is False:
-        return None
-    if value is True:
-        from joulecast.integrations.mlflow import MlflowLogger
-
-        return MlflowLogger()
-    return value
 
 
 def _process_group() -> Any:
@@ -194,6 +186,8 @@ class Session:
         interval_s: float = DEFAULT_INTERVAL_S,
         run: Run | None = None,
         mlflow: MlflowArg = None,
+        wandb: WandbArg = None,
+        tensorboard: TensorBoardArg = None,
         sync: bool | None = None,
         forecast: bool | Mapping[str, Any] = False,
         budget: EnergyBudget | None = None,
@@ -207,7 +201,7 @@ class Session:
         self.interval_s = interval_s
         self.run: Run | None = run
         self.owns_run = False
-        self.mlflow = resolve_mlflow(mlflow)
+        self.trackers = resolve_trackers(mlflow=mlflow, wandb=wandb, tensorboard=tensorboard)
         self.sync = sync
         self.open_epoch: int | None = None
         self.open_step: int | None = None
@@ -215,7 +209,7 @@ class Session:
         self._offset: int | None = None
 
     def start(self, total_epochs: int | None = None) -> Run:
-        """Open (or join) the run unless one was given or is still open; start MLflow.
+        """Open (or join) the run unless one was given or is still open; start the trackers.
 
         With ``forecast`` (True, or keyword arguments for :meth:`Run.live_forecast`) or a
         ``budget``, and ``total_epochs`` known, the run forecasts its energy after every epoch.
@@ -245,15 +239,28 @@ class Session:
         if (self.forecast or self.budget is not None) and total_epochs:
             options = dict(self.forecast) if isinstance(self.forecast, Mapping) else {}
             self.run.live_forecast(int(total_epochs), budget=self.budget, **options)
-        if self.mlflow is not None and not (self.run.measuring and self.run.job.leader):
-            self.mlflow = None  # the job's rank 0 logs the job
-        if self.mlflow is not None:
+        if not (self.run.measuring and self.run.job.leader):
+            self.trackers = []  # the job's rank 0 logs the job
+        run = self.run
+        self._to_trackers("starting", lambda tracker: tracker.start(run))
+        return run
+
+    def _to_trackers(self, what: str, call: Callable[[Tracker], object]) -> None:
+        """``call`` each tracker. One that fails is warned about once and not called again by
+        this session: experiment tracking must neither stop the training nor slow it down
+        with a failing call (a tracking server's retries) after every epoch."""
+        for tracker in list(self.trackers):
             try:
-                self.mlflow.start(self.run)
-            except Exception as exc:  # experiment tracking must not stop the training
-                log.warning("MLflow: could not start logging (%s); not logging", exc)
-                self.mlflow = None
-        return self.run
+                call(tracker)
+            except Exception as exc:
+                log.warning(
+                    "%s: %s failed (%s); not logging to %s any more in this training",
+                    tracker.label,
+                    what,
+                    exc,
+                    tracker.label,
+                )
+                self.trackers.remove(tracker)
 
     def epoch_index(self, index: int) -> int:
         """The run's index for the framework's epoch ``index``.
@@ -300,7 +307,7 @@ class Session:
         metrics: Mapping[str, Any] | None = None,
         together: bool = True,
     ) -> None:
-        """Close an epoch or step (after syncing the device); log a closed epoch to MLflow.
+        """Close an epoch or step (after syncing the device); log a closed epoch to the trackers.
 
         In a distributed job every process calls it at the same point (``together``; False
         where one process alone ends it, on an exception: nothing is summed then). An
@@ -339,11 +346,7 @@ class Session:
         self.open_epoch = None
         if summed is not None and summed[2]:
             self._forecast_job(phase)
-        if self.mlflow is not None:
-            try:
-                self.mlflow.log_epoch(run, index)
-            except Exception as exc:
-                log.warning("MLflow: logging epoch %d failed: %s", index, exc)
+        self._to_trackers(f"logging epoch {index}", lambda tracker: tracker.log_epoch(run, index))
 
     def _forecast_job(self, phase: Phase | None) -> None:
         """Rank 0 forecasts after ``phase`` from the job's energy; every process learns
@@ -382,12 +385,12 @@ class Session:
         status: RunStatus = RunStatus.COMPLETED,
         *,
         signal: str | None = None,
-        end_mlflow: bool | None = None,
+        end_trackers: bool | None = None,
     ) -> None:
-        """Stop the run if this session opened it, then log the totals to MLflow.
+        """Stop the run if this session opened it, then log the totals to the trackers.
 
-        The MLflow run is ended (if the logger started it) with a run this session opened, or
-        when ``end_mlflow`` says so: a run passed in may have more training to come.
+        A tracker's run is ended (if the tracker started it) with a run this session opened,
+        or when ``end_trackers`` says so: a run passed in may have more training to come.
         """
         run = self.run
         if run is None:
@@ -396,10 +399,8 @@ class Session:
             self.end(PhaseKind.STEP, self.open_step)
         if self.owns_run and run.active:
             run.stop(status, signal=signal)
-        if self.mlflow is not None:
-            try:
-                self.mlflow.finish(
-                    run, status=status, end_run=self.owns_run if end_mlflow is None else end_mlflow
-                )
-            except Exception as exc:
-                log.warning("MLflow: logging the run's totals failed: %s", exc)
+        end_run = self.owns_run if end_trackers is None else end_trackers
+        self._to_trackers(
+            "logging the run's totals",
+            lambda tracker: tracker.finish(run, status=status, end_run=end_run),
+        )

@@ -40,12 +40,12 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from joulecast.forecast import EnergyBudget
 from joulecast.integrations._common import (
-    MlflowArg,
     Session,
     StoreLike,
     float_metrics,
     framework_job,
 )
+from joulecast.integrations._tracking import MlflowArg, TensorBoardArg, WandbArg
 from joulecast.monitor import DEFAULT_INTERVAL_S
 from joulecast.records import PhaseKind, RunStatus
 from joulecast.run import Run
@@ -71,6 +71,11 @@ class JoulecastTrainerCallback(TrainerCallback):
         sync: wait for CUDA at each epoch boundary (None: when CUDA is in use).
         mlflow: an :class:`~joulecast.integrations.mlflow.MlflowLogger`, or True for a
             default one: logs each epoch, and the totals when training ends.
+        wandb: a :class:`~joulecast.integrations.wandb.WandbLogger`, or True for a
+            default one: logs each epoch to W&B, and the totals when training ends.
+        tensorboard: a :class:`~joulecast.integrations.tensorboard.TensorBoardLogger`, or
+            True for a default one: logs each epoch to TensorBoard event files, and the
+            totals when training ends.
         forecast: forecast the total energy after every epoch (True, or keyword arguments
             of :meth:`joulecast.Run.live_forecast`).
         budget: an :class:`~joulecast.EnergyBudget`: training stops at the start of the
@@ -87,6 +92,8 @@ class JoulecastTrainerCallback(TrainerCallback):
         samples_per_epoch: int | None = None,
         sync: bool | None = None,
         mlflow: MlflowArg = None,
+        wandb: WandbArg = None,
+        tensorboard: TensorBoardArg = None,
         forecast: bool | dict[str, Any] = False,
         budget: EnergyBudget | None = None,
     ) -> None:
@@ -98,6 +105,8 @@ class JoulecastTrainerCallback(TrainerCallback):
             interval_s=interval_s,
             run=run,
             mlflow=mlflow,
+            wandb=wandb,
+            tensorboard=tensorboard,
             sync=sync,
             forecast=forecast,
             budget=budget,

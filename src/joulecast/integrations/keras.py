@@ -37,7 +37,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from joulecast.forecast import EnergyBudget
-from joulecast.integrations._common import MlflowArg, Session, StoreLike, float_metrics
+from joulecast.integrations._common import Session, StoreLike, float_metrics
+from joulecast.integrations._tracking import MlflowArg, TensorBoardArg, WandbArg
 from joulecast.monitor import DEFAULT_INTERVAL_S
 from joulecast.records import PhaseKind, RunStatus
 from joulecast.run import Run
@@ -60,6 +61,11 @@ class JoulecastCallback(keras.callbacks.Callback):  # type: ignore[misc]
         run: a run to mark instead of opening one; the callback never stops it.
         mlflow: an :class:`~joulecast.integrations.mlflow.MlflowLogger`, or True for a
             default one: logs each epoch, and the totals when training ends.
+        wandb: a :class:`~joulecast.integrations.wandb.WandbLogger`, or True for a
+            default one: logs each epoch to W&B, and the totals when training ends.
+        tensorboard: a :class:`~joulecast.integrations.tensorboard.TensorBoardLogger`, or
+            True for a default one: logs each epoch to TensorBoard event files, and the
+            totals when training ends.
         forecast: forecast the total energy after every epoch of ``fit()`` (True, or keyword
             arguments of :meth:`joulecast.Run.live_forecast`).
         budget: an :class:`~joulecast.EnergyBudget`: stop ``fit()`` (``model.stop_training``)
@@ -79,6 +85,8 @@ class JoulecastCallback(keras.callbacks.Callback):  # type: ignore[misc]
         batch_size: int | None = None,
         run: Run | None = None,
         mlflow: MlflowArg = None,
+        wandb: WandbArg = None,
+        tensorboard: TensorBoardArg = None,
         forecast: bool | dict[str, Any] = False,
         budget: EnergyBudget | None = None,
     ) -> None:
@@ -92,6 +100,8 @@ class JoulecastCallback(keras.callbacks.Callback):  # type: ignore[misc]
             interval_s=interval_s,
             run=run,
             mlflow=mlflow,
+            wandb=wandb,
+            tensorboard=tensorboard,
             forecast=forecast,
             budget=budget,
         )

@@ -43,7 +43,6 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 from joulecast.forecast import EnergyBudget
 from joulecast.integrations._common import (
-    MlflowArg,
     Session,
     StoreLike,
     batch_size,
@@ -51,6 +50,7 @@ from joulecast.integrations._common import (
     framework_job,
     next_step,
 )
+from joulecast.integrations._tracking import MlflowArg, TensorBoardArg, WandbArg
 from joulecast.monitor import DEFAULT_INTERVAL_S
 from joulecast.records import PhaseKind, RunStatus
 from joulecast.run import Run
@@ -73,6 +73,11 @@ class JoulecastCallback(pl.Callback):
         sync: wait for CUDA at each boundary (None: when CUDA is in use).
         mlflow: an :class:`~joulecast.integrations.mlflow.MlflowLogger`, or True for a
             default one: logs each epoch, and the totals when training ends.
+        wandb: a :class:`~joulecast.integrations.wandb.WandbLogger`, or True for a
+            default one: logs each epoch to W&B, and the totals when training ends.
+        tensorboard: a :class:`~joulecast.integrations.tensorboard.TensorBoardLogger`, or
+            True for a default one: logs each epoch to TensorBoard event files, and the
+            totals when training ends.
         forecast: forecast the total energy after every epoch (True, or keyword arguments
             of :meth:`joulecast.Run.live_forecast`).
         budget: an :class:`~joulecast.EnergyBudget`: training stops at the start of the
@@ -89,6 +94,8 @@ class JoulecastCallback(pl.Callback):
         steps: bool = False,
         sync: bool | None = None,
         mlflow: MlflowArg = None,
+        wandb: WandbArg = None,
+        tensorboard: TensorBoardArg = None,
         forecast: bool | dict[str, Any] = False,
         budget: EnergyBudget | None = None,
     ) -> None:
@@ -101,6 +108,8 @@ class JoulecastCallback(pl.Callback):
             interval_s=interval_s,
             run=run,
             mlflow=mlflow,
+            wandb=wandb,
+            tensorboard=tensorboard,
             sync=sync,
             forecast=forecast,
             budget=budget,

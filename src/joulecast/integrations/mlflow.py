@@ -22,14 +22,10 @@ that is ended when logging ends. The tracking URI is MLflow's own setting
 
 from __future__ import annotations
 
-import logging
-import math
 import os
 import tempfile
 import time
-from pathlib import Path
-
-import pandas as pd
+from collections.abc import Mapping, Sequence
 
 try:
     import mlflow
@@ -40,94 +36,20 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "joulecast.integrations.mlflow needs MLflow: pip install 'joulecast[mlflow]'"
     ) from exc
 
-from joulecast.energy import RunSummary, summarize
+from joulecast.integrations._tracking import Point, Tracker
 from joulecast.records import RunStatus
-from joulecast.run import Run
 from joulecast.store import Store
 from joulecast.traces import export_run
 
 __all__ = ["ARTIFACT_PATH", "MlflowLogger", "log_run"]
 
-log = logging.getLogger(__name__)
-
 ARTIFACT_PATH = "joulecast"
-# MLflow metric name → column of RunSummary.epochs.
-EPOCH_METRICS = {
-    "epoch_energy_j": "energy_j",
-    "epoch_mean_power_w": "mean_power_w",
-    "epoch_j_per_sample": "j_per_sample",
-    "epoch_duration_s": "duration_s",
-}
-TOTAL_METRICS = (
-    "energy_j",
-    "energy_j_measured",
-    "energy_j_modelled",
-    "duration_s",
-    "mean_power_w",
-    "j_per_sample",
-)
 _MLFLOW_STATUS = {
     RunStatus.COMPLETED: "FINISHED",
     RunStatus.FAILED: "FAILED",
     RunStatus.INTERRUPTED: "KILLED",
     RunStatus.RUNNING: "FINISHED",
 }
-
-
-def _metric(key: str, value: object, step: int = 0) -> Metric | None:
-    if value is None:
-        return None
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    if not math.isfinite(number):
-        return None
-    return Metric(key, number, int(time.time() * 1000), step)
-
-
-def _epoch_metrics(epochs: pd.DataFrame) -> list[Metric]:
-    out: list[Metric] = []
-    for row in epochs.to_dict("records"):
-        for key, column in EPOCH_METRICS.items():
-            metric = _metric(key, row.get(column), int(row["index"]))
-            if metric is not None:
-                out.append(metric)
-        # A live forecast made after this epoch (Run.live_forecast), in its own metrics.
-        forecast = (row.get("metrics") or {}).get("forecast") or {}
-        for key in ("total_j", "low_j", "high_j", "remaining_j"):
-            metric = _metric(f"forecast_{key}", forecast.get(key), int(row["index"]))
-            if metric is not None:
-                out.append(metric)
-    return out
-
-
-def _replayed(summary: RunSummary) -> list[str]:
-    return [d for d, total in summary.devices.items() if total.replayed]
-
-
-def _total_metrics(summary: RunSummary) -> list[Metric]:
-    keys = (*TOTAL_METRICS, "energy_j_replayed") if _replayed(summary) else TOTAL_METRICS
-    out = [_metric(key, getattr(summary, key)) for key in keys]
-    return [m for m in out if m is not None]
-
-
-def _tags(summary: RunSummary, store: Store) -> list[RunTag]:
-    tags = [
-        RunTag("joulecast.run_id", str(summary.run_id)),
-        RunTag("joulecast.store", str(Path(store.path).resolve())),
-        RunTag("joulecast.status", summary.status),
-    ]
-    replayed = _replayed(summary)
-    if replayed:
-        tags.append(RunTag("joulecast.replayed", ", ".join(replayed)))
-    return tags
-
-
-def _log_trace(client: MlflowClient, mlflow_run_id: str, store: Store, run_id: int) -> None:
-    with tempfile.TemporaryDirectory(prefix="joulecast-mlflow-") as tmp:
-        export_run(store, run_id, tmp, format="parquet")
-        client.log_artifacts(mlflow_run_id, tmp, ARTIFACT_PATH)
 
 
 def _open_mlflow_run(mlflow_run_id: str | None, run_name: str | None) -> tuple[str, bool]:
@@ -165,35 +87,10 @@ def log_run(
             (named after the joulecast run, and ended here).
         artifact: also log the run's samples and phases as Parquet files.
     """
-    opened = not isinstance(store, Store)
-    st = Store(store) if not isinstance(store, Store) else store
-    try:
-        rid = st.resolve(run_id)
-        summary = summarize(st, rid)
-        target, started = _open_mlflow_run(mlflow_run_id, summary.name)
-        client = MlflowClient()
-        try:
-            client.log_batch(
-                target,
-                metrics=_epoch_metrics(summary.epochs) + _total_metrics(summary),
-                tags=_tags(summary, st),
-            )
-            if artifact:
-                _log_trace(client, target, st, rid)
-        except BaseException:
-            if started:
-                _end_mlflow_run(target, RunStatus.FAILED)
-            raise
-        if started:
-            _end_mlflow_run(target, RunStatus(summary.status))
-        log.info("logged joulecast run %d to MLflow run %s", rid, target)
-        return target
-    finally:
-        if opened:
-            st.close()
+    return MlflowLogger(mlflow_run_id, artifact=artifact).log_run(store, run_id)
 
 
-class MlflowLogger:
+class MlflowLogger(Tracker):
     """Logs a run to MLflow while it trains; give it to an integration as ``mlflow=``.
 
     Each epoch is logged when it ends (from the readings stored by then: at most one sampling
@@ -210,49 +107,38 @@ class MlflowLogger:
         mlflow_run_id: the MLflow run logged to (last), once logging started.
     """
 
+    label = "MLflow"
+
     def __init__(self, run_id: str | None = None, *, artifact: bool = True) -> None:
+        super().__init__()
         self.run_id = run_id
         self.artifact = artifact
-        self.mlflow_run_id: str | None = None
-        self._open = False
-        self._started_here = False
 
-    def start(self, run: Run) -> str:
-        """Pick (or start) the MLflow run for ``run``; returns its id."""
-        if not self._open or self.mlflow_run_id is None:
-            name = run.store.run(run.run_id)["name"]
-            self.mlflow_run_id, self._started_here = _open_mlflow_run(self.run_id, name)
-            self._open = True
-            MlflowClient().log_batch(
-                self.mlflow_run_id,
-                tags=[
-                    RunTag("joulecast.run_id", str(run.run_id)),
-                    RunTag("joulecast.store", str(Path(run.store.path).resolve())),
-                ],
-            )
-        return self.mlflow_run_id
+    @property
+    def mlflow_run_id(self) -> str | None:
+        """The MLflow run logged to (last), once logging started."""
+        return self.target
 
-    def log_epoch(self, run: Run, index: int) -> None:
-        """Log epoch ``index`` of ``run`` (energy, mean power, J/sample, duration)."""
-        target = self.start(run)
-        metrics = _epoch_metrics(run.epoch_table([index]))
-        if metrics:
-            MlflowClient().log_batch(target, metrics=metrics)
+    def _open_target(self, name: str | None) -> tuple[str, bool]:
+        return _open_mlflow_run(self.run_id, name)
 
-    def finish(
-        self, run: Run, *, status: RunStatus | str = RunStatus.COMPLETED, end_run: bool = True
-    ) -> None:
-        """Log totals, tags and the trace; end the MLflow run if it was started here.
+    def _log(self, points: Sequence[Point], tags: Mapping[str, str]) -> None:
+        assert self.target is not None
+        ms = int(time.time() * 1000)
+        MlflowClient().log_batch(
+            self.target,
+            metrics=[Metric(p.key, p.value, ms, p.step or 0) for p in points],
+            tags=[RunTag(key, value) for key, value in tags.items()],
+        )
 
-        ``end_run`` False keeps it open (more training on the same run is to come).
-        """
-        target = self.start(run)
-        summary = run.summary()
-        client = MlflowClient()
-        client.log_batch(target, metrics=_total_metrics(summary), tags=_tags(summary, run.store))
-        if self.artifact:
-            _log_trace(client, target, run.store, run.run_id)
-        if end_run and self._started_here:
-            _end_mlflow_run(target, RunStatus(status))
-            self._open = False
-            self._started_here = False
+    def _log_trace(self, store: Store, run_id: int) -> None:
+        if not self.artifact:
+            return
+        assert self.target is not None
+        with tempfile.TemporaryDirectory(prefix="joulecast-mlflow-") as tmp:
+            export_run(store, run_id, tmp, format="parquet")
+            MlflowClient().log_artifacts(self.target, tmp, ARTIFACT_PATH)
+
+    def _close(self, status: RunStatus) -> None:
+        assert self.target is not None
+        _end_mlflow_run(self.target, status)

@@ -33,12 +33,12 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from joulecast.integrations._common import (
-    MlflowArg,
     Session,
     batch_size,
     float_metrics,
     next_step,
 )
+from joulecast.integrations._tracking import MlflowArg, TensorBoardArg, WandbArg
 from joulecast.records import PhaseKind, RunStatus
 from joulecast.run import Run
 
@@ -116,6 +116,8 @@ def epochs(
     samples_per_epoch: int | None = None,
     sync: bool | None = None,
     mlflow: MlflowArg = None,
+    wandb: WandbArg = None,
+    tensorboard: TensorBoardArg = None,
 ) -> Iterator[Epoch]:
     """Hand out epochs ``start`` .. ``n_epochs - 1``, each marked as an epoch of ``run``.
 
@@ -140,21 +142,22 @@ def epochs(
         sync: wait for CUDA at each boundary (None: when CUDA is in use).
         mlflow: an :class:`~joulecast.integrations.mlflow.MlflowLogger` (or True for a
             default one) that logs each epoch and, after the last, the totals so far.
+        wandb: a :class:`~joulecast.integrations.wandb.WandbLogger` (or True for a
+            default one) that logs each epoch to W&B and, after the last, the totals.
+        tensorboard: a :class:`~joulecast.integrations.tensorboard.TensorBoardLogger` (or
+            True for a default one) that logs each epoch to TensorBoard event files and,
+            after the last, the totals.
     """
     if n_epochs < start:
         raise ValueError(f"n_epochs ({n_epochs}) must be at least start ({start})")
-    return _epochs(run, range(start, n_epochs), samples_per_epoch, sync, mlflow)
+    session = Session(run=run, mlflow=mlflow, wandb=wandb, tensorboard=tensorboard, sync=sync)
+    return _epochs(session, range(start, n_epochs), samples_per_epoch, sync)
 
 
 def _epochs(
-    run: Run,
-    indices: range,
-    samples_per_epoch: int | None,
-    sync: bool | None,
-    mlflow: MlflowArg,
+    session: Session, indices: range, samples_per_epoch: int | None, sync: bool | None
 ) -> Iterator[Epoch]:
-    session = Session(run=run, mlflow=mlflow, sync=sync)
-    session.start()
+    run = session.start()
     try:
         for index in indices:
             epoch = Epoch(run, index, samples_per_epoch, sync=sync)
@@ -177,8 +180,8 @@ def _epochs(
                 log.warning("stopping after epoch %d: %s", epoch.index, run.stop_reason)
                 return
     finally:
-        if session.mlflow is not None:
-            session.finish(RunStatus.COMPLETED, end_mlflow=True)
+        if session.trackers:
+            session.finish(RunStatus.COMPLETED, end_trackers=True)
 
 
 def steps(
