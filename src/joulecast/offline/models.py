@@ -51,6 +51,7 @@ from sklearn.model_selection import (
     GroupKFold,
     GroupShuffleSplit,
     KFold,
+    RandomizedSearchCV,
     cross_val_predict,
     train_test_split,
 )
@@ -97,7 +98,8 @@ Family = Literal["linear", "ridge", "krr", "svr", "gbr", "tdp", "mean"]
 TargetTransform = Literal["none", "log", "tdp_ratio"]
 
 _TDP = RAW_FEATURES.index("gpu_tdp_w")
-_SCORING = {
+#: What every search scores, as scikit-learn scorers (they negate the errors).
+SCORING = {
     "r2": "r2",
     "rmse": "neg_root_mean_squared_error",
     "mae": "neg_mean_absolute_error",
@@ -450,22 +452,8 @@ def _search(
         candidate = Candidate(
             ModelSpec(candidate.spec.name, "mean", params={"members": members}), {}, {}
         )
-    estimator, prefix = _unfitted(candidate.spec)
-    param_grid = candidate.grid if grid == "full" else candidate.small_grid
-    search = GridSearchCV(
-        estimator,
-        {prefix + k: list(v) for k, v in param_grid.items()},
-        scoring=_SCORING,
-        refit="rmse",
-        cv=cv_splitter(cv, seed),
-        n_jobs=n_jobs,
-        error_score="raise",
-    )
-    with _one_blas_thread():
-        search.fit(X, y, groups=groups if cv == "grouped" else None)
-    i = search.best_index_
-    scores = {k: float(search.cv_results_[f"mean_test_{k}"][i]) for k in _SCORING}
-    figures = {"r2": scores["r2"], **{k: -scores[k] for k in ("rmse", "mae", "mape")}}
+    search, prefix = _grid_search(candidate, cv, seed, grid, n_jobs)
+    figures = fit_search(search, X, y, groups=groups if cv == "grouped" else None)
     params = {k[len(prefix) :]: _plain(v) for k, v in search.best_params_.items()}
     if candidate.spec.family == "mean":
         params = dict(candidate.spec.params)
@@ -477,6 +465,45 @@ def _search(
         params,
     )
     return spec, figures, search.best_estimator_
+
+
+def _grid_search(
+    candidate: Candidate, cv: CV, seed: int, grid: Grid, n_jobs: int | None
+) -> tuple[GridSearchCV, str]:
+    """The unfitted grid search of one candidate (lowest mean RMSE wins), and the prefix of its
+    regressor's parameters."""
+    estimator, prefix = _unfitted(candidate.spec)
+    param_grid = candidate.grid if grid == "full" else candidate.small_grid
+    search = GridSearchCV(
+        estimator,
+        {prefix + k: list(v) for k, v in param_grid.items()},
+        scoring=SCORING,
+        refit="rmse",
+        cv=cv_splitter(cv, seed),
+        n_jobs=n_jobs,
+        error_score="raise",
+    )
+    return search, prefix
+
+
+def fit_search(
+    search: GridSearchCV | RandomizedSearchCV,
+    X: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Fit a search scored by :data:`SCORING` (with one BLAS thread); the mean CV figures of
+    its best candidate.
+
+    Returns:
+        ``r2``, and ``rmse``, ``mae`` (target units) and ``mape`` (a fraction), as positive
+        errors.
+    """
+    with _one_blas_thread():
+        search.fit(X, y, groups=groups)
+    i = search.best_index_
+    scores = {k: float(search.cv_results_[f"mean_test_{k}"][i]) for k in SCORING}
+    return {"r2": scores["r2"], **{k: -scores[k] for k in ("rmse", "mae", "mape")}}
 
 
 def _plain(value: Any) -> Any:
