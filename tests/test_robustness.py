@@ -197,6 +197,21 @@ def yaml_cases() -> list[Case]:
     ]
 
 
+def runs_with_stable(value: str) -> str:
+    """A run table of 12 of the paper's runs whose third holds ``value`` as stable energy."""
+    from joulecast.offline.features import RAW_FEATURES
+
+    header = [*RAW_FEATURES, "avg_power_w", "epoch_energy_j", "epoch_energy_stable_j"]
+    row = "10496,24,350,16,1.5,3060,6084,{b},128,128,200,1000,{s}"
+    rows = [row.format(b=8 * (1 + i % 4), s=value if i == 2 else 900) for i in range(12)]
+    return "\n".join([",".join(header), *rows]) + "\n"
+
+
+def paper(name: str, extra: list[str], *named: str) -> Case:
+    """``evaluate-estimators --protocol paper`` with one option out of its range."""
+    return Case(f"paper-{name}", {}, ["evaluate-estimators", "--protocol", "paper", *extra], named)
+
+
 def offline_cases() -> list[Case]:
     def est(name: str, files: dict[str, str | bytes], extra: list[str], *named: str) -> Case:
         argv = ["estimate", "--gpu", "RTX 3090", "--arch", "resnet50", "--epochs", "10"]
@@ -231,6 +246,22 @@ def offline_cases() -> list[Case]:
             ("d.csv",),
         ),
         Case("fit-output-folder", {"o/x": ""}, ["fit-offline", "-o", "{tmp}/o"], ("o",)),
+        paper("n-iter-0", ["--n-iter", "0"], "--n-iter", "'0'", "from 1 to 10000"),
+        paper("holdout-high", ["--holdout", "0.95"], "--holdout", "'0.95'", "from 0 to 0.9"),
+        paper("holdout-nan", ["--holdout", "nan"], "--holdout", "'nan'"),
+        paper("seed-negative", ["--paper-seed", "-1"], "--paper-seed", "'-1'"),
+        Case(
+            "paper-option-alone",
+            {},
+            ["evaluate-estimators", "--n-iter", "5"],
+            ("--n-iter", "--protocol paper"),
+        ),
+        Case(
+            "paper-stable-inf",
+            {"d.csv": runs_with_stable("inf")},
+            ["evaluate-estimators", "--data", "{tmp}/d.csv", "--protocol", "paper"],
+            ("d.csv", "line 4", "epoch_energy_stable_j", ": inf:"),
+        ),
         Case("report-output-folder", {"o/x": ""}, ["report", "-o", "{tmp}/o"], ("o",)),
     ]
 

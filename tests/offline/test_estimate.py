@@ -224,6 +224,39 @@ def test_fit_offline_and_evaluate_estimators(tmp_path):
     assert not (tmp_path / "m2.json").exists()
 
 
+@pytest.mark.slow
+def test_evaluate_estimators_prints_the_papers_protocol_beside_joulecasts():
+    rows = json.loads(
+        cli(
+            "evaluate-estimators",
+            "--data",
+            PAPER,
+            "--protocol",
+            "paper",
+            "--n-iter",
+            3,
+            "--grid",
+            "small",
+            "--json",
+        ).stdout
+    )
+    paper = [r for r in rows if r["protocol"] == "paper"]
+    ours = [r for r in rows if r["protocol"] == "joulecast"]
+    assert len(paper) + len(ours) == len(rows)
+    targets = ("avg_power_w", "epoch_energy_j", "epoch_energy_stable_j")
+    for target in targets:
+        models = [r["model"] for r in paper if r["target"] == target]
+        assert models == ["linear", "ridge", "krr", "svr"]
+    assert {(r["n_train"], r["n_test"], r["n_iter"], r["seed"]) for r in paper} == {
+        (389, 167, 3, 2022)
+    }
+    # Energy in J, as every other row: the shipped runs' epochs take 0.1 to 20 kJ.
+    krr = next(r for r in paper if r["target"] == "epoch_energy_j" and r["model"] == "krr")
+    assert 100 < krr["rmse"] < 5000 and krr["r2"] > 0.8
+    assert {r["cv"] for r in ours} == {"grouped"}
+    assert {r["target"] for r in ours} == set(targets[:2])
+
+
 class Gpu:
     """A GPU sensor reading a constant power, so runs have GPU energy."""
 

@@ -26,9 +26,11 @@ from joulecast.offline.features import (
 )
 from joulecast.offline.models import (
     FORMAT_VERSION,
+    PAPER_KRR_PARAMS,
     ModelSpec,
     OfflineEstimator,
     build_estimator,
+    candidates,
     cv_splitter,
     default_estimator,
     evaluate_models,
@@ -205,6 +207,28 @@ def test_build_estimator_sets_the_spec_hyperparameters() -> None:
     params = build_estimator(spec).get_params()
     assert params["estimator__model__alpha"] == 0.5
     assert params["estimator__model__gamma"] == 0.2
+
+
+def test_krr_paper_uses_the_papers_pair_for_both_targets() -> None:
+    pair = {"alpha": 0.0006644681546141923, "gamma": 0.04418856040375013}
+    assert {"avg_power_w": pair, "epoch_energy_j": pair} == PAPER_KRR_PARAMS
+    for target in TARGETS:
+        krr = next(c for c in candidates(target) if c.spec.name == "krr_paper")
+        assert krr.grid == {"alpha": [pair["alpha"]], "gamma": [pair["gamma"]]}
+
+
+def test_krr_paper_pairs_are_draws_of_the_packages_search() -> None:
+    """The package samples alpha and gamma with SEED 2022: each pinned pair must be a draw."""
+    from scipy.stats import expon
+    from sklearn.model_selection import ParameterSampler
+
+    space = {"alpha": expon(scale=0.01), "gamma": expon(scale=0.01), "kernel": ["rbf"]}
+    draws = [
+        {"alpha": d["alpha"], "gamma": d["gamma"]}
+        for d in ParameterSampler(space, n_iter=100, random_state=2022)
+    ]
+    for pair in PAPER_KRR_PARAMS.values():
+        assert draws.index(pair) == 34
 
 
 # -- OfflineEstimator ------------------------------------------------------------------------

@@ -27,6 +27,7 @@ COLUMN_MAX: dict[str, float] = {
     "input_width": 1e6,
     "avg_power_w": 1e7,
     "epoch_energy_j": 1e15,
+    "epoch_energy_stable_j": 1e15,
     "epochs": 1e9,
     "duration_s": MAX_DURATION_S,
     "energy_j": 1e17,
@@ -36,3 +37,7 @@ COLUMN_MAX: dict[str, float] = {
 OPTIONAL_COLUMNS = ("epochs", "duration_s", "energy_j", "gpu_util_pct")
 #: The largest run-table CSV joulecast reads.
 MAX_TABLE_BYTES = 64 * 2**20
+#: The paper's procedure (:mod:`joulecast.offline.paper`): the most draws of one randomized
+#: search, and the largest share of a table held out (the rest must still fill 5 folds).
+MAX_N_ITER = 10_000
+MAX_HOLDOUT = 0.9
