@@ -306,15 +306,24 @@ class Run:
         """
         if self._live is None or phase.end_s is None:
             return None
-        self._monitor.wait_for_readings(phase.end_s)
+        self.wait_for_phase(phase)
         return self._live.after_epoch(phase, energy_j=energy_j)
+
+    def wait_for_phase(self, phase: Phase) -> bool:
+        """Wait until the readings up to the end of the finished ``phase`` are stored, so
+        that its figures read from the store are final
+        (:meth:`joulecast.Monitor.wait_for_readings`); False when they did not all come in
+        time or the phase has no end."""
+        if phase.end_s is None:
+            return False
+        return self._monitor.wait_for_readings(phase.end_s)
 
     def epoch_energy_j(self, phase: Phase) -> float:
         """The energy of the finished epoch ``phase`` in this run (NaN when not stored),
         once the readings up to its end are stored."""
         if phase.end_s is None:
             return math.nan
-        self._monitor.wait_for_readings(phase.end_s)
+        self.wait_for_phase(phase)
         table = self.epoch_table([phase.index])
         return float(table["energy_j"].iloc[0]) if not table.empty else math.nan
 
@@ -472,6 +481,10 @@ class PassiveRun(Run):
     def forecast_epoch(self, phase: Phase, *, energy_j: float | None = None) -> Forecast | None:
         """None: rank 0 forecasts."""
         return None
+
+    def wait_for_phase(self, phase: Phase) -> bool:
+        """False at once: this rank samples nothing."""
+        return False
 
     def epoch_energy_j(self, phase: Phase) -> float:
         """NaN: this rank samples nothing."""
