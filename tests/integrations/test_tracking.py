@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 
 import pytest
 
 import joulecast
 from joulecast.integrations._common import Session
 from joulecast.integrations._tracking import Point, Tracker, epoch_points, number
-from joulecast.records import RunStatus
+from joulecast.records import PhaseKind, RunStatus
 
 from .helpers import train
 
@@ -60,6 +61,26 @@ def test_a_tracker_gets_each_epoch_and_the_totals(tmp_path):
     assert rec.tags["joulecast.run_id"] == str(run.run_id)
     assert rec.tags["joulecast.status"] == "running"  # the totals are logged before it stops
     assert rec.closed == []  # a run passed in may have more training to come
+
+
+def test_a_tracker_gets_each_epochs_final_energy(tmp_path):
+    from tests.test_monitor import ConstantSensor
+
+    rec = Recorder()
+    with joulecast.measure(
+        store=tmp_path / "s.db", sensors=[ConstantSensor(power_w=100.0)], interval_s=0.02
+    ) as run:
+        session = Session(run=run)
+        session.trackers = [rec]
+        session.start()
+        for i in range(3):
+            index = session.begin(PhaseKind.EPOCH, i)
+            time.sleep(0.1)  # shorter than the sampler's flush: its readings are in the buffer
+            session.end(PhaseKind.EPOCH, index, samples=10)
+        session.finish()
+    logged = {p.step: p.value for p in rec.points if p.key == "epoch_energy_j"}
+    stored = joulecast.summarize(joulecast.open_store(tmp_path / "s.db"), run.run_id).epochs
+    assert logged == pytest.approx(dict(enumerate(stored["energy_j"])), rel=1e-9)
 
 
 def test_a_failing_tracker_warns_once_and_is_left_alone(tmp_path, caplog):

@@ -346,6 +346,10 @@ class Session:
         self.open_epoch = None
         if summed is not None and summed[2]:
             self._forecast_job(phase)
+        if self.trackers and phase is not None and run.measuring:
+            # The readings up to the epoch's end may still be in the sampler's buffer: the
+            # trackers would get a part of the epoch's energy.
+            run.wait_for_phase(phase)
         self._to_trackers(f"logging epoch {index}", lambda tracker: tracker.log_epoch(run, index))
 
     def _forecast_job(self, phase: Phase | None) -> None:
