@@ -324,7 +324,7 @@ def test_the_api_serves_a_run_measuring_itself(tmp_path):
     with joulecast.measure(
         store=tmp_path / "s.db", sensors=[_replay(40.0)], interval_s=0.02, prometheus=0
     ) as run:
-        exporter = run._exporter
+        exporter = run.exporter
         assert exporter is not None and exporter.url is not None
         text = poll(
             lambda: scrape(exporter.url),
@@ -359,7 +359,7 @@ def test_an_exporter_failing_never_stops_the_measurement(tmp_path, caplog, monke
     with joulecast.measure(
         store=tmp_path / "s.db", sensors=[_replay()], interval_s=0.02, prometheus_textfile=target
     ) as run:
-        exporter = run._exporter
+        exporter = run.exporter
         assert exporter is not None
         poll(lambda: target.exists(), bool, "the file")
         target.unlink()

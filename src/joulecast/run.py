@@ -124,6 +124,12 @@ class Run:
         """True until :meth:`stop`."""
         return self._monitor.running
 
+    @property
+    def exporter(self) -> Exporter | None:
+        """The Prometheus exporter of this run (``measure(prometheus=...)``; its ``url``),
+        until the run stops; None without one."""
+        return self._exporter
+
     # -- marking ---------------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -416,6 +422,7 @@ class PassiveRun(Run):
         self._t0 = clock()
         self._ended_s: float | None = None
         self._live = None
+        self._exporter = None  # the node's local rank 0 exports
         self._wants_forecast = False
         self._stop_reason = None
         self._last_epoch_end = None
