@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -10,6 +11,7 @@ import textwrap
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -21,6 +23,9 @@ from joulecast.sensors.replay import ReplaySensor
 from joulecast.store import Store
 
 JOULECAST = [sys.executable, "-m", "joulecast"]
+DASHBOARD = (
+    Path(__file__).resolve().parents[1] / "examples" / "grafana" / "joulecast-dashboard.json"
+)
 TRACE = "t_s,gpu_index,power_w\n0,0,100\n1,0,100\n"  # a replayed GPU at 100 W
 # Marks two epochs in the run of joulecast measure, then waits for the test's word.
 CHILD = """
@@ -318,6 +323,12 @@ def test_the_textfile_is_replaced_whole_and_keeps_the_runs_final_figures(tmp_pat
     assert one(final, "joulecast_epochs_completed") == 2.0
     stored = run.store.phases(run.run_id, "epoch")["metrics"].iloc[-1]["forecast"]
     assert one(final, "joulecast_forecast_energy_joules") == stored["total_j"]
+    # The Grafana dashboard asks only for series the exporter writes.
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    exprs += [v["definition"] for v in dashboard["templating"]["list"] if "definition" in v]
+    asked = {name for expr in exprs for name in re.findall(r"joulecast_\w+", expr)}
+    assert asked and asked <= set(final), asked - set(final)
 
 
 def test_the_api_serves_a_run_measuring_itself(tmp_path):
