@@ -161,8 +161,12 @@ def cmd_measure(args: argparse.Namespace) -> int:
         window=getattr(args, "window", 5),
         run_uid=run_uid,
         shard_dir=getattr(args, "shard_dir", None),
+        prometheus=getattr(args, "prometheus", None),
+        prometheus_textfile=getattr(args, "prometheus_textfile", None),
     )
     measured.start()
+    if measured.exporter is not None and measured.exporter.url and not args.quiet:
+        print(f"joulecast: metrics at {measured.exporter.url}", file=sys.stderr, flush=True)
     forward = {s: signal.signal(s, lambda n, _f: measured.send_signal(n)) for s in _FORWARDED}
     try:
         summary = measured.wait()
@@ -658,6 +662,19 @@ def register(verbs: Verbs) -> None:
         type=_stable_epoch_arg,
         default="auto",
         help="first stable epoch, or 'auto': found in the run (auto)",
+    )
+    prom = p.add_argument_group("Prometheus (docs/prometheus.md)")
+    prom.add_argument(
+        "--prometheus",
+        metavar="[ADDR:]PORT",
+        help="serve live power, energy, epoch and forecast at http://ADDR:PORT/metrics"
+        " (ADDR defaults to 127.0.0.1, this machine only; 0.0.0.0 opens it to the network)",
+    )
+    prom.add_argument(
+        "--prometheus-textfile",
+        metavar="PATH",
+        help="write the same metrics to PATH (a .prom file in node_exporter's textfile"
+        " collector folder), replaced whole every second",
     )
     job = p.add_argument_group("distributed jobs (docs/distributed.md)")
     job.add_argument(

@@ -42,6 +42,7 @@ from joulecast.store import Store, default_store_path
 if TYPE_CHECKING:
     from joulecast.energy import RunSummary
     from joulecast.live import LiveForecast
+    from joulecast.prometheus import Exporter
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,12 @@ class MeasuredCommand:
     beside, see :func:`pass_through`). Named by ``run_uid`` (or ``$JOULECAST_RUN_UID``), or
     spanning nodes under SLURM, the node's run goes to its node shard in ``shard_dir``
     (:func:`joulecast.distributed.node_store`); ``joulecast collect`` merges the job's shards.
+
+    ``prometheus`` (``[ADDR:]PORT``; the address defaults to 127.0.0.1) serves the run's live
+    power, energy, epoch, forecast and sampling health for Prometheus to scrape while the
+    command runs; ``prometheus_textfile`` writes them to a file for node_exporter's textfile
+    collector (:mod:`joulecast.prometheus`). Either is set up by :meth:`start` before the
+    run opens, so that a port in use stops it with nothing measured or started.
     """
 
     def __init__(
@@ -86,6 +93,8 @@ class MeasuredCommand:
         progress: bool = True,
         run_uid: str | None = None,
         shard_dir: str | os.PathLike[str] | None = None,
+        prometheus: str | int | None = None,
+        prometheus_textfile: str | os.PathLike[str] | None = None,
     ) -> None:
         self.argv = [str(a) for a in argv]
         if not self.argv:
@@ -108,6 +117,9 @@ class MeasuredCommand:
         self.progress = progress
         self.run_uid = run_uid
         self.shard_dir = shard_dir
+        self.prometheus = prometheus
+        self.prometheus_textfile = prometheus_textfile
+        self.exporter: Exporter | None = None
         self.store: Store | None = None
         self.run_id: int | None = None
         self.live: LiveForecast | None = None
@@ -124,9 +136,23 @@ class MeasuredCommand:
         :meth:`wait`): on Linux the command gets SIGTERM when that thread ends.
 
         Raises:
-            InputError: the command cannot be started (the run is removed again), or the
-                ``replay_gpus`` trace cannot be replayed (no run is opened).
+            InputError: the command cannot be started (the run is removed again), the
+                ``replay_gpus`` trace cannot be replayed, or the ``prometheus`` port cannot be
+                listened on (no run is opened).
         """
+        from joulecast.prometheus import open_exporter
+
+        # The exporter first: a port in use leaves nothing behind.
+        self.exporter = open_exporter(
+            self.prometheus, self.prometheus_textfile, strict=True, what="--prometheus"
+        )
+        try:
+            return self._start()
+        except BaseException:
+            self._close_exporter()
+            raise
+
+    def _start(self) -> int:
         # Sensors before the store: a trace that cannot be replayed leaves no store file behind.
         job = launched_job(current_job(uid=self.run_uid), self.argv)
         sensors = self.sensors
@@ -182,6 +208,8 @@ class MeasuredCommand:
             monitor.stop(RunStatus.FAILED)
             store.delete_run(run_id)
             raise InputError(f"measure: cannot run {self.argv[0]!r}: {exc.strerror}") from exc
+        if self.exporter is not None:
+            self.exporter.watch(store, run_id, monitor)
         try:  # so that a process finding this one gone stops the command (on this host)
             store.record_command(run_id, started(self._child.pid))
         except JoulecastError as exc:  # the command runs: measuring it goes on regardless
@@ -245,11 +273,18 @@ class MeasuredCommand:
             exit_code = None
         else:
             status, exit_code, sig = RunStatus.FAILED, rc, None
-        monitor.stop(status, exit_code=exit_code, signal=sig)
+        try:
+            monitor.stop(status, exit_code=exit_code, signal=sig)
+        finally:
+            self._close_exporter()  # its last figures are the run's final ones
         summary = summarize(store, self.run_id)
         if interrupted:
             raise KeyboardInterrupt
         return summary
+
+    def _close_exporter(self) -> None:
+        if self.exporter is not None:
+            self.exporter.close()
 
     # -- live forecast ---------------------------------------------------------------------
 
@@ -309,7 +344,7 @@ def measure_command(argv: Sequence[str], **options: Any) -> RunSummary:
     ``options`` are the keyword arguments of :class:`MeasuredCommand` (``store``, ``name``,
     ``tags``, ``interval_s``, ``gpus``, ``sensors``, ``replay_gpus``, ``epochs``,
     ``forecast_method``, ``stable_epoch``, ``window``, ``progress``, ``run_uid``,
-    ``shard_dir``). The summary's
+    ``shard_dir``, ``prometheus``, ``prometheus_textfile``). The summary's
     ``status``, ``exit_code`` and ``signal`` give the command's outcome.
 
     Raises:

@@ -116,7 +116,7 @@ class Monitor:
         self.joined = run_id is not None
         self._clock = clock
         self._flush_interval_s = flush_interval_s
-        self._gap_after_s = gap_after_s if gap_after_s is not None else max(10 * interval_s, 1.0)
+        self._gap_after_s = gap_after_s if gap_after_s is not None else _gap_after(interval_s)
         self.t0 = 0.0
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
@@ -473,6 +473,12 @@ class Monitor:
         """The interval the run is sampled at: this monitor's, or the sampling process's."""
         return self._joined_interval_s if self.joined else self.interval_s
 
+    @property
+    def gap_after_s(self) -> float:
+        """How long a device may stay silent before it is in a gap (for a joined monitor, at
+        the interval of the process that samples the run)."""
+        return _gap_after(self._joined_interval_s) if self.joined else self._gap_after_s
+
     def wait_for_readings(self, until_s: float, *, timeout_s: float | None = None) -> bool:
         """Wait until the store holds a reading of every device at or after ``until_s``.
 
@@ -565,6 +571,11 @@ class Monitor:
             out["sampler_cpu_s"] = self._sampler_cpu_s
             out["writer_cpu_s"] = self._writer_cpu_s
         return out
+
+
+def _gap_after(interval_s: float) -> float:
+    """The default silence that opens a gap: ten intervals, at least 1 s."""
+    return max(10 * interval_s, 1.0)
 
 
 def _describe(sensor: Sensor) -> dict[str, dict[str, Any]]:

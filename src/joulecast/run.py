@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
     from joulecast.energy import RunSummary
     from joulecast.live import LiveForecast
+    from joulecast.prometheus import Exporter
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +83,11 @@ class Run:
         owns_store: bool = False,
         sync: bool | None = None,
         job: Job | None = None,
+        exporter: Exporter | None = None,
     ) -> None:
         self.job = job if job is not None else Job()
         self._monitor = monitor
+        self._exporter = exporter
         self._owns_store = owns_store
         self.sync = sync
         self._last_epoch_end: float | None = None
@@ -120,6 +123,12 @@ class Run:
     def active(self) -> bool:
         """True until :meth:`stop`."""
         return self._monitor.running
+
+    @property
+    def exporter(self) -> Exporter | None:
+        """The Prometheus exporter of this run (``measure(prometheus=...)``; its ``url``),
+        until the run stops; None without one."""
+        return self._exporter
 
     # -- marking ---------------------------------------------------------------------------
 
@@ -369,14 +378,23 @@ class Run:
         """
         if self._monitor.running:
             self._sync_device()
-        self._monitor.stop(RunStatus(status), exit_code=exit_code, signal=signal)
+        try:
+            self._monitor.stop(RunStatus(status), exit_code=exit_code, signal=signal)
+        finally:
+            self._close_exporter()  # before the store closes: its last figures are final
         if self._owns_store and not self._monitor.store.closed:
             self._monitor.store.close()
+
+    def _close_exporter(self) -> None:
+        exporter, self._exporter = self._exporter, None
+        if exporter is not None:
+            exporter.close()
 
     def close(self) -> None:
         """Stop if needed and close a store opened for this run."""
         if self._monitor.running:
             self.stop()
+        self._close_exporter()
         if self._owns_store and not self._monitor.store.closed:
             self._monitor.store.close()
 
@@ -413,6 +431,7 @@ class PassiveRun(Run):
         self._t0 = clock()
         self._ended_s: float | None = None
         self._live = None
+        self._exporter = None  # the node's local rank 0 exports
         self._wants_forecast = False
         self._stop_reason = None
         self._last_epoch_end = None
@@ -574,6 +593,13 @@ class measure(contextlib.ContextDecorator):
     one run. ``per_node=False`` makes every process sample on its own, as a single process.
     ``job`` gives the process's place in the job where the caller knows it better than the
     environment does (a framework's trainer).
+
+    ``prometheus`` (``[ADDR:]PORT`` or a port; the address defaults to 127.0.0.1) serves the
+    run's live power, energy, epoch, forecast and sampling health for Prometheus to scrape;
+    ``prometheus_textfile`` writes them to a file for node_exporter's textfile collector
+    (:mod:`joulecast.prometheus`). An exporter that cannot start (a port in use) is a
+    :class:`~joulecast.errors.JoulecastWarning` and the training goes on without it; the
+    ranks of a job that do not sample export nothing.
     """
 
     def __init__(
@@ -591,8 +617,12 @@ class measure(contextlib.ContextDecorator):
         run_uid: str | None = None,
         shard_dir: str | os.PathLike[str] | None = None,
         job: Job | None = None,
+        prometheus: str | int | None = None,
+        prometheus_textfile: str | os.PathLike[str] | None = None,
     ) -> None:
         self.job = job
+        self.prometheus = prometheus
+        self.prometheus_textfile = prometheus_textfile
         self.per_node = per_node
         self.run_uid = run_uid
         self.shard_dir = shard_dir
@@ -656,13 +686,33 @@ class measure(contextlib.ContextDecorator):
             self.run = PassiveRun(job, joined=target, sync=self.sync, clock=self.clock)
             log.info("rank %d of %d: its node's local rank 0 measures", job.rank, job.world_size)
             return self.run
+        from joulecast.prometheus import open_exporter
+
+        exporter = open_exporter(self.prometheus, self.prometheus_textfile, strict=False)
+        try:
+            run = self._start_run(job, target, exporter)
+        except BaseException:
+            if exporter is not None:
+                exporter.close()
+            raise
+        self.run = run
+        return run
+
+    def _start_run(
+        self, job: Job, target: tuple[int, Path] | None, exporter: Exporter | None
+    ) -> Run:
+        """The run joined (``target``) or opened, its figures exported by ``exporter``."""
         if target is not None and self.sensors is None:
             run_id, path = target
             store = self.store if isinstance(self.store, Store) else Store(path)
             monitor = Monitor([], store, run_id=run_id, clock=self.clock)
             monitor.start()
             run = Run(
-                monitor, owns_store=not isinstance(self.store, Store), sync=self.sync, job=job
+                monitor,
+                owns_store=not isinstance(self.store, Store),
+                sync=self.sync,
+                job=job,
+                exporter=exporter,
             )
             if job.distributed:  # the node's run learns which ranks and node it holds
                 try:
@@ -693,8 +743,9 @@ class measure(contextlib.ContextDecorator):
                 uid=uid,
             )
             monitor.start()
-            run = Run(monitor, owns_store=owns, sync=self.sync, job=job)
-        self.run = run
+            run = Run(monitor, owns_store=owns, sync=self.sync, job=job, exporter=exporter)
+        if exporter is not None:
+            exporter.watch(run.store, run.run_id, monitor)
         return run
 
     def _recreate_cm(self) -> measure:
