@@ -7,6 +7,8 @@ from joulecast.errors import InputError
 from joulecast.study.workloads.datasets import (
     DATASETS,
     SHAPES,
+    _largest_remainder,
+    _tfds_parts,
     load_dataset,
     load_image_folder,
     make_digits,
@@ -58,6 +60,35 @@ def test_split_checks_fractions():
         split(x, y, val_fraction=0.5, test_fraction=0.5)
     with pytest.raises(InputError, match=r"test_fraction 1\.5"):
         split(x, y, test_fraction=1.5)
+
+
+@pytest.mark.parametrize(
+    ("counts", "fraction", "shares"),
+    [
+        ([17_005, 17_005], 0.3, [5_102, 5_101]),  # 10,203 in all, as the paper's Chesslive
+        ([1, 2, 7], 0.3, [0, 1, 2]),  # 3 in all; the largest remainder (0.6) takes the third
+        ([3, 3, 3], 0.5, [2, 1, 1]),  # equal remainders: the lower label first
+        ([5, 8], 0.0, [0, 0]),
+        ([40, 60], 0.25, [10, 15]),  # exact shares are kept
+    ],
+)
+def test_largest_remainder_rounds_the_total_first(counts, fraction, shares):
+    got = _largest_remainder(np.array(counts), fraction)
+    assert got.tolist() == shares
+    assert got.sum() == round(sum(counts) * fraction)
+
+
+def test_tfds_parts_keep_the_test_split_and_hold_out_validation():
+    y_train = np.arange(3_060) % 102
+    y_test = np.arange(6_084) % 102
+    x_train, x_test = np.arange(3_060), np.arange(3_060, 9_144)
+    parts = _tfds_parts(x_train, y_train, x_test, y_test, val_fraction=0.15, seed=0)
+    x_tr, y_tr, x_val, y_val, x_te, y_te = parts
+    # 30 images per class: round(30 x 0.15) = 4 for validation, class by class
+    assert (len(x_tr), len(x_val), len(x_te)) == (2_652, 408, 6_084)
+    assert x_te is x_test and y_te is y_test
+    assert sorted(np.concatenate([x_tr, x_val]).tolist()) == x_train.tolist()
+    assert np.array_equal(y_tr, y_train[x_tr]) and np.array_equal(y_val, y_train[x_val])
 
 
 def _write_pngs(root, counts):

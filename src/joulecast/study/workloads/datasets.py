@@ -63,9 +63,20 @@ def split(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Shuffle and split into train, validation and test, class by class (stratified).
 
+    Each class's share of each part is rounded on its own, so the parts' totals can differ by
+    a few images from the fractions of the whole.
+
     Returns:
         ``x_train, y_train, x_val, y_val, x_test, y_test``.
     """
+    _check_fractions(val_fraction, test_fraction)
+    labels, counts = np.unique(y, return_counts=True)
+    n_val = np.array([round(int(n) * val_fraction) for n in counts], dtype=np.int64)
+    n_test = np.array([round(int(n) * test_fraction) for n in counts], dtype=np.int64)
+    return _stratified(x, y, labels, n_val, n_test, seed)
+
+
+def _check_fractions(val_fraction: float, test_fraction: float) -> None:
     for label, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 <= value < 1.0:
             raise InputError(f"{label} {value}: expected a fraction in [0, 1)")
@@ -73,15 +84,51 @@ def split(
         raise InputError(
             f"val_fraction + test_fraction = {val_fraction + test_fraction}: expected below 1"
         )
+
+
+def _largest_remainder(counts: np.ndarray, fraction: float) -> np.ndarray:
+    """Per-class shares of ``fraction`` of all images, the total rounded first.
+
+    ``round(sum(counts) * fraction)`` images are shared out by largest remainder (ties to the
+    lower label), so the parts add up to the rounded total; rounding each class on its own can
+    overshoot it (two classes of 17,005 at 30%: 2 x round(5,101.5) = 10,204, not 10,203).
+
+    Returns:
+        ``int64`` count per class.
+    """
+    exact = np.asarray(counts, dtype=np.float64) * fraction
+    shares = np.floor(exact).astype(np.int64)
+    total = round(int(np.sum(counts)) * fraction)
+    # float error can put the rounded total a hair outside [sum of floors, + one per class]
+    extra = int(np.clip(total - int(shares.sum()), 0, len(shares)))
+    order = np.argsort(-(exact - shares), kind="stable")
+    shares[order[:extra]] += 1
+    return shares
+
+
+def _stratified(
+    x: np.ndarray,
+    y: np.ndarray,
+    labels: np.ndarray,
+    n_val: np.ndarray,
+    n_test: np.ndarray,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Shuffle each class and cut it into test, validation and training images.
+
+    Class ``labels[i]`` gives its first ``n_test[i]`` images to the test part and the next
+    ``n_val[i]`` to validation; the rest train. Each part is shuffled again, so classes mix.
+
+    Returns:
+        ``x_train, y_train, x_val, y_val, x_test, y_test``.
+    """
     rng = np.random.default_rng(seed)
     parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
-    for label in np.unique(y):
+    for label, t, v in zip(labels, n_test, n_val, strict=True):
         idx = rng.permutation(np.flatnonzero(y == label))
-        n_test = round(len(idx) * test_fraction)
-        n_val = round(len(idx) * val_fraction)
-        parts["test"].append(idx[:n_test])
-        parts["val"].append(idx[n_test : n_test + n_val])
-        parts["train"].append(idx[n_test + n_val :])
+        parts["test"].append(idx[:t])
+        parts["val"].append(idx[t : t + v])
+        parts["train"].append(idx[t + v :])
     out: list[np.ndarray] = []
     for key in ("train", "val", "test"):
         idx = rng.permutation(np.concatenate(parts[key]).astype(np.int64))
@@ -201,6 +248,28 @@ def load_image_folder(
     return images, labels, class_names
 
 
+def _tfds_parts(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    *,
+    val_fraction: float,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Train, validation and test parts of a dataset that comes with train and test splits.
+
+    The test split is kept as it is; validation is ``val_fraction`` of the train split.
+
+    Returns:
+        ``x_train, y_train, x_val, y_val, x_test, y_test``.
+    """
+    x_tr, y_tr, x_val, y_val, _, _ = split(
+        x_train, y_train, val_fraction=val_fraction, test_fraction=0.0, seed=seed
+    )
+    return x_tr, y_tr, x_val, y_val, x_test, y_test
+
+
 def _load_tfds(
     name: str, input_size: int, val_fraction: float, seed: int
 ) -> Dataset:  # pragma: no cover - needs tensorflow-datasets and a download
@@ -226,12 +295,10 @@ def _load_tfds(
             ys.append(int(label))
         return np.stack(xs).astype(np.uint8), np.asarray(ys, dtype=np.int64)
 
-    x_all, y_all = take("train")
+    x_train, y_train = take("train")
     x_test, y_test = take("test")
-    x_train, y_train, x_val, y_val, _, _ = split(
-        x_all, y_all, val_fraction=val_fraction, test_fraction=0.0, seed=seed
-    )
-    return Dataset(name, class_names, x_train, y_train, x_val, y_val, x_test, y_test)
+    parts = _tfds_parts(x_train, y_train, x_test, y_test, val_fraction=val_fraction, seed=seed)
+    return Dataset(name, class_names, *parts)
 
 
 def load_dataset(
