@@ -286,6 +286,23 @@ def test_argv_builtin(tmp_path):
     ]
 
 
+def test_split_is_a_study_parameter(tmp_path):
+    study = study_from(
+        tmp_path, TINY.replace("[factors]", '[factors]\nsplit = ["holdout", "paper"]')
+    )
+    runs = plan(study)
+    assert {run.params["split"] for run in runs} == {"holdout", "paper"}
+    run = next(r for r in runs if r.params["split"] == "paper")
+    line = argv(study, run)
+    assert line[line.index("--dataset") : line.index("--input-size")] == [
+        "--dataset",
+        "shapes",
+        "--split",
+        "paper",
+    ]
+    assert run.tags(study)["split"] == "paper"
+
+
 def test_argv_parses_back_to_the_run(tmp_path):
     """The workload's own parser reads argv back to the run's settings."""
     import argparse
@@ -506,6 +523,8 @@ def test_unknown_fixed_parameter(tmp_path):
         ("input_size = 32", "input_size = '32'", "fixed.input_size"),
         ("[8, 16, 32]", "[8, 16.5]", "factors.batch_size[1]"),
         ('weights = "none"', 'weights = "random"', "fixed.weights"),
+        ('weights = "none"', 'weights = "none"\nsplit = "Paper"', "fixed.split"),
+        ('weights = "none"', 'weights = "none"\nsplit = ["paper"]', "fixed.split"),
         ("epochs = [1]", "epochs = ['one']", "fixed.epochs"),
     ],
 )

@@ -2,6 +2,8 @@
 
 Every loader returns a :class:`Dataset` of RGB ``uint8`` images of ``input_size`` x
 ``input_size`` pixels (``(n, size, size, 3)``), integer labels, and train/validation/test splits.
+Two ways to split (:data:`SPLITS`): ``holdout`` sets validation images aside from the training
+ones; ``paper`` trains on all of them and validates on the test split, as del Rey et al. did.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ log = logging.getLogger(__name__)
 
 DATASETS: tuple[str, ...] = ("shapes", "digits", "folder", "caltech101", "stanford_dogs")
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
+SPLITS: tuple[str, ...] = ("holdout", "paper")
+# The paper's Chesslive split (section 3.4.3): 70% train, 30% test, no validation part.
+PAPER_TEST_FRACTION = 0.3
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 
@@ -29,7 +34,8 @@ class Dataset:
     Attributes:
         name: Dataset name.
         class_names: One name per label, in label order.
-        x_train, x_val, x_test: ``uint8`` images ``(n, size, size, 3)``.
+        x_train, x_val, x_test: ``uint8`` images ``(n, size, size, 3)``; under the
+            ``paper`` split ``x_val`` is ``x_test`` (the same array).
         y_train, y_val, y_test: ``int64`` labels ``(n,)``.
     """
 
@@ -254,24 +260,74 @@ def _tfds_parts(
     x_test: np.ndarray,
     y_test: np.ndarray,
     *,
+    paper: bool,
     val_fraction: float,
     seed: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Train, validation and test parts of a dataset that comes with train and test splits.
 
-    The test split is kept as it is; validation is ``val_fraction`` of the train split.
+    The test split is kept as it is. Holdout: validation is ``val_fraction`` of the train
+    split; ``paper``: training takes the whole train split and validation is the test split.
 
     Returns:
         ``x_train, y_train, x_val, y_val, x_test, y_test``.
     """
+    if paper:
+        return x_train, y_train, x_test, y_test, x_test, y_test
     x_tr, y_tr, x_val, y_val, _, _ = split(
         x_train, y_train, val_fraction=val_fraction, test_fraction=0.0, seed=seed
     )
     return x_tr, y_tr, x_val, y_val, x_test, y_test
 
 
+def _array_parts(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    paper: bool,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Train, validation and test parts of one set of images, stratified.
+
+    Holdout: :func:`split` (each class rounded on its own). ``paper``: ``test_fraction`` of
+    all images for testing, the total rounded first (:func:`_largest_remainder`), the rest
+    for training, and validation is the test part.
+
+    Returns:
+        ``x_train, y_train, x_val, y_val, x_test, y_test``.
+    """
+    if not paper:
+        return split(x, y, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    _check_fractions(val_fraction, test_fraction)
+    labels, counts = np.unique(y, return_counts=True)
+    n_test = _largest_remainder(counts, test_fraction)
+    x_tr, y_tr, _, _, x_te, y_te = _stratified(x, y, labels, np.zeros_like(n_test), n_test, seed)
+    return x_tr, y_tr, x_te, y_te, x_te, y_te
+
+
+def _fractions(
+    split: str, val_fraction: float | None, test_fraction: float | None
+) -> tuple[float, float]:
+    """The validation and test fractions of ``split``, where the caller left them unset."""
+    if split not in SPLITS:
+        raise InputError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
+    if split == "holdout":
+        return (
+            0.15 if val_fraction is None else val_fraction,
+            0.2 if test_fraction is None else test_fraction,
+        )
+    if val_fraction is not None:
+        raise InputError(
+            f"val_fraction {val_fraction}: the paper split validates on the test split "
+            "(leave val_fraction unset)"
+        )
+    return 0.0, PAPER_TEST_FRACTION if test_fraction is None else test_fraction
+
+
 def _load_tfds(
-    name: str, input_size: int, val_fraction: float, seed: int
+    name: str, input_size: int, paper: bool, val_fraction: float, seed: int
 ) -> Dataset:  # pragma: no cover - needs tensorflow-datasets and a download
     try:
         import tensorflow_datasets as tfds
@@ -297,7 +353,9 @@ def _load_tfds(
 
     x_train, y_train = take("train")
     x_test, y_test = take("test")
-    parts = _tfds_parts(x_train, y_train, x_test, y_test, val_fraction=val_fraction, seed=seed)
+    parts = _tfds_parts(
+        x_train, y_train, x_test, y_test, paper=paper, val_fraction=val_fraction, seed=seed
+    )
     return Dataset(name, class_names, *parts)
 
 
@@ -307,8 +365,9 @@ def load_dataset(
     *,
     path: str | Path | None = None,
     samples: int = 400,
-    val_fraction: float = 0.15,
-    test_fraction: float = 0.2,
+    split: str = "holdout",
+    val_fraction: float | None = None,
+    test_fraction: float | None = None,
     seed: int = 0,
 ) -> Dataset:
     """Load dataset ``name`` at ``input_size`` pixels, split into train/validation/test.
@@ -316,24 +375,31 @@ def load_dataset(
     Args:
         name: ``shapes`` (generated, ``samples`` images), ``digits`` (scikit-learn's bundled
             digits), ``folder`` (an image folder at ``path``), ``caltech101`` or
-            ``stanford_dogs`` (through tensorflow-datasets: its own test split, validation
-            taken from its train split).
+            ``stanford_dogs`` (through tensorflow-datasets, with its own test split).
         input_size: Image side in pixels.
         path: The image folder, for ``folder``.
         samples: Number of images of ``shapes``.
-        val_fraction: Share of the images for validation.
-        test_fraction: Share of the images for testing (not for the tensorflow-datasets ones).
+        split: ``holdout``: validation is set aside from the training images (from the train
+            split of the tensorflow-datasets ones). ``paper``: training takes every training
+            image and validation is the test split (``x_val is x_test``); the others are
+            split 70/30 into train and test, the total rounded first.
+        val_fraction: Share of the images for validation (holdout only; default 0.15).
+        test_fraction: Share of the images for testing, not for the tensorflow-datasets ones
+            (default 0.2 holdout, 0.3 paper).
         seed: Seed of the generation and of the split.
 
     Raises:
-        InputError: Unknown name, missing folder or package, or no images.
+        InputError: Unknown name or split, a fraction out of range or set where it does not
+            apply, missing folder or package, or no images.
     """
     if name not in DATASETS:
         raise InputError(f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)}")
     if input_size < 1:
         raise InputError(f"input size {input_size}: expected a positive number of pixels")
+    val, test = _fractions(split, val_fraction, test_fraction)
+    paper = split == "paper"
     if name in ("caltech101", "stanford_dogs"):
-        return _load_tfds(name, input_size, val_fraction, seed)
+        return _load_tfds(name, input_size, paper, val, seed)
     if name == "shapes":
         x, y = make_shapes(samples, input_size, seed=seed)
         class_names: tuple[str, ...] = SHAPES
@@ -344,10 +410,11 @@ def load_dataset(
         if path is None:
             raise InputError("dataset 'folder' needs a path (--dataset-path DIR)")
         x, y, class_names = load_image_folder(path, input_size)
-    parts = split(x, y, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    parts = _array_parts(x, y, paper=paper, val_fraction=val, test_fraction=test, seed=seed)
     log.info(
-        "dataset %s: %d train, %d validation, %d test images of %d px",
+        "dataset %s (%s split): %d train, %d validation, %d test images of %d px",
         name,
+        split,
         len(parts[1]),
         len(parts[3]),
         len(parts[5]),
