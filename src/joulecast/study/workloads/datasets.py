@@ -75,11 +75,9 @@ def split(
     Returns:
         ``x_train, y_train, x_val, y_val, x_test, y_test``.
     """
-    _check_fractions(val_fraction, test_fraction)
-    labels, counts = np.unique(y, return_counts=True)
-    n_val = np.array([round(int(n) * val_fraction) for n in counts], dtype=np.int64)
-    n_test = np.array([round(int(n) * test_fraction) for n in counts], dtype=np.int64)
-    return _stratified(x, y, labels, n_val, n_test, seed)
+    return _array_parts(
+        x, y, paper=False, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
+    )
 
 
 def _check_fractions(val_fraction: float, test_fraction: float) -> None:
@@ -90,6 +88,25 @@ def _check_fractions(val_fraction: float, test_fraction: float) -> None:
         raise InputError(
             f"val_fraction + test_fraction = {val_fraction + test_fraction}: expected below 1"
         )
+
+
+def _class_counts(
+    counts: np.ndarray, *, paper: bool, val_fraction: float, test_fraction: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validation and test images per class, from the images per class ``counts``.
+
+    Holdout: each class's share rounded on its own. ``paper``: no validation part, and the
+    test total rounded first (:func:`_largest_remainder`).
+
+    Returns:
+        ``int64`` validation and test counts, one per class.
+    """
+    if paper:
+        n_test = _largest_remainder(counts, test_fraction)
+        return np.zeros_like(n_test), n_test
+    n_val = np.array([round(int(n) * val_fraction) for n in counts], dtype=np.int64)
+    n_test = np.array([round(int(n) * test_fraction) for n in counts], dtype=np.int64)
+    return n_val, n_test
 
 
 def _largest_remainder(counts: np.ndarray, fraction: float) -> np.ndarray:
@@ -291,20 +308,23 @@ def _array_parts(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Train, validation and test parts of one set of images, stratified.
 
-    Holdout: :func:`split` (each class rounded on its own). ``paper``: ``test_fraction`` of
-    all images for testing, the total rounded first (:func:`_largest_remainder`), the rest
-    for training, and validation is the test part.
+    Holdout: ``val_fraction`` and ``test_fraction`` of each class, each rounded on its own.
+    ``paper``: ``test_fraction`` of all images for testing, the total rounded first
+    (:func:`_largest_remainder`), the rest for training, and validation is the test part.
 
     Returns:
         ``x_train, y_train, x_val, y_val, x_test, y_test``.
     """
-    if not paper:
-        return split(x, y, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
     _check_fractions(val_fraction, test_fraction)
     labels, counts = np.unique(y, return_counts=True)
-    n_test = _largest_remainder(counts, test_fraction)
-    x_tr, y_tr, _, _, x_te, y_te = _stratified(x, y, labels, np.zeros_like(n_test), n_test, seed)
-    return x_tr, y_tr, x_te, y_te, x_te, y_te
+    n_val, n_test = _class_counts(
+        counts, paper=paper, val_fraction=val_fraction, test_fraction=test_fraction
+    )
+    parts = _stratified(x, y, labels, n_val, n_test, seed)
+    if paper:
+        x_tr, y_tr, _, _, x_te, y_te = parts
+        return x_tr, y_tr, x_te, y_te, x_te, y_te
+    return parts
 
 
 def _fractions(
