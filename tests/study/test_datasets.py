@@ -8,10 +8,12 @@ from joulecast.study.workloads.datasets import (
     DATASETS,
     PAPER_TEST_FRACTION,
     SHAPES,
+    TFDS_SIZES,
     _array_parts,
     _fractions,
     _largest_remainder,
     _tfds_parts,
+    expected_sizes,
     load_dataset,
     load_image_folder,
     make_digits,
@@ -172,6 +174,34 @@ def test_load_dataset_refuses_bad_splits(kwargs, message, early):
     if early:  # refused before tensorflow-datasets is looked for or anything downloaded
         with pytest.raises(InputError, match=message):
             load_dataset("caltech101", 16, **kwargs)
+
+
+@pytest.mark.parametrize("split_name", ["holdout", "paper"])
+@pytest.mark.parametrize("samples", [1, 7, 80, 201, 400])
+def test_expected_sizes_are_those_of_the_loaded_shapes(split_name, samples):
+    data = load_dataset("shapes", 8, samples=samples, split=split_name)
+    sizes = expected_sizes("shapes", split=split_name, samples=samples)
+    assert sizes == (len(data.y_train), len(data.y_val))
+
+
+def test_expected_sizes_of_digits_without_scikit_learn():
+    pytest.importorskip("sklearn")
+    for split_name in ("holdout", "paper"):
+        data = load_dataset("digits", 8, split=split_name)
+        assert expected_sizes("digits", split=split_name) == (len(data.y_train), len(data.y_val))
+    assert expected_sizes("digits") == (1_169, 269)
+
+
+def test_expected_sizes_of_tfds_and_folders():
+    assert TFDS_SIZES == {"caltech101": (3_060, 6_084), "stanford_dogs": (12_000, 8_580)}
+    assert expected_sizes("caltech101", split="paper") == (3_060, 6_084)
+    assert expected_sizes("stanford_dogs", split="paper") == (12_000, 8_580)
+    assert expected_sizes("caltech101") == (2_601, 459)  # 15% of the train split, rounded once
+    assert expected_sizes("stanford_dogs") == (10_200, 1_800)
+    assert expected_sizes("folder", split="paper") is None
+    assert expected_sizes(None) is None
+    with pytest.raises(InputError, match="unknown split 'test'"):
+        expected_sizes("shapes", split="test")
 
 
 def _write_pngs(root, counts):

@@ -24,6 +24,14 @@ SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 SPLITS: tuple[str, ...] = ("holdout", "paper")
 # The paper's Chesslive split (section 3.4.3): 70% train, 30% test, no validation part.
 PAPER_TEST_FRACTION = 0.3
+# Images of the train and test splits of the tensorflow-datasets ones, as the paper gives them
+# (section 3.4); another version may differ by an image (Caltech101 3,059/6,085 in some runs).
+TFDS_SIZES: dict[str, tuple[int, int]] = {
+    "caltech101": (3_060, 6_084),
+    "stanford_dogs": (12_000, 8_580),
+}
+# Images per class of scikit-learn's bundled digits, so sizes are known without importing it.
+_DIGITS_PER_CLASS = (178, 182, 177, 183, 181, 182, 181, 179, 174, 180)
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 
@@ -377,6 +385,43 @@ def _load_tfds(
         x_train, y_train, x_test, y_test, paper=paper, val_fraction=val_fraction, seed=seed
     )
     return Dataset(name, class_names, *parts)
+
+
+def expected_sizes(
+    name: str | None, *, split: str = "holdout", samples: int = 400
+) -> tuple[int, int] | None:
+    """Training and validation images of dataset ``name`` under ``split``, without loading it.
+
+    Exact for ``shapes`` and ``digits``, and for the tensorflow-datasets ones under ``paper``
+    (their train and test splits, :data:`TFDS_SIZES`). Under ``holdout`` their validation
+    part is 15% of the train split rounded once: the split rounds class by class, and the
+    classes are known only once downloaded.
+
+    Returns:
+        ``(train, validation)``, or None where the images must be seen first (``folder``).
+
+    Raises:
+        InputError: Unknown split.
+    """
+    val_fraction, test_fraction = _fractions(split, None, None)
+    paper = split == "paper"
+    if name in TFDS_SIZES:
+        train, test = TFDS_SIZES[name]
+        if paper:
+            return train, test
+        val = round(train * val_fraction)
+        return train - val, val
+    if name == "shapes":
+        counts = np.bincount(np.arange(samples) % len(SHAPES))  # as make_shapes labels them
+    elif name == "digits":
+        counts = np.array(_DIGITS_PER_CLASS)
+    else:
+        return None
+    n_val, n_test = _class_counts(
+        counts, paper=paper, val_fraction=val_fraction, test_fraction=test_fraction
+    )
+    total, val, test = int(counts.sum()), int(n_val.sum()), int(n_test.sum())
+    return total - val - test, test if paper else val
 
 
 def load_dataset(
