@@ -96,6 +96,9 @@ def test_paper_blocks(name, combinations, runs):
     assert set(LABEL_FACTORS) <= set(study.factors)
     # the paper fixes the seeds: every run trains with the same one
     assert {run.seed for run in planned} == {study.fixed["seed"]}
+    # no validation part set aside: train on the training split, validate on the test split
+    assert study.fixed["split"] == "paper"
+    assert all(argv(study, run).count("paper") == 1 for run in planned)
     assert all(not set(LABEL_FACTORS) & set(run.params) for run in planned)
 
 
@@ -317,6 +320,7 @@ def test_argv_parses_back_to_the_run(tmp_path):
     assert config.arch == run.params["arch"]
     assert config.epochs == (10, 190)
     assert config.dataset_path == "data/chesslive"
+    assert config.split == "paper"
     assert config.seed == run.seed
 
 
