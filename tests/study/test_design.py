@@ -96,6 +96,9 @@ def test_paper_blocks(name, combinations, runs):
     assert set(LABEL_FACTORS) <= set(study.factors)
     # the paper fixes the seeds: every run trains with the same one
     assert {run.seed for run in planned} == {study.fixed["seed"]}
+    # no validation part set aside: train on the training split, validate on the test split
+    assert study.fixed["split"] == "paper"
+    assert all(argv(study, run).count("paper") == 1 for run in planned)
     assert all(not set(LABEL_FACTORS) & set(run.params) for run in planned)
 
 
@@ -286,6 +289,23 @@ def test_argv_builtin(tmp_path):
     ]
 
 
+def test_split_is_a_study_parameter(tmp_path):
+    study = study_from(
+        tmp_path, TINY.replace("[factors]", '[factors]\nsplit = ["holdout", "paper"]')
+    )
+    runs = plan(study)
+    assert {run.params["split"] for run in runs} == {"holdout", "paper"}
+    run = next(r for r in runs if r.params["split"] == "paper")
+    line = argv(study, run)
+    assert line[line.index("--dataset") : line.index("--input-size")] == [
+        "--dataset",
+        "shapes",
+        "--split",
+        "paper",
+    ]
+    assert run.tags(study)["split"] == "paper"
+
+
 def test_argv_parses_back_to_the_run(tmp_path):
     """The workload's own parser reads argv back to the run's settings."""
     import argparse
@@ -300,6 +320,7 @@ def test_argv_parses_back_to_the_run(tmp_path):
     assert config.arch == run.params["arch"]
     assert config.epochs == (10, 190)
     assert config.dataset_path == "data/chesslive"
+    assert config.split == "paper"
     assert config.seed == run.seed
 
 
@@ -506,6 +527,8 @@ def test_unknown_fixed_parameter(tmp_path):
         ("input_size = 32", "input_size = '32'", "fixed.input_size"),
         ("[8, 16, 32]", "[8, 16.5]", "factors.batch_size[1]"),
         ('weights = "none"', 'weights = "random"', "fixed.weights"),
+        ('weights = "none"', 'weights = "none"\nsplit = "Paper"', "fixed.split"),
+        ('weights = "none"', 'weights = "none"\nsplit = ["paper"]', "fixed.split"),
         ("epochs = [1]", "epochs = ['one']", "fixed.epochs"),
     ],
 )

@@ -297,6 +297,33 @@ def test_plan_uses_the_offline_estimator_on_a_known_gpu():
     assert offline_expectation(study, todo, None) is None  # no GPU here: no estimate
 
 
+def test_plan_estimate_takes_each_runs_split(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from joulecast.offline import estimate
+    from joulecast.study.commands import offline_expectation
+
+    file = tmp_path / "split.toml"
+    file.write_text(
+        '[study]\nname = "s"\nrepetitions = 1\n'
+        '[fixed]\narch = "inception_v3"\ndataset = "caltech101"\nepochs = [2]\n'
+        '[factors]\nsplit = ["holdout", "paper"]\n'
+    )
+    study = load_study(file)
+    todo = pd.DataFrame({"position": [r.position for r in plan(study)], "status": "planned"})
+    seen = []
+    real = estimate.estimate_training
+
+    def spy(**kwargs):
+        seen.append((kwargs["train_samples"], kwargs["val_samples"]))
+        return real(**kwargs)
+
+    monkeypatch.setattr(estimate, "estimate_training", spy)
+    assert offline_expectation(study, todo, "RTX 3090") is not None
+    # holdout: 15% of the tfds train split validates; paper: the tfds test split (section 3.4.1)
+    assert sorted(seen) == [(2_601, 459), (3_060, 6_084)]
+
+
 def test_sigterm_stops_the_run_and_puts_it_back_in_the_plan(tmp_path):
     import psutil
 

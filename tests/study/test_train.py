@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -11,7 +12,7 @@ from joulecast.cli import main
 from joulecast.errors import InputError
 from joulecast.store import Store
 from joulecast.study.workloads.__main__ import main as workloads_main
-from joulecast.study.workloads.train import TrainConfig
+from joulecast.study.workloads.train import TrainConfig, _load, add_arguments, config_from_args
 
 
 @pytest.mark.parametrize(
@@ -30,6 +31,7 @@ from joulecast.study.workloads.train import TrainConfig
         (TrainConfig(epochs=(0, 1)), "expected FROZEN >= 1"),
         (TrainConfig(learning_rates=(1e-3, -1.0)), "expected two positive numbers"),
         (TrainConfig(weights="random"), "expected 'imagenet' or None"),
+        (TrainConfig(split="Paper"), "unknown split 'Paper': expected one of holdout, paper"),
     ],
 )
 def test_bad_settings(config, message):
@@ -43,6 +45,19 @@ def test_steps():
     assert TrainConfig(arch="inception_v3", epochs=(2, 3)).steps == (2,)
 
 
+def test_split_option_reaches_the_dataset():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert config_from_args(parser.parse_args([])).split == "holdout"
+    config = config_from_args(parser.parse_args(["--split", "paper", "--samples", "80"]))
+    assert config.split == "paper"
+    data = _load(TrainConfig(split="paper", samples=80, input_size=16))
+    assert (len(data.y_train), len(data.y_val), len(data.y_test)) == (56, 24, 24)
+    assert data.x_val is data.x_test
+    data = _load(TrainConfig(samples=80, input_size=16))
+    assert (len(data.y_train), len(data.y_val), len(data.y_test)) == (52, 12, 16)
+
+
 def test_entry_points_exit_2_on_bad_input(capsys):
     assert workloads_main(["--arch", "lenet", "--weights", "none"]) == 2
     assert "unknown architecture 'lenet'" in capsys.readouterr().err
@@ -52,10 +67,18 @@ def test_entry_points_exit_2_on_bad_input(capsys):
     assert "expected at least 75" in capsys.readouterr().err
     assert main(["train", "--epochs", "1", "2", "3"]) == 2
     assert "expected one or two numbers" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main(["train", "--split", "Paper"])
+    assert exited.value.code == 2
+    assert "argument --split: invalid choice: 'Paper'" in capsys.readouterr().err
 
 
 @pytest.mark.slow
-def test_trains_end_to_end_under_joulecast_measure(tmp_path):
+@pytest.mark.parametrize(
+    ("split", "sizes"),
+    [(None, (52, 12, 16)), ("paper", (56, 24, 24))],  # train, validation, test of 80 images
+)
+def test_trains_end_to_end_under_joulecast_measure(tmp_path, split, sizes):
     pytest.importorskip("torch")
     env = {k: v for k, v in os.environ.items() if k not in ("JOULECAST_RUN_ID", "KERAS_BACKEND")}
     db = tmp_path / "runs.db"
@@ -63,7 +86,7 @@ def test_trains_end_to_end_under_joulecast_measure(tmp_path):
         sys.executable, "-m", "joulecast", "measure", "--store", str(db), "--quiet", "--",
         sys.executable, "-m", "joulecast.study.workloads", "--arch", "mobilenet_v2",
         "--dataset", "shapes", "--samples", "80", "--input-size", "32", "--epochs", "1", "1",
-        "--batch-size", "16", "--weights", "none",
+        "--batch-size", "16", "--weights", "none", *(["--split", split] if split else []),
     ]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr
@@ -75,6 +98,9 @@ def test_trains_end_to_end_under_joulecast_measure(tmp_path):
         assert run["status"] == "completed"
         assert run["tags"]["arch"] == "mobilenet_v2" and run["tags"]["epochs"] == "1,1"
         assert float(run["tags"]["gflops"]) > 0
+        assert run["tags"]["split"] == (split or "holdout")
+        tagged = tuple(int(run["tags"][f"{part}_samples"]) for part in ("train", "val", "test"))
+        assert tagged == sizes
         epochs = store.phases(run["id"], kind="epoch")
         assert epochs["index"].tolist() == [0, 1]
         assert epochs["samples"].tolist() == [int(run["tags"]["train_samples"])] * 2

@@ -111,19 +111,15 @@ def _expected(store: Any, study: Any, status: Any) -> dict[str, Any]:
     return out
 
 
-# Training and validation images of the built-in datasets whose sizes are known before loading:
-# the workload validates on 15% of a tensorflow-datasets train split (Caltech101 3,060 images,
-# Stanford Dogs 12,000) and splits shapes and digits (1,797) 65/15/20.
-_SPLITS = {"caltech101": (2601, 459), "stanford_dogs": (10200, 1800), "digits": (1168, 270)}
-
-
 def offline_expectation(study: Any, status: Any, gpu: str | None) -> dict[str, Any] | None:
     """Offline (pre-training) estimate of the time and energy of the runs still to do.
 
     Applies to the built-in workload on a GPU the catalogue knows, for datasets whose sizes are
-    known before loading; None otherwise, or when any run to do is out of its reach.
+    known before loading (under each run's split); None otherwise, or when any run to do is
+    out of its reach.
     """
     from joulecast.study.design import BUILTIN, plan
+    from joulecast.study.workloads.datasets import expected_sizes
 
     if gpu is None or study.workload != BUILTIN:
         return None
@@ -136,13 +132,12 @@ def offline_expectation(study: Any, status: Any, gpu: str | None) -> dict[str, A
         if run.position not in todo:
             continue
         p = {**run.params, **run.factors}
-        dataset = p.get("dataset")
-        if dataset == "shapes":
-            n = int(p.get("samples", 400))
-            sizes = (round(0.65 * n), round(0.15 * n))
-        elif dataset in _SPLITS:
-            sizes = _SPLITS[dataset]
-        else:
+        sizes = expected_sizes(
+            p.get("dataset"),
+            split=p.get("split", "holdout"),
+            samples=int(p.get("samples", 400)),
+        )
+        if sizes is None:
             return None
         from joulecast.study.workloads.architectures import ONE_STEP
 

@@ -28,7 +28,7 @@ from joulecast.store import Store
 from joulecast.study import params
 from joulecast.study.params import param
 from joulecast.study.workloads.architectures import ONE_STEP, build_model, preprocess
-from joulecast.study.workloads.datasets import DATASETS, Dataset, load_dataset
+from joulecast.study.workloads.datasets import DATASETS, SPLITS, Dataset, load_dataset
 from joulecast.study.workloads.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ class TrainConfig:
             ``vgg16``, ``inception_v3``).
         dataset: Dataset (``shapes``, ``digits``, ``folder``, ``caltech101``, ``stanford_dogs``).
         dataset_path: The image folder, for ``folder``.
+        split: ``holdout`` (validation set aside from the training images) or ``paper``
+            (train on every training image, validate on the test split, as the paper did).
         input_size: Image side in pixels.
         batch_size: Images per batch.
         epochs: Epochs of the frozen step and of the fine-tuning step (InceptionV3: the first
@@ -74,6 +76,13 @@ class TrainConfig:
         None,
         help="image folder, one sub-folder per class",
         convert=lambda path: str(Path(path)) if path else None,
+    )
+    split: str = param(
+        "holdout",
+        choices=SPLITS,
+        help="holdout: 65/15/20, or validation from a tfds train split (15%%); "
+        "paper: train on every training image, validate on the test split (70/30 for "
+        "the others)",
     )
     input_size: int = param(128, kind=int, help="pixels (128)")
     batch_size: int = param(32, kind=int)
@@ -111,6 +120,8 @@ class TrainConfig:
             raise InputError(
                 f"unknown dataset {self.dataset!r}: expected one of {', '.join(DATASETS)}"
             )
+        if self.split not in SPLITS:
+            raise InputError(f"unknown split {self.split!r}: expected one of {', '.join(SPLITS)}")
         check_input_size(self.arch, self.input_size)
         if self.batch_size < 1:
             raise InputError(f"batch size {self.batch_size}: expected at least 1")
@@ -185,6 +196,7 @@ def _load(config: TrainConfig) -> Dataset:
         config.input_size,
         path=config.dataset_path,
         samples=config.samples,
+        split=config.split,
         seed=config.seed,
     )
 
@@ -225,8 +237,9 @@ def train(
             "images: expected at least one of each (more images, or other fractions)"
         )
     x_train = preprocess(config.arch, data.x_train)
-    x_val = preprocess(config.arch, data.x_val)
     x_test = preprocess(config.arch, data.x_test)
+    # the paper split validates on the test split: one float copy of it, not two
+    x_val = x_test if data.x_val is data.x_test else preprocess(config.arch, data.x_val)
     model, base, weights = build_model(config.arch, config.input_size, data.classes, config.weights)
     if weights is None and config.weights is None:
         log.info("%s starts from random weights (weights=None)", config.arch)
@@ -240,6 +253,7 @@ def train(
         "batch_size": str(config.batch_size),
         "epochs": ",".join(str(e) for e in config.steps),
         "weights": str(weights).lower(),
+        "split": config.split,
         "gflops": f"{flops.gflops:.6g}",
         "train_samples": str(len(x_train)),
         "val_samples": str(len(x_val)),
