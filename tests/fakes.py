@@ -1,7 +1,8 @@
 """Fakes at the hardware boundary, and nothing above it.
 
 - :class:`FakeNvml`: a stand-in for the ``pynvml`` module (nvidia-ml-py) with exactly the
-  functions, constants and error classes :mod:`joulecast.sensors.nvml` uses. Structures
+  functions, constants and error classes :mod:`joulecast.sensors.nvml` and
+  :mod:`joulecast.study.powercap` use (power limits and locked clocks too). Structures
   (field values, PCI info, memory, utilization) are the real ``pynvml`` ctypes structures, so
   units and layouts are the library's own: power in mW, energy in mJ, memory in bytes.
 - :class:`FakeAmdSmi`: a stand-in for the ``amdsmi`` module (ROCm's AMD SMI) with the
@@ -61,6 +62,7 @@ NVML_SUCCESS = 0
 NVML_ERROR_UNINITIALIZED = 1
 NVML_ERROR_INVALID_ARGUMENT = 2
 NVML_ERROR_NOT_SUPPORTED = 3
+NVML_ERROR_NO_PERMISSION = 4
 NVML_ERROR_NOT_FOUND = 6
 NVML_ERROR_LIBRARY_NOT_FOUND = 12
 NVML_ERROR_GPU_IS_LOST = 15
@@ -70,6 +72,7 @@ _MESSAGES = {
     NVML_ERROR_UNINITIALIZED: "Uninitialized",
     NVML_ERROR_INVALID_ARGUMENT: "Invalid Argument",
     NVML_ERROR_NOT_SUPPORTED: "Not Supported",
+    NVML_ERROR_NO_PERMISSION: "Insufficient Permissions",
     NVML_ERROR_NOT_FOUND: "Not Found",
     NVML_ERROR_LIBRARY_NOT_FOUND: "NVML Shared Library Not Found",
     NVML_ERROR_GPU_IS_LOST: "GPU is lost",
@@ -93,6 +96,11 @@ class NVMLError_NotSupported(NVMLError):
         super().__init__(NVML_ERROR_NOT_SUPPORTED)
 
 
+class NVMLError_NoPermission(NVMLError):
+    def __init__(self) -> None:
+        super().__init__(NVML_ERROR_NO_PERMISSION)
+
+
 class NVMLError_LibraryNotFound(NVMLError):
     def __init__(self) -> None:
         super().__init__(NVML_ERROR_LIBRARY_NOT_FOUND)
@@ -105,6 +113,7 @@ class NVMLError_GpuIsLost(NVMLError):
 
 _ERROR_CLASSES: dict[int, type[NVMLError]] = {
     NVML_ERROR_NOT_SUPPORTED: NVMLError_NotSupported,
+    NVML_ERROR_NO_PERMISSION: NVMLError_NoPermission,
     NVML_ERROR_LIBRARY_NOT_FOUND: NVMLError_LibraryNotFound,
     NVML_ERROR_GPU_IS_LOST: NVMLError_GpuIsLost,
 }
@@ -126,7 +135,11 @@ class FakeGpu:
     ``power_w`` is field 186 (instant power); ``average_power_w`` what
     ``nvmlDeviceGetPowerUsage`` returns (default: the same source). ``energy_mj`` is field 191
     (None: no counter, as before Volta). ``fail`` maps a pynvml function name to the return
-    code it raises for this GPU. ``lost_after`` is the number of power reads
+    code it raises for this GPU. ``enforced_limit_mw`` is also the power management limit
+    ``nvmlDeviceSetPowerManagementLimit`` sets (no other limiter in the fake);
+    ``locked_clocks_mhz`` the graphics clock range ``nvmlDeviceSetGpuLockedClocks`` locked
+    (None: not locked); ``max_clock_mhz`` the graphics clock's maximum (None: not supported,
+    nor are locked clocks). ``lost_after`` is the number of power reads
     (``nvmlDeviceGetFieldValues``/``nvmlDeviceGetPowerUsage`` calls) the GPU answers before it
     falls off the bus; from then on every call on it raises ``NVMLError_GpuIsLost``.
     """
@@ -143,6 +156,8 @@ class FakeGpu:
     enforced_limit_mw: int | None = 400_000
     default_limit_mw: int | None = 400_000
     limit_constraints_mw: tuple[int, int] | None = (100_000, 400_000)
+    locked_clocks_mhz: tuple[int, int] | None = None
+    max_clock_mhz: int | None = 1410
     memory_total_bytes: int = 40 * 2**30
     memory_used_bytes: int = 3 * 2**30
     util_pct: int = 50
@@ -182,7 +197,7 @@ def gtx750ti(**kw: Any) -> FakeGpu:
         name="NVIDIA GeForce GTX 750 Ti", uuid="GPU-c3c3c3c3-0000-0000-0000-000000000000",
         pci_bus_id="00000000:02:00.0", compute_capability=(5, 0), architecture=3,
         instant_power=False, energy_mj=None, enforced_limit_mw=None, default_limit_mw=None,
-        limit_constraints_mw=None, memory_total_bytes=2 * 2**30,
+        limit_constraints_mw=None, memory_total_bytes=2 * 2**30, max_clock_mhz=None,
     )
     base.update(kw)
     return FakeGpu(**base)
@@ -234,21 +249,29 @@ class FakeNvml(_FakeLibrary):
     """The parts of ``pynvml`` that joulecast uses, over a list of :class:`FakeGpu`.
 
     ``init_error`` makes ``nvmlInit`` raise (12: no driver). ``calls`` counts every call by
-    function name; ``init_count`` is nvmlInit calls minus nvmlShutdown calls.
+    function name; ``init_count`` is nvmlInit calls minus nvmlShutdown calls. ``admin``
+    False: setting a power limit or clocks raises ``NVMLError_NoPermission``, as for a user
+    who is not root. ``changes`` lists every setting made, ``(function, uuid, value)``.
+    ``state_path``: a JSON file that holds each GPU's power limit and locked clocks, read at
+    construction and written at each change, so a GPU set by one process (a runner killed
+    afterwards) is found set by the next.
     """
 
     NVMLError = NVMLError
     NVMLError_NotSupported = NVMLError_NotSupported
+    NVMLError_NoPermission = NVMLError_NoPermission
     NVMLError_LibraryNotFound = NVMLError_LibraryNotFound
     NVMLError_GpuIsLost = NVMLError_GpuIsLost
 
     NVML_SUCCESS = NVML_SUCCESS
     NVML_ERROR_NOT_SUPPORTED = NVML_ERROR_NOT_SUPPORTED
+    NVML_ERROR_NO_PERMISSION = NVML_ERROR_NO_PERMISSION
     NVML_ERROR_LIBRARY_NOT_FOUND = NVML_ERROR_LIBRARY_NOT_FOUND
     NVML_ERROR_GPU_IS_LOST = NVML_ERROR_GPU_IS_LOST
     NVML_FI_DEV_POWER_INSTANT = 186
     NVML_FI_DEV_ENERGY = 191
     NVML_TEMPERATURE_GPU = 0
+    NVML_CLOCK_GRAPHICS = 0
 
     def __init__(
         self,
@@ -256,8 +279,20 @@ class FakeNvml(_FakeLibrary):
         *,
         clock: Callable[[], float] | None = None,
         init_error: int | None = None,
+        admin: bool = True,
+        state_path: Path | None = None,
     ) -> None:
         super().__init__(gpus, clock, init_error)
+        self.admin = admin
+        self.changes: list[tuple[str, str, Any]] = []
+        self.state_path = state_path
+        if state_path is not None and state_path.exists():
+            state = json.loads(state_path.read_text())
+            for gpu in self.gpus:
+                if gpu.uuid in state:
+                    gpu.enforced_limit_mw = state[gpu.uuid]["limit_mw"]
+                    clocks = state[gpu.uuid]["locked_clocks_mhz"]
+                    gpu.locked_clocks_mhz = tuple(clocks) if clocks else None
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -403,6 +438,64 @@ class FakeNvml(_FakeLibrary):
         if mw is None:
             raise nvml_error(NVML_ERROR_NOT_SUPPORTED)
         return mw
+
+    def nvmlDeviceGetPowerManagementLimit(self, handle: Any) -> int:
+        gpu = self._gpu("nvmlDeviceGetPowerManagementLimit", handle)
+        return self._limit(gpu.enforced_limit_mw)
+
+    def nvmlDeviceSetPowerManagementLimit(self, handle: Any, limit: int) -> None:
+        fn = "nvmlDeviceSetPowerManagementLimit"
+        gpu = self._gpu(fn, handle)
+        if gpu.limit_constraints_mw is None:
+            raise nvml_error(NVML_ERROR_NOT_SUPPORTED)
+        if not self.admin:
+            raise nvml_error(NVML_ERROR_NO_PERMISSION)
+        low, high = gpu.limit_constraints_mw
+        if not isinstance(limit, int) or not low <= limit <= high:
+            raise nvml_error(NVML_ERROR_INVALID_ARGUMENT)
+        gpu.enforced_limit_mw = limit
+        self._changed(fn, gpu, limit)
+
+    # -- clocks ---------------------------------------------------------------------------------
+
+    def nvmlDeviceGetMaxClockInfo(self, handle: Any, type: int) -> int:
+        gpu = self._gpu("nvmlDeviceGetMaxClockInfo", handle)
+        if type != self.NVML_CLOCK_GRAPHICS or gpu.max_clock_mhz is None:
+            raise nvml_error(NVML_ERROR_NOT_SUPPORTED)
+        return gpu.max_clock_mhz
+
+    def nvmlDeviceSetGpuLockedClocks(
+        self, handle: Any, minGpuClockMHz: int, maxGpuClockMHz: int
+    ) -> None:
+        fn = "nvmlDeviceSetGpuLockedClocks"
+        gpu = self._gpu(fn, handle)
+        if gpu.max_clock_mhz is None:
+            raise nvml_error(NVML_ERROR_NOT_SUPPORTED)
+        if not self.admin:
+            raise nvml_error(NVML_ERROR_NO_PERMISSION)
+        if not 0 < minGpuClockMHz <= maxGpuClockMHz:
+            raise nvml_error(NVML_ERROR_INVALID_ARGUMENT)
+        gpu.locked_clocks_mhz = (minGpuClockMHz, maxGpuClockMHz)
+        self._changed(fn, gpu, gpu.locked_clocks_mhz)
+
+    def nvmlDeviceResetGpuLockedClocks(self, handle: Any) -> None:
+        fn = "nvmlDeviceResetGpuLockedClocks"
+        gpu = self._gpu(fn, handle)
+        if gpu.max_clock_mhz is None:
+            raise nvml_error(NVML_ERROR_NOT_SUPPORTED)
+        if not self.admin:
+            raise nvml_error(NVML_ERROR_NO_PERMISSION)
+        gpu.locked_clocks_mhz = None
+        self._changed(fn, gpu, None)
+
+    def _changed(self, fn: str, gpu: FakeGpu, value: Any) -> None:
+        self.changes.append((fn, gpu.uuid, value))
+        if self.state_path is not None:
+            state = {
+                g.uuid: {"limit_mw": g.enforced_limit_mw, "locked_clocks_mhz": g.locked_clocks_mhz}
+                for g in self.gpus
+            }
+            self.state_path.write_text(json.dumps(state))
 
     # -- load -----------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import pytest
 import joulecast
 
 os.environ.setdefault("KERAS_BACKEND", "torch")  # before keras is imported
-from joulecast.analysis.data import synthetic_store
+from joulecast.analysis.data import run_table, synthetic_store
 from joulecast.analysis.report import build, key_results, write_html, write_md, write_tables
 
 SECTIONS = [
@@ -244,3 +244,43 @@ def test_tags_and_factor_values_are_escaped_in_a_built_report(tmp_path):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in md
     _no_markup_survives(md, markdown=True)
     _no_markup_survives(write_html(report, tmp_path / "r.html").read_text(), markdown=False)
+
+
+def test_a_study_that_varies_the_power_limit_gets_energy_time_and_f1_against_it(tmp_path):
+    pytest.importorskip("matplotlib")
+    store = synthetic_store(
+        tmp_path / "caps.db", runs_per_group=4, samples_per_run=60, epochs=3, planted=False
+    )
+    # The local runs use 1.17 times the energy per image of the cloud runs: give them the
+    # higher limit, so the lower one saves about 1 - 1/1.17 = 14.5%.
+    caps = {"cloud": "250", "local": "300"}
+    for run_id, tags in zip(store.runs()["id"], store.runs()["tags"], strict=True):
+        store.update_run(int(run_id), tags={"power_limit_w": caps[tags["environment"]]})
+    report = build(store, figures_dir=tmp_path / "fig")
+    table = run_table(store)
+    store.close()
+    (section,) = [s for s in report.sections if s.title == "GPU power limit"]
+    assert "24 runs at 2 GPU power limits (250 W, 300 W)" in section.paragraphs[0]
+    ((caption, frame),) = section.tables
+    assert caption == "Energy, time and F1 by GPU power limit"
+    assert list(frame["power_limit_w"]) == [250.0, 300.0] and list(frame["runs"]) == [12, 12]
+    by_cap = table.groupby(table["environment"].map(caps).astype(float))
+    for column in ("energy_j", "duration_s", "j_per_image", "f1"):
+        assert list(frame[column]) == pytest.approx(list(by_cap[column].median()))
+    assert frame["energy_change_pct"].iloc[-1] == 0
+    saving = (1 - frame["j_per_image"].iloc[0] / frame["j_per_image"].iloc[1]) * 100
+    assert saving == pytest.approx(100 - 100 / 1.17, abs=1.5)
+    assert f"250 W uses {saving:.1f}% less energy per image than 300 W" in section.paragraphs[1]
+    captions = [c for c, _ in section.figures]
+    assert captions == [
+        "energy (J) by GPU power limit",
+        "duration (s) by GPU power limit",
+        "F1 by GPU power limit",
+    ]
+    assert all(path.stat().st_size > 0 for _, path in section.figures)
+
+
+def test_no_power_limit_section_where_the_runs_do_not_vary_it(synthetic, tmp_path):
+    with joulecast.open_store(synthetic) as store:
+        report = build(store, figures_dir=tmp_path / "fig")
+    assert "GPU power limit" not in [s.title for s in report.sections]

@@ -13,6 +13,7 @@ import pytest
 from joulecast.errors import SensorError, SensorUnavailable
 from joulecast.sensors import nvml as nvml_mod
 from joulecast.sensors.nvml import NvmlSensor, load_nvml
+from joulecast.study import powercap
 from tests.fakes import (
     NVML_ERROR_GPU_IS_LOST,
     NVML_ERROR_LIBRARY_NOT_FOUND,
@@ -37,17 +38,21 @@ def by_device(readings: list) -> dict:
 # -- the fake is faithful to pynvml -------------------------------------------------------------
 
 
-def test_fake_implements_exactly_what_the_sensor_calls_and_pynvml_has() -> None:
-    used = set(re.findall(r"\bnvml[A-Z]\w+", inspect.getsource(nvml_mod))) - {"nvmlReturn"}
+def test_fake_implements_exactly_what_joulecast_calls_and_pynvml_has() -> None:
+    source = inspect.getsource(nvml_mod) + inspect.getsource(powercap)
+    used = set(re.findall(r"\bnvml[A-Z]\w+", source)) - {"nvmlReturn"}
     fake = {n for n in dir(FakeNvml) if re.fullmatch(r"nvml[A-Z]\w+", n)}
     assert used == fake
     assert all(hasattr(pynvml, n) for n in fake)
-    for cls in ("NVMLError_GpuIsLost", "NVMLError_NotSupported", "NVMLError_LibraryNotFound"):
+    errors = ("GpuIsLost", "NotSupported", "LibraryNotFound", "NoPermission")
+    for cls in (f"NVMLError_{e}" for e in errors):
         assert getattr(FakeNvml, cls)().value == getattr(pynvml, cls)().value
         assert issubclass(getattr(FakeNvml, cls), FakeNvml.NVMLError)
     assert FakeNvml.NVMLError_GpuIsLost().value == 15
     assert FakeNvml.NVMLError_NotSupported().value == 3
     assert FakeNvml.NVMLError_LibraryNotFound().value == 12
+    assert FakeNvml.NVMLError_NoPermission().value == pynvml.NVML_ERROR_NO_PERMISSION == 4
+    assert FakeNvml.NVML_CLOCK_GRAPHICS == pynvml.NVML_CLOCK_GRAPHICS
     assert FakeNvml.NVML_FI_DEV_POWER_INSTANT == pynvml.NVML_FI_DEV_POWER_INSTANT == 186
     assert FakeNvml.NVML_FI_DEV_ENERGY == pynvml.NVML_FI_DEV_ENERGY == 191
 

@@ -98,6 +98,7 @@ LABELS: dict[str, str] = {
     "accuracy": "accuracy",
     "batch_size": "batch size",
     "input_size": "input size (px)",
+    "power_limit_w": "GPU power limit (W)",
     "ram_gb": "allocated RAM (GB)",
     "gpu_tdp_w": "GPU TDP (W)",
 }

@@ -1,7 +1,8 @@
 """The study report: the paper's questions answered for the runs of a store.
 
 :func:`build` computes the sections (data and cleaning, architectures, training environments,
-estimation parameters, power stabilization, estimator accuracy) from a store; :func:`write_html`
+the GPU power limit where the runs vary it, estimation parameters, power stabilization,
+estimator accuracy) from a store; :func:`write_html`
 renders them as one self-contained HTML file (figures embedded, no network), :func:`write_md`
 as Markdown with its figures beside it, and :func:`write_tables` writes every table as CSV. A
 section whose data is missing says what is missing instead of failing.
@@ -127,6 +128,9 @@ def build(
     for factor in group_by:
         if factor not in ("architecture", "environment"):
             sections.append(_groups_section(cleaned, factor, f"By {factor}", figures))
+    caps = _power_limits(cleaned)
+    if caps.nunique() >= 2:
+        sections.append(_power_limit_section(cleaned.assign(power_limit_w=caps), figures))
     sections.append(_parameters_section(cleaned, figures))
     sections.append(_stability_section(store, cleaned, figures))
     sections.append(_estimators_section(store, cleaned, figures))
@@ -205,6 +209,66 @@ def _groups_section(df: pd.DataFrame, factor: str, title: str, figures: Path) ->
         section.figures.append((f"Energy per image vs F1 by {factor}", path))
     else:
         section.paragraphs.append("F1 is missing in every run: no energy/F1 trade-off.")
+    return section
+
+
+def _power_limits(df: pd.DataFrame) -> pd.Series:
+    """Each run's GPU power limit in W, from its ``power_limit_w`` tag (a study factor set
+    through NVML, :mod:`joulecast.study.powercap`); NaN where it has none."""
+    values = df["tags"].map(lambda tags: tags.get("power_limit_w") if tags else None)
+    return pd.to_numeric(values, errors="coerce").astype(float)
+
+
+def _power_limit_section(df: pd.DataFrame, figures: Path) -> Section:
+    """Energy, time and F1 against the GPU power limit the runs were given."""
+    from joulecast.analysis import plots
+    from joulecast.analysis.tradeoffs import savings_statements
+
+    section = Section("GPU power limit")
+    capped = df[df["power_limit_w"].notna()]
+    benefit = "f1" if capped["f1"].notna().any() else "accuracy"
+    label = "F1" if benefit == "f1" else "accuracy"
+    levels = sorted(capped["power_limit_w"].unique())
+    section.paragraphs.append(
+        f"{len(capped)} runs at {len(levels)} GPU power limits "
+        f"({', '.join(f'{w:g} W' for w in levels)}), each set through NVML on the run's GPUs "
+        f"before it and put back after it (tag power_limit_w); {len(df) - len(capped)} runs "
+        "without one are left out here. Energy, time and "
+        f"{label} are medians; the changes are against the highest limit."
+    )
+    table = capped.groupby("power_limit_w").agg(
+        runs=("run_id", "count"),
+        energy_j=("energy_j", "median"),
+        duration_s=("duration_s", "median"),
+        j_per_image=("j_per_image", "median"),
+        s_per_image=("s_per_image", "median"),
+        **{benefit: (benefit, "median")},
+    )
+    top = table.iloc[-1]
+    table["energy_change_pct"] = (table["energy_j"] / top["energy_j"] - 1) * 100
+    table["time_change_pct"] = (table["duration_s"] / top["duration_s"] - 1) * 100
+    section.tables.append((f"Energy, time and {label} by GPU power limit", table.reset_index()))
+    names = pd.Categorical(
+        [f"{w:g} W" for w in capped["power_limit_w"]],
+        categories=[f"{w:g} W" for w in levels],
+        ordered=True,
+    )
+    statements = savings_statements(
+        capped.assign(limit=names), cost="j_per_image", benefit=benefit, by="limit"
+    )
+    if statements:
+        section.paragraphs.append(
+            "Trade-offs (medians): " + "; ".join(s.text() for s in statements[:6]) + "."
+        )
+    hue = "architecture" if capped["architecture"].nunique() > 1 else None
+    for value in ("energy_j", "duration_s", benefit):
+        if capped[value].notna().any():
+            path = plots.effect_lines(
+                capped, "power_limit_w", value, figures / f"power-limit-{value}.png", hue=hue
+            )
+            section.figures.append((f"{plots.LABELS[value]} by GPU power limit", path))
+        else:
+            section.paragraphs.append(f"{value}: no run has it (missing in every run).")
     return section
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from joulecast.errors import SensorError, SensorUnavailable
 from joulecast.records import Reading
-from joulecast.sensors._gpus import Every, GpuId, select_visible
+from joulecast.sensors._gpus import Every, GpuId, parse_visible, select_visible
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,47 @@ def _field_value(fv: Any) -> float:
     return float(getattr(fv.value, attr.get(kind, "ullVal")))
 
 
+def visible_gpus(
+    nv: Any, visible: str | None = None, order: str | None = None
+) -> list[tuple[GpuId, Any, bool]]:
+    """The GPUs a CUDA program started here sees, in its order: each one's identity, its NVML
+    handle and whether a MIG slice of it is what the program sees (the GPU is shared).
+
+    ``nv`` is an initialised ``pynvml`` (see :func:`load_nvml`); ``visible``/``order`` default
+    to ``CUDA_VISIBLE_DEVICES`` and ``CUDA_DEVICE_ORDER``.
+
+    Raises:
+        NVMLError: NVML could not list the GPUs (``nv``'s own exception).
+    """
+    ids: list[GpuId] = []
+    handles: dict[str, Any] = {}
+    for i in range(nv.nvmlDeviceGetCount()):
+        h = nv.nvmlDeviceGetHandleByIndex(i)
+        uuid = _text(nv.nvmlDeviceGetUUID(h))
+        try:
+            cc: tuple[int, int] | None = tuple(nv.nvmlDeviceGetCudaComputeCapability(h))
+        except nv.NVMLError:
+            cc = None
+        bus = _text(nv.nvmlDeviceGetPciInfo(h).busId)
+        ids.append(GpuId(i, uuid, bus, _text(nv.nvmlDeviceGetName(h)), cc))
+        handles[uuid] = h
+    mig_parents: dict[str, str] = {}
+    if visible is None:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    for entry in parse_visible(visible) or []:
+        if entry.upper().startswith("MIG-"):
+            try:
+                mig = nv.nvmlDeviceGetHandleByUUID(entry)
+                parent = nv.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(mig)
+                mig_parents[entry] = _text(nv.nvmlDeviceGetUUID(parent))
+            except nv.NVMLError as exc:
+                log.warning("MIG device %s not found through NVML: %s", entry, exc)
+    return [
+        (gid, handles[gid.uuid], shared)
+        for gid, shared in select_visible(ids, visible, order, mig_parents=mig_parents)
+    ]
+
+
 @dataclass
 class _Gpu:
     device: str
@@ -124,37 +165,11 @@ class NvmlSensor:
             )
 
     def _discover(self, visible: str | None, order: str | None) -> list[_Gpu]:
-        nv = self._nvml
-        ids: list[GpuId] = []
-        handles: dict[str, Any] = {}
-        for i in range(nv.nvmlDeviceGetCount()):
-            h = nv.nvmlDeviceGetHandleByIndex(i)
-            uuid = _text(nv.nvmlDeviceGetUUID(h))
-            try:
-                cc: tuple[int, int] | None = tuple(nv.nvmlDeviceGetCudaComputeCapability(h))
-            except nv.NVMLError:
-                cc = None
-            bus = _text(nv.nvmlDeviceGetPciInfo(h).busId)
-            ids.append(GpuId(i, uuid, bus, _text(nv.nvmlDeviceGetName(h)), cc))
-            handles[uuid] = h
-        mig_parents: dict[str, str] = {}
-        from joulecast.sensors._gpus import parse_visible
-
-        if visible is None:
-            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        for entry in parse_visible(visible) or []:
-            if entry.upper().startswith("MIG-"):
-                try:
-                    mig = nv.nvmlDeviceGetHandleByUUID(entry)
-                    parent = nv.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(mig)
-                    mig_parents[entry] = _text(nv.nvmlDeviceGetUUID(parent))
-                except nv.NVMLError as exc:
-                    log.warning("MIG device %s not found through NVML: %s", entry, exc)
         gpus = []
-        for cuda_index, (gid, shared) in enumerate(
-            select_visible(ids, visible, order, mig_parents=mig_parents)
+        for cuda_index, (gid, handle, shared) in enumerate(
+            visible_gpus(self._nvml, visible, order)
         ):
-            gpu = _Gpu(f"gpu:{cuda_index}", handles[gid.uuid], gid, shared)
+            gpu = _Gpu(f"gpu:{cuda_index}", handle, gid, shared)
             self._probe(gpu)
             gpus.append(gpu)
         return gpus

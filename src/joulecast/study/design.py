@@ -32,6 +32,10 @@ The factors ``environment`` and ``ram_gb`` (:data:`LABEL_FACTORS`) are never pas
 workload: the first labels where a run belongs, the second is the RAM to allocate. Nor are
 ``nodes`` and ``gpus_per_node`` (:data:`JOB_FACTORS`), the size of a run's job, given once in
 ``[slurm]`` (or ``[fixed]``) or as factors (a ``command`` workload's placeholders, like any).
+Nor are ``power_limit_w`` and ``gpu_clocks_mhz``
+(:data:`~joulecast.study.powercap.GPU_FACTORS`): the runner sets them on the run's GPUs
+through NVML and puts the GPUs back afterwards (:mod:`joulecast.study.powercap`); given in
+``[fixed]``, they are tags of every run.
 A ``seed`` among the fixed parameters or factors gives every run that seed (the paper's fixed
 seeds); otherwise each run gets its own, derived from the study's seed, its combination and
 repetition.
@@ -60,6 +64,7 @@ from joulecast.errors import InputError
 from joulecast.inputs import MAX_DURATION_S, MAX_WHOLE, finite, is_number, parse_duration, quote
 from joulecast.study.files import read_tree
 from joulecast.study.params import Param, command_line, from_values, params
+from joulecast.study.powercap import GPU_FACTORS, check_values
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +212,7 @@ class PlannedRun:
             "repetition": str(self.repetition),
             "seed": str(self.seed),
         }
+        tags.update({k: _text(study.fixed[k]) for k in GPU_FACTORS if k in study.fixed})
         tags.update({k: _text(v) for k, v in self.factors.items()})
         return tags
 
@@ -285,7 +291,9 @@ def load_study(path: str | os.PathLike[str]) -> Study:
     factors, combinations = _design(data, fixed, repetitions, where)
     slurm = _slurm(_table(data, "slurm", where), fixed, where)
 
-    _check_job_sizes(_field_values(fixed, factors, combinations, "combinations" in data), where)
+    values = _field_values(fixed, factors, combinations, "combinations" in data)
+    _check_job_sizes(values, where)
+    check_values(values, where)
     names = set(fixed) | set(factors)
     if workload == BUILTIN:
         _check_builtin_names(fixed, factors, combinations, "combinations" in data, where)
@@ -548,9 +556,9 @@ def _builtin() -> dict[str, Param]:
 
 
 def workload_parameters() -> tuple[str, ...]:
-    """Names a built-in study may use: the workload's parameters, then :data:`JOB_FACTORS`
-    and :data:`LABEL_FACTORS`."""
-    return (*_builtin(), *JOB_FACTORS, *LABEL_FACTORS)
+    """Names a built-in study may use: the workload's parameters, then :data:`JOB_FACTORS`,
+    :data:`~joulecast.study.powercap.GPU_FACTORS` and :data:`LABEL_FACTORS`."""
+    return (*_builtin(), *JOB_FACTORS, *GPU_FACTORS, *LABEL_FACTORS)
 
 
 def _check_builtin_names(
@@ -822,7 +830,9 @@ def _diff(old: Any, new: Any, path: str, out: list[str]) -> None:
 
 def _params(fixed: Mapping[str, Any], combo: Mapping[str, Any]) -> dict[str, Any]:
     merged = {**fixed, **combo}
-    return {k: v for k, v in merged.items() if k not in (*LABEL_FACTORS, *JOB_FACTORS)}
+    return {
+        k: v for k, v in merged.items() if k not in (*LABEL_FACTORS, *JOB_FACTORS, *GPU_FACTORS)
+    }
 
 
 def _int(value: Any, field_name: str, where: str, *, minimum: int, maximum: int = MAX_WHOLE) -> int:

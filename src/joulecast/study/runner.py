@@ -10,6 +10,11 @@ lock file beside the store); a runner killed at any point, even by SIGKILL, can 
 and carries on: completed runs are never redone, and the run in flight is tried again until it
 has had the study's ``max_attempts`` (a run that fails on its own is not).
 
+A run with a GPU power limit or locked clocks (:mod:`joulecast.study.powercap`) has them set
+on its GPUs just before it starts and put back as it ends, however it ends; a runner killed
+during it leaves them for the next runner of the study to put back before anything else. They
+are checked (range, permission) before the first run; only the local executor sets them.
+
 Executors: ``local`` runs each run as a child process here; ``slurm`` submits each run as a job
 through submitit (``submitit-local`` does the same on this machine, for tests), each writing its
 own store shard under the study folder, merged into the store as it finishes.
@@ -47,6 +52,7 @@ from joulecast.monitor import MIN_INTERVAL_S
 from joulecast.processes import group_alive
 from joulecast.store import Store
 from joulecast.study.design import MAX_ATTEMPTS_LIMIT, PlannedRun, Study, argv, plan
+from joulecast.study.powercap import GpuControl, GpuSettings, study_settings
 from joulecast.study.state import StudyState
 
 log = logging.getLogger(__name__)
@@ -351,6 +357,8 @@ class Runner:
         only: run only the planned runs with these factor values (as text).
         max_attempts: attempts of a run whose runner dies during them (default: the study's
             :attr:`~joulecast.study.design.Study.max_attempts`).
+        nvml: the ``pynvml`` module that sets GPU power limits and clocks (tests pass a
+            fake); default: imported when the study has them.
     """
 
     def __init__(
@@ -363,6 +371,7 @@ class Runner:
         echo: Callable[[str], None] = print,
         only: dict[str, str] | None = None,
         max_attempts: int | None = None,
+        nvml: Any = None,
     ) -> None:
         if executor not in EXECUTORS:
             raise InputError(f"executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
@@ -376,9 +385,16 @@ class Runner:
         self.echo = echo
         self.folder = study_folder(self.store_path, study)
         self.only = dict(only or {})
+        self.nvml = nvml
+        self._gpus: GpuControl | None = None
         for key in self.only:
             if key not in study.factors and not any(key in c for c in study.combinations):
                 raise InputError(f"--only {key}: not a factor of study {study.name!r}")
+        if executor != "local" and study_settings(study, plan(study)):
+            raise InputError(
+                f"study {study.name!r}: power_limit_w and gpu_clocks_mhz are set on this "
+                f"machine's GPUs: use --executor local (not {executor}) on the GPU's machine"
+            )
         if executor == "local":
             for run in plan(study):
                 nodes = run.job_size(study)[0]
@@ -407,10 +423,15 @@ class Runner:
 
     def _run(self) -> dict[str, int]:
         planned = plan(self.study)
-        with Store(self.store_path) as store:
+        with Store(self.store_path) as store, contextlib.ExitStack() as stack:
             with study_lock(self.store_path, self.study.name):
                 state = StudyState.open(store, self.study, planned)
                 self._kill_leftovers(state)
+                if study_settings(self.study, planned):
+                    self._gpus = GpuControl(store, self.study.name, nvml=self.nvml, echo=self.echo)
+                    stack.callback(self._gpus.close)
+                    for line in self._gpus.restore_leftovers():
+                        self.echo(f"left set by the last runner, put back: {line}")
                 self._record_finished_leftovers(store, state)
                 again, given_up = state.recover(self.max_attempts)
                 if again:
@@ -428,6 +449,9 @@ class Runner:
                     by_position[int(p)] for p in planned_now if self._selected(by_position[int(p)])
                 ]
                 progress = Progress(len(runs), done, time.monotonic())
+                if todo and self._gpus is not None:
+                    levels = [GpuSettings.of(self.study, r) for r in todo]
+                    self._gpus.check([s for s in levels if s], str(self.study.path))
                 if todo:
                     self._warm_up()
                 try:
@@ -470,12 +494,19 @@ class Runner:
             try:
                 cmd = measured_argv(self.study, run, self.store_path, self.interval_s)
                 log_path = self.folder / "logs" / f"{run.key}-a{attempt}.log"
-                returncode, timed_out, tail = self._execute_local(state, run, cmd, log_path)
+                with self._gpu_settings(run):
+                    returncode, timed_out, tail = self._execute_local(state, run, cmd, log_path)
             except BaseException:  # stopped, a full disk, any error: back to the plan
                 state.release(run.position)
                 raise
             outcome = self._record(store, state, run, returncode, timed_out, tail, start)
             self._report(run, outcome, progress, len(todo) - i - 1, store)
+
+    def _gpu_settings(self, run: PlannedRun) -> contextlib.AbstractContextManager[None]:
+        """The run's GPU power limit and clocks, set for the block (none: nothing done)."""
+        if self._gpus is None:
+            return contextlib.nullcontext()
+        return self._gpus.applied(GpuSettings.of(self.study, run), run.key)
 
     def _execute_local(
         self, state: StudyState, run: PlannedRun, cmd: list[str], log_path: Path

@@ -1,0 +1,434 @@
+"""GPU power limits and locked clocks as study factors, set through NVML around each run.
+
+A study may give ``power_limit_w`` (the board power limit, W) and ``gpu_clocks_mhz`` (the
+graphics clock, locked at that many MHz) as factors or fixed parameters (:data:`GPU_FACTORS`).
+They are not passed to the workload; they are tags of the run. Before each run that has one,
+the runner sets it on every GPU the run sees (``CUDA_VISIBLE_DEVICES``) and afterwards puts
+back what was there, whether the run completed, failed or timed out, or the runner was stopped.
+
+The previous setting is written to the store (table ``gpu_settings``, component
+:data:`COMPONENT`) before the GPU is changed, and deleted once it is back. A runner killed in
+between (SIGKILL, a lost machine) leaves the row behind: the next runner of the study on this
+host puts the GPU back before it does anything else (:meth:`GpuControl.restore_leftovers`).
+
+NVML cannot read a clock lock back, so locked clocks are put back by unlocking them
+(``nvmlDeviceResetGpuLockedClocks``): a lock an administrator had set before is lifted too.
+Setting either needs root (NVML answers ``NVML_ERROR_NO_PERMISSION`` otherwise);
+:meth:`GpuControl.check` finds that out, and every level outside a GPU's range, before the
+first run, by setting each GPU's power limit to the value it already has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from joulecast.errors import InputError, SensorUnavailable
+from joulecast.inputs import is_number, quote
+
+if TYPE_CHECKING:
+    from joulecast.store import Migration, Store
+    from joulecast.study.design import PlannedRun, Study
+
+log = logging.getLogger(__name__)
+
+GPU_FACTORS: tuple[str, ...] = ("power_limit_w", "gpu_clocks_mhz")
+"""Factors set on the GPUs around a run, not passed to the workload."""
+MAX_POWER_LIMIT_W = 10_000.0
+"""The largest ``power_limit_w`` a study file may give (beyond any one GPU)."""
+MAX_CLOCK_MHZ = 10_000
+"""The largest ``gpu_clocks_mhz`` a study file may give."""
+
+COMPONENT = "gpu_settings"
+MIGRATIONS: dict[int, Migration] = {
+    # One row per GPU setting changed and not yet put back. ``original``: the power limit
+    # before, in mW; NULL for locked clocks (put back by unlocking).
+    1: """
+    CREATE TABLE IF NOT EXISTS gpu_settings (
+        host TEXT NOT NULL,
+        gpu_uuid TEXT NOT NULL,
+        setting TEXT NOT NULL,
+        original INTEGER,
+        value INTEGER NOT NULL,
+        study TEXT NOT NULL,
+        run_key TEXT NOT NULL,
+        set_at REAL NOT NULL,
+        PRIMARY KEY (host, gpu_uuid, setting)
+    );
+    """,
+}
+_POWER = "power_limit"
+_CLOCKS = "locked_clocks"
+_NO_PERMISSION = 4
+_NOT_SUPPORTED = 3
+_ROOT = (
+    "changing a GPU's power limit or clocks needs root: run the study as root (or with sudo), "
+    "or leave power_limit_w and gpu_clocks_mhz out"
+)
+
+
+def check_values(values: Sequence[tuple[str, str, Any]], where: str) -> None:
+    """Refuse a ``power_limit_w`` that is not a positive number of W up to
+    :data:`MAX_POWER_LIMIT_W`, or a ``gpu_clocks_mhz`` that is not a whole number of MHz from 1
+    to :data:`MAX_CLOCK_MHZ`, among ``values`` (``(field, name, value)`` of a study file)."""
+    for field_name, name, value in values:
+        if name == "power_limit_w" and (
+            not is_number(value, positive=True) or value > MAX_POWER_LIMIT_W
+        ):
+            raise InputError(
+                f"{where}: {field_name}: {quote(value)}: expected a positive number of W, "
+                f"at most {MAX_POWER_LIMIT_W:g}"
+            )
+        if name == "gpu_clocks_mhz" and (
+            not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= MAX_CLOCK_MHZ
+        ):
+            raise InputError(
+                f"{where}: {field_name}: {quote(value)}: expected a whole number of MHz from 1 "
+                f"to {MAX_CLOCK_MHZ}"
+            )
+
+
+@dataclass(frozen=True)
+class GpuSettings:
+    """What to set on the GPUs for one run; None: leave as it is."""
+
+    power_limit_w: float | None = None
+    gpu_clocks_mhz: int | None = None
+
+    @classmethod
+    def of(cls, study: Study, run: PlannedRun) -> GpuSettings:
+        """The settings of ``run``: its factors, else the study's fixed parameters."""
+        values = {**study.fixed, **run.factors}
+        power = values.get("power_limit_w")
+        clocks = values.get("gpu_clocks_mhz")
+        return cls(float(power) if power is not None else None, int(clocks) if clocks else None)
+
+    def __bool__(self) -> bool:
+        return self.power_limit_w is not None or self.gpu_clocks_mhz is not None
+
+    @property
+    def power_limit_mw(self) -> int | None:
+        """The power limit in NVML's mW."""
+        return None if self.power_limit_w is None else round(self.power_limit_w * 1000)
+
+
+@dataclass(frozen=True)
+class _Gpu:
+    device: str
+    uuid: str
+    name: str
+    handle: Any
+    shared: bool
+
+    def text(self) -> str:
+        return f"{self.device} ({self.name}, {self.uuid})"
+
+
+class GpuControl:
+    """Sets and puts back the power limit and locked clocks of the GPUs a run sees.
+
+    Args:
+        store: Where the settings to put back are kept.
+        study: The study's name (a runner puts back only its own study's settings).
+        nvml: The ``pynvml`` module (tests pass a fake); default: imported.
+        visible: ``CUDA_VISIBLE_DEVICES`` (default: this process's).
+        order: ``CUDA_DEVICE_ORDER`` (default: this process's).
+        host: This machine's name in the store (default: the host name).
+        echo: Where notices go (a setting put back, one that could not be).
+
+    NVML is started on first use and shut down by :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        study: str,
+        *,
+        nvml: Any = None,
+        visible: str | None = None,
+        order: str | None = None,
+        host: str | None = None,
+        echo: Callable[[str], None] = print,
+    ) -> None:
+        self.store = store
+        self.study = study
+        self.host = host or socket.gethostname()
+        self.echo = echo
+        self._module = nvml
+        self._visible = visible
+        self._order = order
+        self._nv: Any = None
+        self._gpus: list[_Gpu] | None = None
+        store.ensure_schema(COMPONENT, MIGRATIONS)
+
+    # -- NVML --------------------------------------------------------------------------------
+
+    def _nvml(self) -> Any:
+        if self._nv is None:
+            from joulecast.sensors.nvml import load_nvml
+
+            try:
+                self._nv = load_nvml(self._module)
+            except SensorUnavailable as exc:
+                raise InputError(
+                    f"power_limit_w and gpu_clocks_mhz need an NVIDIA GPU seen through NVML: {exc}"
+                ) from exc
+        return self._nv
+
+    def gpus(self) -> list[_Gpu]:
+        """The GPUs a run started here sees."""
+        if self._gpus is None:
+            from joulecast.sensors.nvml import visible_gpus
+
+            nv = self._nvml()
+            try:
+                found = visible_gpus(nv, self._visible, self._order)
+            except nv.NVMLError as exc:
+                raise InputError(f"NVML could not list the GPUs: {exc}") from exc
+            self._gpus = [
+                _Gpu(f"gpu:{i}", gid.uuid, gid.name, handle, shared)
+                for i, (gid, handle, shared) in enumerate(found)
+            ]
+        return self._gpus
+
+    def close(self) -> None:
+        """Shut NVML down, if it was started."""
+        if self._nv is not None:
+            with contextlib.suppress(self._nv.NVMLError):
+                self._nv.nvmlShutdown()
+            self._nv = None
+            self._gpus = None
+
+    # -- before any run ------------------------------------------------------------------------
+
+    def check(self, levels: Sequence[GpuSettings], where: str) -> None:
+        """Refuse, before any run, what the GPUs here would refuse during one.
+
+        Every power limit must lie in each GPU's range (``nvmlDeviceGetPowerManagementLimit
+        Constraints``), every clock at most its maximum graphics clock; the user must be
+        allowed to set them (found out by setting each GPU's power limit to the value it has,
+        or by unlocking its clocks, which the first run's end does anyway); no GPU may be a
+        MIG slice (the setting would change the whole GPU under other users) or hold a
+        setting another study has not put back.
+
+        Raises:
+            InputError: The first thing refused, in one line naming the GPU and the value.
+        """
+        nv = self._nvml()
+        gpus = self.gpus()
+        if not gpus:
+            raise InputError(f"{where}: power_limit_w/gpu_clocks_mhz: no visible NVIDIA GPU")
+        powers = sorted({s.power_limit_w for s in levels if s.power_limit_w is not None})
+        clocks = sorted({s.gpu_clocks_mhz for s in levels if s.gpu_clocks_mhz is not None})
+        for gpu in gpus:
+            if gpu.shared:
+                raise InputError(
+                    f"{where}: {gpu.text()} is shared through MIG: its power limit and clocks "
+                    "are the whole GPU's; refusing to change them"
+                )
+            self._check_held(gpu)
+            if powers:
+                low, high = self._call(
+                    nv.nvmlDeviceGetPowerManagementLimitConstraints,
+                    gpu,
+                    "read the power limit range of",
+                )
+                for watts in powers:
+                    if not low <= round(watts * 1000) <= high:
+                        raise InputError(
+                            f"{where}: power_limit_w {watts:g}: outside the range of "
+                            f"{gpu.text()}: expected {low / 1000:g} to {high / 1000:g} W"
+                        )
+            if clocks:
+                top = self._call(
+                    nv.nvmlDeviceGetMaxClockInfo, gpu, "read the clocks of", nv.NVML_CLOCK_GRAPHICS
+                )
+                for mhz in clocks:
+                    if mhz > top:
+                        raise InputError(
+                            f"{where}: gpu_clocks_mhz {mhz}: above the highest graphics clock of"
+                            f" {gpu.text()}: expected at most {top} MHz"
+                        )
+        # Rights last, once every value is known to fit: these calls change nothing (but a
+        # clock lock, which the first run's end lifts anyway).
+        for gpu in gpus:
+            if powers:
+                current = self._call(
+                    nv.nvmlDeviceGetPowerManagementLimit, gpu, "read the power limit of"
+                )
+                self._call(
+                    nv.nvmlDeviceSetPowerManagementLimit, gpu, "set the power limit of", current
+                )
+            if clocks:
+                self._call(nv.nvmlDeviceResetGpuLockedClocks, gpu, "unlock the clocks of")
+
+    def _check_held(self, gpu: _Gpu) -> None:
+        rows = self.store.query(
+            "SELECT setting, study, run_key FROM gpu_settings WHERE host = ? AND gpu_uuid = ?"
+            " AND study != ?",
+            (self.host, gpu.uuid, self.study),
+        )
+        if rows:
+            row = rows[0]
+            raise InputError(
+                f"{gpu.text()}: its {str(row['setting']).replace('_', ' ')} was set by study "
+                f"{row['study']!r} (run {row['run_key']}) and not yet put back: wait for that "
+                "study to end, or run it again to put it back"
+            )
+
+    def _call(self, fn: Callable[..., Any], gpu: _Gpu, what: str, *args: Any) -> Any:
+        """``fn(handle, *args)``, NVML's errors as one line that says what to do."""
+        nv = self._nv
+        try:
+            return fn(gpu.handle, *args)
+        except nv.NVMLError as exc:
+            code = getattr(exc, "value", None)
+            if code == _NO_PERMISSION:
+                raise InputError(f"cannot {what} {gpu.text()}: NVML: {exc}: {_ROOT}") from exc
+            if code == _NOT_SUPPORTED:
+                raise InputError(
+                    f"cannot {what} {gpu.text()}: NVML: {exc}: this GPU does not support it"
+                ) from exc
+            raise InputError(f"cannot {what} {gpu.text()}: NVML: {exc}") from exc
+
+    # -- around each run -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def applied(self, settings: GpuSettings, run_key: str) -> Iterator[None]:
+        """Set ``settings`` on the GPUs for the block; put back what was there after it.
+
+        Each previous setting is in the store before its GPU is changed and leaves it once
+        the GPU is back, so a runner killed in the block leaves what
+        :meth:`restore_leftovers` needs. Settings are put back however the block ends.
+
+        Raises:
+            InputError: A setting was refused (nothing of this run is left set).
+        """
+        if not settings:
+            yield
+            return
+        nv = self._nvml()
+        try:
+            for gpu in self.gpus():
+                mw = settings.power_limit_mw
+                if mw is not None:
+                    original = self._call(
+                        nv.nvmlDeviceGetPowerManagementLimit, gpu, "read the power limit of"
+                    )
+                    self._remember(gpu, _POWER, original, mw, run_key)
+                    self._set(gpu, _POWER, nv.nvmlDeviceSetPowerManagementLimit, mw)
+                mhz = settings.gpu_clocks_mhz
+                if mhz is not None:
+                    self._remember(gpu, _CLOCKS, None, mhz, run_key)
+                    self._set(gpu, _CLOCKS, nv.nvmlDeviceSetGpuLockedClocks, mhz, mhz)
+            yield
+        finally:
+            self._put_back()
+
+    def _set(self, gpu: _Gpu, setting: str, fn: Callable[..., Any], *args: Any) -> None:
+        """``fn(handle, *args)``; refused, the GPU is unchanged: its row leaves the store."""
+        what = "set the power limit of" if setting == _POWER else "lock the clocks of"
+        try:
+            self._call(fn, gpu, what, *args)
+        except InputError:
+            self._forget(gpu.uuid, setting)
+            raise
+
+    def restore_leftovers(self) -> list[str]:
+        """Put back the settings this study's last runner left on this host's GPUs (it was
+        killed during a run); returns one line per setting put back."""
+        rows = self.store.query(
+            "SELECT 1 FROM gpu_settings WHERE host = ? AND study = ? LIMIT 1",
+            (self.host, self.study),
+        )
+        return self._put_back() if rows else []
+
+    def _remember(
+        self, gpu: _Gpu, setting: str, original: int | None, value: int, run_key: str
+    ) -> None:
+        with self.store.transaction() as conn:
+            # A row already there (a put-back that failed) keeps the older, true original.
+            conn.execute(
+                "INSERT OR IGNORE INTO gpu_settings (host, gpu_uuid, setting, original, value,"
+                " study, run_key, set_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (self.host, gpu.uuid, setting, original, value, self.study, run_key, time.time()),
+            )
+
+    def _put_back(self) -> list[str]:
+        """Put back every setting of this study on this host; a row leaves the store only once
+        its GPU is back. NVML failures are told, not raised: the row stays for next time."""
+        rows = self.store.query(
+            "SELECT gpu_uuid, setting, original, value, run_key FROM gpu_settings"
+            # Clocks first: the reverse of the order they were set in.
+            " WHERE host = ? AND study = ? ORDER BY gpu_uuid, setting = 'power_limit'",
+            (self.host, self.study),
+        )
+        if not rows:
+            return []
+        nv = self._nvml()
+        by_uuid = {g.uuid: g for g in self.gpus()}
+        if any(r["gpu_uuid"] not in by_uuid for r in rows):
+            by_uuid.update(self._all_gpus())
+        done: list[str] = []
+        for row in rows:
+            uuid, setting = str(row["gpu_uuid"]), str(row["setting"])
+            gpu = by_uuid.get(uuid)
+            if gpu is None:
+                self.echo(f"{uuid}: not found through NVML: its {setting} stays to put back")
+                continue
+            try:
+                if setting == _POWER:
+                    nv.nvmlDeviceSetPowerManagementLimit(gpu.handle, int(row["original"]))
+                    line = (
+                        f"{gpu.text()}: power limit put back to {int(row['original']) / 1000:g} W"
+                    )
+                else:
+                    nv.nvmlDeviceResetGpuLockedClocks(gpu.handle)
+                    line = f"{gpu.text()}: clocks unlocked"
+            except nv.NVMLError as exc:
+                self.echo(
+                    f"{gpu.text()}: could not put its {setting.replace('_', ' ')} back ({exc}); "
+                    "it is tried again when the study runs next"
+                )
+                continue
+            self._forget(uuid, setting)
+            log.info("%s (run %s)", line, row["run_key"])
+            done.append(line)
+        return done
+
+    def _forget(self, uuid: str, setting: str) -> None:
+        with self.store.transaction() as conn:
+            conn.execute(
+                "DELETE FROM gpu_settings WHERE host = ? AND gpu_uuid = ? AND setting = ?",
+                (self.host, uuid, setting),
+            )
+
+    def _all_gpus(self) -> dict[str, _Gpu]:
+        """Every GPU of this machine, visible or not (a setting left on one the runner no
+        longer sees is put back too)."""
+        nv = self._nv
+        out: dict[str, _Gpu] = {}
+        try:
+            for i in range(nv.nvmlDeviceGetCount()):
+                handle = nv.nvmlDeviceGetHandleByIndex(i)
+                uuid = nv.nvmlDeviceGetUUID(handle)
+                uuid = uuid.decode() if isinstance(uuid, bytes) else str(uuid)
+                out[uuid] = _Gpu(f"nvml:{i}", uuid, "", handle, False)
+        except nv.NVMLError as exc:
+            log.warning("NVML could not list the GPUs: %s", exc)
+        return out
+
+
+def study_settings(study: Study, planned: Sequence[PlannedRun]) -> list[GpuSettings]:
+    """The distinct GPU settings of ``planned`` runs (none where no run has any)."""
+    seen: dict[GpuSettings, None] = {}
+    for run in planned:
+        settings = GpuSettings.of(study, run)
+        if settings:
+            seen[settings] = None
+    return list(seen)

@@ -1,0 +1,341 @@
+"""GPU power limits and locked clocks as study factors, against the NVML fake.
+
+Each run's limit is set before it and put back after it, however it ends; a runner killed
+during a run leaves the limit for the next runner to put back; what the GPU or the user's
+rights refuse is refused in one line before any run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import joulecast
+from joulecast.errors import InputError
+from joulecast.study.design import load_study, plan
+from joulecast.study.powercap import GpuControl, GpuSettings
+from joulecast.study.runner import Runner
+from tests.fakes import FakeNvml, a100, gtx750ti, rtx2080
+
+ROOT = Path(__file__).resolve().parents[2]
+FAKE = Path(__file__).resolve().parent / "data" / "fake_train.py"
+SET = "nvmlDeviceSetPowerManagementLimit"
+LOCK = "nvmlDeviceSetGpuLockedClocks"
+UNLOCK = "nvmlDeviceResetGpuLockedClocks"
+A100 = a100().uuid
+
+
+def capped_study(
+    tmp_path: Path,
+    *,
+    modes: tuple[str, ...] = ("ok",),
+    caps: tuple[float, ...] = (250,),
+    clocks: tuple[int, ...] = (),
+    timeout: str | None = None,
+    command: str | None = None,
+) -> Path:
+    """A study of the stand-in training over power limits (and clocks) x modes, 1 repetition."""
+    command = command or (
+        '["{python}", "{script}", "--seed", "{seed}", "--mode", "{mode}", "--epoch-s", "0.05"]'
+    )
+    lines = [
+        "[study]",
+        'name = "capped"',
+        'workload = "command"',
+        f"command = {command}",
+        "repetitions = 1",
+        "seed = 5",
+        'warmup = "0s"',
+        'cooldown = "0s"',
+        *([f'timeout = "{timeout}"'] if timeout else []),
+        "",
+        "[fixed]",
+        f"python = {json.dumps(sys.executable)}",
+        f"script = {json.dumps(str(FAKE))}",
+        "",
+        "[factors]",
+        f"power_limit_w = {json.dumps(list(caps))}",
+        *([f"gpu_clocks_mhz = {json.dumps(list(clocks))}"] if clocks else []),
+        f"mode = {json.dumps(list(modes))}",
+    ]
+    path = tmp_path / "capped.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_study(file: Path, store: Path, fake: FakeNvml, lines: list[str] | None = None) -> dict:
+    out = lines if lines is not None else []
+    return Runner(load_study(file), store, nvml=fake, echo=out.append).run()
+
+
+def left_to_put_back(store: Path) -> list[dict]:
+    with joulecast.open_store(store) as s:
+        return s.query("SELECT gpu_uuid, setting, original, value, run_key FROM gpu_settings")
+
+
+def run_tags(store: Path) -> list[dict]:
+    with joulecast.open_store(store) as s:
+        return [s.run(int(i))["tags"] for i in s.runs()["id"]]
+
+
+# -- set before each run, put back after it ------------------------------------------------------
+
+
+def test_the_limit_is_set_for_each_run_and_put_back_when_it_completes_or_fails(tmp_path):
+    file = capped_study(tmp_path, modes=("ok", "crash"))
+    store = tmp_path / "s.db"
+    fake = FakeNvml([a100()])
+    counts = run_study(file, store, fake)
+    assert (counts["completed"], counts["failed"]) == (1, 1)
+    # The check sets the limit it finds (400 W), then each run: its cap, then 400 W back.
+    assert fake.changes == [(SET, A100, 400_000)] + [(SET, A100, 250_000), (SET, A100, 400_000)] * 2
+    assert fake.gpus[0].enforced_limit_mw == 400_000
+    assert left_to_put_back(store) == []
+    # The cap is a tag of the run, as the analysis reads it.
+    assert {t["power_limit_w"] for t in run_tags(store)} == {"250"}
+
+
+def test_the_limit_is_put_back_when_the_run_times_out(tmp_path):
+    file = capped_study(tmp_path, modes=("hang",), caps=(150.5,), timeout="2s")
+    store = tmp_path / "s.db"
+    fake = FakeNvml([rtx2080(enforced_limit_mw=200_000)])
+    assert run_study(file, store, fake)["timeout"] == 1
+    uuid = rtx2080().uuid
+    assert fake.changes == [(SET, uuid, 200_000), (SET, uuid, 150_500), (SET, uuid, 200_000)]
+    assert left_to_put_back(store) == []
+
+
+def test_locked_clocks_are_set_and_unlocked_on_every_visible_gpu(tmp_path):
+    file = capped_study(tmp_path, caps=(300,), clocks=(1200,))
+    store = tmp_path / "s.db"
+    fake = FakeNvml([a100(), a100(uuid="GPU-a2", pci_bus_id="00000000:08:00.0")])
+    lines: list[str] = []
+    assert run_study(file, store, fake, lines)["completed"] == 1
+    run = [c for c in fake.changes[4:] if c[1] == A100]
+    # Put back in the reverse order.
+    assert run == [
+        (SET, A100, 300_000),
+        (LOCK, A100, (1200, 1200)),
+        (UNLOCK, A100, None),
+        (SET, A100, 400_000),
+    ]
+    assert all(g.locked_clocks_mhz is None and g.enforced_limit_mw == 400_000 for g in fake.gpus)
+    (tags,) = run_tags(store)
+    assert (tags["power_limit_w"], tags["gpu_clocks_mhz"]) == ("300", "1200")
+
+
+def test_only_the_gpus_the_run_sees_are_changed(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    file = capped_study(tmp_path)
+    fake = FakeNvml([a100(), a100(uuid="GPU-a2", pci_bus_id="00000000:08:00.0")])
+    run_study(file, tmp_path / "s.db", fake)
+    assert {uuid for _, uuid, _ in fake.changes} == {"GPU-a2"}
+
+
+# -- the runner killed during a run ----------------------------------------------------------------
+
+# Kills the study runner (the parent of `joulecast measure`, its own parent) the first time,
+# then waits to be stopped; afterwards it ends at once.
+KILL_RUNNER = """
+import os, signal, sys, time
+count_path = sys.argv[1]
+if not os.path.exists(count_path):
+    open(count_path, "w").write("1")
+    with open(f"/proc/{os.getppid()}/stat") as stat:
+        runner = int(stat.read().rsplit(")", 1)[1].split()[1])
+    os.kill(runner, signal.SIGKILL)
+    time.sleep(60)
+"""
+
+RUNNER = """
+import sys
+from pathlib import Path
+from joulecast.study.design import load_study
+from joulecast.study.runner import Runner
+from tests.fakes import FakeNvml, a100
+fake = FakeNvml([a100()], state_path=Path(sys.argv[3]))
+Runner(load_study(sys.argv[1]), sys.argv[2], nvml=fake).run()
+"""
+
+
+@pytest.mark.slow
+def test_a_runner_killed_during_a_run_leaves_the_limit_for_the_next_to_put_back(tmp_path):
+    script = tmp_path / "kill_runner.py"
+    script.write_text(KILL_RUNNER)
+    calls = tmp_path / "calls"
+    file = capped_study(
+        tmp_path, command=json.dumps([sys.executable, str(script), str(calls), "{mode}"])
+    )
+    store, gpu_state = tmp_path / "s.db", tmp_path / "gpus.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    proc = subprocess.run(
+        [sys.executable, "-c", RUNNER, str(file), str(store), str(gpu_state)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    # The GPU is left capped; the store says what to put back.
+    assert json.loads(gpu_state.read_text())[A100]["limit_mw"] == 250_000
+    (row,) = left_to_put_back(store)
+    assert (row["setting"], row["original"], row["value"]) == ("power_limit", 400_000, 250_000)
+    # The next runner puts it back before anything else, then runs the run again.
+    fake = FakeNvml([a100()], state_path=gpu_state)
+    assert fake.gpus[0].enforced_limit_mw == 250_000
+    lines: list[str] = []
+    assert run_study(file, store, fake, lines)["completed"] == 1
+    assert fake.changes[0] == (SET, A100, 400_000)
+    assert fake.changes[-2:] == [(SET, A100, 250_000), (SET, A100, 400_000)]
+    assert any("put back" in line and "400 W" in line for line in lines)
+    assert left_to_put_back(store) == []
+    assert json.loads(gpu_state.read_text())[A100]["limit_mw"] == 400_000
+
+
+def test_a_setting_put_back_only_partly_stays_for_the_next_start(tmp_path):
+    from joulecast.store import Store
+
+    fake = FakeNvml([a100()])
+    lines: list[str] = []
+    with Store(tmp_path / "s.db") as store:
+        control = GpuControl(store, "capped", nvml=fake, echo=lines.append)
+        with control.applied(GpuSettings(power_limit_w=200), "c000-r00"):
+            fake.gpus[0].fail[SET] = 999  # the put-back fails
+        assert any("could not put its power limit back" in line for line in lines)
+        assert fake.gpus[0].enforced_limit_mw == 200_000
+        del fake.gpus[0].fail[SET]
+        assert control.restore_leftovers() == [
+            f"gpu:0 (NVIDIA A100-SXM4-40GB, {A100}): power limit put back to 400 W"
+        ]
+        assert fake.gpus[0].enforced_limit_mw == 400_000
+        assert control.restore_leftovers() == []
+        control.close()
+    assert fake.init_count == 0
+
+
+# -- refused before any run ------------------------------------------------------------------------
+
+
+def refused(tmp_path: Path, fake: FakeNvml, **study: object) -> str:
+    file = capped_study(tmp_path, **study)  # type: ignore[arg-type]
+    store = tmp_path / "s.db"
+    with pytest.raises(InputError) as err:
+        run_study(file, store, fake)
+    with joulecast.open_store(store) as s:
+        assert s.runs().empty  # no run was started
+    assert fake.changes == []
+    message = str(err.value)
+    assert "\n" not in message
+    return message
+
+
+def test_no_permission_is_refused_in_one_line_before_any_run(tmp_path):
+    message = refused(tmp_path, FakeNvml([a100()], admin=False))
+    assert "Insufficient Permissions" in message and "needs root" in message
+    assert A100 in message
+
+
+def test_a_limit_outside_the_gpus_range_is_refused_in_one_line(tmp_path):
+    message = refused(tmp_path, FakeNvml([a100()]), caps=(250, 450))
+    assert message.endswith(
+        f"power_limit_w 450: outside the range of gpu:0 "
+        f"(NVIDIA A100-SXM4-40GB, {A100}): expected 100 to 400 W"
+    )
+    message = refused(tmp_path, FakeNvml([a100()]), caps=(99.9,))
+    assert "power_limit_w 99.9: outside the range" in message
+
+
+def test_a_clock_above_the_gpus_highest_is_refused(tmp_path):
+    message = refused(tmp_path, FakeNvml([a100()]), clocks=(1500,))
+    assert "gpu_clocks_mhz 1500: above the highest graphics clock" in message
+    assert "expected at most 1410 MHz" in message
+
+
+def test_a_gpu_that_cannot_set_a_limit_is_refused(tmp_path):
+    message = refused(tmp_path, FakeNvml([gtx750ti()]))
+    assert "cannot read the power limit range of gpu:0" in message and "Not Supported" in message
+
+
+def test_a_mig_slice_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-1111")
+    message = refused(tmp_path, FakeNvml([a100(mig_uuids=("MIG-1111",))]))
+    assert "shared through MIG" in message
+
+
+def test_no_nvidia_gpu_is_refused_by_the_cli_in_one_line(tmp_path):
+    file = capped_study(tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "joulecast",
+            "study",
+            "run",
+            str(file),
+            "--store",
+            str(tmp_path / "s.db"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("joulecast: error: power_limit_w and gpu_clocks_mhz need an NVIDIA GPU")
+
+
+def test_another_executor_is_refused(tmp_path):
+    with pytest.raises(InputError, match="use --executor local"):
+        Runner(load_study(capped_study(tmp_path)), tmp_path / "s.db", executor="submitit-local")
+
+
+def test_a_limit_another_study_left_set_is_refused(tmp_path):
+    from joulecast.store import Store
+
+    fake = FakeNvml([a100()])
+    with Store(tmp_path / "s.db") as store:
+        other = GpuControl(store, "other", nvml=fake)
+        other._remember(other.gpus()[0], "power_limit", 400_000, 200_000, "c003-r01")
+        other.close()
+    message = refused(tmp_path, fake)
+    assert "set by study 'other' (run c003-r01) and not yet put back" in message
+
+
+# -- the study file ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("power_limit_w = [250, -5]", "factors.power_limit_w[1]: -5: expected a positive number"),
+        ("power_limit_w = ['high']", "factors.power_limit_w[0]: 'high': expected a positive"),
+        ("power_limit_w = [1e9]", "expected a positive number of W, at most 10000"),
+        ("gpu_clocks_mhz = [1.5]", "factors.gpu_clocks_mhz[0]: 1.5: expected a whole number"),
+        ("gpu_clocks_mhz = [true]", "gpu_clocks_mhz[0]: True: expected a whole number"),
+    ],
+)
+def test_bad_values_are_refused_when_the_file_is_read(tmp_path, line, expected):
+    file = tmp_path / "bad.toml"
+    file.write_text("[study]\nworkload = 'command'\ncommand = ['true']\n[factors]\n" + line + "\n")
+    with pytest.raises(InputError, match=expected.replace("[", r"\[").replace("]", r"\]")):
+        load_study(file)
+
+
+def test_the_settings_are_tags_and_not_workload_parameters(tmp_path):
+    file = tmp_path / "fixed.toml"
+    file.write_text(
+        "[study]\nname = 't'\n[fixed]\ndataset = 'shapes'\npower_limit_w = 200\n"
+        "[factors]\narch = ['mobilenet_v2']\ngpu_clocks_mhz = [900, 1200]\n"
+    )
+    study = load_study(file)
+    run = plan(study)[0]
+    assert "power_limit_w" not in run.params and "gpu_clocks_mhz" not in run.params
+    tags = run.tags(study)
+    assert tags["power_limit_w"] == "200" and tags["gpu_clocks_mhz"] in ("900", "1200")
+    assert GpuSettings.of(study, run) == GpuSettings(200.0, int(tags["gpu_clocks_mhz"]))
