@@ -68,7 +68,8 @@ from joulecast.offline.models import (
 
 DATA = Path(__file__).parents[1] / "src" / "joulecast" / "offline" / "data" / "paper_runs_train.csv"
 CACHE = Path(tempfile.gettempdir()) / "joulecast-offline-generalization.json"
-#: The candidates compared by default: today's choices (what fit-offline ships) and their members.
+#: The candidates compared by default: the choices fit-offline shipped before issue 16 (and their
+#: members), and the candidates added since.
 MODELS = {
     "avg_power_w": [
         "svr_physics_ratio",
@@ -81,6 +82,8 @@ MODELS = {
         "ridge_physics_log",
         "gbr_physics_log",
         "mean_log",
+        "factorised",
+        "mean_factorised",
     ],
 }
 SCALE = {"avg_power_w": (1.0, "W"), "epoch_energy_j": (1e3, "kJ")}

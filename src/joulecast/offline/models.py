@@ -63,6 +63,7 @@ from threadpoolctl import threadpool_limits
 from joulecast.errors import InputError, JoulecastError
 from joulecast.inputs import finite, quote, read_file, whole
 from joulecast.offline.bounds import COLUMN_MAX
+from joulecast.offline.factorised import FactorisedEnergy
 from joulecast.offline.features import (
     FEATURE_SETS,
     RAW_FEATURES,
@@ -93,7 +94,7 @@ TEST_SIZE = 0.3
 
 CV = Literal["random", "grouped"]
 Grid = Literal["full", "small"]
-Family = Literal["linear", "ridge", "krr", "svr", "gbr", "tdp", "mean"]
+Family = Literal["linear", "ridge", "krr", "svr", "gbr", "tdp", "factorised", "mean"]
 TargetTransform = Literal["none", "log", "tdp_ratio"]
 
 _TDP = RAW_FEATURES.index("gpu_tdp_w")
@@ -117,8 +118,11 @@ class ModelSpec:
     Attributes:
         name: short label, e.g. ``"krr_physics_ratio"``.
         family: ``linear``, ``ridge``, ``krr`` (RBF kernel ridge), ``svr`` (RBF),
-            ``gbr`` (gradient boosting), ``tdp`` (no model: power = TDP) or ``mean`` (the mean of
-            the member models in ``params["members"]``, each a spec dict).
+            ``gbr`` (gradient boosting), ``tdp`` (no model: power = TDP), ``factorised`` (epoch
+            energy as TDP times a time model of non-negative terms,
+            :class:`~joulecast.offline.factorised.FactorisedEnergy`; raw features, no
+            transform) or ``mean`` (the mean of the member models in ``params["members"]``,
+            each a spec dict).
         features: the :class:`EnergyFeatures` set the regressor sees (standardised).
         target_transform: ``none``; ``log`` (fit log y, predict exp: a multiplicative model);
             ``tdp_ratio`` (fit y / TDP, predict ratio x TDP: power as a share of the GPU's budget).
@@ -214,6 +218,8 @@ def _unfitted(spec: ModelSpec) -> tuple[Any, str]:
     """The estimator for ``spec`` (hyperparameters not yet set) and its regressor's param prefix."""
     if spec.family == "tdp":
         return TdpBaseline(), ""
+    if spec.family == "factorised":
+        return FactorisedEnergy(), ""
     if spec.family == "mean":
         members = [ModelSpec.from_dict(m) for m in spec.params["members"]]
         return VotingRegressor([(m.name, build_estimator(m)) for m in members]), ""
@@ -313,6 +319,7 @@ HYPERPARAMETERS: dict[str, dict[str, Bound]] = {
         "learning_rate": Bound("finite", 0.0, 1.0, above=True),
     },
     "tdp": {},
+    "factorised": {},
     "mean": {},
 }
 
@@ -358,12 +365,16 @@ def candidates(target: str, grid: Grid = "full") -> list[Candidate]:
     if not power:
         positive: dict[str, list[Any]] = {"positive": [True]}
         ours.append(Candidate(ModelSpec("linear_work", "linear", "work"), positive, positive))
+        ours.append(Candidate(ModelSpec("factorised", "factorised"), {}, {}))
     members = (
         ("krr_log_ratio", "svr_physics_ratio", "gbr_physics_ratio")
         if power
         else ("svr_physics_log", "ridge_physics_log", "gbr_physics_log")
     )
     ours.append(Candidate(ModelSpec(f"mean_{suffix}", "mean"), {}, {}, members=members))
+    if not power:
+        fact = ("svr_physics_log", "gbr_physics_log", "factorised")
+        ours.append(Candidate(ModelSpec("mean_factorised", "mean"), {}, {}, members=fact))
     baseline = [Candidate(ModelSpec("tdp", "tdp"), {}, {})] if power else []
     return plain + paper + baseline + ours
 
@@ -574,6 +585,10 @@ def evaluate_models(
 # Model files: the schema a file's content is checked against before anything is refitted
 
 _SPEC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+#: The feature sets and target transforms of the families that take only some.
+_FAMILY_INPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "factorised": (("raw",), ("none",)),
+}
 _FIGURES = ("r2", "rmse", "mae", "mape")
 _MAX_CANDIDATES = 100
 
@@ -669,6 +684,10 @@ def _check_spec(value: Any, at: _At, *, member: bool) -> None:
         at / "target_transform",
         transforms,
     )
+    if family in _FAMILY_INPUTS:
+        only_features, only_transforms = _FAMILY_INPUTS[family]
+        _choice(spec["features"], at / "features", only_features)
+        _choice(spec["target_transform"], at / "target_transform", only_transforms)
     params = _object(spec.get("params", {}), at / "params")
     if family == "mean":
         _check_members(_field(params, "members", at / "params", "the member specs"), at)
