@@ -19,9 +19,9 @@ and RTX 3090 runs (the GTX 750 Ti has one configuration).
 
 Each candidate's hyperparameters come from one grid search, the one ``evaluate_models`` runs
 (grouped 5-fold on the 70%, seed 0, lowest mean RMSE), cached in ``--cache`` by the data, the
-grid and the candidate; every protocol then refits those specs without searching again. A
-``mean`` is the mean of its members' predictions on the same folds (what its VotingRegressor
-computes), so it costs nothing more.
+offline estimators' code, the grid and the candidate; every protocol then refits those specs
+without searching again. A ``mean`` is the mean of its members' predictions on the same folds
+(what its VotingRegressor computes), so it costs nothing more.
 
     python benchmarks/offline_generalization.py [--data CSV] [--models a,b] [--grid small]
 
@@ -47,6 +47,7 @@ from sklearn.metrics import r2_score
 from sklearn.model_selection import GroupKFold, LeaveOneGroupOut
 from threadpoolctl import threadpool_limits
 
+from joulecast import offline
 from joulecast.offline.features import (
     GPU_COLUMNS,
     TARGETS,
@@ -98,10 +99,20 @@ Folds = list[tuple[np.ndarray, np.ndarray]]
 # Hyperparameters: one search per candidate, cached
 
 
+def _code_hash() -> str:
+    """A digest of the offline estimators' code: a search is cached only for the code it ran."""
+    folder = Path(offline.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def _key(data_hash: str, grid: str, target: str, candidate: Candidate) -> str:
     grids = candidate.grid if grid == "full" else candidate.small_grid
     text = json.dumps(
-        [data_hash, grid, target, candidate.spec.to_dict(), sorted(grids.items())], default=float
+        [data_hash, _code_hash(), grid, target, candidate.spec.to_dict(), sorted(grids.items())],
+        default=float,
     )
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
