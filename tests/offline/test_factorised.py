@@ -19,8 +19,8 @@ from joulecast.errors import InputError
 from joulecast.offline.factorised import TERMS, FactorisedEnergy
 from joulecast.offline.features import RAW_FEATURES
 from joulecast.offline.models import ModelSpec, OfflineEstimator, build_estimator, check_spec
+from tests.offline.synthetic import configurations
 
-GPUS = [(640, 2, 60), (5888, 8, 220), (10496, 24, 350)]  # cores, memory GB, TDP W
 COEF = np.array([0.02, 0.01, 0.0, 0.05, 0.004, 0.002])  # per term of TERMS, J per W
 EXPONENT = 0.8
 
@@ -45,21 +45,8 @@ def table(n_configs: int = 24, repeats: int = 3, noise: float = 0.0, seed: int =
     """Runs whose epoch energy follows the formula (times log-normal noise), and a power."""
     rng = np.random.default_rng(seed)
     rows = []
-    for _ in range(n_configs):
-        cores, memory, tdp = GPUS[rng.integers(3)]
-        side = float(rng.choice([75, 128, 224]))
-        config = {
-            "gpu_cuda_cores": cores,
-            "gpu_memory_gb": memory,
-            "gpu_tdp_w": tdp,
-            "ram_gb": float(rng.choice([16, 32])),
-            "gflops": float(np.exp(rng.uniform(np.log(0.05), np.log(10)))),
-            "train_samples": float(rng.choice([3060, 12000, 23807])),
-            "val_samples": float(rng.choice([6084, 8580, 10203])),
-            "batch_size": float(rng.choice([32, 64, 256])),
-            "input_height": side,
-            "input_width": side,
-        }
+    for config in configurations(n_configs, rng):
+        tdp = config["gpu_tdp_w"]
         for _ in range(repeats):
             rows.append(
                 {
