@@ -77,6 +77,8 @@ MODELS = {
         "krr_log_ratio",
         "gbr_physics_ratio",
         "mean_ratio",
+        "hgb_physics_ratio",
+        "mean_monotone",
     ],
     "epoch_energy_j": [
         "svr_physics_log",

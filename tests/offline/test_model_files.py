@@ -173,6 +173,25 @@ CRAFTED: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
     ),
     ("tdp with a parameter", put(POWER, {**GBR, "family": "tdp", "params": {"C": 1.0}}), "C"),
     (
+        "hgb on raw features",
+        put(POWER, {**GBR, "family": "hgb", "target_transform": "tdp_ratio"}),
+        "features",
+    ),
+    (
+        "hgb max_iter 10^6",
+        put(
+            POWER,
+            {
+                **GBR,
+                "family": "hgb",
+                "features": "physics",
+                "target_transform": "tdp_ratio",
+                "params": {"max_iter": 10**6},
+            },
+        ),
+        "max_iter",
+    ),
+    (
         "factorised with a parameter",
         put(POWER, {**GBR, "family": "factorised", "params": {"C": 1.0}}),
         "C",

@@ -75,6 +75,7 @@ from joulecast.offline.features import (
     read_runs,
     target_values,
 )
+from joulecast.offline.monotone import MonotoneBoosting, power_constraints
 from joulecast.outputs import write_atomic
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ TEST_SIZE = 0.3
 
 CV = Literal["random", "grouped"]
 Grid = Literal["full", "small"]
-Family = Literal["linear", "ridge", "krr", "svr", "gbr", "tdp", "factorised", "mean"]
+Family = Literal["linear", "ridge", "krr", "svr", "gbr", "hgb", "tdp", "factorised", "mean"]
 TargetTransform = Literal["none", "log", "tdp_ratio"]
 
 _TDP = RAW_FEATURES.index("gpu_tdp_w")
@@ -118,7 +119,10 @@ class ModelSpec:
     Attributes:
         name: short label, e.g. ``"krr_physics_ratio"``.
         family: ``linear``, ``ridge``, ``krr`` (RBF kernel ridge), ``svr`` (RBF),
-            ``gbr`` (gradient boosting), ``tdp`` (no model: power = TDP), ``factorised`` (epoch
+            ``gbr`` (gradient boosting), ``hgb`` (histogram gradient boosting of the share of
+            TDP, monotone in the work of a step,
+            :class:`~joulecast.offline.monotone.MonotoneBoosting`; physics features, tdp_ratio
+            target), ``tdp`` (no model: power = TDP), ``factorised`` (epoch
             energy as TDP times a time model of non-negative terms,
             :class:`~joulecast.offline.factorised.FactorisedEnergy`; raw features, no
             transform) or ``mean`` (the mean of the member models in ``params["members"]``,
@@ -211,6 +215,8 @@ def _regressor(family: Family) -> Any:
         return SVR(kernel="rbf")
     if family == "gbr":
         return GradientBoostingRegressor(random_state=0)
+    if family == "hgb":
+        return MonotoneBoosting()
     raise InputError(f"unknown model family {family!r}")
 
 
@@ -223,11 +229,14 @@ def _unfitted(spec: ModelSpec) -> tuple[Any, str]:
     if spec.family == "mean":
         members = [ModelSpec.from_dict(m) for m in spec.params["members"]]
         return VotingRegressor([(m.name, build_estimator(m)) for m in members]), ""
+    model = _regressor(spec.family)
+    if spec.family == "hgb":
+        model.set_params(monotonic_cst=power_constraints(spec.features))
     inner = Pipeline(
         [
             ("features", EnergyFeatures(spec.features)),
             ("scale", StandardScaler()),
-            ("model", _regressor(spec.family)),
+            ("model", model),
         ]
     )
     if spec.target_transform == "none":
@@ -286,6 +295,18 @@ _GBR_GRID: dict[str, list[Any]] = {
     "learning_rate": [0.05, 0.1],
 }
 _GBR_SMALL: dict[str, list[Any]] = {"n_estimators": [50], "max_depth": [2], "learning_rate": [0.1]}
+_HGB_GRID: dict[str, list[Any]] = {
+    "max_iter": [100, 300],
+    "max_depth": [3, 5],
+    "min_samples_leaf": [5, 20],
+    "learning_rate": [0.1],
+}
+_HGB_SMALL: dict[str, list[Any]] = {
+    "max_iter": [50],
+    "max_depth": [3],
+    "min_samples_leaf": [5],
+    "learning_rate": [0.1],
+}
 
 
 @dataclass(frozen=True)
@@ -317,6 +338,12 @@ HYPERPARAMETERS: dict[str, dict[str, Bound]] = {
         "n_estimators": Bound("whole", 1, 500),
         "max_depth": Bound("whole", 1, 5),
         "learning_rate": Bound("finite", 0.0, 1.0, above=True),
+    },
+    "hgb": {
+        "learning_rate": Bound("finite", 0.0, 1.0, above=True),
+        "max_iter": Bound("whole", 1, 500),
+        "max_depth": Bound("whole", 1, 5),
+        "min_samples_leaf": Bound("whole", 1, MAX_RUNS),
     },
     "tdp": {},
     "factorised": {},
@@ -372,7 +399,13 @@ def candidates(target: str, grid: Grid = "full") -> list[Candidate]:
         else ("svr_physics_log", "ridge_physics_log", "gbr_physics_log")
     )
     ours.append(Candidate(ModelSpec(f"mean_{suffix}", "mean"), {}, {}, members=members))
-    if not power:
+    if power:
+        ours.append(
+            Candidate(ModelSpec("hgb_physics_ratio", "hgb", "physics", t), _HGB_GRID, _HGB_SMALL)
+        )
+        mono = ("svr_physics_ratio", "hgb_physics_ratio")
+        ours.append(Candidate(ModelSpec("mean_monotone", "mean"), {}, {}, members=mono))
+    else:
         fact = ("svr_physics_log", "gbr_physics_log", "factorised")
         ours.append(Candidate(ModelSpec("mean_factorised", "mean"), {}, {}, members=fact))
     baseline = [Candidate(ModelSpec("tdp", "tdp"), {}, {})] if power else []
@@ -588,6 +621,7 @@ _SPEC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 #: The feature sets and target transforms of the families that take only some.
 _FAMILY_INPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "factorised": (("raw",), ("none",)),
+    "hgb": (("physics",), ("tdp_ratio",)),
 }
 _FIGURES = ("r2", "rmse", "mae", "mape")
 _MAX_CANDIDATES = 100
