@@ -172,6 +172,40 @@ CRAFTED: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
         "positive",
     ),
     ("tdp with a parameter", put(POWER, {**GBR, "family": "tdp", "params": {"C": 1.0}}), "C"),
+    (
+        "hgb on raw features",
+        put(POWER, {**GBR, "family": "hgb", "target_transform": "tdp_ratio"}),
+        "features",
+    ),
+    (
+        "hgb max_iter 10^6",
+        put(
+            POWER,
+            {
+                **GBR,
+                "family": "hgb",
+                "features": "physics",
+                "target_transform": "tdp_ratio",
+                "params": {"max_iter": 10**6},
+            },
+        ),
+        "max_iter",
+    ),
+    (
+        "factorised with a parameter",
+        put(POWER, {**GBR, "family": "factorised", "params": {"C": 1.0}}),
+        "C",
+    ),
+    (
+        "factorised on log features",
+        put(POWER, {**GBR, "family": "factorised", "features": "log"}),
+        "features",
+    ),
+    (
+        "factorised with a log target",
+        put(POWER, {**GBR, "family": "factorised", "target_transform": "log"}),
+        "target_transform",
+    ),
     ("mean without members", put(POWER, {**GBR, "family": "mean", "params": {}}), "members"),
     (
         "members not a list",

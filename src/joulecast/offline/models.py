@@ -64,6 +64,7 @@ from threadpoolctl import threadpool_limits
 from joulecast.errors import InputError, JoulecastError
 from joulecast.inputs import finite, quote, read_file, whole
 from joulecast.offline.bounds import COLUMN_MAX
+from joulecast.offline.factorised import FactorisedEnergy
 from joulecast.offline.features import (
     FEATURE_SETS,
     RAW_FEATURES,
@@ -75,6 +76,7 @@ from joulecast.offline.features import (
     read_runs,
     target_values,
 )
+from joulecast.offline.monotone import MonotoneBoosting, power_constraints
 from joulecast.outputs import write_atomic
 
 log = logging.getLogger(__name__)
@@ -94,7 +96,7 @@ TEST_SIZE = 0.3
 
 CV = Literal["random", "grouped"]
 Grid = Literal["full", "small"]
-Family = Literal["linear", "ridge", "krr", "svr", "gbr", "tdp", "mean"]
+Family = Literal["linear", "ridge", "krr", "svr", "gbr", "hgb", "tdp", "factorised", "mean"]
 TargetTransform = Literal["none", "log", "tdp_ratio"]
 
 _TDP = RAW_FEATURES.index("gpu_tdp_w")
@@ -119,8 +121,14 @@ class ModelSpec:
     Attributes:
         name: short label, e.g. ``"krr_physics_ratio"``.
         family: ``linear``, ``ridge``, ``krr`` (RBF kernel ridge), ``svr`` (RBF),
-            ``gbr`` (gradient boosting), ``tdp`` (no model: power = TDP) or ``mean`` (the mean of
-            the member models in ``params["members"]``, each a spec dict).
+            ``gbr`` (gradient boosting), ``hgb`` (histogram gradient boosting of the share of
+            TDP, monotone in the work of a step,
+            :class:`~joulecast.offline.monotone.MonotoneBoosting`; physics features, tdp_ratio
+            target), ``tdp`` (no model: power = TDP), ``factorised`` (epoch
+            energy as TDP times a time model of non-negative terms,
+            :class:`~joulecast.offline.factorised.FactorisedEnergy`; raw features, no
+            transform) or ``mean`` (the mean of the member models in ``params["members"]``,
+            each a spec dict).
         features: the :class:`EnergyFeatures` set the regressor sees (standardised).
         target_transform: ``none``; ``log`` (fit log y, predict exp: a multiplicative model);
             ``tdp_ratio`` (fit y / TDP, predict ratio x TDP: power as a share of the GPU's budget).
@@ -209,6 +217,8 @@ def _regressor(family: Family) -> Any:
         return SVR(kernel="rbf")
     if family == "gbr":
         return GradientBoostingRegressor(random_state=0)
+    if family == "hgb":
+        return MonotoneBoosting()
     raise InputError(f"unknown model family {family!r}")
 
 
@@ -216,14 +226,19 @@ def _unfitted(spec: ModelSpec) -> tuple[Any, str]:
     """The estimator for ``spec`` (hyperparameters not yet set) and its regressor's param prefix."""
     if spec.family == "tdp":
         return TdpBaseline(), ""
+    if spec.family == "factorised":
+        return FactorisedEnergy(), ""
     if spec.family == "mean":
         members = [ModelSpec.from_dict(m) for m in spec.params["members"]]
         return VotingRegressor([(m.name, build_estimator(m)) for m in members]), ""
+    model = _regressor(spec.family)
+    if spec.family == "hgb":
+        model.set_params(monotonic_cst=power_constraints(spec.features))
     inner = Pipeline(
         [
             ("features", EnergyFeatures(spec.features)),
             ("scale", StandardScaler()),
-            ("model", _regressor(spec.family)),
+            ("model", model),
         ]
     )
     if spec.target_transform == "none":
@@ -287,6 +302,18 @@ _GBR_GRID: dict[str, list[Any]] = {
     "learning_rate": [0.05, 0.1],
 }
 _GBR_SMALL: dict[str, list[Any]] = {"n_estimators": [50], "max_depth": [2], "learning_rate": [0.1]}
+_HGB_GRID: dict[str, list[Any]] = {
+    "max_iter": [100, 300],
+    "max_depth": [3, 5],
+    "min_samples_leaf": [5, 20],
+    "learning_rate": [0.1],
+}
+_HGB_SMALL: dict[str, list[Any]] = {
+    "max_iter": [50],
+    "max_depth": [3],
+    "min_samples_leaf": [5],
+    "learning_rate": [0.1],
+}
 
 
 @dataclass(frozen=True)
@@ -319,7 +346,14 @@ HYPERPARAMETERS: dict[str, dict[str, Bound]] = {
         "max_depth": Bound("whole", 1, 5),
         "learning_rate": Bound("finite", 0.0, 1.0, above=True),
     },
+    "hgb": {
+        "learning_rate": Bound("finite", 0.0, 1.0, above=True),
+        "max_iter": Bound("whole", 1, 500),
+        "max_depth": Bound("whole", 1, 5),
+        "min_samples_leaf": Bound("whole", 1, MAX_RUNS),
+    },
     "tdp": {},
+    "factorised": {},
     "mean": {},
 }
 
@@ -365,12 +399,22 @@ def candidates(target: str, grid: Grid = "full") -> list[Candidate]:
     if not power:
         positive: dict[str, list[Any]] = {"positive": [True]}
         ours.append(Candidate(ModelSpec("linear_work", "linear", "work"), positive, positive))
+        ours.append(Candidate(ModelSpec("factorised", "factorised"), {}, {}))
     members = (
         ("krr_log_ratio", "svr_physics_ratio", "gbr_physics_ratio")
         if power
         else ("svr_physics_log", "ridge_physics_log", "gbr_physics_log")
     )
     ours.append(Candidate(ModelSpec(f"mean_{suffix}", "mean"), {}, {}, members=members))
+    if power:
+        ours.append(
+            Candidate(ModelSpec("hgb_physics_ratio", "hgb", "physics", t), _HGB_GRID, _HGB_SMALL)
+        )
+        mono = ("svr_physics_ratio", "hgb_physics_ratio")
+        ours.append(Candidate(ModelSpec("mean_monotone", "mean"), {}, {}, members=mono))
+    else:
+        fact = ("svr_physics_log", "gbr_physics_log", "factorised")
+        ours.append(Candidate(ModelSpec("mean_factorised", "mean"), {}, {}, members=fact))
     baseline = [Candidate(ModelSpec("tdp", "tdp"), {}, {})] if power else []
     return plain + paper + baseline + ours
 
@@ -606,6 +650,11 @@ def evaluate_models(
 # Model files: the schema a file's content is checked against before anything is refitted
 
 _SPEC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+#: The feature sets and target transforms of the families that take only some.
+_FAMILY_INPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "factorised": (("raw",), ("none",)),
+    "hgb": (("physics",), ("tdp_ratio",)),
+}
 _FIGURES = ("r2", "rmse", "mae", "mape")
 _MAX_CANDIDATES = 100
 
@@ -701,6 +750,10 @@ def _check_spec(value: Any, at: _At, *, member: bool) -> None:
         at / "target_transform",
         transforms,
     )
+    if family in _FAMILY_INPUTS:
+        only_features, only_transforms = _FAMILY_INPUTS[family]
+        _choice(spec["features"], at / "features", only_features)
+        _choice(spec["target_transform"], at / "target_transform", only_transforms)
     params = _object(spec.get("params", {}), at / "params")
     if family == "mean":
         _check_members(_field(params, "members", at / "params", "the member specs"), at)
