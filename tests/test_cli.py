@@ -612,12 +612,12 @@ def test_bad_arguments_are_one_line(argv, named, capsys):
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path):
-    proc = cli("demo", "--epochs", "2", "--store", tmp_path / "d.db")
-    assert "epoch 1:" in proc.stdout and "energy by device" in proc.stderr
+    proc = cli("demo", "--epochs", "1", "--store", tmp_path / "d.db")
+    assert "epoch 0:" in proc.stdout and "energy by device" in proc.stderr
     data = show(tmp_path / "d.db")
     assert (
         data["name"] == "demo"
-        and len(data["epochs"]) == 2
+        and len(data["epochs"]) == 1
         and data["epochs"][0]["samples"] == 32768
     )
 

@@ -220,6 +220,7 @@ def test_tiny_example_study_runs_to_completion(tiny_study_store):
     assert data["planned"] == 8 and data["completed"] == 8
     done = completed_runs(store)
     assert len(done) == 8
+    assert {r["tags"]["split"] for r in done} == {"holdout"}  # the default
     order = [r["tags"]["study_key"] for r in sorted(done, key=lambda r: r["id"])]
     assert order == [r["key"] for r in data["runs"]]
     for r in data["runs"]:
