@@ -93,6 +93,23 @@ def test_extrapolation_warns_and_names_the_feature():
     assert any("gflops" in w for w in r.warnings)
 
 
+def test_estimate_json_rows_carry_the_warnings_the_text_prints(capsys):
+    from joulecast.cli import main
+
+    args = ["estimate", "--gpu", "RTX 3090", "--gflops", "60", "--input-size", "128"]
+    args += ["--batch-size", "64", "--train-samples", "12000", "--val-samples", "8580"]
+    args += ["--epochs", "10", "--ram-gb", "16"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "warning: gflops 60 is outside the training range" in " ".join(text.split())
+    assert main([*args, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 4
+    for row in rows:
+        (warning,) = [w for w in row["warnings"] if w.startswith("gflops")]
+        assert warning.startswith("gflops 60 is outside the training range 0.06403..10.03")
+
+
 def test_unknown_gpu_lists_close_matches():
     with pytest.raises(InputError, match="closest matches: GeForce RTX 3090"):
         estimate_training(**{**PLAN, "gpu": "RTX 3095"}, epochs=5)

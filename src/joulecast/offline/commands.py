@@ -78,7 +78,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         **options,
     )
     if args.json:
-        print_json([e.to_dict() for e in result.estimates])
+        print_json(result.rows())
         return 0
     out = console()
     for note in result.notes:

@@ -90,6 +90,11 @@ class Result:
             "notes": list(self.notes),
         }
 
+    def rows(self) -> list[dict[str, Any]]:
+        """The rows ``joulecast estimate --json`` prints: each estimate's :meth:`Estimate.to_dict`
+        with the configuration's ``warnings`` (the same on every row)."""
+        return [{**e.to_dict(), "warnings": list(self.warnings)} for e in self.estimates]
+
 
 def _number(row: Mapping[str, Any], key: str) -> float | None:
     """The value of ``key`` above 0 and within its bound, or None where missing (None, NaN)."""
