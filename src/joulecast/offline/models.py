@@ -63,6 +63,7 @@ from threadpoolctl import threadpool_limits
 from joulecast.errors import InputError, JoulecastError
 from joulecast.inputs import finite, quote, read_file, whole
 from joulecast.offline.bounds import COLUMN_MAX
+from joulecast.offline.domain import TrainingDomain
 from joulecast.offline.features import (
     FEATURE_SETS,
     RAW_FEATURES,
@@ -868,7 +869,8 @@ class OfflineEstimator:
                 t: build_estimator(spec).fit(X, rows[t].to_numpy(dtype=float))
                 for t, spec in self.specs_.items()
             }
-        self.ranges_ = {c: (float(rows[c].min()), float(rows[c].max())) for c in RAW_FEATURES}
+        self.domain_ = TrainingDomain(rows)
+        self.ranges_ = self.domain_.ranges
 
     # -- using -----------------------------------------------------------------------------
 
@@ -897,13 +899,7 @@ class OfflineEstimator:
         warnings = []
         for pos, (_, row) in enumerate(features.iterrows()):
             where = f"row {pos}: " if len(features) > 1 else ""
-            for c in RAW_FEATURES:
-                low, high = self.ranges_[c]
-                if not low <= row[c] <= high:
-                    warnings.append(
-                        f"{where}{c} {row[c]:.4g} is outside the training range"
-                        f" {low:.4g}..{high:.4g}"
-                    )
+            warnings += [where + w for w in self.domain_.out_of_range(row)]
         return warnings
 
     # -- persistence -----------------------------------------------------------------------
