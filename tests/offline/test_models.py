@@ -310,6 +310,13 @@ def test_default_estimator_predicts_a_sane_power_for_an_rtx_3090() -> None:
     assert prediction["epoch_energy_j"] > 0
 
 
+def test_the_default_estimator_carries_calibrated_intervals() -> None:
+    est = default_estimator()
+    assert est.bands_ is not None and set(est.bands_) == set(TARGETS)
+    (where,) = est.applicability(pd.DataFrame([RTX3090_RESNET50]))
+    assert where.calibrated and set(where.intervals) == set(TARGETS)
+
+
 def test_fit_and_evaluate_refuse_an_unknown_protocol(runs: pd.DataFrame) -> None:
     with pytest.raises(InputError, match="cv 'loo'"):
         OfflineEstimator(grid="small").fit(runs, cv="loo")  # type: ignore[arg-type]
