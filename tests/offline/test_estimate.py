@@ -54,7 +54,12 @@ def test_baselines_and_offline_totals_by_hand():
     predicted = default_estimator().predict(row).iloc[0]
     assert by["offline-epoch-energy"].energy_j == pytest.approx(50 * predicted["epoch_energy_j"])
     assert by["offline-power"].energy_j == pytest.approx(7200 * predicted["avg_power_w"])
-    assert 100 < r.avg_power_w < 350 and not r.duration_estimated and r.warnings == []
+    assert 100 < r.avg_power_w < 350 and not r.duration_estimated
+    # ResNet50 ran on Chesslive only: its GFLOPs with Stanford Dogs' sizes is a new combination.
+    assert r.warnings == [
+        "gflops 2.518 and train/val samples 12000/8580 each occur in the training data,"
+        " but never together"
+    ]
     assert r.notes[0].startswith("GPU: GeForce RTX 3090 (10496 CUDA cores")
     assert "2.518 GFLOPs (counted at 128x128 px)" in r.notes[1]
 
@@ -91,6 +96,136 @@ def test_without_duration_the_baselines_use_the_models_duration():
 def test_extrapolation_warns_and_names_the_feature():
     r = estimate_training(**{**PLAN, "arch": None}, gflops=60.0, epochs=10)
     assert any("gflops" in w for w in r.warnings)
+
+
+def test_estimate_json_rows_carry_the_warnings_the_text_prints(capsys):
+    from joulecast.cli import main
+
+    args = ["estimate", "--gpu", "RTX 3090", "--gflops", "60", "--input-size", "128"]
+    args += ["--batch-size", "64", "--train-samples", "12000", "--val-samples", "8580"]
+    args += ["--epochs", "10", "--ram-gb", "16"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "warning: gflops 60 is outside the training range" in " ".join(text.split())
+    assert main([*args, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 4
+    for row in rows:
+        (warning,) = [w for w in row["warnings"] if w.startswith("gflops")]
+        assert warning.startswith("gflops 60 is outside the training range 0.06403..10.03")
+
+
+@pytest.fixture(scope="module")
+def banded_file(tmp_path_factory):
+    """A model file of the shipped model's specs and runs with calibrated intervals."""
+    from joulecast.offline.models import OfflineEstimator
+
+    data = shipped()
+    data.pop("applicability", None)
+    path = tmp_path_factory.mktemp("banded") / "banded.json"
+    OfflineEstimator.from_dict(data).fit_intervals().save(path)
+    return path
+
+
+def shipped():
+    from importlib import resources
+
+    text = resources.files("joulecast.offline").joinpath("data/default_model.json").read_text()
+    return json.loads(text)
+
+
+# VGG16 on Chesslive, as trained on the RTX 3090, asked of the RTX 3070.
+UNSEEN = ["--gpu", "RTX 3070", "--gflops", "10.02877", "--input-size", "128", "--batch-size", "32"]
+UNSEEN += ["--train-samples", "23807", "--val-samples", "10203", "--ram-gb", "32"]
+UNSEEN_WARNING = (
+    "the GPU (5888 CUDA cores, 8 GB, 220 W) and gflops 10.03 each occur in the training data,"
+    " but never together"
+)
+
+
+def test_offline_estimates_carry_their_interval(banded_file):
+    from joulecast.offline.models import OfflineEstimator
+
+    estimator = OfflineEstimator.load(banded_file)
+    config = {**r_config(), "epochs": 50, "duration_s": 7200}
+    r = joulecast_estimate(config, estimator)
+    by = {e.method: e for e in r.estimates}
+    domain = r.applicability
+    assert domain is not None and domain.calibrated and domain.coverage == 0.9
+    power_low, power_high = domain.intervals["avg_power_w"]
+    epoch_low, epoch_high = domain.intervals["epoch_energy_j"]
+    assert power_low < r.avg_power_w < power_high and epoch_low < r.epoch_energy_j < epoch_high
+    assert (r.avg_power_low_w, r.avg_power_high_w) == (power_low, power_high)
+    assert (r.epoch_energy_low_j, r.epoch_energy_high_j) == (epoch_low, epoch_high)
+    assert by["offline-power"].low_j == pytest.approx(7200 * power_low)
+    assert by["offline-power"].high_j == pytest.approx(7200 * power_high)
+    assert by["offline-epoch-energy"].low_j == pytest.approx(50 * epoch_low)
+    assert by["offline-epoch-energy"].high_j == pytest.approx(50 * epoch_high)
+    assert by["mlco2"].low_j is None and by["green-algorithms"].high_j is None
+    saved = r.to_dict()
+    assert saved["epoch_energy_low_j"] == epoch_low and saved["applicability"]["calibrated"]
+    assert saved["estimates"][0]["low_j"] == by["offline-epoch-energy"].low_j
+    assert not any("calibrated" in n for n in r.notes)
+
+
+def joulecast_estimate(config, estimator):
+    from joulecast.offline.estimate import estimate
+
+    return estimate(config, estimator)
+
+
+def test_both_json_forms_carry_the_warnings_and_the_interval(banded_file, tmp_path, capsys):
+    from joulecast.cli import main
+
+    args = ["estimate", "--model", str(banded_file), *UNSEEN, "--epochs", "20"]
+    assert main([*args, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert all(row["warnings"] == [UNSEEN_WARNING] for row in rows)
+    epoch = rows[0]
+    assert epoch["method"] == "offline-epoch-energy"
+    assert epoch["low_j"] < epoch["energy_j"] < epoch["high_j"]
+    assert main(args) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"warning: {UNSEEN_WARNING}: an extrapolation, trust it less" in text
+    assert "90% interval" in text and "distance to the nearest training configuration" in text
+
+    table = pd.read_csv(PAPER).drop(columns=["avg_power_w", "epoch_energy_j"]).iloc[[0]]
+    vgg16_3070 = table.assign(
+        gpu="RTX 3070", gpu_cuda_cores=5888, gpu_memory_gb=8, gpu_tdp_w=220, ram_gb=32
+    )
+    data = tmp_path / "configs.csv"
+    pd.concat([table, vgg16_3070]).assign(epochs=10).to_csv(data, index=False)
+    assert main(["estimate", "--model", str(banded_file), "--data", str(data), "--json"]) == 0
+    seen, unseen = json.loads(capsys.readouterr().out)
+    assert seen["distance"] == 0.0 and seen["unseen"] == [] and seen["warnings"] == []
+    assert unseen["unseen"] == [["gpu", "gflops"]] and unseen["warnings"] == [UNSEEN_WARNING]
+    for row in (seen, unseen):
+        assert row["band_calibrated"] and row["energy_method"] == "offline-epoch-energy"
+        assert row["low_j"] < row["energy_j"] < row["high_j"]
+        assert row["low_j"] == pytest.approx(10 * row["epoch_energy_low_j"])
+        assert row["avg_power_low_w"] < row["avg_power_w"] < row["avg_power_high_w"]
+    assert main(["estimate", "--model", str(banded_file), "--data", str(data)]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"row 2: warning: {UNSEEN_WARNING}" in text
+    assert "row 1: total" in text and "kJ (interval), distance 0.00 to the nearest" in text
+
+
+def test_an_older_model_file_says_its_band_is_uncalibrated(tmp_path, capsys):
+    from joulecast.cli import main
+
+    data = shipped()
+    data.pop("applicability", None)  # as files written before intervals
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(data))
+    args = ["estimate", "--model", str(old), *UNSEEN, "--epochs", "20"]
+    assert main(args) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "no calibrated interval: the model file predates intervals" in text
+    assert f"warning: {UNSEEN_WARNING}" in text  # the other measures need no calibration
+    assert main([*args, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert all(row["low_j"] is None and row["high_j"] is None for row in rows)
+    assert rows[0]["warnings"] == [UNSEEN_WARNING]
 
 
 def test_unknown_gpu_lists_close_matches():

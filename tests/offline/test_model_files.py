@@ -33,6 +33,8 @@ PLAN = [
 GBR = {"name": "gbr_raw", "family": "gbr", "features": "raw", "target_transform": "none"}
 POWER = "models.avg_power_w.spec"
 MEMBER = f"{POWER}.params.members[0]"
+APP = "applicability"
+BAND = f"{APP}.bands.avg_power_w"
 
 
 @pytest.fixture(scope="module")
@@ -261,6 +263,59 @@ CRAFTED: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
     ("versions a list", put("versions", ["1.0"]), "versions"),
     ("source a number", put("source", 5), "source"),
     ("fit_seconds NaN", put("fit_seconds", float("nan")), "fit_seconds"),
+    # The optional block of calibrated intervals.
+    ("applicability a list", put(APP, []), APP),
+    ("applicability null", put(APP, None), APP),
+    ("no coverage", drop(f"{APP}.coverage"), "coverage"),
+    ("coverage 0", put(f"{APP}.coverage", 0), "coverage"),
+    ("coverage 1.5", put(f"{APP}.coverage", 1.5), "coverage"),
+    ("coverage NaN", put(f"{APP}.coverage", float("nan")), "coverage"),
+    ("coverage text", put(f"{APP}.coverage", "90%"), "coverage"),
+    ("no bands", drop(f"{APP}.bands"), "bands"),
+    ("bands a list", put(f"{APP}.bands", []), "bands"),
+    ("a band missing", drop(f"{APP}.bands.epoch_energy_j"), "bands"),
+    (
+        "a band of an unknown target",
+        lambda d: put(f"{APP}.bands.watts", d[APP]["bands"]["avg_power_w"])(d),
+        "bands",
+    ),
+    ("a band a number", put(BAND, 3), BAND),
+    ("no distance", drop(f"{BAND}.distance"), "distance"),
+    ("no half-width", drop(f"{BAND}.log_halfwidth"), "log_halfwidth"),
+    ("distance empty", put(f"{BAND}.distance", []), "distance"),
+    ("distance text", put(f"{BAND}.distance", "near"), "distance"),
+    (
+        "distance of 11 points",
+        put(f"{BAND}.distance", [0.1 * (i + 1) for i in range(11)]),
+        "distance",
+    ),
+    ("a distance 0", put(f"{BAND}.distance[0]", 0.0), "distance[0]"),
+    ("a distance negative", put(f"{BAND}.distance[0]", -1.0), "distance[0]"),
+    ("a distance text", put(f"{BAND}.distance[0]", "near"), "distance[0]"),
+    ("a distance 1e300", put(f"{BAND}.distance[0]", 1e300), "distance[0]"),
+    ("a distance NaN", put(f"{BAND}.distance[0]", float("nan")), "distance[0]"),
+    (
+        "distances decreasing",
+        put(BAND, {"distance": [1.0, 0.5], "log_halfwidth": [0.1, 0.2]}),
+        "distance",
+    ),
+    (
+        "half-widths decreasing",
+        put(BAND, {"distance": [0.5, 1.0], "log_halfwidth": [0.2, 0.1]}),
+        "log_halfwidth",
+    ),
+    (
+        "fewer half-widths",
+        put(BAND, {"distance": [0.5, 1.0], "log_halfwidth": [0.2]}),
+        "log_halfwidth",
+    ),
+    ("a half-width negative", put(f"{BAND}.log_halfwidth[0]", -0.1), "log_halfwidth[0]"),
+    ("a half-width 1e300", put(f"{BAND}.log_halfwidth[0]", 1e300), "log_halfwidth[0]"),
+    ("a half-width infinite", put(f"{BAND}.log_halfwidth[0]", float("inf")), "log_halfwidth[0]"),
+    ("a half-width true", put(f"{BAND}.log_halfwidth[0]", True), "log_halfwidth[0]"),
+    ("spread limit 0.5", put(f"{BAND}.spread_limit", 0.5), "spread_limit"),
+    ("spread limit text", put(f"{BAND}.spread_limit", "x2"), "spread_limit"),
+    ("spread limit 1e300", put(f"{BAND}.spread_limit", 1e300), "spread_limit"),
 ]
 
 
@@ -344,13 +399,25 @@ def test_a_folder_a_device_a_missing_and_an_oversized_file(
 
 def test_what_a_saved_file_may_leave_out_still_loads(model: dict[str, Any], tmp_path: Path):
     data = copy.deepcopy(model)
-    for key in ("versions", "source", "fit_seconds", "ranges", "n_runs"):
+    for key in ("versions", "source", "fit_seconds", "ranges", "n_runs", "applicability"):
         del data[key]
     del data["models"]["avg_power_w"]["candidates"]
     data["models"]["epoch_energy_j"]["spec"] = {**gbr(n_estimators=500, max_depth=5), "name": "g"}
     path = tmp_path / "lean.json"
     path.write_text(json.dumps(data))
-    assert OfflineEstimator.load(path).targets == ("avg_power_w", "epoch_energy_j")
+    lean = OfflineEstimator.load(path)
+    assert lean.targets == ("avg_power_w", "epoch_energy_j")
+    assert lean.bands_ is None  # as files written before intervals: estimates say so
+
+
+def test_a_calibrated_block_loads_as_written(model: dict[str, Any], tmp_path: Path) -> None:
+    block = model[APP]
+    assert block["coverage"] == 0.9 and list(block["bands"]) == model["targets"]
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(model))
+    bands = OfflineEstimator.load(path).bands_
+    assert bands is not None
+    assert {t: b.to_dict() for t, b in bands.items()} == block["bands"]
 
 
 def test_every_grid_value_is_within_the_bounds_a_file_is_read_with() -> None:

@@ -254,6 +254,15 @@ def test_fit_refuses_too_few_runs(runs: pd.DataFrame) -> None:
         OfflineEstimator(grid="small").fit(few_configs)
 
 
+def test_too_few_configurations_for_an_interval(runs: pd.DataFrame) -> None:
+    few = runs[configuration_groups(feature_frame(runs)) < 4]
+    est = OfflineEstimator(grid="small").fit(few, targets=["avg_power_w"], cv="random")
+    assert est.bands_ is None and "applicability" not in est.to_dict()
+    assert "No calibrated interval" in est.card()
+    (where,) = est.applicability(few.head(1))
+    assert not where.calibrated and where.intervals == {} and where.distance == 0
+
+
 def test_fit_names_a_missing_target(runs: pd.DataFrame) -> None:
     with pytest.raises(InputError, match="missing target column epoch_energy_j"):
         OfflineEstimator(grid="small").fit(runs.drop(columns=["epoch_energy_j"]))
@@ -282,6 +291,10 @@ def test_save_load_round_trip(fitted: OfflineEstimator, runs: pd.DataFrame, tmp_
     pd.testing.assert_frame_equal(loaded.predict(runs), fitted.predict(runs), check_exact=True)
     assert loaded.specs_ == fitted.specs_
     assert "Domain" in loaded.card()
+    assert fitted.bands_ is not None and loaded.bands_ == fitted.bands_
+    assert set(data["applicability"]["bands"]) == set(TARGETS)
+    assert loaded.applicability(runs.head(3)) == fitted.applicability(runs.head(3))
+    assert "| epoch_energy_j |" in loaded.card().split("Intervals:")[1]
 
 
 def test_load_refuses_other_files(tmp_path: Path) -> None:
@@ -319,6 +332,13 @@ def test_default_estimator_predicts_a_sane_power_for_an_rtx_3090() -> None:
     prediction = est.predict(row).iloc[0]
     assert 100 < prediction["avg_power_w"] < 350
     assert prediction["epoch_energy_j"] > 0
+
+
+def test_the_default_estimator_carries_calibrated_intervals() -> None:
+    est = default_estimator()
+    assert est.bands_ is not None and set(est.bands_) == set(TARGETS)
+    (where,) = est.applicability(pd.DataFrame([RTX3090_RESNET50]))
+    assert where.calibrated and set(where.intervals) == set(TARGETS)
 
 
 def test_fit_and_evaluate_refuse_an_unknown_protocol(runs: pd.DataFrame) -> None:

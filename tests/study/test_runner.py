@@ -293,6 +293,10 @@ def test_plan_uses_the_offline_estimator_on_a_known_gpu():
     result = offline_expectation(study, todo, "RTX 3090")
     assert result is not None and result["energy_j"] > 0 and result["duration_s"] > 0
     assert "offline estimate on RTX 3090 for the 1170 runs to do" in result["note"]
+    # The caveat names the features outside the training ranges, not the other warnings'.
+    assert result["note"].endswith(
+        "; outside the model's training ranges: train_samples, val_samples"
+    )
     half = todo.assign(status=["completed" if i % 2 else "planned" for i in range(len(todo))])
     assert offline_expectation(study, half, "RTX 3090")["energy_j"] < result["energy_j"]
     assert offline_expectation(study, todo, None) is None  # no GPU here: no estimate

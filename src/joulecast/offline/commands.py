@@ -78,7 +78,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         **options,
     )
     if args.json:
-        print_json([e.to_dict() for e in result.estimates])
+        print_json(result.rows())
         return 0
     out = console()
     for note in result.notes:
@@ -96,13 +96,23 @@ def cmd_estimate(args: argparse.Namespace) -> int:
                 cells[3] = f"{e.gco2e:,.0f}"
         table.add_row(*cells)
     out.print(table)
+    domain = result.applicability
+    share = f"{domain.coverage:.0%} " if domain is not None and domain.coverage else ""
     for e in result.estimates:
-        how = "; ".join(x for x in (e.basis, e.note) if x)
+        band = ""
+        if e.low_j is not None and e.high_j is not None:
+            band = f"{share}interval {e.low_j / 1e3:,.1f}..{e.high_j / 1e3:,.1f} kJ"
+        how = "; ".join(x for x in (e.basis, band, e.note) if x)
         out.print(shown(f"  {e.method}: {how}"))
     if result.duration_estimated and result.duration_s is not None:
         out.print(
             f"duration: {result.duration_s / 3600:,.2f} h, from the offline models "
             "(give --duration for the power-based estimate)"
+        )
+    if domain is not None:
+        out.print(
+            f"distance to the nearest training configuration: {domain.distance:.2f} (above 1:"
+            " farther than 9 in 10 training configurations lie from their nearest)"
         )
     for warning in result.warnings:
         out.print(f"[yellow]warning: {shown(warning)}: an extrapolation, trust it less[/yellow]")
@@ -126,7 +136,17 @@ def _print_batch(rows: list[dict[str, Any]], out: Any) -> None:
             _num(r.get("green_algorithms_j"), 1e3),
         )
     out.print(table)
+    if rows and not rows[0]["band_calibrated"]:
+        from joulecast.offline.domain import UNCALIBRATED
+
+        out.print(f"[dim]{UNCALIBRATED}[/dim]")
     for r in rows:
+        low, high = r.get("low_j"), r.get("high_j")
+        if low is not None and high is not None:
+            out.print(
+                f"row {r['row']}: total {low / 1e3:,.1f}..{high / 1e3:,.1f} kJ (interval),"
+                f" distance {r['distance']:.2f} to the nearest training configuration"
+            )
         for warning in r["warnings"]:
             out.print(f"[yellow]row {r['row']}: warning: {shown(warning)}[/yellow]")
 

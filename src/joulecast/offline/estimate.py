@@ -10,7 +10,10 @@ epochs or duration) :func:`estimate` returns one :class:`Estimate` per method:
 
 Every figure is modelled, and says so. Without a planned duration, the baselines use the
 duration implied by the offline models (epochs x predicted epoch energy / predicted power),
-and say that too. :func:`estimate_table` does the same for every row of a run table.
+and say that too. The offline estimates carry an interval that widens with the distance of the
+configuration from the model's training data, and warnings where it lies outside that data
+(:mod:`joulecast.offline.domain`). :func:`estimate_table` does the same for every row of a run
+table.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from joulecast.errors import InputError
 from joulecast.inputs import finite
 from joulecast.offline.baselines import carbon_g, green_algorithms_energy_j, mlco2_energy_j
 from joulecast.offline.bounds import COLUMN_MAX
+from joulecast.offline.domain import UNCALIBRATED, Applicability
 
 METHODS = ("offline-epoch-energy", "offline-power", "mlco2", "green-algorithms")
 
@@ -39,7 +43,8 @@ class Estimate:
     """One method's estimate of a planned training's energy.
 
     ``energy_j`` is None when the method lacks an input (``note`` says which); ``basis`` says
-    how the figure was made.
+    how the figure was made. ``low_j`` and ``high_j`` bound an offline estimate by its model's
+    calibrated interval (None for the baselines, and where the model has none).
     """
 
     method: str
@@ -47,6 +52,8 @@ class Estimate:
     basis: str
     note: str = ""
     gco2e: float | None = None
+    low_j: float | None = None
+    high_j: float | None = None
 
     @property
     def kwh(self) -> float | None:
@@ -63,12 +70,18 @@ class Estimate:
             "source": "modelled",
             "basis": self.basis,
             "note": self.note,
+            "low_j": self.low_j,
+            "high_j": self.high_j,
         }
 
 
 @dataclass(frozen=True)
 class Result:
-    """The estimates of one configuration, the predictions behind them, and any warnings."""
+    """The estimates of one configuration, the predictions behind them, and any warnings.
+
+    ``applicability`` says where the configuration lies from the model's training data; the
+    ``*_low_*`` and ``*_high_*`` properties bound the predictions by the model's interval.
+    """
 
     estimates: list[Estimate]
     avg_power_w: float | None
@@ -77,6 +90,33 @@ class Result:
     duration_estimated: bool
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    applicability: Applicability | None = None
+
+    def _bound(self, target: str, value: float | None, side: int) -> float | None:
+        if value is None or self.applicability is None:
+            return None
+        interval = self.applicability.intervals.get(target)
+        return None if interval is None else interval[side]
+
+    @property
+    def avg_power_low_w(self) -> float | None:
+        """The low end of the average power's interval, in W."""
+        return self._bound("avg_power_w", self.avg_power_w, 0)
+
+    @property
+    def avg_power_high_w(self) -> float | None:
+        """The high end of the average power's interval, in W."""
+        return self._bound("avg_power_w", self.avg_power_w, 1)
+
+    @property
+    def epoch_energy_low_j(self) -> float | None:
+        """The low end of the epoch energy's interval, in J."""
+        return self._bound("epoch_energy_j", self.epoch_energy_j, 0)
+
+    @property
+    def epoch_energy_high_j(self) -> float | None:
+        """The high end of the epoch energy's interval, in J."""
+        return self._bound("epoch_energy_j", self.epoch_energy_j, 1)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -88,7 +128,22 @@ class Result:
             "duration_estimated": self.duration_estimated,
             "warnings": list(self.warnings),
             "notes": list(self.notes),
+            **self._bounds(),
+            "applicability": None if self.applicability is None else self.applicability.to_dict(),
         }
+
+    def _bounds(self) -> dict[str, float | None]:
+        return {
+            "avg_power_low_w": self.avg_power_low_w,
+            "avg_power_high_w": self.avg_power_high_w,
+            "epoch_energy_low_j": self.epoch_energy_low_j,
+            "epoch_energy_high_j": self.epoch_energy_high_j,
+        }
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The rows ``joulecast estimate --json`` prints: each estimate's :meth:`Estimate.to_dict`
+        with the configuration's ``warnings`` (the same on every row)."""
+        return [{**e.to_dict(), "warnings": list(self.warnings)} for e in self.estimates]
 
 
 def _number(row: Mapping[str, Any], key: str) -> float | None:
@@ -115,9 +170,9 @@ def estimate(
     ``epochs``, ``duration_s`` and ``gpu_util_pct`` (Green Algorithms' usage; 100 when absent).
     ``estimator`` is an :class:`~joulecast.offline.models.OfflineEstimator`.
     """
-    frame = pd.DataFrame([dict(config)])
-    predicted = estimator.predict(frame).iloc[0]
-    warnings = [w.removeprefix("row 0: ") for w in estimator.out_of_range(frame)]
+    (domain,) = estimator.applicability(pd.DataFrame([dict(config)]))
+    predicted = domain.predictions
+    warnings = list(domain.warnings)
     power = float(predicted["avg_power_w"]) if "avg_power_w" in predicted else None
     epoch_j = float(predicted["epoch_energy_j"]) if "epoch_energy_j" in predicted else None
     for name, value in (("average power", power), ("epoch energy", epoch_j)):
@@ -142,11 +197,14 @@ def estimate(
     )
     results = []
     if epoch_j is not None and epochs is not None:
+        low, high = _scaled(domain.intervals.get("epoch_energy_j"), epochs)
         results.append(
             Estimate(
                 "offline-epoch-energy",
                 epoch_j * epochs,
                 f"{epoch_j / 1e3:,.3f} kJ per epoch (regression) x {epochs:g} epochs",
+                low_j=low,
+                high_j=high,
             )
         )
     else:
@@ -154,8 +212,15 @@ def estimate(
             Estimate("offline-epoch-energy", None, "", "needs the planned epochs (--epochs)")
         )
     if power is not None and duration is not None and not estimated:
+        low, high = _scaled(domain.intervals.get("avg_power_w"), duration)
         results.append(
-            Estimate("offline-power", power * duration, f"{power:.1f} W (regression) x {how_long}")
+            Estimate(
+                "offline-power",
+                power * duration,
+                f"{power:.1f} W (regression) x {how_long}",
+                low_j=low,
+                high_j=high,
+            )
         )
     else:
         results.append(
@@ -182,16 +247,23 @@ def estimate(
             results.append(Estimate(method, None, "", "needs the planned duration or epochs"))
     if intensity_g_per_kwh is not None:
         results = [
-            Estimate(
-                e.method,
-                e.energy_j,
-                e.basis,
-                e.note,
-                None if e.energy_j is None else carbon_g(e.energy_j, intensity_g_per_kwh),
+            replace(
+                e, gco2e=None if e.energy_j is None else carbon_g(e.energy_j, intensity_g_per_kwh)
             )
             for e in results
         ]
-    return Result(results, power, epoch_j, duration, estimated, warnings)
+    notes = [] if domain.calibrated else [UNCALIBRATED]
+    return Result(results, power, epoch_j, duration, estimated, warnings, notes, domain)
+
+
+def _scaled(
+    interval: tuple[float, float] | None, factor: float
+) -> tuple[float | None, float | None]:
+    """An :class:`Estimate`'s ``low_j`` and ``high_j``: a prediction's interval times
+    ``factor`` (epochs or seconds)."""
+    if interval is None:
+        return None, None
+    return interval[0] * factor, interval[1] * factor
 
 
 def estimate_table(
@@ -243,7 +315,15 @@ def estimate_table(
             item["energy_method"] = best.method
             if best.gco2e is not None:
                 item["gco2e"] = best.gco2e
+            item["low_j"] = best.low_j
+            item["high_j"] = best.high_j
         item["warnings"] = result.warnings
+        item.update(result._bounds())
+        domain = result.applicability
+        assert domain is not None  # estimate() always says where the row lies
+        item["distance"] = domain.distance
+        item["unseen"] = [list(pair) for pair in domain.unseen]
+        item["band_calibrated"] = domain.calibrated
         out.append(item)
     return out
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib.resources
+import itertools
 import json
 import logging
 import math
@@ -64,6 +65,14 @@ from threadpoolctl import threadpool_limits
 from joulecast.errors import InputError, JoulecastError
 from joulecast.inputs import finite, quote, read_file, whole
 from joulecast.offline.bounds import COLUMN_MAX
+from joulecast.offline.domain import (
+    MAX_LOG_HALFWIDTH,
+    Applicability,
+    Band,
+    TrainingDomain,
+    calibrate_band,
+    members_of,
+)
 from joulecast.offline.factorised import FactorisedEnergy
 from joulecast.offline.features import (
     FEATURE_SETS,
@@ -823,6 +832,47 @@ def check_model(data: Any, source: str) -> None:
         _bounded(top["fit_seconds"], at / "fit_seconds", Bound("finite", 0.0, math.inf))
     if "n_runs" in top:
         _bounded(top["n_runs"], at / "n_runs", Bound("whole", MIN_RUNS, MAX_RUNS))
+    if "applicability" in top:
+        _check_applicability(top["applicability"], at / "applicability", targets)
+
+
+#: The most calibration points of one band.
+MAX_BAND_POINTS = 10
+
+
+def _check_applicability(value: Any, at: _At, targets: list[str]) -> None:
+    """The optional block of calibrated intervals (absent from files written before it)."""
+    block = _object(value, at, "an object with coverage and bands")
+    coverage = _field(block, "coverage", at, "a share above 0, at most 1")
+    _bounded(coverage, at / "coverage", Bound("finite", 0.0, 1.0, above=True))
+    bands = _object(_field(block, "bands", at, "a band per target"), at / "bands")
+    _equal(list(bands), at / "bands", targets)
+    for target, band in bands.items():
+        _check_band(band, at / "bands" / target)
+
+
+def _check_band(value: Any, at: _At) -> None:
+    band = _object(value, at, "an object with distance and log_halfwidth")
+    expected = f"a list of 1 to {MAX_BAND_POINTS} numbers that never decrease"
+    lengths = []
+    for key, bound in (
+        ("distance", Bound("finite", 0.0, 1e6, above=True)),
+        ("log_halfwidth", Bound("finite", 0.0, MAX_LOG_HALFWIDTH)),
+    ):
+        values = _field(band, key, at, expected)
+        if not isinstance(values, list) or not 1 <= len(values) <= MAX_BAND_POINTS:
+            raise (at / key).wrong(values, expected)
+        for i, v in enumerate(values):
+            _bounded(v, at / key / i, bound)
+        if any(b < a for a, b in itertools.pairwise(values)):
+            raise (at / key).wrong(values, expected)
+        lengths.append(len(values))
+    if lengths[0] != lengths[1]:
+        raise (at / "log_halfwidth").wrong(
+            band["log_halfwidth"], f"as many numbers as distance ({lengths[0]})"
+        )
+    if band.get("spread_limit") is not None:
+        _bounded(band["spread_limit"], at / "spread_limit", Bound("finite", 1.0, 1e6))
 
 
 def _check_target(value: Any, at: _At) -> None:
@@ -941,7 +991,30 @@ class OfflineEstimator:
         for target in targets:
             rows[target] = y[target]
         self._refit(rows.reset_index(drop=True))
+        self.fit_intervals()
         self.fit_seconds_ = time.perf_counter() - start
+        return self
+
+    def fit_intervals(self) -> OfflineEstimator:
+        """Calibrate each target's interval (a :class:`~joulecast.offline.domain.Band`) on the
+        grouped out-of-fold errors of its chosen model over the training rows.
+
+        :meth:`fit` calls it; with fewer than :data:`N_SPLITS` configurations the model has no
+        bands, and its estimates say so.
+        """
+        self._check_fitted()
+        rows = self.training_rows_
+        X = rows[RAW_FEATURES].to_numpy(dtype=float)
+        groups = configuration_groups(rows[RAW_FEATURES])
+        bands: dict[str, Band] = {}
+        with _one_blas_thread():
+            for target, spec in self.specs_.items():
+                y = rows[target].to_numpy(dtype=float)
+                make = functools.partial(build_estimator, spec)
+                band = calibrate_band(make, X, y, groups, self.domain_, cv_splitter("grouped"))
+                if band is not None:
+                    bands[target] = band
+        self.bands_: dict[str, Band] | None = bands if len(bands) == len(self.specs_) else None
         return self
 
     def _refit(self, rows: pd.DataFrame) -> None:
@@ -953,7 +1026,8 @@ class OfflineEstimator:
                 t: build_estimator(spec).fit(X, rows[t].to_numpy(dtype=float))
                 for t, spec in self.specs_.items()
             }
-        self.ranges_ = {c: (float(rows[c].min()), float(rows[c].max())) for c in RAW_FEATURES}
+        self.domain_ = TrainingDomain(rows)
+        self.ranges_ = self.domain_.ranges
 
     # -- using -----------------------------------------------------------------------------
 
@@ -982,14 +1056,36 @@ class OfflineEstimator:
         warnings = []
         for pos, (_, row) in enumerate(features.iterrows()):
             where = f"row {pos}: " if len(features) > 1 else ""
-            for c in RAW_FEATURES:
-                low, high = self.ranges_[c]
-                if not low <= row[c] <= high:
-                    warnings.append(
-                        f"{where}{c} {row[c]:.4g} is outside the training range"
-                        f" {low:.4g}..{high:.4g}"
-                    )
+            warnings += [where + w for w in self.domain_.out_of_range(row)]
         return warnings
+
+    def applicability(self, df: pd.DataFrame) -> list[Applicability]:
+        """Where each row lies from the training data (features out of range, factors never
+        seen together, distance to the nearest training configuration, an ensemble's spread),
+        the warnings that follow and each prediction's interval; see
+        :mod:`joulecast.offline.domain`."""
+        self._check_fitted()
+        features = feature_frame(df)
+        X = features.to_numpy()
+        predicted, parts = {}, {}
+        with _one_blas_thread():
+            for t, model in self.models_.items():
+                parts[t] = [np.asarray(m.predict(X), dtype=float) for m in members_of(model)]
+                # An unweighted VotingRegressor predicts its members' mean: no second pass.
+                predicted[t] = (
+                    np.mean(parts[t], axis=0)
+                    if parts[t] and model.weights is None
+                    else np.asarray(model.predict(X), dtype=float)
+                )
+        return [
+            self.domain_.assess(
+                row,
+                {t: float(p[pos]) for t, p in predicted.items()},
+                {t: [float(p[pos]) for p in ps] for t, ps in parts.items() if ps},
+                self.bands_,
+            )
+            for pos, (_, row) in enumerate(features.iterrows())
+        ]
 
     # -- persistence -----------------------------------------------------------------------
 
@@ -1001,7 +1097,7 @@ class OfflineEstimator:
         from joulecast._version import __version__
 
         rows = self.training_rows_
-        return {
+        out = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "versions": {
@@ -1029,6 +1125,13 @@ class OfflineEstimator:
             "columns": list(rows.columns),
             "rows": rows.to_numpy(dtype=float).tolist(),
         }
+        if self.bands_ is not None:
+            coverage = next(iter(self.bands_.values())).coverage
+            out["applicability"] = {
+                "coverage": coverage,
+                "bands": {t: band.to_dict() for t, band in self.bands_.items()},
+            }
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "model") -> OfflineEstimator:
@@ -1058,6 +1161,12 @@ class OfflineEstimator:
         self.source_ = data.get("source")
         self.n_configurations_ = data["n_configurations"]
         self.fit_seconds_ = data.get("fit_seconds", math.nan)
+        block = data.get("applicability")
+        self.bands_ = (
+            None
+            if block is None
+            else {t: Band.from_dict(b, block["coverage"]) for t, b in block["bands"].items()}
+        )
         rows = pd.DataFrame(data["rows"], columns=data["columns"], dtype=float)
         self._refit(rows)
         return self
@@ -1127,7 +1236,30 @@ class OfflineEstimator:
         lines += ["", "Domain (training ranges; predictions outside them are extrapolations):", ""]
         lines += ["| feature | min | max |", "|---|---:|---:|"]
         lines += [f"| {c} | {lo:.4g} | {hi:.4g} |" for c, (lo, hi) in self.ranges_.items()]
+        lines += ["", *self._bands_text()]
         return "\n".join(lines) + "\n"
+
+    def _bands_text(self) -> list[str]:
+        """The card's account of the calibrated intervals."""
+        if self.bands_ is None:
+            return ["No calibrated interval (fewer than 5 configurations, or an older file)."]
+        coverage = next(iter(self.bands_.values())).coverage
+        lines = [
+            f"Intervals: the {coverage:.0%} band of the grouped {N_SPLITS}-fold out-of-fold"
+            " errors, by distance to the nearest training configuration (1 = farther than"
+            f" {coverage:.0%} of the training configurations are from their nearest); beyond the"
+            " last point the half-width grows with the distance. An ensemble's interval also"
+            " spans its members.",
+            "",
+            "| target | distance | interval (x/÷) | members' spread limit |",
+            "|---|---|---|---:|",
+        ]
+        for t, band in self.bands_.items():
+            distance = ", ".join(f"{d:.2f}" for d in band.distance)
+            factor = ", ".join(f"{math.exp(h):.2f}" for h in band.log_halfwidth)
+            limit = "–" if band.spread_limit is None else f"x{band.spread_limit:.2f}"
+            lines.append(f"| {t} | {distance} | {factor} | {limit} |")
+        return lines
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "specs_"):

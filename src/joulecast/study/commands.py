@@ -163,7 +163,8 @@ def offline_expectation(study: Any, status: Any, gpu: str | None) -> dict[str, A
             return None
         energy += by["offline-epoch-energy"].energy_j
         duration += result.duration_s
-        warnings.update(w.split(" ")[0] for w in result.warnings)
+        if result.applicability is not None:
+            warnings.update(result.applicability.out_of_range)
     caveat = (
         f"; outside the model's training ranges: {', '.join(sorted(warnings))}" if warnings else ""
     )
