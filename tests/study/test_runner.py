@@ -282,7 +282,7 @@ def test_only_runs_the_selected_factor_level(tmp_path):
     assert bad.returncode == 2 and "not a factor" in bad.stderr
 
 
-def test_plan_uses_the_offline_estimator_on_a_known_gpu():
+def test_plan_uses_the_offline_estimator_on_a_known_gpu(tmp_path):
     import pandas as pd
 
     from joulecast.study.commands import offline_expectation
@@ -293,8 +293,17 @@ def test_plan_uses_the_offline_estimator_on_a_known_gpu():
     result = offline_expectation(study, todo, "RTX 3090")
     assert result is not None and result["energy_j"] > 0 and result["duration_s"] > 0
     assert "offline estimate on RTX 3090 for the 1170 runs to do" in result["note"]
-    # The caveat names the features outside the training ranges, not the other warnings'.
-    assert result["note"].endswith(
+    # The paper's split gives the dataset sizes the shipped model was trained on.
+    assert result["note"].endswith("(modelled)")
+    # With 15% of the training split held out for validation, Caltech101's sizes are outside
+    # the training ranges: the caveat names those features, not the other warnings'.
+    text = (ROOT / "examples" / "studies" / "paper_block2.toml").read_text()
+    assert text.count('\nsplit = "paper"\n') == 1
+    holdout = tmp_path / "holdout.toml"
+    holdout.write_text(text.replace('\nsplit = "paper"\n', '\nsplit = "holdout"\n'))
+    noted = offline_expectation(load_study(holdout), todo, "RTX 3090")
+    assert noted is not None
+    assert noted["note"].endswith(
         "; outside the model's training ranges: train_samples, val_samples"
     )
     half = todo.assign(status=["completed" if i % 2 else "planned" for i in range(len(todo))])
