@@ -79,3 +79,16 @@ def test_measure_prints_the_co2e_at_the_end(
     assert main(argv) == 0
     err = " ".join(capsys.readouterr().err.split())
     assert "gCO2e/kWh (region SWE (Sweden) 2021 yearly average" in err and "PUE 1.3" in err
+
+
+def test_report_takes_the_same_options(
+    stored: tuple[Store, int], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "r.md"
+    argv = ["report", "--store", str(tmp_path / "runs.db"), "-o", str(out), "--format", "md"]
+    assert main([*argv, "--intensity", "200"]) == 0
+    text = out.read_text()
+    assert "## CO2e" in text and "given value (--intensity)" in text  # the run is cleaned out
+    assert main([*argv, "--region", "nowhere"]) == 2
+    assert "region 'nowhere'" in capsys.readouterr().err
