@@ -282,6 +282,29 @@ def other_cases() -> list[Case]:
     ]
 
 
+def carbon_cases() -> list[Case]:
+    csv = "{tmp}/ci.csv"
+    show = ["show", "1", "--intensity-csv", csv]
+    head = "datetime,g_per_kwh\n"
+    return [
+        Case("co2-csv-missing", {}, show, ("ci.csv", "no such file")),
+        Case("co2-csv-column", {"ci.csv": "time,g\n"}, show, ("ci.csv", "datetime")),
+        Case("co2-csv-when", {"ci.csv": head + "noon,1\n"}, show, ("line 2", "'noon'")),
+        Case("co2-csv-value", {"ci.csv": head + "2026-01-01T00:00Z,1e9\n"}, show, ("line 2",)),
+        Case("co2-csv-binary", {"ci.csv": b"\xff\xfe\x00"}, show, ("ci.csv", "UTF-8")),
+        Case("co2-csv-dev-zero", {}, ["show", "1", "--intensity-csv", "/dev/zero"], ("/dev/zero",)),
+        Case("co2-region", {}, ["runs", "--region", "ATLANTIS"], ("ATLANTIS", "alpha-3")),
+        Case("co2-intensity", {}, ["show", "1", "--intensity", "-5"], ("-5",)),
+        Case("co2-pue", {}, ["show", "1", "--region", "FRA", "--pue", "0.5"], ("0.5",)),
+        Case(
+            "co2-measure-csv",
+            {"ci.csv": "x\n"},
+            ["measure", "--no-gpu", "--intensity-csv", csv, "--", "true"],
+            ("ci.csv",),
+        ),
+    ]
+
+
 CASES = (
     trace_cases()
     + reference_cases()
@@ -289,6 +312,7 @@ CASES = (
     + yaml_cases()
     + offline_cases()
     + other_cases()
+    + carbon_cases()
 )
 
 

@@ -36,7 +36,15 @@ from joulecast.inputs import (
 from joulecast.outputs import print_json as _print_json
 from joulecast.outputs import write_atomic
 from joulecast.store import Store, default_store_path
-from joulecast.verbs import Parser, Verbs, console, shown, store_of
+from joulecast.verbs import (
+    Parser,
+    Verbs,
+    add_carbon_options,
+    carbon_of,
+    console,
+    shown,
+    store_of,
+)
 
 log = logging.getLogger("joulecast")
 
@@ -133,6 +141,15 @@ def print_summary(summary: RunSummary, out: Any) -> None:
         out.print(f"[yellow]warning:[/yellow] {shown(warning)}")
 
 
+# -- carbon ----------------------------------------------------------------------------------
+
+
+def _emissions_line(store: Store, run_id: int, source: Any, pue: float) -> str:
+    from joulecast.carbon import NO_INTENSITY, run_emissions
+
+    return NO_INTENSITY if source is None else run_emissions(store, run_id, source, pue).describe()
+
+
 # -- verbs ---------------------------------------------------------------------------------
 
 
@@ -144,6 +161,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
+    carbon_of(args)  # a bad intensity option is refused before the command runs
     run_uid = getattr(args, "run_uid", None)
     if getattr(args, "per_node", False) and not current_job(uid=run_uid).samples_node:
         pass_through(command)  # another rank of this node: its local rank 0 samples
@@ -174,7 +192,14 @@ def cmd_measure(args: argparse.Namespace) -> int:
         for s, handler in forward.items():
             signal.signal(s, handler)
     if not args.quiet:
-        print_summary(summary, console(stderr=True))
+        out = console(stderr=True)
+        print_summary(summary, out)
+        try:
+            store = store_of(args, read_only=True)
+            pue = getattr(args, "pue", 1.0)
+            out.print(shown(_emissions_line(store, summary.run_id, carbon_of(args), pue)))
+        except JoulecastError as exc:  # the run is measured and kept: say why, keep its exit
+            out.print(f"[yellow]warning:[/yellow] {shown(str(exc))}")
     if summary.signal is not None:
         return 128 + signal.Signals[summary.signal].value
     return int(summary.exit_code or 0)
@@ -210,15 +235,24 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     """List the runs in the store."""
-    frame = store_of(args, read_only=True).runs()
+    store = store_of(args, read_only=True)
+    frame = store.runs()
+    source = carbon_of(args)
+    emissions, notes = _runs_emissions(store, frame, source, args.pue)
     if args.json:
-        _print_json(json.loads(frame.to_json(orient="records")))
+        records = json.loads(frame.to_json(orient="records"))
+        if source is not None:
+            for record in records:
+                e = emissions.get(record["id"])
+                record.update(e.to_dict() if e else {"co2e_g": None, "pue": args.pue})
+        _print_json(records)
         return 0
     from rich.table import Table
 
     table = Table()
     columns = ("id", "name", "status", "origin", "started", "duration s", "epochs", "energy kWh")
-    for col in (*columns, "tags"):
+    co2 = ("CO2e g",) if source is not None else ()
+    for col in (*columns, *co2, "tags"):
         table.add_column(col)
     for row in frame.to_dict("records"):
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["started_at"]))
@@ -231,20 +265,56 @@ def cmd_runs(args: argparse.Namespace) -> int:
             _fmt(row["duration_s"]),
             str(row["epochs"]),
             _fmt(j_to_kwh(row["energy_j"]), 4),
+            *([_fmt(e.co2e_g, 2) if (e := emissions.get(row["id"])) else "-"] if co2 else []),
             shown(" ".join(f"{k}={v}" for k, v in row["tags"].items())),
         )
-    console().print(table)
+    out = console()
+    out.print(table)
+    if source is not None:
+        out.print(shown(f"CO2e: intensity from {source.source}, PUE {args.pue:g}"))
+    for note in notes:
+        out.print(f"[yellow]warning:[/yellow] {shown(note)}")
     return 0
+
+
+def _runs_emissions(
+    store: Store, frame: Any, source: Any, pue: float
+) -> tuple[dict[int, Any], list[str]]:
+    """Each run's :class:`joulecast.carbon.Emissions` (a run the intensity does not cover is
+    left out, with a note saying why)."""
+    from joulecast.carbon import run_emissions
+
+    emissions: dict[int, Any] = {}
+    notes: list[str] = []
+    if source is None:
+        return emissions, notes
+    for run_id in frame["id"].tolist():
+        try:
+            emissions[int(run_id)] = run_emissions(store, int(run_id), source, pue)
+        except InputError as exc:
+            notes.append(f"run {run_id}: no CO2e: {exc}")
+    return emissions, notes
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     """Print a run's summary."""
+    from joulecast.carbon import run_emissions
+
+    source = carbon_of(args)  # a bad option is refused before anything is printed
     store = store_of(args, read_only=True)
     summary = summarize(store, store.resolve(args.run))
     if args.json:
-        _print_json(summary.to_dict())
+        data = summary.to_dict()
+        if source is None:
+            data.update(co2e_g=None, intensity_g_per_kwh=None, intensity_source=None, pue=args.pue)
+        else:
+            data.update(run_emissions(store, summary.run_id, source, args.pue).to_dict())
+        _print_json(data)
     else:
-        print_summary(summary, console())
+        line = _emissions_line(store, summary.run_id, source, args.pue)
+        out = console()
+        print_summary(summary, out)
+        out.print(shown(line))
     return 0
 
 
@@ -694,6 +764,7 @@ def register(verbs: Verbs) -> None:
         metavar="DIR",
         help=f"folder of the node shards (default ${SHARD_DIR_ENV}, else STORE.shards)",
     )
+    add_carbon_options(p)
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
 
     p = verbs.add("collect", cmd_collect, "merge distributed jobs' node shards into one run each")
@@ -709,10 +780,11 @@ def register(verbs: Verbs) -> None:
         help="merge a job even when some of its nodes' shards are missing",
     )
 
-    verbs.add("runs", cmd_runs, "list runs")
+    add_carbon_options(verbs.add("runs", cmd_runs, "list runs"))
 
     p = verbs.add("show", cmd_show, "show a run's energy summary")
     p.add_argument("run", help="run id, name, or 'last'")
+    add_carbon_options(p)
 
     p = verbs.add("export", cmd_export, "export a run's samples and phases")
     p.add_argument("run", help="run id, name, or 'last'")

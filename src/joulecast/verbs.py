@@ -84,3 +84,46 @@ def store_of(args: argparse.Namespace, *, read_only: bool = False) -> Store:
     """The store named by a verb's ``--store`` (default: ``$JOULECAST_STORE`` or
     ./joulecast.db); ``read_only`` for a verb that only reads it."""
     return Store(args.store, read_only=read_only)
+
+
+def add_carbon_options(parser: argparse.ArgumentParser) -> None:
+    """``--intensity``, ``--intensity-csv``, ``--region`` and ``--pue`` (docs/carbon.md)."""
+    from joulecast.carbon import INTENSITY_ENV, MAX_G_PER_KWH, MAX_PUE, REGION_ENV
+    from joulecast.inputs import finite_arg
+
+    group = parser.add_argument_group("CO2e (docs/carbon.md)")
+    group.add_argument(
+        "--intensity",
+        type=finite_arg(lo=0.0, hi=MAX_G_PER_KWH),
+        metavar="G_PER_KWH",
+        help=f"carbon intensity of the electricity, gCO2e/kWh (default ${INTENSITY_ENV})",
+    )
+    group.add_argument(
+        "--intensity-csv",
+        metavar="FILE",
+        help="hourly intensity file (columns datetime, g_per_kwh), weighted by the run's"
+        " energy in each hour",
+    )
+    group.add_argument(
+        "--region",
+        metavar="CODE",
+        help=f"country of the shipped yearly table, ISO alpha-3 (FRA) (default ${REGION_ENV})",
+    )
+    group.add_argument(
+        "--pue",
+        type=finite_arg(lo=1.0, hi=MAX_PUE),
+        default=1.0,
+        help="power usage effectiveness of the data centre (1.0: none added)",
+    )
+
+
+def carbon_of(args: argparse.Namespace) -> Any:
+    """The :class:`joulecast.carbon.Intensity` the options and environment name, or None
+    (a verb called with a namespace of its own, as ``demo`` calls ``measure``, may lack them)."""
+    from joulecast.carbon import resolve_intensity
+
+    return resolve_intensity(
+        getattr(args, "intensity", None),
+        getattr(args, "intensity_csv", None),
+        getattr(args, "region", None),
+    )

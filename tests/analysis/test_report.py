@@ -284,3 +284,22 @@ def test_no_power_limit_section_where_the_runs_do_not_vary_it(synthetic, tmp_pat
     with joulecast.open_store(synthetic) as store:
         report = build(store, figures_dir=tmp_path / "fig")
     assert "GPU power limit" not in [s.title for s in report.sections]
+
+
+def test_report_with_an_intensity_has_a_co2e_section(synthetic, tmp_path):
+    from joulecast.carbon import fixed
+
+    with joulecast.open_store(synthetic) as store:
+        report = build(store, figures_dir=tmp_path / "fig", intensity=fixed(400.0), pue=1.5)
+    assert [s.title for s in report.sections] == [*SECTIONS, "CO2e"]
+    co2 = report.sections[-1]
+    assert "PUE (1.5)" in co2.paragraphs[0] and "given value" in co2.paragraphs[0]
+    tables = dict(co2.tables)
+    runs = tables["CO2e by run"]
+    assert len(runs) > 0
+    assert runs["co2e_g"].tolist() == pytest.approx(
+        (runs["energy_j"] / 3.6e6 * 1.5 * 400.0).tolist()
+    )
+    by_arch = tables["CO2e by architecture"]
+    assert by_arch["co2e_g_total"].sum() == pytest.approx(runs["co2e_g"].sum())
+    assert co2.figures[0][0] == "CO2e per run by architecture"

@@ -250,3 +250,25 @@ def test_live_forecast_is_logged(tmp_path, tracking):
     with joulecast.open_store(tmp_path / "runs.db") as s:
         stored = s.phases(cb.run.run_id, "epoch")["metrics"].iloc[-1]["forecast"]["total_j"]
     assert history[-1].value == pytest.approx(stored)
+
+
+def test_the_co2e_is_logged_where_the_environment_names_an_intensity(
+    tmp_path, tracking, monkeypatch, caplog
+):
+    from joulecast.sensors.replay import ReplaySensor
+
+    path = tmp_path / "runs.db"
+    trace = pd.DataFrame({"t_s": [0.0, 60.0], "device": "gpu:0", "power_w": [100.0, 100.0]})
+    with joulecast.measure(store=path, sensors=[ReplaySensor(trace)], interval_s=0.02) as run:
+        time.sleep(0.1)
+    energy_j = joulecast.summarize(joulecast.open_store(path), run.run_id).energy_j
+    monkeypatch.setenv("JOULECAST_INTENSITY", "400")
+    data = tracking.get_run(log_run(path, run.run_id)).data
+    assert data.metrics["co2e_g"] == pytest.approx(energy_j / 3.6e6 * 400)
+    assert data.tags["joulecast.intensity_source"] == "given value ($JOULECAST_INTENSITY)"
+    assert data.tags["joulecast.pue"] == "1"
+    monkeypatch.delenv("JOULECAST_INTENSITY")
+    monkeypatch.setenv("JOULECAST_REGION", "nowhere")
+    data = tracking.get_run(log_run(path, run.run_id)).data
+    assert "co2e_g" not in data.metrics and "energy_j" in data.metrics
+    assert "no co2e_g logged: region 'nowhere'" in caplog.text

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from joulecast.outputs import check_output, print_json
-from joulecast.verbs import Verbs, console, shown, store_of
+from joulecast.verbs import Verbs, add_carbon_options, carbon_of, console, shown, store_of
 
 
 def _group_by(values: list[str]) -> list[str]:
@@ -22,12 +22,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     output = Path(args.output)
     check_output(output)
+    intensity = carbon_of(args)
     with tempfile.TemporaryDirectory(prefix="joulecast-report-") as figures:
         report = build(
             store_of(args, read_only=True),
             study=args.study,
             group_by=_group_by(args.group_by),
             figures_dir=Path(figures),
+            intensity=intensity,
+            pue=args.pue,
         )
         if args.format == "md":
             write_md(report, output)
@@ -81,6 +84,7 @@ def register(verbs: Verbs) -> None:
     )
     p.add_argument("--format", choices=["html", "md"], default="html")
     p.add_argument("--tables", metavar="DIR", help="also write every table as CSV in DIR")
+    add_carbon_options(p)
     p = verbs.add(
         "analyze",
         cmd_analyze,

@@ -23,12 +23,15 @@ import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from joulecast.errors import InputError
+
+if TYPE_CHECKING:
+    from joulecast.carbon import Intensity
 from joulecast.outputs import write_atomic
 
 log = logging.getLogger(__name__)
@@ -80,8 +83,11 @@ def build(
     study: str | None = None,
     group_by: Sequence[str] = ("architecture", "environment"),
     figures_dir: Path | None = None,
+    intensity: Intensity | None = None,
+    pue: float = 1.0,
 ) -> Report:
-    """Compute every section of the report for the runs of ``store`` (or of one study)."""
+    """Compute every section of the report for the runs of ``store`` (or of one study);
+    with an ``intensity`` (:mod:`joulecast.carbon`), a CO2e section too."""
     from joulecast.analysis.clean import clean
     from joulecast.analysis.data import run_table
 
@@ -134,7 +140,60 @@ def build(
     sections.append(_parameters_section(cleaned, figures))
     sections.append(_stability_section(store, cleaned, figures))
     sections.append(_estimators_section(store, cleaned, figures))
+    if intensity is not None:
+        sections.append(_carbon_section(store, cleaned, group_by, intensity, pue, figures))
     return Report(title, sections, figures)
+
+
+def _carbon_section(
+    store: Any,
+    df: pd.DataFrame,
+    group_by: Sequence[str],
+    intensity: Intensity,
+    pue: float,
+    figures: Path,
+) -> Section:
+    """Each kept run's CO2e, and the CO2e by group of each factor compared."""
+    from joulecast.analysis import plots
+    from joulecast.carbon import run_emissions
+
+    section = Section("CO2e")
+    section.paragraphs.append(
+        f"CO2e = energy x PUE ({pue:g}) x carbon intensity, the intensity from"
+        f" {intensity.source} (docs/carbon.md)."
+    )
+    rows, skipped = [], []
+    for run_id in df["run_id"].astype(int).tolist():
+        try:
+            e = run_emissions(store, run_id, intensity, pue)
+        except InputError as exc:
+            skipped.append(f"run {run_id}: {exc}")
+            continue
+        rows.append({"run_id": run_id, "co2e_g": e.co2e_g, "g_per_kwh": e.intensity_g_per_kwh})
+    if skipped:
+        section.paragraphs.append(
+            f"{len(skipped)} run(s) without CO2e: " + "; ".join(skipped[:5]) + "."
+        )
+    if not rows:
+        return section
+    factors = [f for f in dict.fromkeys(["architecture", "environment", *group_by]) if f in df]
+    runs = df[["run_id", "name", *factors, "energy_j"]].merge(pd.DataFrame(rows), on="run_id")
+    section.tables.append(("CO2e by run", runs))
+    for factor in factors:
+        present = runs.dropna(subset=[factor])
+        if present[factor].nunique() == 0:
+            continue
+        table = present.groupby(factor).agg(
+            runs=("run_id", "count"),
+            co2e_g_median=("co2e_g", "median"),
+            co2e_g_total=("co2e_g", "sum"),
+        )
+        section.tables.append((f"CO2e by {factor}", table.reset_index()))
+        path = plots.box_by_group(
+            present, "co2e_g", factor, figures / f"box-{_slug(factor)}-co2e.png", label="CO2e (g)"
+        )
+        section.figures.append((f"CO2e per run by {factor}", path))
+    return section
 
 
 def _overview(df: pd.DataFrame) -> pd.DataFrame:

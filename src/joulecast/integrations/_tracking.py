@@ -1,7 +1,9 @@
 """One logging interface for the experiment trackers: MLflow, Weights & Biases, TensorBoard.
 
 What is logged, and under which key, is decided here once: :func:`epoch_points` (per epoch,
-``step`` = the epoch's index), :func:`total_points` (the run's totals) and :func:`run_tags`.
+``step`` = the epoch's index), :func:`total_points` (the run's totals, with :data:`CO2E_KEY`
+where ``$JOULECAST_INTENSITY`` or ``$JOULECAST_REGION`` names an intensity) and
+:func:`run_tags`.
 A key added to :data:`EPOCH_METRICS`, :data:`FORECAST_KEYS` or :data:`TOTAL_METRICS` reaches
 every tracker. Each tracker's module only says how to open its run, write points and tags,
 and close it (:class:`Tracker`); :func:`resolve_trackers` turns an integration's tracker
@@ -28,6 +30,7 @@ from joulecast.records import RunStatus
 if TYPE_CHECKING:
     import pandas as pd
 
+    from joulecast.carbon import Emissions
     from joulecast.energy import RunSummary
     from joulecast.integrations.mlflow import MlflowLogger
     from joulecast.integrations.tensorboard import TensorBoardLogger
@@ -60,6 +63,9 @@ TOTAL_METRICS = (
     "mean_power_w",
     "j_per_sample",
 )
+# The run's CO2e in g (joulecast.carbon), logged with the totals where an intensity is known;
+# its intensity's source and the PUE go with the run's tags.
+CO2E_KEY = "co2e_g"
 
 
 @dataclass(frozen=True)
@@ -108,10 +114,30 @@ def replayed(summary: RunSummary) -> list[str]:
     return [d for d, total in summary.devices.items() if total.replayed]
 
 
-def total_points(summary: RunSummary) -> list[Point]:
-    """The run's totals (``energy_j_replayed`` too for a run with replayed devices)."""
+def total_points(summary: RunSummary, emissions: Emissions | None = None) -> list[Point]:
+    """The run's totals (``energy_j_replayed`` too for a run with replayed devices, and
+    :data:`CO2E_KEY` where ``emissions`` are known)."""
     keys = (*TOTAL_METRICS, "energy_j_replayed") if replayed(summary) else TOTAL_METRICS
-    return _points({key: getattr(summary, key) for key in keys}, None)
+    values = {key: getattr(summary, key) for key in keys}
+    if emissions is not None:
+        values[CO2E_KEY] = emissions.co2e_g
+    return _points(values, None)
+
+
+def run_emissions(store: Store, run_id: int) -> Emissions | None:
+    """The run's CO2e under the intensity the environment names (``$JOULECAST_INTENSITY``,
+    ``$JOULECAST_REGION``, PUE 1.0); None without one, or with one that cannot be used (a
+    warning says why: a tracker logs the rest of the run all the same)."""
+    from joulecast.carbon import resolve_intensity
+    from joulecast.carbon import run_emissions as emissions_of
+    from joulecast.errors import InputError
+
+    try:
+        source = resolve_intensity()
+        return None if source is None else emissions_of(store, run_id, source)
+    except InputError as exc:
+        log.warning("no %s logged: %s", CO2E_KEY, exc)
+        return None
 
 
 def start_tags(run: Run) -> dict[str, str]:
@@ -122,8 +148,11 @@ def start_tags(run: Run) -> dict[str, str]:
     }
 
 
-def run_tags(summary: RunSummary, store: Store) -> dict[str, str]:
-    """The tags logged with the totals: where the run is stored, its status, replayed devices."""
+def run_tags(
+    summary: RunSummary, store: Store, emissions: Emissions | None = None
+) -> dict[str, str]:
+    """The tags logged with the totals: where the run is stored, its status, replayed devices,
+    and where the CO2e's intensity came from."""
     tags = {
         "joulecast.run_id": str(summary.run_id),
         "joulecast.store": str(Path(store.path).resolve()),
@@ -132,6 +161,10 @@ def run_tags(summary: RunSummary, store: Store) -> dict[str, str]:
     devices = replayed(summary)
     if devices:
         tags["joulecast.replayed"] = ", ".join(devices)
+    if emissions is not None:
+        tags["joulecast.intensity_source"] = emissions.intensity_source
+        tags["joulecast.intensity_g_per_kwh"] = f"{emissions.intensity_g_per_kwh:g}"
+        tags["joulecast.pue"] = f"{emissions.pue:g}"
     return tags
 
 
@@ -202,7 +235,8 @@ class Tracker(abc.ABC):
         """
         self.start(run)
         summary = run.summary()
-        self._log(total_points(summary), run_tags(summary, run.store))
+        co2e = run_emissions(run.store, run.run_id)
+        self._log(total_points(summary, co2e), run_tags(summary, run.store, co2e))
         self._log_trace(run.store, run.run_id)
         if end_run and self._started_here:
             self._close(RunStatus(status))
@@ -224,10 +258,12 @@ class Tracker(abc.ABC):
         try:
             rid = st.resolve(run_id)
             summary = summarize(st, rid)
+            co2e = run_emissions(st, rid)
             target, started = self._open_as(summary.name)
             try:
                 self._log(
-                    epoch_points(summary.epochs) + total_points(summary), run_tags(summary, st)
+                    epoch_points(summary.epochs) + total_points(summary, co2e),
+                    run_tags(summary, st, co2e),
                 )
                 self._log_trace(st, rid)
             except BaseException:

@@ -1,0 +1,305 @@
+"""CO2e of measured runs: energy x carbon intensity x PUE.
+
+Where the intensity comes from, in order (:func:`resolve_intensity`): a value the user gives
+(``--intensity G_PER_KWH``), an hourly intensity file (``--intensity-csv FILE``), a country
+of the shipped table (``--region CODE``, ``data/carbon_intensity.csv``); without any of
+those options, ``JOULECAST_INTENSITY`` then ``JOULECAST_REGION``. Without any, there is no
+CO2e: no world average is assumed. PUE defaults to 1.0 (the energy measured is the energy
+counted) and is always said. No network call is made.
+
+The one formula is :func:`joulecast.offline.baselines.carbon_g`; this module only decides
+which intensity applies to which joule.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from joulecast.errors import InputError
+from joulecast.inputs import capped_lines, finite, quote, read_file
+from joulecast.offline.baselines import carbon_g
+
+INTENSITY_ENV = "JOULECAST_INTENSITY"
+REGION_ENV = "JOULECAST_REGION"
+#: The most gCO2e/kWh accepted: above any grid's (coal plants emit about 1,000).
+MAX_G_PER_KWH = 5000.0
+#: The most PUE accepted (data centres report 1.1-2).
+MAX_PUE = 10.0
+#: The longest intensity file read.
+MAX_CSV_BYTES = 64 << 20
+#: The longest time one row of an intensity file holds (until the next row's time, if sooner).
+ROW_SPAN_S = 3600.0
+TABLE = "carbon_intensity.csv"
+
+
+@dataclass(frozen=True)
+class Intensity:
+    """A carbon intensity source: one value, or an hourly series.
+
+    Attributes:
+        source: Where it came from, in words (printed with every figure).
+        g_per_kwh: The value, for a fixed intensity; None for a series.
+        series: For an hourly file: (start, end, g_per_kwh) rows in UNIX seconds, in time
+            order, not overlapping.
+    """
+
+    source: str
+    g_per_kwh: float | None = None
+    series: tuple[tuple[float, float, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class Emissions:
+    """A run's CO2e and how it was found.
+
+    Attributes:
+        co2e_g: Grams of CO2e: ``carbon_g(energy_j x pue, intensity)`` summed over the run.
+        intensity_g_per_kwh: The intensity applied (for an hourly file, the mean weighted by
+            the run's energy in each row's span).
+        intensity_source: Where the intensity came from.
+        pue: The power usage effectiveness applied.
+    """
+
+    co2e_g: float
+    intensity_g_per_kwh: float
+    intensity_source: str
+    pue: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON keys of ``show --json`` (docs/json.md)."""
+        return {
+            "co2e_g": self.co2e_g,
+            "intensity_g_per_kwh": self.intensity_g_per_kwh,
+            "intensity_source": self.intensity_source,
+            "pue": self.pue,
+        }
+
+    def describe(self) -> str:
+        """One line: the figure and where its intensity came from."""
+        grams = f"{self.co2e_g:,.2f}" if self.co2e_g >= 1 else f"{self.co2e_g:.3g}"
+        return (
+            f"CO2e: {grams} g at {self.intensity_g_per_kwh:,.1f} gCO2e/kWh"
+            f" ({self.intensity_source}), PUE {self.pue:g}"
+        )
+
+
+#: What a command without intensity says instead of a CO2e figure.
+NO_INTENSITY = (
+    "CO2e: none (no carbon intensity given: --intensity G_PER_KWH, --intensity-csv FILE or"
+    f" --region CODE, or ${INTENSITY_ENV} / ${REGION_ENV}; see docs/carbon.md)"
+)
+
+
+def check_pue(value: object) -> float:
+    """``value`` as a PUE: a finite number in [1, :data:`MAX_PUE`]."""
+    return finite(value, "pue", lo=1.0, hi=MAX_PUE)
+
+
+def fixed(value: object, source: str = "given value") -> Intensity:
+    """A fixed intensity in gCO2e/kWh, checked (finite, 0 to :data:`MAX_G_PER_KWH`)."""
+    g = finite(value, "carbon intensity (gCO2e/kWh)", lo=0.0, hi=MAX_G_PER_KWH)
+    return Intensity(source, g_per_kwh=g)
+
+
+def _table() -> dict[str, tuple[str, float, int]]:
+    text = resources.files("joulecast").joinpath("data").joinpath(TABLE).read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if not line.startswith("#")]
+    return {
+        r["code"]: (r["country"], float(r["g_per_kwh"]), int(r["year"]))
+        for r in csv.DictReader(lines)
+    }
+
+
+def region(code: str) -> Intensity:
+    """The shipped yearly intensity of a country by ISO 3166-1 alpha-3 code (``FRA``).
+
+    Raises:
+        InputError: the code is not in the table.
+    """
+    table = _table()
+    key = code.strip().upper()
+    if key not in table:
+        raise InputError(
+            f"region {quote(code)}: not in the shipped table; give an ISO 3166-1 alpha-3"
+            f" country code such as FRA, DEU or USA (every code is in joulecast/data/{TABLE},"
+            " listed by 'python -m joulecast.carbon')"
+        )
+    country, g, year = table[key]
+    return Intensity(
+        f"region {key} ({country}) {year} yearly average, Our World in Data via CodeCarbon",
+        g_per_kwh=g,
+    )
+
+
+def _when(text: str, where: str) -> float:
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InputError(
+            f"{where}: datetime {quote(text)}: expected ISO 8601 such as 2026-01-31T14:00:00Z"
+        ) from None
+    if moment.tzinfo is None:  # documented: a time without a zone is UTC
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def read_intensity_csv(path: str | os.PathLike[str]) -> Intensity:
+    """An hourly (or finer) intensity file: columns ``datetime`` and ``g_per_kwh``.
+
+    Each row holds from its ``datetime`` (ISO 8601; UTC where it names no zone) until the
+    next row's, for at most :data:`ROW_SPAN_S`; rows may come in any order, other columns
+    are ignored.
+
+    Raises:
+        InputError: the file cannot be read, lacks a column, has a bad row (named by line
+            and field) or two rows at the same time.
+    """
+    name = str(path)
+    data = read_file(path, "an intensity CSV (datetime,g_per_kwh)", max_bytes=MAX_CSV_BYTES)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(f"{name}: not UTF-8 text (expected an intensity CSV)") from None
+    lines = list(capped_lines(io.StringIO(text), name))
+    reader = csv.DictReader(lines)
+    missing = {"datetime", "g_per_kwh"} - set(reader.fieldnames or ())
+    if missing:
+        raise InputError(
+            f"{name}: line 1: no column {', '.join(sorted(missing))}"
+            " (expected a header with datetime,g_per_kwh)"
+        )
+    rows: dict[float, float] = {}
+    for row in reader:
+        where = f"{name}: line {reader.line_num}"
+        t = _when(row["datetime"] or "", where)
+        try:
+            g = fixed(float(row["g_per_kwh"] or "nan")).g_per_kwh
+        except (ValueError, InputError):
+            raise InputError(
+                f"{where}: g_per_kwh {quote(row['g_per_kwh'])}: expected a number of"
+                f" gCO2e/kWh from 0 to {MAX_G_PER_KWH:g}"
+            ) from None
+        if t in rows:
+            raise InputError(
+                f"{where}: datetime {quote(row['datetime'])}: a second row at that time"
+            )
+        assert g is not None
+        rows[t] = g
+    if not rows:
+        raise InputError(f"{name}: no rows (expected datetime,g_per_kwh rows)")
+    starts = sorted(rows)
+    ends = [*starts[1:], math.inf]
+    series = tuple((s, min(e, s + ROW_SPAN_S), rows[s]) for s, e in zip(starts, ends, strict=True))
+    return Intensity(f"hourly file {Path(name).name}", series=series)
+
+
+def resolve_intensity(
+    intensity: float | None = None,
+    intensity_csv: str | os.PathLike[str] | None = None,
+    region_code: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Intensity | None:
+    """The intensity that applies: the first given of ``intensity``, ``intensity_csv`` and
+    ``region_code``; else ``$JOULECAST_INTENSITY``, else ``$JOULECAST_REGION``; else None.
+
+    Raises:
+        InputError: the chosen one is not valid (a value out of range, a bad file, an unknown
+            region).
+    """
+    if intensity is not None:
+        return fixed(intensity, "given value (--intensity)")
+    if intensity_csv is not None:
+        return read_intensity_csv(intensity_csv)
+    if region_code is not None:
+        return region(region_code)
+    env = os.environ if env is None else env
+    if env.get(INTENSITY_ENV, "").strip():
+        text = env[INTENSITY_ENV].strip()
+        try:
+            value = float(text)
+        except ValueError:
+            raise InputError(
+                f"${INTENSITY_ENV} {quote(text)}: expected a number of gCO2e/kWh"
+            ) from None
+        return fixed(value, f"given value (${INTENSITY_ENV})")
+    if env.get(REGION_ENV, "").strip():
+        return region(env[REGION_ENV])
+    return None
+
+
+def _utc(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def run_emissions(store: Any, run_id: int, source: Intensity, pue: float = 1.0) -> Emissions:
+    """The CO2e of a stored run under ``source`` and ``pue``, from the store's energy
+    aggregates (no sample is read).
+
+    For an hourly series, each row's intensity applies to the energy the run's devices used
+    in that row's span (the run's clock: its start time plus the samples' offsets).
+
+    Raises:
+        InputError: ``pue`` is out of range, or the series does not cover the run's readings.
+    """
+    pue = check_pue(pue)
+    states = store.device_energy(run_id)
+    energy_j = sum((s.energy_j for s in states.values() if not math.isnan(s.energy_j)), 0.0)
+    if source.g_per_kwh is not None:
+        co2e = carbon_g(energy_j * pue, source.g_per_kwh)
+        return Emissions(co2e, source.g_per_kwh, source.source, pue)
+    return _series_emissions(store, run_id, source, pue, states, energy_j)
+
+
+def _series_emissions(
+    store: Any, run_id: int, source: Intensity, pue: float, states: Any, energy_j: float
+) -> Emissions:
+    import numpy as np
+
+    started = float(store.run(run_id)["started_at"])
+    spans = [s.span_s for s in states.values() if not math.isnan(s.energy_j) and s.samples]
+    if not spans or energy_j <= 0:
+        g = source.series[0][2]
+        return Emissions(0.0, g, source.source, pue)
+    first, last = started + min(a for a, _ in spans), started + max(b for _, b in spans)
+    cells = [
+        (max(a, first), min(b, last), g) for a, b, g in source.series if b > first and a < last
+    ]
+    covered = first
+    for a, b, _ in cells:
+        if a > covered:
+            break
+        covered = max(covered, b)
+    if covered < last:
+        gap_end = next((a for a, _, _ in cells if a > covered), last)
+        raise InputError(
+            f"{source.source}: does not cover the run's readings from {_utc(covered)} to"
+            f" {_utc(gap_end)} (the run ran {_utc(first)} to {_utc(last)}): add rows for those"
+            " hours, or give --intensity or --region instead"
+        )
+    edges = np.array([[a - started, b - started] for a, b, _ in cells], dtype=float).ravel()
+    cum = store.energy_at(run_id, edges)
+    per_cell = sum(np.diff(e.reshape(-1, 2), axis=1)[:, 0] for e in cum.values())
+    co2e = sum(carbon_g(float(e) * pue, g) for e, (_, _, g) in zip(per_cell, cells, strict=True))
+    used_j = float(np.sum(per_cell))
+    mean_g = co2e / carbon_g(used_j * pue, 1.0) if used_j > 0 else cells[0][2]
+    return Emissions(co2e, mean_g, source.source, pue)
+
+
+def main() -> int:
+    """Print the shipped table's codes (``python -m joulecast.carbon``)."""
+    for code, (country, g, year) in sorted(_table().items()):
+        print(f"{code}  {g:8.1f} gCO2e/kWh  {year}  {country}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
