@@ -66,6 +66,11 @@ def with_epochs(store: str | None, budget_j: float | None = None, fail: bool = F
         flush=True,
     )
     dist.barrier()  # no rank tears down gloo while another still talks to it
+    # DDP's reducer holds the process group: released first, the group's gloo threads stop in
+    # destroy_process_group, with every rank past the barrier, rather than whenever the last
+    # reference goes (one rank once aborted at exit in CI: "terminate called without an
+    # active exception").
+    del model, optimizer
     dist.destroy_process_group()
 
 
