@@ -86,8 +86,9 @@ def store_of(args: argparse.Namespace, *, read_only: bool = False) -> Store:
     return Store(args.store, read_only=read_only)
 
 
-def add_carbon_options(parser: argparse.ArgumentParser) -> None:
-    """``--intensity``, ``--intensity-csv``, ``--region`` and ``--pue`` (docs/carbon.md)."""
+def add_carbon_options(parser: argparse.ArgumentParser, *, hourly: bool = True) -> None:
+    """``--intensity``, ``--intensity-csv``, ``--region`` and ``--pue`` (docs/carbon.md);
+    without ``hourly``, no ``--intensity-csv`` (for figures with no time of day)."""
     from joulecast.carbon import INTENSITY_ENV, MAX_G_PER_KWH, MAX_PUE, REGION_ENV
     from joulecast.inputs import finite_arg
 
@@ -98,12 +99,13 @@ def add_carbon_options(parser: argparse.ArgumentParser) -> None:
         metavar="G_PER_KWH",
         help=f"carbon intensity of the electricity, gCO2e/kWh (default ${INTENSITY_ENV})",
     )
-    group.add_argument(
-        "--intensity-csv",
-        metavar="FILE",
-        help="hourly intensity file (columns datetime, g_per_kwh), weighted by the run's"
-        " energy in each hour",
-    )
+    if hourly:
+        group.add_argument(
+            "--intensity-csv",
+            metavar="FILE",
+            help="hourly intensity file (columns datetime, g_per_kwh), weighted by the run's"
+            " energy in each hour",
+        )
     group.add_argument(
         "--region",
         metavar="CODE",
