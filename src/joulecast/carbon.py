@@ -92,11 +92,18 @@ class Emissions:
         )
 
 
+def no_intensity(hourly: bool = True) -> str:
+    """What a command without intensity says instead of a CO2e figure (without ``hourly``,
+    for a command that takes no intensity file)."""
+    options = "--intensity G_PER_KWH, --intensity-csv FILE" if hourly else "--intensity G_PER_KWH"
+    return (
+        f"CO2e: none (no carbon intensity given: {options} or --region CODE, or"
+        f" ${INTENSITY_ENV} / ${REGION_ENV}; see docs/carbon.md)"
+    )
+
+
 #: What a command without intensity says instead of a CO2e figure.
-NO_INTENSITY = (
-    "CO2e: none (no carbon intensity given: --intensity G_PER_KWH, --intensity-csv FILE or"
-    f" --region CODE, or ${INTENSITY_ENV} / ${REGION_ENV}; see docs/carbon.md)"
-)
+NO_INTENSITY = no_intensity()
 
 
 def check_pue(value: object) -> float:
