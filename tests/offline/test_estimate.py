@@ -80,7 +80,7 @@ def r_config():
 
 
 def test_without_duration_the_baselines_use_the_models_duration():
-    r = estimate_training(**PLAN, epochs=50, intensity_g_per_kwh=300)
+    r = estimate_training(**PLAN, epochs=50, intensity=300)
     by = {e.method: e for e in r.estimates}
     assert r.duration_estimated
     assert r.duration_s == pytest.approx(50 * r.epoch_energy_j / r.avg_power_w)
@@ -91,6 +91,67 @@ def test_without_duration_the_baselines_use_the_models_duration():
     assert epoch.gco2e == pytest.approx(epoch.energy_j / 3.6e6 * 300)
     none = estimate_training(**PLAN)  # no epochs, no duration: nothing to total
     assert all(e.energy_j is None and e.note for e in none.estimates)
+
+
+def test_the_co2e_of_an_estimate_applies_pue_once_and_says_its_source():
+    from joulecast.carbon import region
+
+    g = region("FRA").g_per_kwh
+    r = estimate_training(**PLAN, epochs=50, duration_s=7200, region="fra", pue=1.2)
+    by = {e.method: e for e in r.estimates}
+    for method in ("offline-epoch-energy", "offline-power", "mlco2"):
+        assert by[method].gco2e == pytest.approx(by[method].energy_j * 1.2 / 3.6e6 * g)
+    # Green Algorithms' energy already holds the PUE: it is not applied twice.
+    ga = by["green-algorithms"]
+    assert ga.energy_j == pytest.approx(1.2 * 7200 * (350 + 16 * 0.3725))
+    assert ga.gco2e == pytest.approx(ga.energy_j / 3.6e6 * g)
+    (row, *_) = r.rows()
+    assert row["intensity_g_per_kwh"] == g and row["pue"] == 1.2
+    assert row["intensity_source"].startswith("region FRA (France) 2021")
+    given = estimate_training(**PLAN, epochs=50, intensity=0)
+    assert {e.gco2e for e in given.estimates if e.energy_j} == {0.0}
+    assert given.rows()[0]["intensity_source"] == "given value (--intensity)"
+    plain = estimate_training(**PLAN, epochs=50)
+    assert all(e.gco2e is None for e in plain.estimates) and plain.rows()[0]["pue"] == 1.0
+
+
+def test_a_planned_training_refuses_an_hourly_intensity():
+    from joulecast.carbon import Intensity
+
+    hourly = Intensity("hourly file ci.csv", series=((0.0, 3600.0, 100.0),))
+    with pytest.raises(InputError, match=r"hourly file ci\.csv: an hourly intensity needs"):
+        estimate_training(**PLAN, epochs=5, intensity=hourly)
+
+
+def test_estimate_cli_co2e_from_the_environment_and_for_every_row(tmp_path, capsys, monkeypatch):
+    from joulecast.carbon import region
+    from joulecast.cli import main
+
+    args = ["estimate", "--gpu", "RTX 3090", "--arch", "resnet50", "--input-size", "128"]
+    args += ["--batch-size", "64", "--train-samples", "12000", "--val-samples", "8580"]
+    args += ["--epochs", "10", "--ram-gb", "16"]
+    monkeypatch.delenv("JOULECAST_INTENSITY", raising=False)
+    monkeypatch.delenv("JOULECAST_REGION", raising=False)
+    assert main(args) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "CO2e: none (no carbon intensity given: --intensity G_PER_KWH or --region" in text
+    assert "gCO2e" not in text.split("CO2e: none")[0]
+    monkeypatch.setenv("JOULECAST_REGION", "SWE")
+    assert main([*args, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    g = region("SWE").g_per_kwh
+    assert {r["intensity_source"] for r in rows} == {region("SWE").source}
+    assert rows[0]["gco2e"] == pytest.approx(rows[0]["energy_j"] / 3.6e6 * g)
+    assert main([*args, "--pue", "1.5"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"CO2e at {g:,.1f} gCO2e/kWh (region SWE (Sweden) 2021" in text and "PUE 1.5" in text
+    config = pd.read_csv(PAPER).drop(columns=["avg_power_w", "epoch_energy_j"]).iloc[[0]]
+    config.assign(epochs=10).to_csv(tmp_path / "configs.csv", index=False)
+    data = ["--data", str(tmp_path / "configs.csv")]
+    assert main(["estimate", *data, "--intensity", "100", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["gco2e"] == pytest.approx(row["energy_j"] / 3.6e6 * 100)
+    assert row["intensity_source"] == "given value (--intensity)" and row["pue"] == 1.0
 
 
 def test_extrapolation_warns_and_names_the_feature():
@@ -530,8 +591,9 @@ def test_estimate_batch_csv_with_a_user_gpu_file_leaves_the_environment_alone(
         (["estimate", "--gflops", "nan"], "'nan': expected a finite number above 0"),
         (["estimate", "--ram-gb", "1e300"], "'1e300': expected a finite number above 0 to 1e+07"),
         (["estimate", "--gpu-util", "150"], "'150': expected a finite number above 0 to 100"),
-        (["estimate", "--pue", "1e308"], "'1e308': expected a finite number above 0 to 10"),
-        (["estimate", "--intensity", "-5"], "expected a finite number above 0 to 100000"),
+        (["estimate", "--pue", "1e308"], "'1e308': expected a finite number from 1 to 10"),
+        (["estimate", "--pue", "0.5"], "'0.5': expected a finite number from 1 to 10"),
+        (["estimate", "--intensity", "-5"], "expected a finite number from 0 to 5000"),
         (["fit-offline", "-o", "m.json", "--seed", "4294967296"], "from 0 to 4294967295"),
         (["evaluate-estimators", "--seed", "-1"], "'-1': expected a whole number from 0 to"),
     ],

@@ -15,13 +15,11 @@ from joulecast.errors import InputError
 from joulecast.inputs import finite_arg, parse_duration, whole_arg
 from joulecast.offline.bounds import COLUMN_MAX, MAX_HOLDOUT, MAX_N_ITER
 from joulecast.outputs import check_output, print_json
-from joulecast.verbs import Verbs, console, shown, store_of
+from joulecast.verbs import Verbs, add_carbon_options, carbon_of, console, shown, store_of
 
 # Bounds of the Green Algorithms and carbon options: far above any data centre (PUE 1.0-3),
 # repetition count or grid (some 1,000 gCO2e/kWh at worst).
-MAX_PUE = 10.0
 MAX_PSF = 1e6
-MAX_INTENSITY_G_PER_KWH = 1e5
 
 
 def _column(name: str, *, whole: bool = True) -> Callable[[str], Any]:
@@ -47,7 +45,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     """Estimate the energy of a planned training (or of every row of a CSV)."""
     from joulecast.offline.estimate import estimate_table, estimate_training
 
-    options = {"pue": args.pue, "psf": args.psf, "intensity_g_per_kwh": args.intensity}
+    intensity = carbon_of(args)
+    options = {"pue": args.pue, "psf": args.psf, "intensity": intensity}
     if args.data:
         estimator = _estimator(args.model)
         from joulecast.offline.features import read_runs
@@ -57,7 +56,9 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         if args.json:
             print_json(rows)
             return 0
-        _print_batch(rows, console())
+        out = console()
+        _print_batch(rows, out)
+        out.print(shown(_carbon_line(intensity, args.pue)))
         return 0
     result = estimate_training(
         gpu=args.gpu,
@@ -86,16 +87,17 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title="estimated energy of the whole training (modelled, not measured)")
-    for col in ("method", "kJ", "kWh", *(["gCO2e"] if args.intensity else [])):
+    for col in ("method", "kJ", "kWh", *(["gCO2e"] if intensity else [])):
         table.add_column(col, justify="left" if col == "method" else "right")
     for e in result.estimates:
-        cells = [e.method, "-", "-", *(["-"] if args.intensity else [])]
+        cells = [e.method, "-", "-", *(["-"] if intensity else [])]
         if e.energy_j is not None:
             cells[1:3] = [f"{e.energy_j / 1e3:,.1f}", f"{e.energy_j / J_PER_KWH:,.3f}"]
-            if args.intensity:
-                cells[3] = f"{e.gco2e:,.0f}"
+            if e.gco2e is not None:
+                cells[3] = f"{e.gco2e:,.1f}"
         table.add_row(*cells)
     out.print(table)
+    out.print(shown(_carbon_line(intensity, args.pue)))
     domain = result.applicability
     share = f"{domain.coverage:.0%} " if domain is not None and domain.coverage else ""
     for e in result.estimates:
@@ -117,6 +119,18 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     for warning in result.warnings:
         out.print(f"[yellow]warning: {shown(warning)}: an extrapolation, trust it less[/yellow]")
     return 0
+
+
+def _carbon_line(intensity: Any, pue: float) -> str:
+    """Where the CO2e figures' intensity came from, or how to give one."""
+    from joulecast.carbon import no_intensity
+
+    if intensity is None:
+        return no_intensity(hourly=False)
+    return (
+        f"CO2e at {intensity.g_per_kwh:,.1f} gCO2e/kWh ({intensity.source}), PUE {pue:g}"
+        " (Green Algorithms' energy already holds it)"
+    )
 
 
 def _print_batch(rows: list[dict[str, Any]], out: Any) -> None:
@@ -378,24 +392,14 @@ def register(verbs: Verbs) -> None:
         help="expected GPU usage %% for Green Algorithms (100)",
     )
     p.add_argument(
-        "--pue",
-        type=finite_arg(0.0, MAX_PUE, above=True),
-        default=1.0,
-        help="Green Algorithms PUE (1)",
-    )
-    p.add_argument(
         "--psf",
         type=finite_arg(0.0, MAX_PSF, above=True),
         default=1.0,
         help="Green Algorithms PSF (1)",
     )
-    p.add_argument(
-        "--intensity",
-        type=finite_arg(0.0, MAX_INTENSITY_G_PER_KWH, above=True),
-        help="carbon intensity, gCO2e/kWh",
-    )
     p.add_argument("--model", help="an estimator saved by fit-offline (default: the shipped one)")
     p.add_argument("--data", help="CSV of configurations: estimate every row")
+    add_carbon_options(p, hourly=False)
 
     def _training_args(
         p: argparse.ArgumentParser, protocols: list[str], default: str | None, said: str

@@ -10,10 +10,12 @@ epochs or duration) :func:`estimate` returns one :class:`Estimate` per method:
 
 Every figure is modelled, and says so. Without a planned duration, the baselines use the
 duration implied by the offline models (epochs x predicted epoch energy / predicted power),
-and say that too. The offline estimates carry an interval that widens with the distance of the
-configuration from the model's training data, and warnings where it lies outside that data
-(:mod:`joulecast.offline.domain`). :func:`estimate_table` does the same for every row of a run
-table.
+and say that too. With a carbon intensity (:mod:`joulecast.carbon`: a value or a country of the
+shipped table), each figure also has its grams of CO2e: energy x PUE x intensity, where
+Green Algorithms' energy already holds its PUE. The offline estimates carry an interval that
+widens with the distance of the configuration from the model's training data, and warnings
+where it lies outside that data (:mod:`joulecast.offline.domain`). :func:`estimate_table` does
+the same for every row of a run table.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from joulecast.carbon import Intensity, check_pue, resolve_intensity
 from joulecast.energy import J_PER_KWH
 from joulecast.errors import InputError
 from joulecast.inputs import finite
@@ -91,6 +94,17 @@ class Result:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     applicability: Applicability | None = None
+    intensity: Intensity | None = None
+    pue: float = 1.0
+
+    def _carbon(self) -> dict[str, Any]:
+        """Where each ``gco2e`` came from: the intensity, its source and the PUE."""
+        given = self.intensity
+        return {
+            "intensity_g_per_kwh": None if given is None else given.g_per_kwh,
+            "intensity_source": None if given is None else given.source,
+            "pue": self.pue,
+        }
 
     def _bound(self, target: str, value: float | None, side: int) -> float | None:
         if value is None or self.applicability is None:
@@ -128,6 +142,7 @@ class Result:
             "duration_estimated": self.duration_estimated,
             "warnings": list(self.warnings),
             "notes": list(self.notes),
+            **self._carbon(),
             **self._bounds(),
             "applicability": None if self.applicability is None else self.applicability.to_dict(),
         }
@@ -142,8 +157,12 @@ class Result:
 
     def rows(self) -> list[dict[str, Any]]:
         """The rows ``joulecast estimate --json`` prints: each estimate's :meth:`Estimate.to_dict`
-        with the configuration's ``warnings`` (the same on every row)."""
-        return [{**e.to_dict(), "warnings": list(self.warnings)} for e in self.estimates]
+        with the configuration's ``warnings`` and where its ``gco2e`` came from (the same on
+        every row)."""
+        return [
+            {**e.to_dict(), "warnings": list(self.warnings), **self._carbon()}
+            for e in self.estimates
+        ]
 
 
 def _number(row: Mapping[str, Any], key: str) -> float | None:
@@ -162,14 +181,26 @@ def estimate(
     *,
     pue: float = 1.0,
     psf: float = 1.0,
-    intensity_g_per_kwh: float | None = None,
+    intensity: Intensity | None = None,
 ) -> Result:
     """Estimates of every method for one configuration.
 
     ``config`` holds the run-table features (``gpu_*`` columns already resolved) and optionally
     ``epochs``, ``duration_s`` and ``gpu_util_pct`` (Green Algorithms' usage; 100 when absent).
-    ``estimator`` is an :class:`~joulecast.offline.models.OfflineEstimator`.
+    ``estimator`` is an :class:`~joulecast.offline.models.OfflineEstimator`. With a fixed
+    ``intensity``, every figure gets its ``gco2e`` (``pue`` applied to all but Green
+    Algorithms, whose energy holds it).
+
+    Raises:
+        InputError: a bad value in ``config``, ``pue`` out of range, or an hourly
+            ``intensity`` (a planned training has no time of day).
     """
+    pue = check_pue(pue)
+    if intensity is not None and intensity.g_per_kwh is None:
+        raise InputError(
+            f"{intensity.source}: an hourly intensity needs a run's times; give a planned"
+            " training one value (intensity) or a region"
+        )
     (domain,) = estimator.applicability(pd.DataFrame([dict(config)]))
     predicted = domain.predictions
     warnings = list(domain.warnings)
@@ -245,15 +276,21 @@ def estimate(
     else:
         for method in ("mlco2", "green-algorithms"):
             results.append(Estimate(method, None, "", "needs the planned duration or epochs"))
-    if intensity_g_per_kwh is not None:
+    if intensity is not None and intensity.g_per_kwh is not None:
+        g = intensity.g_per_kwh
         results = [
-            replace(
-                e, gco2e=None if e.energy_j is None else carbon_g(e.energy_j, intensity_g_per_kwh)
-            )
+            replace(e, gco2e=None if e.energy_j is None else carbon_g(e.energy_j * _pue(e, pue), g))
             for e in results
         ]
     notes = [] if domain.calibrated else [UNCALIBRATED]
-    return Result(results, power, epoch_j, duration, estimated, warnings, notes, domain)
+    return Result(
+        results, power, epoch_j, duration, estimated, warnings, notes, domain, intensity, pue
+    )
+
+
+def _pue(e: Estimate, pue: float) -> float:
+    """The PUE to apply to ``e``'s energy for its CO2e: 1 where the energy already holds it."""
+    return 1.0 if e.method == "green-algorithms" else pue
 
 
 def _scaled(
@@ -272,13 +309,14 @@ def estimate_table(
     *,
     pue: float = 1.0,
     psf: float = 1.0,
-    intensity_g_per_kwh: float | None = None,
+    intensity: Intensity | None = None,
 ) -> list[dict[str, Any]]:
     """One JSON-ready object per row of ``table``, in order.
 
     Each has ``avg_power_w`` and ``epoch_energy_j``; with ``epochs`` or ``duration_s`` in the
     row, ``energy_j``: the offline power estimate where the duration is given, else the
-    epoch-energy one (``energy_method`` says which), and each method's figure by name.
+    epoch-energy one (``energy_method`` says which), and each method's figure by name; with an
+    ``intensity``, ``gco2e`` of that figure and where it came from.
     """
     out = []
     for pos, (_, row) in enumerate(table.iterrows()):
@@ -288,7 +326,7 @@ def estimate_table(
                 estimator,
                 pue=pue,
                 psf=psf,
-                intensity_g_per_kwh=intensity_g_per_kwh,
+                intensity=intensity,
             )
         except InputError as exc:
             raise InputError(f"row {pos + 1}: {exc}") from exc
@@ -315,6 +353,7 @@ def estimate_table(
             item["energy_method"] = best.method
             if best.gco2e is not None:
                 item["gco2e"] = best.gco2e
+                item.update(result._carbon())
             item["low_j"] = best.low_j
             item["high_j"] = best.high_j
         item["warnings"] = result.warnings
@@ -432,7 +471,8 @@ def estimate_training(
     model: str | os.PathLike[str] | None = None,
     pue: float = 1.0,
     psf: float = 1.0,
-    intensity_g_per_kwh: float | None = None,
+    intensity: float | Intensity | None = None,
+    region: str | None = None,
 ) -> Result:
     """Estimate a planned training's energy by every method, before it starts.
 
@@ -442,6 +482,8 @@ def estimate_training(
     ['offline-epoch-energy', 'offline-power', 'mlco2', 'green-algorithms']
 
     ``model`` is a file saved by ``fit-offline`` (default: the shipped estimator).
+    ``intensity`` (gCO2e/kWh) or ``region`` (a country of the shipped table, ``"FRA"``) adds
+    each figure's CO2e at ``pue``; the environment is not read.
     """
     from joulecast.offline.models import OfflineEstimator, default_estimator
 
@@ -462,5 +504,7 @@ def estimate_training(
         gpus_file=gpus_file,
     )
     estimator = OfflineEstimator.load(Path(model)) if model else default_estimator()
-    result = estimate(config, estimator, pue=pue, psf=psf, intensity_g_per_kwh=intensity_g_per_kwh)
+    if not isinstance(intensity, Intensity):
+        intensity = resolve_intensity(intensity, None, region, env={})
+    result = estimate(config, estimator, pue=pue, psf=psf, intensity=intensity)
     return replace(result, notes=notes + result.notes)
