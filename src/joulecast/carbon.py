@@ -196,10 +196,15 @@ def read_intensity_csv(path: str | os.PathLike[str]) -> Intensity:
         rows[t] = g
     if not rows:
         raise InputError(f"{name}: no rows (expected datetime,g_per_kwh rows)")
+    return Intensity(f"hourly file {Path(name).name}", series=hourly_series(rows))
+
+
+def hourly_series(rows: Mapping[float, float]) -> tuple[tuple[float, float, float], ...]:
+    """:attr:`Intensity.series` from values by start time (UNIX seconds): each holds until the
+    next one's start, for at most :data:`ROW_SPAN_S`."""
     starts = sorted(rows)
     ends = [*starts[1:], math.inf]
-    series = tuple((s, min(e, s + ROW_SPAN_S), rows[s]) for s, e in zip(starts, ends, strict=True))
-    return Intensity(f"hourly file {Path(name).name}", series=series)
+    return tuple((s, min(e, s + ROW_SPAN_S), rows[s]) for s, e in zip(starts, ends, strict=True))
 
 
 def resolve_intensity(
@@ -259,17 +264,28 @@ def run_emissions(store: Any, run_id: int, source: Intensity, pue: float = 1.0) 
     return _series_emissions(store, run_id, source, pue, states, energy_j)
 
 
+def _readings_span(
+    store: Any, run_id: int, states: Any
+) -> tuple[float, tuple[float, float] | None]:
+    """The run's start and its readings' first and last time (UNIX seconds; None without a
+    reading of energy)."""
+    started = float(store.run(run_id)["started_at"])
+    spans = [s.span_s for s in states.values() if not math.isnan(s.energy_j) and s.samples]
+    if not spans:
+        return started, None
+    return started, (started + min(a for a, _ in spans), started + max(b for _, b in spans))
+
+
 def _series_emissions(
     store: Any, run_id: int, source: Intensity, pue: float, states: Any, energy_j: float
 ) -> Emissions:
     import numpy as np
 
-    started = float(store.run(run_id)["started_at"])
-    spans = [s.span_s for s in states.values() if not math.isnan(s.energy_j) and s.samples]
-    if not spans or energy_j <= 0:
+    started, span = _readings_span(store, run_id, states)
+    if span is None or energy_j <= 0:
         g = source.series[0][2]
         return Emissions(0.0, g, source.source, pue)
-    first, last = started + min(a for a, _ in spans), started + max(b for _, b in spans)
+    first, last = span
     cells = [
         (max(a, first), min(b, last), g) for a, b, g in source.series if b > first and a < last
     ]
