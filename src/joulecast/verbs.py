@@ -87,8 +87,10 @@ def store_of(args: argparse.Namespace, *, read_only: bool = False) -> Store:
 
 
 def add_carbon_options(parser: argparse.ArgumentParser) -> None:
-    """``--intensity``, ``--intensity-csv``, ``--region`` and ``--pue`` (docs/carbon.md)."""
-    from joulecast.carbon import INTENSITY_ENV, MAX_G_PER_KWH, MAX_PUE, REGION_ENV
+    """``--intensity``, ``--intensity-csv``, ``--electricity-maps``, ``--region`` and ``--pue``
+    (docs/carbon.md)."""
+    from joulecast.carbon import INTENSITY_ENV, MAX_G_PER_KWH, MAX_PUE, REGION_ENV, ZONE_ENV
+    from joulecast.electricitymaps import API_KEY_ENV
     from joulecast.inputs import finite_arg
 
     group = parser.add_argument_group("CO2e (docs/carbon.md)")
@@ -103,6 +105,12 @@ def add_carbon_options(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="hourly intensity file (columns datetime, g_per_kwh), weighted by the run's"
         " energy in each hour",
+    )
+    group.add_argument(
+        "--electricity-maps",
+        metavar="ZONE",
+        help="Electricity Maps zone (DE, FR, US-CAL-CISO): its hourly history over each run,"
+        f" fetched with the API key in ${API_KEY_ENV} (default ${ZONE_ENV})",
     )
     group.add_argument(
         "--region",
@@ -126,4 +134,5 @@ def carbon_of(args: argparse.Namespace) -> Any:
         getattr(args, "intensity", None),
         getattr(args, "intensity_csv", None),
         getattr(args, "region", None),
+        electricity_maps=getattr(args, "electricity_maps", None),
     )
