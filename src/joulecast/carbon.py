@@ -1,11 +1,13 @@
 """CO2e of measured runs: energy x carbon intensity x PUE.
 
 Where the intensity comes from, in order (:func:`resolve_intensity`): a value the user gives
-(``--intensity G_PER_KWH``), an hourly intensity file (``--intensity-csv FILE``), a country
+(``--intensity G_PER_KWH``), an hourly intensity file (``--intensity-csv FILE``), the hourly
+history of an Electricity Maps zone (``--electricity-maps ZONE``, with an API key), a country
 of the shipped table (``--region CODE``, ``data/carbon_intensity.csv``); without any of
-those options, ``JOULECAST_INTENSITY`` then ``JOULECAST_REGION``. Without any, there is no
-CO2e: no world average is assumed. PUE defaults to 1.0 (the energy measured is the energy
-counted) and is always said. No network call is made.
+those options, ``JOULECAST_INTENSITY``, ``JOULECAST_ELECTRICITY_MAPS`` then
+``JOULECAST_REGION``. Without any, there is no CO2e: no world average is assumed. PUE
+defaults to 1.0 (the energy measured is the energy counted) and is always said. No network
+call is made unless a zone is named (:mod:`joulecast.electricitymaps`).
 
 The one formula is :func:`joulecast.offline.baselines.carbon_g`; this module only decides
 which intensity applies to which joule.
@@ -17,8 +19,8 @@ import csv
 import io
 import math
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -30,6 +32,8 @@ from joulecast.offline.baselines import carbon_g
 
 INTENSITY_ENV = "JOULECAST_INTENSITY"
 REGION_ENV = "JOULECAST_REGION"
+#: The Electricity Maps zone to look up (as ``--electricity-maps``; joulecast.electricitymaps).
+ZONE_ENV = "JOULECAST_ELECTRICITY_MAPS"
 #: The most gCO2e/kWh accepted: above any grid's (coal plants emit about 1,000).
 MAX_G_PER_KWH = 5000.0
 #: The most PUE accepted (data centres report 1.1-2).
@@ -50,11 +54,16 @@ class Intensity:
         g_per_kwh: The value, for a fixed intensity; None for a series.
         series: For an hourly file: (start, end, g_per_kwh) rows in UNIX seconds, in time
             order, not overlapping.
+        lookup: For a source fetched for each run (Electricity Maps): a function of the
+            run's first and last reading (UNIX seconds) that returns its hourly series.
     """
 
     source: str
     g_per_kwh: float | None = None
     series: tuple[tuple[float, float, float], ...] = ()
+    lookup: Callable[[float, float], Intensity] | None = field(
+        default=None, repr=False, compare=False
+    )
 
 
 @dataclass(frozen=True)
@@ -94,11 +103,15 @@ class Emissions:
 
 def no_intensity(hourly: bool = True) -> str:
     """What a command without intensity says instead of a CO2e figure (without ``hourly``,
-    for a command that takes no intensity file)."""
-    options = "--intensity G_PER_KWH, --intensity-csv FILE" if hourly else "--intensity G_PER_KWH"
+    for a command that takes no hourly source)."""
+    if hourly:
+        options = "--intensity G_PER_KWH, --intensity-csv FILE, --electricity-maps ZONE"
+        variables = f"${INTENSITY_ENV} / ${ZONE_ENV} / ${REGION_ENV}"
+    else:
+        options, variables = "--intensity G_PER_KWH", f"${INTENSITY_ENV} / ${REGION_ENV}"
     return (
-        f"CO2e: none (no carbon intensity given: {options} or --region CODE, or"
-        f" ${INTENSITY_ENV} / ${REGION_ENV}; see docs/carbon.md)"
+        f"CO2e: none (no carbon intensity given: {options} or --region CODE, or {variables};"
+        " see docs/carbon.md)"
     )
 
 
@@ -203,10 +216,15 @@ def read_intensity_csv(path: str | os.PathLike[str]) -> Intensity:
         rows[t] = g
     if not rows:
         raise InputError(f"{name}: no rows (expected datetime,g_per_kwh rows)")
+    return Intensity(f"hourly file {Path(name).name}", series=hourly_series(rows))
+
+
+def hourly_series(rows: Mapping[float, float]) -> tuple[tuple[float, float, float], ...]:
+    """:attr:`Intensity.series` from values by start time (UNIX seconds): each holds until the
+    next one's start, for at most :data:`ROW_SPAN_S`."""
     starts = sorted(rows)
-    ends = [*starts[1:], math.inf]
-    series = tuple((s, min(e, s + ROW_SPAN_S), rows[s]) for s, e in zip(starts, ends, strict=True))
-    return Intensity(f"hourly file {Path(name).name}", series=series)
+    ends = [*starts[1:], math.inf][: len(starts)]
+    return tuple((s, min(e, s + ROW_SPAN_S), rows[s]) for s, e in zip(starts, ends, strict=True))
 
 
 def resolve_intensity(
@@ -214,21 +232,30 @@ def resolve_intensity(
     intensity_csv: str | os.PathLike[str] | None = None,
     region_code: str | None = None,
     env: Mapping[str, str] | None = None,
+    *,
+    electricity_maps: str | None = None,
+    hourly: bool = True,
 ) -> Intensity | None:
-    """The intensity that applies: the first given of ``intensity``, ``intensity_csv`` and
-    ``region_code``; else ``$JOULECAST_INTENSITY``, else ``$JOULECAST_REGION``; else None.
+    """The intensity that applies: the first given of ``intensity``, ``intensity_csv``,
+    ``electricity_maps`` (a zone) and ``region_code``; else ``$JOULECAST_INTENSITY``, else
+    ``$JOULECAST_ELECTRICITY_MAPS``, else ``$JOULECAST_REGION``; else None. A zone is only
+    checked here (its spelling, an API key in ``env``): it is fetched for each run. Without
+    ``hourly`` (for figures with no time of day), ``$JOULECAST_ELECTRICITY_MAPS`` is passed
+    over.
 
     Raises:
         InputError: the chosen one is not valid (a value out of range, a bad file, an unknown
-            region).
+            region, a zone without a key).
     """
+    env = os.environ if env is None else env
     if intensity is not None:
         return fixed(intensity, "given value (--intensity)")
     if intensity_csv is not None:
         return read_intensity_csv(intensity_csv)
+    if electricity_maps is not None:
+        return _zone(electricity_maps, env)
     if region_code is not None:
         return region(region_code)
-    env = os.environ if env is None else env
     if env.get(INTENSITY_ENV, "").strip():
         text = env[INTENSITY_ENV].strip()
         try:
@@ -238,9 +265,17 @@ def resolve_intensity(
                 f"${INTENSITY_ENV} {quote(text)}: expected a number of gCO2e/kWh"
             ) from None
         return fixed(value, f"given value (${INTENSITY_ENV})")
+    if hourly and env.get(ZONE_ENV, "").strip():
+        return _zone(env[ZONE_ENV], env)
     if env.get(REGION_ENV, "").strip():
         return region(env[REGION_ENV])
     return None
+
+
+def _zone(zone: str, env: Mapping[str, str]) -> Intensity:
+    from joulecast.electricitymaps import lookup  # urllib only where a zone is named
+
+    return lookup(zone, env)
 
 
 def _utc(t: float) -> str:
@@ -252,10 +287,12 @@ def run_emissions(store: Any, run_id: int, source: Intensity, pue: float = 1.0) 
     aggregates (no sample is read).
 
     For an hourly series, each row's intensity applies to the energy the run's devices used
-    in that row's span (the run's clock: its start time plus the samples' offsets).
+    in that row's span (the run's clock: its start time plus the samples' offsets). A source
+    with a :attr:`~Intensity.lookup` is fetched here, for the span of the run's readings.
 
     Raises:
-        InputError: ``pue`` is out of range, or the series does not cover the run's readings.
+        InputError: ``pue`` is out of range, the series does not cover the run's readings, or
+            the lookup fails.
     """
     pue = check_pue(pue)
     states = store.device_energy(run_id)
@@ -263,20 +300,43 @@ def run_emissions(store: Any, run_id: int, source: Intensity, pue: float = 1.0) 
     if source.g_per_kwh is not None:
         co2e = carbon_g(energy_j * pue, source.g_per_kwh)
         return Emissions(co2e, source.g_per_kwh, source.source, pue)
+    if source.lookup is not None:
+        _, span = _readings_span(store, run_id, states)
+        if span is None or energy_j <= 0:  # no energy: nothing to fetch, no intensity known
+            return Emissions(0.0, math.nan, source.source, pue)
+        hint = "the service has no value for those hours; give --intensity-csv or --region"
+        return _series_emissions(store, run_id, source.lookup(*span), pue, states, energy_j, hint)
     return _series_emissions(store, run_id, source, pue, states, energy_j)
 
 
+def _readings_span(
+    store: Any, run_id: int, states: Any
+) -> tuple[float, tuple[float, float] | None]:
+    """The run's start and its readings' first and last time (UNIX seconds; None without a
+    reading of energy)."""
+    started = float(store.run(run_id)["started_at"])
+    spans = [s.span_s for s in states.values() if not math.isnan(s.energy_j) and s.samples]
+    if not spans:
+        return started, None
+    return started, (started + min(a for a, _ in spans), started + max(b for _, b in spans))
+
+
 def _series_emissions(
-    store: Any, run_id: int, source: Intensity, pue: float, states: Any, energy_j: float
+    store: Any,
+    run_id: int,
+    source: Intensity,
+    pue: float,
+    states: Any,
+    energy_j: float,
+    hint: str = "add rows for those hours, or give --intensity or --region instead",
 ) -> Emissions:
     import numpy as np
 
-    started = float(store.run(run_id)["started_at"])
-    spans = [s.span_s for s in states.values() if not math.isnan(s.energy_j) and s.samples]
-    if not spans or energy_j <= 0:
+    started, span = _readings_span(store, run_id, states)
+    if span is None or energy_j <= 0:
         g = source.series[0][2]
         return Emissions(0.0, g, source.source, pue)
-    first, last = started + min(a for a, _ in spans), started + max(b for _, b in spans)
+    first, last = span
     cells = [
         (max(a, first), min(b, last), g) for a, b, g in source.series if b > first and a < last
     ]
@@ -289,8 +349,7 @@ def _series_emissions(
         gap_end = next((a for a, _, _ in cells if a > covered), last)
         raise InputError(
             f"{source.source}: does not cover the run's readings from {_utc(covered)} to"
-            f" {_utc(gap_end)} (the run ran {_utc(first)} to {_utc(last)}): add rows for those"
-            " hours, or give --intensity or --region instead"
+            f" {_utc(gap_end)} (the run ran {_utc(first)} to {_utc(last)}): {hint}"
         )
     edges = np.array([[a - started, b - started] for a, b, _ in cells], dtype=float).ravel()
     cum = store.energy_at(run_id, edges)

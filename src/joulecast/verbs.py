@@ -87,9 +87,11 @@ def store_of(args: argparse.Namespace, *, read_only: bool = False) -> Store:
 
 
 def add_carbon_options(parser: argparse.ArgumentParser, *, hourly: bool = True) -> None:
-    """``--intensity``, ``--intensity-csv``, ``--region`` and ``--pue`` (docs/carbon.md);
-    without ``hourly``, no ``--intensity-csv`` (for figures with no time of day)."""
-    from joulecast.carbon import INTENSITY_ENV, MAX_G_PER_KWH, MAX_PUE, REGION_ENV
+    """``--intensity``, ``--intensity-csv``, ``--electricity-maps``, ``--region`` and ``--pue``
+    (docs/carbon.md); without ``hourly``, neither hourly source (for figures with no time of
+    day)."""
+    from joulecast.carbon import INTENSITY_ENV, MAX_G_PER_KWH, MAX_PUE, REGION_ENV, ZONE_ENV
+    from joulecast.electricitymaps import API_KEY_ENV
     from joulecast.inputs import finite_arg
 
     group = parser.add_argument_group("CO2e (docs/carbon.md)")
@@ -106,6 +108,12 @@ def add_carbon_options(parser: argparse.ArgumentParser, *, hourly: bool = True) 
             help="hourly intensity file (columns datetime, g_per_kwh), weighted by the run's"
             " energy in each hour",
         )
+        group.add_argument(
+            "--electricity-maps",
+            metavar="ZONE",
+            help="Electricity Maps zone (DE, FR, US-CAL-CISO): its hourly history over each"
+            f" run, fetched with the API key in ${API_KEY_ENV} (default ${ZONE_ENV})",
+        )
     group.add_argument(
         "--region",
         metavar="CODE",
@@ -119,13 +127,16 @@ def add_carbon_options(parser: argparse.ArgumentParser, *, hourly: bool = True) 
     )
 
 
-def carbon_of(args: argparse.Namespace) -> Any:
+def carbon_of(args: argparse.Namespace, *, hourly: bool = True) -> Any:
     """The :class:`joulecast.carbon.Intensity` the options and environment name, or None
-    (a verb called with a namespace of its own, as ``demo`` calls ``measure``, may lack them)."""
+    (a verb called with a namespace of its own, as ``demo`` calls ``measure``, may lack them);
+    ``hourly`` as for :func:`add_carbon_options`."""
     from joulecast.carbon import resolve_intensity
 
     return resolve_intensity(
         getattr(args, "intensity", None),
         getattr(args, "intensity_csv", None),
         getattr(args, "region", None),
+        electricity_maps=getattr(args, "electricity_maps", None),
+        hourly=hourly,
     )

@@ -137,6 +137,8 @@ def test_estimate_cli_co2e_from_the_environment_and_for_every_row(tmp_path, caps
     assert "CO2e: none (no carbon intensity given: --intensity G_PER_KWH or --region" in text
     assert "gCO2e" not in text.split("CO2e: none")[0]
     monkeypatch.setenv("JOULECAST_REGION", "SWE")
+    # A zone's hourly history has nothing to say of a planned training: passed over.
+    monkeypatch.setenv("JOULECAST_ELECTRICITY_MAPS", "DE")
     assert main([*args, "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     g = region("SWE").g_per_kwh

@@ -45,7 +45,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     """Estimate the energy of a planned training (or of every row of a CSV)."""
     from joulecast.offline.estimate import estimate_table, estimate_training
 
-    intensity = carbon_of(args)
+    intensity = carbon_of(args, hourly=False)
     options = {"pue": args.pue, "psf": args.psf, "intensity": intensity}
     if args.data:
         estimator = _estimator(args.model)
