@@ -50,9 +50,10 @@ def _check(events: EventAccumulator, path: Path, run_id: int, epochs: int = 2) -
     assert text(events, "joulecast.store") == str(path.resolve())
 
 
-def test_log_run_after_the_fact(tmp_path):
+def test_log_run_after_the_fact(tmp_path, monkeypatch):
     path = tmp_path / "runs.db"
     run = measured_run(path, "to-tensorboard")
+    monkeypatch.setenv("JOULECAST_INTENSITY", "400")
     folder = tmp_path / "tb"
     assert TensorBoardLogger(folder).log_run(path, run.run_id) == str(folder)
     events = read(folder)
@@ -63,6 +64,13 @@ def test_log_run_after_the_fact(tmp_path):
     assert energies == pytest.approx(dict(enumerate(summary.epochs["energy_j"])), rel=1e-6)
     assert scalars(events, "energy_j") == pytest.approx({0: summary.energy_j}, rel=1e-6)
     assert text(events, "joulecast.status") == "completed"
+    # The CO2e of the logged energy at 400 gCO2e/kWh, and where that intensity came from.
+    energy_j = scalars(events, "energy_j")[0]
+    assert energy_j > 0
+    assert scalars(events, "co2e_g") == pytest.approx({0: energy_j / 3.6e6 * 400}, rel=1e-6)
+    assert text(events, "joulecast.intensity_source") == "given value ($JOULECAST_INTENSITY)"
+    assert text(events, "joulecast.intensity_g_per_kwh") == "400"
+    assert text(events, "joulecast.pue") == "1"
 
 
 def test_live_logging_with_a_forecast_from_the_torch_helper(tmp_path):
@@ -87,8 +95,10 @@ def test_live_logging_with_a_forecast_from_the_torch_helper(tmp_path):
     assert forecasts == pytest.approx(expected, rel=1e-6)
 
 
-def test_the_default_folder_is_one_plain_name_under_runs(tmp_path, monkeypatch):
+def test_the_default_folder_is_one_plain_name_under_runs(tmp_path, monkeypatch, caplog):
     monkeypatch.chdir(tmp_path)
+    # A region not in the table: the run is logged all the same, without co2e_g.
+    monkeypatch.setenv("JOULECAST_REGION", "nowhere")
     with joulecast.measure(name="../../outside/a b", store=tmp_path / "runs.db") as run:
         run.mark_epoch(0)
     logger = TensorBoardLogger()
@@ -96,7 +106,10 @@ def test_the_default_folder_is_one_plain_name_under_runs(tmp_path, monkeypatch):
     assert folder.parent == Path("runs")
     assert folder.name.startswith("joulecast-outside-a-b-")
     assert not (tmp_path.parent / "outside").exists()
-    assert read(tmp_path / folder).Tags()["scalars"]
+    tags = read(tmp_path / folder).Tags()
+    assert "energy_j" in tags["scalars"] and "co2e_g" not in tags["scalars"]
+    assert "joulecast.intensity_source" not in tags["tensors"]
+    assert "no co2e_g logged: region 'nowhere'" in caplog.text
 
 
 def test_a_folder_that_cannot_be_written_warns_once_and_training_goes_on(tmp_path, caplog):

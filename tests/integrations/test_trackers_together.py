@@ -20,7 +20,7 @@ from joulecast.integrations.tensorboard import TensorBoardLogger  # noqa: E402
 from joulecast.integrations.wandb import WandbLogger  # noqa: E402
 
 from .helpers import train  # noqa: E402
-from .test_tensorboard import read, scalars  # noqa: E402
+from .test_tensorboard import read, scalars, text  # noqa: E402
 from .test_wandb import Logged  # noqa: E402
 
 
@@ -32,6 +32,11 @@ def test_one_training_logs_the_same_keys_to_all_three(tmp_path, monkeypatch):
     monkeypatch.setattr(_tracking, "TOTAL_METRICS", (*_tracking.TOTAL_METRICS, "samples_processed"))
     monkeypatch.setattr(tracking_utils, "_tracking_uri", None)  # restored after the test
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # An intensity from the shipped table, so the totals carry co2e_g and the tags its source
+    # (its value against the logged energy is checked after the fact in each tracker's tests:
+    # logged live, the two are read from the store a moment apart while the run goes on).
+    monkeypatch.delenv("JOULECAST_INTENSITY", raising=False)
+    monkeypatch.setenv("JOULECAST_REGION", "fra")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
 
     path = tmp_path / "runs.db"
@@ -42,20 +47,32 @@ def test_one_training_logs_the_same_keys_to_all_three(tmp_path, monkeypatch):
         session.finish(end_trackers=True)
     epoch_keys = {*_tracking.EPOCH_METRICS}
     totals = {*_tracking.TOTAL_METRICS}
+    co2e_tags = {
+        "joulecast.intensity_source": (
+            "region FRA (France) 2021 yearly average, Our World in Data via CodeCarbon"
+        ),
+        "joulecast.intensity_g_per_kwh": "67.39",
+        "joulecast.pue": "1",
+    }
 
     client = MlflowClient()
     for key in epoch_keys:
         assert [m.step for m in client.get_metric_history(mlf.mlflow_run_id, key)] == [0, 1], key
-    assert client.get_run(mlf.mlflow_run_id).data.metrics.keys() >= totals
+    data = client.get_run(mlf.mlflow_run_id).data
+    assert data.metrics.keys() >= totals | {"co2e_g"}
+    assert {key: data.tags.get(key) for key in co2e_tags} == co2e_tags
 
     logged = Logged(wb.wandb_run)
     assert sorted(logged.epochs()) == [0, 1]
     for row in logged.epochs().values():
         assert row.keys() >= epoch_keys and row["epoch_samples"] == 25
     assert logged.summary.keys() >= totals and logged.summary["samples_processed"] == 50
+    assert "co2e_g" in logged.summary
+    assert {key: logged.config.get(key) for key in co2e_tags} == co2e_tags
 
     events = read(tmp_path / "tb")
     for key in epoch_keys:
         assert sorted(scalars(events, key)) == [0, 1], key
-    assert set(events.Tags()["scalars"]) >= totals
+    assert set(events.Tags()["scalars"]) >= totals | {"co2e_g"}
     assert scalars(events, "epoch_samples") == {0: 25.0, 1: 25.0}
+    assert {key: text(events, key) for key in co2e_tags} == co2e_tags

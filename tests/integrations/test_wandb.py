@@ -78,9 +78,10 @@ def _check(logged: Logged, path: Path, run_id: int, epochs: int = 2) -> None:
     assert logged.config["joulecast.status"] in {"completed", "running"}
 
 
-def test_log_run_after_the_fact(tmp_path):
+def test_log_run_after_the_fact(tmp_path, monkeypatch):
     path = tmp_path / "runs.db"
     run = measured_run(path, "to-wandb")
+    monkeypatch.setenv("JOULECAST_INTENSITY", "400")
     logger = WandbLogger(project="joulecast-tests")
     wandb_run_id = logger.log_run(path, run.run_id)
     assert wandb_run_id == logger.wandb_run.id
@@ -92,6 +93,12 @@ def test_log_run_after_the_fact(tmp_path):
     assert energies == pytest.approx(dict(enumerate(summary.epochs["energy_j"])))
     assert logged.summary["energy_j"] == pytest.approx(summary.energy_j)
     assert logged.config["joulecast.status"] == "completed"
+    # The CO2e of the logged energy at 400 gCO2e/kWh, and where that intensity came from.
+    assert logged.summary["energy_j"] > 0
+    assert logged.summary["co2e_g"] == pytest.approx(logged.summary["energy_j"] / 3.6e6 * 400)
+    assert logged.config["joulecast.intensity_source"] == "given value ($JOULECAST_INTENSITY)"
+    assert logged.config["joulecast.intensity_g_per_kwh"] == "400"
+    assert logged.config["joulecast.pue"] == "1"
 
 
 def test_live_logging_with_a_forecast_from_the_torch_helper(tmp_path):
@@ -119,7 +126,9 @@ def test_live_logging_with_a_forecast_from_the_torch_helper(tmp_path):
     assert forecasts == pytest.approx({i: stored[i]["forecast"]["total_j"] for i in forecasts})
 
 
-def test_logging_into_the_active_run_leaves_it_and_its_steps_alone(tmp_path):
+def test_logging_into_the_active_run_leaves_it_and_its_steps_alone(tmp_path, monkeypatch, caplog):
+    # A region not in the table: the run is logged all the same, without co2e_g.
+    monkeypatch.setenv("JOULECAST_REGION", "nowhere")
     path = tmp_path / "runs.db"
     active = wandb.init(project="joulecast-tests", name="mine")
     for step in range(5):
@@ -136,6 +145,9 @@ def test_logging_into_the_active_run_leaves_it_and_its_steps_alone(tmp_path):
     losses = [row["loss"] for row in logged.history if "loss" in row]
     assert len(losses) == 6 and losses[-1] == pytest.approx(0.1)
     assert logged.name == "mine" and logged.exit_code == 0
+    assert "energy_j" in logged.summary and "co2e_g" not in logged.summary
+    assert "joulecast.intensity_source" not in logged.config
+    assert "no co2e_g logged: region 'nowhere'" in caplog.text
 
 
 def test_a_failing_wandb_warns_once_and_training_goes_on(tmp_path, caplog):
