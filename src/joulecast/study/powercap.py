@@ -26,7 +26,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from joulecast.errors import InputError, SensorUnavailable
 from joulecast.inputs import is_number, quote
@@ -70,6 +70,63 @@ _ROOT = (
     "changing a GPU's power limit or clocks needs root: run the study as root (or with sudo), "
     "or leave power_limit_w and gpu_clocks_mhz out"
 )
+_FIELDS = ("gpu_uuid", "setting", "original", "value", "study", "run_key", "set_at")
+
+
+class Ledger(Protocol):
+    """Where the settings to put back are kept: each is there before its GPU is changed and
+    leaves once the GPU is back."""
+
+    def entries(self, host: str, study: str) -> list[dict[str, Any]]: ...
+    def held(self, host: str, uuid: str, study: str) -> dict[str, Any] | None: ...
+    def add(self, host: str, entry: dict[str, Any]) -> None: ...
+    def remove(self, host: str, uuid: str, setting: str) -> None: ...
+
+
+class StoreLedger:
+    """The settings to put back, in the store's ``gpu_settings`` table (one row per GPU
+    setting changed and not yet put back)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        store.ensure_schema(COMPONENT, MIGRATIONS)
+
+    def entries(self, host: str, study: str) -> list[dict[str, Any]]:
+        """``study``'s settings left on ``host``: clocks first (the reverse of the order they
+        were set in)."""
+        rows = self.store.query(
+            "SELECT gpu_uuid, setting, original, value, run_key FROM gpu_settings"
+            " WHERE host = ? AND study = ? ORDER BY gpu_uuid, setting = 'power_limit'",
+            (host, study),
+        )
+        return [dict(row) for row in rows]
+
+    def held(self, host: str, uuid: str, study: str) -> dict[str, Any] | None:
+        """A setting of GPU ``uuid`` on ``host`` that another study than ``study`` left."""
+        rows = self.store.query(
+            "SELECT setting, study, run_key FROM gpu_settings WHERE host = ? AND gpu_uuid = ?"
+            " AND study != ?",
+            (host, uuid, study),
+        )
+        return dict(rows[0]) if rows else None
+
+    def add(self, host: str, entry: dict[str, Any]) -> None:
+        """Keep ``entry`` (the :data:`_FIELDS`); one already there for its GPU and setting (a
+        put-back that failed) stays, with the older, true original."""
+        with self.store.transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO gpu_settings (host, gpu_uuid, setting, original, value,"
+                " study, run_key, set_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (host, *(entry[k] for k in _FIELDS)),
+            )
+
+    def remove(self, host: str, uuid: str, setting: str) -> None:
+        """Forget the ``setting`` of GPU ``uuid`` on ``host`` (it is back)."""
+        with self.store.transaction() as conn:
+            conn.execute(
+                "DELETE FROM gpu_settings WHERE host = ? AND gpu_uuid = ? AND setting = ?",
+                (host, uuid, setting),
+            )
 
 
 def check_values(values: Sequence[tuple[str, str, Any]], where: str) -> None:
@@ -133,7 +190,8 @@ class GpuControl:
     """Sets and puts back the power limit and locked clocks of the GPUs a run sees.
 
     Args:
-        store: Where the settings to put back are kept.
+        store: Where the settings to put back are kept: a store (its ``gpu_settings`` table)
+            or a :class:`Ledger`.
         study: The study's name (a runner puts back only its own study's settings).
         nvml: The ``pynvml`` module (tests pass a fake); default: imported.
         visible: ``CUDA_VISIBLE_DEVICES`` (default: this process's).
@@ -146,7 +204,7 @@ class GpuControl:
 
     def __init__(
         self,
-        store: Store,
+        store: Store | Ledger,
         study: str,
         *,
         nvml: Any = None,
@@ -155,7 +213,9 @@ class GpuControl:
         host: str | None = None,
         echo: Callable[[str], None] = print,
     ) -> None:
-        self.store = store
+        from joulecast.store import Store
+
+        self.ledger = StoreLedger(store) if isinstance(store, Store) else store
         self.study = study
         self.host = host or socket.gethostname()
         self.echo = echo
@@ -164,7 +224,6 @@ class GpuControl:
         self._order = order
         self._nv: Any = None
         self._gpus: list[_Gpu] | None = None
-        store.ensure_schema(COMPONENT, MIGRATIONS)
 
     # -- NVML --------------------------------------------------------------------------------
 
@@ -268,13 +327,8 @@ class GpuControl:
                 self._call(nv.nvmlDeviceResetGpuLockedClocks, gpu, "unlock the clocks of")
 
     def _check_held(self, gpu: _Gpu) -> None:
-        rows = self.store.query(
-            "SELECT setting, study, run_key FROM gpu_settings WHERE host = ? AND gpu_uuid = ?"
-            " AND study != ?",
-            (self.host, gpu.uuid, self.study),
-        )
-        if rows:
-            row = rows[0]
+        row = self.ledger.held(self.host, gpu.uuid, self.study)
+        if row is not None:
             raise InputError(
                 f"{gpu.text()}: its {str(row['setting']).replace('_', ' ')} was set by study "
                 f"{row['study']!r} (run {row['run_key']}) and not yet put back: wait for that "
@@ -342,32 +396,18 @@ class GpuControl:
     def restore_leftovers(self) -> list[str]:
         """Put back the settings this study's last runner left on this host's GPUs (it was
         killed during a run); returns one line per setting put back."""
-        rows = self.store.query(
-            "SELECT 1 FROM gpu_settings WHERE host = ? AND study = ? LIMIT 1",
-            (self.host, self.study),
-        )
-        return self._put_back() if rows else []
+        return self._put_back()
 
     def _remember(
         self, gpu: _Gpu, setting: str, original: int | None, value: int, run_key: str
     ) -> None:
-        with self.store.transaction() as conn:
-            # A row already there (a put-back that failed) keeps the older, true original.
-            conn.execute(
-                "INSERT OR IGNORE INTO gpu_settings (host, gpu_uuid, setting, original, value,"
-                " study, run_key, set_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (self.host, gpu.uuid, setting, original, value, self.study, run_key, time.time()),
-            )
+        values = (gpu.uuid, setting, original, value, self.study, run_key, time.time())
+        self.ledger.add(self.host, dict(zip(_FIELDS, values, strict=True)))
 
     def _put_back(self) -> list[str]:
         """Put back every setting of this study on this host; a row leaves the store only once
         its GPU is back. NVML failures are told, not raised: the row stays for next time."""
-        rows = self.store.query(
-            "SELECT gpu_uuid, setting, original, value, run_key FROM gpu_settings"
-            # Clocks first: the reverse of the order they were set in.
-            " WHERE host = ? AND study = ? ORDER BY gpu_uuid, setting = 'power_limit'",
-            (self.host, self.study),
-        )
+        rows = self.ledger.entries(self.host, self.study)
         if not rows:
             return []
         nv = self._nvml()
@@ -402,11 +442,7 @@ class GpuControl:
         return done
 
     def _forget(self, uuid: str, setting: str) -> None:
-        with self.store.transaction() as conn:
-            conn.execute(
-                "DELETE FROM gpu_settings WHERE host = ? AND gpu_uuid = ? AND setting = ?",
-                (self.host, uuid, setting),
-            )
+        self.ledger.remove(self.host, uuid, setting)
 
     def _all_gpus(self) -> dict[str, _Gpu]:
         """Every GPU of this machine, visible or not (a setting left on one the runner no
