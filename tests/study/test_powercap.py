@@ -10,17 +10,27 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import joulecast
 from joulecast.errors import InputError
 from joulecast.study.design import load_study, plan
-from joulecast.study.powercap import GpuControl, GpuSettings
-from joulecast.study.runner import Runner
+from joulecast.study.powercap import (
+    LEDGER_FOLDER,
+    FileLedger,
+    GpuControl,
+    GpuRefused,
+    GpuSettings,
+    JobGpus,
+)
+from joulecast.study.runner import Runner, Stopped, run_capped
+from joulecast.study.state import StudyState
 from tests.fakes import FakeNvml, a100, gtx750ti, rtx2080
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -290,11 +300,6 @@ def test_no_nvidia_gpu_is_refused_by_the_cli_in_one_line(tmp_path):
     assert line.startswith("joulecast: error: power_limit_w and gpu_clocks_mhz need an NVIDIA GPU")
 
 
-def test_another_executor_is_refused(tmp_path):
-    with pytest.raises(InputError, match="use --executor local"):
-        Runner(load_study(capped_study(tmp_path)), tmp_path / "s.db", executor="submitit-local")
-
-
 def test_a_limit_another_study_left_set_is_refused(tmp_path):
     from joulecast.store import Store
 
@@ -339,3 +344,185 @@ def test_the_settings_are_tags_and_not_workload_parameters(tmp_path):
     tags = run.tags(study)
     assert tags["power_limit_w"] == "200" and tags["gpu_clocks_mhz"] in ("900", "1200")
     assert GpuSettings.of(study, run) == GpuSettings(200.0, int(tags["gpu_clocks_mhz"]))
+
+
+# -- set by the job on its node (slurm, submitit-local) ----------------------------------------------
+
+HOST = socket.gethostname()
+
+
+def job_gpus(tmp_path: Path, fake: FakeNvml, watts: float = 250) -> JobGpus:
+    ledger = tmp_path / "s-capped" / LEDGER_FOLDER
+    return JobGpus(GpuSettings(power_limit_w=watts), ledger, "capped", "c000-r00", "f.toml", fake)
+
+
+def ledger_files(tmp_path: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in (tmp_path / "s-capped" / LEDGER_FOLDER).glob("*")]
+
+
+def test_a_job_puts_the_limit_back_when_it_is_stopped_by_sigterm(tmp_path):
+    fake = FakeNvml([a100()])
+    seen: list[Any] = []
+
+    def training() -> tuple[int, bool, str]:
+        seen.append((fake.gpus[0].enforced_limit_mw, ledger_files(tmp_path)))
+        os.kill(os.getpid(), signal.SIGTERM)  # scancel, SLURM's time limit
+        raise AssertionError("SIGTERM did not stop the task")
+
+    def before(signum: int, frame: Any) -> None:
+        raise AssertionError("the job did not take SIGTERM over")
+
+    previous = signal.signal(signal.SIGTERM, before)
+    try:
+        with pytest.raises(Stopped):
+            run_capped(job_gpus(tmp_path, fake), False, training)
+        assert signal.getsignal(signal.SIGTERM) is before  # taken over only during the task
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    ((limit, (entry,)),) = seen
+    assert limit == 250_000  # set during the run, its original in the ledger before that
+    assert (entry["host"], entry["setting"], entry["original"]) == (HOST, "power_limit", 400_000)
+    assert fake.gpus[0].enforced_limit_mw == 400_000
+    assert ledger_files(tmp_path) == []
+
+
+def test_a_job_refused_on_its_node_is_one_line_and_starts_nothing(tmp_path):
+    fake = FakeNvml([a100()], admin=False)
+    refused = run_capped(job_gpus(tmp_path, fake), False, lambda: pytest.fail("ran"))
+    assert isinstance(refused, GpuRefused) and refused.host == HOST
+    assert "Insufficient Permissions" in refused.message and "\n" not in refused.message
+    refused = run_capped(job_gpus(tmp_path, FakeNvml([a100()]), 450), False, pytest.fail)
+    assert isinstance(refused, GpuRefused)
+    assert refused.message.startswith("f.toml: power_limit_w 450: outside the range of gpu:0")
+    assert ledger_files(tmp_path) == []
+
+
+def test_a_job_puts_back_only_what_was_left_on_the_gpus_it_sees(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    fake = FakeNvml([a100(), a100(uuid="GPU-a2", pci_bus_id="00000000:08:00.0")])
+    fake.nvmlInit()
+    ledger = FileLedger(tmp_path / "s-capped" / LEDGER_FOLDER)
+    control = GpuControl(ledger, "capped", nvml=fake, visible="0,1")
+    for gpu in control.gpus():  # left by killed jobs, on both GPUs
+        control._remember(gpu, "power_limit", 300_000, 150_000, "c009-r00")
+    assert run_capped(job_gpus(tmp_path, fake), False, lambda: (0, False, "")) == (0, False, "")
+    # GPU 0 may be another job's now: its leftover waits for a job given it.
+    assert [(e["gpu_uuid"], e["original"]) for e in ledger_files(tmp_path)] == [(A100, 300_000)]
+    assert [c[1:] for c in fake.changes] == [("GPU-a2", v) for v in (300_000, 300_000, 250_000)] + [
+        ("GPU-a2", 300_000)
+    ]
+
+
+class InlineExecutor:
+    """submitit's executor running each job here, at once (the runner waits for it anyway)."""
+
+    def __init__(self, folder: Path, cluster: str) -> None:
+        pass
+
+    def update_parameters(self, **params: Any) -> None:
+        pass
+
+    def submit(self, fn: Any, *args: Any) -> Any:
+        class Job:
+            job_id = "7"
+            result = staticmethod(lambda: fn(*args))
+
+            def cancel(self) -> None:
+                pass
+
+        return Job()
+
+
+def test_a_node_that_refuses_stops_the_study_with_the_run_back_in_the_plan(tmp_path, monkeypatch):
+    submitit = pytest.importorskip("submitit")
+    monkeypatch.setattr(submitit, "AutoExecutor", InlineExecutor)
+    file, store = capped_study(tmp_path, modes=("ok", "crash")), tmp_path / "s.db"
+    fake = FakeNvml([a100()], admin=False)
+    with pytest.raises(InputError) as err:
+        Runner(load_study(file), store, executor="slurm", nvml=fake, echo=print).run()
+    message = str(err.value)
+    assert (
+        message.startswith("run c00") and f"refused on {HOST}, back in the plan; study" in message
+    )
+    assert "needs root" in message and "\n" not in message
+    assert fake.changes == []
+    with joulecast.open_store(store) as s:
+        assert s.runs().empty
+        state = StudyState.find(s, "capped")
+        assert state is not None and state.counts()["planned"] == 2
+
+
+def test_the_local_runner_puts_back_what_a_job_left_on_its_host(tmp_path):
+    gpu_state = tmp_path / "gpus.json"
+    left = FakeNvml([a100()], state_path=gpu_state)
+    left.nvmlInit()
+    control = GpuControl(FileLedger(tmp_path / "s-capped" / LEDGER_FOLDER), "capped", nvml=left)
+    control._remember(control.gpus()[0], "power_limit", 300_000, 150_000, "c000-r00")
+    left.nvmlDeviceSetPowerManagementLimit(control.gpus()[0].handle, 150_000)  # then killed
+    fake = FakeNvml([a100()], state_path=gpu_state)
+    lines: list[str] = []
+    assert run_study(capped_study(tmp_path), tmp_path / "s.db", fake, lines)["completed"] == 1
+    assert fake.changes[0] == (SET, A100, 300_000)
+    assert (
+        f"left set by a job of the study, put back: gpu:0 (NVIDIA A100-SXM4-40GB, {A100}):"
+        " power limit put back to 300 W" in lines
+    )
+    assert fake.gpus[0].enforced_limit_mw == 300_000
+    assert ledger_files(tmp_path) == []
+
+
+def test_a_ledger_file_not_understood_is_left_alone(tmp_path, caplog):
+    ledger = FileLedger(tmp_path)
+    (tmp_path / "x.json").write_text('{"host": "h", "setting": "power_limit", "original": null}')
+    (tmp_path / "y.json").write_text("{")
+    entry = dict(
+        gpu_uuid="GPU-1",
+        setting="power_limit",
+        original=1,
+        value=2,
+        study="s",
+        run_key="k",
+        set_at=0.0,
+    )
+    ledger.add("h/../..", entry)
+    ledger.add("h/../..", {**entry, "original": 5})  # the first original stays
+    assert [e["original"] for e in ledger.entries("h/../..", "s")] == [1]
+    assert len(list(tmp_path.iterdir())) == 3  # in the folder, whatever the host's name
+    assert sum("not a GPU setting to put back" in r.message for r in caplog.records) == 2
+    ledger.remove("h/../..", "GPU-1", "power_limit")
+    assert ledger.entries("h/../..", "s") == []
+
+
+# The workload copies the fake GPU's state as it is during the run.
+SEE = "import shutil, sys; shutil.copy(sys.argv[1], sys.argv[2])"
+
+
+@pytest.mark.slow
+def test_submitit_jobs_set_the_limit_and_put_back_what_a_killed_job_left(tmp_path, monkeypatch):
+    pytest.importorskip("submitit")
+    # The job process unpickles the NVML fake: it imports tests.fakes.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+    gpu_state, seen = tmp_path / "gpus.json", tmp_path / "seen.json"
+    command = json.dumps([sys.executable, "-c", SEE, str(gpu_state), str(seen), "{mode}"])
+    file, store = capped_study(tmp_path, command=command), tmp_path / "s.db"
+    # A job killed outright left the GPU at 150 W with its clocks locked, and in the ledger
+    # its original 300 W and the lock.
+    left = FakeNvml([a100()], state_path=gpu_state)
+    left.nvmlInit()
+    control = GpuControl(FileLedger(tmp_path / "s-capped" / LEDGER_FOLDER), "capped", nvml=left)
+    (gpu,) = control.gpus()
+    control._remember(gpu, "power_limit", 300_000, 150_000, "c009-r00")
+    control._remember(gpu, "locked_clocks", None, 1000, "c009-r00")
+    left.nvmlDeviceSetPowerManagementLimit(gpu.handle, 150_000)
+    left.nvmlDeviceSetGpuLockedClocks(gpu.handle, 1000, 1000)
+    fake = FakeNvml([a100()], state_path=gpu_state)
+    runner = Runner(load_study(file), store, executor="submitit-local", nvml=fake, echo=print)
+    counts = runner.run()
+    assert counts["completed"] == 1, counts
+    # The job put the leftovers back before the run, which runs with its own setting only.
+    during = json.loads(seen.read_text())[A100]
+    assert (during["limit_mw"], during["locked_clocks_mhz"]) == (250_000, None)
+    after = json.loads(gpu_state.read_text())[A100]
+    assert (after["limit_mw"], after["locked_clocks_mhz"]) == (300_000, None)
+    assert ledger_files(tmp_path) == []
+    assert {t["power_limit_w"] for t in run_tags(store)} == {"250"}

@@ -11,6 +11,11 @@ The previous setting is written to the store (table ``gpu_settings``, component
 between (SIGKILL, a lost machine) leaves the row behind: the next runner of the study on this
 host puts the GPU back before it does anything else (:meth:`GpuControl.restore_leftovers`).
 
+Under SLURM each job sets its own node's GPUs (:func:`on_node`), keeping the previous
+settings in files of the study's folder (:class:`FileLedger`) rather than the store, which
+jobs on other machines must not write; the next job on that host, or the next local runner
+there, puts back what a killed job left.
+
 NVML cannot read a clock lock back, so locked clocks are put back by unlocking them
 (``nvmlDeviceResetGpuLockedClocks``): a lock an administrator had set before is lifted too.
 Setting either needs root (NVML answers ``NVML_ERROR_NO_PERMISSION`` otherwise);
@@ -21,15 +26,19 @@ first run, by setting each GPU's power limit to the value it already has.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import socket
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from joulecast.errors import InputError, SensorUnavailable
+from joulecast.errors import InputError, JoulecastError, SensorUnavailable
 from joulecast.inputs import is_number, quote
+from joulecast.outputs import write_atomic
 
 if TYPE_CHECKING:
     from joulecast.store import Migration, Store
@@ -70,6 +79,145 @@ _ROOT = (
     "changing a GPU's power limit or clocks needs root: run the study as root (or with sudo), "
     "or leave power_limit_w and gpu_clocks_mhz out"
 )
+LEDGER_FOLDER = "gpu_settings"
+"""The folder of a study's folder where its jobs keep the settings to put back."""
+_FIELDS = ("gpu_uuid", "setting", "original", "value", "study", "run_key", "set_at")
+
+
+class Ledger(Protocol):
+    """Where the settings to put back are kept: each is there before its GPU is changed and
+    leaves once the GPU is back."""
+
+    def entries(self, host: str, study: str) -> list[dict[str, Any]]: ...
+    def held(self, host: str, uuid: str, study: str) -> dict[str, Any] | None: ...
+    def add(self, host: str, entry: dict[str, Any]) -> None: ...
+    def remove(self, host: str, uuid: str, setting: str) -> None: ...
+
+
+class StoreLedger:
+    """The settings to put back, in the store's ``gpu_settings`` table (one row per GPU
+    setting changed and not yet put back)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        store.ensure_schema(COMPONENT, MIGRATIONS)
+
+    def entries(self, host: str, study: str) -> list[dict[str, Any]]:
+        """``study``'s settings left on ``host``: clocks first (the reverse of the order they
+        were set in)."""
+        rows = self.store.query(
+            "SELECT gpu_uuid, setting, original, value, run_key FROM gpu_settings"
+            " WHERE host = ? AND study = ? ORDER BY gpu_uuid, setting = 'power_limit'",
+            (host, study),
+        )
+        return [dict(row) for row in rows]
+
+    def held(self, host: str, uuid: str, study: str) -> dict[str, Any] | None:
+        """A setting of GPU ``uuid`` on ``host`` that another study than ``study`` left."""
+        rows = self.store.query(
+            "SELECT setting, study, run_key FROM gpu_settings WHERE host = ? AND gpu_uuid = ?"
+            " AND study != ?",
+            (host, uuid, study),
+        )
+        return dict(rows[0]) if rows else None
+
+    def add(self, host: str, entry: dict[str, Any]) -> None:
+        """Keep ``entry`` (the :data:`_FIELDS`); one already there for its GPU and setting (a
+        put-back that failed) stays, with the older, true original."""
+        with self.store.transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO gpu_settings (host, gpu_uuid, setting, original, value,"
+                " study, run_key, set_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (host, *(entry[k] for k in _FIELDS)),
+            )
+
+    def remove(self, host: str, uuid: str, setting: str) -> None:
+        """Forget the ``setting`` of GPU ``uuid`` on ``host`` (it is back)."""
+        with self.store.transaction() as conn:
+            conn.execute(
+                "DELETE FROM gpu_settings WHERE host = ? AND gpu_uuid = ? AND setting = ?",
+                (host, uuid, setting),
+            )
+
+
+class FileLedger:
+    """The settings to put back, one JSON file each in ``folder`` (a study's
+    :data:`LEDGER_FOLDER`), for the jobs of a study on other machines.
+
+    A file is written whole (:func:`~joulecast.outputs.write_atomic`) before its GPU is changed
+    and removed once the GPU is back: no file is ever rewritten, and each holds one setting of
+    one GPU, which one job at a time holds (SLURM gives a GPU to one job), so jobs on many
+    nodes share the folder without a lock; SQLite on a shared file system could not.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def _path(self, host: str, uuid: str, setting: str) -> Path:
+        # Percent-encoding never leaves "/" or "@" in a part: the name is a file of the folder.
+        name = "@".join(urllib.parse.quote(part, safe="") for part in (host, uuid, setting))
+        return self.folder / f"{name}.json"
+
+    def _all(self) -> list[dict[str, Any]]:
+        out = []
+        for path in sorted(self.folder.glob("*.json")):
+            try:
+                entry = json.loads(path.read_text())
+                ok = isinstance(entry, dict) and _valid(entry)
+            except (OSError, ValueError) as exc:
+                ok, entry = False, exc
+            if ok:
+                out.append(entry)
+            else:
+                log.warning("%s: not a GPU setting to put back, left alone (%s)", path, entry)
+        return out
+
+    def entries(self, host: str, study: str) -> list[dict[str, Any]]:
+        """``study``'s settings left on ``host``: clocks first (the reverse of the order they
+        were set in)."""
+        rows = [e for e in self._all() if e["host"] == host and e["study"] == study]
+        return sorted(rows, key=lambda e: (e["gpu_uuid"], e["setting"] == _POWER))
+
+    def held(self, host: str, uuid: str, study: str) -> dict[str, Any] | None:
+        """A setting of GPU ``uuid`` on ``host`` that another study than ``study`` left."""
+        return next(
+            (
+                e
+                for e in self._all()
+                if e["host"] == host and e["gpu_uuid"] == uuid and e["study"] != study
+            ),
+            None,
+        )
+
+    def add(self, host: str, entry: dict[str, Any]) -> None:
+        """Keep ``entry`` (the :data:`_FIELDS`); one already there for its GPU and setting (a
+        put-back that failed) stays, with the older, true original."""
+        path = self._path(host, entry["gpu_uuid"], entry["setting"])
+        if path.exists():
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        text = json.dumps({"host": host, **entry})
+        write_atomic(path, lambda tmp: Path(tmp).write_text(text))
+
+    def remove(self, host: str, uuid: str, setting: str) -> None:
+        """Forget the ``setting`` of GPU ``uuid`` on ``host`` (it is back)."""
+        self._path(host, uuid, setting).unlink(missing_ok=True)
+
+
+def _valid(entry: dict[str, Any]) -> bool:
+    """Whether ``entry`` read from a ledger file is one :class:`FileLedger` wrote."""
+    texts = ("host", "gpu_uuid", "study", "run_key")
+    return (
+        all(isinstance(entry.get(k), str) for k in texts)
+        and entry.get("setting") in (_POWER, _CLOCKS)
+        and isinstance(entry.get("value"), int)
+        # Clocks are put back by unlocking them; a power limit to the value it had.
+        and (
+            entry.get("original") is None
+            if entry["setting"] == _CLOCKS
+            else isinstance(entry.get("original"), int)
+        )
+    )
 
 
 def check_values(values: Sequence[tuple[str, str, Any]], where: str) -> None:
@@ -133,20 +281,24 @@ class GpuControl:
     """Sets and puts back the power limit and locked clocks of the GPUs a run sees.
 
     Args:
-        store: Where the settings to put back are kept.
+        store: Where the settings to put back are kept: a store (its ``gpu_settings`` table)
+            or a :class:`Ledger`.
         study: The study's name (a runner puts back only its own study's settings).
         nvml: The ``pynvml`` module (tests pass a fake); default: imported.
         visible: ``CUDA_VISIBLE_DEVICES`` (default: this process's).
         order: ``CUDA_DEVICE_ORDER`` (default: this process's).
         host: This machine's name in the store (default: the host name).
         echo: Where notices go (a setting put back, one that could not be).
+        all_gpus: Put back the settings left on every GPU of this machine, not only on those
+            a run here sees (a job leaves the GPUs it was not given alone: another job may
+            hold them).
 
     NVML is started on first use and shut down by :meth:`close`.
     """
 
     def __init__(
         self,
-        store: Store,
+        store: Store | Ledger,
         study: str,
         *,
         nvml: Any = None,
@@ -154,8 +306,11 @@ class GpuControl:
         order: str | None = None,
         host: str | None = None,
         echo: Callable[[str], None] = print,
+        all_gpus: bool = True,
     ) -> None:
-        self.store = store
+        from joulecast.store import Store
+
+        self.ledger = StoreLedger(store) if isinstance(store, Store) else store
         self.study = study
         self.host = host or socket.gethostname()
         self.echo = echo
@@ -164,7 +319,7 @@ class GpuControl:
         self._order = order
         self._nv: Any = None
         self._gpus: list[_Gpu] | None = None
-        store.ensure_schema(COMPONENT, MIGRATIONS)
+        self._all = all_gpus
 
     # -- NVML --------------------------------------------------------------------------------
 
@@ -268,13 +423,8 @@ class GpuControl:
                 self._call(nv.nvmlDeviceResetGpuLockedClocks, gpu, "unlock the clocks of")
 
     def _check_held(self, gpu: _Gpu) -> None:
-        rows = self.store.query(
-            "SELECT setting, study, run_key FROM gpu_settings WHERE host = ? AND gpu_uuid = ?"
-            " AND study != ?",
-            (self.host, gpu.uuid, self.study),
-        )
-        if rows:
-            row = rows[0]
+        row = self.ledger.held(self.host, gpu.uuid, self.study)
+        if row is not None:
             raise InputError(
                 f"{gpu.text()}: its {str(row['setting']).replace('_', ' ')} was set by study "
                 f"{row['study']!r} (run {row['run_key']}) and not yet put back: wait for that "
@@ -342,37 +492,25 @@ class GpuControl:
     def restore_leftovers(self) -> list[str]:
         """Put back the settings this study's last runner left on this host's GPUs (it was
         killed during a run); returns one line per setting put back."""
-        rows = self.store.query(
-            "SELECT 1 FROM gpu_settings WHERE host = ? AND study = ? LIMIT 1",
-            (self.host, self.study),
-        )
-        return self._put_back() if rows else []
+        return self._put_back()
 
     def _remember(
         self, gpu: _Gpu, setting: str, original: int | None, value: int, run_key: str
     ) -> None:
-        with self.store.transaction() as conn:
-            # A row already there (a put-back that failed) keeps the older, true original.
-            conn.execute(
-                "INSERT OR IGNORE INTO gpu_settings (host, gpu_uuid, setting, original, value,"
-                " study, run_key, set_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (self.host, gpu.uuid, setting, original, value, self.study, run_key, time.time()),
-            )
+        values = (gpu.uuid, setting, original, value, self.study, run_key, time.time())
+        self.ledger.add(self.host, dict(zip(_FIELDS, values, strict=True)))
 
     def _put_back(self) -> list[str]:
         """Put back every setting of this study on this host; a row leaves the store only once
         its GPU is back. NVML failures are told, not raised: the row stays for next time."""
-        rows = self.store.query(
-            "SELECT gpu_uuid, setting, original, value, run_key FROM gpu_settings"
-            # Clocks first: the reverse of the order they were set in.
-            " WHERE host = ? AND study = ? ORDER BY gpu_uuid, setting = 'power_limit'",
-            (self.host, self.study),
-        )
+        rows = self.ledger.entries(self.host, self.study)
         if not rows:
             return []
         nv = self._nvml()
         by_uuid = {g.uuid: g for g in self.gpus()}
-        if any(r["gpu_uuid"] not in by_uuid for r in rows):
+        if not self._all:
+            rows = [r for r in rows if r["gpu_uuid"] in by_uuid]
+        elif any(r["gpu_uuid"] not in by_uuid for r in rows):
             by_uuid.update(self._all_gpus())
         done: list[str] = []
         for row in rows:
@@ -402,11 +540,7 @@ class GpuControl:
         return done
 
     def _forget(self, uuid: str, setting: str) -> None:
-        with self.store.transaction() as conn:
-            conn.execute(
-                "DELETE FROM gpu_settings WHERE host = ? AND gpu_uuid = ? AND setting = ?",
-                (self.host, uuid, setting),
-            )
+        self.ledger.remove(self.host, uuid, setting)
 
     def _all_gpus(self) -> dict[str, _Gpu]:
         """Every GPU of this machine, visible or not (a setting left on one the runner no
@@ -422,6 +556,65 @@ class GpuControl:
         except nv.NVMLError as exc:
             log.warning("NVML could not list the GPUs: %s", exc)
         return out
+
+
+@dataclass(frozen=True)
+class JobGpus:
+    """What a study's job sets on the GPUs of the node it runs on, around its run.
+
+    It travels to the node with the job (submitit pickles it): ``nvml`` is None there (the
+    node imports ``pynvml``) but where a test passes its fake.
+    """
+
+    settings: GpuSettings
+    ledger: Path
+    study: str
+    run_key: str
+    where: str
+    nvml: Any = None
+
+
+@dataclass(frozen=True)
+class GpuRefused:
+    """A job's node refused the run's GPU settings; nothing of the run was started there."""
+
+    host: str
+    message: str
+
+
+T = TypeVar("T")
+
+
+def on_node(
+    job: JobGpus, task: Callable[[], T], echo: Callable[[str], None] = print
+) -> T | GpuRefused:
+    """``task()`` with ``job``'s settings set on the GPUs this node's run sees, and put back
+    after it however it ends (an exception, a signal turned into one).
+
+    First puts back what a job of the study killed on this host left on those GPUs (only
+    those: another job may hold the others), then checks range and permission as
+    :meth:`GpuControl.check` does before a local study's first run. The settings to put back
+    are kept in ``job.ledger`` (:class:`FileLedger`), so a job killed outright leaves them for
+    the next job of the study on this host, or the next runner here, to put back.
+
+    Returns:
+        What ``task`` returns, or :class:`GpuRefused` (one line) where this node refused a
+        setting, had no NVIDIA GPU or could not keep the ledger: ``task`` is not called.
+    """
+    control = GpuControl(
+        FileLedger(job.ledger), job.study, nvml=job.nvml, echo=echo, all_gpus=False
+    )
+    with contextlib.ExitStack() as stack:
+        stack.callback(control.close)
+        try:
+            for line in control.restore_leftovers():
+                echo(f"left set by a job of the study, put back: {line}")
+            control.check([job.settings], job.where)
+            stack.enter_context(control.applied(job.settings, job.run_key))
+        except JoulecastError as exc:
+            return GpuRefused(control.host, str(exc))
+        result = task()
+    return result
 
 
 def study_settings(study: Study, planned: Sequence[PlannedRun]) -> list[GpuSettings]:

@@ -12,8 +12,9 @@ has had the study's ``max_attempts`` (a run that fails on its own is not).
 
 A run with a GPU power limit or locked clocks (:mod:`joulecast.study.powercap`) has them set
 on its GPUs just before it starts and put back as it ends, however it ends; a runner killed
-during it leaves them for the next runner of the study to put back before anything else. They
-are checked (range, permission) before the first run; only the local executor sets them.
+during it leaves them for the next runner of the study to put back before anything else. The
+local executor checks them (range, permission) before the first run; under the other
+executors each job sets them on its node and checks them there (:func:`run_capped`).
 
 Executors: ``local`` runs each run as a child process here; ``slurm`` submits each run as a job
 through submitit (``submitit-local`` does the same on this machine, for tests), each writing its
@@ -52,7 +53,16 @@ from joulecast.monitor import MIN_INTERVAL_S
 from joulecast.processes import group_alive
 from joulecast.store import Store
 from joulecast.study.design import MAX_ATTEMPTS_LIMIT, PlannedRun, Study, argv, plan
-from joulecast.study.powercap import GpuControl, GpuSettings, study_settings
+from joulecast.study.powercap import (
+    LEDGER_FOLDER,
+    FileLedger,
+    GpuControl,
+    GpuRefused,
+    GpuSettings,
+    JobGpus,
+    on_node,
+    study_settings,
+)
 from joulecast.study.state import StudyState
 
 log = logging.getLogger(__name__)
@@ -208,6 +218,36 @@ def run_node(
     return execute(cmd, node_log, timeout_s, env=env)
 
 
+def run_capped(
+    gpus: JobGpus, simulated: bool, task: Callable[..., tuple[int, bool, str]], *args: Any
+) -> tuple[int, bool, str] | GpuRefused:
+    """``task(*args)`` (:func:`execute` or :func:`run_node`) as a job's task, with the run's
+    GPU power limit and clocks set on this node's GPUs around it
+    (:func:`~joulecast.study.powercap.on_node`).
+
+    SIGTERM and SIGHUP (SLURM's ``scancel``, its time limit, a preemption; submitit itself
+    only logs SIGTERM) stop the run as Ctrl-C does, so the GPUs are put back before the job
+    ends; only SIGKILL leaves them set, for the next job of the study on this host. The task is
+    the job process's own entry point, so it may take these signals over while it runs. Of
+    ``simulated`` nodes (tasks of one local job, on one machine) only node 0 sets them: the
+    nodes share this machine's GPUs.
+    """
+    if simulated:
+        import submitit
+
+        if submitit.JobEnvironment().global_rank != 0:
+            return task(*args)
+    previous = {}
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+            previous[signum] = signal.signal(signum, _stop)
+    try:
+        return on_node(gpus, lambda: task(*args))
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def _worst(results: list[tuple[int, bool, str]]) -> tuple[int, bool, str]:
     """The end of a multi-node job from its nodes' ends: the first node that failed on its own
     (the others often fail or hang after it), else the first that timed out, else node 0."""
@@ -358,7 +398,8 @@ class Runner:
         max_attempts: attempts of a run whose runner dies during them (default: the study's
             :attr:`~joulecast.study.design.Study.max_attempts`).
         nvml: the ``pynvml`` module that sets GPU power limits and clocks (tests pass a
-            fake); default: imported when the study has them.
+            fake, which travels to each job under the submitit executors); default: imported
+            where the study has them.
     """
 
     def __init__(
@@ -390,11 +431,6 @@ class Runner:
         for key in self.only:
             if key not in study.factors and not any(key in c for c in study.combinations):
                 raise InputError(f"--only {key}: not a factor of study {study.name!r}")
-        if executor != "local" and study_settings(study, plan(study)):
-            raise InputError(
-                f"study {study.name!r}: power_limit_w and gpu_clocks_mhz are set on this "
-                f"machine's GPUs: use --executor local (not {executor}) on the GPU's machine"
-            )
         if executor == "local":
             for run in plan(study):
                 nodes = run.job_size(study)[0]
@@ -427,11 +463,8 @@ class Runner:
             with study_lock(self.store_path, self.study.name):
                 state = StudyState.open(store, self.study, planned)
                 self._kill_leftovers(state)
-                if study_settings(self.study, planned):
-                    self._gpus = GpuControl(store, self.study.name, nvml=self.nvml, echo=self.echo)
-                    stack.callback(self._gpus.close)
-                    for line in self._gpus.restore_leftovers():
-                        self.echo(f"left set by the last runner, put back: {line}")
+                if self.executor == "local" and study_settings(self.study, planned):
+                    self._gpus = self._restore_gpus(store, stack)
                 self._record_finished_leftovers(store, state)
                 again, given_up = state.recover(self.max_attempts)
                 if again:
@@ -475,6 +508,21 @@ class Runner:
                         ) from exc
                     raise
             return state.counts()
+
+    def _restore_gpus(self, store: Store, stack: contextlib.ExitStack[Any]) -> GpuControl:
+        """Put back what a runner or a job of the study killed on this host left set on its
+        GPUs; returns the control that sets each run's GPUs here."""
+        control = GpuControl(store, self.study.name, nvml=self.nvml, echo=self.echo)
+        stack.callback(control.close)
+        for line in control.restore_leftovers():
+            self.echo(f"left set by the last runner, put back: {line}")
+        jobs = GpuControl(
+            FileLedger(self.folder / LEDGER_FOLDER), self.study.name, nvml=self.nvml, echo=self.echo
+        )
+        stack.callback(jobs.close)
+        for line in jobs.restore_leftovers():
+            self.echo(f"left set by a job of the study, put back: {line}")
+        return control
 
     def _selected(self, run: PlannedRun) -> bool:
         """Whether ``run`` is among those ``only`` selects (by factor value, as text)."""
@@ -606,7 +654,7 @@ class Runner:
                     executor.update_parameters(mem_gb=float(mem))
                 if nodes == 1:
                     cmd = measured_argv(self.study, run, shard, self.interval_s)
-                    job = executor.submit(execute, cmd, log_path, self.study.timeout_s)
+                    job = self._submit(executor, run, execute, cmd, log_path, self.study.timeout_s)
                 else:
                     # A folder and an identity of this job's own: a job stopped with its
                     # runner leaves its shards out of the next attempt's merge, which reuses
@@ -618,9 +666,11 @@ class Runner:
                         self.study, run, shard, self.interval_s, run_uid=uid, shard_dir=folder
                     )
                     simulated = nodes if self.executor == "submitit-local" else 0
-                    job = executor.submit(run_node, cmd, log_path, self.study.timeout_s, simulated)
+                    job = self._submit(
+                        executor, run, run_node, cmd, log_path, self.study.timeout_s, simulated
+                    )
                 state.set_job(run.position, f"{self.executor}:{job.job_id}")
-                results = _task_results(job, nodes)
+                results = _task_results(job, nodes, run.key)
             except BaseException:  # stopped, a full disk, any error: back to the plan
                 if job is not None:
                     with contextlib.suppress(Exception):
@@ -637,6 +687,33 @@ class Runner:
                 note = self._merge_job(store, folder, uid, nodes)
             outcome = self._record(store, state, run, returncode, timed_out, tail, start, note)
             self._report(run, outcome, progress, len(todo) - i - 1, store)
+
+    def _submit(
+        self,
+        executor: Any,
+        run: PlannedRun,
+        task: Callable[..., tuple[int, bool, str]],
+        *args: Any,
+    ) -> Any:
+        """Submit ``task(*args)`` as ``run``'s job; with the run's GPU settings around it on
+        each node where it has some (:func:`run_capped`)."""
+        settings = GpuSettings.of(self.study, run)
+        if self.executor == "submitit-local":
+            # A job must see the GPUs it sets: SLURM gives it its gpus_per_node, submitit's
+            # local executor none unless asked (0: as before for a run without settings).
+            executor.update_parameters(gpus_per_node=run.job_size(self.study)[1] if settings else 0)
+        if not settings:
+            return executor.submit(task, *args)
+        gpus = JobGpus(
+            settings,
+            self.folder / LEDGER_FOLDER,
+            self.study.name,
+            run.key,
+            str(self.study.path),
+            self.nvml,
+        )
+        simulated = self.executor == "submitit-local" and run.job_size(self.study)[0] > 1
+        return executor.submit(run_capped, gpus, simulated, task, *args)
 
     def _job_parameters(self, nodes: int, gpus_per_node: int) -> dict[str, int]:
         """submitit's parameters for a job of ``nodes`` nodes, one measuring task on each."""
@@ -732,15 +809,26 @@ class Runner:
             self.echo(f"warm-up failed, going on without it: {_last_lines(tail, 2)}")
 
 
-def _task_results(job: Any, tasks: int) -> list[tuple[int, bool, str]]:
+def _task_results(job: Any, tasks: int, key: str) -> list[tuple[int, bool, str]]:
     """Each task's :func:`execute` result; a task that failed itself (scheduler, node) as exit
-    status 1 with the reason."""
+    status 1 with the reason.
+
+    Raises:
+        InputError: A task's node refused the run's GPU settings (:class:`GpuRefused`): the
+            study stops there, as when a setting is refused to the local executor.
+    """
     out = []
     for task in [job] if tasks == 1 else [job.task(k) for k in range(tasks)]:
         try:
-            out.append(task.result())
+            result = task.result()
         except Exception as exc:  # the job itself failed (scheduler, node)
-            out.append((1, False, f"job {job.job_id} failed: {exc}"))
+            result = (1, False, f"job {job.job_id} failed: {exc}")
+        if isinstance(result, GpuRefused):
+            raise InputError(
+                f"run {key} refused on {result.host}, back in the plan; study stopped: "
+                f"{result.message}"
+            )
+        out.append(result)
     return out
 
 
