@@ -9,9 +9,11 @@ Two ways:
 Metrics: ``epoch_energy_j``, ``epoch_mean_power_w``, ``epoch_j_per_sample`` and
 ``epoch_duration_s`` with ``step`` = the epoch index; totals ``energy_j``,
 ``energy_j_measured``, ``energy_j_modelled``, ``duration_s``, ``mean_power_w`` and
-``j_per_sample``, and ``energy_j_replayed`` for a run with devices replayed from a recorded
-trace (a dry run). Tags ``joulecast.run_id``, ``joulecast.store`` and ``joulecast.status``,
-and ``joulecast.replayed`` (the replayed devices) for such a run.
+``j_per_sample``, ``energy_j_replayed`` for a run with devices replayed from a recorded
+trace (a dry run), and ``co2e_g`` where the environment names an intensity. Tags
+``joulecast.run_id``, ``joulecast.store`` and ``joulecast.status``, ``joulecast.replayed``
+(the replayed devices) for such a run, and with ``co2e_g`` ``joulecast.intensity_source``,
+``joulecast.intensity_g_per_kwh`` and ``joulecast.pue``.
 Artifacts under ``joulecast/``: ``run-ID-power.parquet`` and ``run-ID-phases.parquet`` (the
 neutral trace format, readable by ``joulecast import trace``).
 

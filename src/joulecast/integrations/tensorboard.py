@@ -12,9 +12,11 @@ The scalars are MLflow's keys (:mod:`joulecast.integrations.mlflow`): ``epoch_en
 forecast, ``forecast_total_j``, ``forecast_low_j``, ``forecast_high_j`` and
 ``forecast_remaining_j``, with ``step`` = the epoch's index; the totals (``energy_j``,
 ``energy_j_measured``, ``energy_j_modelled``, ``duration_s``, ``mean_power_w``,
-``j_per_sample``, ``energy_j_replayed`` for a dry run) at step 0. The tags
-(``joulecast.run_id``, ``joulecast.store``, ``joulecast.status``, ``joulecast.replayed``) are
-text summaries. Values are written as TensorBoard stores scalars: 32-bit floats.
+``j_per_sample``, ``energy_j_replayed`` for a dry run, ``co2e_g`` where the environment names
+an intensity) at step 0. The tags (``joulecast.run_id``, ``joulecast.store``,
+``joulecast.status``, ``joulecast.replayed``, and with ``co2e_g`` ``joulecast.intensity_source``,
+``joulecast.intensity_g_per_kwh`` and ``joulecast.pue``) are text summaries. Values are
+written as TensorBoard stores scalars: 32-bit floats.
 
 Written with TensorBoard's own event-file writer: neither PyTorch nor TensorFlow is needed.
 """

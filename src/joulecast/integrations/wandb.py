@@ -12,9 +12,10 @@ forecast, ``forecast_total_j``, ``forecast_low_j``, ``forecast_high_j`` and
 ``forecast_remaining_j``, each logged with ``epoch`` (the epoch's index) as its x-axis
 (``define_metric``), so they never move the run's own step. The totals (``energy_j``,
 ``energy_j_measured``, ``energy_j_modelled``, ``duration_s``, ``mean_power_w``,
-``j_per_sample``, ``energy_j_replayed`` for a dry run) go to the run's summary; the tags
-(``joulecast.run_id``, ``joulecast.store``, ``joulecast.status``, ``joulecast.replayed``)
-to its config.
+``j_per_sample``, ``energy_j_replayed`` for a dry run, ``co2e_g`` where the environment names
+an intensity) go to the run's summary; the tags (``joulecast.run_id``, ``joulecast.store``,
+``joulecast.status``, ``joulecast.replayed``, and with ``co2e_g`` ``joulecast.intensity_source``,
+``joulecast.intensity_g_per_kwh`` and ``joulecast.pue``) to its config.
 
 The W&B run is the one given, else the active one (``wandb.init()`` before training), else a
 new one named after the joulecast run (with the keyword arguments given to the logger,
