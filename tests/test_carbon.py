@@ -56,6 +56,17 @@ def test_a_fixed_value(stored: tuple[Store, int]) -> None:
     assert "given value" in e.intensity_source
 
 
+def test_the_energy_the_caller_read_is_the_energy_counted(
+    stored: tuple[Store, int], tmp_path: Path
+) -> None:
+    # A live run's summary read a moment before the store grew to 0.15 kWh: its 0.1 kWh count.
+    assert run_emissions(*stored, fixed(200.0), energy_j=0.1 * 3.6e6).co2e_g == pytest.approx(20)
+    (tmp_path / "ci.csv").write_text(HOURLY)
+    e = run_emissions(*stored, read_intensity_csv(tmp_path / "ci.csv"), 1.2, energy_j=0.1 * 3.6e6)
+    assert e.intensity_g_per_kwh == pytest.approx(300.0)  # weighted by the stored energy
+    assert e.co2e_g == pytest.approx(0.1 * 1.2 * 300.0)
+
+
 def test_the_table_by_region(stored: tuple[Store, int]) -> None:
     e = run_emissions(*stored, region("fra"), pue=1.5)
     assert e.co2e_g == pytest.approx(0.15 * 1.5 * 67.39)  # France 2021: 67.39 g/kWh

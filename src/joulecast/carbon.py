@@ -20,7 +20,7 @@ import io
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -282,7 +282,9 @@ def _utc(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def run_emissions(store: Any, run_id: int, source: Intensity, pue: float = 1.0) -> Emissions:
+def run_emissions(
+    store: Any, run_id: int, source: Intensity, pue: float = 1.0, *, energy_j: float | None = None
+) -> Emissions:
     """The CO2e of a stored run under ``source`` and ``pue``, from the store's energy
     aggregates (no sample is read).
 
@@ -290,11 +292,22 @@ def run_emissions(store: Any, run_id: int, source: Intensity, pue: float = 1.0) 
     in that row's span (the run's clock: its start time plus the samples' offsets). A source
     with a :attr:`~Intensity.lookup` is fetched here, for the span of the run's readings.
 
+    ``energy_j`` is the run's energy as the caller read it (a live run's summary, logged beside
+    the CO2e): the CO2e is that energy at the intensity found, so the two agree while the
+    store still grows.
+
     Raises:
         InputError: ``pue`` is out of range, the series does not cover the run's readings, or
             the lookup fails.
     """
     pue = check_pue(pue)
+    found = _stored_emissions(store, run_id, source, pue)
+    if energy_j is None or not math.isfinite(energy_j) or math.isnan(found.intensity_g_per_kwh):
+        return found
+    return replace(found, co2e_g=carbon_g(energy_j * pue, found.intensity_g_per_kwh))
+
+
+def _stored_emissions(store: Any, run_id: int, source: Intensity, pue: float) -> Emissions:
     states = store.device_energy(run_id)
     energy_j = sum((s.energy_j for s in states.values() if not math.isnan(s.energy_j)), 0.0)
     if source.g_per_kwh is not None:

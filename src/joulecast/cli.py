@@ -308,7 +308,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         if source is None:
             data.update(co2e_g=None, intensity_g_per_kwh=None, intensity_source=None, pue=args.pue)
         else:
-            data.update(run_emissions(store, summary.run_id, source, args.pue).to_dict())
+            emissions = run_emissions(
+                store, summary.run_id, source, args.pue, energy_j=summary.energy_j
+            )
+            data.update(emissions.to_dict())
         _print_json(data)
     else:
         line = _emissions_line(store, summary.run_id, source, args.pue)

@@ -124,17 +124,21 @@ def total_points(summary: RunSummary, emissions: Emissions | None = None) -> lis
     return _points(values, None)
 
 
-def run_emissions(store: Store, run_id: int) -> Emissions | None:
-    """The run's CO2e under the intensity the environment names (``$JOULECAST_INTENSITY``,
-    ``$JOULECAST_REGION``, PUE 1.0); None without one, or with one that cannot be used (a
-    warning says why: a tracker logs the rest of the run all the same)."""
+def run_emissions(store: Store, summary: RunSummary) -> Emissions | None:
+    """The CO2e of the run ``summary`` sums up, of the energy it holds (the ``energy_j``
+    logged beside it, though a live run's store has grown since), under the intensity the
+    environment names (``$JOULECAST_INTENSITY``, ``$JOULECAST_REGION``, PUE 1.0); None
+    without one, or with one that cannot be used (a warning says why: a tracker logs the rest
+    of the run all the same)."""
     from joulecast.carbon import resolve_intensity
     from joulecast.carbon import run_emissions as emissions_of
     from joulecast.errors import InputError
 
     try:
         source = resolve_intensity()
-        return None if source is None else emissions_of(store, run_id, source)
+        if source is None:
+            return None
+        return emissions_of(store, summary.run_id, source, energy_j=summary.energy_j)
     except InputError as exc:
         log.warning("no %s logged: %s", CO2E_KEY, exc)
         return None
@@ -235,7 +239,7 @@ class Tracker(abc.ABC):
         """
         self.start(run)
         summary = run.summary()
-        co2e = run_emissions(run.store, run.run_id)
+        co2e = run_emissions(run.store, summary)
         self._log(total_points(summary, co2e), run_tags(summary, run.store, co2e))
         self._log_trace(run.store, run.run_id)
         if end_run and self._started_here:
@@ -258,7 +262,7 @@ class Tracker(abc.ABC):
         try:
             rid = st.resolve(run_id)
             summary = summarize(st, rid)
-            co2e = run_emissions(st, rid)
+            co2e = run_emissions(st, summary)
             target, started = self._open_as(summary.name)
             try:
                 self._log(
