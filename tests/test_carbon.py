@@ -169,3 +169,10 @@ def test_the_table_script_copies_the_four_fields(tmp_path: Path) -> None:
     assert [x for x in out.splitlines() if x.startswith("#")] == [
         x for x in shipped.splitlines() if x.startswith("#")
     ]
+
+
+def test_a_run_without_energy_under_a_lookup_says_so_not_nan() -> None:
+    from joulecast.carbon import Emissions
+
+    line = Emissions(0.0, float("nan"), "Electricity Maps zone DE, hourly history", 1.0).describe()
+    assert line == "CO2e: 0 g (no energy measured; Electricity Maps zone DE, hourly history), PUE 1"

@@ -95,6 +95,9 @@ class Emissions:
     def describe(self) -> str:
         """One line: the figure and where its intensity came from."""
         grams = f"{self.co2e_g:,.2f}" if self.co2e_g >= 1 else f"{self.co2e_g:.3g}"
+        if math.isnan(self.intensity_g_per_kwh):  # a lookup with no energy to weigh it by
+            said = f"no energy measured; {self.intensity_source}"
+            return f"CO2e: {grams} g ({said}), PUE {self.pue:g}"
         return (
             f"CO2e: {grams} g at {self.intensity_g_per_kwh:,.1f} gCO2e/kWh"
             f" ({self.intensity_source}), PUE {self.pue:g}"
