@@ -242,6 +242,21 @@ def test_a_silent_service_times_out(maps: FakeMaps) -> None:
         em.history(START, START + 60)
 
 
+def test_a_command_over_many_runs_asks_each_question_once_and_waits_out_one_timeout(
+    maps: FakeMaps,
+) -> None:
+    maps.both(TWO_HOURS)
+    recent = ElectricityMaps("DE", KEY, maps.url, clock=lambda: START + 7200)
+    first, second = recent.history(START, START + 60), recent.history(START + 600, START + 900)
+    assert first == second and len(maps.requests) == 1  # the 24-hour history, asked once
+    maps.hold = threading.Event()
+    silent = ElectricityMaps("DE", KEY, maps.url, timeout_s=0.2, clock=lambda: LATER)
+    for hour in range(3):  # three runs, three different past ranges: one wait
+        with pytest.raises(InputError, match=r"no answer within 0\.2 s"):
+            silent.history(START + hour * 3600, START + hour * 3600 + 60)
+    assert len(maps.requests) == 2
+
+
 def test_the_key_does_not_follow_a_redirect(maps: FakeMaps) -> None:
     maps.answer("past-range", b"", status=302, Location=maps.url + "/carbon-intensity/moved")
     maps.answer("moved", {"data": TWO_HOURS})

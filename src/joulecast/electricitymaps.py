@@ -48,6 +48,8 @@ MAX_RANGE_S = 240 * 3600.0
 RECENT_S = 23 * 3600.0
 #: The longest answer read (240 hourly points take about 60 kB).
 MAX_BYTES = 8 << 20
+# The key under which ElectricityMaps._asked keeps a failure to reach the service.
+_UNREACHED = ""
 # Zone ids: letters, digits, '-' and '_' (DE, US-CAL-CISO, DK-DK1).
 _ZONE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
@@ -69,6 +71,9 @@ class ElectricityMaps:
     base_url: str = BASE_URL
     timeout_s: float = TIMEOUT_S
     clock: Callable[[], float] = field(default=time.time, repr=False, compare=False)
+    # Every answer and refusal by request, and the first failure to reach the service: a
+    # command over many runs asks each question once, and waits out one timeout at most.
+    _asked: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def source(self) -> str:
@@ -121,12 +126,25 @@ class ElectricityMaps:
         return rows
 
     def _get(self, endpoint: str, query: dict[str, str]) -> Any:
+        params = urllib.parse.urlencode({"zone": self.zone, **query})
+        url = f"{self.base_url.rstrip('/')}/carbon-intensity/{endpoint}?{params}"
+        for asked in (_UNREACHED, url):
+            if asked in self._asked:
+                if isinstance(self._asked[asked], InputError):
+                    raise self._asked[asked]
+                return self._asked[asked]
+        try:
+            self._asked[url] = self._fetch(endpoint, url)
+        except InputError as exc:
+            self._asked.setdefault(url, exc)
+            raise
+        return self._asked[url]
+
+    def _fetch(self, endpoint: str, url: str) -> Any:
         import http.client  # the HTTP client only where a lookup is made
         import urllib.error
         import urllib.request
 
-        params = urllib.parse.urlencode({"zone": self.zone, **query})
-        url = f"{self.base_url.rstrip('/')}/carbon-intensity/{endpoint}?{params}"
         request = urllib.request.Request(url, headers={"Accept": "application/json"})
         request.add_unredirected_header("auth-token", self.key)  # not sent on to a redirect
         try:
@@ -135,11 +153,11 @@ class ElectricityMaps:
         except urllib.error.HTTPError as exc:
             raise self._refused(endpoint, exc) from None
         except urllib.error.URLError as exc:
-            raise self._error(f"cannot reach {self.base_url}: {exc.reason}") from None
+            raise self._unreached(f"cannot reach {self.base_url}: {exc.reason}") from None
         except TimeoutError:
-            raise self._error(f"{endpoint}: no answer within {self.timeout_s:g} s") from None
+            raise self._unreached(f"{endpoint}: no answer within {self.timeout_s:g} s") from None
         except (OSError, http.client.HTTPException) as exc:
-            raise self._error(f"{endpoint}: the connection failed: {exc!r}") from None
+            raise self._unreached(f"{endpoint}: the connection failed: {exc!r}") from None
         if len(body) > MAX_BYTES:
             raise self._error(f"{endpoint}: an answer over {MAX_BYTES >> 20} MiB")
         try:
@@ -162,6 +180,11 @@ class ElectricityMaps:
                 " https://api.electricitymaps.com/v3/zones)"
             )
         return self._error(f"{endpoint}: HTTP {exc.code}{said}")
+
+    def _unreached(self, text: str) -> InputError:
+        """The error of a failure to reach the service, kept: no later request is tried."""
+        error = self._asked[_UNREACHED] = self._error(text)
+        return error
 
     def _error(self, text: str) -> InputError:
         message = f"Electricity Maps zone {self.zone}: {text}"
