@@ -119,3 +119,29 @@ def test_capped_lines_refuse_a_longer_line_having_read_the_limit_only(text, line
     with pytest.raises(InputError, match=message):
         list(capped_lines(fh, "f.csv", max_chars=8))
     assert fh.tell() <= text.index("a") + 8 + 2  # the limit and a line end, no further
+
+
+@pytest.mark.parametrize(
+    ("text", "utc"),
+    [
+        ("2026-01-05T10:00:00.000Z", "2026-01-05 10:00:00+00:00"),  # Electricity Maps' form
+        ("2026-01-05T10:00:00Z", "2026-01-05 10:00:00+00:00"),
+        ("2026-01-05T11:00:00.5+01:00", "2026-01-05 10:00:00.500000+00:00"),
+        ("2026-01-05T10:00:00.1234567z", "2026-01-05 10:00:00.123456+00:00"),
+        (" 2026-01-05 10:00:00,25+00:00 ", "2026-01-05 10:00:00.250000+00:00"),
+    ],
+)
+def test_iso_times_read_alike_on_every_python(text: str, utc: str) -> None:
+    from datetime import timezone
+
+    from joulecast.inputs import iso_time
+
+    moment = iso_time(text)
+    assert moment is not None and str(moment.astimezone(timezone.utc)) == utc
+
+
+@pytest.mark.parametrize("text", ["yesterday", "", "Z", None, 7, "2026-13-01T00:00Z", "9" * 80])
+def test_what_is_not_an_iso_time_is_none(text: object) -> None:
+    from joulecast.inputs import iso_time
+
+    assert iso_time(text) is None

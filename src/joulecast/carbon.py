@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from joulecast.errors import InputError
-from joulecast.inputs import capped_lines, finite, quote, read_file
+from joulecast.inputs import capped_lines, finite, iso_time, quote, read_file
 from joulecast.offline.baselines import carbon_g
 
 INTENSITY_ENV = "JOULECAST_INTENSITY"
@@ -164,12 +164,11 @@ def region(code: str) -> Intensity:
 
 
 def _when(text: str, where: str) -> float:
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
+    moment = iso_time(text)
+    if moment is None:
         raise InputError(
             f"{where}: datetime {quote(text)}: expected ISO 8601 such as 2026-01-31T14:00:00Z"
-        ) from None
+        )
     if moment.tzinfo is None:  # documented: a time without a zone is UTC
         moment = moment.replace(tzinfo=timezone.utc)
     return moment.timestamp()

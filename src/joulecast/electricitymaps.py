@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from joulecast.carbon import MAX_G_PER_KWH, Intensity, hourly_series
 from joulecast.errors import InputError
-from joulecast.inputs import quote
+from joulecast.inputs import iso_time, quote
 
 if TYPE_CHECKING:
     import urllib.error
@@ -213,10 +213,7 @@ def _is_g_per_kwh(value: object) -> bool:
 
 
 def _when(value: object, where: str, source: ElectricityMaps) -> float:
-    try:
-        moment = datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        moment = None
+    moment = iso_time(value)
     if moment is None or moment.tzinfo is None:
         raise source._error(f"{where} {quote(value)}: expected an ISO 8601 time with its zone")
     return moment.timestamp()

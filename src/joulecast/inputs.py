@@ -25,6 +25,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from typing import IO, Any
 
 from joulecast.errors import InputError
@@ -230,6 +231,25 @@ def capped_lines(fh: IO[str], what: str, *, max_chars: int | None = None) -> Ite
                 f"({limit / 2**20:g} MiB of ASCII)"
             )
         yield line
+
+
+# Python 3.10's fromisoformat takes neither a 'Z' nor a fraction of other than 3 or 6 digits.
+_ISO_FRACTION = re.compile(r"(T?\d{2}:\d{2}:\d{2})[.,](\d+)")
+
+
+def iso_time(value: object) -> datetime | None:
+    """``value`` as an ISO 8601 date and time (a ``Z`` suffix is UTC, a fraction of any length
+    is read to the microsecond, on every supported Python); None where it is not one."""
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    text = value.strip()
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
+    text = _ISO_FRACTION.sub(lambda m: f"{m[1]}.{(m[2] + '000000')[:6]}", text, count=1)
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
 
 
 def is_number(value: object, *, positive: bool = False) -> bool:
