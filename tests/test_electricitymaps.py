@@ -45,6 +45,8 @@ class FakeMaps:
     routes: dict[str, tuple[int, Any, dict[str, str]]] = field(default_factory=dict)
     requests: list[tuple[str, dict[str, str], dict[str, str]]] = field(default_factory=list)
     hold: threading.Event | None = None
+    drip_s: float = 0.0
+    stop: threading.Event = field(default_factory=threading.Event)
 
     def answer(self, endpoint: str, body: Any, status: int = 200, **headers: str) -> None:
         self.routes[f"/v3/carbon-intensity/{endpoint}"] = (status, body, headers)
@@ -72,7 +74,13 @@ def maps() -> Iterator[FakeMaps]:
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(data)
+            if not fake.drip_s:
+                self.wfile.write(data)
+            for i in range(len(data) if fake.drip_s else 0):
+                self.wfile.write(data[i : i + 1])
+                self.wfile.flush()
+                if fake.stop.wait(fake.drip_s):
+                    return
 
         def log_message(self, *args: object) -> None:
             pass
@@ -87,6 +95,7 @@ def maps() -> Iterator[FakeMaps]:
     finally:
         if fake.hold is not None:
             fake.hold.set()
+        fake.stop.set()
         server.shutdown()
         server.server_close()
         thread.join()
@@ -192,6 +201,13 @@ def point(**change: Any) -> dict[str, Any]:
             r"data\[0\].datetime '2026-01-05T10:00:00': expected",
         ),
         ({"data": [point(datetime=None)]}, r"data\[0\].datetime None"),
+        (b"[" * 200_000, r"not JSON: b'\[\[\["),  # nested past the interpreter's recursion
+        (
+            b'{"data": [{"datetime": "2026-01-05T10:00Z", "carbonIntensity": 1'
+            + b"0" * 400
+            + b"}]}",
+            r"data\[0\].carbonIntensity 10{56}...: expected",
+        ),  # an integer beyond any float
     ],
 )
 def test_a_malformed_answer_names_the_field(
@@ -273,9 +289,26 @@ def test_a_zone_that_is_not_an_id_is_refused_before_any_request(zone: str) -> No
         lookup(zone, {API_KEY_ENV: KEY})
 
 
-def test_the_base_url_must_be_http() -> None:
-    with pytest.raises(InputError, match=f"\\${URL_ENV} 'file:///etc': expected an http"):
-        lookup("DE", {API_KEY_ENV: KEY, URL_ENV: "file:///etc"})
+@pytest.mark.parametrize("url", ["file:///etc", "http://[::1/v3", "http://", "http://h:port/v3"])
+def test_the_base_url_must_be_http(url: str) -> None:
+    with pytest.raises(InputError, match=f"\\${URL_ENV} '.*': expected an http"):
+        lookup("DE", {API_KEY_ENV: KEY, URL_ENV: url})
+
+
+@pytest.mark.parametrize("key", ["abc\ndef", "abc def", "clé", "abc\x1b[2J"])
+def test_a_key_no_header_can_carry_is_refused_without_printing_it(key: str) -> None:
+    with pytest.raises(InputError) as info:
+        lookup("DE", {API_KEY_ENV: key})
+    assert str(info.value).startswith(f"Electricity Maps zone DE: ${API_KEY_ENV} holds a space")
+    assert key.split()[0][:3] not in str(info.value).split("holds")[1]
+
+
+def test_a_service_that_drips_its_answer_is_given_the_timeout_in_all(maps: FakeMaps) -> None:
+    maps.drip_s = 0.1  # a byte every 0.1 s, each read inside the socket's 0.3 s timeout
+    maps.answer("past-range", {"data": TWO_HOURS})
+    em = ElectricityMaps("DE", KEY, maps.url, timeout_s=0.3, clock=lambda: LATER)
+    with pytest.raises(InputError, match=r"zone DE: past-range: no answer within 0\.3 s"):
+        em.history(START, START + 60)
 
 
 def test_resolution_order(tmp_path: Path) -> None:

@@ -50,6 +50,8 @@ RECENT_S = 23 * 3600.0
 MAX_BYTES = 8 << 20
 # The key under which ElectricityMaps._asked keeps a failure to reach the service.
 _UNREACHED = ""
+# API tokens: visible ASCII characters only (a header cannot carry others).
+_TOKEN = re.compile(r"[\x21-\x7e]{1,4096}")
 # Zone ids: letters, digits, '-' and '_' (DE, US-CAL-CISO, DK-DK1).
 _ZONE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
@@ -134,11 +136,38 @@ class ElectricityMaps:
                     raise self._asked[asked]
                 return self._asked[asked]
         try:
-            self._asked[url] = self._fetch(endpoint, url)
+            self._asked[url] = self._within_timeout(endpoint, url)
         except InputError as exc:
             self._asked.setdefault(url, exc)
             raise
         return self._asked[url]
+
+    def _within_timeout(self, endpoint: str, url: str) -> Any:
+        """:meth:`_fetch` in a thread given :attr:`timeout_s` in all: the socket's timeout
+        bounds each read, and a service that drips its answer would be waited on for ever."""
+        import threading
+
+        outcome: list[tuple[bool, Any]] = []
+
+        def fetch() -> None:
+            try:
+                outcome.append((True, self._fetch(endpoint, url)))
+            except BaseException as exc:  # handed to the waiting thread, raised there
+                outcome.append((False, exc))
+
+        worker = threading.Thread(target=fetch, name="joulecast-electricity-maps", daemon=True)
+        worker.start()
+        worker.join(self.timeout_s)
+        if not outcome:
+            raise self._unreached(f"{endpoint}: no answer within {self.timeout_s:g} s")
+        done, value = outcome[0]
+        if done:
+            return value
+        if isinstance(value, InputError):
+            raise value
+        # Anything else the standard library raised: named by type only, as its text may hold
+        # the request (and so the key).
+        raise self._error(f"{endpoint}: the request failed ({type(value).__name__})")
 
     def _fetch(self, endpoint: str, url: str) -> Any:
         import http.client  # the HTTP client only where a lookup is made
@@ -162,7 +191,7 @@ class ElectricityMaps:
             raise self._error(f"{endpoint}: an answer over {MAX_BYTES >> 20} MiB")
         try:
             return json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
             raise self._error(f"{endpoint}: not JSON: {quote(body[:60])}") from None
 
     def _refused(self, endpoint: str, exc: urllib.error.HTTPError) -> InputError:
@@ -204,12 +233,13 @@ def _message(exc: urllib.error.HTTPError) -> str:
 
 
 def _is_g_per_kwh(value: object) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and 0.0 <= value <= MAX_G_PER_KWH
-    )
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        g = float(value)
+    except OverflowError:  # an integer beyond any float
+        return False
+    return math.isfinite(g) and 0.0 <= g <= MAX_G_PER_KWH
 
 
 def _when(value: object, where: str, source: ElectricityMaps) -> float:
@@ -243,8 +273,18 @@ def lookup(zone: str, env: Mapping[str, str]) -> Intensity:
             f"Electricity Maps zone {name}: no API key: set ${API_KEY_ENV} to your token"
             " (from https://portal.electricitymaps.com); nothing is fetched without one"
         )
+    if not _TOKEN.fullmatch(key):  # the key itself is never printed
+        raise InputError(
+            f"Electricity Maps zone {name}: ${API_KEY_ENV} holds a space, a line break, a"
+            " control or a non-ASCII character, which no token has: set it to the token alone"
+        )
     base = env.get(URL_ENV, "").strip() or BASE_URL
-    if urllib.parse.urlsplit(base).scheme not in ("http", "https"):
+    try:
+        parts = urllib.parse.urlsplit(base)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise InputError(f"${URL_ENV} {quote(base)}: expected an http:// or https:// URL")
     maps = ElectricityMaps(name, key, base)
     return Intensity(maps.source, lookup=maps.history)
