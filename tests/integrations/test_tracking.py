@@ -119,6 +119,28 @@ def test_log_run_that_fails_closes_its_run_as_failed(tmp_path):
     assert rec.closed == [RunStatus.FAILED]
 
 
+def test_a_co2e_that_fails_unexpectedly_is_a_warning_and_the_totals_are_logged(
+    tmp_path, monkeypatch, caplog
+):
+    import joulecast.carbon
+
+    path = tmp_path / "s.db"
+    with joulecast.measure(name="co2", store=path, interval_s=0.02) as run:
+        run.mark_epoch(0, samples=5)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("an intensity source failing in a way nobody foresaw")
+
+    monkeypatch.setenv("JOULECAST_INTENSITY", "300")
+    monkeypatch.setattr(joulecast.carbon, "run_emissions", broken)
+    rec = Recorder()
+    with caplog.at_level(logging.WARNING):
+        assert rec.log_run(path, run.run_id) == "rec-co2"
+    keys = {p.key for p in rec.points}
+    assert "energy_j" in keys and "co2e_g" not in keys
+    assert "no co2e_g logged: RuntimeError" in caplog.text
+
+
 def test_epoch_points_skip_missing_values():
     import pandas as pd
 

@@ -127,9 +127,9 @@ def total_points(summary: RunSummary, emissions: Emissions | None = None) -> lis
 def run_emissions(store: Store, summary: RunSummary) -> Emissions | None:
     """The CO2e of the run ``summary`` sums up, of the energy it holds (the ``energy_j``
     logged beside it, though a live run's store has grown since), under the intensity the
-    environment names (``$JOULECAST_INTENSITY``, ``$JOULECAST_REGION``, PUE 1.0); None
-    without one, or with one that cannot be used (a warning says why: a tracker logs the rest
-    of the run all the same)."""
+    environment names (``$JOULECAST_INTENSITY``, ``$JOULECAST_ELECTRICITY_MAPS``,
+    ``$JOULECAST_REGION``, PUE 1.0); None without one, or with one that cannot be used (a
+    warning says why: a tracker logs the rest of the run all the same)."""
     from joulecast.carbon import resolve_intensity
     from joulecast.carbon import run_emissions as emissions_of
     from joulecast.errors import InputError
@@ -141,7 +141,9 @@ def run_emissions(store: Store, summary: RunSummary) -> Emissions | None:
         return emissions_of(store, summary.run_id, source, energy_j=summary.energy_j)
     except InputError as exc:
         log.warning("no %s logged: %s", CO2E_KEY, exc)
-        return None
+    except Exception as exc:  # the CO2e never stops the training's logging
+        log.warning("no %s logged: %s", CO2E_KEY, type(exc).__name__, exc_info=True)
+    return None
 
 
 def start_tags(run: Run) -> dict[str, str]:
