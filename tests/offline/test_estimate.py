@@ -154,6 +154,10 @@ def test_estimate_cli_co2e_from_the_environment_and_for_every_row(tmp_path, caps
     (row,) = json.loads(capsys.readouterr().out)
     assert row["gco2e"] == pytest.approx(row["energy_j"] / 3.6e6 * 100)
     assert row["intensity_source"] == "given value (--intensity)" and row["pue"] == 1.0
+    assert main(["estimate", *data, "--intensity", "100"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.rstrip().endswith("gCO2e ┃") for line in lines)  # the last column
+    assert any(line.rstrip().endswith(f" {row['gco2e']:,.1f} │") for line in lines)
 
 
 def test_extrapolation_warns_and_names_the_feature():

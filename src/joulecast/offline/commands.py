@@ -57,7 +57,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
             print_json(rows)
             return 0
         out = console()
-        _print_batch(rows, out)
+        _print_batch(rows, out, carbon=intensity is not None)
         out.print(shown(_carbon_line(intensity, args.pue)))
         return 0
     result = estimate_training(
@@ -133,11 +133,12 @@ def _carbon_line(intensity: Any, pue: float) -> str:
     )
 
 
-def _print_batch(rows: list[dict[str, Any]], out: Any) -> None:
+def _print_batch(rows: list[dict[str, Any]], out: Any, carbon: bool) -> None:
     from rich.table import Table
 
     table = Table(title="estimated energy per configuration (modelled)")
-    for col in ("row", "power W", "epoch kJ", "total kJ", "method", "MLCO2 kJ", "GA kJ"):
+    columns = ("row", "power W", "epoch kJ", "total kJ", "method", "MLCO2 kJ", "GA kJ")
+    for col in (*columns, *(["total gCO2e"] if carbon else [])):
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(
@@ -148,6 +149,7 @@ def _print_batch(rows: list[dict[str, Any]], out: Any) -> None:
             shown(r.get("energy_method", "-")),
             _num(r.get("mlco2_j"), 1e3),
             _num(r.get("green_algorithms_j"), 1e3),
+            *([_num(r.get("gco2e"), 1)] if carbon else []),
         )
     out.print(table)
     if rows and not rows[0]["band_calibrated"]:
