@@ -55,6 +55,15 @@ def test_runs_has_a_column_where_an_intensity_is_known(
     assert main(["runs", "--store", store]) == 0
     out = capsys.readouterr().out
     assert "CO2e g" in out and "10.11" in out and "region FRA" in out
+    # A file that misses the run: the same keys, null figures, and why.
+    (tmp_path / "ci.csv").write_text("datetime,g_per_kwh\n2026-01-05T10:00:00Z,100\n")
+    assert (
+        main(["runs", "--store", store, "--json", "--intensity-csv", str(tmp_path / "ci.csv")]) == 0
+    )
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["co2e_g"] is None and row["intensity_g_per_kwh"] is None
+    assert row["intensity_source"] == "hourly file ci.csv" and row["pue"] == 1.0
+    assert row["co2e_note"].startswith("no CO2e: hourly file ci.csv: does not cover the run's")
 
 
 def test_show_with_a_file_that_misses_the_run_is_one_line(

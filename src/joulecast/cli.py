@@ -238,13 +238,23 @@ def cmd_runs(args: argparse.Namespace) -> int:
     store = store_of(args, read_only=True)
     frame = store.runs()
     source = carbon_of(args)
-    emissions, notes = _runs_emissions(store, frame, source, args.pue)
+    emissions, notes_by_run = _runs_emissions(store, frame, source, args.pue)
     if args.json:
         records = json.loads(frame.to_json(orient="records"))
         if source is not None:
             for record in records:
                 e = emissions.get(record["id"])
-                record.update(e.to_dict() if e else {"co2e_g": None, "pue": args.pue})
+                record.update(
+                    e.to_dict()
+                    if e
+                    else {
+                        "co2e_g": None,
+                        "intensity_g_per_kwh": None,
+                        "intensity_source": source.source,
+                        "pue": args.pue,
+                        "co2e_note": notes_by_run[record["id"]],
+                    }
+                )
         _print_json(records)
         return 0
     from rich.table import Table
@@ -272,27 +282,27 @@ def cmd_runs(args: argparse.Namespace) -> int:
     out.print(table)
     if source is not None:
         out.print(shown(f"CO2e: intensity from {source.source}, PUE {args.pue:g}"))
-    for note in notes:
-        out.print(f"[yellow]warning:[/yellow] {shown(note)}")
+    for run_id, note in notes_by_run.items():
+        out.print(f"[yellow]warning:[/yellow] run {run_id}: {shown(note)}")
     return 0
 
 
 def _runs_emissions(
     store: Store, frame: Any, source: Any, pue: float
-) -> tuple[dict[int, Any], list[str]]:
-    """Each run's :class:`joulecast.carbon.Emissions` (a run the intensity does not cover is
-    left out, with a note saying why)."""
+) -> tuple[dict[int, Any], dict[int, str]]:
+    """Each run's :class:`joulecast.carbon.Emissions`; a run the intensity does not cover is
+    left out, and why is said by run id."""
     from joulecast.carbon import run_emissions
 
     emissions: dict[int, Any] = {}
-    notes: list[str] = []
+    notes: dict[int, str] = {}
     if source is None:
         return emissions, notes
     for run_id in frame["id"].tolist():
         try:
             emissions[int(run_id)] = run_emissions(store, int(run_id), source, pue)
         except InputError as exc:
-            notes.append(f"run {run_id}: no CO2e: {exc}")
+            notes[int(run_id)] = f"no CO2e: {exc}"
     return emissions, notes
 
 
