@@ -176,3 +176,18 @@ def test_a_run_without_energy_under_a_lookup_says_so_not_nan() -> None:
 
     line = Emissions(0.0, float("nan"), "Electricity Maps zone DE, hourly history", 1.0).describe()
     assert line == "CO2e: 0 g (no energy measured; Electricity Maps zone DE, hourly history), PUE 1"
+
+
+def test_a_run_without_energy_claims_no_intensity_from_a_file(tmp_path: Path) -> None:
+    store = Store(tmp_path / "idle.db")
+    frame = pd.DataFrame(
+        {"t_s": [0.0, 60.0], "device": "gpu:0", "power_w": 0.0, "energy_j": np.nan}
+    )
+    frame = frame.assign(util_pct=np.nan, mem_used_mib=np.nan, temp_c=np.nan)
+    frame = frame.assign(source="test", measured=True)
+    later = START + 30 * 86400  # a month after the file's hours
+    run_id = store.import_run(samples=frame[list(SAMPLE_COLUMNS)], started_at=later, name="idle")
+    (tmp_path / "ci.csv").write_text(HOURLY)
+    e = run_emissions(store, run_id, read_intensity_csv(tmp_path / "ci.csv"))
+    assert e.co2e_g == 0.0 and np.isnan(e.intensity_g_per_kwh)
+    assert e.describe() == "CO2e: 0 g (no energy measured; hourly file ci.csv), PUE 1"

@@ -317,7 +317,7 @@ def _stored_emissions(store: Any, run_id: int, source: Intensity, pue: float) ->
         return Emissions(co2e, source.g_per_kwh, source.source, pue)
     if source.lookup is not None:
         _, span = _readings_span(store, run_id, states)
-        if span is None or energy_j <= 0:  # no energy: nothing to fetch, no intensity known
+        if span is None or energy_j <= 0:  # nothing to fetch (as for a file, below)
             return Emissions(0.0, math.nan, source.source, pue)
         hint = "the service has no value for those hours; give --intensity-csv or --region"
         return _series_emissions(store, run_id, source.lookup(*span), pue, states, energy_j, hint)
@@ -348,9 +348,8 @@ def _series_emissions(
     import numpy as np
 
     started, span = _readings_span(store, run_id, states)
-    if span is None or energy_j <= 0:
-        g = source.series[0][2]
-        return Emissions(0.0, g, source.source, pue)
+    if span is None or energy_j <= 0:  # no energy to weigh the hours by: no intensity to say
+        return Emissions(0.0, math.nan, source.source, pue)
     first, last = span
     cells = [
         (max(a, first), min(b, last), g) for a, b, g in source.series if b > first and a < last
