@@ -115,6 +115,12 @@ def test_resolution_order(tmp_path: Path) -> None:
     assert resolve_intensity(None, None, None, {}) is None
 
 
+@pytest.mark.parametrize("value", ["abc", "-5", "1e9", "nan"])
+def test_a_bad_intensity_variable_is_named(value: str) -> None:
+    with pytest.raises(InputError, match=f"^\\${INTENSITY_ENV} '{value}': expected a number"):
+        resolve_intensity(None, None, None, {INTENSITY_ENV: value})
+
+
 @pytest.mark.parametrize(
     ("body", "named"),
     [

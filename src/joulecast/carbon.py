@@ -261,12 +261,12 @@ def resolve_intensity(
     if env.get(INTENSITY_ENV, "").strip():
         text = env[INTENSITY_ENV].strip()
         try:
-            value = float(text)
-        except ValueError:
+            return fixed(float(text), f"given value (${INTENSITY_ENV})")
+        except (ValueError, InputError):
             raise InputError(
-                f"${INTENSITY_ENV} {quote(text)}: expected a number of gCO2e/kWh"
+                f"${INTENSITY_ENV} {quote(text)}: expected a number of gCO2e/kWh from 0 to"
+                f" {MAX_G_PER_KWH:g}"
             ) from None
-        return fixed(value, f"given value (${INTENSITY_ENV})")
     if hourly and env.get(ZONE_ENV, "").strip():
         return _zone(env[ZONE_ENV], env)
     if env.get(REGION_ENV, "").strip():
