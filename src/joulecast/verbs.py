@@ -114,6 +114,9 @@ def add_carbon_options(parser: argparse.ArgumentParser, *, hourly: bool = True) 
             help="Electricity Maps zone (DE, FR, US-CAL-CISO): its hourly history over each"
             f" run, fetched with the API key in ${API_KEY_ENV} (default ${ZONE_ENV})",
         )
+    else:
+        for option in ("--intensity-csv", "--electricity-maps"):
+            group.add_argument(option, type=_no_hours, help=argparse.SUPPRESS)
     group.add_argument(
         "--region",
         metavar="CODE",
@@ -124,6 +127,13 @@ def add_carbon_options(parser: argparse.ArgumentParser, *, hourly: bool = True) 
         type=finite_arg(lo=1.0, hi=MAX_PUE),
         default=1.0,
         help="power usage effectiveness of the data centre (1.0: none added)",
+    )
+
+
+def _no_hours(text: str) -> str:
+    raise argparse.ArgumentTypeError(
+        "an hourly source needs a run's times, and a planned training has none: give"
+        " --intensity G_PER_KWH or --region CODE"
     )
 
 

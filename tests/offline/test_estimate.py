@@ -142,6 +142,11 @@ def test_estimate_cli_co2e_from_the_environment_and_for_every_row(tmp_path, caps
     assert main([*args, "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     g = region("SWE").g_per_kwh
+    monkeypatch.delenv("JOULECAST_REGION")
+    assert main(args) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "$JOULECAST_ELECTRICITY_MAPS is hourly, passed over for a planned training" in text
+    monkeypatch.setenv("JOULECAST_REGION", "SWE")
     assert {r["intensity_source"] for r in rows} == {region("SWE").source}
     assert rows[0]["gco2e"] == pytest.approx(rows[0]["energy_j"] / 3.6e6 * g)
     assert main([*args, "--pue", "1.5"]) == 0
@@ -600,6 +605,8 @@ def test_estimate_batch_csv_with_a_user_gpu_file_leaves_the_environment_alone(
         (["estimate", "--pue", "1e308"], "'1e308': expected a finite number from 1 to 10"),
         (["estimate", "--pue", "0.5"], "'0.5': expected a finite number from 1 to 10"),
         (["estimate", "--intensity", "-5"], "expected a finite number from 0 to 5000"),
+        (["estimate", "--intensity-csv", "ci.csv"], "a planned training has none: give"),
+        (["estimate", "--electricity-maps", "DE"], "needs a run's times"),
         (["fit-offline", "-o", "m.json", "--seed", "4294967296"], "from 0 to 4294967295"),
         (["evaluate-estimators", "--seed", "-1"], "'-1': expected a whole number from 0 to"),
     ],

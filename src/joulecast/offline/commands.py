@@ -123,10 +123,14 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 def _carbon_line(intensity: Any, pue: float) -> str:
     """Where the CO2e figures' intensity came from, or how to give one."""
-    from joulecast.carbon import no_intensity
+    import os
+
+    from joulecast.carbon import ZONE_ENV, no_intensity
 
     if intensity is None:
-        return no_intensity(hourly=False)
+        zone = os.environ.get(ZONE_ENV, "").strip()
+        passed = f"; ${ZONE_ENV} is hourly, passed over for a planned training" if zone else ""
+        return no_intensity(hourly=False) + passed
     return (
         f"CO2e at {intensity.g_per_kwh:,.1f} gCO2e/kWh ({intensity.source}), PUE {pue:g}"
         " (Green Algorithms' energy already holds it)"
