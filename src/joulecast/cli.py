@@ -11,7 +11,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import signal
 import sys
 import time
@@ -954,13 +953,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"joulecast: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:
-        # The reader went away (`| head`): what is left unwritten goes nowhere, quietly,
-        # and so does Python's own flush of stdout at exit.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-        print("joulecast: error: output closed before it was all written", file=sys.stderr)
-        return 2
+        from joulecast.outputs import reader_gone
+
+        return reader_gone()
     except KeyboardInterrupt:
         return 130
 

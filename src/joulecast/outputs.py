@@ -23,6 +23,18 @@ def print_json(data: Any) -> None:
     print(json.dumps(_finite(data), indent=2, allow_nan=False, default=str))
 
 
+def reader_gone() -> int:
+    """After a ``BrokenPipeError`` on stdout (``| head``): send what is left, and Python's own
+    flush at exit, nowhere; say so on stderr. Returns the exit status, 2."""
+    import sys
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    print("joulecast: error: output closed before it was all written", file=sys.stderr)
+    return 2
+
+
 def _finite(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
