@@ -197,3 +197,18 @@ def test_a_run_without_energy_claims_no_intensity_from_a_file(tmp_path: Path) ->
     e = run_emissions(store, run_id, read_intensity_csv(tmp_path / "ci.csv"))
     assert e.co2e_g == 0.0 and np.isnan(e.intensity_g_per_kwh)
     assert e.describe() == "CO2e: 0 g (no energy measured; hourly file ci.csv), PUE 1"
+
+
+def test_the_table_listing_stops_quietly_when_its_reader_does() -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        f"'{sys.executable}' -m joulecast.carbon | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.stdout.startswith("ABW ") and len(proc.stdout.splitlines()) == 1
+    assert "Traceback" not in proc.stderr

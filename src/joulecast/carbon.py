@@ -376,8 +376,16 @@ def _series_emissions(
 
 def main() -> int:
     """Print the shipped table's codes (``python -m joulecast.carbon``)."""
-    for code, (country, g, year) in sorted(_table().items()):
-        print(f"{code}  {g:8.1f} gCO2e/kWh  {year}  {country}")
+    import sys
+
+    try:
+        for code, (country, g, year) in sorted(_table().items()):
+            sys.stdout.write(f"{code}  {g:8.1f} gCO2e/kWh  {year}  {country}\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        from joulecast.outputs import reader_gone
+
+        return reader_gone()
     return 0
 
 
