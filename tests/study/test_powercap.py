@@ -413,6 +413,18 @@ def test_a_job_puts_back_only_what_was_left_on_the_gpus_it_sees(tmp_path, monkey
     ]
 
 
+def test_a_ledger_folder_that_cannot_be_made_refuses_the_job_in_one_line(tmp_path):
+    (tmp_path / "s-capped").write_text("")  # a file where the study folder should be
+    fake = FakeNvml([a100()])
+    refused = run_capped(job_gpus(tmp_path, fake), False, lambda: pytest.fail("ran"))
+    assert isinstance(refused, GpuRefused) and "\n" not in refused.message
+    assert refused.message.startswith(
+        f"{tmp_path / 's-capped' / LEDGER_FOLDER}: the folder of GPU settings to put back cannot"
+        " be created: "
+    )
+    assert fake.gpus[0].enforced_limit_mw == 400_000
+
+
 class InlineExecutor:
     """submitit's executor running each job here, at once (the runner waits for it anyway)."""
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from joulecast.errors import InputError, JoulecastError, SensorUnavailable
+from joulecast.errors import InputError, JoulecastError, OutputError, SensorUnavailable
 from joulecast.inputs import is_number, quote
 from joulecast.outputs import write_atomic
 
@@ -195,7 +195,13 @@ class FileLedger:
         path = self._path(host, entry["gpu_uuid"], entry["setting"])
         if path.exists():
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(
+                f"{self.folder}: the folder of GPU settings to put back cannot be created: "
+                f"{exc.strerror or exc}; nothing is set"
+            ) from exc
         text = json.dumps({"host": host, **entry})
         write_atomic(path, lambda tmp: Path(tmp).write_text(text))
 
