@@ -7,6 +7,7 @@ rights refuse is refused in one line before any run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -411,6 +412,60 @@ def test_a_job_puts_back_only_what_was_left_on_the_gpus_it_sees(tmp_path, monkey
     assert [c[1:] for c in fake.changes] == [("GPU-a2", v) for v in (300_000, 300_000, 250_000)] + [
         ("GPU-a2", 300_000)
     ]
+
+
+def ledger_path(tmp_path: Path, setting: str = "power_limit") -> Path:
+    return tmp_path / "s-capped" / LEDGER_FOLDER / f"{HOST}@{A100}@{setting}.json"
+
+
+def planted(path: Path, kind: str) -> None:
+    """A ledger file at ``path`` that cannot be read as a setting."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "empty":  # a node lost before the file's bytes reached the disk
+        path.write_text("")
+    elif kind == "corrupt":
+        path.write_text('{"host": "x"')
+    elif kind == "link":  # to a setting that reads well: still not followed
+        target = path.parent.parent / "elsewhere.json"
+        entry = dict(host=HOST, gpu_uuid=A100, setting="power_limit", original=1, value=2)
+        target.write_text(json.dumps({**entry, "study": "capped", "run_key": "k", "set_at": 0}))
+        path.symlink_to(target)
+    elif kind == "dangling link":
+        path.symlink_to(path.parent / "nowhere")
+    elif kind == "fifo":  # read without waiting for a writer
+        os.mkfifo(path)
+
+
+@pytest.mark.parametrize("kind", ["empty", "corrupt", "link", "dangling link", "fifo"])
+def test_a_power_limit_file_that_cannot_be_read_refuses_the_job(tmp_path, kind):
+    path = ledger_path(tmp_path)
+    planted(path, kind)
+    fake = FakeNvml([a100()])
+    for _ in range(2):  # and the next job too: the original stays unknown
+        refused = run_capped(job_gpus(tmp_path, fake), False, lambda: pytest.fail("ran"))
+        assert isinstance(refused, GpuRefused) and "\n" not in refused.message
+        assert refused.message.startswith(f"{path}: a power limit left to put back that cannot")
+        assert refused.message.endswith("set it back if need be, then delete the file")
+        assert f"nvidia-smi -q -d POWER -i {A100}" in refused.message
+    assert fake.gpus[0].enforced_limit_mw == 400_000
+    assert [c for c in fake.changes if c[2] != 400_000] == []  # the check sets what it finds
+    assert os.path.lexists(path)
+    if kind == "link":
+        assert json.loads(path.resolve().read_text())["original"] == 1  # not written through
+
+
+def test_a_clocks_file_that_cannot_be_read_is_written_anew(tmp_path):
+    # Clocks are put back by unlocking them: the lost file held nothing else.
+    path = ledger_path(tmp_path, "locked_clocks")
+    planted(path, "empty")
+    fake = FakeNvml([a100()])
+    job = dataclasses.replace(job_gpus(tmp_path, fake), settings=GpuSettings(gpu_clocks_mhz=1000))
+    seen: list[Any] = []
+    run_capped(job, False, lambda: seen.append(ledger_files(tmp_path)) or (0, False, ""))
+    ((entry,),) = seen
+    assert (entry["setting"], entry["value"]) == ("locked_clocks", 1000)
+    assert fake.gpus[0].locked_clocks_mhz is None
+    assert not os.path.lexists(path)
 
 
 def test_a_ledger_folder_that_cannot_be_made_refuses_the_job_in_one_line(tmp_path):

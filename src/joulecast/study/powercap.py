@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import socket
 import time
 import urllib.parse
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from joulecast.errors import InputError, JoulecastError, OutputError, SensorUnavailable
-from joulecast.inputs import is_number, quote
+from joulecast.inputs import is_number, quote, read_file
 from joulecast.outputs import write_atomic
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ _ROOT = (
 LEDGER_FOLDER = "gpu_settings"
 """The folder of a study's folder where its jobs keep the settings to put back."""
 _FIELDS = ("gpu_uuid", "setting", "original", "value", "study", "run_key", "set_at")
+_MAX_BYTES = 64 * 1024  # a setting is some 300 bytes
 
 
 class Ledger(Protocol):
@@ -158,19 +160,23 @@ class FileLedger:
         name = "@".join(urllib.parse.quote(part, safe="") for part in (host, uuid, setting))
         return self.folder / f"{name}.json"
 
-    def _all(self) -> list[dict[str, Any]]:
-        out = []
+    def scan(self) -> tuple[list[tuple[Path, dict[str, Any]]], list[tuple[Path, str]]]:
+        """Every setting in the folder with its file, whichever host and study left it; and
+        each file of it that cannot be read as one, with why."""
+        entries, unreadable = [], []
         for path in sorted(self.folder.glob("*.json")):
-            try:
-                entry = json.loads(path.read_text())
-                ok = isinstance(entry, dict) and _valid(entry)
-            except (OSError, ValueError) as exc:
-                ok, entry = False, exc
-            if ok:
-                out.append(entry)
+            found = _read_entry(path)
+            if isinstance(found, str):
+                unreadable.append((path, found))
             else:
-                log.warning("%s: not a GPU setting to put back, left alone (%s)", path, entry)
-        return out
+                entries.append((path, found))
+        return entries, unreadable
+
+    def _all(self) -> list[dict[str, Any]]:
+        entries, unreadable = self.scan()
+        for path, why in unreadable:
+            log.warning("%s: not a GPU setting to put back, left alone (%s)", path, why)
+        return [entry for _, entry in entries]
 
     def entries(self, host: str, study: str) -> list[dict[str, Any]]:
         """``study``'s settings left on ``host``: clocks first (the reverse of the order they
@@ -190,11 +196,24 @@ class FileLedger:
         )
 
     def add(self, host: str, entry: dict[str, Any]) -> None:
-        """Keep ``entry`` (the :data:`_FIELDS`); one already there for its GPU and setting (a
-        put-back that failed) stays, with the older, true original."""
+        """Keep ``entry`` (the :data:`_FIELDS`); one already there for its GPU and
+        setting (a put-back that failed) stays, with the older, true original.
+
+        Raises:
+            InputError: A power limit's file is there but cannot be read (empty after a lost
+                node, not JSON, a symbolic link): the limit to put back is unknown.
+            OutputError: The folder or the file cannot be written.
+        """
         path = self._path(host, entry["gpu_uuid"], entry["setting"])
-        if path.exists():
-            return
+        if os.path.lexists(path):
+            found = _read_entry(path)
+            if not isinstance(found, str):
+                return
+            if entry["setting"] == _POWER:
+                # The limit to put back is lost: setting another would go unnoticed for good.
+                raise InputError(_unreadable(path, host, entry["gpu_uuid"], found))
+            # Clocks are put back by unlocking them, whatever the lost file said.
+            log.warning("%s: cannot be read (%s); written anew", path, found)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -208,6 +227,32 @@ class FileLedger:
     def remove(self, host: str, uuid: str, setting: str) -> None:
         """Forget the ``setting`` of GPU ``uuid`` on ``host`` (it is back)."""
         self._path(host, uuid, setting).unlink(missing_ok=True)
+
+
+def _read_entry(path: Path) -> dict[str, Any] | str:
+    """The setting ``path`` holds, or why it holds none (a symbolic link is not followed)."""
+    try:
+        data = read_file(path, "a GPU setting to put back", max_bytes=_MAX_BYTES, regular=True)
+    except InputError as exc:
+        return str(exc).removeprefix(f"{path}: ")
+    if not data.strip():
+        return "empty"
+    try:
+        entry = json.loads(data)
+    except ValueError:
+        return "not JSON"
+    if not isinstance(entry, dict) or not _valid(entry):
+        return "not a setting as joulecast writes it"
+    return entry
+
+
+def _unreadable(path: Path, host: str, uuid: str, why: str) -> str:
+    """Why a power limit is refused where the file of one left before cannot be read."""
+    return (
+        f"{path}: a power limit left to put back that cannot be read ({why}): the limit "
+        f"{uuid} had before is unknown, so nothing is set; check it on {host} "
+        f"(nvidia-smi -q -d POWER -i {uuid}), set it back if need be, then delete the file"
+    )
 
 
 def _valid(entry: dict[str, Any]) -> bool:
