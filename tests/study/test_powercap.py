@@ -468,6 +468,23 @@ def test_a_clocks_file_that_cannot_be_read_is_written_anew(tmp_path):
     assert not os.path.lexists(path)
 
 
+def test_a_setting_reaches_the_disk_before_its_gpu_is_changed(tmp_path, monkeypatch):
+    synced: list[str] = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")))
+    path = ledger_path(tmp_path)
+    fake = FakeNvml([a100()])
+
+    def training() -> tuple[int, bool, str]:
+        # The file's bytes (under its temporary name), then the folder that names it.
+        written, folder = synced
+        assert Path(written).parent == path.parent and written.startswith(f"{path.parent}/.")
+        assert folder == str(path.parent)
+        return 0, False, ""
+
+    assert run_capped(job_gpus(tmp_path, fake), False, training) == (0, False, "")
+    assert len(synced) == 2
+
+
 def test_a_ledger_folder_that_cannot_be_made_refuses_the_job_in_one_line(tmp_path):
     (tmp_path / "s-capped").write_text("")  # a file where the study folder should be
     fake = FakeNvml([a100()])

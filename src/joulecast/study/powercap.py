@@ -196,7 +196,7 @@ class FileLedger:
         )
 
     def add(self, host: str, entry: dict[str, Any]) -> None:
-        """Keep ``entry`` (the :data:`_FIELDS`); one already there for its GPU and
+        """Keep ``entry`` (the :data:`_FIELDS`), durably; one already there for its GPU and
         setting (a put-back that failed) stays, with the older, true original.
 
         Raises:
@@ -222,7 +222,8 @@ class FileLedger:
                 f"{exc.strerror or exc}; nothing is set"
             ) from exc
         text = json.dumps({"host": host, **entry})
-        write_atomic(path, lambda tmp: Path(tmp).write_text(text))
+        # Durable: a node lost after the GPU is changed must leave the file whole, not empty.
+        write_atomic(path, lambda tmp: Path(tmp).write_text(text), durable=True)
 
     def remove(self, host: str, uuid: str, setting: str) -> None:
         """Forget the ``setting`` of GPU ``uuid`` on ``host`` (it is back)."""
