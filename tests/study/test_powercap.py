@@ -510,6 +510,7 @@ class InlineExecutor:
         class Job:
             job_id = "7"
             result = staticmethod(lambda: fn(*args))
+            done = staticmethod(lambda: True)
 
             def cancel(self) -> None:
                 pass

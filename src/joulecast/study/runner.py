@@ -83,6 +83,8 @@ OOM_MARKERS = (
 OOM_LINES = 8
 TAIL_CHARS = 2000
 KILL_GRACE_S = 10.0
+POLL_S = 1.0
+"""How often the runner looks whether a job's tasks have ended (submitit's own wait: 1 s)."""
 
 
 @dataclass(frozen=True)
@@ -813,23 +815,33 @@ def _task_results(job: Any, tasks: int, key: str) -> list[tuple[int, bool, str]]
     """Each task's :func:`execute` result; a task that failed itself (scheduler, node) as exit
     status 1 with the reason.
 
+    Every task is watched, not each in turn: a node that refuses is seen at once, not after
+    node 0's task, which waits for it until the study's timeout.
+
     Raises:
         InputError: A task's node refused the run's GPU settings (:class:`GpuRefused`): the
             study stops there, as when a setting is refused to the local executor.
     """
-    out = []
-    for task in [job] if tasks == 1 else [job.task(k) for k in range(tasks)]:
-        try:
-            result = task.result()
-        except Exception as exc:  # the job itself failed (scheduler, node)
-            result = (1, False, f"job {job.job_id} failed: {exc}")
-        if isinstance(result, GpuRefused):
-            raise InputError(
-                f"run {key} refused on {result.host}, back in the plan; study stopped: "
-                f"{result.message}"
-            )
-        out.append(result)
-    return out
+    pending = dict(enumerate([job] if tasks == 1 else [job.task(k) for k in range(tasks)]))
+    out: dict[int, tuple[int, bool, str]] = {}
+    while True:
+        for k, task in list(pending.items()):
+            if not task.done():
+                continue
+            del pending[k]
+            try:
+                result = task.result()
+            except Exception as exc:  # the job itself failed (scheduler, node)
+                result = (1, False, f"job {job.job_id} failed: {exc}")
+            if isinstance(result, GpuRefused):
+                raise InputError(
+                    f"run {key} refused on {result.host}, back in the plan; study stopped: "
+                    f"{result.message}"
+                )
+            out[k] = result
+        if not pending:
+            return [out[k] for k in range(tasks)]
+        time.sleep(POLL_S)
 
 
 def _missing_nodes(folder: Path, uid: str, nodes: int) -> list[int]:
