@@ -8,6 +8,7 @@ rights refuse is refused in one line before any run.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import os
 import signal
@@ -361,6 +362,12 @@ def ledger_files(tmp_path: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in (tmp_path / "s-capped" / LEDGER_FOLDER).glob("*")]
 
 
+def a_setting(**changes: Any) -> dict[str, Any]:
+    """A ledger entry (a power limit unless ``changes`` say otherwise)."""
+    entry = dict(gpu_uuid="GPU-1", setting="power_limit", original=1, value=2, study="s")
+    return {**entry, "run_key": "c002-r00", "set_at": 1.7e9, **changes}
+
+
 def test_a_job_puts_the_limit_back_when_it_is_stopped_by_sigterm(tmp_path):
     fake = FakeNvml([a100()])
     seen: list[Any] = []
@@ -537,6 +544,49 @@ def test_a_node_that_refuses_stops_the_study_with_the_run_back_in_the_plan(tmp_p
         assert state is not None and state.counts()["planned"] == 2
 
 
+def test_settings_jobs_left_set_are_told_as_the_study_starts_and_by_its_status(
+    tmp_path, monkeypatch
+):
+    from joulecast.study.commands import status_data
+
+    submitit = pytest.importorskip("submitit")
+    monkeypatch.setattr(submitit, "AutoExecutor", InlineExecutor)
+    ledger = FileLedger(tmp_path / "s-capped" / LEDGER_FOLDER)
+    power = a_setting(gpu_uuid=A100, original=400_000, value=250_500, study="capped")
+    clocks = {**power, "setting": "locked_clocks", "original": None, "value": 1000}
+    ledger.add("gpu-node-7", power)  # jobs killed outright on two nodes
+    ledger.add("gpu-node-7", clocks)
+    ledger.add("gpu-node-9", {**power, "set_at": 1e300})  # hand-written, say
+    (ledger.folder / f"gpu-node-8@{A100}@power_limit.json").write_text("")
+    file, store = capped_study(tmp_path), tmp_path / "s.db"
+    lines: list[str] = []
+    study = load_study(file)
+    Runner(study, store, executor="slurm", echo=lines.append, only={"mode": "none"}).run()
+    since = datetime.datetime.fromtimestamp(1.7e9).astimezone().isoformat(" ", "seconds")
+    files = sorted(str(p) for p in ledger.folder.iterdir())
+    assert lines == [
+        "GPU settings left set by jobs of the study killed outright (SIGKILL, a lost node); the "
+        "study's next job on that host and GPU puts each back, or put it back by hand as root on "
+        "that host with the command given, then delete its file:",
+        f"  gpu-node-7 {A100}: clocks locked at 1000 MHz since {since} (run c002-r00): "
+        f"nvidia-smi -i {A100} -rgc; {files[0]}",
+        f"  gpu-node-7 {A100}: power limit 250.5 W since {since} (run c002-r00), was 400 W: "
+        f"nvidia-smi -i {A100} -pl 400; {files[1]}",
+        f"  gpu-node-9 {A100}: power limit 250.5 W at an unknown time (run c002-r00), was 400 W:"
+        f" nvidia-smi -i {A100} -pl 400; {files[3]}",
+        f"  gpu-node-8 {A100}: power_limit, in a file that cannot be read (empty): what to put "
+        f"back is unknown; {files[2]}",
+    ]
+    left = status_data(store, study)["gpu_settings_left"]
+    assert [(e["host"], e["setting"], e["value"], e["error"]) for e in left] == [
+        ("gpu-node-7", "locked_clocks", 1000, None),
+        ("gpu-node-7", "power_limit", 250_500, None),
+        ("gpu-node-9", "power_limit", 250_500, None),
+        ("gpu-node-8", "power_limit", None, "empty"),
+    ]
+    assert [e["file"] for e in left] == [*files[:2], files[3], files[2]]
+
+
 def test_the_local_runner_puts_back_what_a_job_left_on_its_host(tmp_path):
     gpu_state = tmp_path / "gpus.json"
     left = FakeNvml([a100()], state_path=gpu_state)
@@ -560,15 +610,7 @@ def test_a_ledger_file_not_understood_is_left_alone(tmp_path, caplog):
     ledger = FileLedger(tmp_path)
     (tmp_path / "x.json").write_text('{"host": "h", "setting": "power_limit", "original": null}')
     (tmp_path / "y.json").write_text("{")
-    entry = dict(
-        gpu_uuid="GPU-1",
-        setting="power_limit",
-        original=1,
-        value=2,
-        study="s",
-        run_key="k",
-        set_at=0.0,
-    )
+    entry = a_setting(run_key="k", set_at=0.0)
     ledger.add("h/../..", entry)
     ledger.add("h/../..", {**entry, "original": 5})  # the first original stays
     assert [e["original"] for e in ledger.entries("h/../..", "s")] == [1]

@@ -14,7 +14,8 @@ host puts the GPU back before it does anything else (:meth:`GpuControl.restore_l
 Under SLURM each job sets its own node's GPUs (:func:`on_node`), keeping the previous
 settings in files of the study's folder (:class:`FileLedger`) rather than the store, which
 jobs on other machines must not write; the next job on that host, or the next local runner
-there, puts back what a killed job left.
+there, puts back what a killed job left, and every ``study run`` lists what is left
+(:meth:`FileLedger.left`, :func:`left_line`).
 
 NVML cannot read a clock lock back, so locked clocks are put back by unlocking them
 (``nvmlDeviceResetGpuLockedClocks``): a lock an administrator had set before is lifted too.
@@ -26,6 +27,7 @@ first run, by setting each GPU's power limit to the value it already has.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import logging
 import os
@@ -172,6 +174,28 @@ class FileLedger:
                 entries.append((path, found))
         return entries, unreadable
 
+    def left(self) -> list[dict[str, Any]]:
+        """Every setting in the folder, for an operator: each with its ``file`` and ``error``
+        (None; for a file that cannot be read, why, with the host, GPU and setting its name
+        gives and None for the rest)."""
+        entries, unreadable = self.scan()
+        out = [{"file": str(path), **entry, "error": None} for path, entry in entries]
+        for path, why in unreadable:
+            parts = [urllib.parse.unquote(p) for p in path.stem.split("@")]
+            host, uuid, setting = parts if len(parts) == 3 else (None, None, None)
+            lost = dict.fromkeys(("original", "value", "study", "run_key", "set_at"))
+            out.append(
+                {
+                    "file": str(path),
+                    "host": host,
+                    "gpu_uuid": uuid,
+                    "setting": setting,
+                    **lost,
+                    "error": why,
+                }
+            )
+        return out
+
     def _all(self) -> list[dict[str, Any]]:
         entries, unreadable = self.scan()
         for path, why in unreadable:
@@ -254,6 +278,37 @@ def _unreadable(path: Path, host: str, uuid: str, why: str) -> str:
         f"{uuid} had before is unknown, so nothing is set; check it on {host} "
         f"(nvidia-smi -q -d POWER -i {uuid}), set it back if need be, then delete the file"
     )
+
+
+LEFT_HEADER = (
+    "GPU settings left set by jobs of the study killed outright (SIGKILL, a lost node); the "
+    "study's next job on that host and GPU puts each back, or put it back by hand as root on "
+    "that host with the command given, then delete its file:"
+)
+"""What precedes the lines of :func:`left_line`."""
+
+
+def left_line(entry: dict[str, Any]) -> str:
+    """One line on a setting of :meth:`FileLedger.left`: where, what, since when, and the
+    ``nvidia-smi`` command that puts it back."""
+    where = f"{entry['host']} {entry['gpu_uuid']}"
+    if entry.get("error") is not None:
+        return (
+            f"{where}: {entry['setting']}, in a file that cannot be read ({entry['error']}): "
+            f"what to put back is unknown; {entry['file']}"
+        )
+    since = "at an unknown time"
+    with contextlib.suppress(TypeError, ValueError, OverflowError, OSError):  # not a time
+        stamp = datetime.datetime.fromtimestamp(entry["set_at"]).astimezone()
+        since = f"since {stamp.isoformat(sep=' ', timespec='seconds')}"
+    if entry["setting"] == _POWER:
+        was, now = entry["original"] / 1000, entry["value"] / 1000
+        what = f"power limit {now:g} W {since} (run {entry['run_key']}), was {was:g} W"
+        command = f"nvidia-smi -i {entry['gpu_uuid']} -pl {was:g}"
+    else:
+        what = f"clocks locked at {entry['value']} MHz {since} (run {entry['run_key']})"
+        command = f"nvidia-smi -i {entry['gpu_uuid']} -rgc"
+    return f"{where}: {what}: {command}; {entry['file']}"
 
 
 def _valid(entry: dict[str, Any]) -> bool:

@@ -55,11 +55,13 @@ from joulecast.store import Store
 from joulecast.study.design import MAX_ATTEMPTS_LIMIT, PlannedRun, Study, argv, plan
 from joulecast.study.powercap import (
     LEDGER_FOLDER,
+    LEFT_HEADER,
     FileLedger,
     GpuControl,
     GpuRefused,
     GpuSettings,
     JobGpus,
+    left_line,
     on_node,
     study_settings,
 )
@@ -467,6 +469,7 @@ class Runner:
                 self._kill_leftovers(state)
                 if self.executor == "local" and study_settings(self.study, planned):
                     self._gpus = self._restore_gpus(store, stack)
+                self._report_left_settings()
                 self._record_finished_leftovers(store, state)
                 again, given_up = state.recover(self.max_attempts)
                 if again:
@@ -525,6 +528,15 @@ class Runner:
         for line in jobs.restore_leftovers():
             self.echo(f"left set by a job of the study, put back: {line}")
         return control
+
+    def _report_left_settings(self) -> None:
+        """Tell the GPU settings jobs of the study left set (on other hosts, or here where the
+        local runner could not put them back): only a job on that host can."""
+        left = FileLedger(self.folder / LEDGER_FOLDER).left()
+        if left:
+            self.echo(LEFT_HEADER)
+            for entry in left:
+                self.echo(f"  {left_line(entry)}")
 
     def _selected(self, run: PlannedRun) -> bool:
         """Whether ``run`` is among those ``only`` selects (by factor value, as text)."""
