@@ -50,6 +50,19 @@ def test_failed_write_keeps_the_old_file_and_no_temporary(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
 
 
+def test_a_durable_write_flushes_the_file_then_its_folder_and_only_when_asked(
+    tmp_path, monkeypatch
+):
+    synced: list[str] = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")))
+    write_atomic(tmp_path / "a.json", lambda tmp: Path(tmp).write_text("{}"))
+    assert synced == []
+    write_atomic(tmp_path / "b.json", lambda tmp: Path(tmp).write_text("{}"), durable=True)
+    written, folder = synced
+    assert written.startswith(f"{tmp_path}/.b.json.") and folder == str(tmp_path)
+    assert (tmp_path / "b.json").read_text() == "{}"
+
+
 def test_a_link_at_the_target_is_replaced_not_written_through(tmp_path):
     victim = tmp_path / "victim"
     victim.write_text("keep")

@@ -21,9 +21,11 @@ Every environment variable joulecast reads or sets is named here, once:
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import IO, Any
@@ -175,23 +177,38 @@ def _duration_s(text: str) -> float:
     return sum(float(m.group(1)) * _UNIT_S[m.group(2)] for m in parts)
 
 
-def read_file(path: str | os.PathLike[str], what: str, *, max_bytes: int) -> bytes:
+def read_file(
+    path: str | os.PathLike[str], what: str, *, max_bytes: int, regular: bool = False
+) -> bytes:
     """The bytes of the file at ``path``, of which there may be at most ``max_bytes``.
 
     Reads at most one byte more than allowed, so a device or a huge file costs no more than a
     small one. ``what`` says what the file should be ("a model file"), in errors.
+    ``regular``: refuse anything but a plain file, a symbolic link included (not followed),
+    without waiting on a FIFO: for files in a folder others may write to.
 
     Raises:
-        InputError: ``path`` is missing, a folder, unreadable or longer than ``max_bytes``.
+        InputError: ``path`` is missing, a folder, unreadable or longer than ``max_bytes``;
+            with ``regular``, not a plain file.
     """
     try:
-        with open(path, "rb") as fh:
+        if regular:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        else:
+            fd = os.open(path, os.O_RDONLY)
+        with open(fd, "rb") as fh:
+            if regular and not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise InputError(f"{path}: not a plain file (expected {what})")
             data = fh.read(max_bytes + 1)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file (expected {what})") from None
     except IsADirectoryError:
         raise InputError(f"{path}: is a folder (expected {what})") from None
     except OSError as exc:
+        if regular and exc.errno == errno.ELOOP:
+            raise InputError(
+                f"{path}: is a symbolic link; not followed (expected {what})"
+            ) from None
         raise InputError(f"{path}: cannot be read: {exc.strerror} (expected {what})") from None
     if len(data) > max_bytes:
         raise InputError(f"{path}: more than {max_bytes:,} bytes, the most {what} may hold")

@@ -45,13 +45,18 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def write_atomic(path: Path, write: Callable[[str], object]) -> None:
+def write_atomic(path: Path, write: Callable[[str], object], *, durable: bool = False) -> None:
     """Call ``write(tmp)`` on a new file beside ``path``, then rename it to ``path``.
 
     Readers see the old file or the new one, never a part; a failed ``write`` leaves ``path``
     as it was and removes the temporary file. The temporary file is created anew under a random
     name (a link planted there is not followed), with the permissions the umask gives a new
     file, and the rename replaces a link at ``path`` instead of writing through it.
+
+    ``durable``: the file's bytes reach the disk before the rename, and the rename before this
+    returns (``fsync`` of the file, then of its folder), so a machine that goes down after it
+    finds the new file whole; without it the operating system may lose both, or leave ``path``
+    empty.
 
     Raises:
         InputError: ``path``'s folder does not exist, or ``path`` is a folder.
@@ -65,13 +70,25 @@ def write_atomic(path: Path, write: Callable[[str], object]) -> None:
         raise _unwritten(path, exc) from exc
     try:
         write(str(tmp))
+        if durable:
+            _fsync(tmp)
         os.replace(tmp, path)
+        if durable:
+            _fsync(path.parent)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError) and not isinstance(exc, JoulecastError):
             raise _unwritten(path, exc) from exc
         raise
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _unwritten(path: Path, exc: OSError) -> OutputError:

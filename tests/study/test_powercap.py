@@ -7,6 +7,8 @@ rights refuse is refused in one line before any run.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import json
 import os
 import signal
@@ -360,6 +362,12 @@ def ledger_files(tmp_path: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in (tmp_path / "s-capped" / LEDGER_FOLDER).glob("*")]
 
 
+def a_setting(**changes: Any) -> dict[str, Any]:
+    """A ledger entry (a power limit unless ``changes`` say otherwise)."""
+    entry = dict(gpu_uuid="GPU-1", setting="power_limit", original=1, value=2, study="s")
+    return {**entry, "run_key": "c002-r00", "set_at": 1.7e9, **changes}
+
+
 def test_a_job_puts_the_limit_back_when_it_is_stopped_by_sigterm(tmp_path):
     fake = FakeNvml([a100()])
     seen: list[Any] = []
@@ -413,6 +421,89 @@ def test_a_job_puts_back_only_what_was_left_on_the_gpus_it_sees(tmp_path, monkey
     ]
 
 
+def ledger_path(tmp_path: Path, setting: str = "power_limit") -> Path:
+    return tmp_path / "s-capped" / LEDGER_FOLDER / f"{HOST}@{A100}@{setting}.json"
+
+
+def planted(path: Path, kind: str) -> None:
+    """A ledger file at ``path`` that cannot be read as a setting."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "empty":  # a node lost before the file's bytes reached the disk
+        path.write_text("")
+    elif kind == "corrupt":
+        path.write_text('{"host": "x"')
+    elif kind == "link":  # to a setting that reads well: still not followed
+        target = path.parent.parent / "elsewhere.json"
+        entry = dict(host=HOST, gpu_uuid=A100, setting="power_limit", original=1, value=2)
+        target.write_text(json.dumps({**entry, "study": "capped", "run_key": "k", "set_at": 0}))
+        path.symlink_to(target)
+    elif kind == "dangling link":
+        path.symlink_to(path.parent / "nowhere")
+    elif kind == "fifo":  # read without waiting for a writer
+        os.mkfifo(path)
+
+
+@pytest.mark.parametrize("kind", ["empty", "corrupt", "link", "dangling link", "fifo"])
+def test_a_power_limit_file_that_cannot_be_read_refuses_the_job(tmp_path, kind):
+    path = ledger_path(tmp_path)
+    planted(path, kind)
+    fake = FakeNvml([a100()])
+    for _ in range(2):  # and the next job too: the original stays unknown
+        refused = run_capped(job_gpus(tmp_path, fake), False, lambda: pytest.fail("ran"))
+        assert isinstance(refused, GpuRefused) and "\n" not in refused.message
+        assert refused.message.startswith(f"{path}: a power limit left to put back that cannot")
+        assert refused.message.endswith("set it back if need be, then delete the file")
+        assert f"nvidia-smi -q -d POWER -i {A100}" in refused.message
+    assert fake.gpus[0].enforced_limit_mw == 400_000
+    assert [c for c in fake.changes if c[2] != 400_000] == []  # the check sets what it finds
+    assert os.path.lexists(path)
+    if kind == "link":
+        assert json.loads(path.resolve().read_text())["original"] == 1  # not written through
+
+
+def test_a_clocks_file_that_cannot_be_read_is_written_anew(tmp_path):
+    # Clocks are put back by unlocking them: the lost file held nothing else.
+    path = ledger_path(tmp_path, "locked_clocks")
+    planted(path, "empty")
+    fake = FakeNvml([a100()])
+    job = dataclasses.replace(job_gpus(tmp_path, fake), settings=GpuSettings(gpu_clocks_mhz=1000))
+    seen: list[Any] = []
+    run_capped(job, False, lambda: seen.append(ledger_files(tmp_path)) or (0, False, ""))
+    ((entry,),) = seen
+    assert (entry["setting"], entry["value"]) == ("locked_clocks", 1000)
+    assert fake.gpus[0].locked_clocks_mhz is None
+    assert not os.path.lexists(path)
+
+
+def test_a_setting_reaches_the_disk_before_its_gpu_is_changed(tmp_path, monkeypatch):
+    synced: list[str] = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")))
+    path = ledger_path(tmp_path)
+    fake = FakeNvml([a100()])
+
+    def training() -> tuple[int, bool, str]:
+        # The file's bytes (under its temporary name), then the folder that names it.
+        written, folder = synced
+        assert Path(written).parent == path.parent and written.startswith(f"{path.parent}/.")
+        assert folder == str(path.parent)
+        return 0, False, ""
+
+    assert run_capped(job_gpus(tmp_path, fake), False, training) == (0, False, "")
+    assert len(synced) == 2
+
+
+def test_a_ledger_folder_that_cannot_be_made_refuses_the_job_in_one_line(tmp_path):
+    (tmp_path / "s-capped").write_text("")  # a file where the study folder should be
+    fake = FakeNvml([a100()])
+    refused = run_capped(job_gpus(tmp_path, fake), False, lambda: pytest.fail("ran"))
+    assert isinstance(refused, GpuRefused) and "\n" not in refused.message
+    assert refused.message.startswith(
+        f"{tmp_path / 's-capped' / LEDGER_FOLDER}: the folder of GPU settings to put back cannot"
+        " be created: "
+    )
+    assert fake.gpus[0].enforced_limit_mw == 400_000
+
+
 class InlineExecutor:
     """submitit's executor running each job here, at once (the runner waits for it anyway)."""
 
@@ -426,6 +517,7 @@ class InlineExecutor:
         class Job:
             job_id = "7"
             result = staticmethod(lambda: fn(*args))
+            done = staticmethod(lambda: True)
 
             def cancel(self) -> None:
                 pass
@@ -452,6 +544,49 @@ def test_a_node_that_refuses_stops_the_study_with_the_run_back_in_the_plan(tmp_p
         assert state is not None and state.counts()["planned"] == 2
 
 
+def test_settings_jobs_left_set_are_told_as_the_study_starts_and_by_its_status(
+    tmp_path, monkeypatch
+):
+    from joulecast.study.commands import status_data
+
+    submitit = pytest.importorskip("submitit")
+    monkeypatch.setattr(submitit, "AutoExecutor", InlineExecutor)
+    ledger = FileLedger(tmp_path / "s-capped" / LEDGER_FOLDER)
+    power = a_setting(gpu_uuid=A100, original=400_000, value=250_500, study="capped")
+    clocks = {**power, "setting": "locked_clocks", "original": None, "value": 1000}
+    ledger.add("gpu-node-7", power)  # jobs killed outright on two nodes
+    ledger.add("gpu-node-7", clocks)
+    ledger.add("gpu-node-9", {**power, "set_at": 1e300})  # hand-written, say
+    (ledger.folder / f"gpu-node-8@{A100}@power_limit.json").write_text("")
+    file, store = capped_study(tmp_path), tmp_path / "s.db"
+    lines: list[str] = []
+    study = load_study(file)
+    Runner(study, store, executor="slurm", echo=lines.append, only={"mode": "none"}).run()
+    since = datetime.datetime.fromtimestamp(1.7e9).astimezone().isoformat(" ", "seconds")
+    files = sorted(str(p) for p in ledger.folder.iterdir())
+    assert lines == [
+        "GPU settings left set by jobs of the study killed outright (SIGKILL, a lost node); the "
+        "study's next job on that host and GPU puts each back, or put it back by hand as root on "
+        "that host with the command given, then delete its file:",
+        f"  gpu-node-7 {A100}: clocks locked at 1000 MHz since {since} (run c002-r00): "
+        f"nvidia-smi -i {A100} -rgc; {files[0]}",
+        f"  gpu-node-7 {A100}: power limit 250.5 W since {since} (run c002-r00), was 400 W: "
+        f"nvidia-smi -i {A100} -pl 400; {files[1]}",
+        f"  gpu-node-9 {A100}: power limit 250.5 W at an unknown time (run c002-r00), was 400 W:"
+        f" nvidia-smi -i {A100} -pl 400; {files[3]}",
+        f"  gpu-node-8 {A100}: power_limit, in a file that cannot be read (empty): what to put "
+        f"back is unknown; {files[2]}",
+    ]
+    left = status_data(store, study)["gpu_settings_left"]
+    assert [(e["host"], e["setting"], e["value"], e["error"]) for e in left] == [
+        ("gpu-node-7", "locked_clocks", 1000, None),
+        ("gpu-node-7", "power_limit", 250_500, None),
+        ("gpu-node-9", "power_limit", 250_500, None),
+        ("gpu-node-8", "power_limit", None, "empty"),
+    ]
+    assert [e["file"] for e in left] == [*files[:2], files[3], files[2]]
+
+
 def test_the_local_runner_puts_back_what_a_job_left_on_its_host(tmp_path):
     gpu_state = tmp_path / "gpus.json"
     left = FakeNvml([a100()], state_path=gpu_state)
@@ -475,15 +610,7 @@ def test_a_ledger_file_not_understood_is_left_alone(tmp_path, caplog):
     ledger = FileLedger(tmp_path)
     (tmp_path / "x.json").write_text('{"host": "h", "setting": "power_limit", "original": null}')
     (tmp_path / "y.json").write_text("{")
-    entry = dict(
-        gpu_uuid="GPU-1",
-        setting="power_limit",
-        original=1,
-        value=2,
-        study="s",
-        run_key="k",
-        set_at=0.0,
-    )
+    entry = a_setting(run_key="k", set_at=0.0)
     ledger.add("h/../..", entry)
     ledger.add("h/../..", {**entry, "original": 5})  # the first original stays
     assert [e["original"] for e in ledger.entries("h/../..", "s")] == [1]

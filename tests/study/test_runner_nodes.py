@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 
 import joulecast
+from joulecast.errors import InputError
 from joulecast.store import Store
 from joulecast.study.design import load_study, plan
+from joulecast.study.powercap import GpuRefused
 from joulecast.study.runner import Runner, _worst
 from joulecast.study.state import StudyState
 from tests.study.test_runner import FAKE, cli, status
@@ -184,6 +186,9 @@ class FakeJob:
     def __init__(self, tasks: int) -> None:
         self.tasks = tasks
 
+    def done(self) -> bool:
+        return True
+
     def result(self) -> tuple[int, bool, str]:
         return 0, False, ""
 
@@ -214,3 +219,61 @@ def test_on_slurm_each_run_asks_for_its_own_nodes_and_gpus(tmp_path, monkeypatch
     shard_dir = Path(cmd[cmd.index("--shard-dir") + 1])
     assert uid.startswith("nodes/c002-r00-a1-") and shard_dir.name == uid.split("/")[-1]
     assert shard_dir.parent == tmp_path / "s-nodes" / "shards"
+
+
+class Task:
+    """One task of a job: ``ending`` is None while it runs."""
+
+    def __init__(self, ending: Any = None) -> None:
+        self.ending = ending
+
+    def done(self) -> bool:
+        return self.ending is not None
+
+    def result(self) -> Any:
+        if self.ending is None:  # submitit would wait: here, up to the study's timeout
+            pytest.fail("waited on a task that has not ended")
+        return self.ending
+
+
+class TwoNodeJob:
+    """Node 0 trains (waiting for node 1, up to the study's timeout); node 1 refused."""
+
+    job_id = "43"
+
+    def __init__(self) -> None:
+        self.tasks = [Task(), Task(GpuRefused("gpu-node-2", "cannot set the power limit"))]
+        self.cancelled = 0
+
+    def task(self, k: int) -> Task:
+        return self.tasks[k]
+
+    def cancel(self) -> None:
+        self.cancelled += 1
+
+
+def test_a_refusal_on_a_later_node_cancels_the_job_at_once(tmp_path, monkeypatch):
+    submitit = pytest.importorskip("submitit")
+    design = "[factors]\npower_limit_w = [250]\n"
+    file = nodes_study(tmp_path, [], design)
+    file.write_text(file.read_text().replace("[fixed]", "[fixed]\nfail_rank = -1\nnodes = 2"))
+    job = TwoNodeJob()
+
+    class Executor(FakeExecutor):
+        def submit(self, fn: Any, *args: Any) -> TwoNodeJob:
+            return job
+
+    monkeypatch.setattr(submitit, "AutoExecutor", Executor)
+    monkeypatch.setattr(Runner, "_warm_up", lambda self: None)
+    store = tmp_path / "s.db"
+    with pytest.raises(InputError) as err:
+        Runner(load_study(file), store, executor="slurm", echo=lambda _: None).run()
+    EXECUTORS.pop()
+    assert str(err.value) == (
+        "run c000-r00 refused on gpu-node-2, back in the plan; study stopped: cannot set the"
+        " power limit"
+    )
+    assert job.cancelled == 1
+    with joulecast.open_store(store) as s:
+        state = StudyState.find(s, "nodes")
+        assert state is not None and list(state.runs()["status"]) == ["planned"]

@@ -236,9 +236,14 @@ def status_data(store_path: Path, study: Any) -> dict[str, Any]:
             )
         runs = state.runs()
         counts = state.counts()
+    from joulecast.study.powercap import LEDGER_FOLDER, FileLedger
+    from joulecast.study.runner import study_folder
+
+    left = FileLedger(study_folder(store_path.resolve(), study) / LEDGER_FOLDER).left()
     return {
         "study": study.name,
         **counts,
+        "gpu_settings_left": left,
         "runs": [
             {
                 "position": int(r.position),
@@ -275,6 +280,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         if r["status"] not in ("completed", "planned") or r["interrupted"]:
             line = f"  {r['key']}: {r['status']}{retried if r['interrupted'] else ''}"
             out.print(shown(f"{line} {r['error'] or ''}"[:300]))
+    if data["gpu_settings_left"]:
+        from joulecast.study.powercap import LEFT_HEADER, left_line
+
+        out.print(shown(LEFT_HEADER))
+        for entry in data["gpu_settings_left"]:
+            out.print(shown(f"  {left_line(entry)}"))
     return 0
 
 

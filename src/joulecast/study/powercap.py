@@ -14,7 +14,8 @@ host puts the GPU back before it does anything else (:meth:`GpuControl.restore_l
 Under SLURM each job sets its own node's GPUs (:func:`on_node`), keeping the previous
 settings in files of the study's folder (:class:`FileLedger`) rather than the store, which
 jobs on other machines must not write; the next job on that host, or the next local runner
-there, puts back what a killed job left.
+there, puts back what a killed job left, and every ``study run`` lists what is left
+(:meth:`FileLedger.left`, :func:`left_line`).
 
 NVML cannot read a clock lock back, so locked clocks are put back by unlocking them
 (``nvmlDeviceResetGpuLockedClocks``): a lock an administrator had set before is lifted too.
@@ -26,8 +27,10 @@ first run, by setting each GPU's power limit to the value it already has.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import logging
+import os
 import socket
 import time
 import urllib.parse
@@ -36,8 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from joulecast.errors import InputError, JoulecastError, SensorUnavailable
-from joulecast.inputs import is_number, quote
+from joulecast.errors import InputError, JoulecastError, OutputError, SensorUnavailable
+from joulecast.inputs import is_number, quote, read_file
 from joulecast.outputs import write_atomic
 
 if TYPE_CHECKING:
@@ -82,6 +85,7 @@ _ROOT = (
 LEDGER_FOLDER = "gpu_settings"
 """The folder of a study's folder where its jobs keep the settings to put back."""
 _FIELDS = ("gpu_uuid", "setting", "original", "value", "study", "run_key", "set_at")
+_MAX_BYTES = 64 * 1024  # a setting is some 300 bytes
 
 
 class Ledger(Protocol):
@@ -158,19 +162,45 @@ class FileLedger:
         name = "@".join(urllib.parse.quote(part, safe="") for part in (host, uuid, setting))
         return self.folder / f"{name}.json"
 
-    def _all(self) -> list[dict[str, Any]]:
-        out = []
+    def scan(self) -> tuple[list[tuple[Path, dict[str, Any]]], list[tuple[Path, str]]]:
+        """Every setting in the folder with its file, whichever host and study left it; and
+        each file of it that cannot be read as one, with why."""
+        entries, unreadable = [], []
         for path in sorted(self.folder.glob("*.json")):
-            try:
-                entry = json.loads(path.read_text())
-                ok = isinstance(entry, dict) and _valid(entry)
-            except (OSError, ValueError) as exc:
-                ok, entry = False, exc
-            if ok:
-                out.append(entry)
+            found = _read_entry(path)
+            if isinstance(found, str):
+                unreadable.append((path, found))
             else:
-                log.warning("%s: not a GPU setting to put back, left alone (%s)", path, entry)
+                entries.append((path, found))
+        return entries, unreadable
+
+    def left(self) -> list[dict[str, Any]]:
+        """Every setting in the folder, for an operator: each with its ``file`` and ``error``
+        (None; for a file that cannot be read, why, with the host, GPU and setting its name
+        gives and None for the rest)."""
+        entries, unreadable = self.scan()
+        out = [{"file": str(path), **entry, "error": None} for path, entry in entries]
+        for path, why in unreadable:
+            parts = [urllib.parse.unquote(p) for p in path.stem.split("@")]
+            host, uuid, setting = parts if len(parts) == 3 else (None, None, None)
+            lost = dict.fromkeys(("original", "value", "study", "run_key", "set_at"))
+            out.append(
+                {
+                    "file": str(path),
+                    "host": host,
+                    "gpu_uuid": uuid,
+                    "setting": setting,
+                    **lost,
+                    "error": why,
+                }
+            )
         return out
+
+    def _all(self) -> list[dict[str, Any]]:
+        entries, unreadable = self.scan()
+        for path, why in unreadable:
+            log.warning("%s: not a GPU setting to put back, left alone (%s)", path, why)
+        return [entry for _, entry in entries]
 
     def entries(self, host: str, study: str) -> list[dict[str, Any]]:
         """``study``'s settings left on ``host``: clocks first (the reverse of the order they
@@ -190,18 +220,95 @@ class FileLedger:
         )
 
     def add(self, host: str, entry: dict[str, Any]) -> None:
-        """Keep ``entry`` (the :data:`_FIELDS`); one already there for its GPU and setting (a
-        put-back that failed) stays, with the older, true original."""
+        """Keep ``entry`` (the :data:`_FIELDS`), durably; one already there for its GPU and
+        setting (a put-back that failed) stays, with the older, true original.
+
+        Raises:
+            InputError: A power limit's file is there but cannot be read (empty after a lost
+                node, not JSON, a symbolic link): the limit to put back is unknown.
+            OutputError: The folder or the file cannot be written.
+        """
         path = self._path(host, entry["gpu_uuid"], entry["setting"])
-        if path.exists():
-            return
-        self.folder.mkdir(parents=True, exist_ok=True)
+        if os.path.lexists(path):
+            found = _read_entry(path)
+            if not isinstance(found, str):
+                return
+            if entry["setting"] == _POWER:
+                # The limit to put back is lost: setting another would go unnoticed for good.
+                raise InputError(_unreadable(path, host, entry["gpu_uuid"], found))
+            # Clocks are put back by unlocking them, whatever the lost file said.
+            log.warning("%s: cannot be read (%s); written anew", path, found)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(
+                f"{self.folder}: the folder of GPU settings to put back cannot be created: "
+                f"{exc.strerror or exc}; nothing is set"
+            ) from exc
         text = json.dumps({"host": host, **entry})
-        write_atomic(path, lambda tmp: Path(tmp).write_text(text))
+        # Durable: a node lost after the GPU is changed must leave the file whole, not empty.
+        write_atomic(path, lambda tmp: Path(tmp).write_text(text), durable=True)
 
     def remove(self, host: str, uuid: str, setting: str) -> None:
         """Forget the ``setting`` of GPU ``uuid`` on ``host`` (it is back)."""
         self._path(host, uuid, setting).unlink(missing_ok=True)
+
+
+def _read_entry(path: Path) -> dict[str, Any] | str:
+    """The setting ``path`` holds, or why it holds none (a symbolic link is not followed)."""
+    try:
+        data = read_file(path, "a GPU setting to put back", max_bytes=_MAX_BYTES, regular=True)
+    except InputError as exc:
+        return str(exc).removeprefix(f"{path}: ")
+    if not data.strip():
+        return "empty"
+    try:
+        entry = json.loads(data)
+    except ValueError:
+        return "not JSON"
+    if not isinstance(entry, dict) or not _valid(entry):
+        return "not a setting as joulecast writes it"
+    return entry
+
+
+def _unreadable(path: Path, host: str, uuid: str, why: str) -> str:
+    """Why a power limit is refused where the file of one left before cannot be read."""
+    return (
+        f"{path}: a power limit left to put back that cannot be read ({why}): the limit "
+        f"{uuid} had before is unknown, so nothing is set; check it on {host} "
+        f"(nvidia-smi -q -d POWER -i {uuid}), set it back if need be, then delete the file"
+    )
+
+
+LEFT_HEADER = (
+    "GPU settings left set by jobs of the study killed outright (SIGKILL, a lost node); the "
+    "study's next job on that host and GPU puts each back, or put it back by hand as root on "
+    "that host with the command given, then delete its file:"
+)
+"""What precedes the lines of :func:`left_line`."""
+
+
+def left_line(entry: dict[str, Any]) -> str:
+    """One line on a setting of :meth:`FileLedger.left`: where, what, since when, and the
+    ``nvidia-smi`` command that puts it back."""
+    where = f"{entry['host']} {entry['gpu_uuid']}"
+    if entry.get("error") is not None:
+        return (
+            f"{where}: {entry['setting']}, in a file that cannot be read ({entry['error']}): "
+            f"what to put back is unknown; {entry['file']}"
+        )
+    since = "at an unknown time"
+    with contextlib.suppress(TypeError, ValueError, OverflowError, OSError):  # not a time
+        stamp = datetime.datetime.fromtimestamp(entry["set_at"]).astimezone()
+        since = f"since {stamp.isoformat(sep=' ', timespec='seconds')}"
+    if entry["setting"] == _POWER:
+        was, now = entry["original"] / 1000, entry["value"] / 1000
+        what = f"power limit {now:g} W {since} (run {entry['run_key']}), was {was:g} W"
+        command = f"nvidia-smi -i {entry['gpu_uuid']} -pl {was:g}"
+    else:
+        what = f"clocks locked at {entry['value']} MHz {since} (run {entry['run_key']})"
+        command = f"nvidia-smi -i {entry['gpu_uuid']} -rgc"
+    return f"{where}: {what}: {command}; {entry['file']}"
 
 
 def _valid(entry: dict[str, Any]) -> bool:

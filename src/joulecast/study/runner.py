@@ -55,11 +55,13 @@ from joulecast.store import Store
 from joulecast.study.design import MAX_ATTEMPTS_LIMIT, PlannedRun, Study, argv, plan
 from joulecast.study.powercap import (
     LEDGER_FOLDER,
+    LEFT_HEADER,
     FileLedger,
     GpuControl,
     GpuRefused,
     GpuSettings,
     JobGpus,
+    left_line,
     on_node,
     study_settings,
 )
@@ -83,6 +85,8 @@ OOM_MARKERS = (
 OOM_LINES = 8
 TAIL_CHARS = 2000
 KILL_GRACE_S = 10.0
+POLL_S = 1.0
+"""How often the runner looks whether a job's tasks have ended (submitit's own wait: 1 s)."""
 
 
 @dataclass(frozen=True)
@@ -465,6 +469,7 @@ class Runner:
                 self._kill_leftovers(state)
                 if self.executor == "local" and study_settings(self.study, planned):
                     self._gpus = self._restore_gpus(store, stack)
+                self._report_left_settings()
                 self._record_finished_leftovers(store, state)
                 again, given_up = state.recover(self.max_attempts)
                 if again:
@@ -523,6 +528,15 @@ class Runner:
         for line in jobs.restore_leftovers():
             self.echo(f"left set by a job of the study, put back: {line}")
         return control
+
+    def _report_left_settings(self) -> None:
+        """Tell the GPU settings jobs of the study left set (on other hosts, or here where the
+        local runner could not put them back): only a job on that host can."""
+        left = FileLedger(self.folder / LEDGER_FOLDER).left()
+        if left:
+            self.echo(LEFT_HEADER)
+            for entry in left:
+                self.echo(f"  {left_line(entry)}")
 
     def _selected(self, run: PlannedRun) -> bool:
         """Whether ``run`` is among those ``only`` selects (by factor value, as text)."""
@@ -813,23 +827,33 @@ def _task_results(job: Any, tasks: int, key: str) -> list[tuple[int, bool, str]]
     """Each task's :func:`execute` result; a task that failed itself (scheduler, node) as exit
     status 1 with the reason.
 
+    Every task is watched, not each in turn: a node that refuses is seen at once, not after
+    node 0's task, which waits for it until the study's timeout.
+
     Raises:
         InputError: A task's node refused the run's GPU settings (:class:`GpuRefused`): the
             study stops there, as when a setting is refused to the local executor.
     """
-    out = []
-    for task in [job] if tasks == 1 else [job.task(k) for k in range(tasks)]:
-        try:
-            result = task.result()
-        except Exception as exc:  # the job itself failed (scheduler, node)
-            result = (1, False, f"job {job.job_id} failed: {exc}")
-        if isinstance(result, GpuRefused):
-            raise InputError(
-                f"run {key} refused on {result.host}, back in the plan; study stopped: "
-                f"{result.message}"
-            )
-        out.append(result)
-    return out
+    pending = dict(enumerate([job] if tasks == 1 else [job.task(k) for k in range(tasks)]))
+    out: dict[int, tuple[int, bool, str]] = {}
+    while True:
+        for k, task in list(pending.items()):
+            if not task.done():
+                continue
+            del pending[k]
+            try:
+                result = task.result()
+            except Exception as exc:  # the job itself failed (scheduler, node)
+                result = (1, False, f"job {job.job_id} failed: {exc}")
+            if isinstance(result, GpuRefused):
+                raise InputError(
+                    f"run {key} refused on {result.host}, back in the plan; study stopped: "
+                    f"{result.message}"
+                )
+            out[k] = result
+        if not pending:
+            return [out[k] for k in range(tasks)]
+        time.sleep(POLL_S)
 
 
 def _missing_nodes(folder: Path, uid: str, nodes: int) -> list[int]:
