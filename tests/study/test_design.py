@@ -102,6 +102,14 @@ def test_paper_blocks(name, combinations, runs):
     assert all(not set(LABEL_FACTORS) & set(run.params) for run in planned)
 
 
+def test_the_power_cap_example_sets_the_limit_and_never_passes_it_to_the_workload():
+    study = load_study(EXAMPLES / "power_cap.toml")
+    planned = plan(study)
+    assert len(planned) == 9
+    assert sorted({run.factors["power_limit_w"] for run in planned}) == [250, 400, 550]
+    assert all("power_limit_w" not in " ".join(argv(study, run)) for run in planned)
+
+
 def test_paper_block2_levels():
     study = load_study(EXAMPLES / "paper_block2.toml")
     assert study.factors["batch_size"] == [32, 64, 256]
