@@ -118,53 +118,30 @@ def offline_expectation(study: Any, status: Any, gpu: str | None) -> dict[str, A
     known before loading (under each run's split); None otherwise, or when any run to do is
     out of its reach.
     """
+    import json
+
     from joulecast.study.design import BUILTIN, plan
-    from joulecast.study.workloads.datasets import expected_sizes
 
     if gpu is None or study.workload != BUILTIN:
         return None
-    from joulecast.offline.estimate import estimate_training
-
     todo = set(status.loc[status["status"].isin(["planned", "running"]), "position"])
     energy = duration = 0.0
     warnings: set[str] = set()
+    # Repetitions of a combination train the same configuration: each is estimated once.
+    known: dict[str, tuple[float, float, list[str]] | None] = {}
     for run in plan(study):
         if run.position not in todo:
             continue
         p = {**run.params, **run.factors}
-        sizes = expected_sizes(
-            p.get("dataset"),
-            split=p.get("split", "holdout"),
-            samples=int(p.get("samples", 400)),
-        )
-        if sizes is None:
+        key = json.dumps(p, sort_keys=True, default=str)
+        if key not in known:
+            known[key] = _configuration_expectation(p, gpu)
+        found = known[key]
+        if found is None:
             return None
-        from joulecast.study.workloads.architectures import ONE_STEP
-
-        epochs = p.get("epochs", [5, 5])
-        steps = [int(e) for e in epochs] if isinstance(epochs, list) else [int(epochs)]
-        # Architectures trained in one step train only the first step's epochs.
-        total_epochs = steps[0] if p.get("arch") in ONE_STEP else sum(steps)
-        try:
-            result = estimate_training(
-                gpu=gpu,
-                arch=p.get("arch"),
-                input_size=int(p.get("input_size", 128)),
-                batch_size=int(p.get("batch_size", 32)),
-                train_samples=sizes[0],
-                val_samples=sizes[1],
-                epochs=total_epochs,
-                ram_gb=float(p["ram_gb"]) if "ram_gb" in p else None,
-            )
-        except InputError:
-            return None
-        by = {e.method: e for e in result.estimates}
-        if by["offline-epoch-energy"].energy_j is None or result.duration_s is None:
-            return None
-        energy += by["offline-epoch-energy"].energy_j
-        duration += result.duration_s
-        if result.applicability is not None:
-            warnings.update(result.applicability.out_of_range)
+        energy += found[0]
+        duration += found[1]
+        warnings.update(found[2])
     caveat = (
         f"; outside the model's training ranges: {', '.join(sorted(warnings))}" if warnings else ""
     )
@@ -176,6 +153,47 @@ def offline_expectation(study: Any, status: Any, gpu: str | None) -> dict[str, A
             f"{duration / 3600:,.2f} h of training and {energy / 1e3:,.1f} kJ (modelled){caveat}"
         ),
     }
+
+
+def _configuration_expectation(
+    p: dict[str, Any], gpu: str
+) -> tuple[float, float, list[str]] | None:
+    """The offline epoch-energy estimate (J), the training duration (s) and the features out of
+    the model's training ranges for one run's parameters ``p``; None out of its reach."""
+    from joulecast.offline.estimate import estimate_training
+    from joulecast.study.workloads.architectures import ONE_STEP
+    from joulecast.study.workloads.datasets import expected_sizes
+
+    sizes = expected_sizes(
+        p.get("dataset"),
+        split=p.get("split", "holdout"),
+        samples=int(p.get("samples", 400)),
+    )
+    if sizes is None:
+        return None
+    epochs = p.get("epochs", [5, 5])
+    steps = [int(e) for e in epochs] if isinstance(epochs, list) else [int(epochs)]
+    # Architectures trained in one step train only the first step's epochs.
+    total_epochs = steps[0] if p.get("arch") in ONE_STEP else sum(steps)
+    try:
+        result = estimate_training(
+            gpu=gpu,
+            arch=p.get("arch"),
+            input_size=int(p.get("input_size", 128)),
+            batch_size=int(p.get("batch_size", 32)),
+            train_samples=sizes[0],
+            val_samples=sizes[1],
+            epochs=total_epochs,
+            ram_gb=float(p["ram_gb"]) if "ram_gb" in p else None,
+        )
+    except InputError:
+        return None
+    by = {e.method: e for e in result.estimates}
+    energy_j = by["offline-epoch-energy"].energy_j
+    if energy_j is None or result.duration_s is None:
+        return None
+    out = list(result.applicability.out_of_range) if result.applicability is not None else []
+    return energy_j, result.duration_s, out
 
 
 def _gpu_name() -> str | None:
