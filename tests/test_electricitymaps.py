@@ -303,6 +303,11 @@ def test_a_key_no_header_can_carry_is_refused_without_printing_it(key: str) -> N
     assert key.split()[0][:3] not in str(info.value).split("holds")[1]
 
 
+def test_a_key_longer_than_any_token_is_refused_by_its_length() -> None:
+    with pytest.raises(InputError, match=r"API_KEY is 100,000 characters long, more than any"):
+        lookup("DE", {API_KEY_ENV: "k" * 100_000})
+
+
 def test_a_service_that_drips_its_answer_is_given_the_timeout_in_all(maps: FakeMaps) -> None:
     maps.drip_s = 0.1  # a byte every 0.1 s, each read inside the socket's 0.3 s timeout
     maps.answer("past-range", {"data": TWO_HOURS})

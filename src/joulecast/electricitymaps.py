@@ -51,7 +51,8 @@ MAX_BYTES = 8 << 20
 # The key under which ElectricityMaps._asked keeps a failure to reach the service.
 _UNREACHED = ""
 # API tokens: visible ASCII characters only (a header cannot carry others).
-_TOKEN = re.compile(r"[\x21-\x7e]{1,4096}")
+_MAX_TOKEN = 4096
+_TOKEN = re.compile(rf"[\x21-\x7e]{{1,{_MAX_TOKEN}}}")
 # Zone ids: letters, digits, '-' and '_' (DE, US-CAL-CISO, DK-DK1).
 _ZONE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
@@ -274,9 +275,14 @@ def lookup(zone: str, env: Mapping[str, str]) -> Intensity:
             " (from https://portal.electricitymaps.com); nothing is fetched without one"
         )
     if not _TOKEN.fullmatch(key):  # the key itself is never printed
+        said = (
+            f"is {len(key):,} characters long, more than any token"
+            if len(key) > _MAX_TOKEN
+            else "holds a space, a line break, a control or a non-ASCII character, which no"
+            " token has"
+        )
         raise InputError(
-            f"Electricity Maps zone {name}: ${API_KEY_ENV} holds a space, a line break, a"
-            " control or a non-ASCII character, which no token has: set it to the token alone"
+            f"Electricity Maps zone {name}: ${API_KEY_ENV} {said}: set it to the token alone"
         )
     base = env.get(URL_ENV, "").strip() or BASE_URL
     try:
